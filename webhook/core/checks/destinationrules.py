@@ -1,0 +1,1 @@
+"""Checks for destinationrules (being written)."""

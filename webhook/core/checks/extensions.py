@@ -1,0 +1,1 @@
+"""Checks for extensions (being written)."""

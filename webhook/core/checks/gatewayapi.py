@@ -1,0 +1,1 @@
+"""Checks for gatewayapi (being written)."""

@@ -1,0 +1,1 @@
+"""Checks for gateways (being written)."""

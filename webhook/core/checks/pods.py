@@ -1,0 +1,1 @@
+"""Checks for pods (being written)."""

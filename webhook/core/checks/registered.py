@@ -1,0 +1,15 @@
+"""Imports every check module so that each registers itself in ``REGISTRY``."""
+
+from webhook.core.checks import (  # noqa: F401
+    destinationrules,
+    extensions,
+    gatewayapi,
+    gateways,
+    namespaces,
+    pods,
+    serviceentries,
+    services,
+    sidecars,
+    virtualservices,
+    workloadentries,
+)

@@ -1,0 +1,1 @@
+"""Checks for services (being written)."""

@@ -1,0 +1,1 @@
+"""Checks for virtualservices (being written)."""

@@ -1,0 +1,1 @@
+"""Checks for workloadentries (being written)."""

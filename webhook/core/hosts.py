@@ -1,0 +1,228 @@
+"""Host names as Istio sees them, and a trie that answers "who covers this host" in O(labels).
+
+Every decision in egress-guard comes down to comparing a host written by a tenant (in a
+ServiceEntry, a Sidecar import, a VirtualService) with the hosts of the allow list.  The rules are
+Istio's (``pkg/config/host/name.go``): ``*.foo.com`` covers ``a.foo.com`` and ``a.b.foo.com`` but
+never the apex ``foo.com``, and a bare ``*`` covers everything.  Names are compared
+case-insensitively and a trailing dot (absolute form) is ignored.
+
+The trie stores names by reversed labels so a lookup costs the number of labels in the queried
+host, whatever the size of the allow list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from webhook.core.errors import InvalidHostError
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+MAX_HOST_LENGTH = 253
+
+T = TypeVar("T")
+
+
+def normalize(host: str) -> str:
+    """Lower-case a host and drop the trailing dot of the absolute form."""
+    host = host.strip().lower()
+    if host.endswith(".") and host != ".":
+        host = host[:-1]
+    return host
+
+
+def is_ip(host: str) -> bool:
+    """True for an IPv4/IPv6 address or CIDR."""
+    try:
+        ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def is_wildcard(host: str) -> bool:
+    """True for ``*`` and ``*.suffix`` forms."""
+    return host == "*" or host.startswith("*.")
+
+
+def wildcard_suffix(host: str) -> str:
+    """``*.foo.com`` -> ``foo.com``; ``*`` -> ``""``."""
+    return "" if host == "*" else host[2:]
+
+
+def check_dns_name(host: str, *, allow_wildcard: bool = True, require_dot: bool = False) -> str:
+    """Normalize and validate a DNS name (optionally ``*.``-prefixed); raise InvalidHostError."""
+    name = normalize(host)
+    if not name:
+        raise InvalidHostError(host, "empty host")
+    if name == "*":
+        if not allow_wildcard:
+            raise InvalidHostError(host, "a bare '*' is not allowed here")
+        return name
+    body = name
+    if name.startswith("*."):
+        if not allow_wildcard:
+            raise InvalidHostError(host, "wildcards are not allowed here")
+        body = name[2:]
+    if len(name) > MAX_HOST_LENGTH:
+        raise InvalidHostError(host, f"longer than {MAX_HOST_LENGTH} characters")
+    labels = body.split(".")
+    for label in labels:
+        if "*" in label:
+            raise InvalidHostError(host, "'*' is only allowed as the whole left-most label")
+        if not _LABEL.match(label):
+            raise InvalidHostError(host, f"invalid DNS label {label!r}")
+    if require_dot and len(labels) < 2 and not name.startswith("*."):
+        raise InvalidHostError(host, "must be a fully qualified name (contain a dot)")
+    return name
+
+
+def covers(pattern: str, host: str) -> bool:
+    """Whether ``pattern`` covers ``host``, both normalized.
+
+    A wildcard host is covered only by a pattern whose suffix it lies under: ``*.foo.com`` covers
+    ``*.a.foo.com`` and ``*.foo.com``, but ``a.foo.com`` never covers ``*.foo.com``.
+    """
+    if pattern == "*":
+        return True
+    if pattern == host:
+        return True
+    if not pattern.startswith("*."):
+        return False
+    suffix = pattern[1:]  # ".foo.com"
+    if host.startswith("*."):
+        return host[1:].endswith(suffix) or host[1:] == suffix
+    return host.endswith(suffix) and len(host) > len(suffix)
+
+
+def is_cluster_internal(host: str, cluster_domain: str) -> bool:
+    """True for names served by the cluster's DNS zone (``*.svc.cluster.local`` and below).
+
+    Wildcards count as internal only when the whole wildcard lies inside the zone.
+    """
+    domain = normalize(cluster_domain)
+    if host == "*":
+        return False
+    name = host[2:] if host.startswith("*.") else host
+    return name == domain or name.endswith("." + domain)
+
+
+def expand_short_name(host: str, namespace: str, cluster_domain: str) -> str:
+    """Expand a VirtualService/DestinationRule short name the way istiod does.
+
+    A name without a dot becomes ``name.<namespace>.svc.<domain>``; names with any dot, wildcards
+    and IPs are taken as they are (trap: ``reviews.other`` is *not* expanded).
+    """
+    if host == "*" or "." in host or host.startswith("*") or is_ip(host):
+        return host
+    return f"{host}.{namespace}.svc.{normalize(cluster_domain)}"
+
+
+def _reversed_labels(name: str) -> list[str]:
+    return name.split(".")[::-1]
+
+
+@dataclass(slots=True)
+class _Node(Generic[T]):
+    children: dict[str, _Node[T]] = field(default_factory=dict)
+    exact: list[T] = field(default_factory=list)
+    # values registered for "*.<this node>": cover every strict descendant
+    wildcard: list[T] = field(default_factory=list)
+    # every value registered at or below this node (exact or wildcard), filled by freeze()
+    below: frozenset[T] = frozenset()
+
+
+class HostTrie(Generic[T]):
+    """Maps host patterns to values; lookups cost O(labels of the query).
+
+    ``covering(host)`` answers the allow-list question (which patterns cover a host), and
+    ``under(pattern)`` the Sidecar-import question (which registered hosts a pattern imports).
+    """
+
+    def __init__(self) -> None:
+        self._root: _Node[T] = _Node()
+        self._star: list[T] = []
+        self._frozen = False
+
+    def add(self, pattern: str, value: T) -> None:
+        """Register a normalized host pattern (``*``, ``*.suffix`` or an exact name)."""
+        if self._frozen:
+            raise RuntimeError("HostTrie is frozen")
+        if pattern == "*":
+            self._star.append(value)
+            return
+        wildcard = pattern.startswith("*.")
+        node = self._root
+        for label in _reversed_labels(pattern[2:] if wildcard else pattern):
+            node = node.children.setdefault(label, _Node())
+        (node.wildcard if wildcard else node.exact).append(value)
+
+    def freeze(self) -> HostTrie[T]:
+        """Precompute subtree aggregates so ``under()`` is O(labels) too."""
+
+        def fill(node: _Node[T]) -> frozenset[T]:
+            acc: set[T] = set(node.exact) | set(node.wildcard)
+            for child in node.children.values():
+                acc |= fill(child)
+            node.below = frozenset(acc)
+            return node.below
+
+        # recursion depth is bounded: a valid host name has at most 127 labels
+        fill(self._root)
+        self._frozen = True
+        return self
+
+    def covering(self, host: str) -> Iterator[T]:
+        """Values whose pattern covers ``host`` (exact or wildcard host, normalized)."""
+        yield from self._star
+        if host == "*":
+            return
+        wildcard = host.startswith("*.")
+        labels = _reversed_labels(host[2:] if wildcard else host)
+        node = self._root
+        for label in labels:
+            # "*.<node>" covers every name strictly below the node, and the walk is still above
+            # the queried host here
+            yield from node.wildcard
+            child = node.children.get(label)
+            if child is None:
+                return
+            node = child
+        if wildcard:
+            # "*.foo.com" is covered by "*.foo.com" itself, never by the exact "foo.com"
+            yield from node.wildcard
+        else:
+            yield from node.exact
+
+    def under(self, pattern: str) -> frozenset[T]:
+        """Values registered at hosts that ``pattern`` imports (Sidecar semantics).
+
+        ``*`` imports everything; ``*.foo.com`` imports every host strictly below ``foo.com``
+        (including ``*.foo.com`` and ``*.a.foo.com``); an exact name imports only itself.
+        """
+        if pattern == "*":
+            return self._root.below | frozenset(self._star)
+        wildcard = pattern.startswith("*.")
+        node = self._root
+        for label in _reversed_labels(pattern[2:] if wildcard else pattern):
+            child = node.children.get(label)
+            if child is None:
+                return frozenset()
+            node = child
+        if not wildcard:
+            return frozenset(node.exact)
+        found: set[T] = set(node.wildcard)
+        for child in node.children.values():
+            found |= child.below
+        return frozenset(found)
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str, T]]) -> HostTrie[T]:
+        """Build and freeze a trie from (pattern, value) pairs."""
+        trie: HostTrie[T] = cls()
+        for pattern, value in items:
+            trie.add(pattern, value)
+        return trie.freeze()

@@ -1,0 +1,330 @@
+"""The egress policy as the decision engine uses it: frozen values plus precompiled indexes.
+
+The security team writes YAML (see ``policy_parsing``); this module holds what that YAML means
+once checked: the external services (hosts, ports, protocols, gateway), the allow rules, and the
+indexes built once per policy revision so each admission decision is a handful of dictionary and
+trie lookups whatever the size of the allow list.
+
+Sources and the layers that enforce them:
+- namespace and workload labels are checked at config time (Sidecar imports, VirtualService
+  routes, ServiceEntries): a Sidecar may import a service only for workloads its selector pins to
+  a rule's labels;
+- a rule's service account is an identity, and identities are only known where mTLS ends, at the
+  egress gateway: the generated AuthorizationPolicy enforces it there.  Objects that open a
+  *direct* path (a tenant ServiceEntry, which bypasses the gateway) therefore need a rule with no
+  labels and no service account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from webhook.core.hosts import HostTrie, covers, is_cluster_internal
+
+PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TLS", "TCP", "HTTP2", "GRPC", "MONGO")
+WILDCARD_NAMESPACE = "*"
+
+DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "istio-system",
+    "egress-guard",
+)
+
+MANAGED_LABEL = "egress-guard.io/managed"
+SERVICE_LABEL = "egress-guard.io/service"
+
+
+class Mode(StrEnum):
+    """``enforce`` denies violations; ``audit`` admits them with warnings and a log line."""
+
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+
+
+class GatewayMode(StrEnum):
+    """One egress gateway for every service, or one per service (the Banzai layout)."""
+
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A port of an external service and the protocol Istio should treat it as."""
+
+    number: int
+    protocol: str
+
+    @property
+    def name(self) -> str:
+        """A Service/ServiceEntry port name Istio accepts (``http-80``, ``tls-443``)."""
+        return f"{self.protocol.lower()}-{self.number}"
+
+    @property
+    def is_tls(self) -> bool:
+        """True when the proxy routes this port on SNI (TLS passthrough)."""
+        return self.protocol in ("TLS", "HTTPS")
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """An egress gateway: its Service in the egress namespace and the labels of its pods."""
+
+    name: str
+    namespace: str
+    selector: Mapping[str, str]
+    cluster_domain: str = "cluster.local"
+
+    @property
+    def fqdn(self) -> str:
+        """The gateway Service's cluster DNS name, where sidecars send egress traffic."""
+        return f"{self.name}.{self.namespace}.svc.{self.cluster_domain}"
+
+    @property
+    def ref(self) -> str:
+        """``namespace/name`` as VirtualService ``gateways`` lists write it."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalService:
+    """A named destination outside the mesh that rules can allow."""
+
+    name: str
+    hosts: tuple[str, ...]
+    ports: tuple[Port, ...]
+    gateway: Gateway
+    tls_origination_port: int | None = None
+    addresses: tuple[str, ...] = ()
+
+    def port(self, number: int) -> Port | None:
+        """The port with that number, if the service has it."""
+        for port in self.ports:
+            if port.number == number:
+                return port
+        return None
+
+    @property
+    def port_numbers(self) -> frozenset[int]:
+        """Every port number a client may use, plus the TLS origination port on the far side."""
+        numbers = {p.number for p in self.ports}
+        if self.tls_origination_port is not None:
+            numbers.add(self.tls_origination_port)
+        return frozenset(numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Who a rule is for: a namespace (or ``*``), optionally narrowed by labels and identity."""
+
+    namespace: str
+    workload_labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+
+    def matches_namespace(self, namespace: str) -> bool:
+        """True when the rule applies to workloads of ``namespace``."""
+        return self.namespace in (WILDCARD_NAMESPACE, namespace)
+
+    @property
+    def is_namespace_wide(self) -> bool:
+        """True when every workload of the namespace is a source, whatever labels or identity."""
+        return not self.workload_labels and self.service_account is None
+
+    def describe(self) -> str:
+        """``team-a``, ``test-app{k8s-app=app-a}``, ``*[sa=build]`` for messages."""
+        text = "every namespace" if self.namespace == WILDCARD_NAMESPACE else self.namespace
+        if self.workload_labels:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(self.workload_labels.items()))
+            text += "{" + labels + "}"
+        if self.service_account:
+            text += f"[sa={self.service_account}]"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    """``source`` may reach each service named in ``services``."""
+
+    name: str
+    source: Source
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Workloads:
+    """A set of workloads an object affects: a namespace, optionally narrowed by a selector.
+
+    ``selector=None`` means every workload of the namespace.
+    """
+
+    namespace: str
+    selector: Mapping[str, str] | None = None
+
+    def describe(self) -> str:
+        """Human form for messages: ``test-app`` or ``test-app{k8s-app=app-b}``."""
+        if not self.selector:
+            return f"namespace {self.namespace}"
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+        return f"workloads {{{labels}}} in namespace {self.namespace}"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A checked, compiled egress policy.  Build it with ``policy_parsing.parse_policy``."""
+
+    mode: Mode
+    egress_namespace: str
+    services: Mapping[str, ExternalService]
+    rules: tuple[AllowRule, ...]
+    excluded_namespaces: frozenset[str]
+    cluster_domain: str = "cluster.local"
+    trust_domain: str = "cluster.local"
+    istio_version: tuple[int, int] = (1, 30)
+    controller_users: frozenset[str] = frozenset()
+    network_policies: bool = False
+    revision: str = ""
+    name: str = ""
+    # indexes, derived in __post_init__
+    _hosts: HostTrie[str] = field(init=False, repr=False, compare=False)
+    _rules_by_ns: Mapping[str, tuple[AllowRule, ...]] = field(init=False, repr=False, compare=False)
+    _wild_rules: tuple[AllowRule, ...] = field(init=False, repr=False, compare=False)
+    _gateway_hosts: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        trie = HostTrie.build(
+            (host, svc.name) for svc in self.services.values() for host in svc.hosts
+        )
+        by_ns: dict[str, list[AllowRule]] = {}
+        wild: list[AllowRule] = []
+        for rule in self.rules:
+            if rule.source.namespace == WILDCARD_NAMESPACE:
+                wild.append(rule)
+            else:
+                by_ns.setdefault(rule.source.namespace, []).append(rule)
+        gateways: dict[str, list[str]] = {}
+        for svc in self.services.values():
+            gateways.setdefault(svc.gateway.fqdn, []).append(svc.name)
+        object.__setattr__(self, "_hosts", trie)
+        object.__setattr__(self, "_rules_by_ns", {k: tuple(v) for k, v in by_ns.items()})
+        object.__setattr__(self, "_wild_rules", tuple(wild))
+        object.__setattr__(self, "_gateway_hosts", {k: tuple(v) for k, v in gateways.items()})
+
+    # --- namespaces -------------------------------------------------------------------------
+
+    def is_excluded(self, namespace: str) -> bool:
+        """Namespaces the guardrail leaves alone (system, mesh, its own)."""
+        return namespace in self.excluded_namespaces
+
+    def is_egress_namespace(self, namespace: str) -> bool:
+        """The security team's namespace holding gateways and external ServiceEntries."""
+        return namespace == self.egress_namespace
+
+    # --- hosts ------------------------------------------------------------------------------
+
+    def is_internal(self, host: str) -> bool:
+        """A normalized host in the cluster's own DNS zone."""
+        return is_cluster_internal(host, self.cluster_domain)
+
+    def services_covering(self, host: str) -> frozenset[str]:
+        """Names of the external services with a host pattern that covers ``host``."""
+        return frozenset(self._hosts.covering(host))
+
+    def services_imported_by(self, pattern: str) -> frozenset[str]:
+        """Names of services with a host that a Sidecar import ``pattern`` pulls in."""
+        return self._hosts.under(pattern)
+
+    def services_on_gateway(self, fqdn: str) -> tuple[str, ...]:
+        """Services an egress gateway Service FQDN carries (empty when it is no gateway)."""
+        return self._gateway_hosts.get(fqdn, ())
+
+    @property
+    def gateways(self) -> tuple[Gateway, ...]:
+        """Every distinct egress gateway, in service order."""
+        seen: dict[str, Gateway] = {}
+        for svc in self.services.values():
+            seen.setdefault(svc.gateway.fqdn, svc.gateway)
+        return tuple(seen.values())
+
+    def service_hosts_covering(self, service: str, host: str) -> bool:
+        """Whether ``service`` has a host pattern covering ``host``."""
+        return any(covers(pattern, host) for pattern in self.services[service].hosts)
+
+    # --- rules ------------------------------------------------------------------------------
+
+    def rules_for_namespace(self, namespace: str) -> tuple[AllowRule, ...]:
+        """Every rule whose source namespace is ``namespace`` or ``*``."""
+        return self._rules_by_ns.get(namespace, ()) + self._wild_rules
+
+    def allowed_for(self, workloads: Workloads) -> frozenset[str]:
+        """Services every workload in ``workloads`` may reach according to namespace and labels.
+
+        A rule counts when its labels are implied by the selector (rule labels ⊆ selector), so
+        every selected pod carries them.  Service accounts are enforced at the egress gateway.
+        """
+        selector = workloads.selector or {}
+        allowed: set[str] = set()
+        for rule in self.rules_for_namespace(workloads.namespace):
+            labels = rule.source.workload_labels
+            if all(selector.get(k) == v for k, v in labels.items()):
+                allowed.update(rule.services)
+        return frozenset(allowed)
+
+    def allowed_directly(self, namespace: str) -> frozenset[str]:
+        """Services every workload of ``namespace`` may reach, with no label or identity filter.
+
+        This is the bar for objects that open a path without the gateway's identity check.
+        """
+        allowed: set[str] = set()
+        for rule in self.rules_for_namespace(namespace):
+            if rule.source.is_namespace_wide:
+                allowed.update(rule.services)
+        return frozenset(allowed)
+
+    def allowed_for_some(self, namespace: str) -> frozenset[str]:
+        """Services at least one workload of ``namespace`` may reach."""
+        allowed: set[str] = set()
+        for rule in self.rules_for_namespace(namespace):
+            allowed.update(rule.services)
+        return frozenset(allowed)
+
+    def allowed_everywhere(self) -> frozenset[str]:
+        """Services every namespace may reach directly (rules on ``*`` with no narrowing)."""
+        allowed: set[str] = set()
+        for rule in self._wild_rules:
+            if rule.source.is_namespace_wide:
+                allowed.update(rule.services)
+        return frozenset(allowed)
+
+    def rules_allowing(
+        self,
+        namespace: str,
+        service: str,
+        labels: Mapping[str, str] | None = None,
+        service_account: str | None = None,
+    ) -> tuple[AllowRule, ...]:
+        """Rules letting a pod (namespace, labels, service account) reach ``service``."""
+        pod_labels = labels or {}
+        found = []
+        for rule in self.rules_for_namespace(namespace):
+            if service not in rule.services:
+                continue
+            src = rule.source
+            if any(pod_labels.get(k) != v for k, v in src.workload_labels.items()):
+                continue
+            if src.service_account is not None and src.service_account != service_account:
+                continue
+            found.append(rule)
+        return tuple(found)
+
+    def describe_allowed(self, services: Iterable[str]) -> str:
+        """``httpbin (httpbin.org, www.httpbin.org), github (...)`` or ``nothing``."""
+        parts = [
+            f"{name} ({', '.join(self.services[name].hosts)})"
+            for name in sorted(services)
+            if name in self.services
+        ]
+        return ", ".join(parts) if parts else "no external service"

@@ -1,0 +1,296 @@
+"""Turn the security team's YAML into a checked ``Policy``, or say everything that is wrong.
+
+Accepts the bare policy document or a ConfigMap manifest carrying it under ``policy.yaml``.
+Checking happens in two passes, schema first (shape and types, via JSON Schema) and then meaning
+(host syntax, over-broad wildcards, unknown services, duplicates); every problem of both passes is
+reported with its field path, so one edit can fix them all.  Nothing here reads files: callers
+pass text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jsonschema
+import orjson
+import yaml
+from publicsuffixlist import PublicSuffixList
+
+from webhook.core.errors import InvalidHostError, PolicyError, PolicyProblem
+from webhook.core.hosts import check_dns_name, is_cluster_internal, is_wildcard, wildcard_suffix
+from webhook.core.policy import (
+    DEFAULT_EXCLUDED_NAMESPACES,
+    AllowRule,
+    ExternalService,
+    Gateway,
+    GatewayMode,
+    Mode,
+    Policy,
+    Port,
+    Source,
+)
+from webhook.core.policy_schema import POLICY_SCHEMA
+
+POLICY_KEY = "policy.yaml"
+DEFAULT_SHARED_GATEWAY = Gateway("istio-egressgateway", "", {"istio": "egressgateway"})
+DEFAULT_DEDICATED_NAME = "egress-{service}"
+DEFAULT_DEDICATED_SELECTOR = {"gateway-name": "egress-{service}", "gateway-type": "egress"}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(POLICY_SCHEMA)
+
+
+@cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def is_overbroad(host: str) -> bool:
+    """``*`` and wildcards directly over a public suffix (``*.com``, ``*.co.uk``, ``*.github.io``).
+
+    Such a pattern lets anyone who registers a name under it receive the traffic.
+    """
+    if host == "*":
+        return True
+    if not is_wildcard(host):
+        return False
+    suffix = wildcard_suffix(host)
+    return "." not in suffix or bool(_public_suffixes().is_public(suffix))
+
+
+def _pointer(path: Any) -> str:
+    return "/" + "/".join(str(p) for p in path) if path else ""
+
+
+def load_document(text: str | bytes) -> dict[str, Any]:
+    """Parse YAML text into the policy mapping, unwrapping a ConfigMap if that is what it is."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise PolicyError([PolicyProblem("", f"not valid YAML ({where}): {exc}")]) from exc
+    if not docs:
+        raise PolicyError([PolicyProblem("", "the policy document is empty")])
+    for doc in docs:
+        if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
+            data = doc.get("data") or {}
+            if not isinstance(data, Mapping) or POLICY_KEY not in data:
+                continue
+            return load_document(str(data[POLICY_KEY]))
+    doc = docs[0]
+    if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
+        raise PolicyError([PolicyProblem("/data", f"the ConfigMap has no key {POLICY_KEY!r}")])
+    if len(docs) > 1:
+        raise PolicyError([PolicyProblem("", "expected one policy document, found several")])
+    if not isinstance(doc, Mapping):
+        raise PolicyError([PolicyProblem("", "the policy must be a mapping")])
+    return dict(doc)
+
+
+def parse_policy(text: str | bytes, *, name: str = "") -> Policy:
+    """Parse and check policy YAML (bare or in a ConfigMap); raise PolicyError listing problems."""
+    return build_policy(load_document(text), name=name)
+
+
+def revision_of(document: Mapping[str, Any]) -> str:
+    """A short content hash: identical policies share a revision, so caches survive no-op edits."""
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:12]
+
+
+def build_policy(document: Mapping[str, Any], *, name: str = "") -> Policy:
+    """Check a parsed policy mapping and compile it; raise PolicyError listing every problem."""
+    problems = [
+        PolicyProblem(_pointer(err.absolute_path), err.message)
+        for err in sorted(_validator().iter_errors(document), key=lambda e: list(e.path))
+    ]
+    if problems:
+        # the semantic pass assumes the shape is right; report shape errors alone
+        raise PolicyError(problems)
+    builder = _Builder(document)
+    policy = builder.build(name=name)
+    if builder.problems:
+        raise PolicyError(builder.problems)
+    return policy
+
+
+class _Builder:
+    """One semantic pass over a schema-valid document, collecting problems as it goes."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.problems: list[PolicyProblem] = []
+        self.cluster_domain = str(doc.get("clusterDomain", "cluster.local")).lower().rstrip(".")
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(PolicyProblem(path, message))
+
+    def build(self, *, name: str) -> Policy:
+        egress = self.doc["egress"]
+        egress_ns = egress["namespace"]
+        gateway_spec = egress.get("gateway") or {}
+        services = self._services(egress_ns, gateway_spec)
+        rules = self._rules(services)
+        excluded = frozenset(self.doc.get("excludedNamespaces", DEFAULT_EXCLUDED_NAMESPACES))
+        if egress_ns in excluded:
+            self.problem(
+                "/egress/namespace",
+                f"the egress namespace {egress_ns!r} must not be excluded from the guardrail",
+            )
+        major, minor = (int(p) for p in str(self.doc.get("istioVersion", "1.30")).split("."))
+        return Policy(
+            mode=Mode(self.doc.get("mode", "enforce")),
+            egress_namespace=egress_ns,
+            services=services,
+            rules=rules,
+            excluded_namespaces=excluded,
+            cluster_domain=self.cluster_domain,
+            trust_domain=str(self.doc.get("trustDomain", "cluster.local")),
+            istio_version=(major, minor),
+            controller_users=frozenset((self.doc.get("controller") or {}).get("users", ())),
+            network_policies=bool(self.doc.get("networkPolicies", False)),
+            revision=revision_of(self.doc),
+            name=name,
+        )
+
+    def _gateway(
+        self, service: str, override: Mapping[str, Any], defaults: Mapping[str, Any]
+    ) -> tuple[str, dict[str, str]]:
+        dedicated = GatewayMode(defaults.get("mode", "shared")) is GatewayMode.DEDICATED
+        base_name = DEFAULT_DEDICATED_NAME if dedicated else DEFAULT_SHARED_GATEWAY.name
+        base_selector = (
+            DEFAULT_DEDICATED_SELECTOR if dedicated else dict(DEFAULT_SHARED_GATEWAY.selector)
+        )
+        gw_name = str(override.get("name", defaults.get("name", base_name)))
+        selector = override.get("selector", defaults.get("selector", base_selector))
+        return gw_name.replace("{service}", service), {
+            str(k): str(v).replace("{service}", service) for k, v in selector.items()
+        }
+
+    def _services(
+        self, egress_ns: str, gateway_default: Mapping[str, Any]
+    ) -> dict[str, ExternalService]:
+        services: dict[str, ExternalService] = {}
+        host_owner: dict[str, str] = {}
+        for i, item in enumerate(self.doc["externalServices"]):
+            path = f"/externalServices/{i}"
+            name = item["name"]
+            if name in services:
+                self.problem(f"{path}/name", f"duplicate external service name {name!r}")
+                continue
+            hosts = self._hosts(path, item["hosts"], name, host_owner)
+            ports = self._ports(path, item["ports"])
+            origination = (item.get("tlsOrigination") or {}).get("port")
+            if origination is not None and not any(p.protocol == "HTTP" for p in ports):
+                self.problem(
+                    f"{path}/tlsOrigination",
+                    "TLS origination needs an HTTP port for the application to send plain HTTP",
+                )
+            addresses = self._addresses(path, item.get("addresses", ()))
+            gw_name, selector = self._gateway(name, item.get("gateway", {}), gateway_default)
+            if not _DNS_LABEL.match(gw_name):
+                self.problem(
+                    f"{path}/gateway/name",
+                    f"gateway Service name {gw_name!r} is not a valid DNS label",
+                )
+            services[name] = ExternalService(
+                name=name,
+                hosts=tuple(hosts),
+                ports=tuple(ports),
+                gateway=Gateway(gw_name, egress_ns, selector, self.cluster_domain),
+                tls_origination_port=origination,
+                addresses=tuple(addresses),
+            )
+        return services
+
+    def _hosts(self, path: str, raw: list[str], service: str, owner: dict[str, str]) -> list[str]:
+        hosts: list[str] = []
+        for j, host in enumerate(raw):
+            where = f"{path}/hosts/{j}"
+            try:
+                name = check_dns_name(host, require_dot=True)
+            except InvalidHostError as exc:
+                self.problem(where, exc.why + f" ({host!r})")
+                continue
+            if is_overbroad(name):
+                self.problem(where, f"{name!r} is over-broad: it covers a whole public suffix")
+                continue
+            if is_cluster_internal(name, self.cluster_domain):
+                self.problem(where, f"{name!r} is cluster-internal, not an external service")
+                continue
+            if name in owner:
+                self.problem(where, f"host {name!r} is already listed by service {owner[name]!r}")
+                continue
+            owner[name] = service
+            hosts.append(name)
+        return hosts
+
+    def _ports(self, path: str, raw: list[Mapping[str, Any]]) -> list[Port]:
+        ports: list[Port] = []
+        seen: set[int] = set()
+        for j, item in enumerate(raw):
+            number = int(item["number"])
+            if number in seen:
+                self.problem(f"{path}/ports/{j}/number", f"duplicate port {number}")
+                continue
+            seen.add(number)
+            ports.append(Port(number, str(item["protocol"])))
+        return ports
+
+    def _addresses(self, path: str, raw: Any) -> list[str]:
+        addresses: list[str] = []
+        for j, item in enumerate(raw):
+            try:
+                net = ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                self.problem(f"{path}/addresses/{j}", f"{item!r} is not an IP or CIDR")
+                continue
+            if net.prefixlen == 0:
+                self.problem(f"{path}/addresses/{j}", f"{item!r} covers every address")
+                continue
+            addresses.append(str(net))
+        return addresses
+
+    def _rules(self, services: Mapping[str, ExternalService]) -> tuple[AllowRule, ...]:
+        rules: list[AllowRule] = []
+        names: set[str] = set()
+        known = set(services)
+        all_names = {s["name"] for s in self.doc["externalServices"]}
+        for i, item in enumerate(self.doc.get("allow", ())):
+            path = f"/allow/{i}"
+            src = item["from"]
+            rule_name = item.get("name") or f"allow-{i}"
+            if rule_name in names:
+                self.problem(f"{path}/name", f"duplicate rule name {rule_name!r}")
+            names.add(rule_name)
+            targets: list[str] = []
+            for j, target in enumerate(item["to"]):
+                if target not in all_names:
+                    listed = ", ".join(sorted(all_names)) or "none"
+                    self.problem(
+                        f"{path}/to/{j}",
+                        f"unknown external service {target!r} (defined: {listed})",
+                    )
+                elif target in known and target not in targets:
+                    targets.append(target)
+            rules.append(
+                AllowRule(
+                    name=rule_name,
+                    source=Source(
+                        namespace=src["namespace"],
+                        workload_labels=dict(src.get("workloadLabels") or {}),
+                        service_account=src.get("serviceAccount"),
+                    ),
+                    services=tuple(targets),
+                )
+            )
+        return tuple(rules)
