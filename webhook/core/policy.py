@@ -17,6 +17,7 @@ Sources and the layers that enforce them:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -186,6 +187,7 @@ class Policy:
     istio_version: tuple[int, int] = (1, 30)
     controller_users: frozenset[str] = frozenset()
     network_policies: bool = False
+    internal_networks: tuple[str, ...] = ()
     revision: str = ""
     name: str = ""
     # indexes, derived in __post_init__
@@ -328,3 +330,31 @@ class Policy:
             if name in self.services
         ]
         return ", ".join(parts) if parts else "no external service"
+
+    def address_allowed(self, address: str, services: Iterable[str]) -> bool:
+        """Whether an IP/CIDR lies inside the declared addresses of one of ``services``."""
+        return any(_inside(address, self.services[name].addresses) for name in services)
+
+    def is_internal_address(self, address: str) -> bool:
+        """Whether an IP/CIDR lies inside the policy's ``internalNetworks``."""
+        return _inside(address, self.internal_networks)
+
+
+def _inside(address: str, networks: Iterable[str]) -> bool:
+    """Whether an IP/CIDR is a subnet of one of ``networks`` (same IP version)."""
+    try:
+        net = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return False
+    for allowed in networks:
+        candidate = ipaddress.ip_network(allowed)
+        if isinstance(net, ipaddress.IPv4Network) and isinstance(candidate, ipaddress.IPv4Network):
+            if net.subnet_of(candidate):
+                return True
+        elif (
+            isinstance(net, ipaddress.IPv6Network)
+            and isinstance(candidate, ipaddress.IPv6Network)
+            and net.subnet_of(candidate)
+        ):
+            return True
+    return False

@@ -158,6 +158,9 @@ class _Builder:
             istio_version=(major, minor),
             controller_users=frozenset((self.doc.get("controller") or {}).get("users", ())),
             network_policies=bool(self.doc.get("networkPolicies", False)),
+            internal_networks=tuple(
+                self._addresses("/internalNetworks", self.doc.get("internalNetworks", ()))
+            ),
             revision=revision_of(self.doc),
             name=name,
         )
@@ -195,7 +198,7 @@ class _Builder:
                     f"{path}/tlsOrigination",
                     "TLS origination needs an HTTP port for the application to send plain HTTP",
                 )
-            addresses = self._addresses(path, item.get("addresses", ()))
+            addresses = self._addresses(f"{path}/addresses", item.get("addresses", ()))
             gw_name, selector = self._gateway(name, item.get("gateway", {}), gateway_default)
             if not _DNS_LABEL.match(gw_name):
                 self.problem(
@@ -252,10 +255,10 @@ class _Builder:
             try:
                 net = ipaddress.ip_network(str(item), strict=False)
             except ValueError:
-                self.problem(f"{path}/addresses/{j}", f"{item!r} is not an IP or CIDR")
+                self.problem(f"{path}/{j}", f"{item!r} is not an IP or CIDR")
                 continue
             if net.prefixlen == 0:
-                self.problem(f"{path}/addresses/{j}", f"{item!r} covers every address")
+                self.problem(f"{path}/{j}", f"{item!r} covers every address")
                 continue
             addresses.append(str(net))
         return addresses

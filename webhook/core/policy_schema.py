@@ -72,6 +72,13 @@ POLICY_SCHEMA: dict[str, Any] = {
                 }
             },
         },
+        "internalNetworks": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "description": "CIDRs inside the cluster (pod and service ranges, node networks). "
+            "Hand-made Endpoints/EndpointSlices and ServiceEntry addresses may point only here "
+            "or at addresses of allowed external services. Default: none.",
+        },
         "networkPolicies": {
             "type": "boolean",
             "default": False,
