@@ -21,6 +21,9 @@ from typing import Generic, TypeVar
 from webhook.core.errors import InvalidHostError
 
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LABEL_BODY = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+# one regex for the common, valid case; per-label diagnostics only when it fails
+_VALID_NAME = re.compile(rf"^(?:\*\.)?{_LABEL_BODY}(?:\.{_LABEL_BODY})*$")
 MAX_HOST_LENGTH = 253
 
 T = TypeVar("T")
@@ -67,6 +70,10 @@ def check_dns_name(host: str, *, allow_wildcard: bool = True, require_dot: bool 
         if not allow_wildcard:
             raise InvalidHostError(host, "wildcards are not allowed here")
         body = name[2:]
+    if len(name) <= MAX_HOST_LENGTH and _VALID_NAME.match(name):
+        if require_dot and "." not in body and not name.startswith("*."):
+            raise InvalidHostError(host, "must be a fully qualified name (contain a dot)")
+        return name
     if len(name) > MAX_HOST_LENGTH:
         raise InvalidHostError(host, f"longer than {MAX_HOST_LENGTH} characters")
     labels = body.split(".")
@@ -157,14 +164,22 @@ class HostTrie(Generic[T]):
         wildcard = pattern.startswith("*.")
         node = self._root
         for label in _reversed_labels(pattern[2:] if wildcard else pattern):
-            node = node.children.setdefault(label, _Node())
+            child = node.children.get(label)
+            if child is None:
+                child = node.children[label] = _Node()
+            node = child
         (node.wildcard if wildcard else node.exact).append(value)
 
     def freeze(self) -> HostTrie[T]:
         """Precompute subtree aggregates so ``under()`` is O(labels) too."""
 
         def fill(node: _Node[T]) -> frozenset[T]:
-            acc: set[T] = set(node.exact) | set(node.wildcard)
+            if not node.children:
+                # leaves are most nodes: skip the set arithmetic
+                node.below = frozenset(node.exact + node.wildcard)
+                return node.below
+            acc: set[T] = set(node.exact)
+            acc.update(node.wildcard)
             for child in node.children.values():
                 acc |= fill(child)
             node.below = frozenset(acc)
