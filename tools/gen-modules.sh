@@ -35,7 +35,7 @@ for rep in mod.get("Replace") or []:
         if old in required and staging_version:
             print(f"{old}={old}@{staging_version}")
     elif new.get("Version"):
-        print(f"{old}={new[\"Path\"]}@{new[\"Version\"]}")
+        print(old + "=" + new["Path"] + "@" + new["Version"])
 ' "$staging_version"
 }
 
@@ -55,10 +55,11 @@ gen_module() {
         cd "$dir"
         go mod init "egress-guard.invalid/tools/$(basename "$dir")" 2>/dev/null
         go mod edit -go="$go_directive" -require="$module@$version"
-        local rep
-        while IFS= read -r rep; do
-            [[ -n $rep ]] && go mod edit -replace="$rep"
-        done < <(replace_args "$gomod" "$staging_version")
+        local reps rep
+        reps=$(replace_args "$gomod" "$staging_version")
+        for rep in $reps; do
+            go mod edit -replace="$rep"
+        done
         local pkg
         for pkg in "$@"; do
             go mod edit -tool="$pkg"

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Builds the pinned e2e control-plane tools from Go modules and caches them.
+#
+# Why: CI runs on a fresh machine with nothing but Go and the module proxy, so
+# the harness must produce kube-apiserver, kubectl, etcd and helm itself. They
+# are built from the modules pinned in tools/*/go.mod (generated from
+# tools/versions.env) and cached outside the repository, keyed by version, so a
+# second run only checks stamps and takes well under a second.
+#
+# Also places the Istio CRDs of the pinned istio.io/api module next to the
+# binaries (istio-crds.yaml), fetched with `go mod download` and verified
+# against the checksum database like any other module.
+#
+# Output: progress on stderr; the directory holding the tools is printed as the
+# LAST line on stdout.
+#
+# Environment:
+#   EGRESS_GUARD_TOOLS_DIR  use this directory instead of the version-keyed cache
+#   XDG_CACHE_HOME          cache root (default ~/.cache)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "go is not on PATH; the e2e tools are built from Go modules"
+
+# Refuse to build binaries that disagree with versions.env: a bumped version
+# without regenerated modules would otherwise silently build the old one.
+check_pin() {
+    local dir=$1 module=$2 version=$3
+    grep -Eq "^(require )?[[:space:]]*${module//./\\.} ${version//./\\.}( |$)" "$here/$dir/go.mod" ||
+        die "tools/$dir/go.mod does not pin $module $version (tools/versions.env); run tools/gen-modules.sh"
+}
+check_pin kube k8s.io/kubernetes "$KUBERNETES_VERSION"
+check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+
+go_version=$(go env GOVERSION)
+# Go 1.27 turns on encoding/json/v2 semantics, with which kube-apiserver <=1.36
+# serves broken OpenAPI ("failed to download openapi" in kubectl). Opt out
+# whenever the toolchain is 1.27 or newer.
+go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$go_version")
+if [[ $go_minor =~ ^[0-9]+$ ]] && ((go_minor >= 27)); then
+    export GOEXPERIMENT=${GOEXPERIMENT:+$GOEXPERIMENT,}nojsonv2
+fi
+# The tool modules are self-contained; an enclosing go.work must not change them.
+export GOWORK=off CGO_ENABLED=0
+
+cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/egress-guard/tools
+bindir=${EGRESS_GUARD_TOOLS_DIR:-$cache_root/$KUBERNETES_VERSION}
+mkdir -p "$bindir"
+# Half-finished outputs of an interrupted build are never reused.
+trap 'rm -rf "$bindir"/.build.*' EXIT
+
+# Serialise concurrent builds (make tools + a pytest session, xdist workers):
+# two cold kube-apiserver builds at once would need twice the memory for nothing.
+exec 9>"$bindir/.lock"
+if command -v flock >/dev/null; then
+    flock 9
+fi
+
+# stamp NAME PARTS... -> a hash of everything that determines the output.
+stamp_of() {
+    local mod_dir=$1
+    shift
+    {
+        printf '%s\n' "$go_version" "${GOEXPERIMENT:-}" "$@"
+        if [[ -n $mod_dir ]]; then
+            cat "$here/$mod_dir/go.mod" "$here/$mod_dir/go.sum"
+        fi
+    } | sha256sum | cut -d' ' -f1
+}
+
+up_to_date() {
+    local stamp=$1
+    shift
+    local f
+    for f in "$@"; do
+        [[ -x $bindir/$f ]] || return 1
+    done
+    [[ -f $bindir/.stamp-$1 && $(cat "$bindir/.stamp-$1") == "$stamp" ]]
+}
+
+# build MOD_DIR LDFLAGS NAME=PACKAGE...
+build() {
+    local mod_dir=$1 ldflags=$2
+    shift 2
+    local names=() pkgs=() spec
+    for spec in "$@"; do
+        names+=("${spec%%=*}")
+        pkgs+=("${spec#*=}")
+    done
+    local stamp
+    stamp=$(stamp_of "$mod_dir" "$ldflags" "$@")
+    if up_to_date "$stamp" "${names[@]}"; then
+        log "${names[*]}: up to date"
+        return
+    fi
+    log "building ${names[*]} from tools/$mod_dir (cold builds take minutes)..."
+    local start=$SECONDS tmp
+    tmp=$(mktemp -d "$bindir/.build.XXXXXX")
+    local i
+    for i in "${!names[@]}"; do
+        # -mod=readonly: go.sum is the source of truth; never resolve anew in CI.
+        # One package per invocation (-o FILE), the shared GOCACHE makes the
+        # second binary of a module cheap.
+        (cd "$here/$mod_dir" && go build -mod=readonly -trimpath -buildvcs=false \
+            -ldflags "-s -w $ldflags" -o "$tmp/${names[$i]}" "${pkgs[$i]}") || {
+            rm -rf "$tmp"
+            die "building ${names[$i]} failed"
+        }
+    done
+    for i in "${!names[@]}"; do
+        mv -f "$tmp/${names[$i]}" "$bindir/${names[$i]}"
+    done
+    rm -rf "$tmp"
+    printf '%s\n' "$stamp" >"$bindir/.stamp-${names[0]}"
+    log "built ${names[*]} in $((SECONDS - start))s"
+}
+
+# Version metadata the upstream release builds inject (hack/lib/version.sh);
+# without it the binaries report v0.0.0-master, which breaks kubeVersion checks
+# (helm charts) and version-skew warnings.
+k8s_minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1"
+    k8s_ldflags+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+    k8s_ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+etcd_ldflags=""
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+
+# The first package of each list determines the stamp name.
+build etcd "$etcd_ldflags" etcd=go.etcd.io/etcd/server/v3
+build kube "$k8s_ldflags" \
+    kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
+build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
+
+# Istio CRDs: the generated manifest shipped in the istio.io/api module.
+crd_stamp=$(stamp_of "" "istio.io/api@$ISTIO_API_VERSION")
+if [[ -f $bindir/istio-crds.yaml && -f $bindir/.stamp-istio-crds &&
+    $(cat "$bindir/.stamp-istio-crds") == "$crd_stamp" ]]; then
+    log "istio-crds.yaml: up to date"
+else
+    log "fetching Istio CRDs from istio.io/api@$ISTIO_API_VERSION..."
+    # Run outside any module so the module cache is used directly.
+    istio_dir=$(cd "$bindir" && GOFLAGS=-mod=mod go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    crds=$istio_dir/kubernetes/customresourcedefinitions.gen.yaml
+    [[ -n $istio_dir && -f $crds ]] || die "istio.io/api@$ISTIO_API_VERSION has no $crds"
+    cp "$crds" "$bindir/istio-crds.yaml.tmp"
+    chmod 0644 "$bindir/istio-crds.yaml.tmp"
+    mv -f "$bindir/istio-crds.yaml.tmp" "$bindir/istio-crds.yaml"
+    printf '%s\n' "$crd_stamp" >"$bindir/.stamp-istio-crds"
+fi
+
+printf '%s\n' "$bindir"
