@@ -1,0 +1,78 @@
+"""The webhook service's configuration: one frozen value, built once from flags and passed in.
+
+Nothing in egress-guard reads the environment at import time; ``egress-guard serve`` turns its
+flags (click also reads ``EGRESS_GUARD_*`` variables for them) into a ``Settings`` and hands it to
+the app factory and the gunicorn runner, so tests build services with any configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_BODY_BYTES = 6 * 1024 * 1024
+# the API server keeps idle webhook connections for 90 s; closing earlier costs a new handshake
+DEFAULT_KEEPALIVE_SECONDS = 120
+DEFAULT_BIND = "127.0.0.1:8443"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapRef:
+    """A ConfigMap holding the policy, ``namespace/name``."""
+
+    namespace: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> ConfigMapRef:
+        """Parse ``NAMESPACE/NAME``; raise ValueError otherwise."""
+        namespace, sep, name = text.partition("/")
+        if not sep or not namespace or not name or "/" in name:
+            raise ValueError(f"expected NAMESPACE/NAME, got {text!r}")
+        return cls(namespace, name)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``egress-guard serve`` needs to run."""
+
+    bind: str = DEFAULT_BIND
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # at most one of the two; neither means the embedded banzai-demo policy
+    policy_file: Path | None = None
+    policy_configmap: ConfigMapRef | None = None
+    kubeconfig: Path | None = None
+    # one worker process with threads: the metrics, the policy and its watcher live in one
+    # process, and the decision itself is microseconds, so more processes buy little (measured
+    # in tests/bench/bench_service.py)
+    workers: int = 1
+    threads: int = 8
+    keepalive: int = DEFAULT_KEEPALIVE_SECONDS
+    timeout: int = 30
+    graceful_timeout: int = 10
+    max_body_bytes: int = MAX_BODY_BYTES
+    policy_poll_interval: float = 1.0
+    cert_check_interval: float = 1.0
+    log_level: str = "info"
+    # log one line per allowed decision too (denials and audits are always logged)
+    log_allowed: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("--cert-file and --key-file go together")
+        if self.policy_file is not None and self.policy_configmap is not None:
+            raise ValueError("--policy and --policy-configmap are mutually exclusive")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError("workers and threads must be at least 1")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The bind address split into host and port (``[::1]:8443`` works too)."""
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"--bind expects HOST:PORT, got {self.bind!r}")
+        return host.strip("[]"), int(port)
