@@ -504,11 +504,14 @@ class ManagedProcess:
     detach: bool = False
     pid: int | None = None
     start_time: int | None = None
+    # Where this run's output starts in the (appended) log file.
+    log_offset: int = 0
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self.log_offset = log.tell()
             log.write(f"\n=== {dt.datetime.now(dt.UTC).isoformat()} {self.argv}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
@@ -537,7 +540,9 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                text = log.read().decode(errors="replace")
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
@@ -1229,12 +1234,13 @@ class Webhook:
             f"--bind={LOOPBACK}:{port}",
             f"--cert-file={pki / 'webhook.crt'}",
             f"--key-file={pki / 'webhook.key'}",
-            f"--kubeconfig={self.kubeconfig}",
         ]
         if self.policy_file is not None:
-            argv.append(f"--policy={self.policy_file}")
+            argv.append(f"--policy={self.policy_file.resolve()}")
         else:
             argv.append(f"--policy-configmap={WEBHOOK_NAMESPACE}/{POLICY_CONFIGMAP}")
+            # Only the ConfigMap source talks to the cluster.
+            argv.append(f"--kubeconfig={self.kubeconfig}")
         return argv
 
     def _start_server(self, command: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ Fixtures:
     webhook             session: our ``egress-guard serve`` registered in control_plane
     kubectl             session: ``kubectl(*args, input=..., check=...)`` for control_plane
     bare_control_plane  session: a separate cluster that never has a webhook
+    throwaway_control_plane  function: a cluster of its own for one test
     new_namespace       factory: ``new_namespace(prefix=None, labels=None)`` -> unique name
     namespace           a fresh namespace for this test in control_plane
 """
@@ -113,6 +114,22 @@ def bare_control_plane(
     if existing_cluster_kubeconfig() is not None:
         pytest.skip("needs a harness control plane without webhooks")
     plane = _start_plane(request, tmp_path_factory, "bare-control-plane")
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def throwaway_control_plane(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[ControlPlane]:
+    """A control plane for one test (~3 s), free to be left with any registrations."""
+    if existing_cluster_kubeconfig() is not None:
+        pytest.skip("needs a harness control plane")
+    tools: Tools = request.getfixturevalue("e2e_tools")
+    plane = ControlPlane(tmp_path / "control-plane", tools)
+    plane.start()
     try:
         yield plane
     finally:

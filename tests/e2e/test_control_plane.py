@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tests.e2e.cluster import (
     ManagedProcess,
     Tools,
     create_namespace,
-    existing_cluster_kubeconfig,
     wait_for_admission_sync,
     webhook_configurations,
 )
@@ -66,19 +64,6 @@ def service_entry(name: str, namespace: str, host: str) -> str:
             },
         }
     )
-
-
-@pytest.fixture
-def throwaway_control_plane(e2e_tools: Tools, tmp_path: Path) -> Iterator[ControlPlane]:
-    """A control plane for one test, free to be left with broken webhook registrations."""
-    if existing_cluster_kubeconfig() is not None:
-        pytest.skip("needs a harness control plane")
-    plane = ControlPlane(tmp_path / "cp", e2e_tools)
-    plane.start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def test_api_server_is_ready_and_pinned(bare_control_plane: ControlPlane) -> None:
