@@ -1,1 +1,107 @@
-"""Checks for destinationrules (being written)."""
+"""DestinationRule: client-side traffic policy, which can add a destination and strip identity.
+
+Two fields matter for egress (ISTIO-SEMANTICS §4.1): ``trafficPolicy.tunnel.targetHost`` makes
+the rule's host a CONNECT/POST proxy to a second destination, so that target must be allowed
+directly; and a ``tls.mode`` other than ``ISTIO_MUTUAL`` towards an egress gateway replaces the
+mesh mTLS the gateway reads the client's identity from.  A rule with a ``workloadSelector`` may
+not be exported beyond its namespace (Istio rejects it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import (
+    Reader,
+    destination_problem,
+    gateways_covered_by,
+    visibility,
+)
+from webhook.core.decisions import Violation
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+ISTIO_MUTUAL = "ISTIO_MUTUAL"
+
+
+@checks("networking.istio.io", "DestinationRule")
+def check_destination_rule(
+    review: Review, policy: Policy, view: ClusterView
+) -> Iterable[Violation]:
+    """No tunnel to a disallowed target, no identity stripping towards egress gateways."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    namespace = review.namespace
+    spec = reader.spec(review.object)
+    raw_host = reader.string(spec.get("host"), "spec.host")
+    host = (
+        reader.host(
+            raw_host, "spec.host", expand_in=namespace, cluster_domain=policy.cluster_domain
+        )
+        if raw_host
+        else None
+    )
+    egress_ns = policy.is_egress_namespace(namespace)
+    policies = list(_traffic_policies(reader, spec))
+    if egress_ns and host is not None:
+        is_gateway = any(gw.fqdn == host for gw in policy.gateways)
+        if not is_gateway and not policy.services_covering(host):
+            reader.add(
+                "spec.host",
+                f"{host!r} is neither an external service nor an egress gateway of the policy: "
+                f"{policy.describe_allowed(policy.services)}",
+            )
+    if spec.get("workloadSelector") is not None:
+        visible = visibility(reader, spec.get("exportTo"), namespace)
+        if visible.beyond(namespace):
+            reader.add(
+                "spec.exportTo",
+                "a DestinationRule with a workloadSelector may only be exported to its own "
+                "namespace; set exportTo: ['.']",
+            )
+    allowed = policy.allowed_directly(namespace)
+    source = f"namespace {namespace}"
+    gateways = gateways_covered_by(policy, host) if host is not None else ()
+    for path, traffic in policies:
+        tunnel = reader.mapping(traffic.get("tunnel"), f"{path}.tunnel")
+        target = reader.string(tunnel.get("targetHost"), f"{path}.tunnel.targetHost")
+        if tunnel and egress_ns:
+            reader.add(f"{path}.tunnel", "egress routes must not tunnel through another proxy")
+        elif target:
+            # the rule's host becomes a proxy; the target is a second, direct egress destination
+            destination_problem(
+                policy, reader, target, f"{path}.tunnel.targetHost", allowed, source
+            )
+        if gateways:
+            _check_tls(reader, traffic, path, gateways[0].fqdn)
+    return reader.violations
+
+
+def _traffic_policies(
+    reader: Reader, spec: Mapping[str, Any]
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every traffic policy of a rule: top level, per port, per subset (and its ports)."""
+    tops = [("spec.trafficPolicy", spec.get("trafficPolicy"))]
+    for spath, subset in reader.mappings(spec.get("subsets"), "spec.subsets"):
+        tops.append((f"{spath}.trafficPolicy", subset.get("trafficPolicy")))
+    for path, raw in tops:
+        traffic = reader.mapping(raw, path)
+        if not traffic:
+            continue
+        yield path, traffic
+        yield from reader.mappings(traffic.get("portLevelSettings"), f"{path}.portLevelSettings")
+
+
+def _check_tls(reader: Reader, traffic: Mapping[str, Any], path: str, fqdn: str) -> None:
+    tls = reader.mapping(traffic.get("tls"), f"{path}.tls")
+    mode = reader.string(tls.get("mode"), f"{path}.tls.mode")
+    if mode is not None and mode != ISTIO_MUTUAL:
+        reader.add(
+            f"{path}.tls.mode",
+            f"{mode!r} towards the egress gateway {fqdn} replaces the mesh mTLS the gateway "
+            "reads the caller's identity from; use ISTIO_MUTUAL (or leave tls unset)",
+        )

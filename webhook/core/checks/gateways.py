@@ -1,1 +1,70 @@
-"""Checks for gateways (being written)."""
+"""Gateway: the object that programs gateway pods, in *any* namespace whose labels match.
+
+A Gateway's ``selector`` matches pods cluster-wide by default (trap 11), so a tenant Gateway can
+open listeners on the shared egress gateway; a missing selector binds every gateway, and
+``AUTO_PASSTHROUGH`` lets clients choose destinations through SNI.  In the egress namespace only
+Gateways for the policy's own egress gateways are allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import Reader, format_labels, selectors_may_overlap
+from webhook.core.decisions import Violation
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+AUTO_PASSTHROUGH = "AUTO_PASSTHROUGH"
+
+
+@checks("networking.istio.io", "Gateway")
+def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A Gateway must not be able to select egress gateway pods, unless it is the policy's own."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    selector = reader.labels(spec.get("selector"), "spec.selector")
+    egress_selectors = [dict(gw.selector) for gw in policy.gateways]
+    if policy.is_egress_namespace(review.namespace):
+        if selector is None or selector not in egress_selectors:
+            listed = ", ".join(format_labels(s) for s in egress_selectors) or "none"
+            reader.add(
+                "spec.selector",
+                f"a Gateway in the egress namespace must select exactly one of the policy's "
+                f"egress gateways ({listed})",
+            )
+    elif not selector:
+        reader.add(
+            "spec.selector",
+            "a Gateway without selector binds every gateway in the cluster, the egress gateways "
+            "included; select your own gateway pods",
+        )
+    else:
+        for gateway in policy.gateways:
+            if selectors_may_overlap(selector, gateway.selector):
+                reader.add(
+                    "spec.selector",
+                    f"selector {format_labels(selector)} can match the pods of the egress gateway "
+                    f"{gateway.ref} {format_labels(gateway.selector)} (Gateways select pods in "
+                    "every namespace); use a selector that differs on one of those labels, e.g. "
+                    "istio: ingressgateway",
+                )
+    _check_servers(reader, spec)
+    return reader.violations
+
+
+def _check_servers(reader: Reader, spec: Mapping[str, Any]) -> None:
+    for path, server in reader.mappings(spec.get("servers"), "spec.servers"):
+        tls = reader.mapping(server.get("tls"), f"{path}.tls")
+        mode = reader.string(tls.get("mode"), f"{path}.tls.mode")
+        if mode == AUTO_PASSTHROUGH:
+            reader.add(
+                f"{path}.tls.mode",
+                "AUTO_PASSTHROUGH lets clients pick any destination through SNI, with no route "
+                "to check; use PASSTHROUGH or ISTIO_MUTUAL with VirtualServices",
+            )

@@ -1,6 +1,7 @@
 """Imports every check module so that each registers itself in ``REGISTRY``."""
 
 from webhook.core.checks import (  # noqa: F401
+    common,
     destinationrules,
     extensions,
     gatewayapi,

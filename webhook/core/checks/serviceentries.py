@@ -1,1 +1,239 @@
-"""Checks for serviceentries (being written)."""
+"""ServiceEntry: the object that adds an outside destination to the mesh registry.
+
+A tenant ServiceEntry is a *direct* path: the sidecar sends traffic to the entry's hosts,
+endpoints or addresses without going through the egress gateway, so the gateway's identity check
+never sees it.  It is therefore judged against the rules that need no identity
+(``Policy.allowed_directly``), for every namespace the entry is visible to (``exportTo``).  The
+real destination is what the proxy connects to (trap 1): endpoints, addresses, and with
+``resolution: NONE`` whatever IP the client dialled (trap 2).
+
+In the egress namespace ServiceEntries belong to the security team and may only describe the
+policy's own external services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import (
+    UNIX_PREFIX,
+    Reader,
+    Visibility,
+    address_problem,
+    allowed_directly_for,
+    destination_problem,
+    egress_fqdns,
+    overbroad,
+    visibility,
+)
+from webhook.core.decisions import Violation
+from webhook.core.hosts import is_ip, is_wildcard, normalize
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+RESOLUTIONS = frozenset({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"})
+# ports the proxy routes on Host/SNI; anything else (TCP, MONGO, no protocol) is matched by port
+_L7_PROTOCOLS = frozenset({"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TLS"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Port:
+    path: str
+    number: int
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """The parts of a ServiceEntry spec that decide where traffic goes."""
+
+    hosts: tuple[tuple[str, str], ...]
+    ports: tuple[_Port, ...]
+    addresses: tuple[tuple[str, str], ...]
+    endpoints: tuple[tuple[str, str], ...]
+    resolution: str
+
+
+@checks("networking.istio.io", "ServiceEntry")
+def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A ServiceEntry may only add destinations its viewers are allowed to reach directly."""
+    del view
+    if review.operation == "DELETE":
+        # removing a registry entry never opens a path
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    entry = _read(reader, spec)
+    if policy.is_egress_namespace(review.namespace):
+        _check_egress_namespace(reader, policy, entry)
+    else:
+        visible = visibility(reader, spec.get("exportTo"), review.namespace)
+        _check_tenant(reader, policy, entry, review.namespace, visible)
+    _check_resolution(reader, policy, entry)
+    return reader.violations
+
+
+def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
+    hosts = []
+    for path, raw in reader.strings(spec.get("hosts"), "spec.hosts"):
+        host = reader.host(raw, path)
+        if host is not None:
+            hosts.append((path, host))
+    ports = []
+    for path, item in reader.mappings(spec.get("ports"), "spec.ports"):
+        number = reader.integer(item.get("number"), f"{path}.number")
+        protocol = reader.string(item.get("protocol"), f"{path}.protocol") or ""
+        if number is not None:
+            ports.append(_Port(path, number, protocol.upper()))
+    endpoints = []
+    for path, item in reader.mappings(spec.get("endpoints"), "spec.endpoints"):
+        address = reader.string(item.get("address"), f"{path}.address")
+        if address:
+            endpoints.append((f"{path}.address", address))
+    resolution = reader.string(spec.get("resolution"), "spec.resolution") or "NONE"
+    if resolution not in RESOLUTIONS:
+        reader.add("spec.resolution", f"unknown resolution {resolution!r}")
+    return _Entry(
+        hosts=tuple(hosts),
+        ports=tuple(ports),
+        addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
+        endpoints=tuple(endpoints),
+        resolution=resolution,
+    )
+
+
+def _check_tenant(
+    reader: Reader, policy: Policy, entry: _Entry, namespace: str, visible: Visibility
+) -> None:
+    allowed = allowed_directly_for(policy, visible)
+    source = visible.describe()
+    for path, host in entry.hosts:
+        if policy.is_internal(host):
+            # the name is the cluster's; where it leads is judged through endpoints/addresses
+            continue
+        if overbroad(host):
+            reader.add(
+                path,
+                f"{host!r} is over-broad: it would let {source} reach every host under it; "
+                f"allowed directly: {policy.describe_allowed(allowed)}",
+            )
+            continue
+        granted = policy.services_covering(host) & allowed
+        if not granted:
+            reader.add(path, _denial(policy, host, namespace, visible, allowed))
+            continue
+        numbers = frozenset().union(*(policy.services[s].port_numbers for s in granted))
+        for port in entry.ports:
+            if port.number not in numbers:
+                reader.add(
+                    f"{port.path}.number",
+                    f"port {port.number} is not a port of {policy.describe_allowed(granted)} "
+                    f"for {host!r} (allowed ports: {', '.join(map(str, sorted(numbers)))})",
+                )
+    for path, address in entry.addresses:
+        problem = address_problem(policy, normalize(address), allowed, source)
+        if problem:
+            reader.add(path, problem)
+    for path, address in entry.endpoints:
+        destination_problem(policy, reader, address, path, allowed, source)
+
+
+def _denial(
+    policy: Policy, host: str, namespace: str, visible: Visibility, allowed: frozenset[str]
+) -> str:
+    covering = policy.services_covering(host)
+    source = visible.describe()
+    if is_wildcard(host):
+        head = (
+            f"the wildcard {host!r} is over-broad: no policy wildcard allowed to {source} "
+            "covers it, and a wildcard entry trusts the Host/SNI the client chooses"
+        )
+    elif covering & policy.allowed_directly(namespace):
+        return (
+            f"{host!r} is allowed to namespace {namespace}, but this ServiceEntry is visible to "
+            f"{source}, which may not reach it; set exportTo: ['.'] "
+            f"(allowed to {source}: {policy.describe_allowed(allowed)})"
+        )
+    elif covering & policy.allowed_for_some(namespace):
+        return (
+            f"{host!r} is allowed only to some workloads or service accounts of {namespace}; a "
+            "ServiceEntry in a tenant namespace bypasses the egress gateway's identity check, so "
+            "only rules without workloadLabels or serviceAccount count. Use a Sidecar import and "
+            f"route through the egress gateway {egress_fqdns(policy, covering)} instead"
+        )
+    else:
+        head = f"{host!r} is not an external service allowed to {source}"
+    return f"{head}; allowed directly: {policy.describe_allowed(allowed)}"
+
+
+def _check_egress_namespace(reader: Reader, policy: Policy, entry: _Entry) -> None:
+    known = policy.describe_allowed(policy.services)
+    services: set[str] = set()
+    for path, host in entry.hosts:
+        covering = policy.services_covering(host)
+        if not covering:
+            reader.add(
+                path,
+                f"{host!r} is not an external service of the policy; the egress namespace only "
+                f"holds the policy's services: {known}",
+            )
+        services.update(covering)
+    granted = frozenset(services)
+    if not granted:
+        return
+    numbers = frozenset().union(*(policy.services[s].port_numbers for s in granted))
+    for port in entry.ports:
+        if port.number not in numbers:
+            reader.add(
+                f"{port.path}.number",
+                f"port {port.number} is not a port of {policy.describe_allowed(granted)} "
+                f"(ports: {', '.join(map(str, sorted(numbers))) or 'none'})",
+            )
+    for path, address in entry.addresses:
+        if not policy.address_allowed(normalize(address), granted):
+            reader.add(
+                path,
+                f"{address!r} is not an address of {policy.describe_allowed(granted)}",
+            )
+    for path, address in entry.endpoints:
+        target = normalize(address)
+        if address.startswith(UNIX_PREFIX):
+            ok = False
+        elif is_ip(target):
+            ok = policy.address_allowed(target, granted)
+        else:
+            ok = bool(policy.services_covering(target) & granted) and not is_wildcard(target)
+        if not ok:
+            reader.add(
+                path,
+                f"endpoint {address!r} is not a host or address of "
+                f"{policy.describe_allowed(granted)}: not an external service of the policy",
+            )
+
+
+def _check_resolution(reader: Reader, policy: Policy, entry: _Entry) -> None:
+    if entry.resolution != "NONE" or entry.addresses:
+        return
+    for port in entry.ports:
+        if port.protocol not in _L7_PROTOCOLS:
+            # trap 2: without addresses a TCP port is matched by port alone, any destination IP
+            reader.add(
+                port.path,
+                f"resolution NONE (the default) with {port.protocol or 'unnamed-protocol'} port "
+                f"{port.number} and no addresses opens port {port.number} to every IP address; "
+                "use TLS with SNI, or resolution DNS",
+            )
+    internal = [(p, h) for p, h in entry.hosts if policy.is_internal(h)]
+    if internal and any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
+        # trap 3: NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
+        # cluster name with NONE lets a pod reach any Internet address by presenting that name
+        for path, host in internal:
+            reader.add(
+                path,
+                f"{host!r} with resolution NONE (the default) and no addresses lets a client reach "
+                "any IP address by sending this name as Host/SNI; use resolution DNS or STATIC, "
+                "or declare addresses",
+            )

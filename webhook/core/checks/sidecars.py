@@ -1,1 +1,222 @@
-"""Checks for sidecars (being written)."""
+"""Sidecar: the object that decides what a workload's proxy imports and what happens to the rest.
+
+A Sidecar is the config-time half of the allow list: ``REGISTRY_ONLY`` drops traffic to hosts
+the proxy does not know, and ``egress[].hosts`` chooses which registry entries it knows.  So a
+Sidecar may only import the external services its workloads are allowed to reach, must keep
+``REGISTRY_ONLY``, and must not create ambiguity: Istio applies exactly one Sidecar per workload
+(the oldest matching one) and merges nothing (ISTIO-SEMANTICS §1.2, trap 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import (
+    Reader,
+    format_labels,
+    is_managed,
+    name_of,
+    selectors_may_overlap,
+)
+from webhook.core.decisions import Violation
+from webhook.core.errors import InvalidHostError
+from webhook.core.hosts import check_dns_name
+from webhook.core.policy import Policy, Workloads
+from webhook.core.reviews import Review
+
+REGISTRY_ONLY = "REGISTRY_ONLY"
+SUBTRACTING_VERSION = (1, 31)
+
+
+@checks("networking.istio.io", "Sidecar")
+def check_sidecar(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A Sidecar keeps REGISTRY_ONLY, imports only allowed services and is the only one in force."""
+    reader = Reader()
+    namespace = review.namespace
+    if review.operation == "DELETE":
+        _check_delete(reader, review, view)
+        return reader.violations
+    if policy.is_egress_namespace(namespace):
+        reader.add(
+            "",
+            f"Sidecars in the egress namespace {namespace} are managed by egress-guard; ask the "
+            "platform team",
+        )
+        return reader.violations
+    spec = reader.spec(review.object)
+    selector = selector_of(reader, spec)
+    workloads = Workloads(namespace, selector)
+    allowed = policy.allowed_for(workloads)
+    _check_outbound(reader, spec)
+    _check_imports(reader, policy, spec, workloads, allowed)
+    _check_unique(reader, review, view, selector)
+    return reader.violations
+
+
+def selector_of(reader: Reader, spec: Mapping[str, Any]) -> dict[str, str] | None:
+    """The Sidecar's ``workloadSelector.labels``; None (whole namespace) when absent or empty."""
+    ws = reader.mapping(spec.get("workloadSelector"), "spec.workloadSelector")
+    labels = reader.labels(ws.get("labels"), "spec.workloadSelector.labels")
+    return labels or None
+
+
+def _check_delete(reader: Reader, review: Review, view: ClusterView) -> None:
+    old = review.old_object
+    if old is None:
+        return
+    spec = old.get("spec")
+    if selector_of(Reader(), spec if isinstance(spec, Mapping) else {}) is not None:
+        # pods fall back to the namespace Sidecar, which was checked on its own
+        return
+    others = [
+        name_of(s)
+        for s in view.sidecars(review.namespace)
+        if name_of(s) != review.name and _selector_of_object(s) is None
+    ]
+    if others:
+        return
+    reader.add(
+        "",
+        f"deleting the selector-less Sidecar of namespace {review.namespace} reopens every "
+        "workload there to the mesh default (ALLOW_ANY and an implicit */* import); replace it "
+        "with kubectl apply instead of deleting it",
+    )
+
+
+def _selector_of_object(obj: Mapping[str, Any]) -> dict[str, str] | None:
+    spec = obj.get("spec")
+    return selector_of(Reader(), spec if isinstance(spec, Mapping) else {})
+
+
+def _check_outbound(reader: Reader, spec: Mapping[str, Any]) -> None:
+    path = "spec.outboundTrafficPolicy"
+    outbound = reader.mapping(spec.get("outboundTrafficPolicy"), path)
+    mode = reader.string(outbound.get("mode"), f"{path}.mode")
+    if mode is None:
+        reader.add(
+            f"{path}.mode",
+            "missing: the proxy falls back to the mesh default ALLOW_ANY, which passes traffic "
+            "to any destination; set mode: REGISTRY_ONLY",
+        )
+    elif mode != REGISTRY_ONLY:
+        reader.add(
+            f"{path}.mode",
+            f"{mode!r} lets traffic reach destinations outside the registry; only REGISTRY_ONLY "
+            "is allowed",
+        )
+    if outbound.get("egressProxy") is not None:
+        reader.add(
+            f"{path}.egressProxy",
+            "an egress proxy receives all unknown traffic, bypassing the allow list; remove it",
+        )
+
+
+def _check_imports(
+    reader: Reader,
+    policy: Policy,
+    spec: Mapping[str, Any],
+    workloads: Workloads,
+    allowed: frozenset[str],
+) -> None:
+    source = workloads.describe()
+    may = policy.describe_allowed(allowed)
+    raw = spec.get("egress")
+    if raw is None or raw == []:
+        # trap 8: no egress section means one listener importing */*
+        extra = frozenset(policy.services) - allowed
+        if extra:
+            reader.add(
+                "spec.egress",
+                f"missing: Istio then imports */* (every service exported to {source}), "
+                f"including {policy.describe_allowed(extra)}; allowed for {source}: {may}. "
+                f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
+            )
+        return
+    for lpath, listener in reader.mappings(raw, "spec.egress"):
+        hosts = reader.strings(listener.get("hosts"), f"{lpath}.hosts")
+        if not hosts:
+            reader.add(f"{lpath}.hosts", "an egress listener needs at least one host")
+        for path, entry in hosts:
+            _check_import(reader, policy, path, entry, allowed, source, may)
+
+
+def _check_import(
+    reader: Reader,
+    policy: Policy,
+    path: str,
+    entry: str,
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    if entry.count("/") != 1:
+        reader.add(path, f"{entry!r} must be 'namespace/dnsName' with exactly one '/'")
+        return
+    ns_part, _, raw = entry.partition("/")
+    try:
+        dns = "*" if raw == "*" else check_dns_name(raw, require_dot=True)
+    except InvalidHostError as exc:
+        reader.add(path, f"{entry!r}: {exc.why}")
+        return
+    if ns_part.startswith("~") and ns_part != "~":
+        if policy.istio_version < SUBTRACTING_VERSION:
+            # trap 10: "~ns" subtracts only from 1.31; older validation rejects it
+            reader.add(
+                path,
+                f"{entry!r}: a '~namespace' exclusion needs Istio 1.31 or later; the mesh runs "
+                f"{'.'.join(map(str, policy.istio_version))}, which rejects it",
+            )
+        return
+    if ns_part == "~":
+        # "no namespace" (1.30) or "exclude from every namespace" (1.31): never imports
+        return
+    if ns_part not in ("*", policy.egress_namespace):
+        # '.', the own namespace, other tenants: their ServiceEntries are checked on their own
+        return
+    imported = policy.services_imported_by(dns)
+    extra = imported - allowed
+    if extra:
+        reader.add(
+            path,
+            f"{entry!r} would import {policy.describe_allowed(extra)}, which {source} may not "
+            f"reach; allowed for {source}: {may}",
+        )
+        return
+    if dns != "*" and not policy.is_internal(dns) and not policy.services_covering(dns) & allowed:
+        # defense in depth: imports nothing today but would import any future entry for it
+        reader.add(
+            path,
+            f"{entry!r} names {dns!r}, which is not an external service {source} may reach; "
+            f"allowed for {source}: {may}",
+        )
+
+
+def _check_unique(
+    reader: Reader, review: Review, view: ClusterView, selector: dict[str, str] | None
+) -> None:
+    for other in view.sidecars(review.namespace):
+        other_name = name_of(other)
+        if other_name == review.name:
+            continue
+        other_selector = _selector_of_object(other)
+        if selector is None and other_selector is None:
+            reader.add(
+                "spec.workloadSelector",
+                f"namespace {review.namespace} already has the selector-less Sidecar "
+                f"{other_name!r}; Istio applies only the oldest one, so this one would be "
+                "ignored or would replace it. Use a workloadSelector for specific workloads",
+            )
+        elif (
+            selector is not None
+            and other_selector is not None
+            and is_managed(other)
+            and selectors_may_overlap(selector, other_selector)
+        ):
+            reader.add(
+                "spec.workloadSelector.labels",
+                f"selector {format_labels(selector)} can select the same pods as the managed "
+                f"Sidecar {other_name!r} {format_labels(other_selector)}; Istio applies only one "
+                "Sidecar per pod and merges nothing, so ask for the egress change in the policy",
+            )

@@ -1,1 +1,49 @@
-"""Checks for workloadentries (being written)."""
+"""WorkloadEntry and WorkloadGroup: endpoints that ServiceEntries select by label.
+
+A tenant ServiceEntry for a cluster-looking name can select WorkloadEntries whose ``address`` is
+any IP or DNS name (ISTIO-SEMANTICS §2.5, trap 1): the address is where traffic really goes, so
+it must be internal or allowed directly to the namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import Reader, destination_problem
+from webhook.core.decisions import Violation
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+
+@checks("networking.istio.io", "WorkloadEntry", "WorkloadGroup")
+def check_workload_entry(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """The address of a WorkloadEntry (or WorkloadGroup template) must be an allowed place."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    namespace = review.namespace
+    if policy.is_egress_namespace(namespace):
+        reader.add(
+            "",
+            f"{review.kind}s in the egress namespace {namespace} would add endpoints to the "
+            "policy's services; ask the platform team",
+        )
+        return reader.violations
+    spec = reader.spec(review.object)
+    path = "spec"
+    if review.kind == "WorkloadGroup":
+        path = "spec.template"
+        spec = reader.mapping(spec.get("template"), path)
+    address = reader.string(spec.get("address"), f"{path}.address")
+    if address:
+        destination_problem(
+            policy,
+            reader,
+            address,
+            f"{path}.address",
+            policy.allowed_directly(namespace),
+            f"namespace {namespace} (endpoints bypass the egress gateway)",
+        )
+    return reader.violations

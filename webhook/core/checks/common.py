@@ -1,0 +1,337 @@
+"""Reading and judging helpers shared by the Istio checks.
+
+Kubernetes JSON arrives untyped, and a tenant may send anything that passes the CRD schema (or,
+on an old API server, anything at all).  Every check needs the same defensive reads and the same
+few judgements: who can see an object through ``exportTo``, whether two label selectors can pick
+the same pod, whether a destination (host, IP, endpoint) is an allowed external service.  Keeping
+them here gives one wording per problem and one place to fix a semantic mistake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.core.decisions import Violation
+from webhook.core.errors import InvalidHostError
+from webhook.core.hosts import check_dns_name, covers, expand_short_name, is_ip, normalize
+from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
+from webhook.core.policy_parsing import is_overbroad
+
+MESH = "mesh"
+UNIX_PREFIX = "unix://"
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "null" if value is None else type(value).__name__
+
+
+@dataclass(slots=True)
+class Reader:
+    """Reads fields of an untyped object and records a violation for each wrong shape.
+
+    Reads never raise: a wrong type yields an empty value plus a violation, so a check can carry
+    on and report every problem of the object at once.
+    """
+
+    violations: list[Violation] = field(default_factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        """Record a violation at ``path``."""
+        self.violations.append(Violation(path, message))
+
+    def spec(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """The ``spec`` of an object (empty when absent)."""
+        if obj is None:
+            self.add("", "the request carries no object to check")
+            return {}
+        return self.mapping(obj.get("spec"), "spec")
+
+    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
+        """``value`` if it is an object; ``{}`` if absent or (with a violation) of another type."""
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        self.add(path, f"must be an object, got {type_name(value)}")
+        return {}
+
+    def sequence(self, value: Any, path: str) -> Sequence[Any]:
+        """``value`` if it is a list; ``()`` if absent or (with a violation) of another type."""
+        if value is None:
+            return ()
+        if isinstance(value, list | tuple):
+            return value
+        self.add(path, f"must be a list, got {type_name(value)}")
+        return ()
+
+    def mappings(self, value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """``(path[i], item)`` for each object of a list, recording non-objects."""
+        found: list[tuple[str, Mapping[str, Any]]] = []
+        for i, item in enumerate(self.sequence(value, path)):
+            where = f"{path}[{i}]"
+            if isinstance(item, Mapping):
+                found.append((where, item))
+            else:
+                self.add(where, f"must be an object, got {type_name(item)}")
+        return found
+
+    def string(self, value: Any, path: str) -> str | None:
+        """``value`` if it is a string; None if absent or (with a violation) of another type."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value
+        self.add(path, f"must be a string, got {type_name(value)}")
+        return None
+
+    def strings(self, value: Any, path: str) -> list[tuple[str, str]]:
+        """``(path[i], item)`` for each string of a list, recording non-strings."""
+        found: list[tuple[str, str]] = []
+        for i, item in enumerate(self.sequence(value, path)):
+            where = f"{path}[{i}]"
+            if isinstance(item, str):
+                found.append((where, item))
+            else:
+                self.add(where, f"must be a string, got {type_name(item)}")
+        return found
+
+    def integer(self, value: Any, path: str) -> int | None:
+        """``value`` if it is an integer; None if absent or (with a violation) of another type."""
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self.add(path, f"must be an integer, got {type_name(value)}")
+        return None
+
+    def labels(self, value: Any, path: str) -> dict[str, str] | None:
+        """A label map (string to string); None if absent or malformed (with a violation)."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.add(path, "must be a map of label names to string values")
+            return None
+        return dict(value)
+
+    def host(
+        self,
+        value: str,
+        path: str,
+        *,
+        expand_in: str | None = None,
+        cluster_domain: str = "cluster.local",
+        allow_ip: bool = False,
+    ) -> str | None:
+        """A normalized host (short names expanded in ``expand_in``); None if invalid."""
+        host = normalize(value)
+        if allow_ip and is_ip(host):
+            return host
+        if expand_in is not None:
+            host = expand_short_name(host, expand_in, cluster_domain)
+        try:
+            return check_dns_name(host)
+        except InvalidHostError as exc:
+            self.add(path, f"{value!r} is not a valid host: {exc.why}")
+            return None
+
+
+# --- visibility (exportTo) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """The namespaces an object is visible to through ``exportTo``."""
+
+    everywhere: bool
+    namespaces: frozenset[str]
+    explicit: bool
+
+    def describe(self) -> str:
+        """``every namespace (exportTo omitted)``, ``namespace team-a``... for messages."""
+        if self.everywhere:
+            return "every namespace" + ("" if self.explicit else " (exportTo omitted means '*')")
+        if len(self.namespaces) == 1:
+            return f"namespace {next(iter(self.namespaces))}"
+        return "namespaces " + ", ".join(sorted(self.namespaces))
+
+    def beyond(self, namespace: str) -> bool:
+        """True when namespaces other than ``namespace`` can see the object."""
+        return self.everywhere or bool(self.namespaces - {namespace})
+
+
+def visibility(
+    reader: Reader, value: Any, namespace: str, path: str = "spec.exportTo"
+) -> Visibility:
+    """Who sees an object: omitted or ``*`` = everyone, ``.``/``~`` = own namespace, else names."""
+    if value is None:
+        # trap 6: omitted is the mesh default, which is "*" unless MeshConfig says otherwise
+        return Visibility(True, frozenset(), explicit=False)
+    entries = reader.strings(value, path)
+    if not entries:
+        return Visibility(True, frozenset(), explicit=False)
+    names: set[str] = set()
+    for _, entry in entries:
+        if entry == "*":
+            return Visibility(True, frozenset(), explicit=True)
+        names.add(namespace if entry in (".", "~") else entry)
+    return Visibility(False, frozenset(names), explicit=True)
+
+
+def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
+    """Services every namespace that can see an object may reach directly (no label, no SA)."""
+    if visible.everywhere:
+        return policy.allowed_everywhere()
+    allowed: frozenset[str] | None = None
+    for ns in visible.namespaces:
+        direct = policy.allowed_directly(ns)
+        allowed = direct if allowed is None else allowed & direct
+    return allowed or frozenset()
+
+
+# --- selectors and labels ---------------------------------------------------------------------
+
+
+def selectors_may_overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether one pod could carry both selectors: no key demands two different values."""
+    return all(b[k] == v for k, v in a.items() if k in b)
+
+
+def labels_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``metadata.labels`` of an object, empty when absent or malformed."""
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def name_of(obj: Mapping[str, Any]) -> str:
+    """``metadata.name`` of an object, empty when absent."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else ""
+
+
+def is_managed(obj: Mapping[str, Any]) -> bool:
+    """True for objects egress-guard's controller generated."""
+    return labels_of(obj).get(MANAGED_LABEL) == "true"
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    """``{a=b,c=d}`` for messages."""
+    return "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
+# --- hosts, gateways and addresses ------------------------------------------------------------
+
+
+def gateway_ref(ref: str, namespace: str) -> tuple[str, str] | None:
+    """``(namespace, name)`` of a VirtualService ``gateways`` entry; None for ``mesh``.
+
+    Forms: ``ns/name``, ``name`` (the VirtualService's namespace) and the legacy ``name.ns...``.
+    """
+    if ref == MESH:
+        return None
+    if "/" in ref:
+        ns, _, name = ref.partition("/")
+        return (namespace if ns in (".", "") else ns), name
+    if "." in ref:
+        name, _, rest = ref.partition(".")
+        return rest.split(".", 1)[0], name
+    return namespace, ref
+
+
+def policy_gateway(policy: Policy, ref: tuple[str, str]) -> Gateway | None:
+    """The policy egress gateway a ``(namespace, name)`` reference names, if any."""
+    for gateway in policy.gateways:
+        if (gateway.namespace, gateway.name) == ref:
+            return gateway
+    return None
+
+
+def gateways_covered_by(policy: Policy, host: str) -> tuple[Gateway, ...]:
+    """Policy egress gateways whose Service FQDN ``host`` (possibly a wildcard) covers."""
+    return tuple(gw for gw in policy.gateways if covers(host, gw.fqdn))
+
+
+def egress_fqdns(policy: Policy, services: Iterable[str]) -> str:
+    """The egress gateway FQDNs of ``services``, for "route through ..." hints."""
+    fqdns = sorted({policy.services[s].gateway.fqdn for s in services if s in policy.services})
+    return ", ".join(fqdns) if fqdns else "the egress gateway of the service"
+
+
+def split_authority(authority: str) -> str:
+    """The host of a ``host[:port]`` authority (IPv6 in brackets kept as the bare address)."""
+    if authority.startswith("["):
+        return authority[1:].split("]", 1)[0]
+    host, sep, port = authority.rpartition(":")
+    return host if sep and port.isdigit() else authority
+
+
+def overbroad(host: str) -> bool:
+    """``*`` or a wildcard over a public suffix."""
+    return host == "*" or is_overbroad(host)
+
+
+def address_problem(
+    policy: Policy, address: str, allowed: frozenset[str], source: str
+) -> str | None:
+    """Why an IP/CIDR destination is not allowed for ``source``; None when it is."""
+    try:
+        net = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return f"{address!r} is not an IP address or CIDR"
+    if net.prefixlen == 0:
+        return f"{address!r} covers every address on the Internet"
+    if policy.is_internal_address(address) or policy.address_allowed(address, allowed):
+        return None
+    return (
+        f"{address!r} lies outside the addresses of the external services allowed to {source}; "
+        f"allowed: {policy.describe_allowed(allowed)}" + _addresses_hint(policy, allowed)
+    )
+
+
+def _addresses_hint(policy: Policy, allowed: frozenset[str]) -> str:
+    ranges = sorted({a for s in allowed for a in policy.services[s].addresses})
+    return f" (their addresses: {', '.join(ranges)})" if ranges else " (none declares addresses)"
+
+
+def destination_problem(
+    policy: Policy, reader: Reader, value: str, path: str, allowed: frozenset[str], source: str
+) -> None:
+    """Record why an endpoint-like destination (IP, DNS name, unix socket) is not allowed."""
+    if value.startswith(UNIX_PREFIX):
+        # a socket on the pod itself: nothing leaves the node
+        return
+    host = normalize(value)
+    if is_ip(host):
+        problem = address_problem(policy, host, allowed, source)
+        if problem:
+            reader.add(path, problem)
+        return
+    name = reader.host(value, path)
+    if name is None or policy.is_internal(name):
+        return
+    if overbroad(name) or name.startswith("*."):
+        reader.add(path, f"{name!r} is a wildcard; a destination must be one host")
+        return
+    if not policy.services_covering(name) & allowed:
+        reader.add(
+            path,
+            f"traffic would go to {name!r}, which is not an external service allowed to {source}; "
+            f"allowed: {policy.describe_allowed(allowed)}",
+        )
