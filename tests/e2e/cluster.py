@@ -622,7 +622,9 @@ def _wait_until(
 
 
 def _address_in_use(process: ManagedProcess) -> bool:
-    return "address already in use" in process.log_tail(60).lower()
+    # Go servers say "bind: address already in use", gunicorn "Connection in use".
+    tail = process.log_tail(60).lower()
+    return "address already in use" in tail or "connection in use" in tail
 
 
 # --------------------------------------------------------------------------------------
