@@ -1,1 +1,469 @@
-"""Checks for pods (being written)."""
+"""Pods and pod templates: the ways a workload can step around its sidecar (tamper-proofing).
+
+``REGISTRY_ONLY`` is enforced by the pod's own proxy, and only for traffic that iptables hands to
+it (ISTIO-SEMANTICS §7, traps 12 and 16).  A compromised tenant who can write a Deployment can
+switch injection off, shrink what iptables captures, swap the proxy, run as the proxy's UID/GID
+1337 (which iptables lets through), rewrite the rules with ``NET_ADMIN``, or leave the pod's
+network namespace altogether.  Each of those is refused here, in the pod template (so the
+developer hears it at ``kubectl apply``) and again on the Pod itself.
+
+The Istio injector is a mutating webhook and runs before validation, so a Pod CREATE may already
+carry ``istio-init``/``istio-proxy`` with ``NET_ADMIN`` and UID 1337: those containers are
+skipped when the injector's ``sidecar.istio.io/status`` annotation names them.  A template is
+never injected, so a container with one of those names there is the tenant's own override
+(istiod merges its fields over the injected ones) and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import Reader
+from webhook.core.decisions import Violation
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+PROXY_ID = 1337
+INJECT = "sidecar.istio.io/inject"
+STATUS = "sidecar.istio.io/status"
+TEMPLATES = "inject.istio.io/templates"
+PROXY_CONFIG = "proxy.istio.io/config"
+INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
+INCLUDE_OUTBOUND_IPS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+# names the injector gives its containers (enable-core-dump only with the enableCoreDump option)
+INJECTED_CONTAINERS = frozenset(
+    {"istio-proxy", "istio-init", "istio-validation", "enable-core-dump"}
+)
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+# injectRequired() in istio/istio pkg/kube/inject/inject.go: these values inject, "" means the
+# namespace default; anything else ("false", "no", "False", "off", typos) skips injection
+INJECTING_VALUES = frozenset({"", "y", "yes", "true", "on"})
+CAPTURING_MODES = frozenset({"REDIRECT", "TPROXY"})
+DANGEROUS_CAPABILITIES = frozenset({"NET_ADMIN", "NET_RAW", "ALL"})
+
+# Annotations that shrink capture when set to any non-blank value.
+SHRINKING_ANNOTATIONS: Mapping[str, str] = {
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges": (
+        "lets traffic to those IP ranges skip the sidecar, and so the egress allow list"
+    ),
+    "traffic.sidecar.istio.io/excludeOutboundPorts": (
+        "lets traffic to those ports skip the sidecar, and so the egress allow list"
+    ),
+    "traffic.sidecar.istio.io/excludeInterfaces": (
+        "lets traffic leaving through those interfaces skip the sidecar, and so the egress "
+        "allow list"
+    ),
+}
+
+# Annotations refused whatever their value: each replaces or reconfigures the proxy itself.
+PROXY_REPLACING_ANNOTATIONS: Mapping[str, str] = {
+    "sidecar.istio.io/proxyImage": (
+        "replaces the sidecar (and istio-init) image; a proxy of the tenant's choosing runs as "
+        "UID 1337, whose traffic iptables never captures"
+    ),
+    "sidecar.istio.io/bootstrapOverride": (
+        "gives the proxy a custom Envoy bootstrap, which can add clusters and listeners that "
+        "reach any destination from the uncaptured proxy"
+    ),
+    "sidecar.istio.io/userVolume": (
+        "adds tenant volumes to the proxy, which can replace its bootstrap template or binaries"
+    ),
+    "sidecar.istio.io/userVolumeMount": (
+        "mounts tenant volumes into the proxy, which can replace its bootstrap template or binaries"
+    ),
+    "sidecar.istio.io/discoveryAddress": (
+        "points the proxy at another configuration server, which can program any route out"
+    ),
+    "proxy.istio.io/overrides": (
+        "is re-applied by the injector over the injected istio-proxy container, so it can swap "
+        "the proxy's image, command or user"
+    ),
+    "ambient.istio.io/redirection": (
+        "is the ambient data plane's capture switch; ambient ignores Sidecar resources, and so "
+        "the egress allow list"
+    ),
+}
+
+# ProxyConfig fields that only tune the proxy's lifecycle and statistics.  Everything else is
+# refused: interceptionMode, proxyMetadata (env of the agent, incl. DNS capture switches),
+# discoveryAddress, proxyBootstrapTemplatePath, image, and every sink the *uncaptured* proxy
+# dials itself (tracing, statsdUdpAddress, envoyMetricsService, envoyAccessLogService), since
+# those carry request data to an address of the tenant's choosing.
+SAFE_PROXY_CONFIG_KEYS = frozenset(
+    {
+        "holdApplicationUntilProxyStarts",
+        "concurrency",
+        "terminationDrainDuration",
+        "drainDuration",
+        "proxyStatsMatcher",
+        "extraStatTags",
+    }
+)
+
+BYPASS_HINT = "route the traffic through the mesh and ask for the destination in the egress policy"
+
+
+@dataclass(frozen=True, slots=True)
+class PodShape:
+    """Where a manifest keeps its pod: metadata and spec plus their field paths."""
+
+    metadata: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    meta_path: str
+    spec_path: str
+    # a template is never injected: injected container names there are the tenant's
+    template: bool
+
+
+@checks("", "Pod", "ReplicationController")
+@checks("apps", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+@checks("batch", "Job", "CronJob")
+def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A pod (or pod template) keeps its sidecar and cannot step around it."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    found = pod_violations(review.kind, review.object, review.namespace, policy)
+    if review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None:
+        # a running pod's sidecar was set up at CREATE; refuse what this update adds, so pods
+        # created before the guardrail can still be labelled, but no new bypass gets in
+        before = set(pod_violations(review.kind, review.old_object, review.namespace, policy))
+        found = [v for v in found if v not in before]
+        found.extend(_injected_image_changes(review.object, review.old_object))
+    return found
+
+
+def pod_violations(
+    kind: str, obj: Mapping[str, Any] | None, namespace: str, policy: Policy
+) -> list[Violation]:
+    """Every way the pod of ``obj`` (a Pod or a workload with a template) escapes its sidecar."""
+    reader = Reader()
+    shape = pod_shape(reader, kind, obj)
+    if shape is None:
+        return reader.violations
+    labels = reader.labels(shape.metadata.get("labels"), f"{shape.meta_path}.labels") or {}
+    annotations = (
+        reader.labels(shape.metadata.get("annotations"), f"{shape.meta_path}.annotations") or {}
+    )
+    gateway = _is_egress_gateway(policy, namespace, labels, shape)
+    injected = frozenset() if shape.template else _injected_names(annotations)
+    if not gateway:
+        _check_injection(reader, shape, labels, annotations)
+    _check_capture(reader, shape, labels, annotations)
+    skipped = (injected | {"istio-proxy"}) if gateway else injected
+    _check_spec(reader, shape, skipped, gateway)
+    return reader.violations
+
+
+def pod_shape(reader: Reader, kind: str, obj: Mapping[str, Any] | None) -> PodShape | None:
+    """The pod metadata/spec of a Pod, a workload template or a CronJob's job template."""
+    if obj is None:
+        reader.add("", "the request carries no object to check")
+        return None
+    if kind == "Pod":
+        return PodShape(
+            reader.mapping(obj.get("metadata"), "metadata"),
+            reader.mapping(obj.get("spec"), "spec"),
+            "metadata",
+            "spec",
+            template=False,
+        )
+    prefix = "spec"
+    spec = reader.mapping(obj.get("spec"), prefix)
+    if kind == "CronJob":
+        job = reader.mapping(spec.get("jobTemplate"), "spec.jobTemplate")
+        prefix = "spec.jobTemplate.spec"
+        spec = reader.mapping(job.get("spec"), prefix)
+    template = reader.mapping(spec.get("template"), f"{prefix}.template")
+    return PodShape(
+        reader.mapping(template.get("metadata"), f"{prefix}.template.metadata"),
+        reader.mapping(template.get("spec"), f"{prefix}.template.spec"),
+        f"{prefix}.template.metadata",
+        f"{prefix}.template.spec",
+        template=True,
+    )
+
+
+def _injected_names(annotations: Mapping[str, str]) -> frozenset[str]:
+    """Containers the injector says it added (only names it really uses are trusted)."""
+    raw = annotations.get(STATUS)
+    if not raw:
+        return frozenset()
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return frozenset()
+    if not isinstance(status, Mapping):
+        return frozenset()
+    names: set[str] = set()
+    for key in ("containers", "initContainers"):
+        listed = status.get(key)
+        if isinstance(listed, list):
+            names.update(n for n in listed if isinstance(n, str))
+    return frozenset(names & INJECTED_CONTAINERS)
+
+
+def _is_egress_gateway(
+    policy: Policy,
+    namespace: str,
+    labels: Mapping[str, str],
+    shape: PodShape,
+) -> bool:
+    """An egress gateway pod of the policy: in the egress namespace, selected, proxy only.
+
+    Gateway pods are the exit itself: their proxy is deliberately uncaptured and runs as 1337,
+    and istiod deploys them with injection off and an explicit ``istio-proxy`` container.  The
+    exemption holds only when that proxy is the sole container, so no tenant code rides along.
+    """
+    if not policy.is_egress_namespace(namespace):
+        return False
+    if not any(
+        gw.selector and all(labels.get(k) == v for k, v in gw.selector.items())
+        for gw in policy.gateways
+    ):
+        return False
+    spec = shape.spec
+    containers = Reader().mappings(spec.get("containers"), "")
+    inits = Reader().mappings(spec.get("initContainers"), "")
+    return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
+        c.get("name") in INJECTED_CONTAINERS for _, c in inits
+    )
+
+
+def _check_injection(
+    reader: Reader,
+    shape: PodShape,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> None:
+    """Injection stays on and uses the plain sidecar template."""
+    meta = shape.meta_path
+    # the label is the current API and wins over the deprecated annotation of the same name
+    value: str | None
+    if INJECT in labels:
+        value, where = labels[INJECT], f"{meta}.labels[{INJECT}]"
+    else:
+        value, where = annotations.get(INJECT), f"{meta}.annotations[{INJECT}]"
+    if value is not None and value.lower() not in INJECTING_VALUES:
+        reader.add(
+            where,
+            f"{value!r} stops Istio from injecting the sidecar, so the pod's traffic never meets "
+            "a proxy and the egress allow list does not apply; remove it (only true/yes/on or "
+            "empty keep injection)",
+        )
+    templates = annotations.get(TEMPLATES)
+    if templates is not None and {t.strip() for t in templates.split(",")} != {"sidecar"}:
+        reader.add(
+            f"{meta}.annotations[{TEMPLATES}]",
+            f"injection template(s) {templates!r} replace the sidecar template; templates such "
+            "as 'gateway' or 'grpc-agent' set up no traffic capture, so the pod's traffic skips "
+            "the egress allow list; remove the annotation",
+        )
+    if shape.template and STATUS in annotations:
+        reader.add(
+            f"{meta}.annotations[{STATUS}]",
+            "is written by the Istio injector; set by hand it makes injection and ambient "
+            "capture treat the pod as already handled, so its traffic can skip every proxy; "
+            "remove it",
+        )
+
+
+def _check_capture(
+    reader: Reader,
+    shape: PodShape,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> None:
+    """Nothing narrows what iptables hands to the proxy, or replaces the proxy."""
+    meta = f"{shape.meta_path}.annotations"
+    for key, effect in SHRINKING_ANNOTATIONS.items():
+        value = annotations.get(key)
+        if value is not None and value.strip():
+            reader.add(f"{meta}[{key}]", f"{value!r} {effect}; {BYPASS_HINT}")
+    include = annotations.get(INCLUDE_OUTBOUND_IPS)
+    if include is not None and include.strip() != "*":
+        reader.add(
+            f"{meta}[{INCLUDE_OUTBOUND_IPS}]",
+            f"{include!r} captures only those IP ranges (empty captures nothing), so traffic to "
+            "every other address skips the sidecar and the egress allow list; remove it or set "
+            "'*'",
+        )
+    mode = annotations.get(INTERCEPTION_MODE)
+    if mode is not None and mode not in CAPTURING_MODES:
+        reader.add(
+            f"{meta}[{INTERCEPTION_MODE}]",
+            f"{mode!r} is not a capturing mode (REDIRECT or TPROXY); NONE installs no iptables "
+            "rules at all, so the pod's traffic skips the sidecar and the egress allow list",
+        )
+    for key, effect in PROXY_REPLACING_ANNOTATIONS.items():
+        if key in annotations:
+            reader.add(f"{meta}[{key}]", f"{effect}; remove it")
+    _check_proxy_config(reader, meta, annotations.get(PROXY_CONFIG))
+    mode_label = labels.get(DATAPLANE_MODE)
+    if mode_label is not None and mode_label != "none":
+        reader.add(
+            f"{shape.meta_path}.labels[{DATAPLANE_MODE}]",
+            f"{mode_label!r} enrols the pod in the ambient data plane, which ignores Sidecar "
+            "resources and exportTo, and so the egress allow list; remove the label",
+        )
+
+
+def _check_proxy_config(reader: Reader, meta: str, raw: str | None) -> None:
+    """``proxy.istio.io/config`` may only tune lifecycle and statistics fields."""
+    if raw is None or not raw.strip():
+        return
+    where = f"{meta}[{PROXY_CONFIG}]"
+    try:
+        config = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        reader.add(where, "is not valid YAML/JSON, so egress-guard cannot tell what it changes")
+        return
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        reader.add(where, "must be a ProxyConfig object")
+        return
+    unsafe = sorted(str(k) for k in config if k not in SAFE_PROXY_CONFIG_KEYS)
+    if unsafe:
+        reader.add(
+            where,
+            f"sets {', '.join(unsafe)}; ProxyConfig fields can switch off traffic capture "
+            "(interceptionMode), change the proxy's agent or bootstrap, or make the uncaptured "
+            "proxy send data to any address; only "
+            f"{', '.join(sorted(SAFE_PROXY_CONFIG_KEYS))} may be set per pod",
+        )
+
+
+def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gateway: bool) -> None:
+    """Host networking, the proxy's UID/GID and network privileges stay out of tenant hands."""
+    spec, path = shape.spec, shape.spec_path
+    host_network = spec.get("hostNetwork")
+    if host_network not in (None, False):
+        reader.add(
+            f"{path}.hostNetwork",
+            "puts the pod on the node's network, where no sidecar is injected and no iptables "
+            "rule captures its traffic, so the egress allow list does not apply; remove it",
+        )
+    pod_security = reader.mapping(spec.get("securityContext"), f"{path}.securityContext")
+    if not gateway:
+        # pod-level IDs apply to every container, including ephemeral ones added later
+        _check_ids(reader, pod_security, f"{path}.securityContext", pod_level=True)
+    for list_name in CONTAINER_LISTS:
+        for where, container in reader.mappings(spec.get(list_name), f"{path}.{list_name}"):
+            name = container.get("name")
+            if name in skipped:
+                continue
+            if name in INJECTED_CONTAINERS:
+                reader.add(
+                    f"{where}.name",
+                    f"{name!r} is the name of a container the Istio injector adds; istiod "
+                    "merges a pod-defined one over the injected container, so it can replace "
+                    "the proxy or its iptables setup; rename the container",
+                )
+            security = reader.mapping(container.get("securityContext"), f"{where}.securityContext")
+            _check_ids(reader, security, f"{where}.securityContext", pod_level=False)
+            _check_privileges(reader, security, f"{where}.securityContext")
+
+
+def _is_proxy_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value == PROXY_ID
+    return isinstance(value, str) and value.strip() == str(PROXY_ID)
+
+
+def _check_ids(reader: Reader, security: Mapping[str, Any], path: str, *, pod_level: bool) -> None:
+    """No process runs as, or belongs to, the proxy's UID/GID 1337."""
+    for key, what in (("runAsUser", "UID"), ("runAsGroup", "GID")):
+        if _is_proxy_id(security.get(key)):
+            reader.add(
+                f"{path}.{key}",
+                f"{what} 1337 is the Istio proxy's; iptables lets traffic from it skip the "
+                "sidecar, and so the egress allow list; use another ID",
+            )
+    if not pod_level:
+        return
+    # a member of group 1337 can chgrp a file it owns to 1337 and set its setgid bit, and the
+    # program then runs with GID 1337: membership is as good as the primary group
+    if _is_proxy_id(security.get("fsGroup")):
+        reader.add(
+            f"{path}.fsGroup",
+            "1337 makes every container a member of the Istio proxy's group, which lets it run "
+            "a setgid program as GID 1337, whose traffic iptables never captures; use another "
+            "group",
+        )
+    for where, value in enumerate(reader.sequence(security.get("supplementalGroups"), "")):
+        if _is_proxy_id(value):
+            reader.add(
+                f"{path}.supplementalGroups[{where}]",
+                "1337 makes every container a member of the Istio proxy's group, which lets it "
+                "run a setgid program as GID 1337, whose traffic iptables never captures; use "
+                "another group",
+            )
+
+
+def _check_privileges(reader: Reader, security: Mapping[str, Any], path: str) -> None:
+    """No container may rewrite the pod's iptables rules or craft raw packets."""
+    if security.get("privileged") not in (None, False):
+        reader.add(
+            f"{path}.privileged",
+            "a privileged container can rewrite the pod's iptables rules and send its traffic "
+            "around the sidecar and the egress allow list; remove it",
+        )
+    caps = reader.mapping(security.get("capabilities"), f"{path}.capabilities")
+    for where, cap in reader.strings(caps.get("add"), f"{path}.capabilities.add"):
+        name = cap.strip().upper().removeprefix("CAP_")
+        if name in DANGEROUS_CAPABILITIES:
+            reader.add(
+                where,
+                f"{cap} lets the container rewrite the pod's iptables rules or send raw "
+                "packets, so its traffic can skip the sidecar and the egress allow list; drop "
+                "it (the mesh's own init container already has what capture needs)",
+            )
+
+
+def _injected_image_changes(
+    new: Mapping[str, Any] | None, old: Mapping[str, Any]
+) -> list[Violation]:
+    """Pod UPDATE may not swap the image of an injected container (images are mutable)."""
+    if new is None:
+        return []
+    reader = Reader()
+    old_images = _images(Reader(), old)
+    found: list[Violation] = []
+    for (list_name, index, name), image in _images(reader, new).items():
+        if name not in INJECTED_CONTAINERS:
+            continue
+        before = next(
+            (img for (ln, _, n), img in old_images.items() if ln == list_name and n == name),
+            None,
+        )
+        if before is not None and before != image:
+            found.append(
+                Violation(
+                    f"spec.{list_name}[{index}].image",
+                    f"changes the image of the injected {name!r} container from {before!r} to "
+                    f"{image!r}; the new image would run as the uncaptured proxy, outside the "
+                    "egress allow list; recreate the pod instead",
+                )
+            )
+    return found
+
+
+def _images(reader: Reader, pod: Mapping[str, Any]) -> dict[tuple[str, int, str], str]:
+    spec = reader.mapping(pod.get("spec"), "spec")
+    images: dict[tuple[str, int, str], str] = {}
+    for list_name in CONTAINER_LISTS:
+        for index, item in enumerate(reader.sequence(spec.get(list_name), list_name)):
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                images[(list_name, index, item["name"])] = str(item.get("image", ""))
+    return images
