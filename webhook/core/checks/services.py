@@ -1,1 +1,189 @@
-"""Checks for services (being written)."""
+"""Services, Endpoints and EndpointSlices: registry entries that reach outside without Istio CRDs.
+
+Istio puts every Kubernetes Service in the mesh registry (trap 13).  An ``ExternalName`` Service
+becomes a DNS service whose real destination is the external name, and a selector-less Service
+with hand-written Endpoints sends traffic to whatever addresses they list; either opens a direct
+path (no egress gateway, no identity check) that ``REGISTRY_ONLY`` happily allows.  So they are
+held to the bar of direct paths: ``allowed_directly`` for the namespace, and, since Services are
+exported to every namespace unless ``networking.istio.io/exportTo`` says otherwise, for every
+namespace that can see them.
+
+Endpoints written by the control plane mirror pods and Services, so only other writers are
+checked, recognised by username (a ``managed-by`` label is writable by anyone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import (
+    Reader,
+    address_problem,
+    allowed_directly_for,
+    visibility,
+)
+from webhook.core.decisions import Violation
+from webhook.core.hosts import is_ip, normalize
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+EXPORT_TO = "networking.istio.io/exportTo"
+CONTROL_PLANE_USERS = frozenset(
+    {
+        "system:kube-controller-manager",
+        "system:serviceaccount:kube-system:endpoint-controller",
+        "system:serviceaccount:kube-system:endpointslice-controller",
+        "system:serviceaccount:kube-system:endpointslicemirroring-controller",
+    }
+)
+
+
+@checks("", "Service")
+def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """An ExternalName Service may only name an allowed external host (or a cluster name)."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    if spec.get("type") != "ExternalName":
+        return reader.violations
+    raw = reader.string(spec.get("externalName"), "spec.externalName")
+    if not raw or not raw.strip():
+        if not reader.violations:
+            reader.add("spec.externalName", "an ExternalName Service needs an externalName")
+        return reader.violations
+    namespace = review.namespace
+    meta = reader.mapping((review.object or {}).get("metadata"), "metadata")
+    annotations = reader.labels(meta.get("annotations"), "metadata.annotations") or {}
+    export = annotations.get(EXPORT_TO)
+    visible = visibility(
+        reader,
+        None if export is None else [e.strip() for e in export.split(",") if e.strip()],
+        namespace,
+        f"metadata.annotations[{EXPORT_TO}]",
+    )
+    allowed = policy.allowed_directly(namespace) & allowed_directly_for(policy, visible)
+    audience = namespace if not visible.beyond(namespace) else visible.describe()
+    name = normalize(raw)
+    if is_ip(name):
+        problem = address_problem(policy, name, allowed, audience)
+        if problem:
+            reader.add("spec.externalName", problem)
+        return reader.violations
+    target = reader.host(raw, "spec.externalName")
+    if target is None or policy.is_internal(target):
+        return reader.violations
+    covering = policy.services_covering(target) & allowed
+    if not covering:
+        reader.add(
+            "spec.externalName",
+            f"an ExternalName Service sends mesh traffic for it straight to {target!r}, "
+            f"bypassing the egress gateway; {target!r} is not an external service that "
+            f"{audience} may reach directly (allowed: {policy.describe_allowed(allowed)}); "
+            "ask for it in the egress policy, or call the host itself so it goes through the "
+            "egress gateway",
+        )
+        return reader.violations
+    _check_ports(reader, policy, spec, covering, target)
+    return reader.violations
+
+
+def _check_ports(
+    reader: Reader, policy: Policy, spec: Mapping[str, Any], covering: frozenset[str], host: str
+) -> None:
+    """The Service's ports must be ports the allow list opens for that host."""
+    ports = frozenset().union(*(policy.services[s].port_numbers for s in covering))
+    for where, port in reader.mappings(spec.get("ports"), "spec.ports"):
+        number = reader.integer(port.get("port"), f"{where}.port")
+        if number is not None and number not in ports:
+            reader.add(
+                f"{where}.port",
+                f"{host!r} is allowed on ports {', '.join(map(str, sorted(ports)))} only; port "
+                f"{number} would open another direct path out",
+            )
+
+
+@checks("", "Endpoints")
+def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """Hand-written Endpoints may only list internal or directly allowed addresses."""
+    del view
+    if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
+        return ()
+    reader = Reader()
+    if review.object is None:
+        reader.add("", "the request carries no object to check")
+        return reader.violations
+    allowed = policy.allowed_directly(review.namespace)
+    source = f"namespace {review.namespace}"
+    for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
+        for key in ("addresses", "notReadyAddresses"):
+            for at, address in reader.mappings(subset.get(key), f"{where}.{key}"):
+                ip = reader.string(address.get("ip"), f"{at}.ip")
+                if ip is None:
+                    reader.add(f"{at}.ip", "every endpoint address needs an ip")
+                    continue
+                _check_address(reader, policy, ip, f"{at}.ip", allowed, source)
+    return reader.violations
+
+
+@checks("discovery.k8s.io", "EndpointSlice")
+def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """Hand-written EndpointSlices may only list internal or directly allowed destinations."""
+    del view
+    if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
+        return ()
+    reader = Reader()
+    obj = review.object
+    if obj is None:
+        reader.add("", "the request carries no object to check")
+        return reader.violations
+    allowed = policy.allowed_directly(review.namespace)
+    source = f"namespace {review.namespace}"
+    fqdn = obj.get("addressType") == "FQDN"
+    for where, endpoint in reader.mappings(obj.get("endpoints"), "endpoints"):
+        for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
+            if fqdn:
+                _check_name(reader, policy, address, at, allowed, source)
+            else:
+                _check_address(reader, policy, address, at, allowed, source)
+    return reader.violations
+
+
+def _check_address(
+    reader: Reader,
+    policy: Policy,
+    address: str,
+    path: str,
+    allowed: frozenset[str],
+    source: str,
+) -> None:
+    problem = address_problem(policy, address.strip(), allowed, source)
+    if problem:
+        reader.add(
+            path,
+            f"{problem}; a hand-written endpoint sends mesh traffic straight there, bypassing "
+            "the egress gateway (declare cluster ranges in the policy's internalNetworks)",
+        )
+
+
+def _check_name(
+    reader: Reader,
+    policy: Policy,
+    name: str,
+    path: str,
+    allowed: frozenset[str],
+    source: str,
+) -> None:
+    host = reader.host(name, path)
+    if host is None or policy.is_internal(host):
+        return
+    if host.startswith("*.") or not policy.services_covering(host) & allowed:
+        reader.add(
+            path,
+            f"a hand-written endpoint sends mesh traffic straight to {host!r}, bypassing the "
+            f"egress gateway; it is not an external service {source} may reach directly "
+            f"(allowed: {policy.describe_allowed(allowed)})",
+        )
