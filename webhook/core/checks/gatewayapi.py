@@ -1,1 +1,189 @@
-"""Checks for gatewayapi (being written)."""
+"""Kubernetes Gateway API routes and gateways: the egress paths that need no Istio CRD (trap 15).
+
+Istio implements the Gateway API for ingress, for mesh traffic (GAMMA: a route whose parent is a
+Service or ServiceEntry steers every sidecar calling it) and for egress.  So a route can do
+what a VirtualService does:
+
+- a backend of kind ``Hostname`` (group ``networking.istio.io``) names any host; outside the
+  egress namespace an external one sends mesh traffic straight out, skipping the egress gateway;
+- ``hostnames`` of a mesh-attached route claim hosts for the whole mesh;
+- a route attached to a Gateway in the egress namespace programs the egress gateway itself.
+
+Backends of kind Service and ServiceEntry are fine here: those objects are checked on their own.
+A Gateway of an Istio class in a tenant namespace makes istiod deploy a proxy there that no
+Sidecar governs (and that the pod rules refuse), so it is refused with the reason up front;
+ingress gateways belong in a namespace outside the guardrail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import Reader
+from webhook.core.decisions import Violation
+from webhook.core.hosts import is_ip, normalize
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+GROUP = "gateway.networking.k8s.io"
+ISTIO_GROUP = "networking.istio.io"
+CORE_GROUPS = frozenset({"", "core"})
+INFERENCE_GROUPS = frozenset({"inference.networking.k8s.io", "inference.networking.x-k8s.io"})
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+# classes for which istiod deploys a proxy in the Gateway's own namespace
+PROXY_DEPLOYING_CLASSES = frozenset({"istio", "istio-waypoint", "istio-east-west"})
+
+
+@checks(GROUP, *ROUTE_KINDS)
+def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A route may not send mesh traffic straight out, claim unallowed hosts, or program egress."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    namespace = review.namespace
+    in_egress = policy.is_egress_namespace(namespace)
+    mesh_parent = False
+    for where, parent in reader.mappings(spec.get("parentRefs"), "spec.parentRefs"):
+        group = parent.get("group", GROUP)
+        kind = parent.get("kind", "Gateway")
+        if (group in CORE_GROUPS and kind == "Service") or (
+            group == ISTIO_GROUP and kind == "ServiceEntry"
+        ):
+            mesh_parent = True
+        elif group == GROUP and kind == "Gateway" and not in_egress:
+            parent_ns = parent.get("namespace", namespace)
+            if isinstance(parent_ns, str) and policy.is_egress_namespace(parent_ns):
+                reader.add(
+                    f"{where}.namespace",
+                    f"attaches the route to a Gateway in the egress namespace {parent_ns}, "
+                    "which would program the egress gateway itself; egress routes are "
+                    "generated from the egress policy: ask for the destination there",
+                )
+    if mesh_parent:
+        _check_hostnames(reader, policy, spec, namespace)
+    for where, ref in _backend_refs(reader, spec):
+        _check_backend(reader, policy, ref, where, in_egress)
+    return reader.violations
+
+
+def _check_hostnames(
+    reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str
+) -> None:
+    """Hostnames of a mesh-attached route must be allowed to some workload of the namespace."""
+    allowed = policy.allowed_for_some(namespace)
+    for where, raw in reader.strings(spec.get("hostnames"), "spec.hostnames"):
+        host = reader.host(raw, where)
+        if host is None or policy.is_internal(host):
+            continue
+        if not policy.services_covering(host) & allowed:
+            reader.add(
+                where,
+                f"a route attached to a mesh Service steers every sidecar's traffic for "
+                f"{host!r}, which is not an external service any workload of {namespace} may "
+                f"reach (allowed: {policy.describe_allowed(allowed)}); ask for it in the "
+                "egress policy",
+            )
+
+
+def _backend_refs(reader: Reader, spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every backend a route can send to: rule backends and request mirrors at both levels."""
+    refs: list[tuple[str, Mapping[str, Any]]] = []
+
+    def mirrors(filters: Any, path: str) -> None:
+        for where, item in reader.mappings(filters, path):
+            mirror = reader.mapping(item.get("requestMirror"), f"{where}.requestMirror")
+            if "backendRef" in mirror:
+                at = f"{where}.requestMirror.backendRef"
+                refs.append((at, reader.mapping(mirror.get("backendRef"), at)))
+
+    for where, rule in reader.mappings(spec.get("rules"), "spec.rules"):
+        for at, backend in reader.mappings(rule.get("backendRefs"), f"{where}.backendRefs"):
+            refs.append((at, backend))
+            mirrors(backend.get("filters"), f"{at}.filters")
+        mirrors(rule.get("filters"), f"{where}.filters")
+    return refs
+
+
+def _check_backend(
+    reader: Reader, policy: Policy, ref: Mapping[str, Any], where: str, in_egress: bool
+) -> None:
+    """Services, ServiceEntries and inference pools are checked elsewhere; Hostname here."""
+    group = ref.get("group", "")
+    kind = ref.get("kind", "Service")
+    if (group in CORE_GROUPS and kind == "Service") or (
+        group == ISTIO_GROUP and kind == "ServiceEntry"
+    ):
+        return
+    if group in INFERENCE_GROUPS and kind == "InferencePool":
+        return
+    if group != ISTIO_GROUP or kind != "Hostname":
+        reader.add(
+            f"{where}.kind",
+            f"backend {group or 'core'}/{kind} is not a kind egress-guard can follow, so it "
+            "cannot tell where the traffic goes; use a Service or ServiceEntry backend",
+        )
+        return
+    name = reader.string(ref.get("name"), f"{where}.name")
+    if not name:
+        reader.add(f"{where}.name", "a Hostname backend needs a name")
+        return
+    host = normalize(name)
+    if is_ip(host):
+        reader.add(f"{where}.name", f"{name!r} is an IP address; a Hostname backend needs a name")
+        return
+    checked = reader.host(name, f"{where}.name")
+    if checked is None or policy.is_internal(checked):
+        return
+    if in_egress and policy.services_covering(checked) and not checked.startswith("*"):
+        # the gateway leg: the egress gateway forwards to a host of the allow list
+        return
+    gateways = ", ".join(gw.fqdn for gw in policy.gateways) or "the egress gateway"
+    reader.add(
+        f"{where}.name",
+        f"a Hostname backend sends the route's traffic straight to {checked!r}, skipping the "
+        f"egress gateway and the egress allow list; send it to {gateways} and ask for the "
+        "destination in the egress policy",
+    )
+
+
+@checks(GROUP, "Gateway")
+def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """Tenant Gateways may not deploy an ungoverned proxy or bind the egress gateway's pods."""
+    del view
+    namespace = review.namespace
+    if review.operation == "DELETE" or policy.is_egress_namespace(namespace):
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    klass = reader.string(spec.get("gatewayClassName"), "spec.gatewayClassName")
+    if klass in PROXY_DEPLOYING_CLASSES:
+        reader.add(
+            "spec.gatewayClassName",
+            f"class {klass!r} makes istiod deploy a gateway proxy in {namespace}; Sidecar "
+            "resources do not govern gateway proxies (and waypoints are ambient), so its "
+            "traffic would escape the egress allow list; run gateways in a namespace outside "
+            "the guardrail, or use the egress gateway",
+        )
+    for where, address in reader.mappings(spec.get("addresses"), "spec.addresses"):
+        value = reader.string(address.get("value"), f"{where}.value")
+        if not value or address.get("type", "IPAddress") == "IPAddress":
+            continue
+        host = normalize(value)
+        if _in_namespace(host, policy.egress_namespace):
+            reader.add(
+                f"{where}.value",
+                f"binds the Gateway to {host!r} in the egress namespace, so its listeners and "
+                "routes would program the egress gateway's pods; egress gateways are "
+                "configured from the egress policy only",
+            )
+    return reader.violations
+
+
+def _in_namespace(host: str, namespace: str) -> bool:
+    """``name.ns``, ``name.ns.svc`` and ``name.ns.svc.<domain>`` all name a Service of ``ns``."""
+    labels = host.split(".")
+    return len(labels) >= 2 and labels[1] == namespace and (len(labels) == 2 or labels[2] == "svc")

@@ -1,0 +1,247 @@
+"""Gateway API routes and gateways: egress paths that need no Istio CRD (trap 15)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.core.engine import decide
+from webhook.core.policy import Mode
+from webhook.core.policy_parsing import parse_policy
+from webhook.core.reviews import review_of_manifest
+
+pytestmark = pytest.mark.unit
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+FIREWALL = parse_policy((POLICIES / "istio-egress-firewall.yaml").read_text())
+BANZAI = parse_policy((POLICIES / "banzai-demo.yaml").read_text())
+EGRESS_GW = "istio-egressgateway.istio-egress.svc.cluster.local"
+API = "gateway.networking.k8s.io/v1"
+
+
+def hostname(name: str, port: int = 443) -> dict[str, Any]:
+    return {"group": "networking.istio.io", "kind": "Hostname", "name": name, "port": port}
+
+
+def route(
+    backends: list[dict[str, Any]],
+    *,
+    kind: str = "HTTPRoute",
+    namespace: str = "team-a",
+    parents: list[dict[str, Any]] | None = None,
+    hostnames: list[str] | None = None,
+    filters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"backendRefs": backends}
+    if filters is not None:
+        rule["filters"] = filters
+    spec: dict[str, Any] = {
+        "parentRefs": parents if parents is not None else [{"name": "web"}],
+        "rules": [rule],
+    }
+    if hostnames is not None:
+        spec["hostnames"] = hostnames
+    return {
+        "apiVersion": API
+        if kind in ("HTTPRoute", "GRPCRoute")
+        else f"{API.rsplit('/', 1)[0]}/v1alpha2",
+        "kind": kind,
+        "metadata": {"name": "r", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def judge(manifest: dict[str, Any], policy: Any = FIREWALL, **kwargs: Any) -> Any:
+    return decide(review_of_manifest(manifest, **kwargs), policy)
+
+
+def fields(decision: Any) -> list[str]:
+    return [v.field for v in decision.violations]
+
+
+MESH_PARENT = [{"group": "", "kind": "Service", "name": "upstream", "port": 443}]
+SE_PARENT = [{"group": "networking.istio.io", "kind": "ServiceEntry", "name": "api"}]
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"])
+def test_external_hostname_backend_is_denied(kind: str) -> None:
+    decision = judge(route([hostname("evil.example.com")], kind=kind, parents=MESH_PARENT))
+    assert fields(decision) == ["spec.rules[0].backendRefs[0].name"]
+    assert "skipping the egress gateway" in decision.reason
+
+
+def test_even_an_allowed_host_as_hostname_backend_outside_egress_namespace_is_denied() -> None:
+    # service1.foo.com is allowed to everyone, but through the gateway, not straight out
+    assert not judge(route([hostname("service1.foo.com")], parents=SE_PARENT)).allowed
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        EGRESS_GW,
+        "web.team-a.svc.cluster.local",
+        "Istio-EgressGateway.istio-egress.svc.Cluster.Local.",
+    ],
+)
+def test_internal_hostname_backend_is_allowed(name: str) -> None:
+    decision = judge(route([hostname(name)], parents=SE_PARENT))
+    assert decision.allowed, decision.reason
+
+
+def test_egress_namespace_route_to_an_allow_listed_host_is_allowed() -> None:
+    manifest = route(
+        [hostname("service1.foo.com")],
+        namespace="istio-egress",
+        parents=[{"name": "egress-gateway"}],
+    )
+    assert judge(manifest).allowed
+
+
+def test_egress_namespace_route_to_an_unlisted_host_is_denied() -> None:
+    manifest = route(
+        [hostname("evil.example.com")],
+        namespace="istio-egress",
+        parents=[{"name": "egress-gateway"}],
+    )
+    assert not judge(manifest).allowed
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        {"name": "web", "port": 80},
+        {"group": "", "kind": "Service", "name": "web", "port": 80},
+        {"group": "networking.istio.io", "kind": "ServiceEntry", "name": "api", "port": 443},
+        {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "llm"},
+    ],
+)
+def test_backends_checked_on_their_own_are_allowed(backend: dict[str, Any]) -> None:
+    assert judge(route([backend], parents=MESH_PARENT)).allowed
+
+
+def test_unknown_backend_kind_is_denied() -> None:
+    backend = {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "anything"}
+    decision = judge(route([backend]))
+    assert fields(decision) == ["spec.rules[0].backendRefs[0].kind"]
+
+
+def test_request_mirror_to_an_external_hostname_is_denied() -> None:
+    mirror = {"type": "RequestMirror", "requestMirror": {"backendRef": hostname("evil.example")}}
+    manifest = route([{"name": "web", "port": 80}], parents=MESH_PARENT, filters=[mirror])
+    decision = judge(manifest)
+    assert fields(decision) == ["spec.rules[0].filters[0].requestMirror.backendRef.name"]
+
+
+def test_backend_level_request_mirror_is_checked() -> None:
+    mirror = {"type": "RequestMirror", "requestMirror": {"backendRef": hostname("evil.example")}}
+    manifest = route([{"name": "web", "port": 80, "filters": [mirror]}], parents=MESH_PARENT)
+    decision = judge(manifest)
+    assert fields(decision) == [
+        "spec.rules[0].backendRefs[0].filters[0].requestMirror.backendRef.name"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "hosts", "allowed"),
+    [
+        ("team-a", ["api.foo.com"], True),
+        ("team-a", ["*.foo.com"], True),
+        ("team-b", ["service1.foo.com"], True),
+        ("team-b", ["api.foo.com"], False),
+        ("team-a", ["foo.com"], False),
+        ("team-a", ["upstream.team-a.svc.cluster.local"], True),
+    ],
+)
+def test_mesh_route_hostnames_must_be_allowed_to_the_namespace(
+    namespace: str, hosts: list[str], allowed: bool
+) -> None:
+    for parents in (MESH_PARENT, SE_PARENT):
+        manifest = route(
+            [{"name": "upstream", "port": 443}],
+            namespace=namespace,
+            parents=parents,
+            hostnames=hosts,
+        )
+        assert judge(manifest).allowed is allowed
+
+
+def test_ingress_route_hostnames_are_not_egress() -> None:
+    manifest = route([{"name": "web", "port": 80}], hostnames=["shop.example.com"])
+    assert judge(manifest).allowed
+
+
+def test_route_attaching_to_a_gateway_in_the_egress_namespace_is_denied() -> None:
+    parents = [{"name": "egress-gateway", "namespace": "istio-egress"}]
+    decision = judge(route([{"name": "web", "port": 80}], parents=parents))
+    assert fields(decision) == ["spec.parentRefs[0].namespace"]
+
+
+def test_malformed_route_is_denied_without_crashing() -> None:
+    manifest = route([])
+    manifest["spec"]["rules"] = [{"backendRefs": "evil.example.com"}]
+    assert fields(judge(manifest)) == ["spec.rules[0].backendRefs"]
+
+
+def test_route_delete_is_allowed() -> None:
+    manifest = route([hostname("evil.example.com")])
+    assert judge(manifest, operation="DELETE").allowed
+
+
+def test_audit_mode_admits_route_with_a_warning() -> None:
+    policy = dataclasses.replace(FIREWALL, mode=Mode.AUDIT)
+    decision = judge(route([hostname("evil.example.com")]), policy)
+    assert decision.allowed and decision.audited and decision.warnings
+
+
+# --- Gateway ---------------------------------------------------------------------------------
+
+
+def gateway(
+    klass: str, namespace: str = "team-a", addresses: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "gatewayClassName": klass,
+        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+    }
+    if addresses is not None:
+        spec["addresses"] = addresses
+    return {
+        "apiVersion": API,
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize("klass", ["istio", "istio-waypoint", "istio-east-west"])
+def test_tenant_gateway_deploying_an_ungoverned_proxy_is_denied(klass: str) -> None:
+    assert fields(judge(gateway(klass))) == ["spec.gatewayClassName"]
+
+
+def test_gateway_of_an_external_load_balancer_class_is_allowed() -> None:
+    assert judge(gateway("gke-l7-global-external-managed")).allowed
+
+
+def test_egress_namespace_gateway_is_allowed() -> None:
+    assert judge(gateway("istio", "istio-egress")).allowed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        EGRESS_GW,
+        "istio-egressgateway.istio-egress",
+        "other.istio-egress.svc",
+    ],
+)
+def test_gateway_binding_the_egress_gateway_pods_is_denied(value: str) -> None:
+    manifest = gateway("cloud-lb", addresses=[{"type": "Hostname", "value": value}])
+    assert fields(judge(manifest)) == ["spec.addresses[0].value"]
+
+
+def test_gateway_address_that_merely_resembles_the_egress_namespace_is_allowed() -> None:
+    manifest = gateway("cloud-lb", addresses=[{"type": "Hostname", "value": "lb.external.com"}])
+    assert judge(manifest, BANZAI).allowed
