@@ -1,0 +1,144 @@
+"""What the mutating webhook changes: safe defaults written into objects as they are admitted.
+
+Two defaults make the guardrail hold without tenants having to remember them:
+
+- a new Namespace gets ``istio-injection=enabled``, so its pods get the sidecar that enforces the
+  allow list (a namespace naming a revision with ``istio.io/rev``, or carrying an
+  ``istio-injection`` label already, is left for validation to judge);
+- a Sidecar without ``outboundTrafficPolicy.mode`` gets ``REGISTRY_ONLY``, since an omitted mode
+  falls back to the mesh default (``ALLOW_ANY`` out of the box), not to the namespace's Sidecar
+  (ISTIO-SEMANTICS §1.2, trap 8).
+
+Patches are JSON Patch operations built directly from what is missing: admission is a hot path,
+so there is no deep copy and no diff.  Mutating twice gives an empty patch the second time.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from webhook.core.engine import target_namespace
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+REGISTRY_ONLY = "REGISTRY_ONLY"
+
+Operation = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """JSON Patch operations for the API server, and warnings for the user who sent the object."""
+
+    patch: tuple[Operation, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to change."""
+        return not self.patch
+
+
+NO_MUTATION = Mutation()
+
+
+def pointer(*tokens: str) -> str:
+    """A JSON Pointer from raw keys, escaping ``~`` and ``/`` (RFC 6901)."""
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+def encode_patch(mutation: Mutation) -> str:
+    """The AdmissionResponse ``patch`` field: base64 of the JSON Patch document."""
+    return base64.b64encode(orjson.dumps(list(mutation.patch))).decode("ascii")
+
+
+def mutate(review: Review, policy: Policy) -> Mutation:
+    """The patch egress-guard applies to one admitted object (often none)."""
+    if review.operation not in ("CREATE", "UPDATE") or review.sub_resource:
+        return NO_MUTATION
+    namespace = target_namespace(review)
+    if namespace and policy.is_excluded(namespace):
+        return NO_MUTATION
+    obj = review.object
+    if not isinstance(obj, Mapping):
+        return NO_MUTATION
+    if review.group == "" and review.kind == "Namespace":
+        return _namespace(review, obj) if review.operation == "CREATE" else NO_MUTATION
+    if review.group == "networking.istio.io" and review.kind == "Sidecar":
+        return _sidecar(review, obj)
+    return NO_MUTATION
+
+
+def _namespace(review: Review, obj: Mapping[str, Any]) -> Mutation:
+    """Label a new namespace for sidecar injection unless it already chose a revision."""
+    label = {INJECTION_LABEL: "enabled"}
+    meta = obj.get("metadata")
+    if meta is None:
+        return _labelled(review, {"op": "add", "path": "/metadata", "value": {"labels": label}})
+    if not isinstance(meta, Mapping):
+        # malformed: leave it to the API server's own validation
+        return NO_MUTATION
+    labels = meta.get("labels")
+    if labels is None:
+        return _labelled(review, {"op": "add", "path": "/metadata/labels", "value": label})
+    if not isinstance(labels, Mapping) or INJECTION_LABEL in labels or REVISION_LABEL in labels:
+        return NO_MUTATION
+    path = pointer("metadata", "labels", INJECTION_LABEL)
+    return _labelled(review, {"op": "add", "path": path, "value": "enabled"})
+
+
+def _labelled(review: Review, operation: Operation) -> Mutation:
+    return Mutation(
+        (operation,),
+        (
+            f"egress-guard: labelled namespace {review.name} {INJECTION_LABEL}=enabled so its "
+            "pods get the sidecar that enforces the egress policy",
+        ),
+    )
+
+
+def _sidecar(review: Review, obj: Mapping[str, Any]) -> Mutation:
+    """Default a Sidecar's outbound policy to REGISTRY_ONLY; an explicit mode is left alone."""
+    spec = obj.get("spec")
+    policy_value = {"mode": REGISTRY_ONLY}
+    if spec is None:
+        operation: Operation = {
+            "op": "add",
+            "path": "/spec",
+            "value": {"outboundTrafficPolicy": policy_value},
+        }
+    elif not isinstance(spec, Mapping):
+        return NO_MUTATION
+    else:
+        outbound = spec.get("outboundTrafficPolicy")
+        if outbound is None:
+            # "add" also replaces an explicit null
+            operation = {
+                "op": "add",
+                "path": "/spec/outboundTrafficPolicy",
+                "value": policy_value,
+            }
+        elif not isinstance(outbound, Mapping) or outbound.get("mode") is not None:
+            # an explicit mode (or a malformed value) is validation's to judge
+            return NO_MUTATION
+        else:
+            operation = {
+                "op": "add",
+                "path": "/spec/outboundTrafficPolicy/mode",
+                "value": REGISTRY_ONLY,
+            }
+    return Mutation(
+        (operation,),
+        (
+            f"egress-guard: set outboundTrafficPolicy.mode={REGISTRY_ONLY} on {review.subject}; "
+            "without it the workloads it selects fall back to the mesh default and may reach "
+            "any host",
+        ),
+    )
