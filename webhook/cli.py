@@ -515,3 +515,110 @@ def certs_generate(out: Path, hosts: tuple[str, ...], days: int) -> None:
     click.echo(f"CA certificate:      {files.ca_file}")
     click.echo(f"serving certificate: {files.cert_file}")
     click.echo(f"serving key:         {files.key_file}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+# --- render / controller (issue 4: the reconciler) -----------------------------------------
+
+RENDER_HEADER = """\
+# Rendered by egress-guard render: what the controller applies for this policy.
+# Access logs: the default Envoy format logs the SNI (requested_server_name); to log the source
+# principal too, define a MeshConfig extensionProviders[].envoyFileAccessLog whose logFormat
+# adds %DOWNSTREAM_PEER_URI_SAN%, and name that provider in the Telemetry objects below.
+"""
+
+
+@main.command()
+@click.option("--policy", "policy_path", required=True, help="Policy file (ConfigMap or bare).")
+@click.option(
+    "--namespaces",
+    default="",
+    help="Comma-separated namespaces that exist (default: those the rules name). "
+    "The egress namespace is always assumed to exist.",
+)
+def render(policy_path: str, namespaces: str) -> None:
+    """Print the YAML the controller would apply for a policy; no cluster needed."""
+    from webhook.core.desired import plan
+
+    try:
+        compiled = parse_policy(_read(policy_path), name=policy_path)
+    except PolicyError as exc:
+        _fail(f"{policy_path}: invalid policy\n{_problems(exc)}")
+    names = {n.strip() for n in namespaces.split(",") if n.strip()}
+    if not names:
+        names = {r.source.namespace for r in compiled.rules if r.source.namespace != "*"}
+    names.add(compiled.egress_namespace)
+    result = plan(compiled, sorted(names))
+    for warning in result.warnings:
+        click.echo(f"egress-guard: warning: {warning}", err=True)
+    click.echo(RENDER_HEADER + "---\n", nl=False)
+    click.echo(yaml.safe_dump_all(list(result.manifests), sort_keys=True), nl=False)
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Default: in-cluster.")
+@click.option(
+    "--policy-configmap",
+    default="egress-guard/egress-guard-policy",
+    show_default=True,
+    metavar="NS/NAME",
+)
+@click.option("--lease-namespace", default="egress-guard", show_default=True)
+@click.option("--lease-name", default="egress-guard-controller", show_default=True)
+@click.option("--identity", default=None, help="Leader-election identity (default: host-pid).")
+@click.option("--lease-duration", default=15.0, show_default=True, type=float)
+@click.option("--renew-deadline", default=10.0, show_default=True, type=float)
+@click.option("--renew-period", default=5.0, show_default=True, type=float)
+@click.option("--resync", default=60.0, show_default=True, type=float)
+@click.option("--metrics-port", default=0, type=int, help="Serve /metrics on 127.0.0.1:PORT.")
+@click.option("--log-level", default="info", show_default=True)
+def controller(
+    kubeconfig: str | None,
+    policy_configmap: str,
+    lease_namespace: str,
+    lease_name: str,
+    identity: str | None,
+    lease_duration: float,
+    renew_deadline: float,
+    renew_period: float,
+    resync: float,
+    metrics_port: int,
+    log_level: str,
+) -> None:
+    """Keep the cluster's Istio objects equal to what the policy ConfigMap asks for."""
+    import signal
+    import socket
+    import threading
+
+    from webhook.admission.logs import configure_logging
+    from webhook.kube.client import load_api_client
+    from webhook.kube.reconciler import Reconciler
+
+    configure_logging(log_level)
+    try:
+        ref = ConfigMapRef.parse(policy_configmap)
+    except ValueError as exc:
+        _fail(str(exc))
+    reconciler = Reconciler(
+        load_api_client(kubeconfig),
+        policy_namespace=ref.namespace,
+        policy_name=ref.name,
+        lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+        resync=resync,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        renew_period=renew_period,
+    )
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=reconciler.metrics.registry)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    reconciler.run(stop)

@@ -1,0 +1,53 @@
+"""The Kubernetes permissions egress-guard's controller needs, written down once.
+
+The Helm chart and the e2e harness render their ClusterRole/Role from these lists, so a new
+generated kind cannot be forgotten in one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.kube.client import MANAGED_KINDS
+
+WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+
+def controller_cluster_rules() -> list[dict[str, Any]]:
+    """Cluster-wide rules: the generated kinds, namespaces, and events for reporting."""
+    groups: dict[str, list[str]] = {}
+    for kind in MANAGED_KINDS:
+        groups.setdefault(kind.group, []).append(kind.plural)
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [group], "resources": sorted(plurals), "verbs": list(WRITE_VERBS)}
+        for group, plurals in sorted(groups.items())
+    ]
+    rules.append(
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+    )
+    rules.append({"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]})
+    rules.append({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]})
+    return rules
+
+
+def controller_namespace_rules() -> list[dict[str, Any]]:
+    """Rules in the controller's own namespace: the policy ConfigMap and the leader Lease."""
+    return [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch"],
+        },
+    ]
+
+
+def webhook_cluster_rules() -> list[dict[str, Any]]:
+    """What the webhook server reads: Sidecars for its ambiguity checks."""
+    return [
+        {
+            "apiGroups": ["networking.istio.io"],
+            "resources": ["sidecars"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]

@@ -1,0 +1,303 @@
+"""The controller: keeps the cluster equal to ``desired_state(policy, namespaces)``.
+
+sample-controller's shape: informers (the policy ConfigMap, Namespaces, and every managed kind
+selected by the managed label) mark the state dirty; one worker computes the desired objects
+(pure, ``webhook.core.desired``), compares them with the informer caches, applies what differs
+and deletes managed objects nobody wants any more.  A managed object someone deletes comes
+back on the watch event that reports it, typically well under a second.
+
+Only the Lease holder writes, and it re-checks leadership before every write.  A policy that
+does not validate never reaches the worker: the store keeps the last good one and the watch
+records an Event on the ConfigMap.  Failed writes are retried with backoff; an object in a
+namespace that is gone or terminating is skipped until the namespace informer says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from webhook.admission.policy_store import PolicyStore, ReloadResult
+from webhook.core.desired import NamespaceInfo, plan
+from webhook.core.policy import Policy
+from webhook.kube.applying import MANAGED_SELECTOR, ApiWriter, Writer, converge, plan_changes
+from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
+from webhook.kube.informing import Informer
+from webhook.kube.leader import LeaseElector
+from webhook.kube.policy_watch import PolicyWatch
+
+logger = logging.getLogger(__name__)
+
+APPLIED_BY_ANNOTATION = "egress-guard.io/applied-by"
+LEASE_NAME = "egress-guard-controller"
+RESYNC_SECONDS = 60.0
+MAX_BACKOFF = 30.0
+
+
+class Metrics:
+    """The controller's Prometheus metrics, in a registry of its own (tests build many)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.syncs = Counter(
+            "egress_guard_controller_syncs", "Reconcile passes", ["result"], registry=r
+        )
+        self.writes = Counter(
+            "egress_guard_controller_writes", "Objects written", ["kind", "action"], registry=r
+        )
+        self.policy_loads = Counter(
+            "egress_guard_controller_policy_loads", "Policy updates seen", ["result"], registry=r
+        )
+        self.leader = Gauge(
+            "egress_guard_controller_leader", "1 while this replica holds the lease", registry=r
+        )
+        self.managed = Gauge(
+            "egress_guard_controller_desired_objects", "Objects the policy asks for", registry=r
+        )
+        self.duration = Histogram(
+            "egress_guard_controller_sync_seconds", "Time of one reconcile pass", registry=r
+        )
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What one reconcile pass did."""
+
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+def _label(manifest: Mapping[str, Any]) -> str:
+    meta = manifest.get("metadata") or {}
+    return f"{manifest.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
+
+
+def namespace_infos(namespaces: Sequence[Mapping[str, Any]]) -> list[NamespaceInfo]:
+    """Namespace objects as the generator needs them."""
+    infos = []
+    for ns in namespaces:
+        meta = ns.get("metadata") or {}
+        phase = (ns.get("status") or {}).get("phase")
+        terminating = bool(meta.get("deletionTimestamp")) or phase == "Terminating"
+        infos.append(NamespaceInfo(str(meta.get("name")), terminating))
+    return infos
+
+
+def with_identity(manifest: Mapping[str, Any], identity: str) -> dict[str, Any]:
+    """The manifest annotated with the replica that wrote it (who acted, for operators)."""
+    out = dict(manifest)
+    meta = dict(out["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_BY_ANNOTATION: identity}
+    out["metadata"] = meta
+    return out
+
+
+class Reconciler:
+    """Watches, elects, and converges; ``run`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        policy_namespace: str,
+        policy_name: str,
+        lease_namespace: str,
+        identity: str,
+        lease_name: str = LEASE_NAME,
+        writer: Writer | None = None,
+        metrics: Metrics | None = None,
+        resync: float = RESYNC_SECONDS,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        renew_period: float = 5.0,
+        retry_period: float = 2.0,
+    ) -> None:
+        self.identity = identity
+        self.metrics = metrics or Metrics()
+        self.resync = resync
+        self.writer: Writer = writer or ApiWriter(api_client)
+        self.store = PolicyStore(listeners=(self._on_policy,))
+        self.policy_watch = PolicyWatch(api_client, policy_namespace, policy_name, sink=self.store)
+        core = client.CoreV1Api(api_client)
+        custom = client.CustomObjectsApi(api_client)
+        self.namespaces = Informer(core.list_namespace, name="namespaces", handler=self._changed)
+        self.managed: dict[Kind, Informer] = {
+            kind: Informer(
+                custom.list_cluster_custom_object,
+                kind.group,
+                kind.version,
+                kind.plural,
+                name=kind.plural,
+                handler=self._changed,
+                label_selector=MANAGED_SELECTOR,
+            )
+            for kind in MANAGED_KINDS
+        }
+        self.elector = LeaseElector(
+            api_client,
+            lease_namespace,
+            lease_name,
+            identity,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            renew_period=renew_period,
+            retry_period=retry_period,
+            on_started=self._on_leading,
+            on_stopped=lambda: self.metrics.leader.set(0),
+        )
+        self._dirty = threading.Event()
+        self._warned_revision = ""
+        self.last_result: SyncResult | None = None
+
+    # --- triggers -------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Ask the worker for a reconcile pass (coalesced)."""
+        self._dirty.set()
+
+    def _changed(self, kind: str, obj: Mapping[str, Any]) -> None:
+        del kind, obj
+        self.trigger()
+
+    def _on_leading(self) -> None:
+        self.metrics.leader.set(1)
+        self.trigger()
+
+    def _on_policy(self, result: ReloadResult) -> None:
+        self.metrics.policy_loads.labels("ok" if result.ok else "rejected").inc()
+        if result.ok:
+            self.trigger()
+
+    # --- running --------------------------------------------------------------------------
+
+    def start_watches(self) -> None:
+        """Start the informers and the policy watch."""
+        self.policy_watch.start()
+        self.namespaces.start()
+        for informer in self.managed.values():
+            informer.start()
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch, elect and reconcile until ``stop`` is set; release the lease on the way out."""
+        self.start_watches()
+        self.elector.start()
+        backoff = 0.0
+        try:
+            while not stop.is_set():
+                self._wait_for_work(stop)
+                if stop.is_set():
+                    break
+                self._dirty.clear()
+                result = self.sync()
+                if result.failed:
+                    # back off, then retry even without a new event
+                    backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
+                    stop.wait(backoff)
+                    self._dirty.set()
+                else:
+                    backoff = 0.0
+        finally:
+            self.elector.stop(release=True)
+            self.policy_watch.stop()
+            self.namespaces.stop()
+            for informer in self.managed.values():
+                informer.stop()
+
+    def _wait_for_work(self, stop: threading.Event) -> None:
+        # short slices so a stop request is seen quickly; the resync deadline bounds the wait
+        deadline = time.monotonic() + self.resync
+        while not stop.is_set() and not self._dirty.wait(0.25):
+            if time.monotonic() >= deadline:
+                return
+
+    def current_policy(self) -> Policy | None:
+        """The last good policy, if any."""
+        loaded = self.store.current
+        return loaded.policy if loaded is not None else None
+
+    def sync(self) -> SyncResult:
+        """One reconcile pass: apply what differs, delete what is no longer desired."""
+        policy = self.current_policy()
+        if policy is None or not self.elector.is_leader() or not self.namespaces.synced:
+            return SyncResult(skipped=True)
+        started = time.monotonic()
+        infos = namespace_infos(self.namespaces.items())
+        desired_plan = plan(policy, infos)
+        if policy.revision != self._warned_revision:
+            self._warned_revision = policy.revision
+            for warning in desired_plan.warnings:
+                logger.warning("policy warning", extra={"fields": {"warning": warning}})
+        desired = [with_identity(m, self.identity) for m in desired_plan.manifests]
+        self.metrics.managed.set(len(desired))
+        result = self._converge(desired, infos)
+        self.metrics.duration.observe(time.monotonic() - started)
+        self.metrics.syncs.labels("error" if result.failed else "ok").inc()
+        if result.applied or result.deleted or result.failed:
+            logger.info(
+                "reconciled",
+                extra={
+                    "fields": {
+                        "revision": policy.revision,
+                        "identity": self.identity,
+                        "applied": result.applied,
+                        "deleted": result.deleted,
+                        "failed": result.failed,
+                        "seconds": round(time.monotonic() - started, 3),
+                    }
+                },
+            )
+        self.last_result = result
+        return result
+
+    def _converge(self, desired: list[dict[str, Any]], infos: list[NamespaceInfo]) -> SyncResult:
+        result = SyncResult()
+        writable = {n.name for n in infos if not n.terminating}
+        # prune only kinds whose cache is complete: an unsynced cache would look empty
+        actual = [obj for inf in self.managed.values() if inf.synced for obj in inf.items()]
+        synced_kinds = {k.kind for k, inf in self.managed.items() if inf.synced}
+        to_apply, to_delete = plan_changes(desired, actual)
+        for manifest in to_apply:
+            if not self.elector.is_leader():
+                result.skipped = True
+                return result
+            if (manifest.get("metadata") or {}).get("namespace") not in writable:
+                continue
+            try:
+                converge(self.writer, manifest)
+            except Exception as exc:
+                result.failed.append(_label(manifest))
+                logger.warning(
+                    "apply failed",
+                    extra={"fields": {"object": _label(manifest), "error": repr(exc)[:300]}},
+                )
+                continue
+            result.applied.append(_label(manifest))
+            self.metrics.writes.labels(manifest["kind"], "apply").inc()
+        for obj in to_delete:
+            if not self.elector.is_leader():
+                result.skipped = True
+                return result
+            if kind_of(obj).kind not in synced_kinds:
+                continue
+            try:
+                self.writer.delete(obj)
+            except Exception as exc:
+                result.failed.append(_label(obj))
+                logger.warning(
+                    "delete failed",
+                    extra={"fields": {"object": _label(obj), "error": repr(exc)[:300]}},
+                )
+                continue
+            result.deleted.append(_label(obj))
+            self.metrics.writes.labels(obj["kind"], "delete").inc()
+        return result
