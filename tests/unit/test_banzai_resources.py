@@ -19,7 +19,7 @@ from webhook.core.decisions import Decision
 from webhook.core.engine import decide
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import review_of_manifest
+from webhook.core.reviews import Operation, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -208,8 +208,8 @@ def policy() -> Policy:
     return parse_policy((POLICIES / "banzai-demo.yaml").read_text())
 
 
-def judge(manifest: dict[str, Any], policy: Policy, operation: str = "CREATE") -> Decision:
-    return decide(review_of_manifest(manifest, operation=operation), policy)  # type: ignore[arg-type]
+def judge(manifest: dict[str, Any], policy: Policy, operation: Operation = "CREATE") -> Decision:
+    return decide(review_of_manifest(manifest, operation=operation), policy)
 
 
 def docs(text: str) -> list[dict[str, Any]]:

@@ -80,7 +80,7 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
         _check_egress_namespace(reader, policy, namespace, hosts, routes, gateway_entries)
     else:
         exported = visibility(reader, spec.get("exportTo"), namespace).beyond(namespace)
-        _check_tenant(reader, policy, namespace, hosts, routes, gateway_entries, exported)
+        _check_tenant(reader, policy, namespace, hosts, routes, gateway_entries, top_refs, exported)
     return reader.violations
 
 
@@ -204,6 +204,7 @@ def _check_tenant(
     hosts: list[tuple[str, str]],
     routes: list[_Route],
     gateway_entries: list[tuple[str, str]],
+    top_refs: tuple[str, ...],
     exported: bool,
 ) -> None:
     for path, ref in gateway_entries:
@@ -216,7 +217,10 @@ def _check_tenant(
             )
     some = policy.allowed_for_some(namespace)
     external: list[str] = []
-    for path, host in hosts:
+    # hosts only steer sidecars when some rule applies to the mesh; a VirtualService bound to
+    # the tenant's own (ingress) gateways names the hosts that gateway receives, not egress
+    mesh_bound = MESH in top_refs or any(route.mesh for route in routes)
+    for path, host in hosts if mesh_bound else ():
         if is_ip(host):
             reader.add(path, f"{host!r} is an IP address; name the external host instead")
         elif overbroad(host):
