@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from webhook.core.checks import EmptyView
+from webhook.core.checks.pods import check_pod
 from webhook.core.engine import decide
 from webhook.core.policy import Mode
 from webhook.core.policy_parsing import parse_policy
@@ -614,3 +616,47 @@ def test_excluded_namespace_is_not_checked() -> None:
     manifest = deployment("kube-system")
     template(manifest)["spec"]["hostNetwork"] = True
     assert judge(manifest).allowed
+
+
+def test_helm_style_egress_gateway_with_gateway_template_is_allowed() -> None:
+    manifest = gateway_deployment("istio-egress")
+    tpl = template(manifest)
+    tpl["metadata"]["labels"]["sidecar.istio.io/inject"] = "true"
+    tpl["metadata"]["annotations"] = {"inject.istio.io/templates": "gateway"}
+    tpl["spec"]["containers"][0] = {"name": "istio-proxy", "image": "auto"}
+    assert judge(manifest, FIREWALL).allowed
+
+
+def test_gateway_template_on_a_tenant_workload_is_denied() -> None:
+    manifest = gateway_deployment("team-a")
+    tpl = template(manifest)
+    tpl["metadata"]["labels"]["sidecar.istio.io/inject"] = "true"
+    tpl["metadata"]["annotations"] = {"inject.istio.io/templates": "gateway"}
+    tpl["spec"]["containers"][0] = {"name": "istio-proxy", "image": "auto"}
+    decision = judge(manifest, FIREWALL)
+    assert "spec.template.metadata.annotations[inject.istio.io/templates]" in fields(decision)
+
+
+def test_pod_check_judges_an_ephemeral_container_added_through_the_subresource() -> None:
+    # the engine lets subresources through today; check_pod is ready if it routes
+    # pods/ephemeralcontainers here (kubectl debug --profile=sysadmin adds a privileged one)
+    old = injected_pod()
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox", "securityContext": {"privileged": True}}
+    ]
+    review = Review(
+        uid="u",
+        group="",
+        version="v1",
+        kind="Pod",
+        operation="UPDATE",
+        namespace="test-app",
+        name=old["metadata"]["name"],
+        object=new,
+        old_object=old,
+        username="alice",
+        sub_resource="ephemeralcontainers",
+    )
+    found = list(check_pod(review, BANZAI, EmptyView()))
+    assert [v.field for v in found] == ["spec.ephemeralContainers[0].securityContext.privileged"]
