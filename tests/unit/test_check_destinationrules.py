@@ -143,6 +143,11 @@ DENIED: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.trafficPolicy.tls.mode",
         "ISTIO_MUTUAL",
     ),
+    "SNI towards the gateway naming a host the namespace may not reach": (
+        dr(host=GATEWAY, trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL", "sni": "pastebin.com"}}),
+        "spec.trafficPolicy.tls.sni",
+        "pastebin.com",
+    ),
     "workload selector exported everywhere": (
         dr(host="web", workloadSelector={"matchLabels": {"app": "web"}}),
         "spec.exportTo",

@@ -341,6 +341,26 @@ DENIED: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.hosts[0]",
         "Host/SNI",
     ),
+    "squatting the egress gateway's name": (
+        {
+            "hosts": ["istio-egressgateway.egress.svc.cluster.local"],
+            "ports": TLS,
+            "resolution": "STATIC",
+            "endpoints": [{"address": "10.9.9.9"}],
+        },
+        "spec.hosts[0]",
+        "egress gateway",
+    ),
+    "wildcard over the egress namespace's names": (
+        {
+            "hosts": ["*.egress.svc.cluster.local"],
+            "ports": TLS,
+            "resolution": "DNS",
+            "endpoints": [{"address": "10.9.9.9"}],
+        },
+        "spec.hosts[0]",
+        "egress gateway",
+    ),
     "unknown resolution": (
         private(hosts=["api.payments.example"], resolution="MAGIC"),
         "spec.resolution",

@@ -20,6 +20,7 @@ from webhook.core.checks.common import (
     visibility,
 )
 from webhook.core.decisions import Violation
+from webhook.core.hosts import normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -77,7 +78,7 @@ def check_destination_rule(
                 policy, reader, target, f"{path}.tunnel.targetHost", allowed, source
             )
         if gateways:
-            _check_tls(reader, traffic, path, gateways[0].fqdn)
+            _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns)
     return reader.violations
 
 
@@ -96,9 +97,28 @@ def _traffic_policies(
         yield from reader.mappings(traffic.get("portLevelSettings"), f"{path}.portLevelSettings")
 
 
-def _check_tls(reader: Reader, traffic: Mapping[str, Any], path: str, fqdn: str) -> None:
+def _check_tls(
+    reader: Reader,
+    policy: Policy,
+    traffic: Mapping[str, Any],
+    path: str,
+    fqdn: str,
+    namespace: str,
+    egress_ns: bool,
+) -> None:
     tls = reader.mapping(traffic.get("tls"), f"{path}.tls")
     mode = reader.string(tls.get("mode"), f"{path}.tls.mode")
+    sni = reader.string(tls.get("sni"), f"{path}.tls.sni")
+    if sni and not egress_ns:
+        # the SNI of the sidecar->gateway hop is what the gateway routes on (ISTIO-SEMANTICS §5)
+        some = policy.allowed_for_some(namespace)
+        host = normalize(sni)
+        if not policy.is_internal(host) and not policy.services_covering(host) & some:
+            reader.add(
+                f"{path}.tls.sni",
+                f"{sni!r} is the name the egress gateway {fqdn} routes on, and no workload of "
+                f"namespace {namespace} may reach it; allowed: {policy.describe_allowed(some)}",
+            )
     if mode is not None and mode != ISTIO_MUTUAL:
         reader.add(
             f"{path}.tls.mode",

@@ -26,6 +26,7 @@ from webhook.core.checks.common import (
     allowed_directly_for,
     destination_problem,
     egress_fqdns,
+    gateways_covered_by,
     overbroad,
     visibility,
 )
@@ -111,6 +112,15 @@ def _check_tenant(
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
     for path, host in entry.hosts:
+        captured = () if host == "*" else gateways_covered_by(policy, host)
+        if captured:
+            # a tenant entry for the egress gateways' own names could capture the egress path
+            reader.add(
+                path,
+                f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
+                "may define entries for it",
+            )
+            continue
         if policy.is_internal(host):
             # the name is the cluster's; where it leads is judged through endpoints/addresses
             continue
