@@ -573,6 +573,11 @@ def render(policy_path: str, namespaces: str) -> None:
 @click.option("--renew-deadline", default=10.0, show_default=True, type=float)
 @click.option("--renew-period", default=5.0, show_default=True, type=float)
 @click.option("--resync", default=60.0, show_default=True, type=float)
+@click.option(
+    "--namespace-selector",
+    default="",
+    help="Label selector: manage only matching namespaces (the egress one included).",
+)
 @click.option("--metrics-port", default=0, type=int, help="Serve /metrics on 127.0.0.1:PORT.")
 @click.option("--log-level", default="info", show_default=True)
 def controller(
@@ -585,6 +590,7 @@ def controller(
     renew_deadline: float,
     renew_period: float,
     resync: float,
+    namespace_selector: str,
     metrics_port: int,
     log_level: str,
 ) -> None:
@@ -613,6 +619,7 @@ def controller(
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         renew_period=renew_period,
+        namespace_selector=namespace_selector,
     )
     if metrics_port:
         from prometheus_client import start_http_server

@@ -247,7 +247,6 @@ def test_body_over_the_limit_gets_413_without_being_decided(client: FlaskClient)
     big["request"]["object"]["metadata"]["annotations"] = {"pad": "x" * (70 * 1024)}
     resp = client.post("/validate", data=orjson.dumps(big), content_type="application/json")
     assert resp.status_code == 413
-    assert resp.headers["Connection"] == "close"
     assert orjson.loads(resp.data)["status"] == 413
 
 

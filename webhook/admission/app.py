@@ -276,11 +276,10 @@ def create_app(
         endpoint = request.path.strip("/") or "/"
         if endpoint in ("validate", "mutate"):
             metrics.bad_requests.labels(endpoint, str(status)).inc()
-        headers = {}
-        if status == 413:
-            # the unread body would otherwise be drained before the connection is reused
-            headers["Connection"] = "close"
-        return _json(error_body(status, exc.description or exc.name), status, headers)
+        # no "Connection: close" on 413: gunicorn drains the unread body (bounded by its own
+        # deadline), whereas closing with unread data makes the kernel reset the connection
+        # and the client never sees the 413
+        return _json(error_body(status, exc.description or exc.name), status)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
