@@ -20,3 +20,42 @@ e2e-down:
 
 e2e-status:
 	@$(PYTHON) tests/e2e/cluster.py status
+
+# --- Python: install, run, test ----------------------------------------------------
+# `make run` starts the webhook on https://127.0.0.1:8443 with the embedded default policy
+# (banzai-demo) and a generated dev certificate: no cluster needed.
+# `make test` is the whole suite: lint, types, import contracts, unit, integration and e2e
+# tests (the e2e control plane is built on first use, ~6 min cold).
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint unit integration e2e bench bench-cluster
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV_STAMP)
+
+run: $(VENV_STAMP)
+	$(VENV)/bin/egress-guard serve
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check webhook tests
+	$(VENV)/bin/ruff format --check webhook tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+unit: $(VENV_STAMP)
+	$(VENV)/bin/python -m pytest -m unit
+
+integration: $(VENV_STAMP)
+	$(VENV)/bin/python -m pytest -m integration
+
+e2e: $(VENV_STAMP)
+	$(VENV)/bin/python -m pytest -m e2e
