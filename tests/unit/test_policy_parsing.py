@@ -72,9 +72,7 @@ def test_defaults_are_enforce_mode_and_system_namespaces_excluded() -> None:
     policy = parse_policy(MINIMAL)
     assert policy.mode is Mode.ENFORCE
     assert {"kube-system", "istio-system", "egress-guard"} <= policy.excluded_namespaces
-    assert policy.services["api"].gateway.fqdn == (
-        "istio-egressgateway.egress.svc.cluster.local"
-    )
+    assert policy.services["api"].gateway.fqdn == ("istio-egressgateway.egress.svc.cluster.local")
 
 
 def test_every_problem_is_reported_with_its_path() -> None:
