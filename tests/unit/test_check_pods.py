@@ -638,8 +638,7 @@ def test_gateway_template_on_a_tenant_workload_is_denied() -> None:
 
 
 def test_pod_check_judges_an_ephemeral_container_added_through_the_subresource() -> None:
-    # the engine lets subresources through today; check_pod is ready if it routes
-    # pods/ephemeralcontainers here (kubectl debug --profile=sysadmin adds a privileged one)
+    # kubectl debug --profile=sysadmin adds a privileged container through pods/ephemeralcontainers
     old = injected_pod()
     new = copy.deepcopy(old)
     new["spec"]["ephemeralContainers"] = [
@@ -660,3 +659,27 @@ def test_pod_check_judges_an_ephemeral_container_added_through_the_subresource()
     )
     found = list(check_pod(review, BANZAI, EmptyView()))
     assert [v.field for v in found] == ["spec.ephemeralContainers[0].securityContext.privileged"]
+    decision = decide(review, BANZAI)
+    assert not decision.allowed
+    assert [v.field for v in decision.violations] == [
+        "spec.ephemeralContainers[0].securityContext.privileged"
+    ]
+
+
+def test_status_subresource_is_not_judged() -> None:
+    pod = injected_pod()
+    pod["spec"]["hostNetwork"] = True
+    review = Review(
+        uid="u",
+        group="",
+        version="v1",
+        kind="Pod",
+        operation="UPDATE",
+        namespace="test-app",
+        name=pod["metadata"]["name"],
+        object=pod,
+        old_object=pod,
+        username="system:node:n1",
+        sub_resource="status",
+    )
+    assert decide(review, BANZAI).allowed

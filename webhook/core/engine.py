@@ -19,6 +19,8 @@ from webhook.core.reviews import Review
 
 _EMPTY_VIEW = EmptyView()
 BREAK_GLASS_GROUPS = frozenset({"system:masters"})
+# subresources that change what a pod runs: `kubectl debug` adds containers through this one
+JUDGED_SUBRESOURCES = frozenset({("Pod", "ephemeralcontainers")})
 
 
 def target_namespace(review: Review) -> str:
@@ -47,8 +49,10 @@ def is_controller(review: Review, policy: Policy) -> bool:
 def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -> Decision:
     """Decide one review against the policy."""
     namespace = target_namespace(review)
-    if review.operation == "CONNECT" or review.sub_resource:
-        return allow("subresources and CONNECT do not change egress")
+    if review.operation == "CONNECT" or (
+        review.sub_resource and (review.kind, review.sub_resource) not in JUDGED_SUBRESOURCES
+    ):
+        return allow("status-like subresources and CONNECT do not change egress")
     if namespace and policy.is_excluded(namespace):
         return allow(f"namespace {namespace} is excluded from the egress guardrail")
     if is_controller(review, policy):
