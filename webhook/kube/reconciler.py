@@ -121,6 +121,7 @@ class Reconciler:
         renew_deadline: float = 10.0,
         renew_period: float = 5.0,
         retry_period: float = 2.0,
+        namespace_selector: str = "",
     ) -> None:
         self.identity = identity
         self.metrics = metrics or Metrics()
@@ -130,7 +131,14 @@ class Reconciler:
         self.policy_watch = PolicyWatch(api_client, policy_namespace, policy_name, sink=self.store)
         core = client.CoreV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
-        self.namespaces = Informer(core.list_namespace, name="namespaces", handler=self._changed)
+        # an optional label selector limits the controller to some namespaces (staged rollout);
+        # objects in other namespaces are then neither written nor pruned
+        selector: dict[str, Any] = (
+            {"label_selector": namespace_selector} if namespace_selector else {}
+        )
+        self.namespaces = Informer(
+            core.list_namespace, name="namespaces", handler=self._changed, **selector
+        )
         self.managed: dict[Kind, Informer] = {
             kind: Informer(
                 custom.list_cluster_custom_object,
@@ -265,6 +273,8 @@ class Reconciler:
         # prune only kinds whose cache is complete: an unsynced cache would look empty
         actual = [obj for inf in self.managed.values() if inf.synced for obj in inf.items()]
         synced_kinds = {k.kind for k, inf in self.managed.items() if inf.synced}
+        known = {n.name for n in infos}
+        actual = [obj for obj in actual if (obj.get("metadata") or {}).get("namespace") in known]
         to_apply, to_delete = plan_changes(desired, actual)
         for manifest in to_apply:
             if not self.elector.is_leader():
