@@ -390,9 +390,21 @@ def test_gateways_are_mutual_tls_and_only_bind_their_own_namespace() -> None:
 
 def test_wildcard_tls_hosts_pass_through_and_are_never_auto_passthrough() -> None:
     gw = by_name(
-        desired_state(FIREWALL, ["istio-egress"]), "Gateway", "istio-egress", "egress-guard-foo-com"
+        desired_state(FIREWALL, ["istio-egress"]), "Gateway", "istio-egress", "istio-egressgateway"
     )
-    assert [s["tls"]["mode"] for s in gw["spec"]["servers"]] == ["PASSTHROUGH"]
+    modes = {tuple(s["hosts"]): s["tls"]["mode"] for s in gw["spec"]["servers"]}
+    assert modes == {
+        ("./service1.foo.com",): "ISTIO_MUTUAL",
+        ("./*.foo.com",): "PASSTHROUGH",
+        ("./*.bar.com",): "PASSTHROUGH",
+    }
+
+
+def test_one_gateway_object_per_egress_gateway_with_unique_port_names() -> None:
+    gateways = of_kind(desired_state(FIREWALL, ["istio-egress"]), "Gateway")
+    assert [g["metadata"]["name"] for g in gateways] == ["istio-egressgateway"]
+    names = [s["port"]["name"] for s in gateways[0]["spec"]["servers"]]
+    assert len(names) == len(set(names)) == 3
 
 
 def test_gateway_routes_are_bound_to_the_gateway_only() -> None:
@@ -400,9 +412,8 @@ def test_gateway_routes_are_bound_to_the_gateway_only() -> None:
     legs = of_kind(manifests, "VirtualService", "external")
     assert len(legs) == 6
     for vs in legs:
-        assert vs["spec"]["gateways"] == [
-            f"egress-guard-{vs['metadata']['labels']['egress-guard.io/service']}"
-        ]
+        service = BANZAI.services[vs["metadata"]["labels"]["egress-guard.io/service"]]
+        assert vs["spec"]["gateways"] == [service.gateway.ref]
         assert "mesh" not in vs["spec"]["gateways"]
         assert vs["spec"]["exportTo"] == ["."]
         (host,) = vs["spec"]["hosts"]

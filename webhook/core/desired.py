@@ -30,14 +30,14 @@ In the egress namespace E, per external service S:
   (``DYNAMIC_DNS``, Istio 1.30+), one per host when plain TCP ports and several hosts meet
   (Istio rejects that combination), and ``egress-guard-<S>-origination`` exported to E only for a
   TLS origination port that the application may not use itself.
-- Gateway ``egress-guard-<S>``: ``ISTIO_MUTUAL`` servers (the gateway terminates the mesh mTLS
-  and so learns the client's identity), one per host on TLS ports because the gateway tells the
-  hosts apart by the SNI of that mTLS hop; wildcard TLS hosts use ``PASSTHROUGH``, since no
-  fixed SNI can stand for them.
 - VirtualService ``egress-guard-<S>-gateway-<i>`` per host: leg 2, gateway -> the host.
 - DestinationRule ``egress-guard-<S>-tls-<i>`` per host when the gateway originates TLS.
 
-Per egress gateway G: DestinationRule ``egress-guard-<G>`` (one subset per service host that
+Per egress gateway G: Gateway ``<G>`` (the name ``Policy`` routes refer to) with each service's
+``ISTIO_MUTUAL`` servers (the gateway terminates the mesh mTLS and so learns the client's
+identity), one per host on TLS ports because the gateway tells hosts apart by the SNI of that
+mTLS hop; wildcard TLS hosts use ``PASSTHROUGH``, since no fixed SNI can stand for them.
+DestinationRule ``egress-guard-<G>`` (one subset per service host that
 sets the mTLS SNI), AuthorizationPolicy ``egress-guard-<G>`` (ALLOW: only the allowed sources'
 identities, per SNI) and Telemetry ``egress-guard-<G>`` (access logs on the gateway).
 """
@@ -265,11 +265,11 @@ def _egress_namespace_objects(policy: Policy) -> Iterable[Manifest]:
     egress_ns = policy.egress_namespace
     for svc in policy.services.values():
         yield from _service_entries(svc, egress_ns)
-        yield _gateway(svc, egress_ns)
         yield from _gateway_routes(svc, egress_ns)
         yield from _origination_rules(svc, egress_ns)
     for gateway in policy.gateways:
         services = [policy.services[s] for s in policy.services_on_gateway(gateway.fqdn)]
+        yield _gateway(gateway, services)
         yield _gateway_destination_rule(gateway, services)
         yield _authorization_policy(policy, gateway, services)
         yield _telemetry(gateway)
@@ -352,48 +352,46 @@ def _service_entries(svc: ExternalService, egress_ns: str) -> Iterable[Manifest]
             )
 
 
-def _gateway(svc: ExternalService, egress_ns: str) -> Manifest:
+def _gateway(gateway: Gateway, services: Sequence[ExternalService]) -> Manifest:
+    """One Istio Gateway per egress gateway, named like it (``Gateway.ref`` is what routes bind)."""
     servers: list[dict[str, Any]] = []
+    for svc in services:
+        servers.extend(_servers(svc))
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "Gateway",
+        "metadata": _meta(gateway.name, gateway.namespace),
+        "spec": {"selector": dict(gateway.selector), "servers": servers},
+    }
+
+
+def _servers(svc: ExternalService) -> Iterable[dict[str, Any]]:
     for port in svc.ports:
         kind = _kind_of(port)
+        # port names are unique per Gateway, which may carry several services
+        name = f"{svc.name}-{port.name}"
         if kind == "http":
             # HTTP inside mTLS: the gateway terminates it and routes on the Host header
-            servers.append(
-                {
-                    "port": {"number": port.number, "name": port.name, "protocol": "HTTPS"},
-                    "hosts": [f"./{h}" for h in svc.hosts],
-                    "tls": {"mode": "ISTIO_MUTUAL"},
-                }
-            )
+            yield {
+                "port": {"number": port.number, "name": name, "protocol": "HTTPS"},
+                "hosts": [f"./{h}" for h in svc.hosts],
+                "tls": {"mode": "ISTIO_MUTUAL"},
+            }
         elif kind == "tls":
             # one server per host: after terminating mTLS the gateway has only the hop's SNI
             for i, host in enumerate(svc.hosts):
                 mode = "PASSTHROUGH" if is_wildcard(host) else "ISTIO_MUTUAL"
-                servers.append(
-                    {
-                        "port": {
-                            "number": port.number,
-                            "name": f"{port.name}-{i}",
-                            "protocol": "TLS",
-                        },
-                        "hosts": [f"./{host}"],
-                        "tls": {"mode": mode},
-                    }
-                )
-        elif (tcp_host := _tcp_host(svc)) is not None:
-            servers.append(
-                {
-                    "port": {"number": port.number, "name": port.name, "protocol": "TLS"},
-                    "hosts": [f"./{tcp_host}"],
-                    "tls": {"mode": "ISTIO_MUTUAL"},
+                yield {
+                    "port": {"number": port.number, "name": f"{name}-{i}", "protocol": "TLS"},
+                    "hosts": [f"./{host}"],
+                    "tls": {"mode": mode},
                 }
-            )
-    return {
-        "apiVersion": NETWORKING,
-        "kind": "Gateway",
-        "metadata": _meta(f"{PREFIX}{svc.name}", egress_ns, svc.name),
-        "spec": {"selector": dict(svc.gateway.selector), "servers": servers},
-    }
+        elif (tcp_host := _tcp_host(svc)) is not None:
+            yield {
+                "port": {"number": port.number, "name": name, "protocol": "TLS"},
+                "hosts": [f"./{tcp_host}"],
+                "tls": {"mode": "ISTIO_MUTUAL"},
+            }
 
 
 def _tcp_host(svc: ExternalService) -> str | None:
@@ -415,7 +413,7 @@ def _gateway_routes(svc: ExternalService, egress_ns: str) -> Iterable[Manifest]:
                 tcp.append(_route({"port": port.number}, host, port.number))
         spec: dict[str, Any] = {
             "hosts": [host],
-            "gateways": [f"{PREFIX}{svc.name}"],
+            "gateways": [svc.gateway.ref],
             "exportTo": ["."],
         }
         for key, routes in (("http", http), ("tls", tls), ("tcp", tcp)):

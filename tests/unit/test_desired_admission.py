@@ -1,0 +1,76 @@
+"""Every generated object must pass the validating webhook's checks on its own merits.
+
+The controller's identity skips the checks, but a GitOps pipeline applying ``egress-guard
+render`` output does not; and an object the checks would deny hints at a generator bug.  The
+managed-label protection applies to everyone but the controller, so it is stripped here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.core.desired import desired_state
+from webhook.core.engine import decide
+from webhook.core.policy import MANAGED_LABEL, Policy
+from webhook.core.policy_parsing import parse_policy
+from webhook.core.reviews import review_of_manifest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+BANZAI = parse_policy((ROOT / "policies" / "banzai-demo.yaml").read_text())
+FIREWALL = parse_policy((ROOT / "policies" / "istio-egress-firewall.yaml").read_text())
+
+
+def _unmanaged(manifest: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(manifest)
+    out["metadata"]["labels"].pop(MANAGED_LABEL)
+    return out
+
+
+# Wildcard TLS hosts cannot be terminated at the gateway (no fixed SNI can stand for them), so
+# the sidecar must send them unwrapped (DISABLE) to a PASSTHROUGH server; the DestinationRule
+# check refuses DISABLE towards a gateway for everyone but the controller.  Open question for
+# the lead: exempt wildcard-TLS subsets, or drop wildcard TLS through the gateway.
+PASSTHROUGH_DISAGREEMENT = pytest.mark.xfail(
+    strict=True, reason="DR check denies tls DISABLE to the gateway (wildcard TLS passthrough)"
+)
+
+
+def _cases(policy: Policy, namespaces: list[str]) -> list[Any]:
+    cases = []
+    for m in desired_state(policy, namespaces):
+        marks = [PASSTHROUGH_DISAGREEMENT] if "'DISABLE'" in repr(m.get("spec")) else []
+        cases.append(
+            pytest.param(
+                policy,
+                m,
+                id=f"{m['kind']}-{m['metadata']['namespace']}-{m['metadata']['name']}",
+                marks=marks,
+            )
+        )
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("policy", "manifest"),
+    _cases(BANZAI, ["test-app", "external"])
+    + _cases(FIREWALL, ["team-a", "team-b", "other", "istio-egress"]),
+)
+def test_generated_object_passes_the_webhook_for_a_normal_user(
+    policy: Policy, manifest: dict[str, Any]
+) -> None:
+    review = review_of_manifest(_unmanaged(manifest), username="jane@example.com")
+    decision = decide(review, policy)
+    assert decision.allowed, decision.reason
+
+
+def test_managed_objects_are_refused_to_a_normal_user() -> None:
+    manifest = desired_state(BANZAI, ["test-app"])[0]
+    decision = decide(review_of_manifest(manifest, username="jane@example.com"), BANZAI)
+    assert not decision.allowed
+    assert MANAGED_LABEL in decision.reason
