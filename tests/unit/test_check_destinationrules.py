@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ allow:
   - {name: team-a-ml, from: {namespace: team-a, workloadLabels: {app: trainer}}, to: [ml]}
 """
 GATEWAY = "istio-egressgateway.egress.svc.cluster.local"
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +210,32 @@ def test_malformed_destination_rule_is_denied_with_a_field(
     decision = judge(dr(**spec), policy)
     assert not decision.allowed
     assert all(v.field for v in decision.violations), decision.reason
+
+
+def test_wildcard_tls_passthrough_to_the_gateway_is_allowed_only_in_the_egress_namespace() -> None:
+    # a wildcard TLS host has no fixed SNI for the mTLS hop, so the sidecar sends the app's TLS
+    # unwrapped to a PASSTHROUGH server; only the security team's namespace may say so
+    firewall = parse_policy((POLICIES / "istio-egress-firewall.yaml").read_text())
+    banzai = parse_policy((POLICIES / "banzai-demo.yaml").read_text())
+    gateway = "istio-egressgateway.istio-egress.svc.cluster.local"
+
+    def dr(namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "gw", "namespace": namespace},
+            "spec": {
+                "host": gateway,
+                "subsets": [{"name": "foo", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}],
+            },
+        }
+
+    assert decide(review_of_manifest(dr("istio-egress")), firewall).allowed
+    denied = decide(review_of_manifest(dr("team-a")), firewall)
+    assert not denied.allowed
+    assert "DISABLE" in denied.reason
+    # with no wildcard TLS service on the gateway, DISABLE is refused even there
+    banzai_gw = "egress-httpbin.external.svc.cluster.local"
+    banzai_dr = dr("external")
+    banzai_dr["spec"]["host"] = banzai_gw
+    assert not decide(review_of_manifest(banzai_dr), banzai).allowed

@@ -32,28 +32,13 @@ def _unmanaged(manifest: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Wildcard TLS hosts cannot be terminated at the gateway (no fixed SNI can stand for them), so
-# the sidecar must send them unwrapped (DISABLE) to a PASSTHROUGH server; the DestinationRule
-# check refuses DISABLE towards a gateway for everyone but the controller.  Open question for
-# the lead: exempt wildcard-TLS subsets, or drop wildcard TLS through the gateway.
-PASSTHROUGH_DISAGREEMENT = pytest.mark.xfail(
-    strict=True, reason="DR check denies tls DISABLE to the gateway (wildcard TLS passthrough)"
-)
-
-
 def _cases(policy: Policy, namespaces: list[str]) -> list[Any]:
-    cases = []
-    for m in desired_state(policy, namespaces):
-        marks = [PASSTHROUGH_DISAGREEMENT] if "'DISABLE'" in repr(m.get("spec")) else []
-        cases.append(
-            pytest.param(
-                policy,
-                m,
-                id=f"{m['kind']}-{m['metadata']['namespace']}-{m['metadata']['name']}",
-                marks=marks,
-            )
+    return [
+        pytest.param(
+            policy, m, id=f"{m['kind']}-{m['metadata']['namespace']}-{m['metadata']['name']}"
         )
-    return cases
+        for m in desired_state(policy, namespaces)
+    ]
 
 
 @pytest.mark.parametrize(

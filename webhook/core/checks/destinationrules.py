@@ -20,11 +20,21 @@ from webhook.core.checks.common import (
     visibility,
 )
 from webhook.core.decisions import Violation
-from webhook.core.hosts import normalize
+from webhook.core.hosts import is_wildcard, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
 ISTIO_MUTUAL = "ISTIO_MUTUAL"
+DISABLE = "DISABLE"
+
+
+def _carries_wildcard_tls(policy: Policy, fqdn: str) -> bool:
+    """Whether an egress gateway carries a wildcard host on a TLS port (PASSTHROUGH needed)."""
+    for name in policy.services_on_gateway(fqdn):
+        service = policy.services[name]
+        if any(p.is_tls for p in service.ports) and any(is_wildcard(h) for h in service.hosts):
+            return True
+    return False
 
 
 @checks("networking.istio.io", "DestinationRule")
@@ -119,6 +129,10 @@ def _check_tls(
                 f"{sni!r} is the name the egress gateway {fqdn} routes on, and no workload of "
                 f"namespace {namespace} may reach it; allowed: {policy.describe_allowed(some)}",
             )
+    if mode == DISABLE and egress_ns and _carries_wildcard_tls(policy, fqdn):
+        # a wildcard TLS host has no fixed SNI for the mTLS hop: the app's own TLS passes
+        # through to a PASSTHROUGH server that routes (and authorizes) on its SNI instead
+        return
     if mode is not None and mode != ISTIO_MUTUAL:
         reader.add(
             f"{path}.tls.mode",
