@@ -85,15 +85,13 @@ def running_service(
     policy_file: Path | None = None,
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] = (sys.executable, "-m", "webhook.cli", "serve"),
 ) -> Iterator[Service]:
-    """Start ``egress-guard serve`` on a free port, wait for /healthz, always stop it."""
+    """Start ``egress-guard serve`` (or ``command``) on a free port, wait for /healthz, stop it."""
     port = free_port()
     log_file = work_dir / f"serve-{port}.log"
     args = [
-        sys.executable,
-        "-m",
-        "webhook.cli",
-        "serve",
+        *command,
         "--bind",
         f"127.0.0.1:{port}",
         "--cert-file",

@@ -399,3 +399,57 @@ def test_policy_swap_is_seen_by_the_next_request() -> None:
     )
     _, after = post(client, "/validate", review(service_entry("evil.example.com")))
     assert after["response"]["allowed"] is True
+
+
+def call_wsgi(app: Flask, body: bytes, *, content_length: str | None) -> tuple[str, bytes]:
+    """Call the app as gunicorn does for a chunked request (no Content-Length)."""
+    import io
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/validate",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/json",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+    }
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = content_length
+    statuses: list[str] = []
+    chunks = app(environ, lambda status, headers, exc=None: statuses.append(status))
+    return statuses[0], b"".join(chunks)
+
+
+def test_chunked_review_within_the_limit_is_decided() -> None:
+    status, body = call_wsgi(
+        make_app(), orjson.dumps(review(service_entry("httpbin.org"))), content_length=None
+    )
+    assert status.startswith("200")
+    assert orjson.loads(body)["response"]["allowed"] is True
+
+
+def test_chunked_review_over_the_limit_gets_413() -> None:
+    big = review(service_entry("httpbin.org"))
+    big["request"]["object"]["metadata"]["annotations"] = {"pad": "x" * (70 * 1024)}
+    status, body = call_wsgi(make_app(), orjson.dumps(big), content_length=None)
+    assert status.startswith("413")
+    assert orjson.loads(body)["status"] == 413
+
+
+def test_nonsense_content_length_is_400() -> None:
+    status, _ = call_wsgi(make_app(), b"{}", content_length="twelve")
+    assert status.startswith("400")
+
+
+def test_body_exactly_at_the_limit_is_read() -> None:
+    doc = review(service_entry("httpbin.org"))
+    raw = orjson.dumps(doc)
+    pad = 64 * 1024 - len(raw)
+    padded = raw[:-1] + b" " * pad + b"}"
+    assert len(padded) == 64 * 1024
+    status, _ = call_wsgi(make_app(), padded, content_length=str(len(padded)))
+    assert status.startswith("200")

@@ -2,12 +2,14 @@
 
 Every dependency comes in through ``create_app`` (settings, the policy store, metrics, the
 mutation function, the cluster view), so tests build apps with fakes and nothing is read from the
-environment.  The review routes are lean on purpose: the decision costs microseconds, so the body
-is read once, parsed with orjson, decided, and answered with pre-serialized bytes, with one JSON
-log line per decision and no other per-request work.
+environment.  The review routes are lean on purpose: the decision costs microseconds and flask's
+per-request machinery costs more, so ``POST /validate`` and ``POST /mutate`` are served by a small
+WSGI middleware in front of flask: the body is read once, parsed with orjson, decided, and
+answered with pre-serialized bytes, with one JSON log line per decision and nothing else.
 
 Refusals: a body that is not an AdmissionReview v1 gets 400, a wrong content type 415, a body over
-the limit 413 (flask refuses it from ``Content-Length`` before reading), an unknown path 404.  None
+the limit 413 (refused from ``Content-Length`` before reading; gunicorn then drains at most 64 KiB
+and closes), an unknown path 404.  None
 of them is ever a 500, and a malformed *object* inside a good review is a denial, not an error.
 """
 
@@ -91,12 +93,15 @@ class _BadRequest(Exception):
         self.message = message
 
 
-def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status=status, mimetype=JSON, headers=headers)
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype=JSON)
+
+
+Answer = tuple[int, bytes]
 
 
 class _Handler:
-    """The review endpoints' logic, holding the app's dependencies."""
+    """The review endpoints' logic, free of flask: content type and body in, status and JSON out."""
 
     def __init__(
         self,
@@ -113,13 +118,23 @@ class _Handler:
         self.view = view
         self.log_allowed = log_allowed
 
-    def read_review(self) -> Review:
-        """The request's AdmissionReview, or _BadRequest with the HTTP status to answer."""
-        if request.mimetype != JSON:
-            raise _BadRequest(
-                415, f"expected Content-Type {JSON}, got {request.mimetype or 'none'}"
-            )
-        body = request.get_data(cache=False)  # 413 from flask when over MAX_CONTENT_LENGTH
+    def answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
+        """Answer one POST to ``/validate`` or ``/mutate``."""
+        started = time.perf_counter()
+        try:
+            review = self.read_review(content_type, body)
+        except _BadRequest as exc:
+            return self.refuse(endpoint, exc)
+        if endpoint == "validate":
+            return 200, self.validate(review, started)
+        return 200, self.mutate(review, started)
+
+    @staticmethod
+    def read_review(content_type: str, body: bytes) -> Review:
+        """The body's AdmissionReview, or _BadRequest with the HTTP status to answer."""
+        mimetype = content_type.partition(";")[0].strip().lower()
+        if mimetype != JSON:
+            raise _BadRequest(415, f"expected Content-Type {JSON}, got {mimetype or 'none'}")
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -129,22 +144,17 @@ class _Handler:
         except ReviewError as exc:
             raise _BadRequest(exc.status, str(exc)) from exc
 
-    def refuse(self, endpoint: str, exc: _BadRequest) -> Response:
+    def refuse(self, endpoint: str, exc: _BadRequest) -> Answer:
         """An HTTP error answer for a request that is not a usable review."""
         self.metrics.bad_requests.labels(endpoint, str(exc.status)).inc()
         logger.warning(
             "refused admission request",
             extra={"fields": {"endpoint": endpoint, "status": exc.status, "error": exc.message}},
         )
-        return _json(error_body(exc.status, exc.message), exc.status)
+        return exc.status, error_body(exc.status, exc.message)
 
-    def validate(self) -> Response:
+    def validate(self, review: Review, started: float) -> bytes:
         """Decide a review against the policy in force."""
-        started = time.perf_counter()
-        try:
-            review = self.read_review()
-        except _BadRequest as exc:
-            return self.refuse("validate", exc)
         loaded = self.store.current
         if loaded is None:
             decision = Decision(False, NO_POLICY)
@@ -162,15 +172,10 @@ class _Handler:
             warnings=decision.warnings,
         )
         self.finish("validate", review, loaded, decision.verdict, decision.reason, started)
-        return _json(body)
+        return body
 
-    def mutate(self) -> Response:
+    def mutate(self, review: Review, started: float) -> bytes:
         """Patch a review's object (default-deny Sidecar, gateway routing); never denies."""
-        started = time.perf_counter()
-        try:
-            review = self.read_review()
-        except _BadRequest as exc:
-            return self.refuse("mutate", exc)
         loaded = self.store.current
         patch: Sequence[dict[str, Any]] = ()
         warnings: Sequence[str] = ()
@@ -190,7 +195,7 @@ class _Handler:
         body = review_response(review.uid, allowed=True, warnings=warnings, patch=patch)
         reason = f"{len(patch)} patch operation(s)" if patch else "no change"
         self.finish("mutate", review, loaded, verdict, reason, started)
-        return _json(body)
+        return body
 
     def finish(
         self,
@@ -229,6 +234,71 @@ class _Handler:
         )
 
 
+_REASONS = {
+    200: "200 OK",
+    400: "400 BAD REQUEST",
+    413: "413 REQUEST ENTITY TOO LARGE",
+    415: "415 UNSUPPORTED MEDIA TYPE",
+    500: "500 INTERNAL SERVER ERROR",
+}
+
+
+class _ReviewRoutes:
+    """WSGI middleware answering ``POST /validate`` and ``POST /mutate`` without flask.
+
+    Flask's request and app contexts, URL matching and response objects cost more than the
+    decision itself (measured: tests/bench/bench_service.py), so the two hot routes are served
+    here and everything else (health, metrics, 404/405) goes on to flask.
+    """
+
+    def __init__(self, handler: _Handler, app: Callable[..., Any], *, max_body: int) -> None:
+        self.handler = handler
+        self.app = app
+        self.max_body = max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Serve a review, or pass the request on to flask."""
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "POST" or path not in ("/validate", "/mutate"):
+            return self.app(environ, start_response)
+        endpoint = path[1:]
+        try:
+            body = self.read_body(environ)
+            if body is None:
+                status, payload = self.handler.refuse(
+                    endpoint,
+                    _BadRequest(413, f"the body is larger than {self.max_body} bytes"),
+                )
+            else:
+                status, payload = self.handler.answer(
+                    endpoint, environ.get("CONTENT_TYPE", ""), body
+                )
+        except Exception:
+            logger.exception("unhandled error", extra={"fields": {"path": path}})
+            status, payload = 500, error_body(500, "internal error")
+        start_response(
+            _REASONS.get(status, f"{status} ERROR"),
+            [("Content-Type", JSON), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    def read_body(self, environ: dict[str, Any]) -> bytes | None:
+        """The request body, or None when it is over the limit (unread when the length says so)."""
+        stream = environ["wsgi.input"]
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        if length_text:
+            try:
+                length = int(length_text)
+            except ValueError:
+                return b""  # refused as "not JSON"
+            if length > self.max_body:
+                return None
+            return bytes(stream.read(length)) if length > 0 else b""
+        # chunked: read one byte past the limit to tell "at the limit" from "over it"
+        data = bytes(stream.read(self.max_body + 1))
+        return None if len(data) > self.max_body else data
+
+
 def create_app(
     settings: Settings,
     *,
@@ -250,8 +320,21 @@ def create_app(
         log_allowed=settings.log_allowed,
     )
 
-    app.add_url_rule("/validate", "validate", handler.validate, methods=["POST"])
-    app.add_url_rule("/mutate", "mutate", handler.mutate, methods=["POST"])
+    def flask_review(endpoint: str) -> Callable[[], Response]:
+        # reached only when the middleware is bypassed; keeps 405 for other methods
+        def view() -> Response:
+            status, body = handler.answer(
+                endpoint, request.content_type or "", request.get_data(cache=False)
+            )
+            return _json(body, status)
+
+        return view
+
+    app.add_url_rule("/validate", "validate", flask_review("validate"), methods=["POST"])
+    app.add_url_rule("/mutate", "mutate", flask_review("mutate"), methods=["POST"])
+    app.wsgi_app = _ReviewRoutes(  # type: ignore[method-assign]
+        handler, app.wsgi_app, max_body=settings.max_body_bytes
+    )
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -276,9 +359,6 @@ def create_app(
         endpoint = request.path.strip("/") or "/"
         if endpoint in ("validate", "mutate"):
             metrics.bad_requests.labels(endpoint, str(status)).inc()
-        # no "Connection: close" on 413: gunicorn drains the unread body (bounded by its own
-        # deadline), whereas closing with unread data makes the kernel reset the connection
-        # and the client never sees the 413
         return _json(error_body(status, exc.description or exc.name), status)
 
     @app.errorhandler(Exception)

@@ -1,0 +1,580 @@
+"""Benchmark of the webhook service and of the policy core, printed as README-ready markdown.
+
+Run ``python -m tests.bench.bench_service`` (or ``make bench``).  Not a pytest test: it takes about
+a minute and its numbers depend on the machine.  What it measures:
+
+1. AdmissionReviews/s and p50/p90/p99 latency of the real ``egress-guard serve`` over TLS with
+   keep-alive, driven by ``wrk`` with 8 connections on a realistic mix (ServiceEntry, Sidecar,
+   VirtualService, Namespace; 2.5-5 KB each with labels, annotations and managedFields), side by
+   side with a do-nothing flask handler under the same gunicorn/TLS settings (the ceiling);
+2. the webhook's in-process work per review (parse, decide, respond) and what a decision cache
+   key would cost;
+3. the allow-list lookup (``Policy.services_covering``) at 100, 10k and 100k hosts;
+4. policy compile time (YAML, checks, indexes) at 100, 10k and 100k hosts.
+
+``wrk`` is the Debian package of that name; when it is missing and we are root the script
+installs it with apt-get, otherwise it falls back to a Python keep-alive client, which is slower
+than the service and therefore measures itself more than the service (the output says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from tests.integration.service import (
+    Service,
+    admission_review,
+    namespace_object,
+    running_service,
+    service_entry,
+    sidecar,
+    virtual_service,
+)
+from webhook.admission.responses import review_response
+from webhook.core.engine import decide
+from webhook.core.hosts import HostTrie
+from webhook.core.policy_parsing import build_policy, load_document, parse_policy
+from webhook.core.reviews import parse_review
+from webhook.tls import generate_files
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY_FILE = ROOT / "policies" / "banzai-demo.yaml"
+
+LUA = r"""
+local entries = {}
+for line in io.lines("@MANIFEST@") do
+  local path, file = line:match("([^\t]+)\t(.+)")
+  local f = assert(io.open(file, "rb"))
+  table.insert(entries, {path, f:read("*a")})
+  f:close()
+end
+local i = 0
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  i = i + 1
+  local e = entries[(i % #entries) + 1]
+  return wrk.format("POST", e[1], headers, e[2])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load-test result."""
+
+    name: str
+    layout: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+# --- the request mix ---------------------------------------------------------------------------
+
+
+def request_mix() -> list[tuple[str, bytes]]:
+    """(path, body) pairs: a realistic spread of kinds, operations and verdicts."""
+    mix = [
+        ("/validate", admission_review(service_entry(["api.evil.io"]), kind="ServiceEntry")),
+        (
+            "/validate",
+            admission_review(
+                service_entry(["httpbin.org"], namespace="test-app", kilobytes=3),
+                kind="ServiceEntry",
+                dry_run=True,
+            ),
+        ),
+        ("/validate", admission_review(sidecar("test-app"), kind="Sidecar")),
+        (
+            "/validate",
+            admission_review(
+                virtual_service("httpbin.org", kb=5), kind="VirtualService", operation="UPDATE"
+            ),
+        ),
+        ("/mutate", admission_review(namespace_object("team-new"), kind="Namespace", group="")),
+        ("/validate", admission_review(namespace_object("team-new"), kind="Namespace", group="")),
+        (
+            "/validate",
+            admission_review(
+                service_entry(["*.github.com"], namespace="istio-system"), kind="ServiceEntry"
+            ),
+        ),
+        ("/validate", admission_review(sidecar("payments", kb=2), kind="Sidecar")),
+    ]
+    return [(path, orjson.dumps(body)) for path, body in mix]
+
+
+def verify(
+    service: Service, mix: Sequence[tuple[str, bytes]], *, echo: bool = True
+) -> dict[str, int]:
+    """Send each request once: all must be answered 200 (with the uid echoed)."""
+    verdicts: dict[str, int] = {}
+    conn = http.client.HTTPSConnection("127.0.0.1", service.port, context=service.ssl_context())
+    try:
+        for path, body in mix:
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = orjson.loads(resp.read())
+            if resp.status != 200:
+                raise RuntimeError(f"{path} answered {resp.status}: {answer}")
+            sent = orjson.loads(body)["request"]["uid"]
+            if echo and answer["response"]["uid"] != sent:
+                raise RuntimeError("uid not echoed")
+            key = (
+                "patched"
+                if "patch" in answer["response"]
+                else ("allow" if answer["response"]["allowed"] else "deny")
+            )
+            verdicts[key] = verdicts.get(key, 0) + 1
+    finally:
+        conn.close()
+    return verdicts
+
+
+# --- load generators ---------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str | None:
+    """The wrk binary, installing the Debian package when possible."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("installing wrk with apt-get ...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=600)
+    return shutil.which("wrk")
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path, *, seconds: int, connections: int, threads: int
+) -> dict[str, Any]:
+    """One wrk run; the Lua ``done`` hook prints a JSON summary."""
+    out = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    match = re.search(r"^RESULT (\{.*\})$", out, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no result from wrk:\n{out}")
+    return dict(orjson.loads(match.group(1)))
+
+
+def run_python_client(
+    service: Service, mix: Sequence[tuple[str, bytes]], *, seconds: float, connections: int
+) -> dict[str, Any]:
+    """The fallback load generator: threads with one keep-alive connection each."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPSConnection("127.0.0.1", service.port, context=service.ssl_context())
+        mine: list[float] = []
+        i = offset
+        while time.monotonic() < stop:
+            path, body = mix[i % len(mix)]
+            i += 1
+            started = time.perf_counter()
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            mine.append(time.perf_counter() - started)
+            if resp.status != 200:
+                with lock:
+                    failures[0] += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> int:
+        return int(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1e6)
+
+    return {
+        "requests": len(latencies),
+        "duration_us": int(elapsed * 1e6),
+        "non2xx": failures[0],
+        "errors": 0,
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+    }
+
+
+# --- in-process measurements -------------------------------------------------------------------
+
+
+def per_call_us(func: Callable[[], object], *, min_seconds: float = 0.3) -> float:
+    """Mean µs per call of ``func``, the best of three timed batches."""
+    func()
+    n = 1
+    while True:
+        started = time.perf_counter()
+        for _ in range(n):
+            func()
+        elapsed = time.perf_counter() - started
+        if elapsed > min_seconds / 3:
+            break
+        n *= 2
+    best = elapsed
+    for _ in range(2):
+        started = time.perf_counter()
+        for _ in range(n):
+            func()
+        best = min(best, time.perf_counter() - started)
+    return best / n * 1e6
+
+
+def request_work(mix: Sequence[tuple[str, bytes]]) -> list[tuple[str, int, float, float, float]]:
+    """Per review: size, full in-process work (parse+decide+respond), decide alone, cache key."""
+    policy = parse_policy(POLICY_FILE.read_text())
+    rows = []
+    for path, body in mix:
+        review = parse_review(orjson.loads(body))
+
+        def work(body: bytes = body) -> bytes:
+            rev = parse_review(orjson.loads(body))
+            decision = decide(rev, policy)
+            return review_response(rev.uid, allowed=decision.allowed, message=decision.reason)
+
+        def key(review: Any = review) -> str:
+            # what a decision cache would hash: everything but the uid
+            raw = orjson.dumps(
+                [
+                    review.operation,
+                    review.kind,
+                    review.namespace,
+                    review.name,
+                    review.username,
+                    review.object,
+                    review.old_object,
+                ]
+            )
+            return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+        rows.append(
+            (
+                f"{path} {review.kind}",
+                len(body),
+                per_call_us(work),
+                per_call_us(lambda review=review: decide(review, policy)),
+                per_call_us(key),
+            )
+        )
+    return rows
+
+
+def policy_document(hosts: int, per_service: int = 100) -> dict[str, Any]:
+    """A policy with ``hosts`` external hosts (exact and wildcard) in services of 100."""
+    services = []
+    for s in range(max(1, hosts // per_service)):
+        names = [
+            (
+                f"*.h{i}.svc{s}.example{s % 97}.com"
+                if i % 10 == 0
+                else f"h{i}.svc{s}.example{s % 97}.com"
+            )
+            for i in range(min(per_service, hosts))
+        ]
+        services.append(
+            {"name": f"svc-{s}", "hosts": names, "ports": [{"number": 443, "protocol": "TLS"}]}
+        )
+    return {
+        "apiVersion": "egress-guard.dev/v1alpha1",
+        "kind": "EgressPolicy",
+        "egress": {"namespace": "external"},
+        "externalServices": services,
+        "allow": [
+            {"name": f"r{s}", "from": {"namespace": f"team-{s % 100}"}, "to": [f"svc-{s}"]}
+            for s in range(len(services))
+        ],
+    }
+
+
+def lookups_and_compiles(sizes: Sequence[int]) -> list[dict[str, float]]:
+    """Lookup µs and compile ms at each allow-list size."""
+    rng = random.Random(7)
+    rows = []
+    for size in sizes:
+        doc = policy_document(size)
+        text = yaml.safe_dump(doc, sort_keys=False)
+        started = time.perf_counter()
+        loaded = load_document(text)
+        yaml_s = time.perf_counter() - started
+        started = time.perf_counter()
+        policy = build_policy(loaded)
+        build_s = time.perf_counter() - started
+        pairs = [(h, svc["name"]) for svc in doc["externalServices"] for h in svc["hosts"]]
+        started = time.perf_counter()
+        HostTrie.build(pairs)
+        index_s = time.perf_counter() - started
+        hosts = [h for h, _ in pairs]
+        queries = []
+        for _ in range(2000):
+            host = rng.choice(hosts)
+            kind = rng.random()
+            if host.startswith("*."):
+                host = "api." + host[2:]  # covered by the wildcard
+            elif kind < 0.3:
+                host = "miss-" + host  # not covered
+            elif kind < 0.4:
+                host = f"nowhere{rng.randrange(10**6)}.example.org"
+            queries.append(host)
+
+        def lookup_all(
+            queries: list[str] = queries, covering: Any = policy.services_covering
+        ) -> None:
+            for q in queries:
+                covering(q)
+
+        rows.append(
+            {
+                "hosts": float(len(hosts)),
+                "lookup_us": per_call_us(lookup_all) / len(queries),
+                "yaml_ms": yaml_s * 1000,
+                "build_ms": build_s * 1000,
+                "index_ms": index_s * 1000,
+                "total_ms": (yaml_s + build_s) * 1000,
+            }
+        )
+    return rows
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def load_test(
+    name: str,
+    layout: str,
+    service: Service,
+    mix: Sequence[tuple[str, bytes]],
+    *,
+    wrk: str | None,
+    script: Path,
+    seconds: int,
+    connections: int,
+    wrk_threads: int,
+) -> Load:
+    """Warm up, then measure one service."""
+    if wrk:
+        run_wrk(wrk, service.url, script, seconds=2, connections=connections, threads=wrk_threads)
+        r = run_wrk(
+            wrk, service.url, script, seconds=seconds, connections=connections, threads=wrk_threads
+        )
+    else:
+        run_python_client(service, mix, seconds=2, connections=connections)
+        r = run_python_client(service, mix, seconds=seconds, connections=connections)
+    return Load(
+        name,
+        layout,
+        int(r["requests"]),
+        r["duration_us"] / 1e6,
+        r["p50_us"] / 1000,
+        r["p90_us"] / 1000,
+        r["p99_us"] / 1000,
+        int(r["non2xx"]) + int(r["errors"]),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run everything and print the markdown report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--sizes", default="100,10000,100000", help="allow-list sizes")
+    parser.add_argument("--no-load", action="store_true", help="skip the HTTP load tests")
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    args = parser.parse_args(argv)
+
+    lines = [
+        "## egress-guard benchmark",
+        "",
+        f"Machine: {os.cpu_count()} CPU(s), {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.machine()}.",
+        "",
+    ]
+    mix = request_mix()
+
+    if not args.no_load:
+        wrk = ensure_wrk()
+        tool = (
+            f"wrk, {args.wrk_threads} threads"
+            if wrk
+            else "Python keep-alive client (wrk missing: the client is the bottleneck)"
+        )
+        loads: list[Load] = []
+        with tempfile.TemporaryDirectory(prefix="egress-guard-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            certs = generate_files(tmp / "certs", ["127.0.0.1"])
+            manifest = tmp / "mix.tsv"
+            with manifest.open("w") as out:
+                for i, (path, body) in enumerate(mix):
+                    (tmp / f"body-{i}.json").write_bytes(body)
+                    out.write(f"{path}\t{tmp / f'body-{i}.json'}\n")
+            script = tmp / "mix.lua"
+            script.write_text(LUA.replace("@MANIFEST@", str(manifest)))
+            policy = tmp / "policy.yaml"
+            policy.write_text(POLICY_FILE.read_text())
+            common = {
+                "cert_file": certs.cert_file,
+                "key_file": certs.key_file,
+                "ca_file": certs.ca_file,
+            }
+            null_cmd = (sys.executable, "-m", "tests.bench.null_server")
+            guard_cmd = (sys.executable, "-m", "webhook.cli", "serve")
+            runs = [
+                ("do-nothing flask (ceiling)", null_cmd, None, ("--threads", "8")),
+                ("egress-guard", guard_cmd, policy, ("--threads", "8", "--log-level", "warning")),
+                (
+                    "egress-guard",
+                    guard_cmd,
+                    policy,
+                    ("--workers", "2", "--threads", "4", "--log-level", "warning"),
+                ),
+                (
+                    "do-nothing flask (ceiling)",
+                    null_cmd,
+                    None,
+                    ("--workers", "2", "--threads", "4"),
+                ),
+            ]
+            verdicts: dict[str, int] = {}
+            for name, command, policy_file, extra in runs:
+                workers = extra[extra.index("--workers") + 1] if "--workers" in extra else "1"
+                threads = extra[extra.index("--threads") + 1]
+                with running_service(
+                    tmp,
+                    command=command,
+                    policy_file=policy_file,
+                    extra_args=extra,
+                    **common,
+                ) as svc:
+                    got = verify(svc, mix, echo=command is guard_cmd)
+                    if command is guard_cmd:
+                        verdicts = got
+                    loads.append(
+                        load_test(
+                            name,
+                            f"{workers}x{threads}",
+                            svc,
+                            mix,
+                            wrk=wrk,
+                            script=script,
+                            seconds=args.seconds,
+                            connections=args.connections,
+                            wrk_threads=args.wrk_threads,
+                        )
+                    )
+                    print(f"  {loads[-1]}", file=sys.stderr)
+        sizes = sorted({len(b) for _, b in mix})
+        lines += [
+            f"### Service over TLS, keep-alive, {args.connections} connections, {args.seconds} s "
+            f"per run ({tool})",
+            "",
+            f"Mix of {len(mix)} AdmissionReviews cycled (ServiceEntry, Sidecar, VirtualService, "
+            f"Namespace; {sizes[0] / 1000:.1f}-{sizes[-1] / 1000:.1f} KB each; "
+            f"answers: {', '.join(f'{v} {k}' for k, v in sorted(verdicts.items()))}). "
+            "egress-guard logs at warning level here (denials only).",
+            "",
+            "| server | workersxthreads | reviews/s | p50 ms | p90 ms | p99 ms | failures "
+            "| vs ceiling |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        ceilings = {ld.layout: ld.rate for ld in loads if "ceiling" in ld.name}
+        for ld in loads:
+            ratio = ld.rate / ceilings[ld.layout] if ceilings.get(ld.layout) else 0.0
+            lines.append(
+                f"| {ld.name} | {ld.layout} | {ld.rate:,.0f} | {ld.p50_ms:.2f} | "
+                f"{ld.p90_ms:.2f} | {ld.p99_ms:.2f} | {ld.failures} | {ratio:.2f}x |"
+            )
+        lines.append("")
+
+    work = request_work(mix)
+    lines += [
+        "### Work per review inside the process (no HTTP)",
+        "",
+        "| review | bytes | parse+decide+respond µs | decide µs | cache key µs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, size, full, dec, key in work:
+        lines.append(f"| {label} | {size:,} | {full:.1f} | {dec:.1f} | {key:.1f} |")
+    lines += [
+        "",
+        f"Median: decide {statistics.median(w[3] for w in work):.1f} µs, "
+        f"cache key {statistics.median(w[4] for w in work):.1f} µs.",
+        "",
+    ]
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = lookups_and_compiles(sizes)
+    lines += [
+        "### Allow-list size: lookup and compile",
+        "",
+        "| hosts | lookup µs | YAML load ms | checks+indexes ms | of which trie ms | total ms |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {int(row['hosts']):,} | {row['lookup_us']:.2f} | {row['yaml_ms']:.1f} | "
+            f"{row['build_ms']:.1f} | {row['index_ms']:.1f} | {row['total_ms']:.1f} |"
+        )
+    lines.append("")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
