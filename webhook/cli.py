@@ -30,6 +30,7 @@ from webhook.admission.policy_store import (
     StaticPolicySource,
     embedded_policy_text,
 )
+from webhook.core.checks import ClusterView
 from webhook.core.engine import decide
 from webhook.core.errors import InvalidHostError, PolicyError, ReviewError
 from webhook.core.hosts import check_dns_name, is_ip
@@ -115,6 +116,15 @@ def _cache_dir() -> Path:
     return path
 
 
+def sidecar_view(settings: Settings) -> ClusterView:
+    """The cluster's Sidecars from an informer cache (``webhook.kube``), started and synced."""
+    from webhook.kube.client import load_api_client
+    from webhook.kube.cluster_view import SidecarView
+
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    return SidecarView(load_api_client(kubeconfig)).start()
+
+
 def source_for(settings: Settings) -> PolicySource:
     """The policy source ``settings`` ask for: a file, a ConfigMap, or the embedded default."""
     if settings.policy_file is not None:
@@ -156,6 +166,12 @@ def source_for(settings: Settings) -> PolicySource:
     help="Log allowed decisions too (denials are always logged).",
 )
 @click.option(
+    "--cluster-view/--no-cluster-view",
+    default=None,
+    help="Watch the cluster's Sidecars for the checks that depend on them "
+    "(default: on with --policy-configmap, off otherwise).",
+)
+@click.option(
     "--dev-cert-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to keep the self-signed development certificate (no --cert-file).",
@@ -173,6 +189,7 @@ def serve(
     policy_poll_interval: float,
     log_level: str,
     log_allowed: bool,
+    cluster_view: bool | None,
     dev_cert_dir: Path | None,
 ) -> None:
     """Run the admission webhook (gunicorn, TLS): /validate /mutate /healthz /readyz /metrics."""
@@ -224,7 +241,13 @@ def serve(
         else f"embedded {EMBEDDED_POLICY}"
     )
     click.echo(f"egress-guard: serving https://{bind} with the policy from {source}", err=True)
-    WebhookServer(settings, source_factory=source_for).run()
+    if cluster_view is None:
+        cluster_view = ref is not None
+    WebhookServer(
+        settings,
+        source_factory=source_for,
+        view_factory=sidecar_view if cluster_view else None,
+    ).run()
 
 
 # --- check ---------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ ANSWER = (
 )
 
 
-def null_app(settings: Settings, store: PolicyStore, metrics: Metrics) -> Flask:
+def null_app(settings: Settings, store: PolicyStore, metrics: Metrics, view: object) -> Flask:
     """A flask app whose review routes do nothing but read the body."""
-    del settings, store, metrics
+    del settings, store, metrics, view
     app = Flask("null")
 
     def handle() -> Response:

@@ -79,8 +79,8 @@ def _healthy(port: int, ctx: ssl.SSLContext) -> bool:
 def running_service(
     work_dir: Path,
     *,
-    cert_file: Path,
-    key_file: Path,
+    cert_file: Path | None,
+    key_file: Path | None,
     ca_file: Path,
     policy_file: Path | None = None,
     extra_args: Sequence[str] = (),
@@ -94,10 +94,8 @@ def running_service(
         *command,
         "--bind",
         f"127.0.0.1:{port}",
-        "--cert-file",
-        str(cert_file),
-        "--key-file",
-        str(key_file),
+        *(["--cert-file", str(cert_file)] if cert_file else []),
+        *(["--key-file", str(key_file)] if key_file else []),
         *(["--policy", str(policy_file)] if policy_file else []),
         *extra_args,
     ]
@@ -111,9 +109,9 @@ def running_service(
         )
     service = Service(process, port, ca_file, log_file)
     try:
-        ctx = service.ssl_context()
         deadline = time.monotonic() + START_TIMEOUT
-        while not _healthy(port, ctx):
+        # the CA may be written by the service itself (development certificates)
+        while not (ca_file.exists() and _healthy(port, service.ssl_context())):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
                     "egress-guard serve did not become healthy:\n" + "\n".join(service.log_lines())

@@ -522,3 +522,26 @@ def test_sigterm_stops_the_service_gracefully(own_service: Callable[..., Any]) -
         code = svc.stop(signal.SIGTERM, timeout=15)
         assert code == 0
         assert time.monotonic() - started < 15
+
+
+def test_serve_without_certificates_uses_a_dev_ca_and_the_embedded_policy(
+    tmp_path: Path,
+) -> None:
+    certs = tmp_path / "dev-certs"
+    with (
+        running_service(
+            tmp_path,
+            cert_file=None,
+            key_file=None,
+            ca_file=certs / "ca.crt",
+            extra_args=("--dev-cert-dir", str(certs)),
+        ) as svc,
+        client(svc) as s,
+    ):
+        assert str(certs / "ca.crt") in "\n".join(svc.log_lines())
+        text = s.get(svc.url + "/metrics", timeout=HTTP_TIMEOUT).text
+        assert 'origin="embedded:banzai-demo.yaml"' in text
+        # banzai: only labelled workloads of test-app may reach httpbin, so a tenant
+        # ServiceEntry (which bypasses the gateway) is denied
+        resp = post(s, svc, "/validate", se_review("httpbin.org", namespace="test-app"))
+        assert resp.json()["response"]["allowed"] is False

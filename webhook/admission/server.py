@@ -29,17 +29,21 @@ from webhook.admission.app import create_app
 from webhook.admission.logs import gunicorn_log_config
 from webhook.admission.metrics import Metrics
 from webhook.admission.policy_store import PolicySource, PolicyStore
+from webhook.core.checks import ClusterView, EmptyView
 from webhook.settings import Settings
 from webhook.tls import ReloadingServerContext
 
 logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[Settings], PolicySource]
-AppFactory = Callable[[Settings, PolicyStore, Metrics], Flask]
+ViewFactory = Callable[[Settings], ClusterView]
+AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], Flask]
 
 
-def _default_app(settings: Settings, store: PolicyStore, metrics: Metrics) -> Flask:
-    return create_app(settings, policy_store=store, metrics=metrics)
+def _default_app(
+    settings: Settings, store: PolicyStore, metrics: Metrics, view: ClusterView
+) -> Flask:
+    return create_app(settings, policy_store=store, metrics=metrics, view=view)
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -50,6 +54,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         settings: Settings,
         *,
         source_factory: SourceFactory,
+        view_factory: ViewFactory | None = None,
         app_factory: AppFactory = _default_app,
     ) -> None:
         if settings.cert_file is None or settings.key_file is None:
@@ -57,6 +62,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         self.settings = settings
         self._source_factory = source_factory
         self._app_factory = app_factory
+        self._view_factory = view_factory
+        self._view: ClusterView | None = None
         self._metrics: Metrics | None = None
         self._tls: ReloadingServerContext | None = None
         self._source: PolicySource | None = None
@@ -99,9 +106,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         source = self._source_factory(self.settings)
         source.start(store)
         self._source = source
+        # the Sidecars already in the cluster, for checks that depend on them (an informer
+        # cache in a cluster; nothing offline)
+        view = self._view_factory(self.settings) if self._view_factory else EmptyView()
+        self._view = view
         if self.settings.workers > 1:
             logger.warning("several workers: each keeps its own metrics and policy watcher")
-        return self._app_factory(self.settings, store, metrics)
+        return self._app_factory(self.settings, store, metrics, view)
 
     def _tls_context(self) -> ReloadingServerContext:
         if self._tls is None:
@@ -134,3 +145,6 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         del server, worker
         if self._source is not None:
             self._source.stop()
+        stop = getattr(self._view, "stop", None)
+        if callable(stop):
+            stop()
