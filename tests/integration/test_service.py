@@ -178,19 +178,33 @@ def test_api_server_query_string_is_ignored(session: requests.Session, service: 
     assert resp.json()["response"]["allowed"] is True
 
 
-def test_mutate_answers_with_a_json_patch_or_nothing(
+def test_mutate_answers_a_new_namespace_with_a_json_patch(
     session: requests.Session, service: Service
 ) -> None:
-    review = admission_review(namespace_object("team-new"), kind="Namespace", group="", uid="mut-1")
+    import jsonpatch
+
+    namespace = namespace_object("team-new")
+    del namespace["metadata"]["labels"]["istio-injection"]
+    review = admission_review(namespace, kind="Namespace", group="", uid="mut-1")
     resp = post(session, service, "/mutate", review)
     assert resp.status_code == 200
     response = resp.json()["response"]
     assert response["uid"] == "mut-1"
     assert response["allowed"] is True
-    if "patch" in response:
-        assert response["patchType"] == "JSONPatch"
-        ops = orjson.loads(base64.b64decode(response["patch"]))
-        assert isinstance(ops, list) and all("op" in op and "path" in op for op in ops)
+    assert response["patchType"] == "JSONPatch"
+    ops = orjson.loads(base64.b64decode(response["patch"]))
+    patched = jsonpatch.apply_patch(namespace, ops)
+    assert patched["metadata"]["labels"]["istio-injection"] == "enabled"
+    assert response["warnings"]
+
+
+def test_mutate_leaves_a_labelled_namespace_alone(
+    session: requests.Session, service: Service
+) -> None:
+    review = admission_review(namespace_object("team-new"), kind="Namespace", group="")
+    response = post(session, service, "/mutate", review).json()["response"]
+    assert response["allowed"] is True
+    assert "patch" not in response
 
 
 def test_sidecar_review_is_decided(session: requests.Session, service: Service) -> None:
