@@ -7,9 +7,10 @@
 # tools/versions.env) and cached outside the repository, keyed by version, so a
 # second run only checks stamps and takes well under a second.
 #
-# Also places the Istio CRDs of the pinned istio.io/api module next to the
-# binaries (istio-crds.yaml), fetched with `go mod download` and verified
-# against the checksum database like any other module.
+# Also places the CRDs of the pinned istio.io/api and sigs.k8s.io/gateway-api
+# modules next to the binaries (istio-crds.yaml, gateway-api-crds.yaml), fetched
+# with `go mod download` and verified against the checksum database like any
+# other module.
 #
 # Output: progress on stderr; the directory holding the tools is printed as the
 # LAST line on stdout.
@@ -142,22 +143,49 @@ build kube "$k8s_ldflags" \
     kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
 
-# Istio CRDs: the generated manifest shipped in the istio.io/api module.
-crd_stamp=$(stamp_of "" "istio.io/api@$ISTIO_API_VERSION")
-if [[ -f $bindir/istio-crds.yaml && -f $bindir/.stamp-istio-crds &&
-    $(cat "$bindir/.stamp-istio-crds") == "$crd_stamp" ]]; then
-    log "istio-crds.yaml: up to date"
-else
-    log "fetching Istio CRDs from istio.io/api@$ISTIO_API_VERSION..."
+# module_dir MODULE@VERSION -> the module's directory in the module cache (downloaded
+# and verified against go.sum data / the checksum database like any dependency).
+module_dir() {
+    local json dir
     # Run outside any module so the module cache is used directly.
-    istio_dir=$(cd "$bindir" && GOFLAGS=-mod=mod go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
-        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    crds=$istio_dir/kubernetes/customresourcedefinitions.gen.yaml
-    [[ -n $istio_dir && -f $crds ]] || die "istio.io/api@$ISTIO_API_VERSION has no $crds"
-    cp "$crds" "$bindir/istio-crds.yaml.tmp"
-    chmod 0644 "$bindir/istio-crds.yaml.tmp"
-    mv -f "$bindir/istio-crds.yaml.tmp" "$bindir/istio-crds.yaml"
-    printf '%s\n' "$crd_stamp" >"$bindir/.stamp-istio-crds"
-fi
+    json=$(cd "$bindir" && GOFLAGS=-mod=mod go mod download -json "$1") || true
+    dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+    [[ -n $dir ]] || die "go mod download $1 failed: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)",$/\1/p' <<<"$json")"
+    printf '%s\n' "$dir"
+}
+
+# manifest OUT MODULE VERSION FILE_GLOB... : concatenates files of a module (paths
+# relative to its root, globs allowed) into OUT next to the binaries.
+manifest() {
+    local out=$1 module=$2 version=$3
+    shift 3
+    local stamp
+    stamp=$(stamp_of "" "$module@$version" "$@")
+    if [[ -f $bindir/$out && -f $bindir/.stamp-$out && $(cat "$bindir/.stamp-$out") == "$stamp" ]]; then
+        log "$out: up to date"
+        return
+    fi
+    log "fetching $out from $module@$version..."
+    local dir pattern file found=0
+    dir=$(module_dir "$module@$version")
+    : >"$bindir/$out.tmp"
+    for pattern in "$@"; do
+        for file in "$dir"/$pattern; do
+            [[ -f $file ]] || die "$module@$version has no $pattern"
+            { cat "$file"; printf '\n---\n'; } >>"$bindir/$out.tmp"
+            found=$((found + 1))
+        done
+    done
+    mv -f "$bindir/$out.tmp" "$bindir/$out"
+    printf '%s\n' "$stamp" >"$bindir/.stamp-$out"
+    log "$out: $found file(s)"
+}
+
+# Istio CRDs: the generated manifest shipped in the istio.io/api module.
+manifest istio-crds.yaml istio.io/api "$ISTIO_API_VERSION" \
+    kubernetes/customresourcedefinitions.gen.yaml
+# Gateway API CRDs (standard channel), without its ValidatingAdmissionPolicy.
+manifest gateway-api-crds.yaml sigs.k8s.io/gateway-api "$GATEWAY_API_VERSION" \
+    'config/crd/standard/gateway.networking.k8s.io_[!v]*.yaml'
 
 printf '%s\n' "$bindir"

@@ -305,6 +305,10 @@ class Tools:
     def istio_crds(self) -> Path:
         return self.dir / "istio-crds.yaml"
 
+    @property
+    def gateway_api_crds(self) -> Path:
+        return self.dir / "gateway-api-crds.yaml"
+
 
 def build_tools(*, stream_progress: bool = True) -> Tools:
     """Builds (or finds cached) pinned tools; cold ~5 min on 2 cores, warm < 1 s."""
@@ -332,7 +336,13 @@ def build_tools(*, stream_progress: bool = True) -> Tools:
     if not lines:
         raise HarnessError("tools/build.sh printed no tools directory")
     tools = Tools(Path(lines[-1]))
-    for path in (tools.etcd, tools.kube_apiserver, tools.kubectl, tools.istio_crds):
+    for path in (
+        tools.etcd,
+        tools.kube_apiserver,
+        tools.kubectl,
+        tools.istio_crds,
+        tools.gateway_api_crds,
+    ):
         if not path.is_file():
             raise HarnessError(f"tools/build.sh did not produce {path}")
     return tools
@@ -754,7 +764,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class ControlPlane:
-    """etcd + kube-apiserver on loopback with real TLS, RBAC and the Istio CRDs.
+    """etcd + kube-apiserver on loopback with real TLS, RBAC, the Istio and Gateway API CRDs.
 
     ``workdir`` holds pki/, etcd data, logs/ and the admin ``kubeconfig``.
     """
@@ -797,7 +807,7 @@ class ControlPlane:
                 ("pki", self._write_pki),
                 ("etcd", self._start_etcd),
                 ("kube-apiserver", self._start_apiserver),
-                ("istio-crds", self._install_istio_crds),
+                ("crds", self._install_crds),
             ):
                 step_started = time.monotonic()
                 run()
@@ -959,20 +969,21 @@ class ControlPlane:
         """Whether the API server answers /readyz with 200 right now."""
         return self._readyz()
 
-    def _install_istio_crds(self) -> None:
+    def _install_crds(self) -> None:
+        # Istio's, and the Gateway API's (egress-guard also gates gateway routes).
+        files = (self.tools.istio_crds, self.tools.gateway_api_crds)
         applied = self.kubectl(
             "apply",
             "--server-side",
             f"--field-manager={FIELD_MANAGER}",
             "-o",
             "name",
-            "-f",
-            str(self.tools.istio_crds),
+            *(f"--filename={f}" for f in files),
             check=True,
         )
         names = [line.split("/", 1)[1] for line in applied.stdout.split() if "/" in line]
         if not names:
-            raise HarnessError(f"no CRDs applied from {self.tools.istio_crds}")
+            raise HarnessError(f"no CRDs applied from {files}")
         self.wait_for_crds(names)
 
     def api_get(self, path: str) -> tuple[int | None, Any]:

@@ -28,7 +28,7 @@ from tests.e2e.cluster import (
 
 pytestmark = pytest.mark.e2e
 
-ISTIO_CRDS = (
+CRDS = (
     "serviceentries.networking.istio.io",
     "sidecars.networking.istio.io",
     "virtualservices.networking.istio.io",
@@ -36,6 +36,10 @@ ISTIO_CRDS = (
     "destinationrules.networking.istio.io",
     "authorizationpolicies.security.istio.io",
     "telemetries.telemetry.istio.io",
+    # Gateway API (standard channel)
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "tlsroutes.gateway.networking.k8s.io",
 )
 
 # Nothing listens on port 1: a webhook registered there fails every call it gets, which
@@ -80,8 +84,8 @@ def test_rbac_is_enforced(bare_control_plane: ControlPlane) -> None:
     assert kubectl("auth", "can-i", "*", "*").stdout.strip() == "yes"
 
 
-@pytest.mark.parametrize("crd", ISTIO_CRDS)
-def test_istio_crd_is_established(bare_control_plane: ControlPlane, crd: str) -> None:
+@pytest.mark.parametrize("crd", CRDS)
+def test_crd_is_established(bare_control_plane: ControlPlane, crd: str) -> None:
     item = bare_control_plane.kubectl.json("get", "customresourcedefinition", crd)
     conditions = {c["type"]: c["status"] for c in item["status"]["conditions"]}
     assert conditions["Established"] == "True"
@@ -138,7 +142,7 @@ def test_registration_routes_the_right_requests(throwaway_control_plane: Control
     # only by the API server's own view of their name label.
     for excluded in ("istio-system", "egress-guard"):
         kubectl("create", "namespace", excluded, check=True)
-    kubectl.apply(webhook_configurations(UNREACHABLE_WEBHOOK, b"", gateway_api=False))
+    kubectl.apply(webhook_configurations(UNREACHABLE_WEBHOOK, b"", gateway_api=True))
     wait_for_admission_sync(kubectl)
 
     # Namespaces are cluster-scoped: the selector matches the namespace itself.
@@ -149,6 +153,17 @@ def test_registration_routes_the_right_requests(throwaway_control_plane: Control
     gated = kubectl("create", "-f", "-", input=service_entry("se", tenant, "example.com"))
     assert gated.returncode != 0
     assert 'failed calling webhook "validate.egress-guard.dev"' in gated.stderr
+
+    route = json.dumps(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "route", "namespace": tenant},
+            "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["example.com"]},
+        }
+    )
+    gated_route = kubectl("create", "-f", "-", input=route)
+    assert 'failed calling webhook "validate.egress-guard.dev"' in gated_route.stderr
 
     for excluded in EXCLUDED_NAMESPACES:
         allowed = kubectl("create", "-f", "-", input=service_entry("se", excluded, "a.example"))
