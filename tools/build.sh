@@ -21,7 +21,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source=tools/versions.env
 . "$here/versions.env"
 
 log() { printf '[tools] %s\n' "$*" >&2; }

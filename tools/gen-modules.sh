@@ -13,7 +13,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source=tools/versions.env
 . "$here/versions.env"
 export GOWORK=off GOFLAGS=-mod=mod
 
