@@ -1,0 +1,69 @@
+"""gunicorn configuration of ``egress-guard serve``: the measured choices stay in place."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from webhook.admission.policy_store import StaticPolicySource, embedded_policy_text
+from webhook.admission.server import WebhookServer
+from webhook.settings import Settings
+from webhook.tls import generate_files
+
+pytestmark = pytest.mark.unit
+
+
+def server(tmp_path: Path, **overrides: object) -> WebhookServer:
+    files = generate_files(tmp_path, ["127.0.0.1"])
+    settings = Settings(cert_file=files.cert_file, key_file=files.key_file, **overrides)  # type: ignore[arg-type]
+    return WebhookServer(
+        settings,
+        source_factory=lambda s: StaticPolicySource(embedded_policy_text(), origin="embedded"),
+    )
+
+
+def test_gunicorn_runs_threads_with_keep_alive_beyond_the_api_server_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    cfg = server(tmp_path).cfg
+    assert cfg.worker_class_str == "gthread"
+    assert cfg.workers == 1
+    assert cfg.threads == 8
+    # the API server keeps idle webhook connections 90 s
+    assert cfg.keepalive > 90
+
+
+def test_gunicorn_serves_tls_without_a_control_socket(tmp_path: Path) -> None:
+    cfg = server(tmp_path).cfg
+    assert cfg.is_ssl
+    assert cfg.control_socket_disable is True
+    assert cfg.accesslog is None
+    assert cfg.bind == ["127.0.0.1:8443"]
+
+
+def test_ssl_context_hook_reuses_one_tls_1_2_context(tmp_path: Path) -> None:
+    srv = server(tmp_path)
+    hook = srv.cfg.ssl_context
+    first = hook(srv.cfg, lambda: pytest.fail("the default factory is never used"))
+    second = hook(srv.cfg, None)
+    assert isinstance(first, ssl.SSLContext)
+    assert first is second, "a context per connection would reload the key every handshake"
+    assert first.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_load_builds_the_app_with_a_ready_policy(tmp_path: Path) -> None:
+    app = server(tmp_path).load()
+    assert isinstance(app, Flask)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_serving_requires_a_certificate() -> None:
+    with pytest.raises(ValueError, match="TLS"):
+        WebhookServer(
+            Settings(),
+            source_factory=lambda s: StaticPolicySource("", origin="x"),
+        )
