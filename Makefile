@@ -62,3 +62,7 @@ integration: $(VENV_STAMP)
 
 e2e: $(VENV_STAMP)
 	$(VENV)/bin/python -m pytest -m e2e
+
+# Service benchmark: egress-guard vs a do-nothing flask handler, same gunicorn/TLS settings.
+bench: $(VENV_STAMP)
+	$(VENV)/bin/python -m tests.bench.bench_service
