@@ -6,8 +6,8 @@ Istio's (``pkg/config/host/name.go``): ``*.foo.com`` covers ``a.foo.com`` and ``
 never the apex ``foo.com``, and a bare ``*`` covers everything.  Names are compared
 case-insensitively and a trailing dot (absolute form) is ignored.
 
-The trie stores names by reversed labels so a lookup costs the number of labels in the queried
-host, whatever the size of the allow list.
+The index answers by suffix, so a lookup costs the number of labels in the queried host, whatever
+the size of the allow list.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from webhook.core.errors import InvalidHostError
@@ -108,13 +107,15 @@ def covers(pattern: str, host: str) -> bool:
 def is_cluster_internal(host: str, cluster_domain: str) -> bool:
     """True for names served by the cluster's DNS zone (``*.svc.cluster.local`` and below).
 
-    Wildcards count as internal only when the whole wildcard lies inside the zone.
+    Both arguments are normalized.  Wildcards count as internal only when the whole wildcard
+    lies inside the zone.
     """
-    domain = normalize(cluster_domain)
     if host == "*":
         return False
     name = host[2:] if host.startswith("*.") else host
-    return name == domain or name.endswith("." + domain)
+    return name == cluster_domain or (
+        name.endswith(cluster_domain) and name[-len(cluster_domain) - 1] == "."
+    )
 
 
 def expand_short_name(host: str, namespace: str, cluster_domain: str) -> str:
@@ -128,30 +129,27 @@ def expand_short_name(host: str, namespace: str, cluster_domain: str) -> str:
     return f"{host}.{namespace}.svc.{normalize(cluster_domain)}"
 
 
-def _reversed_labels(name: str) -> list[str]:
-    return name.split(".")[::-1]
-
-
-@dataclass(slots=True)
-class _Node(Generic[T]):
-    children: dict[str, _Node[T]] = field(default_factory=dict)
-    exact: list[T] = field(default_factory=list)
-    # values registered for "*.<this node>": cover every strict descendant
-    wildcard: list[T] = field(default_factory=list)
-    # every value registered at or below this node (exact or wildcard), filled by freeze()
-    below: frozenset[T] = frozenset()
-
-
 class HostTrie(Generic[T]):
     """Maps host patterns to values; lookups cost O(labels of the query).
 
     ``covering(host)`` answers the allow-list question (which patterns cover a host), and
     ``under(pattern)`` the Sidecar-import question (which registered hosts a pattern imports).
+
+    It is a trie over reversed labels flattened into dictionaries keyed by suffix: walking the
+    labels of a host is one dictionary probe per suffix, and flat dictionaries build several
+    times faster than linked nodes (a 100k-host policy compiles in a fraction of the time).
     """
 
+    __slots__ = ("_below", "_everything", "_exact", "_frozen", "_star", "_wild")
+
     def __init__(self) -> None:
-        self._root: _Node[T] = _Node()
+        self._exact: dict[str, list[T]] = {}
+        # "*.foo.com" stored under "foo.com": covers every name strictly below it
+        self._wild: dict[str, list[T]] = {}
         self._star: list[T] = []
+        # suffix -> values of every pattern strictly below it, filled by freeze()
+        self._below: dict[str, frozenset[T]] = {}
+        self._everything: frozenset[T] = frozenset()
         self._frozen = False
 
     def add(self, pattern: str, value: T) -> None:
@@ -160,33 +158,35 @@ class HostTrie(Generic[T]):
             raise RuntimeError("HostTrie is frozen")
         if pattern == "*":
             self._star.append(value)
-            return
-        wildcard = pattern.startswith("*.")
-        node = self._root
-        for label in _reversed_labels(pattern[2:] if wildcard else pattern):
-            child = node.children.get(label)
-            if child is None:
-                child = node.children[label] = _Node()
-            node = child
-        (node.wildcard if wildcard else node.exact).append(value)
+        elif pattern.startswith("*."):
+            self._wild.setdefault(pattern[2:], []).append(value)
+        else:
+            self._exact.setdefault(pattern, []).append(value)
 
     def freeze(self) -> HostTrie[T]:
-        """Precompute subtree aggregates so ``under()`` is O(labels) too."""
-
-        def fill(node: _Node[T]) -> frozenset[T]:
-            if not node.children:
-                # leaves are most nodes: skip the set arithmetic
-                node.below = frozenset(node.exact + node.wildcard)
-                return node.below
-            acc: set[T] = set(node.exact)
-            acc.update(node.wildcard)
-            for child in node.children.values():
-                acc |= fill(child)
-            node.below = frozenset(acc)
-            return node.below
-
-        # recursion depth is bounded: a valid host name has at most 127 labels
-        fill(self._root)
+        """Precompute, for every suffix, what lies below it, so ``under()`` is O(labels) too."""
+        below: dict[str, set[T]] = {}
+        for table, strict in ((self._exact, True), (self._wild, False)):
+            for name, values in table.items():
+                # an exact name lies strictly below its proper suffixes; "*.x" below x as well
+                suffix = name
+                if strict:
+                    dot = suffix.find(".")
+                    suffix = suffix[dot + 1 :] if dot >= 0 else ""
+                while suffix:
+                    bucket = below.get(suffix)
+                    if bucket is None:
+                        bucket = below[suffix] = set()
+                    bucket.update(values)
+                    dot = suffix.find(".")
+                    suffix = suffix[dot + 1 :] if dot >= 0 else ""
+        self._below = {k: frozenset(v) for k, v in below.items()}
+        everything: set[T] = set(self._star)
+        for values in self._exact.values():
+            everything.update(values)
+        for values in self._wild.values():
+            everything.update(values)
+        self._everything = frozenset(everything)
         self._frozen = True
         return self
 
@@ -195,22 +195,18 @@ class HostTrie(Generic[T]):
         yield from self._star
         if host == "*":
             return
-        wildcard = host.startswith("*.")
-        labels = _reversed_labels(host[2:] if wildcard else host)
-        node = self._root
-        for label in labels:
-            # "*.<node>" covers every name strictly below the node, and the walk is still above
-            # the queried host here
-            yield from node.wildcard
-            child = node.children.get(label)
-            if child is None:
-                return
-            node = child
-        if wildcard:
-            # "*.foo.com" is covered by "*.foo.com" itself, never by the exact "foo.com"
-            yield from node.wildcard
+        if host.startswith("*."):
+            # "*.a.foo.com" is covered by "*.a.foo.com" and "*.foo.com", never by "a.foo.com"
+            suffix = host[2:]
         else:
-            yield from node.exact
+            yield from self._exact.get(host, ())
+            dot = host.find(".")
+            suffix = host[dot + 1 :] if dot >= 0 else ""
+        wild = self._wild
+        while suffix:
+            yield from wild.get(suffix, ())
+            dot = suffix.find(".")
+            suffix = suffix[dot + 1 :] if dot >= 0 else ""
 
     def under(self, pattern: str) -> frozenset[T]:
         """Values registered at hosts that ``pattern`` imports (Sidecar semantics).
@@ -219,20 +215,10 @@ class HostTrie(Generic[T]):
         (including ``*.foo.com`` and ``*.a.foo.com``); an exact name imports only itself.
         """
         if pattern == "*":
-            return self._root.below | frozenset(self._star)
-        wildcard = pattern.startswith("*.")
-        node = self._root
-        for label in _reversed_labels(pattern[2:] if wildcard else pattern):
-            child = node.children.get(label)
-            if child is None:
-                return frozenset()
-            node = child
-        if not wildcard:
-            return frozenset(node.exact)
-        found: set[T] = set(node.wildcard)
-        for child in node.children.values():
-            found |= child.below
-        return frozenset(found)
+            return self._everything
+        if pattern.startswith("*."):
+            return self._below.get(pattern[2:], frozenset())
+        return frozenset(self._exact.get(pattern, ()))
 
     @classmethod
     def build(cls, items: Iterable[tuple[str, T]]) -> HostTrie[T]:

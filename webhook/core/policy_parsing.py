@@ -233,7 +233,7 @@ class _Builder:
             except InvalidHostError as exc:
                 self.problem(f"{path}/hosts/{j}", exc.why + f" ({host!r})")
                 continue
-            if is_overbroad(name):
+            if name[0] == "*" and is_overbroad(name):
                 self.problem(
                     f"{path}/hosts/{j}", f"{name!r} is over-broad: it covers a whole public suffix"
                 )
