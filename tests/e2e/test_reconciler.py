@@ -19,14 +19,9 @@ from typing import IO, Any
 
 import pytest
 import yaml
-
-try:
-    from tests.e2e.conftest import Cluster
-except ImportError:  # the harness is not in this checkout
-    pytest.skip("e2e harness fixtures are not available", allow_module_level=True)
-
 from kubernetes import client
 
+from tests.e2e.conftest import Cluster
 from webhook.core.desired import DEFAULT_SIDECAR
 from webhook.kube.client import load_api_client
 from webhook.kube.reconciler import APPLIED_BY_ANNOTATION
