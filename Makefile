@@ -51,7 +51,7 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+test: lint tools
 	$(VENV)/bin/python -m pytest
 
 unit: $(VENV_STAMP)

@@ -134,8 +134,20 @@ VALIDATED_RESOURCES: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], .
         ALL_OPERATIONS,
     ),
     ("security.istio.io", ("authorizationpolicies",), ALL_OPERATIONS),
-    ("extensions.istio.io", ("wasmplugins",), ALL_OPERATIONS),
-    ("", ("namespaces", "services", "endpoints", "pods"), ALL_OPERATIONS),
+    ("extensions.istio.io", ("wasmplugins", "trafficextensions"), ALL_OPERATIONS),
+    (
+        "",
+        (
+            "namespaces",
+            "services",
+            "endpoints",
+            "pods",
+            # kubectl debug adds containers through this subresource
+            "pods/ephemeralcontainers",
+            "replicationcontrollers",
+        ),
+        ALL_OPERATIONS,
+    ),
     ("discovery.k8s.io", ("endpointslices",), ALL_OPERATIONS),
     ("apps", ("deployments", "statefulsets", "daemonsets", "replicasets"), ALL_OPERATIONS),
     ("batch", ("jobs", "cronjobs"), ALL_OPERATIONS),
@@ -144,7 +156,7 @@ VALIDATED_RESOURCES: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], .
 # Only registered when the Gateway API CRDs are installed in the cluster.
 GATEWAY_API_RESOURCES: Final = (
     "gateway.networking.k8s.io",
-    ("httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes"),
+    ("httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes", "gateways"),
     ALL_OPERATIONS,
 )
 
