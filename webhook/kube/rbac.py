@@ -51,3 +51,11 @@ def webhook_cluster_rules() -> list[dict[str, Any]]:
             "verbs": ["get", "list", "watch"],
         }
     ]
+
+
+def webhook_namespace_rules() -> list[dict[str, Any]]:
+    """Rules in the webhook's own namespace: watch the policy ConfigMap, report its rejection."""
+    return [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
