@@ -66,3 +66,12 @@ e2e: $(VENV_STAMP)
 # Service benchmark: egress-guard vs a do-nothing flask handler, same gunicorn/TLS settings.
 bench: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_service
+
+# --- in-cluster benchmark ----------------------------------------------------------
+# `make bench-cluster` times ServiceEntry creates on a harness control plane with no policy,
+# a CEL ValidatingAdmissionPolicy, a do-nothing flask webhook and egress-guard, side by side
+# (~2 min); prints a markdown table. BENCH_CREATES=N sets the creates per configuration.
+BENCH_CREATES ?= 500
+
+bench-cluster: $(VENV_STAMP)
+	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
