@@ -136,6 +136,14 @@ done
 etcd_ldflags=""
 helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+# helm's Makefile stamps the Kubernetes version `helm lint/template` assume (and check a
+# chart's kubeVersion against) from the client-go it was built with: v0.MINOR.x -> 1.MINOR.
+# Without it helm assumes v1.20 and refuses charts that need a newer cluster.
+helm_client_go=$(sed -nE 's/^[[:space:]]*k8s\.io\/client-go v0\.([0-9]+)\..*/\1/p' "$here/helm/go.mod")
+[[ $helm_client_go =~ ^[0-9]+$ ]] || die "tools/helm/go.mod names no k8s.io/client-go v0.MINOR"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_client_go"
+done
 
 # The first package of each list determines the stamp name.
 build etcd "$etcd_ldflags" etcd=go.etcd.io/etcd/server/v3
