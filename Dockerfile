@@ -37,6 +37,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # a numeric non-root user (distroless "nonroot"), so runAsNonRoot can verify it; the chart runs
 # with a read-only root filesystem and an emptyDir at /tmp
 USER 65532:65532
-EXPOSE 8443
+# the webhook (HTTPS) and the controller's --metrics-bind in the chart (HTTP)
+EXPOSE 8443 9090
 ENTRYPOINT ["egress-guard"]
 CMD ["serve"]

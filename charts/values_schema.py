@@ -85,6 +85,8 @@ def values_schema() -> dict[str, Any]:
             "replicas": {"type": "integer", "minimum": 0},
             "resync": {"type": "number", "exclusiveMinimum": 0},
             "namespaceSelector": _string(),
+            "listenAddress": _string(minLength=1),
+            "port": {"type": "integer", "minimum": 1024, "maximum": 65535},
             "logLevel": _LOG_LEVEL,
             "resources": _RESOURCES,
             "podDisruptionBudget": _PDB,

@@ -43,6 +43,7 @@ from webhook.settings import (
     DEFAULT_KEEPALIVE_SECONDS,
     ConfigMapRef,
     Settings,
+    split_host_port,
 )
 
 EXIT_OK = 0
@@ -601,7 +602,13 @@ def render(policy_path: str, namespaces: str) -> None:
     default="",
     help="Label selector: manage only matching namespaces (the egress one included).",
 )
-@click.option("--metrics-port", default=0, type=int, help="Serve /metrics on 127.0.0.1:PORT.")
+@click.option(
+    "--metrics-bind",
+    default="",
+    metavar="HOST:PORT",
+    help="Serve /metrics, /healthz and /readyz over plain HTTP here, e.g. 0.0.0.0:9090 in a "
+    "pod (default: not served).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def controller(
     kubeconfig: str | None,
@@ -614,7 +621,7 @@ def controller(
     renew_period: float,
     resync: float,
     namespace_selector: str,
-    metrics_port: int,
+    metrics_bind: str,
     log_level: str,
 ) -> None:
     """Keep the cluster's Istio objects equal to what the policy ConfigMap asks for."""
@@ -626,11 +633,14 @@ def controller(
     from webhook.kube.client import load_api_client
     from webhook.kube.reconciler import Reconciler
 
-    configure_logging(log_level)
     try:
         ref = ConfigMapRef.parse(policy_configmap)
+        probe_address = (
+            split_host_port(metrics_bind, option="--metrics-bind") if metrics_bind else None
+        )
     except ValueError as exc:
         _fail(str(exc))
+    configure_logging(log_level)
     reconciler = Reconciler(
         load_api_client(kubeconfig),
         policy_namespace=ref.namespace,
@@ -644,11 +654,20 @@ def controller(
         renew_period=renew_period,
         namespace_selector=namespace_selector,
     )
-    if metrics_port:
-        from prometheus_client import start_http_server
+    probes = None
+    if probe_address is not None:
+        from webhook.kube.probing import ProbeServer, probe_app
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=reconciler.metrics.registry)
+        try:
+            app = probe_app(reconciler, reconciler.metrics.registry)
+            probes = ProbeServer(*probe_address, app).start()
+        except OSError as exc:
+            _fail(f"cannot serve on {metrics_bind}: {exc}")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    reconciler.run(stop)
+    try:
+        reconciler.run(stop)
+    finally:
+        if probes is not None:
+            probes.stop()

@@ -16,6 +16,14 @@ DEFAULT_KEEPALIVE_SECONDS = 120
 DEFAULT_BIND = "127.0.0.1:8443"
 
 
+def split_host_port(text: str, *, option: str = "--bind") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8443`` too) as host and port; ValueError naming ``option``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{option} expects HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigMapRef:
     """A ConfigMap holding the policy, ``namespace/name``."""
@@ -72,7 +80,4 @@ class Settings:
     @property
     def host_port(self) -> tuple[str, int]:
         """The bind address split into host and port (``[::1]:8443`` works too)."""
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--bind expects HOST:PORT, got {self.bind!r}")
-        return host.strip("[]"), int(port)
+        return split_host_port(self.bind)

@@ -240,6 +240,18 @@ def _ready(port: int, cafile: Path) -> bool:
         connection.close()
 
 
+def _get(port: int, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+    finally:
+        connection.close()
+
+
 def test_chart_accounts_and_policy_run_the_webhook_and_controller(
     helm: Helm,
     kubectl: Kubectl,
@@ -291,6 +303,7 @@ def test_chart_accounts_and_policy_run_the_webhook_and_controller(
     controller_kubeconfig = _token_kubeconfig(
         plane, f"{RELEASE}-controller", tmp_path / "controller.kubeconfig"
     )
+    probe_port = free_port()
     controller = ManagedProcess(
         name="chart-controller",
         argv=[
@@ -300,6 +313,8 @@ def test_chart_accounts_and_policy_run_the_webhook_and_controller(
             f"--policy-configmap={NAMESPACE}/{RELEASE}-policy",
             f"--lease-namespace={NAMESPACE}",
             f"--lease-name={RELEASE}-controller",
+            # the chart binds 0.0.0.0:9090 in the pod; loopback here
+            f"--metrics-bind={LOOPBACK}:{probe_port}",
         ],
         log_path=tmp_path / "controller.log",
     )
@@ -313,6 +328,11 @@ def test_chart_accounts_and_policy_run_the_webhook_and_controller(
     _wait("the controller's default Sidecar", default_sidecar)
     managed = kubectl.json("get", "serviceentries", "-n", "external")["items"]
     assert managed, controller.log_tail()
+    # the chart's probes: every cache of the controller synced with the chart's RBAC
+    _wait("the controller's /readyz", lambda: _get(probe_port, "/readyz")[0] == 200)
+    assert _get(probe_port, "/healthz")[0] == 200
+    status, metrics = _get(probe_port, "/metrics")
+    assert status == 200 and "egress_guard_controller_leader 1.0" in metrics
     # anyone else, with the RBAC to do it, is refused by the webhook
     kubectl(
         "create",

@@ -134,7 +134,8 @@ def test_default_install_renders_every_kind_once_per_component(rendered: Objects
         + ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] * 2
         + ["Deployment"] * 2
         + ["PodDisruptionBudget"] * 2
-        + ["Service", "Secret", "ConfigMap"]
+        + ["Service"] * 2
+        + ["Secret", "ConfigMap"]
         + ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
     )
 
@@ -203,6 +204,32 @@ def test_controller_deployment_elects_a_leader_in_the_release_namespace(rendered
     } <= set(args)
 
 
+def test_controller_serves_probes_and_metrics_over_http_on_a_named_port(
+    rendered: Objects,
+) -> None:
+    container = _container(_one(rendered, "Deployment", f"{RELEASE}-controller"))
+    assert "--metrics-bind=0.0.0.0:9090" in container["args"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    # kubelet's default scheme is HTTP: the controller has no serving certificate
+    assert ready == {"path": "/readyz", "port": "metrics"}
+    assert live == {"path": "/healthz", "port": "metrics"}
+
+
+def test_controller_metrics_address_is_configurable(render: Render) -> None:
+    objects = render("--set=controller.listenAddress=[::]", "--set=controller.port=9100")
+    container = _container(_one(objects, "Deployment", f"{RELEASE}-controller"))
+    assert "--metrics-bind=[::]:9100" in container["args"]
+    assert container["ports"][0]["containerPort"] == 9100
+    port = _one(objects, "Service", f"{RELEASE}-controller")["spec"]["ports"][0]
+    assert (port["port"], port["targetPort"]) == (9100, "metrics")
+
+
+@pytest.mark.parametrize("value", ["controller.port=80", "controller.listenAddress="])
+def test_values_refuse_an_unusable_controller_address(helm: Path, value: str) -> None:
+    assert "schema" in _refusal(helm, f"--set={value}")
+
+
 @pytest.mark.parametrize("name", [RELEASE, f"{RELEASE}-controller"])
 def test_pods_meet_the_restricted_pod_security_standard(rendered: Objects, name: str) -> None:
     spec = _one(rendered, "Deployment", name)["spec"]["template"]["spec"]
@@ -249,12 +276,27 @@ def test_pods_get_no_istio_sidecar(rendered: Objects) -> None:
 
 
 def test_service_sends_443_and_metrics_to_the_webhook_pods(rendered: Objects) -> None:
-    service = _one(rendered, "Service")
+    service = _one(rendered, "Service", RELEASE)
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert (ports["https"]["port"], ports["https"]["targetPort"]) == (443, "https")
     assert ports["metrics"]["targetPort"] == "https"
     pod_labels = _one(rendered, "Deployment", RELEASE)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_controller_service_exposes_metrics_of_the_controller_pods_only(rendered: Objects) -> None:
+    service = _one(rendered, "Service", f"{RELEASE}-controller")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    selector = service["spec"]["selector"].items()
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"].items()
+        for d in rendered
+        if d["kind"] == "Deployment"
+    }
+    assert selector <= pods[f"{RELEASE}-controller"]
+    assert not selector <= pods[RELEASE]
 
 
 # --- RBAC: the same rules as webhook/kube/rbac.py ------------------------------------------
@@ -546,9 +588,9 @@ def test_certificate_sources_that_cannot_work_are_refused(
 
 def test_service_monitor_scrapes_the_metrics_port_verifying_the_ca(render: Render) -> None:
     objects = render("--set=metrics.serviceMonitor.enabled=true")
-    monitor = _one(objects, "ServiceMonitor")
+    monitor = _one(objects, "ServiceMonitor", RELEASE)
     [endpoint] = monitor["spec"]["endpoints"]
-    service = _one(objects, "Service")
+    service = _one(objects, "Service", RELEASE)
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["scheme"] == "https" and endpoint["path"] == "/metrics"
     assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": f"{RELEASE}-tls", "key": "ca.crt"}
@@ -556,6 +598,30 @@ def test_service_monitor_scrapes_the_metrics_port_verifying_the_ca(render: Rende
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+
+
+def test_controller_service_monitor_scrapes_plain_http_of_the_controller_service(
+    render: Render,
+) -> None:
+    objects = render("--set=metrics.serviceMonitor.enabled=true")
+    monitor = _one(objects, "ServiceMonitor", f"{RELEASE}-controller")
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "metrics",
+        "path": "/metrics",
+        "scheme": "http",
+        "interval": "30s",
+        "scrapeTimeout": "10s",
+    }
+    labels = _one(objects, "Service", f"{RELEASE}-controller")["metadata"]["labels"].items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels
+    webhook_labels = _one(objects, "Service", RELEASE)["metadata"]["labels"].items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= webhook_labels
+
+
+def test_no_controller_service_monitor_without_the_controller(render: Render) -> None:
+    objects = render("--set=metrics.serviceMonitor.enabled=true", "--set=controller.enabled=false")
+    assert [m["metadata"]["name"] for m in objects if m["kind"] == "ServiceMonitor"] == [RELEASE]
 
 
 def test_no_service_monitor_by_default(rendered: Objects) -> None:
@@ -570,7 +636,7 @@ def test_a_release_with_another_name_prefixes_every_object(render: Render) -> No
     deployment = _one(objects, "Deployment", "blue-egress-guard")
     assert (
         _webhook(objects, "ValidatingWebhookConfiguration")["clientConfig"]["service"]["name"]
-        == _one(objects, "Service")["metadata"]["name"]
+        == _one(objects, "Service", "blue-egress-guard")["metadata"]["name"]
     )
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "blue-egress-guard"
     users = _policy(objects)["controller"]["users"]

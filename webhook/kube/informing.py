@@ -79,6 +79,12 @@ class Informer:
         """True once the first list has been loaded."""
         return self._synced.is_set()
 
+    @property
+    def failed(self) -> bool:
+        """True when the list/watch thread ended without being asked to stop."""
+        thread = self._thread
+        return thread is not None and not thread.is_alive() and not self._stop.is_set()
+
     def wait_synced(self, timeout: float) -> bool:
         """Block until the first list is loaded (or ``timeout``)."""
         return self._synced.wait(timeout)

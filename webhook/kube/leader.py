@@ -78,6 +78,12 @@ class LeaseElector:
         renewed = self._renewed_at
         return renewed is not None and self._clock() - renewed < self.renew_deadline
 
+    @property
+    def failed(self) -> bool:
+        """True when the election thread ended without being asked to stop."""
+        thread = self._thread
+        return thread is not None and not thread.is_alive() and not self._stop.is_set()
+
     def start(self) -> LeaseElector:
         """Run the election loop in a daemon thread."""
         self._thread = threading.Thread(target=self.run, name="leader-election", daemon=True)

@@ -32,6 +32,7 @@ from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
 from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
 from webhook.kube.policy_watch import PolicyWatch
+from webhook.kube.probing import Heartbeat, ProbeResult, liveness, readiness
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ APPLIED_BY_ANNOTATION = "egress-guard.io/applied-by"
 LEASE_NAME = "egress-guard-controller"
 RESYNC_SECONDS = 60.0
 MAX_BACKOFF = 30.0
+# /healthz fails after this many resync periods without a turn of the reconcile loop (it turns
+# every quarter second while idle), and never sooner than a backoff wait could last twice
+STALE_RESYNCS = 3
 
 
 class Metrics:
@@ -122,10 +126,13 @@ class Reconciler:
         renew_period: float = 5.0,
         retry_period: float = 2.0,
         namespace_selector: str = "",
+        stale_after: float | None = None,
     ) -> None:
         self.identity = identity
         self.metrics = metrics or Metrics()
         self.resync = resync
+        self.stale_after = stale_after or max(STALE_RESYNCS * resync, 2 * MAX_BACKOFF)
+        self.heartbeat = Heartbeat()
         self.writer: Writer = writer or ApiWriter(api_client)
         self.store = PolicyStore(listeners=(self._on_policy,))
         self.policy_watch = PolicyWatch(api_client, policy_namespace, policy_name, sink=self.store)
@@ -224,9 +231,37 @@ class Reconciler:
     def _wait_for_work(self, stop: threading.Event) -> None:
         # short slices so a stop request is seen quickly; the resync deadline bounds the wait
         deadline = time.monotonic() + self.resync
+        self.heartbeat.beat()
         while not stop.is_set() and not self._dirty.wait(0.25):
+            self.heartbeat.beat()
             if time.monotonic() >= deadline:
                 return
+
+    # --- probes ---------------------------------------------------------------------------
+
+    def _watches(self) -> dict[str, Informer]:
+        return {
+            "policy": self.policy_watch.informer,
+            "namespaces": self.namespaces,
+            **{kind.plural: informer for kind, informer in self.managed.items()},
+        }
+
+    def liveness(self) -> ProbeResult:
+        """/healthz: the reconcile loop turns and no watch or election thread died."""
+        dead = [name for name, informer in self._watches().items() if informer.failed]
+        if self.elector.failed:
+            dead.append("leader-election")
+        return liveness(heartbeat_age=self.heartbeat.age(), stale_after=self.stale_after, dead=dead)
+
+    def readiness(self) -> ProbeResult:
+        """/readyz: every cache has loaded its first list (the policy may still be missing)."""
+        unsynced = [name for name, informer in self._watches().items() if not informer.synced]
+        policy = self.current_policy()
+        return readiness(
+            unsynced=unsynced,
+            leader=self.elector.is_leader(),
+            policy_revision=policy.revision if policy is not None else None,
+        )
 
     def current_policy(self) -> Policy | None:
         """The last good policy, if any."""
@@ -277,6 +312,7 @@ class Reconciler:
         actual = [obj for obj in actual if (obj.get("metadata") or {}).get("namespace") in known]
         to_apply, to_delete = plan_changes(desired, actual)
         for manifest in to_apply:
+            self.heartbeat.beat()  # progress: only a write that hangs stalls the loop
             if not self.elector.is_leader():
                 result.skipped = True
                 return result
@@ -294,6 +330,7 @@ class Reconciler:
             result.applied.append(_label(manifest))
             self.metrics.writes.labels(manifest["kind"], "apply").inc()
         for obj in to_delete:
+            self.heartbeat.beat()  # progress: only a write that hangs stalls the loop
             if not self.elector.is_leader():
                 result.skipped = True
                 return result
