@@ -85,21 +85,24 @@ class ApiWriter:
     def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply, taking ownership of conflicting fields."""
         kind, namespace, name = self._coords(manifest)
-        result = cast(
-            Manifest,
-            self.api.patch_namespaced_custom_object(
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                body=dict(manifest),
-                field_manager=self.field_manager,
-                force=True,
-                _content_type=APPLY_CONTENT_TYPE,
-            ),
+        result = self.api.patch_namespaced_custom_object(
+            kind.group,
+            kind.version,
+            namespace,
+            kind.plural,
+            name,
+            body=dict(manifest),
+            field_manager=self.field_manager,
+            force=True,
+            _content_type=APPLY_CONTENT_TYPE,
         )
-        return result
+        if result is None:
+            # the generated client maps only 200 to a body: an apply that creates the object
+            # answers 201, which it returns as None, so read the stored object back
+            result = self.api.get_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, name
+            )
+        return cast(Manifest, result)
 
     def replace(self, manifest: Manifest, resource_version: str) -> Manifest:
         """PUT the desired body, dropping fields other managers added."""
