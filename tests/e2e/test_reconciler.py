@@ -190,6 +190,13 @@ def setup(
         yield world
     finally:
         world.stop()
+    # every write the controllers attempted must have succeeded (a create answered 201 was
+    # once counted as a failure while the object was stored anyway)
+    failed = {
+        identity: [line["failed"] for line in world.reconcile_lines(identity) if line["failed"]]
+        for identity in world.processes
+    }
+    assert not any(failed.values()), failed
 
 
 def _started(setup: Setup, app_ns: str, identity: str = "replica-a") -> None:
