@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 from webhook.core.errors import InvalidHostError
 
+_IP_CHARS = re.compile(r"^[0-9a-fA-F:./]+$")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _LABEL_BODY = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 # one regex for the common, valid case; per-label diagnostics only when it fails
@@ -38,6 +39,9 @@ def normalize(host: str) -> str:
 
 def is_ip(host: str) -> bool:
     """True for an IPv4/IPv6 address or CIDR."""
+    if not _IP_CHARS.match(host):
+        # most hosts are names: skip the exception-raising parse on the admission path
+        return False
     try:
         ipaddress.ip_network(host, strict=False)
     except ValueError:
