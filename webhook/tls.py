@@ -56,6 +56,14 @@ class KeyPair:
     certificate: x509.Certificate
     key: ec.EllipticCurvePrivateKey
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> KeyPair:
+        """A pair read back from PEM; ValueError unless the key is an unencrypted EC key."""
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("expected an EC private key")
+        return cls(x509.load_pem_x509_certificate(cert_pem), key)
+
     def cert_pem(self) -> bytes:
         """The certificate as PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -119,19 +127,51 @@ def issue_serving_cert(ca: KeyPair, hosts: Sequence[str], *, days: int = 365) ->
     """A server certificate signed by ``ca`` for DNS names and IP addresses ``hosts``."""
     if not hosts:
         raise ValueError("a serving certificate needs at least one host")
+    return issue_cert(ca, hosts[0], hosts=hosts, server=True, days=days)
+
+
+def issue_cert(
+    ca: KeyPair,
+    common_name: str,
+    *,
+    organizations: Sequence[str] = (),
+    hosts: Sequence[str] = (),
+    server: bool = False,
+    client: bool = False,
+    days: int = 365,
+) -> KeyPair:
+    """A leaf certificate signed by ``ca`` for serving ``hosts`` and/or client authentication.
+
+    A client certificate's ``common_name`` and ``organizations`` are the Kubernetes user name and
+    groups the API server derives from it.
+    """
+    usages = []
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if not usages:
+        raise ValueError("a certificate needs a use: server, client or both")
     key = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if hosts:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False
+        )
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,

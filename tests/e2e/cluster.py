@@ -28,7 +28,6 @@ import ctypes
 import datetime as dt
 import functools
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -46,10 +45,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook import tls
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 TOOLS_BUILD_SCRIPT: Final = REPO_ROOT / "tools" / "build.sh"
@@ -378,52 +377,13 @@ class CertKey:
         key_path.write_bytes(self.key_pem)
 
 
-def _private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _validity() -> tuple[dt.datetime, dt.datetime]:
-    # Back-dated an hour so clock skew between processes never makes a cert "not yet valid".
-    now = dt.datetime.now(dt.UTC)
-    return now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
+def _pem(pair: tls.KeyPair) -> CertKey:
+    return CertKey(pair.cert_pem(), pair.key_pem())
 
 
 def new_ca(common_name: str) -> CertKey:
     """A self-signed CA (ECDSA P-256: fast to generate, accepted everywhere here)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    not_before, not_after = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return CertKey(cert.public_bytes(serialization.Encoding.PEM), _private_key_pem(key))
+    return _pem(tls.generate_ca(common_name, days=365))
 
 
 def issue_cert(
@@ -437,40 +397,19 @@ def issue_cert(
     client: bool = False,
 ) -> CertKey:
     """A leaf certificate signed by ``ca`` for TLS serving and/or client authentication."""
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise HarnessError("the harness CA key must be ECDSA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    not_before, not_after = _validity()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attributes))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
+    try:
+        signer = tls.KeyPair.from_pem(ca.cert_pem, ca.key_pem)
+    except ValueError as exc:
+        raise HarnessError(f"the harness CA is unusable: {exc}") from exc
+    pair = tls.issue_cert(
+        signer,
+        common_name,
+        organizations=organizations,
+        hosts=[*dns_names, *ip_addresses],
+        server=server,
+        client=client,
     )
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return CertKey(cert.public_bytes(serialization.Encoding.PEM), _private_key_pem(key))
+    return _pem(pair)
 
 
 def new_signing_key() -> CertKey:
@@ -479,7 +418,12 @@ def new_signing_key() -> CertKey:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return CertKey(public, _private_key_pem(key))
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return CertKey(public, private)
 
 
 # --------------------------------------------------------------------------------------

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.tls import (
+    KeyPair,
     ReloadingServerContext,
     dev_certificates,
     generate_ca,
     generate_files,
+    issue_cert,
     issue_serving_cert,
     server_context,
     write_pair,
@@ -119,6 +124,61 @@ def test_tls_1_1_is_refused(files: tuple[Path, Path, Path]) -> None:
 def test_issue_serving_cert_needs_a_host() -> None:
     with pytest.raises(ValueError, match="at least one host"):
         issue_serving_cert(generate_ca(), [])
+
+
+def _usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def test_a_client_certificate_names_the_user_and_groups_and_serves_nothing() -> None:
+    ca = generate_ca()
+    pair = issue_cert(ca, "admin", organizations=("system:masters", "ops"), client=True)
+    cert = pair.certificate
+    cert.verify_directly_issued_by(ca.certificate)
+    subject = cert.subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "admin"
+    assert [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "system:masters",
+        "ops",
+    ]
+    assert _usages(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_a_certificate_for_both_uses_carries_both_and_its_hosts() -> None:
+    pair = issue_cert(
+        generate_ca(), "kube-apiserver", hosts=["kubernetes", "10.0.0.1"], server=True, client=True
+    )
+    assert _usages(pair.certificate) == [
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
+    sans = pair.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["kubernetes"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
+
+
+def test_a_certificate_without_a_use_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a use"):
+        issue_cert(generate_ca(), "nobody", hosts=["localhost"])
+
+
+def test_a_pair_survives_a_pem_round_trip() -> None:
+    pair = issue_serving_cert(generate_ca(), ["localhost"])
+    again = KeyPair.from_pem(pair.cert_pem(), pair.key_pem())
+    assert again.certificate == pair.certificate
+    assert again.key_pem() == pair.key_pem()
+
+
+def test_a_pair_with_a_non_ec_key_is_refused() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ValueError, match="EC private key"):
+        KeyPair.from_pem(generate_ca().cert_pem(), pem)
 
 
 def test_dev_certificates_are_reused_while_valid(tmp_path: Path) -> None:
