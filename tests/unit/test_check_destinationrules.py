@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from webhook.core.decisions import Decision
+from tests.unit.builders import assert_denied_at, judge
 from webhook.core.engine import decide
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Operation, review_of_manifest
+from webhook.core.reviews import review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -52,10 +52,6 @@ def dr(namespace: str = "team-a", version: str = "v1", **spec: Any) -> dict[str,
 
 def tunnel(target: str) -> dict[str, Any]:
     return {"tunnel": {"protocol": "CONNECT", "targetHost": target, "targetPort": 443}}
-
-
-def judge(manifest: dict[str, Any], policy: Policy, operation: Operation = "CREATE") -> Decision:
-    return decide(review_of_manifest(manifest, operation=operation), policy)
 
 
 ALLOWED = {
@@ -163,10 +159,7 @@ def test_destination_rule_denied(
     manifest: dict[str, Any], field: str, words: str, policy: Policy
 ) -> None:
     decision = judge(manifest, policy)
-    assert not decision.allowed
-    matching = [v for v in decision.violations if v.field == field]
-    assert matching, decision.reason
-    assert any(words in v.message for v in matching), decision.reason
+    assert_denied_at(decision, field, words)
 
 
 def test_egress_namespace_rule_for_a_policy_host_is_allowed(policy: Policy) -> None:

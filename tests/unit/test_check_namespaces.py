@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import update_review
 from webhook.core.engine import decide
 from webhook.core.policy import Mode
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Review, review_of_manifest
+from webhook.core.reviews import review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -31,19 +32,7 @@ def judge(manifest: dict[str, Any], **kwargs: Any) -> Any:
 
 
 def update(old: dict[str, Any], new: dict[str, Any]) -> Any:
-    review = Review(
-        uid="u",
-        group="",
-        version="v1",
-        kind="Namespace",
-        operation="UPDATE",
-        namespace="",
-        name=new["metadata"]["name"],
-        object=new,
-        old_object=old,
-        username="alice",
-    )
-    return decide(review, BANZAI)
+    return decide(update_review(old, new), BANZAI)
 
 
 def fields(decision: Any) -> list[str]:

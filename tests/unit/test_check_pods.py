@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import update_review
 from webhook.core.checks import EmptyView
 from webhook.core.checks.pods import check_pod
 from webhook.core.engine import decide
 from webhook.core.policy import Mode
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Review, review_of_manifest
+from webhook.core.reviews import review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -442,19 +443,7 @@ def test_injected_pod_carrying_proxy_overrides_is_denied() -> None:
 
 
 def update(old: dict[str, Any], new: dict[str, Any], policy: Any = BANZAI) -> Any:
-    review = Review(
-        uid="u",
-        group="",
-        version="v1",
-        kind="Pod",
-        operation="UPDATE",
-        namespace=old["metadata"]["namespace"],
-        name=old["metadata"]["name"],
-        object=new,
-        old_object=old,
-        username="alice",
-    )
-    return decide(review, policy)
+    return decide(update_review(old, new), policy)
 
 
 def test_pod_update_adding_exclusion_annotation_is_denied() -> None:
@@ -644,19 +633,8 @@ def test_pod_check_judges_an_ephemeral_container_added_through_the_subresource()
     new["spec"]["ephemeralContainers"] = [
         {"name": "debugger", "image": "busybox", "securityContext": {"privileged": True}}
     ]
-    review = Review(
-        uid="u",
-        group="",
-        version="v1",
-        kind="Pod",
-        operation="UPDATE",
-        namespace="test-app",
-        name=old["metadata"]["name"],
-        object=new,
-        old_object=old,
-        username="alice",
-        sub_resource="ephemeralcontainers",
-    )
+    review = update_review(old, new, sub_resource="ephemeralcontainers")
+    assert review.namespace == "test-app"
     found = list(check_pod(review, BANZAI, EmptyView()))
     assert [v.field for v in found] == ["spec.ephemeralContainers[0].securityContext.privileged"]
     decision = decide(review, BANZAI)
@@ -669,17 +647,6 @@ def test_pod_check_judges_an_ephemeral_container_added_through_the_subresource()
 def test_status_subresource_is_not_judged() -> None:
     pod = injected_pod()
     pod["spec"]["hostNetwork"] = True
-    review = Review(
-        uid="u",
-        group="",
-        version="v1",
-        kind="Pod",
-        operation="UPDATE",
-        namespace="test-app",
-        name=pod["metadata"]["name"],
-        object=pod,
-        old_object=pod,
-        username="system:node:n1",
-        sub_resource="status",
-    )
+    review = update_review(pod, pod, username="system:node:n1", sub_resource="status")
+    assert review.namespace == "test-app"
     assert decide(review, BANZAI).allowed

@@ -6,11 +6,9 @@ from typing import Any
 
 import pytest
 
-from webhook.core.decisions import Decision
-from webhook.core.engine import decide
+from tests.unit.builders import assert_denied_at, judge
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Operation, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -68,10 +66,6 @@ def entry(
         "metadata": {"name": "se", "namespace": namespace},
         "spec": spec,
     }
-
-
-def judge(manifest: dict[str, Any], policy: Policy, operation: Operation = "CREATE") -> Decision:
-    return decide(review_of_manifest(manifest, operation=operation), policy)
 
 
 def private(**spec: Any) -> dict[str, Any]:
@@ -374,10 +368,7 @@ def test_tenant_service_entry_denied(
     spec: dict[str, Any], field: str, words: str, policy: Policy
 ) -> None:
     decision = judge(entry(spec), policy)
-    assert not decision.allowed
-    matching = [v for v in decision.violations if v.field == field]
-    assert matching, decision.reason
-    assert any(words in v.message for v in matching), decision.reason
+    assert_denied_at(decision, field, words)
 
 
 def test_denial_names_host_source_and_what_is_allowed(policy: Policy) -> None:
@@ -559,3 +550,25 @@ def test_egress_namespace_denial_says_not_a_policy_service(policy: Policy) -> No
     spec = {"hosts": ["pastebin.com"], "ports": TLS, "resolution": "DNS"}
     decision = judge(entry(spec, namespace="egress"), policy)
     assert "not an external service of the policy" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("namespace", "message"),
+    [
+        (
+            "team-a",
+            "port 8443 is not a port of payments (api.payments.example) for 'api.payments.example' "
+            "(allowed ports: 443)",
+        ),
+        ("egress", "port 8443 is not a port of payments (api.payments.example) (ports: 443)"),
+    ],
+)
+def test_a_port_refusal_names_the_service_and_its_ports(
+    namespace: str, message: str, policy: Policy
+) -> None:
+    spec = private(
+        hosts=["api.payments.example"], ports=[{"number": 8443, "name": "tls", "protocol": "TLS"}]
+    )
+    decision = judge(entry(spec, namespace=namespace), policy)
+    assert not decision.allowed
+    assert message in (decision.reason or ""), decision.reason

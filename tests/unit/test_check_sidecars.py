@@ -8,12 +8,9 @@ from typing import Any
 
 import pytest
 
-from webhook.core.checks import ClusterView, EmptyView
-from webhook.core.decisions import Decision
-from webhook.core.engine import decide
+from tests.unit.builders import assert_denied_at, judge
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Operation, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -95,17 +92,6 @@ def sidecar(
         "metadata": meta,
         "spec": spec,
     }
-
-
-def judge(
-    manifest: dict[str, Any],
-    policy: Policy,
-    operation: Operation = "CREATE",
-    view: ClusterView | None = None,
-) -> Decision:
-    return decide(
-        review_of_manifest(manifest, operation=operation), policy, view=view or EmptyView()
-    )
 
 
 ALLOWED = {
@@ -244,10 +230,7 @@ DENIED: dict[str, tuple[dict[str, Any], str, str]] = {
 @pytest.mark.parametrize(("manifest", "field", "words"), DENIED.values(), ids=DENIED.keys())
 def test_sidecar_denied(manifest: dict[str, Any], field: str, words: str, policy: Policy) -> None:
     decision = judge(manifest, policy)
-    assert not decision.allowed
-    matching = [v for v in decision.violations if v.field == field]
-    assert matching, decision.reason
-    assert any(words in v.message for v in matching), decision.reason
+    assert_denied_at(decision, field, words)
 
 
 def test_tilde_prefix_subtracts_on_istio_1_31() -> None:

@@ -6,11 +6,9 @@ from typing import Any
 
 import pytest
 
-from webhook.core.decisions import Decision
-from webhook.core.engine import decide
+from tests.unit.builders import assert_denied_at, judge
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Operation, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -56,10 +54,6 @@ def vs(namespace: str = "team-a", version: str = "v1", **spec: Any) -> dict[str,
 def to(host: str, **extra: Any) -> dict[str, Any]:
     """An http route to ``host``."""
     return {"route": [{"destination": {"host": host}}], **extra}
-
-
-def judge(manifest: dict[str, Any], policy: Policy, operation: Operation = "CREATE") -> Decision:
-    return decide(review_of_manifest(manifest, operation=operation), policy)
 
 
 ALLOWED = {
@@ -305,10 +299,7 @@ def test_tenant_virtual_service_denied(
     manifest: dict[str, Any], field: str, words: str, policy: Policy
 ) -> None:
     decision = judge(manifest, policy)
-    assert not decision.allowed
-    matching = [v for v in decision.violations if v.field == field]
-    assert matching, decision.reason
-    assert any(words in v.message for v in matching), decision.reason
+    assert_denied_at(decision, field, words)
 
 
 def test_labelled_denial_names_source_and_what_it_may_reach(policy: Policy) -> None:

@@ -6,11 +6,9 @@ from typing import Any
 
 import pytest
 
-from webhook.core.decisions import Decision
-from webhook.core.engine import decide
+from tests.unit.builders import judge
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
-from webhook.core.reviews import Operation, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -51,10 +49,6 @@ def workload(
         "metadata": {"name": "w", "namespace": namespace},
         "spec": spec,
     }
-
-
-def judge(manifest: dict[str, Any], policy: Policy, operation: Operation = "CREATE") -> Decision:
-    return decide(review_of_manifest(manifest, operation=operation), policy)
 
 
 @pytest.mark.parametrize("kind", ["WorkloadEntry", "WorkloadGroup"])

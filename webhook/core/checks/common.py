@@ -22,6 +22,17 @@ from webhook.core.policy_parsing import is_overbroad
 
 MESH = "mesh"
 UNIX_PREFIX = "unix://"
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+
+def ambient_mode(labels: Mapping[str, str]) -> str | None:
+    """The ``istio.io/dataplane-mode`` label when it enrols workloads in ambient, else None.
+
+    Only ``none`` (the opt-out) keeps them on sidecars; any other value counts as ambient, so a
+    mode a newer Istio adds cannot slip past a namespace or pod check.
+    """
+    mode = labels.get(DATAPLANE_MODE)
+    return mode if mode is not None and mode != "none" else None
 
 
 def type_name(value: Any) -> str:

@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader
+from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
 INJECTION = "istio-injection"
 REVISION = "istio.io/rev"
-DATAPLANE_MODE = "istio.io/dataplane-mode"
 ENABLED = "enabled"
 
 
@@ -56,8 +55,8 @@ def check_namespace(review: Review, policy: Policy, view: ClusterView) -> Iterab
             "an empty revision selects no injector, so the namespace's pods would start "
             f"without a proxy; name a control-plane revision or set {INJECTION}={ENABLED}",
         )
-    mode = labels.get(DATAPLANE_MODE)
-    if mode is not None and mode != "none":
+    mode = ambient_mode(labels)
+    if mode is not None:
         reader.add(
             f"metadata.labels[{DATAPLANE_MODE}]",
             f"{mode!r} moves the namespace to the ambient data plane, which ignores Sidecar "

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader
+from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -36,7 +36,6 @@ TEMPLATES = "inject.istio.io/templates"
 PROXY_CONFIG = "proxy.istio.io/config"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 INCLUDE_OUTBOUND_IPS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
-DATAPLANE_MODE = "istio.io/dataplane-mode"
 
 # names the injector gives its containers (enable-core-dump only with the enableCoreDump option)
 INJECTED_CONTAINERS = frozenset(
@@ -307,8 +306,8 @@ def _check_capture(
         if key in annotations:
             reader.add(f"{meta}[{key}]", f"{effect}; remove it")
     _check_proxy_config(reader, meta, annotations.get(PROXY_CONFIG))
-    mode_label = labels.get(DATAPLANE_MODE)
-    if mode_label is not None and mode_label != "none":
+    mode_label = ambient_mode(labels)
+    if mode_label is not None:
         reader.add(
             f"{shape.meta_path}.labels[{DATAPLANE_MODE}]",
             f"{mode_label!r} enrols the pod in the ambient data plane, which ignores Sidecar "

@@ -135,20 +135,37 @@ def _check_tenant(
         if not granted:
             reader.add(path, _denial(policy, host, namespace, visible, allowed))
             continue
-        numbers = frozenset().union(*(policy.services[s].port_numbers for s in granted))
-        for port in entry.ports:
-            if port.number not in numbers:
-                reader.add(
-                    f"{port.path}.number",
-                    f"port {port.number} is not a port of {policy.describe_allowed(granted)} "
-                    f"for {host!r} (allowed ports: {', '.join(map(str, sorted(numbers)))})",
-                )
+        _check_ports(reader, policy, entry.ports, granted, host=host)
     for path, address in entry.addresses:
         problem = address_problem(policy, normalize(address), allowed, source)
         if problem:
             reader.add(path, problem)
     for path, address in entry.endpoints:
         destination_problem(policy, reader, address, path, allowed, source)
+
+
+def _check_ports(
+    reader: Reader,
+    policy: Policy,
+    ports: Iterable[_Port],
+    granted: frozenset[str],
+    *,
+    host: str | None = None,
+) -> None:
+    """Every port must be a port of a ``granted`` service (the one a tenant ``host`` names)."""
+    numbers = frozenset().union(*(policy.services[s].port_numbers for s in granted))
+    listed = ", ".join(map(str, sorted(numbers)))
+    for port in ports:
+        if port.number in numbers:
+            continue
+        if host is None:
+            detail = f"(ports: {listed or 'none'})"
+        else:
+            detail = f"for {host!r} (allowed ports: {listed})"
+        reader.add(
+            f"{port.path}.number",
+            f"port {port.number} is not a port of {policy.describe_allowed(granted)} {detail}",
+        )
 
 
 def _denial(
@@ -194,14 +211,7 @@ def _check_egress_namespace(reader: Reader, policy: Policy, entry: _Entry) -> No
     granted = frozenset(services)
     if not granted:
         return
-    numbers = frozenset().union(*(policy.services[s].port_numbers for s in granted))
-    for port in entry.ports:
-        if port.number not in numbers:
-            reader.add(
-                f"{port.path}.number",
-                f"port {port.number} is not a port of {policy.describe_allowed(granted)} "
-                f"(ports: {', '.join(map(str, sorted(numbers))) or 'none'})",
-            )
+    _check_ports(reader, policy, entry.ports, granted)
     for path, address in entry.addresses:
         if not policy.address_allowed(normalize(address), granted):
             reader.add(

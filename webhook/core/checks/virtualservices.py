@@ -13,8 +13,9 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
@@ -125,39 +126,19 @@ def _routes(
                     labels = reader.labels(match.get("sourceLabels"), f"{mpath}.sourceLabels")
                     sources.append(_Source(sns or namespace, labels or None))
             destinations: list[tuple[str, str]] = []
-            for dpath, dest in reader.mappings(item.get("route"), f"{rpath}.route"):
-                target = reader.mapping(dest.get("destination"), f"{dpath}.destination")
-                _add_host(
-                    reader,
-                    destinations,
-                    target.get("host"),
-                    f"{dpath}.destination.host",
-                    namespace,
-                    domain,
-                )
+            for hpath, value in _destination_hosts(reader, item.get("route"), f"{rpath}.route"):
+                _add_host(reader, destinations, value, hpath, namespace, domain)
             redirects: list[tuple[str, str]] = []
             rewrites: list[tuple[str, str]] = []
             delegate = None
             if kind == "http":
                 mirror = reader.mapping(item.get("mirror"), f"{rpath}.mirror")
-                _add_host(
-                    reader,
-                    destinations,
-                    mirror.get("host"),
-                    f"{rpath}.mirror.host",
-                    namespace,
-                    domain,
+                mirrors = chain(
+                    [(f"{rpath}.mirror.host", mirror.get("host"))],
+                    _destination_hosts(reader, item.get("mirrors"), f"{rpath}.mirrors"),
                 )
-                for mpath, mirrored in reader.mappings(item.get("mirrors"), f"{rpath}.mirrors"):
-                    target = reader.mapping(mirrored.get("destination"), f"{mpath}.destination")
-                    _add_host(
-                        reader,
-                        destinations,
-                        target.get("host"),
-                        f"{mpath}.destination.host",
-                        namespace,
-                        domain,
-                    )
+                for hpath, value in mirrors:
+                    _add_host(reader, destinations, value, hpath, namespace, domain)
                 for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
                     part = reader.mapping(item.get(field_name), f"{rpath}.{field_name}")
                     path = f"{rpath}.{field_name}.authority"
@@ -182,6 +163,14 @@ def _routes(
                 )
             )
     return routes, gateway_entries
+
+
+def _destination_hosts(reader: Reader, items: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """``(path, raw host)`` of each entry's ``destination``: ``route`` and ``mirrors`` alike."""
+    # lazily, so each entry's problems are reported in document order with its host's
+    for epath, entry in reader.mappings(items, path):
+        target = reader.mapping(entry.get("destination"), f"{epath}.destination")
+        yield f"{epath}.destination.host", target.get("host")
 
 
 def _add_host(
