@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kubernetes import client
@@ -312,39 +313,39 @@ class Reconciler:
         actual = [obj for obj in actual if (obj.get("metadata") or {}).get("namespace") in known]
         to_apply, to_delete = plan_changes(desired, actual)
         for manifest in to_apply:
-            self.heartbeat.beat()  # progress: only a write that hangs stalls the loop
-            if not self.elector.is_leader():
-                result.skipped = True
+            if not self._still_leading(result):
                 return result
             if (manifest.get("metadata") or {}).get("namespace") not in writable:
                 continue
-            try:
-                converge(self.writer, manifest)
-            except Exception as exc:
-                result.failed.append(_label(manifest))
-                logger.warning(
-                    "apply failed",
-                    extra={"fields": {"object": _label(manifest), "error": repr(exc)[:300]}},
-                )
-                continue
-            result.applied.append(_label(manifest))
-            self.metrics.writes.labels(manifest["kind"], "apply").inc()
+            self._write(result, manifest, "apply", partial(converge, self.writer, manifest))
         for obj in to_delete:
-            self.heartbeat.beat()  # progress: only a write that hangs stalls the loop
-            if not self.elector.is_leader():
-                result.skipped = True
+            if not self._still_leading(result):
                 return result
             if kind_of(obj).kind not in synced_kinds:
                 continue
-            try:
-                self.writer.delete(obj)
-            except Exception as exc:
-                result.failed.append(_label(obj))
-                logger.warning(
-                    "delete failed",
-                    extra={"fields": {"object": _label(obj), "error": repr(exc)[:300]}},
-                )
-                continue
-            result.deleted.append(_label(obj))
-            self.metrics.writes.labels(obj["kind"], "delete").inc()
+            self._write(result, obj, "delete", partial(self.writer.delete, obj))
         return result
+
+    def _still_leading(self, result: SyncResult) -> bool:
+        """Checked before every write: a replica that lost the lease stops mid-pass."""
+        self.heartbeat.beat()  # progress: only a write that hangs stalls the loop
+        if self.elector.is_leader():
+            return True
+        result.skipped = True
+        return False
+
+    def _write(
+        self, result: SyncResult, obj: Mapping[str, Any], action: str, write: Callable[[], Any]
+    ) -> None:
+        """One write; a failure is recorded and logged, and the pass goes on with the rest."""
+        try:
+            write()
+        except Exception as exc:
+            result.failed.append(_label(obj))
+            logger.warning(
+                f"{action} failed",
+                extra={"fields": {"object": _label(obj), "error": repr(exc)[:300]}},
+            )
+            return
+        (result.applied if action == "apply" else result.deleted).append(_label(obj))
+        self.metrics.writes.labels(obj["kind"], action).inc()
