@@ -40,6 +40,7 @@ from webhook.core.policy_schema import POLICY_SCHEMA
 from webhook.core.reviews import OPERATIONS, Operation, Review, parse_review, review_of_manifest
 from webhook.settings import (
     DEFAULT_BIND,
+    DEFAULT_DECISION_CACHE_SIZE,
     DEFAULT_KEEPALIVE_SECONDS,
     ConfigMapRef,
     Settings,
@@ -167,6 +168,14 @@ def source_for(settings: Settings) -> PolicySource:
     help="Log allowed decisions too (denials are always logged).",
 )
 @click.option(
+    "--decision-cache-size",
+    default=DEFAULT_DECISION_CACHE_SIZE,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Validation decisions kept for identical reviews (GitOps dry-runs, apply retries); "
+    "0 turns the cache off.",
+)
+@click.option(
     "--cluster-view/--no-cluster-view",
     default=None,
     help="Watch the cluster's Sidecars for the checks that depend on them "
@@ -190,6 +199,7 @@ def serve(
     policy_poll_interval: float,
     log_level: str,
     log_allowed: bool,
+    decision_cache_size: int,
     cluster_view: bool | None,
     dev_cert_dir: Path | None,
 ) -> None:
@@ -224,6 +234,7 @@ def serve(
             policy_poll_interval=policy_poll_interval,
             log_level=log_level,
             log_allowed=log_allowed,
+            decision_cache_size=decision_cache_size,
         )
         settings.host_port  # noqa: B018  (validates --bind before gunicorn does)
         if ref is not None:

@@ -14,6 +14,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 # the API server keeps idle webhook connections for 90 s; closing earlier costs a new handshake
 DEFAULT_KEEPALIVE_SECONDS = 120
 DEFAULT_BIND = "127.0.0.1:8443"
+# about 1 KiB an entry (measured), so a few MiB; more distinct objects than most clusters resubmit
+DEFAULT_DECISION_CACHE_SIZE = 4096
 
 
 def split_host_port(text: str, *, option: str = "--bind") -> tuple[str, int]:
@@ -68,6 +70,8 @@ class Settings:
     log_level: str = "info"
     # log one line per allowed decision too (denials and audits are always logged)
     log_allowed: bool = True
+    # decisions kept for identical reviews (GitOps dry-runs, apply retries); 0 turns it off
+    decision_cache_size: int = DEFAULT_DECISION_CACHE_SIZE
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
@@ -76,6 +80,8 @@ class Settings:
             raise ValueError("--policy and --policy-configmap are mutually exclusive")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be at least 1")
+        if self.decision_cache_size < 0:
+            raise ValueError("--decision-cache-size must be 0 (off) or more")
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -369,6 +370,27 @@ def test_metrics_expose_the_series(session: requests.Session, service: Service) 
         'egress_guard_certificate_reloads_total{result="failure"} 0.0',
     ):
         assert series in text, series
+
+
+def cache_hits(session: requests.Session, service: Service) -> float:
+    text = session.get(service.url + "/metrics", timeout=HTTP_TIMEOUT).text
+    found = re.search(r'^egress_guard_decision_cache_total\{result="hit"\} (\S+)$', text, re.M)
+    assert found, "no decision cache series"
+    return float(found.group(1))
+
+
+def test_a_resubmitted_review_is_answered_from_the_decision_cache(
+    session: requests.Session, service: Service
+) -> None:
+    # a host no other test uses, so the first answer is a miss whatever ran before
+    host = f"cache-{uuid.uuid4().hex[:8]}.evil.io"
+    before = cache_hits(session, service)
+    first = post(session, service, "/validate", se_review(host, uid="cache-1")).json()
+    again = post(session, service, "/validate", se_review(host, uid="cache-2", dry_run=True)).json()
+    assert cache_hits(session, service) == before + 1
+    assert (first["response"]["uid"], again["response"]["uid"]) == ("cache-1", "cache-2")
+    assert first["response"]["allowed"] is again["response"]["allowed"] is False
+    assert again["response"]["status"] == first["response"]["status"]
 
 
 def test_each_decision_is_one_json_log_line(session: requests.Session, service: Service) -> None:

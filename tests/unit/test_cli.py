@@ -321,6 +321,7 @@ def test_certs_generate_writes_a_ca_and_a_serving_pair(tmp_path: Path) -> None:
         (["--policy-configmap", "nonamespace"], "NAMESPACE/NAME"),
         (["--kubeconfig", "kc"], "only makes sense"),
         (["--bind", "localhost"], "HOST:PORT"),
+        (["--decision-cache-size", "-1"], "--decision-cache-size"),
     ],
 )
 def test_serve_rejects_inconsistent_flags(tmp_path: Path, args: list[str], fragment: str) -> None:

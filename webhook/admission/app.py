@@ -6,6 +6,8 @@ environment.  The review routes are lean on purpose: the decision costs microsec
 per-request machinery costs more, so ``POST /validate`` and ``POST /mutate`` are served by a small
 WSGI middleware in front of flask: the body is read once, parsed with orjson, decided, and
 answered with pre-serialized bytes, with one JSON log line per decision and nothing else.
+Validation decisions of identical reviews come from a bounded cache (``decision_cache``); the
+response, with the request's own uid, is built afresh every time.
 
 Refusals: a body that is not an AdmissionReview v1 gets 400, a wrong content type 415, a body over
 the limit 413 (refused from ``Content-Length`` before reading; gunicorn then drains at most 64 KiB
@@ -27,12 +29,12 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from webhook.admission.decision_cache import DecisionCache
 from webhook.admission.metrics import Metrics
 from webhook.admission.policy_store import LoadedPolicy, PolicyStore
 from webhook.admission.responses import error_body, review_response
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.decisions import Decision
-from webhook.core.engine import decide
 from webhook.core.errors import ReviewError
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review, parse_review
@@ -111,12 +113,14 @@ class _Handler:
         mutator: Mutator,
         view: ClusterView,
         log_allowed: bool,
+        cache_size: int,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.mutator = mutator
         self.view = view
         self.log_allowed = log_allowed
+        self.cache = DecisionCache(view, size=cache_size, on_lookup=metrics.decision_cache_lookup)
 
     def answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
         """Answer one POST to ``/validate`` or ``/mutate``."""
@@ -156,11 +160,12 @@ class _Handler:
     def validate(self, review: Review, started: float) -> bytes:
         """Decide a review against the policy in force."""
         loaded = self.store.current
+        cached: bool | None = None
         if loaded is None:
             decision = Decision(False, NO_POLICY)
         else:
             try:
-                decision = decide(review, loaded.policy, view=self.view)
+                decision, cached = self.cache.decide(review, loaded.policy)
             except Exception:
                 # a bug in a check must not become a 500 the API server retries blindly
                 logger.exception("decision failed", extra={"fields": {"uid": review.uid}})
@@ -171,7 +176,9 @@ class _Handler:
             message=decision.reason,
             warnings=decision.warnings,
         )
-        self.finish("validate", review, loaded, decision.verdict, decision.reason, started)
+        self.finish(
+            "validate", review, loaded, decision.verdict, decision.reason, started, cached=cached
+        )
         return body
 
     def mutate(self, review: Review, started: float) -> bytes:
@@ -205,8 +212,10 @@ class _Handler:
         verdict: str,
         reason: str,
         started: float,
+        *,
+        cached: bool | None = None,
     ) -> None:
-        """Count, time and log one decision."""
+        """Count, time and log one decision (``cached``: a cache hit, miss, or not looked up)."""
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(endpoint, review.kind, review.operation, verdict).inc()
         self.metrics.latency.labels(endpoint).observe(elapsed)
@@ -228,6 +237,7 @@ class _Handler:
                     "reason": reason,
                     "policy_revision": loaded.revision if loaded else "",
                     "dry_run": review.dry_run,
+                    "cache": "" if cached is None else "hit" if cached else "miss",
                     "latency_ms": round(elapsed * 1000, 3),
                 }
             },
@@ -318,6 +328,7 @@ def create_app(
         mutator=mutator or default_mutator(),
         view=view or EmptyView(),
         log_allowed=settings.log_allowed,
+        cache_size=settings.decision_cache_size,
     )
 
     def flask_review(endpoint: str) -> Callable[[], Response]:

@@ -85,10 +85,19 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.decision_cache = Counter(
+            "egress_guard_decision_cache",
+            "Decision cache lookups, by result (hit or miss); reviews not worth caching are "
+            "not counted.",
+            ["result"],
+            registry=self.registry,
+        )
         # touch the label sets so every series exists from the first scrape
         for result in ("success", "failure"):
             self.reloads.labels(result)
             self.cert_reloads.labels(result)
+        for result in ("hit", "miss"):
+            self.decision_cache.labels(result)
 
     def watch(self, store: PolicyStore) -> None:
         """Export the store's policy gauges and count its reloads."""
@@ -98,6 +107,10 @@ class Metrics:
     def policy_reloaded(self, result: ReloadResult) -> None:
         """Count one policy update."""
         self.reloads.labels("success" if result.ok else "failure").inc()
+
+    def decision_cache_lookup(self, hit: bool) -> None:
+        """Count one decision cache lookup."""
+        self.decision_cache.labels("hit" if hit else "miss").inc()
 
     def certificate_reloaded(self, ok: bool, error: str) -> None:
         """Count one certificate reload."""

@@ -26,6 +26,8 @@ class SidecarView:
         # per-namespace index so a review costs one dict lookup, whatever the cluster size
         self._by_namespace: dict[str, dict[str, Mapping[str, Any]]] = {}
         self._lock = threading.Lock()
+        # bumped on every event so cached decisions that read this view can tell they are stale
+        self._generation = 0
         self.informer = Informer(
             api.list_cluster_custom_object,
             SIDECAR.group,
@@ -40,6 +42,7 @@ class SidecarView:
             return
         namespace, name = key_of(obj)
         with self._lock:
+            self._generation += 1
             bucket = self._by_namespace.setdefault(namespace, {})
             if kind == "DELETED":
                 bucket.pop(name, None)
@@ -60,6 +63,11 @@ class SidecarView:
     def synced(self) -> bool:
         """True once the cache holds a full list."""
         return self.informer.synced
+
+    @property
+    def generation(self) -> int:
+        """A counter that changes whenever any Sidecar is added, changed or deleted."""
+        return self._generation
 
     def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         """Sidecar objects currently in ``namespace``."""
