@@ -13,10 +13,8 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from itertools import chain
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
@@ -35,21 +33,24 @@ from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
 _ROUTE_KINDS = ("http", "tls", "tcp")
+_HTTP_EXTRAS = frozenset(("mirror", "mirrors", "redirect", "rewrite", "delegate"))
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
+# _Source and _Route are NamedTuples rather than frozen dataclasses: one of each is built per
+# route on the admission path, and a frozen dataclass's __init__ costs several times more
+
+
+class _Source(NamedTuple):
     """Client workloads a mesh route applies to (``sourceNamespace`` / ``sourceLabels``)."""
 
     namespace: str
-    labels: Mapping[str, str] | None
+    # label items in document order (hashable, so equal sources share one policy lookup)
+    labels: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
+class _Route(NamedTuple):
     """One http/tls/tcp rule reduced to what matters for egress."""
 
-    path: str
     gateways: frozenset[str]
     sources: tuple[_Source, ...]
     destinations: tuple[tuple[str, str], ...]
@@ -63,6 +64,83 @@ class _Route:
         return MESH in self.gateways
 
 
+class _Memo:
+    """Answers that one decision needs again and again, computed once.
+
+    Generated VirtualServices repeat the same client labels, destination host and gateway over
+    dozens of routes; each distinct one is looked up once per decision.
+    """
+
+    __slots__ = ("_allowed", "_gateways", "_hosts", "_sources", "domain", "namespace", "policy")
+
+    def __init__(self, policy: Policy, namespace: str) -> None:
+        self.policy = policy
+        self.namespace = namespace
+        self.domain = policy.cluster_domain
+        self._hosts: dict[str, str] = {}
+        self._sources: dict[_Source, tuple[frozenset[str], str]] = {}
+        self._allowed: dict[tuple[bool, tuple[_Source, ...]], tuple[frozenset[str], str]] = {}
+        self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
+
+    def host(self, reader: Reader, value: str, path: str) -> str | None:
+        """``reader.host`` for a route destination, remembered when valid."""
+        checked = self._hosts.get(value)
+        if checked is None:
+            # invalid hosts are not remembered: each occurrence is reported at its own path
+            checked = reader.host(
+                value, path, expand_in=self.namespace, cluster_domain=self.domain, allow_ip=True
+            )
+            if checked is not None:
+                self._hosts[value] = checked
+        return checked
+
+    def route_allowed(self, route: _Route) -> tuple[frozenset[str], str]:
+        """Services every client of the route may reach, and who those clients are."""
+        key = (route.mesh, route.sources)
+        found = self._allowed.get(key)
+        if found is None:
+            found = self._allowed[key] = self._route_allowed(route)
+        return found
+
+    def _route_allowed(self, route: _Route) -> tuple[frozenset[str], str]:
+        namespace = self.namespace
+        if not route.mesh:
+            return self.policy.allowed_for_some(namespace), f"workloads of namespace {namespace}"
+        allowed: frozenset[str] | None = None
+        who: list[str] = []
+        for source in route.sources:
+            found, described = self._source_allowed(source)
+            who.append(described)
+            allowed = found if allowed is None else allowed & found
+        return allowed or frozenset(), " and ".join(sorted(set(who))) or f"namespace {namespace}"
+
+    def _source_allowed(self, source: _Source) -> tuple[frozenset[str], str]:
+        found = self._sources.get(source)
+        if found is None:
+            if source.labels:
+                workloads = Workloads(source.namespace, dict(source.labels))
+                found = self.policy.allowed_for(workloads), workloads.describe()
+            else:
+                found = (
+                    self.policy.allowed_for_some(source.namespace),
+                    f"workloads of namespace {source.namespace}",
+                )
+            self._sources[source] = found
+        return found
+
+    def gateway_problems(
+        self, fqdn: str, route_hosts: tuple[str, ...], allowed: frozenset[str], source: str
+    ) -> tuple[str, ...]:
+        """``_gateway_problems``, once per distinct question."""
+        key = (fqdn, route_hosts, allowed, source)
+        found = self._gateways.get(key)
+        if found is None:
+            found = self._gateways[key] = _gateway_problems(
+                self.policy, fqdn, route_hosts, allowed, source
+            )
+        return found
+
+
 @checks("networking.istio.io", "VirtualService")
 def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """Every route of a VirtualService must lead to an allowed place by an allowed path."""
@@ -71,17 +149,18 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
         return ()
     reader = Reader()
     namespace = review.namespace
+    memo = _Memo(policy, namespace)
     spec = reader.spec(review.object)
     hosts = _hosts(reader, policy, spec, namespace)
     top = reader.strings(spec.get("gateways"), "spec.gateways")
     top_refs = tuple(ref for _, ref in top) or (MESH,)
-    routes, gateway_entries = _routes(reader, policy, spec, namespace, top_refs)
+    routes, gateway_entries = _routes(reader, memo, spec, top_refs)
     gateway_entries = top + gateway_entries
     if policy.is_egress_namespace(namespace):
-        _check_egress_namespace(reader, policy, namespace, hosts, routes, gateway_entries)
+        _check_egress_namespace(reader, memo, hosts, routes, gateway_entries)
     else:
         exported = visibility(reader, spec.get("exportTo"), namespace).beyond(namespace)
-        _check_tenant(reader, policy, namespace, hosts, routes, gateway_entries, top_refs, exported)
+        _check_tenant(reader, memo, hosts, routes, gateway_entries, top_refs, exported)
     return reader.violations
 
 
@@ -98,87 +177,207 @@ def _hosts(
     return hosts
 
 
+# Field paths are built only where a value is kept for a later message (a destination, a
+# gateway reference) or when a value has the wrong shape: a route that is fine costs no strings.
+
+
+def _is_object(value: Any) -> bool:
+    # exact dicts are what JSON gives; the ABC check is the slow path for other mappings
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _objects(
+    reader: Reader, value: Any, prefix: str, name: str = ""
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """``(i, item)`` for each object of the list at ``prefix + name``, as ``Reader.mappings``."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        for item in value:
+            if type(item) is not dict and not isinstance(item, Mapping):
+                break
+        else:
+            return list(enumerate(value))
+    # some shape is wrong: let the reader report it, in its words and order
+    reader.mappings(value, prefix + name)
+    if not isinstance(value, list | tuple):
+        return []
+    return [(i, item) for i, item in enumerate(value) if _is_object(item)]
+
+
+def _object(reader: Reader, value: Any, prefix: str, name: str) -> Mapping[str, Any]:
+    """``value`` if it is an object, as ``Reader.mapping``."""
+    if value is None or _is_object(value):
+        return value or {}
+    return reader.mapping(value, prefix + name)
+
+
+def _string(reader: Reader, value: Any, prefix: str, name: str) -> str | None:
+    """``value`` if it is a string, as ``Reader.string``."""
+    if value is None or isinstance(value, str):
+        return value
+    return reader.string(value, prefix + name)
+
+
 def _routes(
-    reader: Reader,
-    policy: Policy,
-    spec: Mapping[str, Any],
-    namespace: str,
-    top_refs: tuple[str, ...],
+    reader: Reader, memo: _Memo, spec: Mapping[str, Any], top_refs: tuple[str, ...]
 ) -> tuple[list[_Route], list[tuple[str, str]]]:
-    domain = policy.cluster_domain
+    namespace = memo.namespace
+    top = frozenset(top_refs)
     routes: list[_Route] = []
     gateway_entries: list[tuple[str, str]] = []
     for kind in _ROUTE_KINDS:
-        for rpath, item in reader.mappings(spec.get(kind), f"spec.{kind}"):
-            gateways: set[str] = set()
-            sources: list[_Source] = []
-            matches = reader.mappings(item.get("match"), f"{rpath}.match")
-            if not matches:
-                gateways.update(top_refs)
-                sources.append(_Source(namespace, None))
-            for mpath, match in matches:
-                own = reader.strings(match.get("gateways"), f"{mpath}.gateways")
-                gateway_entries.extend(own)
-                refs = tuple(ref for _, ref in own) or top_refs
-                gateways.update(refs)
-                if MESH in refs:
-                    sns = reader.string(match.get("sourceNamespace"), f"{mpath}.sourceNamespace")
-                    labels = reader.labels(match.get("sourceLabels"), f"{mpath}.sourceLabels")
-                    sources.append(_Source(sns or namespace, labels or None))
+        base = f"spec.{kind}"
+        for i, item in _objects(reader, spec.get(kind), base):
+            rpath = f"{base}[{i}]"
+            gateways, sources = _clients(
+                reader, item.get("match"), rpath, namespace, top, gateway_entries
+            )
             destinations: list[tuple[str, str]] = []
-            for hpath, value in _destination_hosts(reader, item.get("route"), f"{rpath}.route"):
-                _add_host(reader, destinations, value, hpath, namespace, domain)
+            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route")
             redirects: list[tuple[str, str]] = []
             rewrites: list[tuple[str, str]] = []
             delegate = None
-            if kind == "http":
-                mirror = reader.mapping(item.get("mirror"), f"{rpath}.mirror")
-                mirrors = chain(
-                    [(f"{rpath}.mirror.host", mirror.get("host"))],
-                    _destination_hosts(reader, item.get("mirrors"), f"{rpath}.mirrors"),
+            # only http rules mirror, redirect, rewrite or delegate, and most do none of it
+            if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
+                delegate = _http_extras(
+                    reader, memo, item, rpath, destinations, redirects, rewrites
                 )
-                for hpath, value in mirrors:
-                    _add_host(reader, destinations, value, hpath, namespace, domain)
-                for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
-                    part = reader.mapping(item.get(field_name), f"{rpath}.{field_name}")
-                    path = f"{rpath}.{field_name}.authority"
-                    authority = reader.string(part.get("authority"), path)
-                    if authority:
-                        _add_host(
-                            reader, found, split_authority(authority), path, namespace, domain
-                        )
-                target = reader.mapping(item.get("delegate"), f"{rpath}.delegate")
-                if target:
-                    dns = reader.string(target.get("namespace"), f"{rpath}.delegate.namespace")
-                    delegate = (f"{rpath}.delegate", dns or namespace)
             routes.append(
                 _Route(
-                    path=rpath,
-                    gateways=frozenset(gateways),
-                    sources=tuple(sources),
-                    destinations=tuple(destinations),
-                    redirects=tuple(redirects),
-                    rewrites=tuple(rewrites),
-                    delegate=delegate,
+                    gateways,
+                    sources,
+                    tuple(destinations),
+                    tuple(redirects),
+                    tuple(rewrites),
+                    delegate,
                 )
             )
     return routes, gateway_entries
 
 
-def _destination_hosts(reader: Reader, items: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """``(path, raw host)`` of each entry's ``destination``: ``route`` and ``mirrors`` alike."""
-    # lazily, so each entry's problems are reported in document order with its host's
-    for epath, entry in reader.mappings(items, path):
-        target = reader.mapping(entry.get("destination"), f"{epath}.destination")
-        yield f"{epath}.destination.host", target.get("host")
+def _http_extras(
+    reader: Reader,
+    memo: _Memo,
+    item: Mapping[str, Any],
+    rpath: str,
+    destinations: list[tuple[str, str]],
+    redirects: list[tuple[str, str]],
+    rewrites: list[tuple[str, str]],
+) -> tuple[str, str] | None:
+    """Add an http rule's mirrors, redirect and rewrite authorities; its delegate, if any."""
+    mirror = item.get("mirror")
+    if mirror is not None:
+        mirror = _object(reader, mirror, rpath, ".mirror")
+        _add_host(reader, memo, destinations, mirror.get("host"), rpath, ".mirror.host")
+    mirrors = item.get("mirrors")
+    if mirrors is not None:
+        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors")
+    for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
+        part = item.get(field_name)
+        if part is None:
+            continue
+        authority = _object(reader, part, rpath, f".{field_name}").get("authority")
+        if authority is None:
+            continue
+        path = f"{rpath}.{field_name}.authority"
+        authority = reader.string(authority, path)
+        if authority:
+            _add_host(reader, memo, found, split_authority(authority), path)
+    target = item.get("delegate")
+    if target is not None:
+        target = _object(reader, target, rpath, ".delegate")
+        if target:
+            dns = _string(reader, target.get("namespace"), rpath, ".delegate.namespace")
+            return f"{rpath}.delegate", dns or memo.namespace
+    return None
+
+
+def _clients(
+    reader: Reader,
+    value: Any,
+    rpath: str,
+    namespace: str,
+    top: frozenset[str],
+    gateway_entries: list[tuple[str, str]],
+) -> tuple[frozenset[str], tuple[_Source, ...]]:
+    """The gateways a rule applies to and, for the mesh, which client workloads it steers."""
+    matches = _objects(reader, value, rpath, ".match")
+    if not matches:
+        return top, (_Source(namespace),)
+    # most rules name no gateways of their own: then the top-level set is shared, not rebuilt
+    uses_top = False
+    gateways: set[str] = set()
+    sources: list[_Source] = []
+    for j, match in matches:
+        refs: Collection[str] = top
+        own = match.get("gateways")
+        if own is not None:
+            entries = reader.strings(own, f"{rpath}.match[{j}].gateways")
+            gateway_entries.extend(entries)
+            refs = tuple(ref for _, ref in entries) or top
+        if refs is top:
+            uses_top = True
+        else:
+            gateways.update(refs)
+        if MESH in refs:
+            sns = match.get("sourceNamespace")
+            if sns is not None and not isinstance(sns, str):
+                sns = reader.string(sns, f"{rpath}.match[{j}].sourceNamespace")
+            labels = match.get("sourceLabels")
+            items = () if labels is None else _label_items(labels)
+            if items is None:
+                labels = reader.labels(labels, f"{rpath}.match[{j}].sourceLabels")
+                items = tuple(labels.items()) if labels else ()
+            sources.append(_Source(sns or namespace, items))
+    if not gateways:
+        return top, tuple(sources)
+    return frozenset(gateways | top if uses_top else gateways), tuple(sources)
+
+
+def _label_items(value: Any) -> tuple[tuple[str, str], ...] | None:
+    """A label map's items; None when it is not a map of strings (``Reader.labels`` says why)."""
+    if type(value) is not dict:
+        return None
+    for key, label in value.items():
+        if type(key) is not str or type(label) is not str:
+            return None
+    return tuple(value.items())
+
+
+def _destinations(
+    reader: Reader,
+    memo: _Memo,
+    found: list[tuple[str, str]],
+    items: Any,
+    rpath: str,
+    name: str,
+) -> None:
+    """Add the ``destination.host`` of each entry of ``route`` or ``mirrors``."""
+    for j, entry in _objects(reader, items, rpath, name):
+        target = entry.get("destination")
+        if target is None:
+            continue
+        if not _is_object(target):
+            reader.mapping(target, f"{rpath}{name}[{j}].destination")
+            continue
+        _add_host(reader, memo, found, target.get("host"), rpath, f"{name}[{j}].destination.host")
 
 
 def _add_host(
-    reader: Reader, found: list[tuple[str, str]], value: Any, path: str, namespace: str, domain: str
+    reader: Reader,
+    memo: _Memo,
+    found: list[tuple[str, str]],
+    value: Any,
+    prefix: str,
+    name: str = "",
 ) -> None:
-    host = reader.string(value, path)
+    if value is None:
+        return
+    path = prefix + name
+    host = value if type(value) is str else reader.string(value, path)
     if host:
-        checked = reader.host(host, path, expand_in=namespace, cluster_domain=domain, allow_ip=True)
+        checked = memo.host(reader, host, path)
         if checked is not None:
             found.append((path, checked))
 
@@ -188,14 +387,14 @@ def _add_host(
 
 def _check_tenant(
     reader: Reader,
-    policy: Policy,
-    namespace: str,
+    memo: _Memo,
     hosts: list[tuple[str, str]],
     routes: list[_Route],
     gateway_entries: list[tuple[str, str]],
     top_refs: tuple[str, ...],
     exported: bool,
 ) -> None:
+    policy, namespace = memo.policy, memo.namespace
     for path, ref in gateway_entries:
         target = gateway_ref(ref, namespace)
         if target is not None and policy.is_egress_namespace(target[0]):
@@ -223,53 +422,38 @@ def _check_tenant(
                     f"{host!r} is not an external service any workload of namespace {namespace} "
                     f"may reach; allowed: {policy.describe_allowed(some)}",
                 )
+    hosts_steered = tuple(external)
     for route in routes:
-        _check_tenant_route(reader, policy, namespace, route, external, exported)
-
-
-def _route_allowed(policy: Policy, namespace: str, route: _Route) -> tuple[frozenset[str], str]:
-    """Services every client of the route may reach, and who those clients are."""
-    if not route.mesh:
-        return policy.allowed_for_some(namespace), f"workloads of namespace {namespace}"
-    allowed: frozenset[str] | None = None
-    who: list[str] = []
-    for source in route.sources:
-        if source.labels:
-            found = policy.allowed_for(Workloads(source.namespace, source.labels))
-            who.append(Workloads(source.namespace, source.labels).describe())
-        else:
-            found = policy.allowed_for_some(source.namespace)
-            who.append(f"workloads of namespace {source.namespace}")
-        allowed = found if allowed is None else allowed & found
-    return allowed or frozenset(), " and ".join(sorted(set(who))) or f"namespace {namespace}"
+        _check_tenant_route(reader, memo, route, hosts_steered, exported)
 
 
 def _check_tenant_route(
     reader: Reader,
-    policy: Policy,
-    namespace: str,
+    memo: _Memo,
     route: _Route,
-    external: list[str],
+    external: tuple[str, ...],
     exported: bool,
 ) -> None:
-    allowed, source = _route_allowed(policy, namespace, route)
-    may = policy.describe_allowed(allowed)
+    policy, namespace = memo.policy, memo.namespace
+    allowed, source = memo.route_allowed(route)
     hijack = exported and bool(external) and route.mesh
-    route_hosts = list(external)
+    route_hosts = external
     for path, host in route.redirects + route.rewrites:
         if is_ip(host) or policy.is_internal(host):
             continue
         if not policy.services_covering(host) & allowed:
             reader.add(
                 path,
-                f"{host!r} is not an external service {source} may reach; allowed: {may}",
+                f"{host!r} is not an external service {source} may reach; allowed: "
+                f"{policy.describe_allowed(allowed)}",
             )
         elif (path, host) in route.rewrites:
             # the rewritten Host header is what the egress gateway routes on
-            route_hosts.append(host)
+            route_hosts += (host,)
     for path, host in route.destinations:
         if policy.services_on_gateway(host):
-            _check_gateway_destination(reader, policy, path, host, route_hosts, allowed, source)
+            for message in memo.gateway_problems(host, route_hosts, allowed, source):
+                reader.add(path, message)
         elif is_ip(host) and not policy.is_internal_address(host):
             reader.add(path, f"{host!r} is an IP address outside the cluster; name a service")
         elif policy.is_internal(host) or is_ip(host):
@@ -285,7 +469,7 @@ def _check_tenant_route(
             else:
                 message = (
                     f"{host!r} is outside the mesh and not an external service of the policy; "
-                    f"{source} may reach {may}"
+                    f"{source} may reach {policy.describe_allowed(allowed)}"
                 )
             reader.add(path, message)
     if route.delegate is not None:
@@ -304,7 +488,7 @@ def _check_tenant_route(
             )
 
 
-def _hijack(policy: Policy, host: str, external: list[str]) -> str:
+def _hijack(policy: Policy, host: str, external: tuple[str, ...]) -> str:
     covering = frozenset().union(*(policy.services_covering(h) for h in external))
     return (
         f"this VirtualService is visible to other namespaces (exportTo omitted or not '.'), so it "
@@ -313,40 +497,34 @@ def _hijack(policy: Policy, host: str, external: list[str]) -> str:
     )
 
 
-def _check_gateway_destination(
-    reader: Reader,
-    policy: Policy,
-    path: str,
-    fqdn: str,
-    route_hosts: list[str],
-    allowed: frozenset[str],
-    source: str,
-) -> None:
+def _gateway_problems(
+    policy: Policy, fqdn: str, route_hosts: tuple[str, ...], allowed: frozenset[str], source: str
+) -> tuple[str, ...]:
+    """Why routing ``route_hosts`` from ``source`` to the egress gateway ``fqdn`` is wrong."""
     carried = policy.services_on_gateway(fqdn)
     if not route_hosts:
-        if not frozenset(carried) & allowed:
-            reader.add(
-                path,
-                f"{fqdn} is the egress gateway of {policy.describe_allowed(carried)}, which "
-                f"{source} may not reach; allowed: {policy.describe_allowed(allowed)}",
-            )
-        return
+        if frozenset(carried) & allowed:
+            return ()
+        return (
+            f"{fqdn} is the egress gateway of {policy.describe_allowed(carried)}, which "
+            f"{source} may not reach; allowed: {policy.describe_allowed(allowed)}",
+        )
+    problems: list[str] = []
     for host in route_hosts:
         carriers = frozenset(s for s in carried if policy.service_hosts_covering(s, host))
         if not carriers:
             covering = policy.services_covering(host)
-            reader.add(
-                path,
+            problems.append(
                 f"the egress gateway {fqdn} does not carry {host!r} (it carries "
                 f"{policy.describe_allowed(carried)}); route {host!r} to "
-                f"{egress_fqdns(policy, covering)}",
+                f"{egress_fqdns(policy, covering)}"
             )
         elif not carriers & allowed:
-            reader.add(
-                path,
+            problems.append(
                 f"{host!r} through {fqdn} is not allowed for {source}; they may reach "
-                f"{policy.describe_allowed(allowed)}",
+                f"{policy.describe_allowed(allowed)}"
             )
+    return tuple(problems)
 
 
 # --- the egress namespace -----------------------------------------------------------------------
@@ -354,12 +532,12 @@ def _check_gateway_destination(
 
 def _check_egress_namespace(
     reader: Reader,
-    policy: Policy,
-    namespace: str,
+    memo: _Memo,
     hosts: list[tuple[str, str]],
     routes: list[_Route],
     gateway_entries: list[tuple[str, str]],
 ) -> None:
+    policy, namespace = memo.policy, memo.namespace
     known = policy.describe_allowed(policy.services)
     for path, ref in gateway_entries:
         target = gateway_ref(ref, namespace)
@@ -377,9 +555,10 @@ def _check_egress_namespace(
             route_hosts.append(host)
     everything = frozenset(policy.services)
     for route in routes:
+        # sorted: a set's order changes with the hash seed, and replicas should say the same
         contexts = [
             gateway
-            for ref in route.gateways
+            for ref in sorted(route.gateways)
             if (target := gateway_ref(ref, namespace)) is not None
             and (gateway := policy_gateway(policy, target)) is not None
         ]
@@ -390,9 +569,10 @@ def _check_egress_namespace(
                 continue
             if route.mesh:
                 if policy.services_on_gateway(host):
-                    _check_gateway_destination(
-                        reader, policy, path, host, route_hosts, everything, "the mesh"
-                    )
+                    for message in memo.gateway_problems(
+                        host, tuple(route_hosts), everything, "the mesh"
+                    ):
+                        reader.add(path, message)
                 else:
                     reader.add(
                         path,
