@@ -660,5 +660,7 @@ def test_the_decision_log_says_whether_it_was_a_hit(caplog: pytest.LogCaptureFix
     with caplog.at_level("INFO", logger="webhook.admission.decisions"):
         for uid in ("u1", "u2"):
             validate(client, admission(service_entry("httpbin.org"), uid=uid))
-    fields = [r.fields for r in caplog.records if hasattr(r, "fields")]
+    fields = [
+        getattr(r, "fields", {}) for r in caplog.records if r.name == "webhook.admission.decisions"
+    ]
     assert [(f["uid"], f["cache"]) for f in fields] == [("u1", "miss"), ("u2", "hit")]
