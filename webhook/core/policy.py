@@ -24,7 +24,6 @@ from enum import StrEnum
 
 from webhook.core.hosts import HostTrie, covers, is_cluster_internal
 
-PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "TLS", "TCP", "HTTP2", "GRPC", "MONGO")
 WILDCARD_NAMESPACE = "*"
 
 DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (

@@ -10,7 +10,7 @@ checks deny it with a reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast
 
 from webhook.core.errors import ReviewError
@@ -70,18 +70,12 @@ class Review:
     groups: tuple[str, ...] = ()
     dry_run: bool = False
     sub_resource: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
         """``ServiceEntry test-app/evil`` for messages and logs."""
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
         return f"{self.kind} {where}"
-
-    @property
-    def effective_object(self) -> Mapping[str, Any] | None:
-        """The object after the change (the old one for DELETE)."""
-        return self.old_object if self.operation == "DELETE" else self.object
 
 
 def parse_review(body: Any) -> Review:
