@@ -194,6 +194,7 @@ class Policy:
     _rules_by_ns: Mapping[str, tuple[AllowRule, ...]] = field(init=False, repr=False, compare=False)
     _wild_rules: tuple[AllowRule, ...] = field(init=False, repr=False, compare=False)
     _gateway_hosts: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _gateways: tuple[Gateway, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         trie = HostTrie.build(
@@ -207,12 +208,15 @@ class Policy:
             else:
                 by_ns.setdefault(rule.source.namespace, []).append(rule)
         gateways: dict[str, list[str]] = {}
+        distinct: dict[str, Gateway] = {}
         for svc in self.services.values():
             gateways.setdefault(svc.gateway.fqdn, []).append(svc.name)
+            distinct.setdefault(svc.gateway.fqdn, svc.gateway)
         object.__setattr__(self, "_hosts", trie)
         object.__setattr__(self, "_rules_by_ns", {k: tuple(v) for k, v in by_ns.items()})
         object.__setattr__(self, "_wild_rules", tuple(wild))
         object.__setattr__(self, "_gateway_hosts", {k: tuple(v) for k, v in gateways.items()})
+        object.__setattr__(self, "_gateways", tuple(distinct.values()))
 
     # --- namespaces -------------------------------------------------------------------------
 
@@ -245,10 +249,7 @@ class Policy:
     @property
     def gateways(self) -> tuple[Gateway, ...]:
         """Every distinct egress gateway, in service order."""
-        seen: dict[str, Gateway] = {}
-        for svc in self.services.values():
-            seen.setdefault(svc.gateway.fqdn, svc.gateway)
-        return tuple(seen.values())
+        return self._gateways
 
     def service_hosts_covering(self, service: str, host: str) -> bool:
         """Whether ``service`` has a host pattern covering ``host``."""
