@@ -6,7 +6,7 @@ allowed connections and creates every Istio resource; this module is the pure ha
 (plus warnings about what Istio cannot express), in a deterministic order, so the controller,
 ``egress-guard render`` and the tests all see the same truth.
 
-What is generated, and why (see ISTIO-SEMANTICS.md for the Istio facts relied on):
+What is generated, and why (see docs/istio-semantics.md for the Istio facts relied on):
 
 In every enforced namespace N:
 - Sidecar ``egress-guard-default`` (no selector): REGISTRY_ONLY, importing ``./*``,

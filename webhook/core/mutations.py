@@ -7,7 +7,7 @@ Two defaults make the guardrail hold without tenants having to remember them:
   ``istio-injection`` label already, is left for validation to judge);
 - a Sidecar without ``outboundTrafficPolicy.mode`` gets ``REGISTRY_ONLY``, since an omitted mode
   falls back to the mesh default (``ALLOW_ANY`` out of the box), not to the namespace's Sidecar
-  (ISTIO-SEMANTICS §1.2, trap 8).
+  (docs/istio-semantics.md#sidecar-precedence, trap 8).
 
 Patches are JSON Patch operations built directly from what is missing: admission is a hot path,
 so there is no deep copy and no diff.  Mutating twice gives an empty patch the second time.

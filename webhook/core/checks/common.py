@@ -191,7 +191,8 @@ def visibility(
 ) -> Visibility:
     """Who sees an object: omitted or ``*`` = everyone, ``.``/``~`` = own namespace, else names."""
     if value is None:
-        # trap 6: omitted is the mesh default, which is "*" unless MeshConfig says otherwise
+        # omitted is the mesh default, which is "*" unless MeshConfig says otherwise
+        # (docs/istio-semantics.md#trap-6)
         return Visibility(True, frozenset(), explicit=False)
     entries = reader.strings(value, path)
     if not entries:

@@ -1,10 +1,10 @@
 """DestinationRule: client-side traffic policy, which can add a destination and strip identity.
 
-Two fields matter for egress (ISTIO-SEMANTICS §4.1): ``trafficPolicy.tunnel.targetHost`` makes
-the rule's host a CONNECT/POST proxy to a second destination, so that target must be allowed
-directly; and a ``tls.mode`` other than ``ISTIO_MUTUAL`` towards an egress gateway replaces the
-mesh mTLS the gateway reads the client's identity from.  A rule with a ``workloadSelector`` may
-not be exported beyond its namespace (Istio rejects it).
+Two fields matter for egress (docs/istio-semantics.md#destinationrule):
+``trafficPolicy.tunnel.targetHost`` makes the rule's host a CONNECT/POST proxy to a second
+destination, so that target must be allowed directly; and a ``tls.mode`` other than ``ISTIO_MUTUAL``
+towards an egress gateway replaces the mesh mTLS the gateway reads the client's identity from.  A
+rule with a ``workloadSelector`` may not be exported beyond its namespace (Istio rejects it).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _check_tls(
     mode = reader.string(tls.get("mode"), f"{path}.tls.mode")
     sni = reader.string(tls.get("sni"), f"{path}.tls.sni")
     if sni and not egress_ns:
-        # the SNI of the sidecar->gateway hop is what the gateway routes on (ISTIO-SEMANTICS §5)
+        # the SNI of the sidecar->gateway hop is what the gateway routes on
+        # (docs/istio-semantics.md#egress-gateway)
         some = policy.allowed_for_some(namespace)
         host = normalize(sni)
         if not policy.is_internal(host) and not policy.services_covering(host) & some:

@@ -1,9 +1,9 @@
 """EnvoyFilter, WasmPlugin and TrafficExtension: raw proxy programming no allow list can read.
 
 An EnvoyFilter can add clusters and listeners to any destination; Wasm modules can make outbound
-calls and rewrite routing (trap 15).  Nothing in them can be checked against hosts, so tenants
-(and humans in the egress namespace) may not create them; the platform team adds the few that
-are needed in excluded namespaces.
+calls and rewrite routing (docs/istio-semantics.md#trap-15).  Nothing in them can be checked against
+hosts, so tenants (and humans in the egress namespace) may not create them; the platform team adds
+the few that are needed in excluded namespaces.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Kubernetes Gateway API routes and gateways: the egress paths that need no Istio CRD (trap 15).
+"""Kubernetes Gateway API routes and gateways: the egress paths that need no Istio CRD.
+
+See docs/istio-semantics.md#gateway-api and trap 15.
 
 Istio implements the Gateway API for ingress, for mesh traffic (GAMMA: a route whose parent is a
 Service or ServiceEntry steers every sidecar calling it) and for egress.  So a route can do

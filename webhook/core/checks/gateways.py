@@ -1,9 +1,9 @@
 """Gateway: the object that programs gateway pods, in *any* namespace whose labels match.
 
-A Gateway's ``selector`` matches pods cluster-wide by default (trap 11), so a tenant Gateway can
-open listeners on the shared egress gateway; a missing selector binds every gateway, and
-``AUTO_PASSTHROUGH`` lets clients choose destinations through SNI.  In the egress namespace only
-Gateways for the policy's own egress gateways are allowed.
+A Gateway's ``selector`` matches pods cluster-wide by default (docs/istio-semantics.md#trap-11), so
+a tenant Gateway can open listeners on the shared egress gateway; a missing selector binds every
+gateway, and ``AUTO_PASSTHROUGH`` lets clients choose destinations through SNI.  In the egress
+namespace only Gateways for the policy's own egress gateways are allowed.
 """
 
 from __future__ import annotations

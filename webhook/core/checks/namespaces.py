@@ -1,14 +1,14 @@
 """Namespaces: injection must stay on, and the ambient data plane stays off (tamper-proofing).
 
 The allow list is enforced by each pod's sidecar, and pods get a sidecar only in a namespace
-labelled for injection (ISTIO-SEMANTICS §7).  The mutating webhook labels every new namespace
-``istio-injection=enabled`` (unless it names a revision), so a namespace without either label,
-or with injection switched off, means a tenant is trying to start pods without a proxy.
+labelled for injection (docs/istio-semantics.md#injection).  The mutating webhook labels every new
+namespace ``istio-injection=enabled`` (unless it names a revision), so a namespace without either
+label, or with injection switched off, means a tenant is trying to start pods without a proxy.
 
 Ambient is refused outright: ztunnel and waypoints ignore Sidecar resources and ``exportTo``
-(§2.7, trap 16), so none of the generated configuration would apply.  There is no safe reading:
-a pod in an ambient namespace that opts out of injection is captured by ztunnel instead, which
-has no ``REGISTRY_ONLY`` equivalent.
+(docs/istio-semantics.md#ambient, trap 16), so none of the generated configuration would apply.
+There is no safe reading: a pod in an ambient namespace that opts out of injection is captured by
+ztunnel instead, which has no ``REGISTRY_ONLY`` equivalent.
 """
 
 from __future__ import annotations

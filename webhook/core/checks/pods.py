@@ -1,10 +1,10 @@
 """Pods and pod templates: the ways a workload can step around its sidecar (tamper-proofing).
 
-``REGISTRY_ONLY`` is enforced by the pod's own proxy, and only for traffic that iptables hands to
-it (ISTIO-SEMANTICS §7, traps 12 and 16).  A compromised tenant who can write a Deployment can
-switch injection off, shrink what iptables captures, swap the proxy, run as the proxy's UID/GID
-1337 (which iptables lets through), rewrite the rules with ``NET_ADMIN``, or leave the pod's
-network namespace altogether.  Each of those is refused here, in the pod template (so the
+``REGISTRY_ONLY`` is enforced by the pod's own proxy, and only for traffic that iptables hands to it
+(docs/istio-semantics.md#traffic-capture, traps 12 and 16).  A compromised tenant who can write a
+Deployment can switch injection off, shrink what iptables captures, swap the proxy, run as the
+proxy's UID/GID 1337 (which iptables lets through), rewrite the rules with ``NET_ADMIN``, or leave
+the pod's network namespace altogether.  Each of those is refused here, in the pod template (so the
 developer hears it at ``kubectl apply``) and again on the Pod itself.
 
 The Istio injector is a mutating webhook and runs before validation, so a Pod CREATE may already

@@ -1,11 +1,11 @@
 """ServiceEntry: the object that adds an outside destination to the mesh registry.
 
-A tenant ServiceEntry is a *direct* path: the sidecar sends traffic to the entry's hosts,
-endpoints or addresses without going through the egress gateway, so the gateway's identity check
-never sees it.  It is therefore judged against the rules that need no identity
-(``Policy.allowed_directly``), for every namespace the entry is visible to (``exportTo``).  The
-real destination is what the proxy connects to (trap 1): endpoints, addresses, and with
-``resolution: NONE`` whatever IP the client dialled (trap 2).
+A tenant ServiceEntry is a *direct* path: the sidecar sends traffic to the entry's hosts, endpoints
+or addresses without going through the egress gateway, so the gateway's identity check never sees
+it.  It is therefore judged against the rules that need no identity (``Policy.allowed_directly``),
+for every namespace the entry is visible to (``exportTo``).  The real destination is what the proxy
+connects to: endpoints, addresses, and with ``resolution: NONE`` whatever IP the client dialled
+(docs/istio-semantics.md#trap-1, trap 2).
 
 In the egress namespace ServiceEntries belong to the security team and may only describe the
 policy's own external services.
@@ -239,7 +239,8 @@ def _check_resolution(reader: Reader, policy: Policy, entry: _Entry) -> None:
         return
     for port in entry.ports:
         if port.protocol not in _L7_PROTOCOLS:
-            # trap 2: without addresses a TCP port is matched by port alone, any destination IP
+            # without addresses a TCP port is matched by port alone, any destination IP
+            # (docs/istio-semantics.md#trap-2)
             reader.add(
                 port.path,
                 f"resolution NONE (the default) with {port.protocol or 'unnamed-protocol'} port "
@@ -248,8 +249,9 @@ def _check_resolution(reader: Reader, policy: Policy, entry: _Entry) -> None:
             )
     internal = [(p, h) for p, h in entry.hosts if policy.is_internal(h)]
     if internal and any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
-        # trap 3: NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
+        # NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
         # cluster name with NONE lets a pod reach any Internet address by presenting that name
+        # (docs/istio-semantics.md#trap-3)
         for path, host in internal:
             reader.add(
                 path,

@@ -1,12 +1,12 @@
 """Services, Endpoints and EndpointSlices: registry entries that reach outside without Istio CRDs.
 
-Istio puts every Kubernetes Service in the mesh registry (trap 13).  An ``ExternalName`` Service
-becomes a DNS service whose real destination is the external name, and a selector-less Service
-with hand-written Endpoints sends traffic to whatever addresses they list; either opens a direct
-path (no egress gateway, no identity check) that ``REGISTRY_ONLY`` happily allows.  So they are
-held to the bar of direct paths: ``allowed_directly`` for the namespace, and, since Services are
-exported to every namespace unless ``networking.istio.io/exportTo`` says otherwise, for every
-namespace that can see them.
+Istio puts every Kubernetes Service in the mesh registry (docs/istio-semantics.md#trap-13).  An
+``ExternalName`` Service becomes a DNS service whose real destination is the external name, and a
+selector-less Service with hand-written Endpoints sends traffic to whatever addresses they list;
+either opens a direct path (no egress gateway, no identity check) that ``REGISTRY_ONLY`` happily
+allows.  So they are held to the bar of direct paths: ``allowed_directly`` for the namespace, and,
+since Services are exported to every namespace unless ``networking.istio.io/exportTo`` says
+otherwise, for every namespace that can see them.
 
 Endpoints written by the control plane mirror pods and Services, so only other writers are
 checked, recognised by username (a ``managed-by`` label is writable by anyone).

@@ -4,7 +4,7 @@ A Sidecar is the config-time half of the allow list: ``REGISTRY_ONLY`` drops tra
 the proxy does not know, and ``egress[].hosts`` chooses which registry entries it knows.  So a
 Sidecar may only import the external services its workloads are allowed to reach, must keep
 ``REGISTRY_ONLY``, and must not create ambiguity: Istio applies exactly one Sidecar per workload
-(the oldest matching one) and merges nothing (ISTIO-SEMANTICS §1.2, trap 8).
+(the oldest matching one) and merges nothing (docs/istio-semantics.md#sidecar-precedence, trap 8).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _check_imports(
     may = policy.describe_allowed(allowed)
     raw = spec.get("egress")
     if raw is None or raw == []:
-        # trap 8: no egress section means one listener importing */*
+        # docs/istio-semantics.md#trap-8: no egress section means one listener importing */*
         extra = frozenset(policy.services) - allowed
         if extra:
             reader.add(
@@ -162,7 +162,8 @@ def _check_import(
         return
     if ns_part.startswith("~") and ns_part != "~":
         if policy.istio_version < SUBTRACTING_VERSION:
-            # trap 10: "~ns" subtracts only from 1.31; older validation rejects it
+            # "~ns" subtracts only from 1.31; older validation rejects it
+            # (docs/istio-semantics.md#trap-10)
             reader.add(
                 path,
                 f"{entry!r}: a '~namespace' exclusion needs Istio 1.31 or later; the mesh runs "

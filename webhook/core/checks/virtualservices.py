@@ -1,11 +1,12 @@
 """VirtualService: routing, which decides where a proxy sends traffic for a host.
 
 A VirtualService grants nothing by itself (the Sidecar import and the gateway decide what can be
-reached), but it can *steer*: send traffic for an external host straight out instead of through
-the egress gateway, mirror it to another destination, hand it to a gateway that carries another
-service, or, exported to every namespace, hijack other tenants' calls (trap 7).  So every
-destination of every route is checked: ``route``, ``mirror(s)``, ``redirect``/``rewrite``
-authorities and ``delegate`` (ISTIO-SEMANTICS §3).
+reached), but it can *steer*: send traffic for an external host straight out instead of through the
+egress gateway, mirror it to another destination, hand it to a gateway that carries another service,
+or, exported to every namespace, hijack other tenants' calls
+(docs/istio-semantics.md#virtualservice-exportto, trap 7).  So every destination of every route is
+checked: ``route``, ``mirror(s)``, ``redirect``/``rewrite`` authorities and ``delegate``
+(docs/istio-semantics.md#virtualservice-destinations).
 
 In the egress namespace VirtualServices are the security team's two-leg routes: from sidecars
 (``mesh``) to a policy egress gateway, and from that gateway to the services it carries.

@@ -1,8 +1,8 @@
 """WorkloadEntry and WorkloadGroup: endpoints that ServiceEntries select by label.
 
-A tenant ServiceEntry for a cluster-looking name can select WorkloadEntries whose ``address`` is
-any IP or DNS name (ISTIO-SEMANTICS §2.5, trap 1): the address is where traffic really goes, so
-it must be internal or allowed directly to the namespace.
+A tenant ServiceEntry for a cluster-looking name can select WorkloadEntries whose ``address`` is any
+IP or DNS name (docs/istio-semantics.md#workloadentry, trap 1): the address is where traffic really
+goes, so it must be internal or allowed directly to the namespace.
 """
 
 from __future__ import annotations
