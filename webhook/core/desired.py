@@ -566,7 +566,8 @@ def _telemetry(gateway: Gateway) -> Manifest:
         "spec": {
             "selector": {"matchLabels": dict(gateway.selector)},
             # the default format logs the SNI (requested_server_name); the source principal
-            # needs a MeshConfig provider with %DOWNSTREAM_PEER_URI_SAN% (see README)
+            # needs a MeshConfig provider with %DOWNSTREAM_PEER_URI_SAN%
+            # (docs/istio-semantics.md#egress-gateway, docs/operations.md)
             "accessLogging": [{"providers": [{"name": "envoy"}]}],
         },
     }
