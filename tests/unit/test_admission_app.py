@@ -15,9 +15,9 @@ from flask.testing import FlaskClient
 
 from webhook.admission.app import create_app
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicyStore
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
+from webhook.policy_runtime import PolicyStore
 from webhook.settings import Settings
 
 pytestmark = pytest.mark.unit

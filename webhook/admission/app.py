@@ -31,13 +31,13 @@ from werkzeug.exceptions import HTTPException
 
 from webhook.admission.decision_cache import DecisionCache
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import LoadedPolicy, PolicyStore
 from webhook.admission.responses import error_body, review_response
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.decisions import Decision
 from webhook.core.errors import ReviewError
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review, parse_review
+from webhook.policy_runtime import LoadedPolicy, PolicyStore
 from webhook.settings import Settings
 
 logger = logging.getLogger(__name__)
