@@ -14,20 +14,12 @@ from typing import Any
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
 from webhook.core.decisions import Decision, Violation, allow, verdict
+from webhook.core.exemptions import exemption
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.reviews import Review
 
 _EMPTY_VIEW = EmptyView()
 BREAK_GLASS_GROUPS = frozenset({"system:masters"})
-# subresources that change what a pod runs: `kubectl debug` adds containers through this one
-JUDGED_SUBRESOURCES = frozenset({("Pod", "ephemeralcontainers")})
-
-
-def target_namespace(review: Review) -> str:
-    """The namespace a review concerns: a Namespace object concerns itself."""
-    if review.group == "" and review.kind == "Namespace":
-        return review.name
-    return review.namespace
 
 
 def is_managed(obj: Mapping[str, Any] | None) -> bool:
@@ -41,22 +33,11 @@ def is_managed(obj: Mapping[str, Any] | None) -> bool:
     return isinstance(labels, Mapping) and labels.get(MANAGED_LABEL) == "true"
 
 
-def is_controller(review: Review, policy: Policy) -> bool:
-    """The request comes from egress-guard's own controller identity."""
-    return review.username in policy.controller_users
-
-
 def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -> Decision:
     """Decide one review against the policy."""
-    namespace = target_namespace(review)
-    if review.operation == "CONNECT" or (
-        review.sub_resource and (review.kind, review.sub_resource) not in JUDGED_SUBRESOURCES
-    ):
-        return allow("status-like subresources and CONNECT do not change egress")
-    if namespace and policy.is_excluded(namespace):
-        return allow(f"namespace {namespace} is excluded from the egress guardrail")
-    if is_controller(review, policy):
-        return allow("egress-guard's own controller")
+    reason = exemption(review, policy)
+    if reason is not None:
+        return allow(reason)
     if is_managed(review.old_object) or is_managed(review.object):
         if BREAK_GLASS_GROUPS.intersection(review.groups):
             return allow(

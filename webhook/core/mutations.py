@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from webhook.core.engine import target_namespace
+from webhook.core.exemptions import exemption
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -61,10 +61,7 @@ def encode_patch(mutation: Mutation) -> str:
 
 def mutate(review: Review, policy: Policy) -> Mutation:
     """The patch egress-guard applies to one admitted object (often none)."""
-    if review.operation not in ("CREATE", "UPDATE") or review.sub_resource:
-        return NO_MUTATION
-    namespace = target_namespace(review)
-    if namespace and policy.is_excluded(namespace):
+    if review.operation not in ("CREATE", "UPDATE") or exemption(review, policy) is not None:
         return NO_MUTATION
     obj = review.object
     if not isinstance(obj, Mapping):
