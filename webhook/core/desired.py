@@ -53,6 +53,7 @@ from typing import Any
 from webhook.core.hosts import is_wildcard, wildcard_suffix
 from webhook.core.policy import (
     MANAGED_LABEL,
+    REGISTRY_ONLY,
     SERVICE_LABEL,
     WILDCARD_NAMESPACE,
     AllowRule,
@@ -657,7 +658,7 @@ def _sidecar(
     if selector:
         spec["workloadSelector"] = {"labels": dict(selector)}
     spec["egress"] = [{"hosts": base + _imports(policy, services)}]
-    spec["outboundTrafficPolicy"] = {"mode": "REGISTRY_ONLY"}
+    spec["outboundTrafficPolicy"] = {"mode": REGISTRY_ONLY}
     return {
         "apiVersion": NETWORKING,
         "kind": "Sidecar",
