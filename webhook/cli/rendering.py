@@ -27,7 +27,7 @@ RENDER_HEADER = """\
 )
 def render(policy_path: str, namespaces: str) -> None:
     """Print the YAML the controller would apply for a policy; no cluster needed."""
-    from webhook.core.desired import plan
+    from webhook.core.desired import generate
 
     try:
         compiled = parse_policy(read(policy_path), name=policy_path)
@@ -37,7 +37,7 @@ def render(policy_path: str, namespaces: str) -> None:
     if not names:
         names = {r.source.namespace for r in compiled.rules if r.source.namespace != "*"}
     names.add(compiled.egress_namespace)
-    result = plan(compiled, sorted(names))
+    result = generate(compiled, sorted(names))
     for warning in result.warnings:
         click.echo(f"egress-guard: warning: {warning}", err=True)
     click.echo(RENDER_HEADER + "---\n", nl=False)

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.core.desired import NamespaceInfo, plan
+from webhook.core.desired import NamespaceInfo, generate
 from webhook.core.policy import Policy
 from webhook.kube.applying import MANAGED_SELECTOR, ApiWriter, Writer, converge, plan_changes
 from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
@@ -227,12 +227,12 @@ class Reconciler:
             return SyncResult(skipped=True)
         started = time.monotonic()
         infos = namespace_infos(self.namespaces.items())
-        desired_plan = plan(policy, infos)
+        wanted = generate(policy, infos)
         if policy.revision != self._warned_revision:
             self._warned_revision = policy.revision
-            for warning in desired_plan.warnings:
+            for warning in wanted.warnings:
                 logger.warning("policy warning", extra={"fields": {"warning": warning}})
-        desired = [with_identity(m, self.identity) for m in desired_plan.manifests]
+        desired = [with_identity(m, self.identity) for m in wanted.manifests]
         self.metrics.managed.set(len(desired))
         result = self._converge(desired, infos)
         self.metrics.duration.observe(time.monotonic() - started)
