@@ -10,7 +10,7 @@ from webhook.core.errors import PolicyError
 from webhook.core.policy_parsing import parse_policy
 
 RENDER_HEADER = """\
-# Rendered by egress-guard render: what the controller applies for this policy.
+# Rendered by egress-guard render: what the Reconciler applies for this policy.
 # Access logs: the default Envoy format logs the SNI (requested_server_name); to log the source
 # principal too, define a MeshConfig extensionProviders[].envoyFileAccessLog whose logFormat
 # adds %DOWNSTREAM_PEER_URI_SAN%, and name that provider in the Telemetry objects below.
@@ -26,7 +26,7 @@ RENDER_HEADER = """\
     "The egress namespace is always assumed to exist.",
 )
 def render(policy_path: str, namespaces: str) -> None:
-    """Print the YAML the controller would apply for a policy; no cluster needed."""
+    """Print the YAML the Reconciler would apply for a policy; no cluster needed."""
     from webhook.core.desired import generate
 
     try:

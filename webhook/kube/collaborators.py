@@ -15,7 +15,7 @@ from webhook.policy_runtime import PolicySource
 
 
 class Metrics:
-    """The controller's Prometheus metrics, in a registry of its own (tests build many)."""
+    """The Reconciler's Prometheus metrics, in a registry of its own (tests build many)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -1,4 +1,4 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, so several controller replicas can run.
+"""Leader election on a coordination.k8s.io/v1 Lease, so several Reconciler replicas can run.
 
 Why not ``kubernetes.leaderelection``: it uses the library's global client, cannot be stopped or
 asked "am I still leader?", and never releases the lease on shutdown.  This is the client-go

@@ -32,7 +32,7 @@ def controller_cluster_rules() -> list[dict[str, Any]]:
 
 
 def controller_namespace_rules() -> list[dict[str, Any]]:
-    """Rules in the controller's own namespace: the policy ConfigMap and the leader Lease."""
+    """Rules in the Reconciler's own namespace: the policy ConfigMap and the leader Lease."""
     return [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
         {

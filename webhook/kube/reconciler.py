@@ -1,4 +1,4 @@
-"""The controller: keeps the cluster equal to ``desired_state(policy, namespaces)``.
+"""The Reconciler: keeps the cluster equal to ``desired_state(policy, namespaces)``.
 
 sample-controller's shape: informers (the policy ConfigMap, Namespaces, and every managed kind
 selected by the managed label) mark the state dirty; one worker computes the desired objects

@@ -238,7 +238,7 @@ def name_of(obj: Mapping[str, Any]) -> str:
 
 
 def is_managed(obj: Mapping[str, Any] | None) -> bool:
-    """True for objects egress-guard's controller generated and owns (False for no object)."""
+    """True for objects egress-guard's Reconciler generated and owns (False for no object)."""
     return isinstance(obj, Mapping) and labels_of(obj).get(MANAGED_LABEL) == "true"
 
 

@@ -3,7 +3,7 @@
 The Banzai post wished for a tool that takes the applications, the external services and the
 allowed connections and creates every Istio resource; this module is the pure half of that wish.
 ``generate`` turns a checked ``Policy`` and the namespaces that exist into fully formed manifests
-(plus warnings about what Istio cannot express), in a deterministic order, so the controller,
+(plus warnings about what Istio cannot express), in a deterministic order, so the Reconciler,
 ``egress-guard render`` and the tests all see the same truth.
 
 What is generated, and why (see ISTIO-SEMANTICS.md for the Istio facts relied on):
@@ -16,7 +16,7 @@ In every enforced namespace N:
   those labels may reach (rules whose labels are a subset count too).  Label sets that can match
   one pod without one containing the other also get a Sidecar for their union, so the pod that
   carries both gets both.  Istio then picks the *oldest* matching selector Sidecar, so the list
-  orders more specific Sidecars first and the controller creates them in that order.
+  orders more specific Sidecars first and the Reconciler creates them in that order.
 - VirtualService ``egress-guard-<service>`` per allowed service (exportTo ``.``): leg 1 of the
   two-leg egress pattern, sidecar -> egress gateway, over Istio mTLS.  Rules narrowed by workload
   labels add ``sourceLabels`` so only those pods get the route even though ``./*`` imports the
@@ -147,7 +147,7 @@ def enforced_namespaces(policy: Policy, namespaces: Iterable[str]) -> list[str]:
 
 
 def object_key(manifest: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """``(apiVersion, kind, namespace, name)``: how the controller matches desired to actual."""
+    """``(apiVersion, kind, namespace, name)``: how the Reconciler matches desired to actual."""
     meta = manifest.get("metadata") or {}
     return (
         str(manifest.get("apiVersion", "")),
