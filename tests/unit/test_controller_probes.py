@@ -29,6 +29,7 @@ from webhook.cli import main
 from webhook.kube.client import Kind
 from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
+from webhook.kube.policy_watch import ConfigMapPolicySource
 from webhook.kube.probing import Heartbeat, ProbeResult, liveness, probe_app, readiness
 from webhook.kube.reconciler import MAX_BACKOFF, Reconciler, new_reconciler
 from webhook.policy_runtime import PolicyStore, embedded_policy_text
@@ -222,10 +223,12 @@ def test_controller_refuses_a_bad_metrics_bind_before_touching_the_cluster(value
 
 def wired(**options: Any) -> Reconciler:
     """A Reconciler wired to a client that is never called (nothing is started)."""
+    api_client = client.ApiClient(client.Configuration())
     return new_reconciler(
-        client.ApiClient(client.Configuration()),
-        policy_namespace="egress-guard",
-        policy_name="egress-guard-policy",
+        api_client,
+        policy_source=ConfigMapPolicySource(
+            "egress-guard", "egress-guard-policy", connect=lambda: api_client
+        ),
         lease_namespace="egress-guard",
         identity="test",
         **options,

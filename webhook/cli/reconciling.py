@@ -63,6 +63,7 @@ def controller(
 
     from webhook.admission.logs import configure_logging
     from webhook.kube.client import load_api_client
+    from webhook.kube.policy_watch import ConfigMapPolicySource
     from webhook.kube.reconciler import new_reconciler
 
     try:
@@ -73,10 +74,13 @@ def controller(
     except ValueError as exc:
         fail(str(exc))
     configure_logging(log_level)
+    api_client = load_api_client(kubeconfig)
     reconciler = new_reconciler(
-        load_api_client(kubeconfig),
-        policy_namespace=ref.namespace,
-        policy_name=ref.name,
+        api_client,
+        # no wait for the first policy: the probes and the lease election start meanwhile
+        policy_source=ConfigMapPolicySource(
+            ref.namespace, ref.name, connect=lambda: api_client, initial_timeout=0
+        ),
         lease_namespace=lease_namespace,
         lease_name=lease_name,
         identity=identity or f"{socket.gethostname()}-{os.getpid()}",

@@ -31,7 +31,6 @@ from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
 from webhook.kube.collaborators import Elector, Metrics, Watch, WatchedPolicySource
 from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
-from webhook.kube.policy_watch import ConfigMapPolicySource
 from webhook.kube.probing import Heartbeat, ProbeResult, liveness, readiness
 from webhook.policy_runtime import PolicyStore, ReloadResult
 
@@ -305,8 +304,7 @@ class Reconciler:
 def new_reconciler(
     api_client: client.ApiClient,
     *,
-    policy_namespace: str,
-    policy_name: str,
+    policy_source: WatchedPolicySource,
     lease_namespace: str,
     identity: str,
     lease_name: str = LEASE_NAME,
@@ -320,7 +318,10 @@ def new_reconciler(
     namespace_selector: str = "",
     stale_after: float | None = None,
 ) -> Reconciler:
-    """A Reconciler wired to the API server behind ``api_client`` (nothing started yet)."""
+    """A Reconciler wired to the API server behind ``api_client`` (nothing started yet).
+
+    ``policy_source`` is the caller's choice (the CLI hands in the policy ConfigMap's source).
+    """
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     # an optional label selector limits the Reconciler to some namespaces (staged rollout);
@@ -328,10 +329,7 @@ def new_reconciler(
     selector: dict[str, Any] = {"label_selector": namespace_selector} if namespace_selector else {}
     return Reconciler(
         store=PolicyStore(),
-        # the loop must not wait for the policy: probes and the lease go on meanwhile
-        policy_source=ConfigMapPolicySource(
-            policy_namespace, policy_name, connect=lambda: api_client, initial_timeout=0
-        ),
+        policy_source=policy_source,
         namespaces=Informer(core.list_namespace, name="namespaces", **selector),
         managed={
             kind: Informer(
