@@ -1,4 +1,4 @@
-# egress-guard developer targets. Each block is owned by one area; append new blocks.
+# egress-guard developer targets: the e2e control plane, the Python tools and tests, benchmarks.
 
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 

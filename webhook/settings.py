@@ -1,8 +1,8 @@
 """The webhook service's configuration: one frozen value, built once from flags and passed in.
 
-Nothing in egress-guard reads the environment at import time; ``egress-guard serve`` turns its
-flags (click also reads ``EGRESS_GUARD_*`` variables for them) into a ``Settings`` and hands it to
-the app factory and the gunicorn runner, so tests build services with any configuration.
+The service's configuration comes from command-line flags only, never from environment variables
+or module globals: ``egress-guard serve`` turns its flags into a ``Settings`` and hands it to the
+app factory and the gunicorn runner, so tests build services with any configuration.
 """
 
 from __future__ import annotations

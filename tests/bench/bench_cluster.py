@@ -114,8 +114,8 @@ def null_app(*_: object) -> Flask:
 
 def serve_null(bind: str, cert_file: Path, key_file: Path) -> None:
     """Serve ``null_app`` under egress-guard's own gunicorn runner and default settings."""
-    from webhook.admission.policy_store import StaticPolicySource, embedded_policy_text
     from webhook.admission.server import WebhookServer
+    from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
     from webhook.settings import Settings
 
     settings = Settings(bind=bind, cert_file=cert_file, key_file=key_file, log_level="warning")

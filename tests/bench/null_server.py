@@ -13,8 +13,8 @@ from pathlib import Path
 from flask import Flask, Response, request
 
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicyStore, StaticPolicySource, embedded_policy_text
 from webhook.admission.server import WebhookServer
+from webhook.policy_runtime import PolicyStore, StaticPolicySource, embedded_policy_text
 from webhook.settings import Settings
 
 ANSWER = (

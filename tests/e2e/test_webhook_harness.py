@@ -7,7 +7,6 @@ failing admission test elsewhere can rule the harness out.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ from tests.e2e.cluster import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def _configmap_source_available() -> bool:
-    try:
-        return importlib.util.find_spec("webhook.kube.policy_watch") is not None
-    except ImportError:
-        return False
 
 
 def _assert_reaches_webhook(kubectl: Kubectl, log: Path) -> None:
@@ -60,10 +52,6 @@ def test_file_policy_webhook_reviews_requests(
     assert not hook.process.alive()
 
 
-@pytest.mark.skipif(
-    not _configmap_source_available(),
-    reason="egress-guard serve --policy-configmap needs webhook.kube.policy_watch",
-)
 def test_session_webhook_reviews_requests(webhook: Webhook | None, kubectl: Kubectl) -> None:
     if webhook is None:
         pytest.skip("existing cluster: the webhook is the chart's")

@@ -678,6 +678,10 @@ def test_the_wheel_carries_the_package_data_and_the_cli(tmp_path: Path) -> None:
         names = set(archive.namelist())
         data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "webhook" / "data").iterdir()}
         assert data and data <= names
-        assert {"webhook/py.typed", "webhook/cli.py", "webhook/core/policy_schema.py"} <= names
+        assert {
+            "webhook/py.typed",
+            "webhook/cli/__init__.py",
+            "webhook/core/policy_schema.py",
+        } <= names
         [entry_points] = [n for n in names if n.endswith("entry_points.txt")]
         assert "egress-guard = webhook.cli:main" in archive.read(entry_points).decode()

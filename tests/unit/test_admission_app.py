@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,9 +14,10 @@ from flask.testing import FlaskClient
 
 from webhook.admission.app import create_app
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicyStore
+from webhook.core.mutations import Mutation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
+from webhook.policy_runtime import PolicyStore
 from webhook.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -84,12 +84,6 @@ def loaded_store(mode: str = "enforce") -> PolicyStore:
     store = PolicyStore()
     assert store.update(POLICY.format(mode=mode), origin="test").ok
     return store
-
-
-@dataclass(frozen=True)
-class FakeMutation:
-    patch: tuple[dict[str, Any], ...]
-    warnings: tuple[str, ...] = ()
 
 
 def make_app(store: PolicyStore | None = None, **kwargs: Any) -> Flask:
@@ -309,9 +303,9 @@ def test_mutate_returns_a_base64_json_patch() -> None:
     ops = ({"op": "add", "path": "/metadata/labels/x", "value": "y"},)
     seen: list[tuple[Review, Policy]] = []
 
-    def mutator(rev: Review, policy: Policy) -> FakeMutation:
+    def mutator(rev: Review, policy: Policy) -> Mutation:
         seen.append((rev, policy))
-        return FakeMutation(ops, ("egress-guard: default-deny Sidecar added",))
+        return Mutation(ops, ("egress-guard: default-deny Sidecar added",))
 
     client = make_app(mutator=mutator).test_client()
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}
@@ -327,13 +321,13 @@ def test_mutate_returns_a_base64_json_patch() -> None:
 
 
 def test_mutate_without_changes_has_no_patch() -> None:
-    client = make_app(mutator=lambda r, p: FakeMutation(())).test_client()
+    client = make_app(mutator=lambda r, p: Mutation(())).test_client()
     _, body = post(client, "/mutate", review(service_entry("httpbin.org")))
     assert body["response"] == {"uid": "8d1f-uid", "allowed": True}
 
 
 def test_a_crashing_mutation_admits_unchanged_with_a_warning() -> None:
-    def mutator(rev: Review, policy: Policy) -> FakeMutation:
+    def mutator(rev: Review, policy: Policy) -> Mutation:
         raise KeyError("boom")
 
     client = make_app(mutator=mutator).test_client()

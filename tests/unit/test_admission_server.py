@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from webhook.admission.policy_store import StaticPolicySource, embedded_policy_text
 from webhook.admission.server import WebhookServer
+from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
 from webhook.settings import Settings
 from webhook.tls import generate_files
 

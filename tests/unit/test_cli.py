@@ -9,7 +9,9 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from webhook.cli import Client, _destination, main, schema_text
+from webhook.cli import main
+from webhook.cli.policies import schema_text
+from webhook.core.explain import Client, parse_destination
 from webhook.core.policy_schema import POLICY_SCHEMA
 
 pytestmark = pytest.mark.unit
@@ -253,7 +255,7 @@ def test_client_parsing_takes_labels_and_service_account() -> None:
     ],
 )
 def test_destination_parsing(text: str, expected: tuple[str, int | None]) -> None:
-    assert _destination(text) == expected
+    assert parse_destination(text) == expected
 
 
 # --- policy ----------------------------------------------------------------------------------
@@ -328,16 +330,3 @@ def test_serve_rejects_inconsistent_flags(tmp_path: Path, args: list[str], fragm
     result = run("serve", "--dev-cert-dir", str(tmp_path), *args)
     assert result.exit_code == 2
     assert fragment in result.stderr
-
-
-def test_serve_configmap_without_the_kube_adapter_fails_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "webhook.kube.policy_watch", None)
-    result = run(
-        "serve", "--dev-cert-dir", str(tmp_path), "--policy-configmap", "egress-guard/policy"
-    )
-    assert result.exit_code == 2
-    assert "--policy FILE" in result.stderr

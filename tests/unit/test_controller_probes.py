@@ -1,9 +1,8 @@
-"""The controller's /healthz, /readyz and /metrics: heartbeat, thread deaths, cache sync.
+"""The Reconciler's /healthz, /readyz and /metrics: heartbeat, thread deaths, cache sync.
 
 The WSGI app is called directly (no socket); ``tests/integration/test_controller_probes.py``
-serves it over loopback.  The Reconciler is built on a client that is never used: nothing here
-starts a watch, so every cache is unsynced and every thread is either unstarted or replaced by a
-loop that returns at once (a thread that died).
+serves it over loopback.  Reconcilers are built from in-memory collaborators whose health the
+test sets, or wired to a client that is never used (nothing is started).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,11 +18,21 @@ from click.testing import CliRunner
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Counter
 
+from tests.unit.kube_fakes import (
+    FakeElector,
+    FakePolicySource,
+    FakeWriter,
+    MemoryInformer,
+    managed_informers,
+)
 from webhook.cli import main
+from webhook.kube.client import Kind
 from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
+from webhook.kube.policy_watch import ConfigMapPolicySource
 from webhook.kube.probing import Heartbeat, ProbeResult, liveness, probe_app, readiness
-from webhook.kube.reconciler import MAX_BACKOFF, Reconciler
+from webhook.kube.reconciler import MAX_BACKOFF, Reconciler, new_reconciler
+from webhook.policy_runtime import PolicyStore, embedded_policy_text
 from webhook.settings import split_host_port
 
 pytestmark = pytest.mark.unit
@@ -211,22 +221,24 @@ def test_controller_refuses_a_bad_metrics_bind_before_touching_the_cluster(value
 # --- the Reconciler's probes ---------------------------------------------------------------
 
 
-def reconciler(**options: Any) -> Reconciler:
-    """A Reconciler whose client is never called (nothing is started)."""
-    return Reconciler(
-        client.ApiClient(client.Configuration()),
-        policy_namespace="egress-guard",
-        policy_name="egress-guard-policy",
+def wired(**options: Any) -> Reconciler:
+    """A Reconciler wired to a client that is never called (nothing is started)."""
+    api_client = client.ApiClient(client.Configuration())
+    return new_reconciler(
+        api_client,
+        policy_source=ConfigMapPolicySource(
+            "egress-guard", "egress-guard-policy", connect=lambda: api_client
+        ),
         lease_namespace="egress-guard",
         identity="test",
         **options,
     )
 
 
-def test_a_fresh_controller_is_alive_but_not_ready() -> None:
-    controller = reconciler()
-    assert controller.liveness().ok
-    ready = controller.readiness()
+def test_a_fresh_reconciler_is_alive_but_not_ready() -> None:
+    reconciler = wired()
+    assert reconciler.liveness().ok
+    ready = reconciler.readiness()
     assert not ready.ok
     # the policy ConfigMap, the namespaces and every managed kind must be listed first
     assert set(ready.detail["unsynced"]) == {
@@ -250,20 +262,84 @@ def test_a_fresh_controller_is_alive_but_not_ready() -> None:
 def test_liveness_window_is_three_resyncs_but_never_shorter_than_two_backoffs(
     resync: float, stale_after: float
 ) -> None:
-    assert reconciler(resync=resync).stale_after == stale_after
+    assert wired(resync=resync).stale_after == stale_after
+
+
+@dataclass
+class Parts:
+    """The in-memory collaborators of one Reconciler, kept for the test to change."""
+
+    policy: FakePolicySource
+    namespaces: MemoryInformer
+    managed: dict[Kind, MemoryInformer]
+    elector: FakeElector
+
+
+def in_memory(**options: Any) -> tuple[Reconciler, Parts]:
+    parts = Parts(
+        FakePolicySource(embedded_policy_text()),
+        MemoryInformer(),
+        managed_informers(),
+        FakeElector(),
+    )
+    reconciler = Reconciler(
+        store=PolicyStore(),
+        policy_source=parts.policy,
+        namespaces=parts.namespaces,
+        managed=parts.managed,
+        elector=parts.elector,
+        writer=FakeWriter(),
+        identity="test",
+        **options,
+    )
+    return reconciler, parts
 
 
 def test_a_loop_that_stops_beating_fails_liveness_after_the_window() -> None:
-    controller = reconciler(stale_after=30.0)
     clock = FakeClock()
-    controller.heartbeat = Heartbeat(clock)
+    heartbeat = Heartbeat(clock)
+    reconciler, _ = in_memory(stale_after=30.0, heartbeat=heartbeat)
     clock.now += 30
-    assert controller.liveness().ok
+    assert reconciler.liveness().ok
     clock.now += 1
-    stalled = controller.liveness()
+    stalled = reconciler.liveness()
     assert not stalled.ok and stalled.detail["status"] == "reconcile loop stalled"
-    controller.heartbeat.beat()
-    assert controller.liveness().ok
+    heartbeat.beat()
+    assert reconciler.liveness().ok
+
+
+@pytest.mark.parametrize("which", ["namespaces", "sidecars", "policy"])
+def test_a_watch_that_ends_unasked_fails_liveness(which: str) -> None:
+    reconciler, parts = in_memory()
+    watches: dict[str, MemoryInformer | FakePolicySource] = {
+        "namespaces": parts.namespaces,
+        "policy": parts.policy,
+        **{kind.plural: informer for kind, informer in parts.managed.items()},
+    }
+    watches[which].failed = True
+    result = reconciler.liveness()
+    assert not result.ok
+    assert result.detail["dead"] == [which]
+
+
+def test_an_election_that_ends_unasked_fails_liveness() -> None:
+    reconciler, parts = in_memory()
+    parts.elector.failed = True
+    assert reconciler.liveness().detail["dead"] == ["leader-election"]
+
+
+def test_readiness_waits_for_every_cache_then_reports_leader_and_policy() -> None:
+    reconciler, parts = in_memory()
+    parts.namespaces.synced = False
+    assert reconciler.readiness().detail["unsynced"] == ["namespaces", "policy"]
+    parts.namespaces.synced = True
+    parts.policy.start(reconciler.store)
+    ready = reconciler.readiness()
+    assert ready.ok and ready.detail["leader"] is True
+    assert ready.detail["policy_revision"] == reconciler.store.current.revision  # type: ignore[union-attr]
+
+
+# --- the real loops' thread deaths ---------------------------------------------------------
 
 
 def _wait(condition: Callable[[], bool]) -> None:
@@ -279,28 +355,23 @@ def _die_at_once(loop: Informer | LeaseElector) -> None:
     _wait(lambda: loop.failed)
 
 
-@pytest.mark.parametrize("which", ["namespaces", "sidecars", "policy"])
-def test_a_watch_thread_that_ends_unasked_fails_liveness(which: str) -> None:
-    controller = reconciler()
-    informers = {
-        "namespaces": controller.namespaces,
-        "policy": controller.policy_watch.informer,
-        **{kind.plural: informer for kind, informer in controller.managed.items()},
-    }
-    _die_at_once(informers[which])
-    result = controller.liveness()
-    assert not result.ok
-    assert result.detail["dead"] == [which]
+def test_an_informer_thread_that_ends_unasked_has_failed() -> None:
+    informer = Informer(lambda **_: None, name="namespaces")
+    assert not informer.failed
+    _die_at_once(informer)
+    assert informer.failed
 
 
 def test_a_watch_stopped_on_request_is_not_a_death() -> None:
-    controller = reconciler()
-    _die_at_once(controller.namespaces)
-    controller.namespaces.stop()
-    assert controller.liveness().ok
+    informer = Informer(lambda **_: None, name="namespaces")
+    _die_at_once(informer)
+    informer.stop()
+    assert not informer.failed
 
 
-def test_an_election_thread_that_ends_unasked_fails_liveness() -> None:
-    controller = reconciler()
-    _die_at_once(controller.elector)
-    assert controller.liveness().detail["dead"] == ["leader-election"]
+def test_an_election_thread_that_ends_unasked_has_failed() -> None:
+    elector = LeaseElector(
+        client.ApiClient(client.Configuration()), "egress-guard", "lease", "test"
+    )
+    _die_at_once(elector)
+    assert elector.failed

@@ -23,13 +23,13 @@ from webhook.admission.decision_cache import (
     view_generation,
 )
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicyStore
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.decisions import Decision
 from webhook.core.engine import decide
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review
+from webhook.policy_runtime import PolicyStore
 from webhook.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -17,8 +17,8 @@ from webhook.core.desired import (
     NamespaceInfo,
     desired_state,
     enforced_namespaces,
+    generate,
     object_key,
-    plan,
 )
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.policy_parsing import parse_policy
@@ -556,7 +556,7 @@ def test_tcp_with_several_hosts_splits_service_entries_and_warns() -> None:
     ports: [{number: 5432, protocol: TCP}]
 """,
     )
-    result = plan(p, ["external"])
+    result = generate(p, ["external"])
     entries = [
         se["spec"]["hosts"]
         for se in of_kind(result.manifests, "ServiceEntry")

@@ -11,8 +11,9 @@ from kubernetes import client
 from webhook.core.desired import desired_state
 from webhook.core.policy_parsing import parse_policy
 from webhook.kube.applying import converge, differs, plan_changes
-from webhook.kube.policy_watch import PolicyWatch
+from webhook.kube.policy_watch import ConfigMapPolicySource
 from webhook.kube.reconciler import APPLIED_BY_ANNOTATION, namespace_infos, with_identity
+from webhook.policy_runtime import ReloadResult
 
 pytestmark = pytest.mark.unit
 
@@ -126,38 +127,40 @@ def test_terminating_namespaces_are_marked() -> None:
     assert [(i.name, i.terminating) for i in infos] == [("a", False), ("b", True), ("c", True)]
 
 
-class Result:
-    def __init__(self, ok: bool, problems: tuple[str, ...] = ()) -> None:
-        self.ok = ok
-        self.problems = problems
-
-
 class FakeSink:
     def __init__(self, ok: bool = True) -> None:
         self.ok = ok
         self.updates: list[str] = []
         self.failures: list[str] = []
 
-    def update(self, text: str | bytes, *, origin: str) -> Result:
+    def update(self, text: str | bytes, *, origin: str) -> ReloadResult:
         self.updates.append(str(text))
-        return Result(self.ok, () if self.ok else ("bad",))
+        return ReloadResult(self.ok, origin, "", problems=() if self.ok else ("bad",))
 
-    def fail(self, origin: str, problem: str) -> Result:
+    def fail(self, origin: str, problem: str) -> ReloadResult:
         self.failures.append(problem)
-        return Result(False, (problem,))
+        return ReloadResult(False, origin, "", problems=(problem,))
 
 
-class RecordingWatch(PolicyWatch):
-    events: list[str]
+class RecordingWatch:
+    """A ConfigMap source that keeps its rejection reports instead of posting Events."""
 
-    def _event(self, configmap: Any, problem: str) -> None:
-        self.events.append(problem)
+    def __init__(self, sink: FakeSink) -> None:
+        self.sink = sink
+        self.events: list[str] = []
+        self.source = ConfigMapPolicySource(
+            "egress-guard",
+            "policy",
+            connect=client.ApiClient,
+            on_rejected=lambda configmap, problem: self.events.append(problem),
+        )
+
+    def deliver(self, configmap: dict[str, Any]) -> None:
+        self.source.deliver(configmap, self.sink)
 
 
 def _watch(sink: FakeSink) -> RecordingWatch:
-    watch = RecordingWatch(client.ApiClient(), "egress-guard", "policy", sink=sink)
-    watch.events = []
-    return watch
+    return RecordingWatch(sink)
 
 
 def configmap(version: str, data: dict[str, str]) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def test_escaped_pointer_addresses_the_right_key() -> None:
 
 def test_encode_patch_is_base64_of_the_json_patch() -> None:
     mutation = mutate(review(namespace()), BANZAI)
-    assert json.loads(base64.b64decode(encode_patch(mutation))) == list(mutation.patch)
+    assert json.loads(base64.b64decode(encode_patch(mutation.patch))) == list(mutation.patch)
 
 
 # --- Sidecars --------------------------------------------------------------------------------

@@ -17,12 +17,10 @@ of them is ever a 500, and a malformed *object* inside a good review is a denial
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from flask import Flask, Response, request
@@ -31,13 +29,14 @@ from werkzeug.exceptions import HTTPException
 
 from webhook.admission.decision_cache import DecisionCache
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import LoadedPolicy, PolicyStore
 from webhook.admission.responses import error_body, review_response
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.decisions import Decision
 from webhook.core.errors import ReviewError
+from webhook.core.mutations import Mutation, mutate
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review, parse_review
+from webhook.policy_runtime import LoadedPolicy, PolicyStore
 from webhook.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,42 +49,8 @@ NO_POLICY = (
 )
 
 
-class MutationResult(Protocol):
-    """What ``webhook.core.mutations.mutate`` returns: JSON Patch operations and warnings."""
-
-    @property
-    def patch(self) -> Sequence[dict[str, Any]]:
-        """JSON Patch operations (RFC 6902)."""
-        ...
-
-    @property
-    def warnings(self) -> Sequence[str]:
-        """Messages for the user."""
-        ...
-
-
-Mutator = Callable[[Review, Policy], MutationResult]
-
-
-@dataclass(frozen=True, slots=True)
-class _NoMutation:
-    patch: tuple[dict[str, Any], ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-def _no_mutation(review: Review, policy: Policy) -> MutationResult:
-    del review, policy
-    return _NoMutation()
-
-
-def default_mutator() -> Mutator:
-    """``webhook.core.mutations.mutate`` when that module exists, else a no-op."""
-    try:
-        module = importlib.import_module("webhook.core.mutations")
-    except ImportError:
-        return _no_mutation
-    mutate = getattr(module, "mutate", None)
-    return mutate if callable(mutate) else _no_mutation
+# what the mutating webhook asks of a review; ``mutate`` unless a test hands in another
+Mutator = Callable[[Review, Policy], Mutation]
 
 
 class _BadRequest(Exception):
@@ -325,7 +290,7 @@ def create_app(
     handler = _Handler(
         store=policy_store,
         metrics=metrics,
-        mutator=mutator or default_mutator(),
+        mutator=mutator or mutate,
         view=view or EmptyView(),
         log_allowed=settings.log_allowed,
         cache_size=settings.decision_cache_size,

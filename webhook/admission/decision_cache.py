@@ -38,7 +38,8 @@ from cachetools import LRUCache
 
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
 from webhook.core.decisions import Decision
-from webhook.core.engine import decide, is_controller, target_namespace
+from webhook.core.engine import decide
+from webhook.core.exemptions import exemption
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 from webhook.settings import DEFAULT_DECISION_CACHE_SIZE
@@ -153,8 +154,7 @@ class DecisionCache:
             # a policy built without a revision cannot tell itself from another one
             and bool(policy.revision)
             and (review.group, review.kind) in REGISTRY
-            and not policy.is_excluded(target_namespace(review))
-            and not is_controller(review, policy)
+            and exemption(review, policy) is None
         )
 
     def decide(self, review: Review, policy: Policy) -> tuple[Decision, bool | None]:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from webhook.admission.policy_store import PolicyStore, ReloadResult
+from webhook.policy_runtime import PolicyStore, ReloadResult
 
 # the decision is microseconds; transport dominates, so the interesting range is 0.1-50 ms
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)

@@ -9,13 +9,13 @@ for the full text.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from webhook.core.mutations import encode_patch
 from webhook.core.reviews import ADMISSION_API_VERSION
 
 MAX_MESSAGE_CHARS = 4096
@@ -84,7 +84,7 @@ def review_response(
             response["warnings"] = fitted
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode("ascii")
+        response["patch"] = encode_patch(patch)
     return orjson.dumps(
         {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
     )

@@ -28,8 +28,8 @@ from gunicorn.app.base import BaseApplication
 from webhook.admission.app import create_app
 from webhook.admission.logs import gunicorn_log_config
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicySource, PolicyStore
 from webhook.core.checks import ClusterView, EmptyView
+from webhook.policy_runtime import PolicySource, PolicyStore
 from webhook.settings import Settings
 from webhook.tls import ReloadingServerContext
 

@@ -47,7 +47,7 @@ def allow(reason: str = "", warnings: tuple[str, ...] = ()) -> Decision:
     return Decision(True, reason, warnings=warnings)
 
 
-def verdict(subject: str, violations: list[Violation], mode: Mode) -> Decision:
+def decision_for(subject: str, violations: list[Violation], mode: Mode) -> Decision:
     """Allow when nothing is wrong; otherwise deny, or admit with warnings in audit mode."""
     if not violations:
         return allow()

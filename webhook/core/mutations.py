@@ -16,19 +16,18 @@ so there is no deep copy and no diff.  Mutating twice gives an empty patch the s
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from webhook.core.engine import target_namespace
-from webhook.core.policy import Policy
+from webhook.core.exemptions import exemption
+from webhook.core.policy import REGISTRY_ONLY, Policy
 from webhook.core.reviews import Review
 
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
-REGISTRY_ONLY = "REGISTRY_ONLY"
 
 Operation = dict[str, Any]
 
@@ -54,17 +53,14 @@ def pointer(*tokens: str) -> str:
     return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
-def encode_patch(mutation: Mutation) -> str:
+def encode_patch(operations: Iterable[Mapping[str, Any]]) -> str:
     """The AdmissionResponse ``patch`` field: base64 of the JSON Patch document."""
-    return base64.b64encode(orjson.dumps(list(mutation.patch))).decode("ascii")
+    return base64.b64encode(orjson.dumps(list(operations))).decode("ascii")
 
 
 def mutate(review: Review, policy: Policy) -> Mutation:
     """The patch egress-guard applies to one admitted object (often none)."""
-    if review.operation not in ("CREATE", "UPDATE") or review.sub_resource:
-        return NO_MUTATION
-    namespace = target_namespace(review)
-    if namespace and policy.is_excluded(namespace):
+    if review.operation not in ("CREATE", "UPDATE") or exemption(review, policy) is not None:
         return NO_MUTATION
     obj = review.object
     if not isinstance(obj, Mapping):

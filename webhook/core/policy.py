@@ -36,6 +36,8 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
 
 MANAGED_LABEL = "egress-guard.io/managed"
 SERVICE_LABEL = "egress-guard.io/service"
+# the Sidecar outbound mode the whole guardrail rests on: unknown hosts are dropped
+REGISTRY_ONLY = "REGISTRY_ONLY"
 
 
 class Mode(StrEnum):

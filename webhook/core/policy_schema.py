@@ -1,6 +1,6 @@
 """The JSON Schema of the policy document (``policy.yaml`` in the security team's ConfigMap).
 
-Kept as data in the core so every door (webhook, controller, CLI) validates with the same schema;
+Kept as data in the core so every door (webhook, Reconciler, CLI) validates with the same schema;
 ``policies/egress-policy.schema.json`` is this dict printed by ``egress-guard policy schema``
 (a unit test keeps the two equal).
 """

@@ -1,8 +1,8 @@
 """Building API clients, and the kinds egress-guard manages, as the REST API names them.
 
 Clients are built per call site from an explicit kubeconfig (or the in-cluster service account),
-never through the library's process-wide default configuration, so two controllers or a
-controller and a test can live in one process.
+never through the library's process-wide default configuration, so two Reconcilers or a
+Reconciler and a test can live in one process.
 """
 
 from __future__ import annotations

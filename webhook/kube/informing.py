@@ -52,7 +52,7 @@ class Informer:
         self._args = args
         self._selectors = selectors
         self.name = name
-        self._handler = handler
+        self._handlers: list[Handler] = [handler] if handler is not None else []
         self._watch_timeout = watch_timeout
         self._objects: dict[Key, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
@@ -88,6 +88,10 @@ class Informer:
     def wait_synced(self, timeout: float) -> bool:
         """Block until the first list is loaded (or ``timeout``)."""
         return self._synced.wait(timeout)
+
+    def add_handler(self, handler: Handler) -> None:
+        """Also call ``handler`` for every event (before ``start``: later ones may miss some)."""
+        self._handlers.append(handler)
 
     # --- running --------------------------------------------------------------------------
 
@@ -173,12 +177,13 @@ class Informer:
         return version
 
     def _emit(self, kind: str, obj: Mapping[str, Any]) -> None:
-        if self._handler is None:
-            return
-        try:
-            self._handler(kind, obj)
-        except Exception:  # a broken handler must not kill the cache
-            logger.exception("informer handler failed", extra={"fields": {"informer": self.name}})
+        for handler in self._handlers:
+            try:
+                handler(kind, obj)
+            except Exception:  # a broken handler must not kill the cache
+                logger.exception(
+                    "informer handler failed", extra={"fields": {"informer": self.name}}
+                )
 
 
 class _Gone(Exception):

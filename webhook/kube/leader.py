@@ -1,4 +1,4 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, so several controller replicas can run.
+"""Leader election on a coordination.k8s.io/v1 Lease, so several Reconciler replicas can run.
 
 Why not ``kubernetes.leaderelection``: it uses the library's global client, cannot be stopped or
 asked "am I still leader?", and never releases the lease on shutdown.  This is the client-go
@@ -49,8 +49,6 @@ class LeaseElector:
         renew_deadline: float = RENEW_DEADLINE,
         renew_period: float = RENEW_PERIOD,
         retry_period: float = RETRY_PERIOD,
-        on_started: Callable[[], None] | None = None,
-        on_stopped: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not renew_period < renew_deadline < lease_duration:
@@ -63,8 +61,8 @@ class LeaseElector:
         self.renew_deadline = renew_deadline
         self.renew_period = renew_period
         self.retry_period = retry_period
-        self._on_started = on_started
-        self._on_stopped = on_stopped
+        self._on_started: list[Callable[[], None]] = []
+        self._on_stopped: list[Callable[[], None]] = []
         self._clock = clock
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0
@@ -72,6 +70,18 @@ class LeaseElector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.transitions = 0
+
+    def subscribe(
+        self,
+        *,
+        on_started: Callable[[], None] | None = None,
+        on_stopped: Callable[[], None] | None = None,
+    ) -> None:
+        """Call ``on_started`` when this replica starts leading, ``on_stopped`` when it stops."""
+        if on_started is not None:
+            self._on_started.append(on_started)
+        if on_stopped is not None:
+            self._on_stopped.append(on_stopped)
 
     def is_leader(self) -> bool:
         """True while this replica holds the lease and renewed it within the renew deadline."""
@@ -179,16 +189,16 @@ class LeaseElector:
         if first:
             self.transitions += 1
             logger.info("became leader", extra={"fields": {"identity": self.identity}})
-            if self._on_started is not None:
-                self._on_started()
+            for callback in self._on_started:
+                callback()
 
     def _lose(self) -> None:
         if self._renewed_at is None:
             return
         self._renewed_at = None
         logger.info("stopped leading", extra={"fields": {"identity": self.identity}})
-        if self._on_stopped is not None:
-            self._on_stopped()
+        for callback in self._on_stopped:
+            callback()
 
     def _release(self) -> None:
         try:

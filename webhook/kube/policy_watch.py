@@ -1,25 +1,24 @@
-"""The policy ConfigMap as a live source, for the webhook server and the controller alike.
+"""The policy ConfigMap as a ``PolicySource``, for the webhook server and the Reconciler alike.
 
 One ConfigMap (namespace/name) is watched with a resourceVersion-aware informer, so API server
 restarts and 410 Gone only cause a relist.  Every new version of ``data["policy.yaml"]`` goes to
-the caller's sink; when the sink rejects it (the policy does not validate) a Warning Event is
-recorded on the ConfigMap, so ``kubectl describe configmap`` tells the security team why their
-edit is not in force, while the sink keeps the last good policy.
+the sink (the ``PolicyStore``); when the store rejects it (the policy does not validate) a
+Warning Event is recorded on the ConfigMap, so ``kubectl describe configmap`` tells the security
+team why their edit is not in force, while the store keeps the last good policy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes import client
 
 from webhook.core.policy_parsing import POLICY_KEY
-from webhook.kube.client import load_api_client
 from webhook.kube.informing import Informer
+from webhook.policy_runtime import PolicySink, ReloadResult
 
 logger = logging.getLogger(__name__)
 
@@ -27,82 +26,92 @@ EVENT_REASON = "PolicyRejected"
 COMPONENT = "egress-guard"
 MAX_EVENT_MESSAGE = 1024
 
-
-class LoadResult(Protocol):
-    """What a sink answers (``webhook.admission.policy_store.ReloadResult`` fits)."""
-
-    @property
-    def ok(self) -> bool:
-        """Whether the text became (or already was) the policy in force."""
-        ...
-
-    @property
-    def problems(self) -> tuple[str, ...]:
-        """Why it was rejected."""
-        ...
+# (the ConfigMap, why its policy was rejected)
+RejectionHook = Callable[[Mapping[str, Any], str], None]
 
 
-class Sink(Protocol):
-    """Receives the policy text (``PolicyStore`` fits)."""
+class ConfigMapPolicySource:
+    """Watches one ConfigMap and feeds its ``policy.yaml`` to the sink it is started with.
 
-    def update(self, text: str | bytes, *, origin: str) -> Any:
-        """Compile and swap in ``text``, keeping the last good policy on failure."""
-        ...
-
-    def fail(self, origin: str, problem: str) -> Any:
-        """The source cannot deliver a policy right now."""
-        ...
-
-
-class PolicyWatch:
-    """Watches one ConfigMap and feeds its ``policy.yaml`` to ``sink``."""
+    ``connect`` builds the API client when the source starts (in the gunicorn worker, after the
+    fork); a client that cannot be built is reported to the sink, and the service keeps answering
+    with readiness failing.  ``on_rejected`` replaces the Warning Event (tests, quiet tools).
+    """
 
     def __init__(
         self,
-        api_client: client.ApiClient,
         namespace: str,
         name: str,
         *,
-        sink: Sink,
-        record_events: bool = True,
+        connect: Callable[[], client.ApiClient],
+        initial_timeout: float = 30.0,
+        on_rejected: RejectionHook | None = None,
     ) -> None:
-        self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.name = name
-        self.sink = sink
-        self.record_events = record_events
         self.origin = f"configmap:{namespace}/{name}"
+        self.initial_timeout = initial_timeout
         self.delivered_version = ""
-        self.informer = Informer(
-            self.core.list_namespaced_config_map,
-            namespace,
-            name=f"policy-{namespace}-{name}",
-            handler=self._on_event,
-            field_selector=f"metadata.name={name}",
-        )
+        self._connect = connect
+        self._on_rejected = on_rejected
+        self._core: client.CoreV1Api | None = None
+        self._informer: Informer | None = None
+        self._sink: PolicySink | None = None
 
-    def start(self) -> PolicyWatch:
-        """Watch in a daemon thread."""
-        self.informer.start()
-        return self
+    def start(self, sink: PolicySink) -> None:
+        """Watch in a daemon thread; wait (bounded) for the first list."""
+        self._sink = sink
+        try:
+            self._core = client.CoreV1Api(self._connect())
+        except Exception as exc:
+            sink.fail(self.origin, f"cannot reach the Kubernetes API: {exc!r}")
+            logger.exception("policy ConfigMap watch not started")
+            return
+        self._informer = Informer(
+            self._core.list_namespaced_config_map,
+            self.namespace,
+            name=f"policy-{self.namespace}-{self.name}",
+            handler=self._on_event,
+            field_selector=f"metadata.name={self.name}",
+        ).start()
+        # not fatal: the service answers with readiness failing until a policy arrives
+        if self.initial_timeout > 0:
+            self._informer.wait_synced(self.initial_timeout)
 
     def stop(self) -> None:
-        """Stop watching."""
-        self.informer.stop()
+        """Stop watching; idempotent."""
+        if self._informer is not None:
+            self._informer.stop()
+
+    @property
+    def synced(self) -> bool:
+        """True once the ConfigMap has been listed."""
+        return self._informer is not None and self._informer.synced
+
+    @property
+    def failed(self) -> bool:
+        """True when the watch thread ended without being asked to stop."""
+        return self._informer is not None and self._informer.failed
 
     def _on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        sink = self._sink
+        if sink is None:
+            return
         if kind == "SYNCED":
-            if not self.informer.items():
-                self.sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} not found")
+            if self._informer is not None and not self._informer.items():
+                sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} not found")
             return
         if kind == "DELETED":
             self.delivered_version = ""
-            self.sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} was deleted")
+            sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} was deleted")
             return
-        self.deliver(obj)
+        self.deliver(obj, sink)
 
-    def deliver(self, configmap: Mapping[str, Any]) -> Any:
-        """Hand one version of the ConfigMap to the sink; record an Event when it is rejected."""
+    def deliver(self, configmap: Mapping[str, Any], sink: PolicySink) -> ReloadResult | None:
+        """Hand one version of the ConfigMap to ``sink``; report it when it is rejected.
+
+        None when this version was already delivered.
+        """
         meta = configmap.get("metadata") or {}
         version = str(meta.get("resourceVersion") or "")
         if version and version == self.delivered_version:
@@ -111,16 +120,21 @@ class PolicyWatch:
         data = configmap.get("data") or {}
         if POLICY_KEY not in data:
             problem = f"the ConfigMap has no key {POLICY_KEY!r}"
-            self._event(configmap, problem)
-            return self.sink.fail(self.origin, problem)
-        result = self.sink.update(str(data[POLICY_KEY]), origin=self.origin)
-        if result is not None and not getattr(result, "ok", True):
-            problems = tuple(getattr(result, "problems", ()))
-            self._event(configmap, "; ".join(problems) or "the policy is invalid")
+            self._rejected(configmap, problem)
+            return sink.fail(self.origin, problem)
+        result = sink.update(str(data[POLICY_KEY]), origin=self.origin)
+        if not result.ok:
+            self._rejected(configmap, "; ".join(result.problems) or "the policy is invalid")
         return result
 
-    def _event(self, configmap: Mapping[str, Any], problem: str) -> None:
-        if not self.record_events:
+    def _rejected(self, configmap: Mapping[str, Any], problem: str) -> None:
+        if self._on_rejected is not None:
+            self._on_rejected(configmap, problem)
+        else:
+            self._record_event(configmap, problem)
+
+    def _record_event(self, configmap: Mapping[str, Any], problem: str) -> None:
+        if self._core is None:
             return
         meta = configmap.get("metadata") or {}
         stamp = dt.datetime.now(dt.UTC)
@@ -150,25 +164,8 @@ class PolicyWatch:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(self.namespace, body)
+            self._core.create_namespaced_event(self.namespace, body)
         except client.ApiException as exc:  # no RBAC for events must not stop the watch
             logger.warning(
                 "cannot record the rejection event", extra={"fields": {"error": str(exc)[:300]}}
             )
-
-
-def watch_policy_configmap(
-    namespace: str,
-    name: str,
-    *,
-    kubeconfig: str | None,
-    sink: Sink,
-    stop: threading.Event,
-    api_client_factory: Callable[[str | None], client.ApiClient] = load_api_client,
-) -> None:
-    """Feed ``sink`` from the ConfigMap until ``stop`` is set (``ConfigMapPolicySource``'s hook)."""
-    watcher = PolicyWatch(api_client_factory(kubeconfig), namespace, name, sink=sink).start()
-    try:
-        stop.wait()
-    finally:
-        watcher.stop()

@@ -1,6 +1,6 @@
-"""The controller's HTTP endpoints: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz``.
+"""The Reconciler's HTTP endpoints: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz``.
 
-The webhook answers these on its HTTPS port; the controller serves no API, so it gets a small
+The webhook answers these on its HTTPS port; the Reconciler serves no API, so it gets a small
 plain-HTTP server of its own that the kubelet can probe and Prometheus can scrape.  Liveness is a
 heartbeat: the reconcile loop beats on every turn, so a loop stuck in a hung API call (the client
 has no request timeout) or a watch thread that died turns ``/healthz`` into 503 and the kubelet

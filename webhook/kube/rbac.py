@@ -1,7 +1,8 @@
-"""The Kubernetes permissions egress-guard's controller needs, written down once.
+"""The Kubernetes permissions the Reconciler and the webhook server need, written down once.
 
-The Helm chart and the e2e harness render their ClusterRole/Role from these lists, so a new
-generated kind cannot be forgotten in one of them.
+The Helm chart writes its ClusterRoles and Roles by hand; ``tests/integration/test_chart.py``
+renders the chart and fails unless each of them equals these lists, so a new generated kind
+cannot be forgotten in the chart.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def controller_cluster_rules() -> list[dict[str, Any]]:
 
 
 def controller_namespace_rules() -> list[dict[str, Any]]:
-    """Rules in the controller's own namespace: the policy ConfigMap and the leader Lease."""
+    """Rules in the Reconciler's own namespace: the policy ConfigMap and the leader Lease."""
     return [
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
         {

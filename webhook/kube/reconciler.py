@@ -1,4 +1,4 @@
-"""The controller: keeps the cluster equal to ``desired_state(policy, namespaces)``.
+"""The Reconciler: keeps the cluster equal to ``desired_state(policy, namespaces)``.
 
 sample-controller's shape: informers (the policy ConfigMap, Namespaces, and every managed kind
 selected by the managed label) mark the state dirty; one worker computes the desired objects
@@ -23,17 +23,16 @@ from functools import partial
 from typing import Any
 
 from kubernetes import client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from webhook.admission.policy_store import PolicyStore, ReloadResult
-from webhook.core.desired import NamespaceInfo, plan
+from webhook.core.desired import NamespaceInfo, generate
 from webhook.core.policy import Policy
 from webhook.kube.applying import MANAGED_SELECTOR, ApiWriter, Writer, converge, plan_changes
 from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
+from webhook.kube.collaborators import Elector, Metrics, Watch, WatchedPolicySource
 from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
-from webhook.kube.policy_watch import PolicyWatch
 from webhook.kube.probing import Heartbeat, ProbeResult, liveness, readiness
+from webhook.policy_runtime import PolicyStore, ReloadResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +43,6 @@ MAX_BACKOFF = 30.0
 # /healthz fails after this many resync periods without a turn of the reconcile loop (it turns
 # every quarter second while idle), and never sooner than a backoff wait could last twice
 STALE_RESYNCS = 3
-
-
-class Metrics:
-    """The controller's Prometheus metrics, in a registry of its own (tests build many)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.syncs = Counter(
-            "egress_guard_controller_syncs", "Reconcile passes", ["result"], registry=r
-        )
-        self.writes = Counter(
-            "egress_guard_controller_writes", "Objects written", ["kind", "action"], registry=r
-        )
-        self.policy_loads = Counter(
-            "egress_guard_controller_policy_loads", "Policy updates seen", ["result"], registry=r
-        )
-        self.leader = Gauge(
-            "egress_guard_controller_leader", "1 while this replica holds the lease", registry=r
-        )
-        self.managed = Gauge(
-            "egress_guard_controller_desired_objects", "Objects the policy asks for", registry=r
-        )
-        self.duration = Histogram(
-            "egress_guard_controller_sync_seconds", "Time of one reconcile pass", registry=r
-        )
 
 
 @dataclass(slots=True)
@@ -108,72 +81,49 @@ def with_identity(manifest: Mapping[str, Any], identity: str) -> dict[str, Any]:
 
 
 class Reconciler:
-    """Watches, elects, and converges; ``run`` blocks until ``stop`` is set."""
+    """Keeps the managed objects equal to the policy's; ``run`` blocks until ``stop`` is set.
+
+    Its collaborators come in built (sample-controller's ``NewController``): the policy store and
+    the source feeding it, the Namespace and managed-kind caches, the elector and the writer.
+    ``new_reconciler`` wires the real ones; tests hand in caches held in memory.
+    """
 
     def __init__(
         self,
-        api_client: client.ApiClient,
         *,
-        policy_namespace: str,
-        policy_name: str,
-        lease_namespace: str,
+        store: PolicyStore,
+        policy_source: WatchedPolicySource,
+        namespaces: Watch,
+        managed: Mapping[Kind, Watch],
+        elector: Elector,
+        writer: Writer,
         identity: str,
-        lease_name: str = LEASE_NAME,
-        writer: Writer | None = None,
         metrics: Metrics | None = None,
         resync: float = RESYNC_SECONDS,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        renew_period: float = 5.0,
-        retry_period: float = 2.0,
-        namespace_selector: str = "",
         stale_after: float | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.identity = identity
         self.metrics = metrics or Metrics()
         self.resync = resync
         self.stale_after = stale_after or max(STALE_RESYNCS * resync, 2 * MAX_BACKOFF)
-        self.heartbeat = Heartbeat()
-        self.writer: Writer = writer or ApiWriter(api_client)
-        self.store = PolicyStore(listeners=(self._on_policy,))
-        self.policy_watch = PolicyWatch(api_client, policy_namespace, policy_name, sink=self.store)
-        core = client.CoreV1Api(api_client)
-        custom = client.CustomObjectsApi(api_client)
-        # an optional label selector limits the controller to some namespaces (staged rollout);
-        # objects in other namespaces are then neither written nor pruned
-        selector: dict[str, Any] = (
-            {"label_selector": namespace_selector} if namespace_selector else {}
-        )
-        self.namespaces = Informer(
-            core.list_namespace, name="namespaces", handler=self._changed, **selector
-        )
-        self.managed: dict[Kind, Informer] = {
-            kind: Informer(
-                custom.list_cluster_custom_object,
-                kind.group,
-                kind.version,
-                kind.plural,
-                name=kind.plural,
-                handler=self._changed,
-                label_selector=MANAGED_SELECTOR,
-            )
-            for kind in MANAGED_KINDS
-        }
-        self.elector = LeaseElector(
-            api_client,
-            lease_namespace,
-            lease_name,
-            identity,
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            renew_period=renew_period,
-            retry_period=retry_period,
-            on_started=self._on_leading,
-            on_stopped=lambda: self.metrics.leader.set(0),
-        )
+        self.heartbeat = heartbeat or Heartbeat()
+        self.store = store
+        self.policy_source = policy_source
+        self.namespaces = namespaces
+        self.managed = dict(managed)
+        self.elector = elector
+        self.writer = writer
         self._dirty = threading.Event()
         self._warned_revision = ""
         self.last_result: SyncResult | None = None
+        store.subscribe(self._on_policy)
+        namespaces.add_handler(self._changed)
+        for informer in self.managed.values():
+            informer.add_handler(self._changed)
+        elector.subscribe(
+            on_started=self._on_leading, on_stopped=lambda: self.metrics.leader.set(0)
+        )
 
     # --- triggers -------------------------------------------------------------------------
 
@@ -197,8 +147,8 @@ class Reconciler:
     # --- running --------------------------------------------------------------------------
 
     def start_watches(self) -> None:
-        """Start the informers and the policy watch."""
-        self.policy_watch.start()
+        """Start the informers and the policy source."""
+        self.policy_source.start(self.store)
         self.namespaces.start()
         for informer in self.managed.values():
             informer.start()
@@ -224,7 +174,7 @@ class Reconciler:
                     backoff = 0.0
         finally:
             self.elector.stop(release=True)
-            self.policy_watch.stop()
+            self.policy_source.stop()
             self.namespaces.stop()
             for informer in self.managed.values():
                 informer.stop()
@@ -240,9 +190,9 @@ class Reconciler:
 
     # --- probes ---------------------------------------------------------------------------
 
-    def _watches(self) -> dict[str, Informer]:
+    def _watches(self) -> dict[str, Watch | WatchedPolicySource]:
         return {
-            "policy": self.policy_watch.informer,
+            "policy": self.policy_source,
             "namespaces": self.namespaces,
             **{kind.plural: informer for kind, informer in self.managed.items()},
         }
@@ -276,12 +226,12 @@ class Reconciler:
             return SyncResult(skipped=True)
         started = time.monotonic()
         infos = namespace_infos(self.namespaces.items())
-        desired_plan = plan(policy, infos)
+        wanted = generate(policy, infos)
         if policy.revision != self._warned_revision:
             self._warned_revision = policy.revision
-            for warning in desired_plan.warnings:
+            for warning in wanted.warnings:
                 logger.warning("policy warning", extra={"fields": {"warning": warning}})
-        desired = [with_identity(m, self.identity) for m in desired_plan.manifests]
+        desired = [with_identity(m, self.identity) for m in wanted.manifests]
         self.metrics.managed.set(len(desired))
         result = self._converge(desired, infos)
         self.metrics.duration.observe(time.monotonic() - started)
@@ -349,3 +299,62 @@ class Reconciler:
             return
         (result.applied if action == "apply" else result.deleted).append(_label(obj))
         self.metrics.writes.labels(obj["kind"], action).inc()
+
+
+def new_reconciler(
+    api_client: client.ApiClient,
+    *,
+    policy_source: WatchedPolicySource,
+    lease_namespace: str,
+    identity: str,
+    lease_name: str = LEASE_NAME,
+    writer: Writer | None = None,
+    metrics: Metrics | None = None,
+    resync: float = RESYNC_SECONDS,
+    lease_duration: float = 15.0,
+    renew_deadline: float = 10.0,
+    renew_period: float = 5.0,
+    retry_period: float = 2.0,
+    namespace_selector: str = "",
+    stale_after: float | None = None,
+) -> Reconciler:
+    """A Reconciler wired to the API server behind ``api_client`` (nothing started yet).
+
+    ``policy_source`` is the caller's choice (the CLI hands in the policy ConfigMap's source).
+    """
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    # an optional label selector limits the Reconciler to some namespaces (staged rollout);
+    # objects in other namespaces are then neither written nor pruned
+    selector: dict[str, Any] = {"label_selector": namespace_selector} if namespace_selector else {}
+    return Reconciler(
+        store=PolicyStore(),
+        policy_source=policy_source,
+        namespaces=Informer(core.list_namespace, name="namespaces", **selector),
+        managed={
+            kind: Informer(
+                custom.list_cluster_custom_object,
+                kind.group,
+                kind.version,
+                kind.plural,
+                name=kind.plural,
+                label_selector=MANAGED_SELECTOR,
+            )
+            for kind in MANAGED_KINDS
+        },
+        elector=LeaseElector(
+            api_client,
+            lease_namespace,
+            lease_name,
+            identity,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            renew_period=renew_period,
+            retry_period=retry_period,
+        ),
+        writer=writer or ApiWriter(api_client),
+        identity=identity,
+        metrics=metrics,
+        resync=resync,
+        stale_after=stale_after,
+    )

@@ -1,8 +1,9 @@
 """The per-kind checks, registered by (API group, kind).
 
 Each check is a pure function ``(review, policy, view) -> iterable of Violation``; the engine picks
-the one registered for the review's kind.  Importing this package imports every check module so
-the registry is complete.
+the one registered for the review's kind.  Importing this package registers nothing: each check
+module registers itself when imported, and ``webhook.core.checks.registered`` (which the engine
+imports) imports them all, so the registry is complete wherever ``decide`` can be called.
 """
 
 from __future__ import annotations

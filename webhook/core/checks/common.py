@@ -238,9 +238,9 @@ def name_of(obj: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) else ""
 
 
-def is_managed(obj: Mapping[str, Any]) -> bool:
-    """True for objects egress-guard's controller generated."""
-    return labels_of(obj).get(MANAGED_LABEL) == "true"
+def is_managed(obj: Mapping[str, Any] | None) -> bool:
+    """True for objects egress-guard's Reconciler generated and owns (False for no object)."""
+    return isinstance(obj, Mapping) and labels_of(obj).get(MANAGED_LABEL) == "true"
 
 
 def format_labels(labels: Mapping[str, str]) -> str:

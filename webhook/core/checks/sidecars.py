@@ -23,10 +23,9 @@ from webhook.core.checks.common import (
 from webhook.core.decisions import Violation
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import check_dns_name
-from webhook.core.policy import Policy, Workloads
+from webhook.core.policy import REGISTRY_ONLY, Policy, Workloads
 from webhook.core.reviews import Review
 
-REGISTRY_ONLY = "REGISTRY_ONLY"
 SUBTRACTING_VERSION = (1, 31)
 
 

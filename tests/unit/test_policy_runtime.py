@@ -1,22 +1,17 @@
-"""The policy store: atomic swaps, last-good fallback, and the sources that feed it."""
+"""The policy runtime: atomic swaps, last-good fallback, and the sources that feed it."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from webhook.admission.policy_store import (
-    ConfigMapPolicySource,
+from webhook.policy_runtime import (
     FilePolicySource,
     PolicyStore,
     ReloadResult,
-    SourceUnavailableError,
     StaticPolicySource,
     embedded_policy_text,
 )
@@ -228,54 +223,3 @@ def test_file_source_follows_a_kubernetes_style_symlink_swap(tmp_path: Path) -> 
     assert source.poll(store)
     assert store.current is not None
     assert store.current.policy.services_covering("api.example.com")
-
-
-def test_configmap_source_without_the_kube_adapter_fails_clearly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "webhook.kube.policy_watch", None)
-    with pytest.raises(SourceUnavailableError, match="--policy FILE"):
-        ConfigMapPolicySource("egress-guard", "policy")
-
-
-def test_configmap_source_drives_the_store_through_the_kube_watch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: dict[str, Any] = {}
-
-    def watch_policy_configmap(
-        namespace: str, name: str, *, kubeconfig: str | None, sink: Any, stop: threading.Event
-    ) -> None:
-        calls.update(namespace=namespace, name=name, kubeconfig=kubeconfig)
-        sink.update(GOOD, origin=f"configmap:{namespace}/{name}")
-        stop.wait(5)
-
-    module = types.ModuleType("webhook.kube.policy_watch")
-    module.watch_policy_configmap = watch_policy_configmap  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "webhook.kube.policy_watch", module)
-    store = PolicyStore()
-    source = ConfigMapPolicySource("egress-guard", "policy", kubeconfig=Path("kc"))
-    source.start(store)
-    try:
-        assert store.ready
-        assert store.current is not None
-        assert store.current.origin == "configmap:egress-guard/policy"
-        assert calls == {"namespace": "egress-guard", "name": "policy", "kubeconfig": "kc"}
-    finally:
-        source.stop()
-
-
-def test_configmap_watch_that_dies_is_reported_as_a_failure(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def watch_policy_configmap(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("apiserver unreachable")
-
-    module = types.ModuleType("webhook.kube.policy_watch")
-    module.watch_policy_configmap = watch_policy_configmap  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "webhook.kube.policy_watch", module)
-    heard: list[ReloadResult] = []
-    store = PolicyStore(listeners=(heard.append,))
-    ConfigMapPolicySource("ns", "cm", initial_timeout=5).start(store)
-    assert not store.ready
-    assert heard and "apiserver unreachable" in heard[0].problems[0]
