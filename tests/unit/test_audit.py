@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook.core.audit import AUDIT_USER, audit, rule_of
+from webhook.core.audit import AUDIT_USER, audit, audit_json, audit_table, exit_code, rule_of
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import MAX_RESULTS, ReportFlavour, build_reports, summarize
 
@@ -200,3 +200,20 @@ def test_namespace_objects_are_reported_in_their_own_namespace() -> None:
         "kind": "Namespace",
         "name": "team-a",
     }
+
+
+def test_audit_table_json_and_exit_code_for_ci() -> None:
+    policy = parse_policy(POLICY)
+    clean = audit([entry("team-a", "api.example.com")], policy, now=T0)
+    assert exit_code(clean) == 0
+    assert audit_table(clean).startswith("no object in breach: 1 judged, 0 skipped")
+    dirty = audit([entry("team-a", "api.github.com", "bad")], policy, now=T0)
+    assert exit_code(dirty) == 1
+    lines = audit_table(dirty).splitlines()
+    assert lines[0].split() == ["NAMESPACE", "KIND", "NAME", "RULE", "MESSAGE"]
+    assert lines[1].startswith("team-a     ServiceEntry  bad   spec.hosts  ServiceEntry team-a/bad")
+    assert lines[-1].startswith("1 object(s) in breach, 1 finding(s); 1 judged, 0 skipped")
+    data = audit_json(dirty)
+    assert data["objectsInBreach"] == 1
+    assert data["findings"][0]["field"] == "spec.hosts[0]"
+    assert data["findings"][0]["kind"] == "ServiceEntry"

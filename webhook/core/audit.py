@@ -180,3 +180,52 @@ def audit(
         objects_in_breach=tuple(breaching),
         judged_by_namespace=per_namespace,
     )
+
+
+def audit_table(result: AuditResult) -> str:
+    """``egress-guard audit`` output: one line per finding, or a line saying all is clean."""
+    if result.clean:
+        return (
+            f"no object in breach: {result.judged} judged, {result.skipped} skipped "
+            f"(policy revision {result.revision})\n"
+        )
+    rows = [("NAMESPACE", "KIND", "NAME", "RULE", "MESSAGE")]
+    rows += [(f.namespace, f.kind, f.name, f.rule, f.describe()) for f in result.findings]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    ]
+    lines.append(
+        f"{len(result.objects_in_breach)} object(s) in breach, {len(result.findings)} finding(s); "
+        f"{result.judged} judged, {result.skipped} skipped (policy revision {result.revision})"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def audit_json(result: AuditResult) -> dict[str, Any]:
+    """``egress-guard audit -o json`` output."""
+    return {
+        "revision": result.revision,
+        "judged": result.judged,
+        "skipped": result.skipped,
+        "objectsInBreach": len(result.objects_in_breach),
+        "findings": [
+            {
+                "apiVersion": f.ref.api_version,
+                "kind": f.kind,
+                "namespace": f.namespace,
+                "name": f.name,
+                "rule": f.rule,
+                "field": f.field,
+                "message": f.message,
+                "expiredExceptions": list(f.expired_exceptions),
+            }
+            for f in result.findings
+        ],
+    }
+
+
+def exit_code(result: AuditResult) -> int:
+    """0 when nothing breaches, 1 otherwise: a CI job fails the merge on 1."""
+    return 0 if result.clean else 1
