@@ -130,6 +130,8 @@ def test_an_already_expired_exception_still_validates_so_reloads_keep_working() 
         ("2026-12-08", "a date alone is not an instant"),
         ("2026-12-08T12:00:00", "needs an offset"),
         ("next tuesday", "is not an RFC 3339 instant"),
+        ("2026-W49-2T12:00:00Z", "expected YYYY-MM-DDTHH:MM:SS"),
+        ("2026-12-08T12Z", "expected YYYY-MM-DDTHH:MM:SS"),
     ],
 )
 def test_expires_must_be_an_instant_with_an_offset(expires: str, message: str) -> None:
@@ -180,3 +182,9 @@ def test_duplicate_exception_names_are_refused() -> None:
 
 def test_parse_instant_normalizes_to_utc() -> None:
     assert parse_instant("2026-12-01T13:00:00+01:00") == T0
+    assert parse_instant("2026-12-01t12:00:00.000z") == T0
+
+
+def test_a_policy_without_exceptions_resolves_to_itself() -> None:
+    policy = parse_policy(POLICY.split("exceptions:")[0])
+    assert policy.at(T0) is policy

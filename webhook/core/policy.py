@@ -276,6 +276,8 @@ class Policy:
         can never survive a second resolution.  The result is memoized per set of live
         exceptions: the review path pays a scan of the exceptions, not a recompile.
         """
+        if not self.exceptions:
+            return self
         live = tuple(e for e in self.exceptions if e.is_live(now))
         key = tuple(e.name for e in live)
         resolved = self._resolved.get(key)

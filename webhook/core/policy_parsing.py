@@ -162,11 +162,16 @@ def _timestamps_as_text(document: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**document, "exceptions": items}
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
 def parse_instant(text: str) -> dt.datetime:
     """An RFC 3339 instant with its offset, in UTC; ValueError for anything else."""
-    if "T" not in text.upper():
+    if "T" not in text.upper() and " " not in text:
         raise ValueError("a date alone is not an instant: add a time and an offset")
-    value = dt.datetime.fromisoformat(text)
+    if not _RFC3339.match(text):
+        raise ValueError("expected YYYY-MM-DDTHH:MM:SS[.frac] and Z or +HH:MM")
+    value = dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     if value.tzinfo is None:
         raise ValueError("an RFC 3339 instant needs an offset (Z or +HH:MM)")
     return value.astimezone(dt.UTC)
