@@ -33,6 +33,7 @@ from webhook.kube.auditing import (
     governed_resources,
 )
 from webhook.kube.client import load_api_client
+from webhook.kube.rbac import audit_cluster_rules
 
 pytestmark = pytest.mark.e2e
 
@@ -146,12 +147,21 @@ def test_audit_pass_writes_the_report_warns_and_removes_it_once_fixed(
     while detect_flavour(api) is not ReportFlavour.OPENREPORTS:
         assert time.monotonic() < deadline, "the Report API is never served"
         time.sleep(0.2)
-    kinds = {(r.group, r.kind) for r in governed_resources(api)}
+    served = governed_resources(api)
+    kinds = {(r.group, r.kind) for r in served}
     assert {
         ("networking.istio.io", "ServiceEntry"),
         ("", "Namespace"),
         ("apps", "Deployment"),
     } <= kinds
+
+    granted = {
+        (g, p)
+        for rule in audit_cluster_rules()
+        for g in rule["apiGroups"]
+        for p in rule["resources"]
+    }
+    assert {(r.group, r.plural) for r in served} <= granted
 
     policy = parse_policy(POLICY)
     metrics = AuditMetrics(CollectorRegistry())

@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+import webhook.core.engine  # noqa: F401  (fills the registry)
 from webhook.core.audit import ObjectRef
+from webhook.core.checks import REGISTRY
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import ReportFlavour
 from webhook.kube.auditing import AuditLoop, AuditMetrics, Auditor, EventLimiter
+from webhook.kube.rbac import audit_cluster_rules
 
 pytestmark = pytest.mark.unit
 
@@ -217,3 +220,21 @@ def test_only_the_leader_audits(leader: bool) -> None:
     reports = auditor.reports
     assert isinstance(reports, Reports)
     assert bool(reports.stored) is leader
+
+
+def test_audit_rules_read_every_governed_kind_and_write_both_report_kinds() -> None:
+    rules = audit_cluster_rules()
+    readable = {
+        (group, resource)
+        for rule in rules
+        if "list" in rule["verbs"] and "watch" in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    for group, kind in REGISTRY:
+        assert any(g == group and r.startswith(kind.lower()) for g, r in readable), kind
+    assert ("", "endpoints") in readable
+    writable = {
+        (rule["apiGroups"][0], rule["resources"][0]) for rule in rules if "patch" in rule["verbs"]
+    }
+    assert writable == {("openreports.io", "reports"), ("wgpolicyk8s.io", "policyreports")}

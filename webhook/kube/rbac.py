@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import webhook.core.checks.registered  # noqa: F401  (fills the registry)
+from webhook.core.checks import REGISTRY
 from webhook.kube.client import MANAGED_KINDS
 
 WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -59,3 +61,33 @@ def webhook_namespace_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
+
+
+def audit_cluster_rules() -> list[dict[str, Any]]:
+    """What the background audit needs: read every governed kind, write the report kinds.
+
+    Not yet part of ``controller_cluster_rules``: it joins it (and the chart) with the audit.
+    """
+    groups: dict[str, set[str]] = {}
+    for group, kind in REGISTRY:
+        plural = kind.lower() if kind.endswith("s") else f"{kind.lower()}s"
+        groups.setdefault(group, set()).add(plural)
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [group], "resources": sorted(plurals), "verbs": ["get", "list", "watch"]}
+        for group, plurals in sorted(groups.items())
+    ]
+    rules.append(
+        {
+            "apiGroups": ["openreports.io"],
+            "resources": ["reports"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }
+    )
+    rules.append(
+        {
+            "apiGroups": ["wgpolicyk8s.io"],
+            "resources": ["policyreports"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }
+    )
+    return rules
