@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from webhook.admission.decision_cache import DecisionCache
 from webhook.core.audit import audit
+from webhook.core.checks import EmptyView
 from webhook.core.desired import plan
 from webhook.core.engine import decide
 from webhook.core.policy import Policy
@@ -153,3 +155,16 @@ def test_only_the_policy_model_turns_exceptions_into_rules() -> None:
             ):
                 offenders.append(f"{path.relative_to(WEBHOOK)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_decision_cache_never_serves_a_grant_past_its_expiry() -> None:
+    """Resolving before the cache is enough: the resolved revision changes with the live set."""
+    cache = DecisionCache(EmptyView(), size=16)
+    policy = parse_policy(POLICY)
+    review = review_of_manifest(ENTRY)
+    live, _ = cache.decide(review, policy.at(LIVE))
+    again, hit = cache.decide(review, policy.at(LIVE))
+    assert live.allowed and again.allowed and hit is True
+    expired, hit = cache.decide(review, policy.at(EXPIRY))
+    assert not expired.allowed
+    assert hit is False
