@@ -191,6 +191,7 @@ def test_delete_is_reserved_to_the_security_team(
 def test_registration_sends_only_the_policy_configmap() -> None:
     hook = registration(REF)
     assert hook["rules"][0]["resources"] == ["configmaps"]
+    assert hook["timeoutSeconds"] == 15
     assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
     assert hook["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": "egress-guard"}

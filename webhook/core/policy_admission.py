@@ -36,6 +36,7 @@ MAX_LISTED = 5
 MAX_HOSTS_LISTED = 3
 EXPIRY_WARNING_WINDOW = timedelta(days=7)
 WEBHOOK_NAME = "policy.egress-guard.dev"
+APPLY_TIMEOUT_SECONDS = 15
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -90,6 +91,8 @@ def registration(configmap: PolicyConfigMap) -> dict[str, Any]:
     """
     return {
         "name": WEBHOOK_NAME,
+        # judging the proposed policy audits every governed object (about 1 s per 10,000)
+        "timeoutSeconds": APPLY_TIMEOUT_SECONDS,
         "rules": [
             {
                 "apiGroups": [""],
