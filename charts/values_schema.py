@@ -141,7 +141,15 @@ def values_schema() -> dict[str, Any]:
                     "labels": _LABELS,
                     "insecureSkipVerify": {"type": "boolean"},
                 }
-            )
+            ),
+            "grafanaDashboard": _object(
+                {
+                    "enabled": {"type": "boolean"},
+                    "namespace": _string(pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"),
+                    "labels": _LABELS,
+                    "annotations": _LABELS,
+                }
+            ),
         }
     )
     return {

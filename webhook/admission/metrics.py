@@ -49,6 +49,30 @@ class _PolicyCollector(Collector):
         yield stamp
 
 
+class _ExceptionCollector(Collector):
+    """When each policy exception ends, read from the policy in force at scrape time.
+
+    Every declared exception is exported, expired ones too (a past timestamp says "remove it");
+    dashboards and alerts pick those ending within 7 days with ``metric - time() < 7 * 86400``.
+    """
+
+    def __init__(self, store: PolicyStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per exception, valued at its expiry instant (Unix time)."""
+        expiry = GaugeMetricFamily(
+            "egress_guard_exception_expiry_timestamp_seconds",
+            "When each egress policy exception stops granting access (Unix time).",
+            labels=["exception", "owner", "ticket"],
+        )
+        current = self.store.current
+        if current is not None:
+            for exc in current.policy.exceptions:
+                expiry.add_metric([exc.name, exc.owner, exc.ticket], exc.expires.timestamp())
+        yield expiry
+
+
 class Metrics:
     """The webhook's metrics."""
 
@@ -102,6 +126,7 @@ class Metrics:
     def watch(self, store: PolicyStore) -> None:
         """Export the store's policy gauges and count its reloads."""
         self.registry.register(_PolicyCollector(store))
+        self.registry.register(_ExceptionCollector(store))
         store.subscribe(self.policy_reloaded)
 
     def policy_reloaded(self, result: ReloadResult) -> None:

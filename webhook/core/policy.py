@@ -17,9 +17,12 @@ Sources and the layers that enforce them:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from webhook.core.hosts import HostTrie, covers, is_cluster_internal
@@ -154,6 +157,49 @@ class AllowRule:
     name: str
     source: Source
     services: tuple[str, ...]
+    # the policy exception this rule comes from; empty for the permanent allow list
+    exception: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyException:
+    """A grant with an owner and an end: ``sources`` may reach ``services`` until ``expires``.
+
+    ``hosts`` keeps what the security team wrote, for messages; the grant itself is the
+    external services covering them, because a service is what carries ports and a gateway.
+    """
+
+    name: str
+    sources: tuple[Source, ...]
+    services: tuple[str, ...]
+    owner: str
+    ticket: str
+    expires: datetime
+    reason: str = ""
+    hosts: tuple[str, ...] = ()
+
+    def is_live(self, now: datetime) -> bool:
+        """True until the expiry instant; at ``expires`` itself the grant is gone."""
+        return now < self.expires
+
+    def rules(self) -> tuple[AllowRule, ...]:
+        """The allow rules this exception stands for while it is live, one per source."""
+        return tuple(
+            AllowRule(
+                name=f"exception:{self.name}:{source.namespace}",
+                source=source,
+                services=self.services,
+                exception=self.name,
+            )
+            for source in self.sources
+        )
+
+    def describe(self) -> str:
+        """``github-for-ci (owner alice, ticket SEC-1, expires 2026-12-01T00:00:00+00:00)``."""
+        return (
+            f"{self.name} (owner {self.owner}, ticket {self.ticket}, "
+            f"expires {self.expires.isoformat()})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,34 +237,95 @@ class Policy:
     internal_networks: tuple[str, ...] = ()
     revision: str = ""
     name: str = ""
+    # every declared exception, live or not; only ``at(now)`` folds the live ones into ``rules``
+    exceptions: tuple[PolicyException, ...] = ()
+    max_exception_days: int | None = None
     # indexes, derived in __post_init__
     _hosts: HostTrie[str] = field(init=False, repr=False, compare=False)
     _rules_by_ns: Mapping[str, tuple[AllowRule, ...]] = field(init=False, repr=False, compare=False)
     _wild_rules: tuple[AllowRule, ...] = field(init=False, repr=False, compare=False)
     _gateway_hosts: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _gateways: tuple[Gateway, ...] = field(init=False, repr=False, compare=False)
+    # effective policies by live exception names, shared by a policy and all its resolutions
+    _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         trie = HostTrie.build(
             (host, svc.name) for svc in self.services.values() for host in svc.hosts
         )
-        by_ns: dict[str, list[AllowRule]] = {}
-        wild: list[AllowRule] = []
-        for rule in self.rules:
-            if rule.source.namespace == WILDCARD_NAMESPACE:
-                wild.append(rule)
-            else:
-                by_ns.setdefault(rule.source.namespace, []).append(rule)
+        by_ns, wild = _index_rules(self.rules)
         gateways: dict[str, list[str]] = {}
         distinct: dict[str, Gateway] = {}
         for svc in self.services.values():
             gateways.setdefault(svc.gateway.fqdn, []).append(svc.name)
             distinct.setdefault(svc.gateway.fqdn, svc.gateway)
         object.__setattr__(self, "_hosts", trie)
-        object.__setattr__(self, "_rules_by_ns", {k: tuple(v) for k, v in by_ns.items()})
-        object.__setattr__(self, "_wild_rules", tuple(wild))
+        object.__setattr__(self, "_rules_by_ns", by_ns)
+        object.__setattr__(self, "_wild_rules", wild)
         object.__setattr__(self, "_gateway_hosts", {k: tuple(v) for k, v in gateways.items()})
         object.__setattr__(self, "_gateways", tuple(distinct.values()))
+        object.__setattr__(self, "_resolved", {})
+
+    # --- exceptions: the one path from declared grants to grants in force ------------------
+
+    def at(self, now: datetime) -> Policy:
+        """The policy in force at ``now``: the permanent rules plus every live exception's.
+
+        Every consumer (admission, the reconciler's plan, check, explain, render, diff, audit)
+        decides on the result of this call.  A policy that was never resolved grants no
+        exception at all, so a consumer that forgets to call it fails closed; resolving an
+        already resolved policy starts again from the permanent rules, so an expired exception
+        can never survive a second resolution.  The result is memoized per set of live
+        exceptions: the review path pays a scan of the exceptions, not a recompile.
+        """
+        if not self.exceptions:
+            return self
+        live = tuple(e for e in self.exceptions if e.is_live(now))
+        key = tuple(e.name for e in live)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._with_exception_rules(live)
+            if len(self._resolved) > 64:
+                # time only moves forward, so old live sets are not asked for again
+                self._resolved.clear()
+            self._resolved[key] = resolved
+        return resolved
+
+    def _with_exception_rules(self, live: tuple[PolicyException, ...]) -> Policy:
+        base_revision = self.revision.partition("+")[0]
+        rules = tuple(r for r in self.rules if not r.exception)
+        rules += tuple(rule for exc in live for rule in exc.rules())
+        revision = base_revision
+        if live:
+            granted = "|".join(f"{e.name}@{e.expires.isoformat()}" for e in live)
+            revision += "+" + hashlib.sha256(granted.encode()).hexdigest()[:8]
+        # host and gateway indexes do not depend on rules: share them instead of recompiling
+        resolved = copy.copy(self)
+        by_ns, wild = _index_rules(rules)
+        object.__setattr__(resolved, "rules", rules)
+        object.__setattr__(resolved, "revision", revision)
+        object.__setattr__(resolved, "_rules_by_ns", by_ns)
+        object.__setattr__(resolved, "_wild_rules", wild)
+        return resolved
+
+    def next_expiry(self, now: datetime) -> datetime | None:
+        """The next instant an exception ends after ``now`` (when to reconcile again)."""
+        return min((e.expires for e in self.exceptions if e.is_live(now)), default=None)
+
+    def expiring_within(
+        self, now: datetime, window: timedelta = timedelta(days=7)
+    ) -> tuple[PolicyException, ...]:
+        """Live exceptions ending within ``window`` of ``now``, soonest first."""
+        return tuple(
+            sorted(
+                (e for e in self.exceptions if e.is_live(now) and e.expires <= now + window),
+                key=lambda e: (e.expires, e.name),
+            )
+        )
+
+    def expired(self, now: datetime) -> tuple[PolicyException, ...]:
+        """Declared exceptions that no longer grant anything at ``now``."""
+        return tuple(e for e in self.exceptions if not e.is_live(now))
 
     # --- namespaces -------------------------------------------------------------------------
 
@@ -340,6 +447,25 @@ class Policy:
     def is_internal_address(self, address: str) -> bool:
         """Whether an IP/CIDR lies inside the policy's ``internalNetworks``."""
         return _inside(address, self.internal_networks)
+
+
+def _index_rules(
+    rules: Iterable[AllowRule],
+) -> tuple[dict[str, tuple[AllowRule, ...]], tuple[AllowRule, ...]]:
+    """Rules by source namespace, and the rules on every namespace."""
+    by_ns: dict[str, list[AllowRule]] = {}
+    wild: list[AllowRule] = []
+    for rule in rules:
+        if rule.source.namespace == WILDCARD_NAMESPACE:
+            wild.append(rule)
+        else:
+            by_ns.setdefault(rule.source.namespace, []).append(rule)
+    return {k: tuple(v) for k, v in by_ns.items()}, tuple(wild)
+
+
+def effective_policy(policy: Policy, now: datetime) -> Policy:
+    """The policy in force at ``now`` (``Policy.at``), for callers that prefer a function."""
+    return policy.at(now)
 
 
 def _inside(address: str, networks: Iterable[str]) -> bool:

@@ -10,6 +10,7 @@ pass text.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import ipaddress
 import re
@@ -23,7 +24,13 @@ import yaml
 from publicsuffixlist import PublicSuffixList
 
 from webhook.core.errors import InvalidHostError, PolicyError, PolicyProblem
-from webhook.core.hosts import check_dns_name, is_cluster_internal, is_wildcard, wildcard_suffix
+from webhook.core.hosts import (
+    check_dns_name,
+    covers,
+    is_cluster_internal,
+    is_wildcard,
+    wildcard_suffix,
+)
 from webhook.core.policy import (
     DEFAULT_EXCLUDED_NAMESPACES,
     AllowRule,
@@ -32,6 +39,7 @@ from webhook.core.policy import (
     GatewayMode,
     Mode,
     Policy,
+    PolicyException,
     Port,
     Source,
 )
@@ -103,9 +111,13 @@ def load_document(text: str | bytes) -> dict[str, Any]:
     return dict(doc)
 
 
-def parse_policy(text: str | bytes, *, name: str = "") -> Policy:
-    """Parse and check policy YAML (bare or in a ConfigMap); raise PolicyError listing problems."""
-    return build_policy(load_document(text), name=name)
+def parse_policy(text: str | bytes, *, name: str = "", now: dt.datetime | None = None) -> Policy:
+    """Parse and check policy YAML (bare or in a ConfigMap); raise PolicyError listing problems.
+
+    ``now`` is the instant exceptions are measured from for ``maxExceptionDays``; without it
+    (offline tools) their length is not checked.  The core never reads a clock.
+    """
+    return build_policy(load_document(text), name=name, now=now)
 
 
 def revision_of(document: Mapping[str, Any]) -> str:
@@ -114,8 +126,11 @@ def revision_of(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:12]
 
 
-def build_policy(document: Mapping[str, Any], *, name: str = "") -> Policy:
+def build_policy(
+    document: Mapping[str, Any], *, name: str = "", now: dt.datetime | None = None
+) -> Policy:
     """Check a parsed policy mapping and compile it; raise PolicyError listing every problem."""
+    document = _timestamps_as_text(document)
     problems = [
         PolicyProblem(_pointer(err.absolute_path), err.message)
         for err in sorted(_validator().iter_errors(document), key=lambda e: list(e.path))
@@ -123,18 +138,51 @@ def build_policy(document: Mapping[str, Any], *, name: str = "") -> Policy:
     if problems:
         # the semantic pass assumes the shape is right; report shape errors alone
         raise PolicyError(problems)
-    builder = _Builder(document)
+    builder = _Builder(document, now=now)
     policy = builder.build(name=name)
     if builder.problems:
         raise PolicyError(builder.problems)
     return policy
 
 
+def _timestamps_as_text(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """YAML reads an unquoted ``expires: 2026-12-24T18:00:00Z`` as a timestamp: keep it text."""
+    exceptions = document.get("exceptions")
+    if not isinstance(exceptions, list) or not any(
+        isinstance(item, Mapping) and isinstance(item.get("expires"), dt.date)
+        for item in exceptions
+    ):
+        return document
+    items = [
+        {**item, "expires": item["expires"].isoformat()}
+        if isinstance(item, Mapping) and isinstance(item.get("expires"), dt.date)
+        else item
+        for item in exceptions
+    ]
+    return {**document, "exceptions": items}
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """An RFC 3339 instant with its offset, in UTC; ValueError for anything else."""
+    if "T" not in text.upper() and " " not in text:
+        raise ValueError("a date alone is not an instant: add a time and an offset")
+    if not _RFC3339.match(text):
+        raise ValueError("expected YYYY-MM-DDTHH:MM:SS[.frac] and Z or +HH:MM")
+    value = dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    if value.tzinfo is None:
+        raise ValueError("an RFC 3339 instant needs an offset (Z or +HH:MM)")
+    return value.astimezone(dt.UTC)
+
+
 class _Builder:
     """One semantic pass over a schema-valid document, collecting problems as it goes."""
 
-    def __init__(self, doc: Mapping[str, Any]) -> None:
+    def __init__(self, doc: Mapping[str, Any], *, now: dt.datetime | None = None) -> None:
         self.doc = doc
+        self.now = now
         self.problems: list[PolicyProblem] = []
         self.cluster_domain = str(doc.get("clusterDomain", "cluster.local")).lower().rstrip(".")
 
@@ -147,6 +195,7 @@ class _Builder:
         gateway_spec = egress.get("gateway") or {}
         services = self._services(egress_ns, gateway_spec)
         rules = self._rules(services)
+        exceptions = self._exceptions(services)
         excluded = frozenset(self.doc.get("excludedNamespaces", DEFAULT_EXCLUDED_NAMESPACES))
         if egress_ns in excluded:
             self.problem(
@@ -170,6 +219,8 @@ class _Builder:
             ),
             revision=revision_of(self.doc),
             name=name,
+            exceptions=exceptions,
+            max_exception_days=self.doc.get("maxExceptionDays"),
         )
 
     def _gateway(
@@ -313,3 +364,81 @@ class _Builder:
                 )
             )
         return tuple(rules)
+
+    def _exceptions(self, services: Mapping[str, ExternalService]) -> tuple[PolicyException, ...]:
+        found: list[PolicyException] = []
+        names: set[str] = set()
+        max_days = self.doc.get("maxExceptionDays")
+        all_names = {s["name"] for s in self.doc["externalServices"]}
+        for i, item in enumerate(self.doc.get("exceptions", ())):
+            path = f"/exceptions/{i}"
+            name = item["name"]
+            if name in names:
+                self.problem(f"{path}/name", f"duplicate exception name {name!r}")
+            names.add(name)
+            if not item.get("services") and not item.get("hosts"):
+                self.problem(path, f"exception {name!r} grants nothing: list services or hosts")
+            try:
+                expires = parse_instant(str(item["expires"]))
+            except ValueError as exc:
+                self.problem(
+                    f"{path}/expires", f"{item['expires']!r} is not an RFC 3339 instant: {exc}"
+                )
+                continue
+            if max_days is not None and self.now is not None:
+                limit = self.now + dt.timedelta(days=int(max_days))
+                if expires > limit:
+                    self.problem(
+                        f"{path}/expires",
+                        f"{name!r} runs until {expires.isoformat()}, past the "
+                        f"{max_days}-day limit (maxExceptionDays) ending {limit.isoformat()}",
+                    )
+            granted: list[str] = []
+            for j, target in enumerate(item.get("services", ())):
+                if target not in all_names:
+                    listed = ", ".join(sorted(all_names)) or "none"
+                    self.problem(
+                        f"{path}/services/{j}",
+                        f"unknown external service {target!r} (defined: {listed})",
+                    )
+                elif target in services and target not in granted:
+                    granted.append(target)
+            hosts: list[str] = []
+            for j, host in enumerate(item.get("hosts", ())):
+                try:
+                    normal = check_dns_name(host, require_dot=True)
+                except InvalidHostError as exc:
+                    self.problem(f"{path}/hosts/{j}", exc.why + f" ({host!r})")
+                    continue
+                covering = sorted(
+                    svc.name
+                    for svc in services.values()
+                    if any(covers(pattern, normal) for pattern in svc.hosts)
+                )
+                if not covering:
+                    self.problem(
+                        f"{path}/hosts/{j}",
+                        f"no external service covers {normal!r}: describe it under "
+                        "externalServices (ports, protocol, gateway) before granting it",
+                    )
+                    continue
+                hosts.append(normal)
+                granted.extend(c for c in covering if c not in granted)
+            labels = dict(item.get("workloadLabels") or {})
+            account = item.get("serviceAccount")
+            found.append(
+                PolicyException(
+                    name=name,
+                    sources=tuple(
+                        Source(namespace=ns, workload_labels=labels, service_account=account)
+                        for ns in item["namespaces"]
+                    ),
+                    services=tuple(granted),
+                    owner=str(item["owner"]),
+                    ticket=str(item["ticket"]),
+                    expires=expires,
+                    reason=str(item.get("reason", "")),
+                    hosts=tuple(hosts),
+                )
+            )
+        return tuple(found)

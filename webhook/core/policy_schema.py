@@ -147,6 +147,55 @@ POLICY_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "maxExceptionDays": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Longest an exception may run, counted from the moment the policy is "
+            "validated (at apply); longer ones are refused. Default: no limit.",
+        },
+        "exceptions": {
+            "type": "array",
+            "description": "Temporary grants with an owner, a ticket and an end. They are "
+            "honoured until 'expires' and then stop by themselves, everywhere at once.",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "namespaces", "owner", "ticket", "expires"],
+                "properties": {
+                    "name": {"type": "string", "pattern": _DNS_LABEL},
+                    "namespaces": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": "string", "pattern": _DNS_LABEL},
+                    },
+                    "workloadLabels": _LABELS,
+                    "serviceAccount": {"type": "string", "pattern": _DNS_SUBDOMAIN},
+                    "services": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1},
+                        "description": "External services (by name) the sources may reach.",
+                    },
+                    "hosts": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "Hosts the sources may reach; each must be covered by "
+                        "an external service, and the exception grants that service.",
+                    },
+                    "owner": {"type": "string", "minLength": 1},
+                    "ticket": {"type": "string", "minLength": 1},
+                    "expires": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "RFC 3339 instant with an offset, e.g. "
+                        "2026-12-24T18:00:00Z; the grant ends at that instant.",
+                    },
+                    "reason": {"type": "string"},
+                },
+            },
+        },
         "allow": {
             "type": "array",
             "items": {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import webhook.core.checks.registered  # noqa: F401  (fills the registry)
+from webhook.core.checks import REGISTRY
 from webhook.kube.client import MANAGED_KINDS
 
 WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -60,3 +62,43 @@ def webhook_namespace_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
+
+
+def audit_cluster_rules() -> list[dict[str, Any]]:
+    """What the background audit needs: read every governed kind, write the report kinds.
+
+    Not yet part of ``controller_cluster_rules``: it joins it (and the chart) with the audit.
+    """
+    groups: dict[str, set[str]] = {}
+    for group, kind in REGISTRY:
+        plural = _plural(kind)
+        groups.setdefault(group, set()).add(plural)
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [group], "resources": sorted(plurals), "verbs": ["get", "list", "watch"]}
+        for group, plurals in sorted(groups.items())
+    ]
+    rules.append(
+        {
+            "apiGroups": ["openreports.io"],
+            "resources": ["reports"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }
+    )
+    rules.append(
+        {
+            "apiGroups": ["wgpolicyk8s.io"],
+            "resources": ["policyreports"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }
+    )
+    return rules
+
+
+def _plural(kind: str) -> str:
+    """The resource name of a kind, as the API serves the governed ones (checked in e2e)."""
+    name = kind.lower()
+    if name.endswith("s"):
+        return name
+    if name.endswith("y") and name[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return name[:-1] + "ies"
+    return name + "s"

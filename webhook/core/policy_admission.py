@@ -1,0 +1,201 @@
+"""Admission of the policy ConfigMap: refuse a broken edit, warn about what a valid one breaks.
+
+Without this, a broken edit is accepted by the API server and the security team learns of it from
+an Event; with it, ``kubectl apply`` answers.  The rules:
+
+- an invalid policy is denied, with every problem and its field path (``data[policy.yaml]/...``);
+- a valid one is admitted, with warnings naming the first existing objects it leaves in breach
+  (judged by the audit's ``decide``), their count, which sources lose which hosts, and the
+  exceptions about to end;
+- deleting the ConfigMap is refused to everyone but the security team's identities, because the
+  webhook would then run on its last good policy while the controller sees none.
+
+Only this one ConfigMap is ever sent to the webhook: ``registration`` narrows the rule with a
+namespace selector and ``matchConditions`` on namespace and name, so no other ConfigMap (and none
+of their secrets-by-mistake) leaves the API server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from webhook.core.audit import AuditResult, ObjectRef, audit
+from webhook.core.decisions import Decision, Violation, allow
+from webhook.core.errors import PolicyError
+from webhook.core.policy import Policy
+from webhook.core.policy_diff import diff_policies, summary_of_removed
+from webhook.core.policy_parsing import POLICY_KEY, parse_policy
+from webhook.core.reviews import Review
+
+# kubectl prints every warning, but the API server truncates long ones and caps their total
+MAX_LISTED = 5
+MAX_HOSTS_LISTED = 3
+EXPIRY_WARNING_WINDOW = timedelta(days=7)
+WEBHOOK_NAME = "policy.egress-guard.dev"
+APPLY_TIMEOUT_SECONDS = 15
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class ClusterObjects(Protocol):
+    """The objects egress-guard governs that exist now (the controller's informer caches)."""
+
+    def objects(self) -> Iterable[Mapping[str, Any]]:
+        """Every governed object, as the API returns it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfigMap:
+    """Where the policy lives: the ConfigMap settings name, and its key."""
+
+    namespace: str
+    name: str
+
+    def __post_init__(self) -> None:
+        # both end up inside a CEL expression: only DNS names may get there
+        if not _DNS_LABEL.match(self.namespace) or not _DNS_SUBDOMAIN.match(self.name):
+            raise ValueError(f"{self.namespace}/{self.name} is not a ConfigMap namespace/name")
+
+    def matches(self, review: Review) -> bool:
+        """Whether ``review`` is about this ConfigMap."""
+        return (
+            review.group == ""
+            and review.kind == "ConfigMap"
+            and review.namespace == self.namespace
+            and review.name == self.name
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityTeam:
+    """The identities allowed to delete the policy ConfigMap."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    def includes(self, review: Review) -> bool:
+        """Whether the requester is one of them, by user name or group."""
+        return review.username in self.users or bool(self.groups.intersection(review.groups))
+
+
+def registration(configmap: PolicyConfigMap) -> dict[str, Any]:
+    """The rule, selector and ``matchConditions`` that send this ConfigMap and no other.
+
+    The namespace selector is the cheap filter the API server applies first; the CEL conditions
+    then pin the exact namespace and name (``matchConditions``, GA in Kubernetes 1.30).
+    """
+    return {
+        "name": WEBHOOK_NAME,
+        # judging the proposed policy audits every governed object (about 1 s per 10,000)
+        "timeoutSeconds": APPLY_TIMEOUT_SECONDS,
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE", "DELETE"],
+                "resources": ["configmaps"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": configmap.namespace}},
+        "matchConditions": [
+            {
+                "name": "egress-policy-configmap-only",
+                "expression": (
+                    f"request.namespace == '{configmap.namespace}' && "
+                    f"request.name == '{configmap.name}'"
+                ),
+            }
+        ],
+    }
+
+
+def check_policy_configmap(
+    review: Review,
+    *,
+    current: Policy | None,
+    cluster: ClusterObjects,
+    now: datetime,
+    security_team: SecurityTeam,
+    max_listed: int = MAX_LISTED,
+) -> Decision:
+    """Decide a CREATE, UPDATE or DELETE of the policy ConfigMap (already matched by name)."""
+    if review.operation == "CONNECT" or review.sub_resource:
+        return allow("status-like subresources and CONNECT do not change the policy")
+    if review.operation == "DELETE":
+        if security_team.includes(review):
+            return allow(f"{review.username} belongs to the security team")
+        return Decision(
+            False,
+            f"{review.subject} holds the egress policy: only the security team may delete it; "
+            "edit it instead",
+            (Violation("", "deleting the egress policy is reserved to the security team"),),
+        )
+    try:
+        proposed = parse_policy(_policy_text(review.object), name=review.name, now=now)
+    except PolicyError as exc:
+        violations = tuple(
+            Violation(f"data[{POLICY_KEY}]{p.path}", p.message) for p in exc.problems
+        )
+        reason = f"{review.subject} is not a valid egress policy: " + "; ".join(
+            str(v) for v in violations
+        )
+        return Decision(False, reason, violations)
+    warnings = list(_stranding_warnings(proposed, current, cluster, now, max_listed))
+    warnings.extend(_exception_warnings(proposed, now))
+    return allow(f"valid egress policy, revision {proposed.revision}", tuple(warnings))
+
+
+def _policy_text(obj: Mapping[str, Any] | None) -> str:
+    data = obj.get("data") if isinstance(obj, Mapping) else None
+    if not isinstance(data, Mapping) or not isinstance(data.get(POLICY_KEY), str):
+        # an empty document gets the parser's own "empty" problem, at the same path
+        return ""
+    return str(data[POLICY_KEY])
+
+
+def _in_breach(result: AuditResult) -> dict[ObjectRef, str]:
+    first: dict[ObjectRef, str] = {}
+    for finding in result.findings:
+        first.setdefault(finding.ref, finding.message)
+    return first
+
+
+def _stranding_warnings(
+    proposed: Policy, current: Policy | None, cluster: ClusterObjects, now: datetime, limit: int
+) -> Iterable[str]:
+    objects = list(cluster.objects())
+    after = _in_breach(audit(objects, proposed, now=now))
+    before = _in_breach(audit(objects, current, now=now)) if current is not None else {}
+    stranded = [ref for ref in after if ref not in before]
+    if stranded:
+        listed = ", ".join(ref.describe() for ref in stranded[:limit])
+        more = f" and {len(stranded) - limit} more" if len(stranded) > limit else ""
+        yield (
+            f"egress-guard: this policy leaves {len(stranded)} existing object(s) in breach: "
+            f"{listed}{more}"
+        )
+    if current is None:
+        return
+    lost = summary_of_removed(diff_policies(current, proposed, now=now, namespaces=()).removed)
+    for source, hosts in list(lost.items())[:limit]:
+        shown = ", ".join(hosts[:MAX_HOSTS_LISTED])
+        more = f" and {len(hosts) - MAX_HOSTS_LISTED} more" if len(hosts) > MAX_HOSTS_LISTED else ""
+        yield f"egress-guard: {source} loses access to {shown}{more}"
+    if len(lost) > limit:
+        yield f"egress-guard: {len(lost) - limit} more source(s) lose access"
+
+
+def _exception_warnings(policy: Policy, now: datetime) -> Iterable[str]:
+    for exc in policy.expiring_within(now, EXPIRY_WARNING_WINDOW):
+        yield f"egress-guard: exception {exc.describe()} ends within 7 days"
+    for exc in policy.expired(now):
+        yield (
+            f"egress-guard: exception {exc.name} ended at {exc.expires.isoformat()} and grants "
+            "nothing; remove it"
+        )
