@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from webhook.admission.metrics import Metrics
-from webhook.admission.policy_store import PolicyStore
+from webhook.policy_runtime import PolicyStore
 
 pytestmark = pytest.mark.unit
 

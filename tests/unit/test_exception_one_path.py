@@ -19,7 +19,7 @@ import pytest
 from webhook.admission.decision_cache import DecisionCache
 from webhook.core.audit import audit
 from webhook.core.checks import EmptyView
-from webhook.core.desired import plan
+from webhook.core.desired import generate
 from webhook.core.engine import decide
 from webhook.core.policy import Policy
 from webhook.core.policy_admission import SecurityTeam, check_policy_configmap
@@ -77,7 +77,7 @@ def _routes_team_b(manifests: Iterable[Mapping[str, Any]]) -> bool:
 
 
 def _reconciler(policy: Policy, now: datetime) -> bool:
-    return _routes_team_b(plan(policy.at(now), ["team-b", "egress"]).manifests)
+    return _routes_team_b(generate(policy.at(now), ["team-b", "egress"]).manifests)
 
 
 def _audit(policy: Policy, now: datetime) -> bool:
@@ -136,8 +136,8 @@ def test_every_consumer_grants_while_live_and_stops_at_expiry(
 def test_an_unresolved_policy_grants_no_exception_anywhere() -> None:
     policy = parse_policy(POLICY)
     assert not decide(review_of_manifest(ENTRY), policy).allowed
-    assert not _routes_team_b(plan(policy, ["team-b", "egress"]).manifests)
-    assert _routes_team_b(plan(policy.at(LIVE), ["team-b", "egress"]).manifests)
+    assert not _routes_team_b(generate(policy, ["team-b", "egress"]).manifests)
+    assert _routes_team_b(generate(policy.at(LIVE), ["team-b", "egress"]).manifests)
 
 
 def test_only_the_policy_model_turns_exceptions_into_rules() -> None:

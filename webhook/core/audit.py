@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
-from webhook.core.engine import decide, is_managed, target_namespace
+from webhook.core.checks.common import is_managed
+from webhook.core.engine import decide
+from webhook.core.exemptions import target_namespace
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review, review_of_manifest
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from webhook.core.checks import ClusterView, EmptyView
-from webhook.core.engine import decide, target_namespace
+from webhook.core.engine import decide
+from webhook.core.exemptions import target_namespace
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 

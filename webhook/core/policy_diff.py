@@ -3,7 +3,7 @@
 ``egress-guard policy diff OLD NEW`` answers the security team's question "what will this edit
 break or open" offline.  Grants are compared as ``source → service/host:port`` on both policies
 resolved ``at(now)`` (so an exception counts only while it is live), and the objects are compared
-as the controller would write them: ``desired.plan`` of both policies over the same namespaces,
+as the controller would write them: ``desired.generate`` of both policies over the same namespaces,
 ignoring the revision stamp every object carries.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import orjson
 
-from webhook.core.desired import REVISION_ANNOTATION, Manifest, object_key, plan
+from webhook.core.desired import REVISION_ANNOTATION, Manifest, generate, object_key
 from webhook.core.policy import WILDCARD_NAMESPACE, Policy
 from webhook.core.policy_parsing import parse_policy
 
@@ -192,7 +192,7 @@ def diff_policies(
     before, after = grants(old_at), grants(new_at)
     added = tuple(after[k] for k in sorted(after.keys() - before.keys()))
     removed = tuple(before[k] for k in sorted(before.keys() - after.keys()))
-    objects = _object_changes(plan(old_at, names).manifests, plan(new_at, names).manifests)
+    objects = _object_changes(generate(old_at, names).manifests, generate(new_at, names).manifests)
     return PolicyDiff(added, removed, tuple(objects), names, old_at.revision, new_at.revision)
 
 
