@@ -12,15 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
-from webhook.core.checks import REGISTRY, ClusterView, EmptyView
+from webhook.core.checks import INTERCEPTIONS, REGISTRY, ClusterView, EmptyView
+from webhook.core.checks.egress_namespace import egress_namespace_violation
 from webhook.core.decisions import Decision, Violation, allow, verdict
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.reviews import Review
 
 _EMPTY_VIEW = EmptyView()
 BREAK_GLASS_GROUPS = frozenset({"system:masters"})
-# subresources that change what a pod runs: `kubectl debug` adds containers through this one
-JUDGED_SUBRESOURCES = frozenset({("Pod", "ephemeralcontainers")})
 
 
 def target_namespace(review: Review) -> str:
@@ -41,6 +40,19 @@ def is_managed(obj: Mapping[str, Any] | None) -> bool:
     return isinstance(labels, Mapping) and labels.get(MANAGED_LABEL) == "true"
 
 
+def is_judged_subresource(review: Review) -> bool:
+    """Whether a check asked for this subresource (``pods/exec``, ``pods/ephemeralcontainers``).
+
+    Status-like subresources and CONNECTs no check asked for (port-forward, proxy) change no
+    egress and leave before any check.
+    """
+    interception = INTERCEPTIONS.get((review.group, review.kind))
+    if interception is None or not review.sub_resource:
+        return False
+    suffix = "/" + review.sub_resource
+    return any(resource.endswith(suffix) for resource in interception.resources)
+
+
 def is_controller(review: Review, policy: Policy) -> bool:
     """The request comes from egress-guard's own controller identity."""
     return review.username in policy.controller_users
@@ -49,9 +61,7 @@ def is_controller(review: Review, policy: Policy) -> bool:
 def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -> Decision:
     """Decide one review against the policy."""
     namespace = target_namespace(review)
-    if review.operation == "CONNECT" or (
-        review.sub_resource and (review.kind, review.sub_resource) not in JUDGED_SUBRESOURCES
-    ):
+    if (review.operation == "CONNECT" or review.sub_resource) and not is_judged_subresource(review):
         return allow("status-like subresources and CONNECT do not change egress")
     if namespace and policy.is_excluded(namespace):
         return allow(f"namespace {namespace} is excluded from the egress guardrail")
@@ -77,6 +87,9 @@ def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -
             ],
             policy.mode,
         )
+    fenced = egress_namespace_violation(review, policy, namespace)
+    if fenced is not None:
+        return verdict(review.subject, [fenced], policy.mode)
     check = REGISTRY.get((review.group, review.kind))
     if check is None:
         return allow(f"{review.kind} is not governed by egress-guard")

@@ -165,6 +165,8 @@ class _Builder:
             istio_version=(major, minor),
             controller_users=frozenset((self.doc.get("controller") or {}).get("users", ())),
             network_policies=bool(self.doc.get("networkPolicies", False)),
+            security_team_users=frozenset((self.doc.get("securityTeam") or {}).get("users", ())),
+            security_team_groups=frozenset((self.doc.get("securityTeam") or {}).get("groups", ())),
             internal_networks=tuple(
                 self._addresses("/internalNetworks", self.doc.get("internalNetworks", ()))
             ),

@@ -25,6 +25,7 @@ import yaml
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
+from webhook.core.checks.injection import pod_invariants
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -122,15 +123,16 @@ class PodShape:
     template: bool
 
 
-@checks("", "Pod", "ReplicationController")
+@checks("", "Pod", subresources=("ephemeralcontainers",))
+@checks("", "ReplicationController")
 @checks("apps", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 @checks("batch", "Job", "CronJob")
 def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """A pod (or pod template) keeps its sidecar and cannot step around it."""
-    del view
     if review.operation == "DELETE":
         return ()
     found = pod_violations(review.kind, review.object, review.namespace, policy)
+    found.extend(pod_invariants(review, view))
     if review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None:
         # a running pod's sidecar was set up at CREATE; refuse what this update adds, so pods
         # created before the guardrail can still be labelled, but no new bypass gets in

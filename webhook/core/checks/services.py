@@ -48,6 +48,7 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
         return ()
     reader = Reader()
     spec = reader.spec(review.object)
+    _check_external_ips(reader, spec)
     if spec.get("type") != "ExternalName":
         return reader.violations
     raw = reader.string(spec.get("externalName"), "spec.externalName")
@@ -89,6 +90,18 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
         return reader.violations
     _check_ports(reader, policy, spec, covering, target)
     return reader.violations
+
+
+def _check_external_ips(reader: Reader, spec: Mapping[str, Any]) -> None:
+    """No ``externalIPs``: kube-proxy hands the Service traffic meant for them (CVE-2020-8554)."""
+    for where, address in reader.strings(spec.get("externalIPs"), "spec.externalIPs"):
+        reader.add(
+            where,
+            f"kube-proxy captures cluster traffic to {address!r} for this Service "
+            "(CVE-2020-8554), so it can intercept other workloads' traffic to that address and "
+            "answer for it; remove externalIPs (a LoadBalancer Service gets its address from "
+            "the platform)",
+        )
 
 
 def _check_ports(
