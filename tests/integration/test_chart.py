@@ -4,7 +4,8 @@ The chart writes out lists that have one source of truth elsewhere: the RBAC rul
 (``webhook.kube.rbac``) and the admission rules (``webhook.admission.registration``, derived
 from the checks and the generated kinds). These tests render the chart and compare, so neither can
 drift. They also render each certificate mode and the values a tenant-minded reviewer would try,
-and build the wheel the image installs. helm comes from ``tools/build.sh`` (cached; cold build ~5 min).
+and build the wheel the image installs. helm comes from ``tools/build.sh`` (cached; cold build
+~5 min).
 """
 
 from __future__ import annotations
