@@ -98,9 +98,10 @@ def test_deny_all_egress_is_allowed() -> None:
     assert judge(netpol({"policyTypes": ["Egress"]}), POLICY).allowed
 
 
-def test_wide_egress_is_left_alone_when_nothing_is_generated() -> None:
+def test_wide_egress_is_denied_without_generated_policies_too() -> None:
+    # a platform's own default-deny egress NetworkPolicy adds up with tenant ones the same way
     manifest = netpol({"policyTypes": ["Egress"], "egress": [{}]})
-    assert judge(manifest, WITHOUT_GENERATED).allowed
+    assert not judge(manifest, WITHOUT_GENERATED).allowed
 
 
 def test_deleting_a_tenant_network_policy_is_allowed() -> None:

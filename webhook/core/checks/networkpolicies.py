@@ -8,8 +8,8 @@ sidecar is stepped around (UDP, which the proxy never sees; a root container swi
 cancel it.  So a tenant egress rule may name pods and namespaces (in-cluster peers, which is how
 DNS and the gateways are reached) and ``ipBlock`` ranges inside the policy's
 ``internalNetworks``; a rule with no peer (every destination) is refused.  Ingress rules and
-egress rules that only restrict are left alone.  Without generated NetworkPolicies there is
-nothing to cancel, and tenant policies pass as they are.
+egress rules that only restrict are left alone.  The rule holds without generated NetworkPolicies
+too: a platform's own default-deny egress policy adds up with tenant ones the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ EGRESS = "Egress"
 def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """A tenant NetworkPolicy may open egress only to in-cluster peers."""
     del view
-    if review.operation == "DELETE" or not policy.network_policies:
+    if review.operation == "DELETE":
         return ()
     reader = Reader()
     spec = reader.spec(review.object)
