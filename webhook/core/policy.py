@@ -78,6 +78,14 @@ class Gateway:
     namespace: str
     selector: Mapping[str, str]
     cluster_domain: str = "cluster.local"
+    # labels its pods carry besides the selector (``egress.gatewayLabels``)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def known_labels(self) -> Mapping[str, str]:
+        """Every label the gateway's pods are known to carry: a selector contradicting one of
+        them cannot select those pods."""
+        return {**self.pod_labels, **self.selector}
 
     @property
     def fqdn(self) -> str:

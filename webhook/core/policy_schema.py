@@ -115,6 +115,13 @@ POLICY_SCHEMA: dict[str, Any] = {
             "required": ["namespace"],
             "properties": {
                 "namespace": {"type": "string", "pattern": _DNS_LABEL},
+                "gatewayLabels": {
+                    **_LABELS,
+                    "description": "Labels every egress gateway pod carries besides its "
+                    "selector ('{service}' is replaced by the service name). Istio's gateway "
+                    "charts label their pods 'istio: <name>'. A tenant Gateway whose selector "
+                    "contradicts one of them cannot select an egress gateway and is admitted.",
+                },
                 "gateway": {
                     **_GATEWAY,
                     "properties": {
