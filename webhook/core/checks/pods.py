@@ -26,6 +26,7 @@ import yaml
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
 from webhook.core.checks.injection import pod_invariants
+from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -131,6 +132,11 @@ def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Vio
     """A pod (or pod template) keeps its sidecar and cannot step around it."""
     if review.operation == "DELETE":
         return ()
+    fenced = authorship_violations(
+        review, _pod_labels(review.kind, review.object), _pod_labels(review.kind, review.old_object)
+    )
+    if fenced:
+        return fenced
     found = pod_violations(review.kind, review.object, review.namespace, policy)
     found.extend(pod_invariants(review, view))
     if review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None:
@@ -154,7 +160,9 @@ def pod_violations(
     annotations = (
         reader.labels(shape.metadata.get("annotations"), f"{shape.meta_path}.annotations") or {}
     )
-    gateway = _is_egress_gateway(policy, namespace, labels, shape)
+    gateway = _is_egress_gateway(policy, namespace, labels, shape) or _is_istiod_gateway(
+        labels, shape
+    )
     injected = frozenset() if shape.template else _injected_names(annotations)
     if not gateway:
         _check_injection(reader, shape, labels, annotations)
@@ -234,6 +242,30 @@ def _is_egress_gateway(
     spec = shape.spec
     containers = Reader().mappings(spec.get("containers"), "")
     inits = Reader().mappings(spec.get("initContainers"), "")
+    return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
+        c.get("name") in INJECTED_CONTAINERS for _, c in inits
+    )
+
+
+def _pod_labels(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The labels of the pod of ``obj`` (empty when absent or malformed)."""
+    if obj is None:
+        return {}
+    shape = pod_shape(Reader(), kind, obj)
+    labels = shape.metadata.get("labels") if shape is not None else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _is_istiod_gateway(labels: Mapping[str, str], shape: PodShape) -> bool:
+    """A pod of a Gateway API Gateway deployed by istiod: its labels, and the proxy alone.
+
+    Only istiod and Kubernetes' controllers may write objects carrying those labels
+    (``istiod_gateways.authorship_violations``), so the labels can be trusted here.
+    """
+    if gateway_name(labels) is None:
+        return False
+    containers = Reader().mappings(shape.spec.get("containers"), "")
+    inits = Reader().mappings(shape.spec.get("initContainers"), "")
     return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
         c.get("name") in INJECTED_CONTAINERS for _, c in inits
     )
