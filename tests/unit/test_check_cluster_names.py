@@ -1,15 +1,18 @@
-"""Names and addresses that look internal but reach anywhere: pod-DNS names, Service externalIPs."""
+"""Names and addresses that reach anywhere: pod-DNS names, externalIPs, exposed egress Services."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.unit.builders import assert_denied_at, judge
+from webhook.core.engine import decide
 from webhook.core.hosts import is_service_name
 from webhook.core.policy_parsing import parse_policy
+from webhook.core.reviews import review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +110,50 @@ def test_external_ips_on_an_update_are_denied() -> None:
 def test_service_without_external_ips_is_allowed() -> None:
     assert judge(cluster_ip_service(externalIPs=[]), BANZAI).allowed
     assert judge(cluster_ip_service(type="LoadBalancer"), BANZAI).allowed
+
+
+def test_load_balancer_status_address_set_by_a_tenant_is_denied() -> None:
+    service = cluster_ip_service(type="LoadBalancer")
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "8.8.8.8"}]}}
+    review = dataclasses.replace(
+        review_of_manifest(service, operation="UPDATE", username="alice"), sub_resource="status"
+    )
+    decision = decide(review, BANZAI)
+    assert not decision.allowed
+    assert [v.field for v in decision.violations] == ["status.loadBalancer.ingress[0].ip"]
+
+
+def test_load_balancer_status_set_by_the_service_controller_is_allowed() -> None:
+    service = cluster_ip_service(type="LoadBalancer")
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}
+    user = "system:serviceaccount:kube-system:service-controller"
+    review = dataclasses.replace(
+        review_of_manifest(service, operation="UPDATE", username=user), sub_resource="status"
+    )
+    assert decide(review, BANZAI).allowed
+
+
+@pytest.mark.parametrize("kind", ["LoadBalancer", "NodePort"])
+def test_exposing_services_in_the_egress_namespace_are_denied(kind: str) -> None:
+    service = cluster_ip_service(type=kind)
+    service["metadata"]["namespace"] = "external"
+    assert_denied_at(judge(service, BANZAI), "spec.type", "open proxy")
+
+
+def test_gateway_labelled_workload_with_its_own_code_in_the_egress_namespace_is_denied() -> None:
+    labels = {"gateway-name": "egress-httpbin", "gateway-type": "egress"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "lookalike", "namespace": "external"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "relay", "image": "attacker/relay"}]},
+            },
+        },
+    }
+    assert_denied_at(
+        judge(deployment, BANZAI), "spec.template.metadata.labels", "egress gateway external/"
+    )

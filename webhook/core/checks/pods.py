@@ -166,6 +166,7 @@ def pod_violations(
     injected = frozenset() if shape.template else _injected_names(annotations)
     if not gateway:
         _check_injection(reader, shape, labels, annotations)
+        _check_gateway_lookalike(reader, policy, namespace, labels, shape)
     _check_capture(reader, shape, labels, annotations)
     skipped = (injected | {"istio-proxy"}) if gateway else injected
     _check_spec(reader, shape, skipped, gateway)
@@ -245,6 +246,27 @@ def _is_egress_gateway(
     return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
         c.get("name") in INJECTED_CONTAINERS for _, c in inits
     )
+
+
+def _check_gateway_lookalike(
+    reader: Reader, policy: Policy, namespace: str, labels: Mapping[str, str], shape: PodShape
+) -> None:
+    """In the egress namespace, only the proxy may wear an egress gateway's labels.
+
+    The gateway's Service selects pods by those labels, so a pod carrying them next to code of
+    its own receives the mesh's egress traffic and can send it on anywhere.
+    """
+    if not policy.is_egress_namespace(namespace):
+        return
+    for gw in policy.gateways:
+        if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
+            reader.add(
+                f"{shape.meta_path}.labels",
+                f"carries the labels of the egress gateway {gw.ref}, whose Service would send "
+                "the mesh's egress traffic to this pod; only a pod running the gateway proxy "
+                "alone may carry them",
+            )
+            return
 
 
 def _pod_labels(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
