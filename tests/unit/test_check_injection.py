@@ -11,9 +11,11 @@ import pytest
 
 from tests.unit.builders import judge, update_review
 from tests.unit.test_check_pods import BANZAI, deployment, injected_pod
+from webhook.admission.decision_cache import DecisionCache
 from webhook.core.checks import EmptyView
 from webhook.core.checks.injection import WatchedView
 from webhook.core.engine import decide
+from webhook.core.reviews import review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -153,3 +155,24 @@ def test_sidecars_that_are_no_default_deny_do_not_count(existing: dict[str, Any]
 def test_offline_views_skip_the_sidecar_first_invariant() -> None:
     # `check` and unit tests have no watch: they cannot tell that a Sidecar does not exist
     assert judge(injected_pod(), BANZAI, view=EmptyView()).allowed
+
+
+class GenerationWatch(FakeWatch):
+    """A watch whose generation changes on every change, as the informer-fed view's does."""
+
+    generation = 0
+
+    def add(self, obj: Mapping[str, Any]) -> None:
+        self._sidecars.append(obj)
+        self.generation += 1
+
+
+def test_the_decision_cache_keeps_the_sidecar_first_invariant() -> None:
+    watch = GenerationWatch()
+    cache = DecisionCache(watch, size=16)
+    review = review_of_manifest(injected_pod())
+    assert not cache.decide(review, BANZAI)[0].allowed
+    watch.add(sidecar())
+    decision, hit = cache.decide(review, BANZAI)
+    assert decision.allowed, decision.reason
+    assert hit is False

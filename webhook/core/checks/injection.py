@@ -112,7 +112,10 @@ def _status_names(raw: str | None) -> frozenset[str]:
 
 def sidecar_missing(view: WatchedView, namespace: str) -> str | None:
     """Why a Pod must wait for the namespace's default-deny Sidecar; None when it exists."""
-    if view.synced and any(is_default_deny(s) for s in view.sidecars(namespace)):
+    # read the Sidecars first, also when not synced: a cached decision is then tied to the
+    # view's state and goes stale with it
+    sidecars = view.sidecars(namespace)
+    if view.synced and any(is_default_deny(s) for s in sidecars):
         return None
     return (
         f"namespace {namespace} has no default-deny Sidecar yet (egress-guard's controller "
