@@ -24,6 +24,7 @@ from tests.e2e.scenarios import (
     assert_denied,
     ensure_namespace,
     run,
+    wait_for,
 )
 from webhook.admission.registration import admission_rules
 
@@ -225,12 +226,10 @@ def test_pod_before_the_default_deny_sidecar_is_refused_then_admitted(
     assert_denied(create(derived, pod(namespace)), "no default-deny Sidecar yet", "retry")
     assert_admitted(create(derived, default_sidecar(namespace)))
     # the webhook's Sidecar watch sees it within moments; a controller's retry then succeeds
-    outcome = create(derived, pod(namespace))
-    for _ in range(50):
-        if outcome.admitted:
-            break
-        outcome = create(derived, pod(namespace))
-    assert_admitted(outcome)
+    waited = wait_for(
+        lambda: create(derived, pod(namespace)).admitted, 10.0, "the Pod to be admitted"
+    )
+    print(f"admitted {waited:.2f}s after the Sidecar was created")
 
 
 # --- the egress namespace -----------------------------------------------------------------
