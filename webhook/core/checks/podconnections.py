@@ -48,7 +48,7 @@ def check_pod_connection(review: Review, policy: Policy, view: ClusterView) -> I
             "container",
             f"{container!r} is a container the Istio injector added; it runs as the proxy's "
             "UID 1337, whose traffic iptables never captures, so a shell there reaches any "
-            f"address past the egress allow list; {verb} into the application container "
-            "instead",
+            f"address past the egress allow list; {verb} {'into' if verb == 'exec' else 'to'} "
+            "the application container instead",
         )
     return reader.violations
