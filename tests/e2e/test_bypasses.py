@@ -300,3 +300,57 @@ def test_proxy_config_changing_the_agent_is_refused(derived: Kubectl, namespace:
         "spec": {"environmentVariables": {"ISTIO_META_DNS_CAPTURE": "false"}},
     }
     assert_denied(create(derived, config), "spec.environmentVariables")
+
+
+# --- legitimate objects that used to be refused ---------------------------------------------
+
+
+def test_classic_ingress_gateway_is_admitted(derived: Kubectl, namespace: str) -> None:
+    # the policy names the egress gateways' istio label, which istio: ingressgateway contradicts
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "bookinfo-gateway", "namespace": namespace},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}
+            ],
+        },
+    }
+    assert_admitted(create(derived, gateway))
+
+
+def test_gateway_api_gateway_of_class_istio_is_admitted(derived: Kubectl, namespace: str) -> None:
+    if derived("get", "crd", "gateways.gateway.networking.k8s.io").returncode != 0:
+        pytest.skip("no Gateway API CRDs in this cluster")
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    assert_admitted(create(derived, gateway))
+
+
+def test_public_name_on_ingress_and_mesh_routed_in_cluster_is_admitted(
+    derived: Kubectl, namespace: str
+) -> None:
+    service = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "bookinfo", "namespace": namespace},
+        "spec": {
+            "hosts": ["bookinfo.example.com"],
+            "gateways": ["bookinfo-gateway", "mesh"],
+            "exportTo": ["."],
+            "http": [
+                {"match": [{"uri": {"prefix": "/old"}}], "redirect": {"authority": "example.org"}},
+                {"route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]},
+            ],
+        },
+    }
+    assert_admitted(create(derived, service))
