@@ -216,7 +216,7 @@ def gateway(
     }
 
 
-@pytest.mark.parametrize("klass", ["istio", "istio-waypoint", "istio-east-west"])
+@pytest.mark.parametrize("klass", ["istio-waypoint", "istio-east-west"])
 def test_tenant_gateway_deploying_an_ungoverned_proxy_is_denied(klass: str) -> None:
     assert fields(judge(gateway(klass))) == ["spec.gatewayClassName"]
 

@@ -271,11 +271,6 @@ DENIED: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.http[0].route[0].destination.host",
         "does not carry 'api.payments.example'",
     ),
-    "redirect to a host outside the allow list": (
-        vs(hosts=["api.payments.example"], http=[{"redirect": {"authority": "pastebin.com:443"}}]),
-        "spec.http[0].redirect.authority",
-        "pastebin.com",
-    ),
     "tcp route straight out": (
         vs(hosts=["api.payments.example"], tcp=[to("api.payments.example")]),
         "spec.tcp[0].route[0].destination.host",

@@ -67,6 +67,23 @@ def test_check_allows_and_exits_zero(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == ["ALLOW ServiceEntry team-a/cnn: allowed"]
 
 
+SIDECAR_WITHOUT_POLICY = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: narrow, namespace: team-a}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+"""
+
+
+def test_check_mutates_before_it_validates_as_the_cluster_does(tmp_path: Path) -> None:
+    # the mutating webhook gives the Sidecar REGISTRY_ONLY before validation sees it
+    result = run("check", "--policy", FIREWALL, write(tmp_path, "sc.yaml", SIDECAR_WITHOUT_POLICY))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ALLOW Sidecar team-a/narrow")
+
+
 def test_check_prints_one_line_per_object_and_exits_one_on_any_denial(tmp_path: Path) -> None:
     manifest = write(tmp_path, "m.yaml", "---\n".join([ALLOWED_SE, DENIED_SE, UNGOVERNED]))
     result = run("check", "--policy", FIREWALL, manifest)

@@ -8,6 +8,7 @@ managed-label protection applies to everyone but the controller, so it is stripp
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,31 @@ def _cases(policy: Policy, namespaces: list[str]) -> list[Any]:
 def test_generated_object_passes_the_webhook_for_a_normal_user(
     policy: Policy, manifest: dict[str, Any]
 ) -> None:
-    review = review_of_manifest(_unmanaged(manifest), username="jane@example.com")
-    decision = decide(review, policy)
+    # the egress namespace is the security team's: there, a GitOps pipeline applies as the team
+    team = dataclasses.replace(policy, security_team_users=frozenset({"gitops"}))
+    egress = manifest["metadata"]["namespace"] == policy.egress_namespace
+    user = "gitops" if egress else "jane@example.com"
+    review = review_of_manifest(_unmanaged(manifest), username=user)
+    decision = decide(review, team)
     assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize(
+    ("policy", "manifest"),
+    [
+        case
+        for case in _cases(BANZAI, ["external"]) + _cases(FIREWALL, ["istio-egress"])
+        if case.values[1]["metadata"]["namespace"] == case.values[0].egress_namespace
+    ],
+)
+def test_generated_egress_namespace_object_is_refused_to_a_tenant(
+    policy: Policy, manifest: dict[str, Any]
+) -> None:
+    team = dataclasses.replace(policy, security_team_users=frozenset({"gitops"}))
+    review = review_of_manifest(_unmanaged(manifest), username="jane@example.com")
+    decision = decide(review, team)
+    assert not decision.allowed
+    assert "holds the egress gateways" in decision.reason
 
 
 def test_managed_objects_are_refused_to_a_normal_user() -> None:

@@ -113,6 +113,11 @@ class _Recording:
         self.consulted = True
         return self.view.sidecars(namespace)
 
+    def __getattr__(self, name: str) -> Any:
+        # checks ask what kind of view they read (a watch that is synced, say): answer as the
+        # wrapped view would, so the recording changes nothing but the bookkeeping
+        return getattr(self.view, name)
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:

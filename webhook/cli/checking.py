@@ -19,7 +19,7 @@ from webhook.cli.common import (
     main,
     read,
 )
-from webhook.core.engine import decide
+from webhook.core.admitting import admit
 from webhook.core.errors import ReviewError
 from webhook.core.reviews import OPERATIONS, Operation, Review, parse_review, review_of_manifest
 
@@ -109,7 +109,7 @@ def check(
     view = _view(reviews)
     denied = False
     for review, _ in reviews:
-        decision = decide(review, policy, view=view)
+        decision = admit(review, policy, view=view)
         where = f"{review.namespace}/{review.name}" if review.namespace else review.name
         reason = decision.reason or "allowed"
         click.echo(f"{decision.verdict.upper()} {review.kind} {where}: {reason}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
 from webhook.core.checks.common import is_managed
+from webhook.core.checks.egress_namespace import egress_namespace_violation
 from webhook.core.decisions import Decision, Violation, allow, decision_for
-from webhook.core.exemptions import exemption
+from webhook.core.exemptions import exemption, target_namespace
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.reviews import Review
 
@@ -46,6 +47,9 @@ def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -
             ],
             policy.mode,
         )
+    fenced = egress_namespace_violation(review, policy, target_namespace(review))
+    if fenced is not None:
+        return decision_for(review.subject, [fenced], policy.mode)
     check = REGISTRY.get((review.group, review.kind))
     if check is None:
         return allow(f"{review.kind} is not governed by egress-guard")

@@ -8,11 +8,10 @@ egress first, then excluded namespaces, then the controller's own writes.
 
 from __future__ import annotations
 
+import webhook.core.checks.registered  # noqa: F401  (fills the interception table)
+from webhook.core.checks import INTERCEPTIONS
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
-
-# subresources that change what a pod runs: `kubectl debug` adds containers through this one
-JUDGED_SUBRESOURCES = frozenset({("Pod", "ephemeralcontainers")})
 
 
 def target_namespace(review: Review) -> str:
@@ -22,6 +21,19 @@ def target_namespace(review: Review) -> str:
     return review.namespace
 
 
+def is_judged_subresource(review: Review) -> bool:
+    """Whether a check asked for this subresource (``pods/exec``, ``pods/ephemeralcontainers``).
+
+    Status-like subresources and CONNECTs no check asked for (port-forward, proxy) change no
+    egress and leave before any check.
+    """
+    interception = INTERCEPTIONS.get((review.group, review.kind))
+    if interception is None or not review.sub_resource:
+        return False
+    suffix = "/" + review.sub_resource
+    return any(resource.endswith(suffix) for resource in interception.resources)
+
+
 def is_controller(review: Review, policy: Policy) -> bool:
     """The request comes from egress-guard's own controller identity."""
     return review.username in policy.controller_users
@@ -29,9 +41,7 @@ def is_controller(review: Review, policy: Policy) -> bool:
 
 def exemption(review: Review, policy: Policy) -> str | None:
     """Why ``review`` is out of egress-guard's scope, or None when it must be judged."""
-    if review.operation == "CONNECT" or (
-        review.sub_resource and (review.kind, review.sub_resource) not in JUDGED_SUBRESOURCES
-    ):
+    if (review.operation == "CONNECT" or review.sub_resource) and not is_judged_subresource(review):
         return "status-like subresources and CONNECT do not change egress"
     namespace = target_namespace(review)
     if namespace and policy.is_excluded(namespace):

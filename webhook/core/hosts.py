@@ -122,6 +122,16 @@ def is_cluster_internal(host: str, cluster_domain: str) -> bool:
     )
 
 
+def is_service_name(host: str, cluster_domain: str) -> bool:
+    """True for names in the cluster's Service zone, ``svc.<domain>`` and below (normalized).
+
+    Only Services and their endpoints resolve there.  The rest of the cluster domain is not
+    internal: pod records (``a-b-c-d.<ns>.pod.<domain>``, and ``*.pod.<domain>``) resolve to
+    whatever address the name spells, outside ones included.
+    """
+    return is_cluster_internal(host, f"svc.{cluster_domain}")
+
+
 def expand_short_name(host: str, namespace: str, cluster_domain: str) -> str:
     """Expand a VirtualService/DestinationRule short name the way istiod does.
 

@@ -58,6 +58,13 @@ def encode_patch(operations: Iterable[Mapping[str, Any]]) -> str:
     return base64.b64encode(orjson.dumps(list(operations))).decode("ascii")
 
 
+# (API group, kind) -> operations ``mutate`` patches; the registration is derived from it
+MUTATED: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("", "Namespace"): ("CREATE",),
+    ("networking.istio.io", "Sidecar"): ("CREATE", "UPDATE"),
+}
+
+
 def mutate(review: Review, policy: Policy) -> Mutation:
     """The patch egress-guard applies to one admitted object (often none)."""
     if review.operation not in ("CREATE", "UPDATE") or exemption(review, policy) is not None:

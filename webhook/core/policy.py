@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from webhook.core.hosts import HostTrie, covers, is_cluster_internal
+from webhook.core.hosts import HostTrie, covers, is_service_name
 
 WILDCARD_NAMESPACE = "*"
 
@@ -83,6 +83,14 @@ class Gateway:
     namespace: str
     selector: Mapping[str, str]
     cluster_domain: str = "cluster.local"
+    # labels its pods carry besides the selector (``egress.gatewayLabels``)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def known_labels(self) -> Mapping[str, str]:
+        """Every label the gateway's pods are known to carry: a selector contradicting one of
+        them cannot select those pods."""
+        return {**self.pod_labels, **self.selector}
 
     @property
     def fqdn(self) -> str:
@@ -235,6 +243,9 @@ class Policy:
     controller_users: frozenset[str] = frozenset()
     network_policies: bool = False
     internal_networks: tuple[str, ...] = ()
+    # who may write in the egress namespace besides the controller
+    security_team_users: frozenset[str] = frozenset()
+    security_team_groups: frozenset[str] = frozenset()
     revision: str = ""
     name: str = ""
     # every declared exception, live or not; only ``at(now)`` folds the live ones into ``rules``
@@ -333,6 +344,17 @@ class Policy:
         """Namespaces the guardrail leaves alone (system, mesh, its own)."""
         return namespace in self.excluded_namespaces
 
+    def is_security_team(self, username: str, groups: Iterable[str]) -> bool:
+        """Whether a request's user or one of its groups is a security-team identity."""
+        return username in self.security_team_users or any(
+            g in self.security_team_groups for g in groups
+        )
+
+    @property
+    def has_security_team(self) -> bool:
+        """Whether the policy names the identities that own the egress namespace."""
+        return bool(self.security_team_users or self.security_team_groups)
+
     def is_egress_namespace(self, namespace: str) -> bool:
         """The security team's namespace holding gateways and external ServiceEntries."""
         return namespace == self.egress_namespace
@@ -340,8 +362,8 @@ class Policy:
     # --- hosts ------------------------------------------------------------------------------
 
     def is_internal(self, host: str) -> bool:
-        """A normalized host in the cluster's own DNS zone."""
-        return is_cluster_internal(host, self.cluster_domain)
+        """A normalized host naming a Service of the cluster (pod-DNS names are not)."""
+        return is_service_name(host, self.cluster_domain)
 
     def services_covering(self, host: str) -> frozenset[str]:
         """Names of the external services with a host pattern that covers ``host``."""

@@ -193,7 +193,7 @@ class _Builder:
         egress = self.doc["egress"]
         egress_ns = egress["namespace"]
         gateway_spec = egress.get("gateway") or {}
-        services = self._services(egress_ns, gateway_spec)
+        services = self._services(egress_ns, gateway_spec, egress.get("gatewayLabels") or {})
         rules = self._rules(services)
         exceptions = self._exceptions(services)
         excluded = frozenset(self.doc.get("excludedNamespaces", DEFAULT_EXCLUDED_NAMESPACES))
@@ -214,6 +214,8 @@ class _Builder:
             istio_version=(major, minor),
             controller_users=frozenset((self.doc.get("controller") or {}).get("users", ())),
             network_policies=bool(self.doc.get("networkPolicies", False)),
+            security_team_users=frozenset((self.doc.get("securityTeam") or {}).get("users", ())),
+            security_team_groups=frozenset((self.doc.get("securityTeam") or {}).get("groups", ())),
             internal_networks=tuple(
                 self._addresses("/internalNetworks", self.doc.get("internalNetworks", ()))
             ),
@@ -238,7 +240,10 @@ class _Builder:
         }
 
     def _services(
-        self, egress_ns: str, gateway_default: Mapping[str, Any]
+        self,
+        egress_ns: str,
+        gateway_default: Mapping[str, Any],
+        pod_labels: Mapping[str, str],
     ) -> dict[str, ExternalService]:
         services: dict[str, ExternalService] = {}
         host_owner: dict[str, str] = {}
@@ -267,7 +272,13 @@ class _Builder:
                 name=name,
                 hosts=tuple(hosts),
                 ports=tuple(ports),
-                gateway=Gateway(gw_name, egress_ns, selector, self.cluster_domain),
+                gateway=Gateway(
+                    gw_name,
+                    egress_ns,
+                    selector,
+                    self.cluster_domain,
+                    {str(k): str(v).replace("{service}", name) for k, v in pod_labels.items()},
+                ),
                 tls_origination_port=origination,
                 addresses=tuple(addresses),
             )

@@ -72,6 +72,30 @@ POLICY_SCHEMA: dict[str, Any] = {
                 }
             },
         },
+        "securityTeam": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "users": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1},
+                    "uniqueItems": True,
+                    "description": "Kubernetes user names that may write in the egress "
+                    "namespace (its ServiceEntries, Gateways, routes, gateway Deployments).",
+                },
+                "groups": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1},
+                    "uniqueItems": True,
+                    "description": "Kubernetes groups whose members may write in the egress "
+                    "namespace.",
+                },
+            },
+            "description": "The identities owning the egress namespace. When set, anyone else "
+            "(but the controller and Kubernetes' own controllers) is refused there, whatever "
+            "the kind; when unset, only the egress rules of ServiceEntries, Gateways, "
+            "VirtualServices and DestinationRules admit writes there.",
+        },
         "internalNetworks": {
             "type": "array",
             "items": {"type": "string", "minLength": 1},
@@ -91,6 +115,13 @@ POLICY_SCHEMA: dict[str, Any] = {
             "required": ["namespace"],
             "properties": {
                 "namespace": {"type": "string", "pattern": _DNS_LABEL},
+                "gatewayLabels": {
+                    **_LABELS,
+                    "description": "Labels every egress gateway pod carries besides its "
+                    "selector ('{service}' is replaced by the service name). Istio's gateway "
+                    "charts label their pods 'istio: <name>'. A tenant Gateway whose selector "
+                    "contradicts one of them cannot select an egress gateway and is admitted.",
+                },
                 "gateway": {
                     **_GATEWAY,
                     "properties": {

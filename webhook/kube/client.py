@@ -9,53 +9,46 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from webhook.core.managed import (
+    AUTHORIZATION_POLICY,
+    DESTINATION_RULE,
+    GATEWAY,
+    MANAGED_KINDS,
+    NETWORK_POLICY,
+    SERVICE_ENTRY,
+    SIDECAR,
+    TELEMETRY,
+    VIRTUAL_SERVICE,
+    Kind,
+)
+
+# the kinds live in the core (admission derives its registration from them); named here too
+__all__ = [
+    "AUTHORIZATION_POLICY",
+    "DESTINATION_RULE",
+    "FIELD_MANAGER",
+    "GATEWAY",
+    "MANAGED_KINDS",
+    "NETWORK_POLICY",
+    "SERVICE_ENTRY",
+    "SIDECAR",
+    "TELEMETRY",
+    "VIRTUAL_SERVICE",
+    "Kind",
+    "is_status",
+    "kind_of",
+    "load_api_client",
+    "response_json",
+]
+
 FIELD_MANAGER = "egress-guard"
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """A resource kind with the coordinates its REST paths need."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        """``group/version``, or ``version`` for the core group."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-SERVICE_ENTRY = Kind("networking.istio.io", "v1", "ServiceEntry", "serviceentries")
-DESTINATION_RULE = Kind("networking.istio.io", "v1", "DestinationRule", "destinationrules")
-GATEWAY = Kind("networking.istio.io", "v1", "Gateway", "gateways")
-VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "VirtualService", "virtualservices")
-SIDECAR = Kind("networking.istio.io", "v1", "Sidecar", "sidecars")
-AUTHORIZATION_POLICY = Kind(
-    "security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies"
-)
-TELEMETRY = Kind("telemetry.istio.io", "v1", "Telemetry", "telemetries")
-NETWORK_POLICY = Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
-
-# every kind the generator can produce (webhook.core.desired.KIND_ORDER)
-MANAGED_KINDS: tuple[Kind, ...] = (
-    SERVICE_ENTRY,
-    DESTINATION_RULE,
-    GATEWAY,
-    VIRTUAL_SERVICE,
-    AUTHORIZATION_POLICY,
-    TELEMETRY,
-    SIDECAR,
-    NETWORK_POLICY,
-)
 _BY_API_KIND = {(k.api_version, k.kind): k for k in MANAGED_KINDS}
 
 

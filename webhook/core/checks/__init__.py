@@ -9,6 +9,7 @@ imports) imports them all, so the registry is complete wherever ``decide`` can b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from webhook.core.decisions import Violation
@@ -40,14 +41,65 @@ class EmptyView:
 
 Check = Callable[[Review, Policy, ClusterView], Iterable[Violation]]
 REGISTRY: dict[tuple[str, str], Check] = {}
+WRITES: tuple[str, ...] = ("CREATE", "UPDATE", "DELETE")
 
 
-def checks(group: str, *kinds: str) -> Callable[[Check], Check]:
-    """Register a check for the given API group and kinds."""
+@dataclass(frozen=True, slots=True)
+class Interception:
+    """What the API server must send for one checked kind: resources and operations.
+
+    ``resources`` are REST names, ``pods/exec`` for a subresource; the admission registration
+    is derived from these, so a check cannot exist without its kind reaching the webhook.
+    """
+
+    group: str
+    kind: str
+    resources: tuple[str, ...]
+    operations: tuple[str, ...]
+
+
+INTERCEPTIONS: dict[tuple[str, str], Interception] = {}
+
+
+def checks(
+    group: str,
+    *kinds: str,
+    resource: str | None = None,
+    subresources: tuple[str, ...] = (),
+    operations: tuple[str, ...] = WRITES,
+) -> Callable[[Check], Check]:
+    """Register a check for the given API group and kinds.
+
+    ``resource`` names the REST resource when it is not the kind's plural (``pods/exec`` for
+    ``PodExecOptions``); ``subresources`` are judged under the same check.
+    """
 
     def register(func: Check) -> Check:
         for kind in kinds:
             REGISTRY[(group, kind)] = func
+            base = resource or plural(kind)
+            INTERCEPTIONS[(group, kind)] = Interception(
+                group,
+                kind,
+                (base, *(f"{base}/{sub}" for sub in subresources)),
+                operations,
+            )
         return func
 
     return register
+
+
+# kinds whose REST name is not the regular plural of the kind
+_IRREGULAR_PLURALS = {"Endpoints": "endpoints"}
+
+
+def plural(kind: str) -> str:
+    """The REST resource name of a kind, as Kubernetes' own pluralizer writes it."""
+    if kind in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[kind]
+    name = kind.lower()
+    if name.endswith("y") and name[-2:-1] not in tuple("aeiou"):
+        return name[:-1] + "ies"
+    if name.endswith(("s", "x", "z", "ch", "sh")):
+        return name + "es"
+    return name + "s"

@@ -12,9 +12,10 @@ what a VirtualService does:
 - a route attached to a Gateway in the egress namespace programs the egress gateway itself.
 
 Backends of kind Service and ServiceEntry are fine here: those objects are checked on their own.
-A Gateway of an Istio class in a tenant namespace makes istiod deploy a proxy there that no
-Sidecar governs (and that the pod rules refuse), so it is refused with the reason up front;
-ingress gateways belong in a namespace outside the guardrail.
+A Gateway of class ``istio`` is the tenant's own ingress: it opens no egress by itself, what it
+forwards comes from the routes attached to it, which are judged here; istiod's Deployment for it
+is recognised by author (``istiod_gateways``).  Waypoint and east-west classes are refused: a
+waypoint is ambient, which no Sidecar governs, and an east-west gateway passes mesh traffic on.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ ISTIO_GROUP = "networking.istio.io"
 CORE_GROUPS = frozenset({"", "core"})
 INFERENCE_GROUPS = frozenset({"inference.networking.k8s.io", "inference.networking.x-k8s.io"})
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
-# classes for which istiod deploys a proxy in the Gateway's own namespace
-PROXY_DEPLOYING_CLASSES = frozenset({"istio", "istio-waypoint", "istio-east-west"})
+# classes for which istiod deploys a proxy in the Gateway's own namespace that routes cannot
+# describe: waypoints are ambient (no Sidecar applies), east-west gateways pass mesh traffic on.
+# Class "istio" (the tenant's own ingress) is fine: what it forwards comes from attached routes.
+PROXY_DEPLOYING_CLASSES = frozenset({"istio-waypoint", "istio-east-west"})
 
 
 @checks(GROUP, *ROUTE_KINDS)

@@ -46,13 +46,14 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
         )
     else:
         for gateway in policy.gateways:
-            if selectors_may_overlap(selector, gateway.selector):
+            if selectors_may_overlap(selector, gateway.known_labels):
                 reader.add(
                     "spec.selector",
                     f"selector {format_labels(selector)} can match the pods of the egress gateway "
-                    f"{gateway.ref} {format_labels(gateway.selector)} (Gateways select pods in "
-                    "every namespace); use a selector that differs on one of those labels, e.g. "
-                    "istio: ingressgateway",
+                    f"{gateway.ref} {format_labels(gateway.known_labels)} (Gateways select pods "
+                    "in every namespace); use a selector that differs on one of those labels, "
+                    "e.g. istio: ingressgateway (the policy's egress.gatewayLabels names more "
+                    "labels egress gateway pods carry)",
                 )
     _check_servers(reader, spec)
     return reader.violations

@@ -25,6 +25,8 @@ import yaml
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
+from webhook.core.checks.injection import pod_invariants
+from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -122,15 +124,21 @@ class PodShape:
     template: bool
 
 
-@checks("", "Pod", "ReplicationController")
+@checks("", "Pod", subresources=("ephemeralcontainers",))
+@checks("", "ReplicationController")
 @checks("apps", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 @checks("batch", "Job", "CronJob")
 def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """A pod (or pod template) keeps its sidecar and cannot step around it."""
-    del view
     if review.operation == "DELETE":
         return ()
+    fenced = authorship_violations(
+        review, _pod_labels(review.kind, review.object), _pod_labels(review.kind, review.old_object)
+    )
+    if fenced:
+        return fenced
     found = pod_violations(review.kind, review.object, review.namespace, policy)
+    found.extend(pod_invariants(review, view))
     if review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None:
         # a running pod's sidecar was set up at CREATE; refuse what this update adds, so pods
         # created before the guardrail can still be labelled, but no new bypass gets in
@@ -152,10 +160,13 @@ def pod_violations(
     annotations = (
         reader.labels(shape.metadata.get("annotations"), f"{shape.meta_path}.annotations") or {}
     )
-    gateway = _is_egress_gateway(policy, namespace, labels, shape)
+    gateway = _is_egress_gateway(policy, namespace, labels, shape) or _is_istiod_gateway(
+        labels, shape
+    )
     injected = frozenset() if shape.template else _injected_names(annotations)
     if not gateway:
         _check_injection(reader, shape, labels, annotations)
+        _check_gateway_lookalike(reader, policy, namespace, labels, shape)
     _check_capture(reader, shape, labels, annotations)
     skipped = (injected | {"istio-proxy"}) if gateway else injected
     _check_spec(reader, shape, skipped, gateway)
@@ -232,6 +243,51 @@ def _is_egress_gateway(
     spec = shape.spec
     containers = Reader().mappings(spec.get("containers"), "")
     inits = Reader().mappings(spec.get("initContainers"), "")
+    return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
+        c.get("name") in INJECTED_CONTAINERS for _, c in inits
+    )
+
+
+def _check_gateway_lookalike(
+    reader: Reader, policy: Policy, namespace: str, labels: Mapping[str, str], shape: PodShape
+) -> None:
+    """In the egress namespace, only the proxy may wear an egress gateway's labels.
+
+    The gateway's Service selects pods by those labels, so a pod carrying them next to code of
+    its own receives the mesh's egress traffic and can send it on anywhere.
+    """
+    if not policy.is_egress_namespace(namespace):
+        return
+    for gw in policy.gateways:
+        if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
+            reader.add(
+                f"{shape.meta_path}.labels",
+                f"carries the labels of the egress gateway {gw.ref}, whose Service would send "
+                "the mesh's egress traffic to this pod; only a pod running the gateway proxy "
+                "alone may carry them",
+            )
+            return
+
+
+def _pod_labels(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The labels of the pod of ``obj`` (empty when absent or malformed)."""
+    if obj is None:
+        return {}
+    shape = pod_shape(Reader(), kind, obj)
+    labels = shape.metadata.get("labels") if shape is not None else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _is_istiod_gateway(labels: Mapping[str, str], shape: PodShape) -> bool:
+    """A pod of a Gateway API Gateway deployed by istiod: its labels, and the proxy alone.
+
+    Only istiod and Kubernetes' controllers may write objects carrying those labels
+    (``istiod_gateways.authorship_violations``), so the labels can be trusted here.
+    """
+    if gateway_name(labels) is None:
+        return False
+    containers = Reader().mappings(shape.spec.get("containers"), "")
+    inits = Reader().mappings(shape.spec.get("initContainers"), "")
     return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
         c.get("name") in INJECTED_CONTAINERS for _, c in inits
     )

@@ -24,12 +24,14 @@ from webhook.core.checks.common import (
     allowed_directly_for,
     visibility,
 )
+from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
 EXPORT_TO = "networking.istio.io/exportTo"
+EXPOSING_TYPES = frozenset({"LoadBalancer", "NodePort"})
 CONTROL_PLANE_USERS = frozenset(
     {
         "system:kube-controller-manager",
@@ -40,14 +42,24 @@ CONTROL_PLANE_USERS = frozenset(
 )
 
 
-@checks("", "Service")
+@checks("", "Service", subresources=("status",))
 def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """An ExternalName Service may only name an allowed external host (or a cluster name)."""
     del view
     if review.operation == "DELETE":
         return ()
+    if review.sub_resource == "status":
+        return _status_violations(review)
     reader = Reader()
     spec = reader.spec(review.object)
+    _check_external_ips(reader, spec)
+    if policy.is_egress_namespace(review.namespace) and spec.get("type") in EXPOSING_TYPES:
+        reader.add(
+            "spec.type",
+            f"a {spec.get('type')} Service in the egress namespace would expose the egress "
+            "gateways outside the cluster, an open proxy to the allowed services; keep them "
+            "ClusterIP",
+        )
     if spec.get("type") != "ExternalName":
         return reader.violations
     raw = reader.string(spec.get("externalName"), "spec.externalName")
@@ -89,6 +101,41 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
         return reader.violations
     _check_ports(reader, policy, spec, covering, target)
     return reader.violations
+
+
+def _status_violations(review: Review) -> list[Violation]:
+    """Only the platform's controllers report load balancer addresses (CVE-2020-8554).
+
+    kube-proxy captures cluster traffic to ``status.loadBalancer.ingress[].ip`` like
+    ``externalIPs``; tenants rarely hold ``services/status``, but a role that grants it must not
+    let them capture other workloads' traffic.
+    """
+    if review.username.startswith(PLATFORM_USER_PREFIX) or review.username in PLATFORM_USERS:
+        return []
+    reader = Reader()
+    status = reader.mapping((review.object or {}).get("status"), "status")
+    balancer = reader.mapping(status.get("loadBalancer"), "status.loadBalancer")
+    path = "status.loadBalancer.ingress"
+    for where, ingress in reader.mappings(balancer.get("ingress"), path):
+        if ingress.get("ip") is not None:
+            reader.add(
+                f"{where}.ip",
+                "kube-proxy captures cluster traffic to a load balancer address like to "
+                "externalIPs (CVE-2020-8554); only the platform's controllers may set it",
+            )
+    return reader.violations
+
+
+def _check_external_ips(reader: Reader, spec: Mapping[str, Any]) -> None:
+    """No ``externalIPs``: kube-proxy hands the Service traffic meant for them (CVE-2020-8554)."""
+    for where, address in reader.strings(spec.get("externalIPs"), "spec.externalIPs"):
+        reader.add(
+            where,
+            f"kube-proxy captures cluster traffic to {address!r} for this Service "
+            "(CVE-2020-8554), so it can intercept other workloads' traffic to that address and "
+            "answer for it; remove externalIPs (a LoadBalancer Service gets its address from "
+            "the platform)",
+        )
 
 
 def _check_ports(

@@ -409,13 +409,15 @@ def _check_tenant(
     # hosts only steer sidecars when some rule applies to the mesh; a VirtualService bound to
     # the tenant's own (ingress) gateways names the hosts that gateway receives, not egress
     mesh_bound = MESH in top_refs or any(route.mesh for route in routes)
+    public_name = mesh_bound and _serves_own_public_name(policy, top_refs, routes)
     for path, host in hosts if mesh_bound else ():
         if is_ip(host):
             reader.add(path, f"{host!r} is an IP address; name the external host instead")
         elif overbroad(host):
             reader.add(path, f"{host!r} is over-broad: it would capture traffic for every host")
         elif not policy.is_internal(host):
-            if policy.services_covering(host) & some:
+            if policy.services_covering(host) & some or public_name:
+                # steered hosts: a VirtualService seen beyond the namespace hijacks them
                 external.append(host)
             else:
                 reader.add(
@@ -426,6 +428,29 @@ def _check_tenant(
     hosts_steered = tuple(external)
     for route in routes:
         _check_tenant_route(reader, memo, route, hosts_steered, exported)
+
+
+def _serves_own_public_name(
+    policy: Policy, top_refs: tuple[str, ...], routes: list[_Route]
+) -> bool:
+    """An app's public name, served by its ingress gateway and answered in-cluster for the mesh.
+
+    Bound to ``mesh`` and to a tenant gateway, with every route, mirror and rewrite staying in
+    the cluster: sidecars calling the name reach the app itself, nothing leaves.  Redirects are
+    answered to the client, whose next request meets its own sidecar.
+    """
+    if not any(ref != MESH for ref in top_refs):
+        return False
+    for route in routes:
+        if route.delegate is not None:
+            return False
+        for _, host in route.destinations + route.rewrites:
+            if policy.services_on_gateway(host):
+                return False
+            inside = policy.is_internal_address(host) if is_ip(host) else policy.is_internal(host)
+            if not inside:
+                return False
+    return True
 
 
 def _check_tenant_route(
@@ -439,7 +464,9 @@ def _check_tenant_route(
     allowed, source = memo.route_allowed(route)
     hijack = exported and bool(external) and route.mesh
     route_hosts = external
-    for path, host in route.redirects + route.rewrites:
+    # a redirect is answered to the client, whose next request meets its own sidecar: only
+    # rewrites change where this proxy sends traffic
+    for path, host in route.rewrites:
         if is_ip(host) or policy.is_internal(host):
             continue
         if not policy.services_covering(host) & allowed:

@@ -1,0 +1,356 @@
+"""Kubernetes-level ways around the guardrail, tried through kubectl on the real control plane.
+
+The webhook here is registered with the rules ``webhook.admission.registration`` derives (the
+harness' own list is wired to it at merge), so NetworkPolicies, ProxyConfigs, Telemetry and
+CONNECT on ``pods/exec``/``pods/attach`` reach it.  Tenant identities are impersonated with
+just enough RBAC for the API server to hand their request to admission.  Pods carry a
+hand-written injected proxy (sidecar plus the injector's status annotation): the harness runs no
+injector yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import Kubectl, Webhook, wait_for_admission_sync, webhook_configurations
+from tests.e2e.scenarios import (
+    Outcome,
+    apply,
+    assert_admitted,
+    assert_denied,
+    ensure_namespace,
+    run,
+    wait_for,
+)
+from webhook.admission.registration import admission_rules
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+TENANT = "e2e-tenant"
+EGRESS_NAMESPACE = "external"  # the banzai-demo policy's
+STATUS = json.dumps({"initContainers": ["istio-init"], "containers": ["istio-proxy"]})
+PAUSE = "registry.k8s.io/pause:3.10"
+
+
+@pytest.fixture(scope="module")
+def derived(webhook: Webhook | None, kubectl: Kubectl) -> Iterator[Kubectl]:
+    """The session webhook, registered with the derived rules for this module."""
+    if webhook is None or webhook.ca is None:
+        pytest.skip("existing cluster: its registration is the chart's")
+    gateway_api = kubectl("get", "crd", "httproutes.gateway.networking.k8s.io").returncode == 0
+    configs = webhook_configurations(webhook.base_url, webhook.ca.cert_pem, gateway_api=gateway_api)
+    rules = admission_rules(gateway_api=gateway_api)
+    for config in configs:
+        key = "validating" if config["kind"].startswith("Validating") else "mutating"
+        config["webhooks"][0]["rules"] = rules[key]
+    kubectl.apply(configs)
+    wait_for_admission_sync(kubectl)
+    try:
+        yield kubectl
+    finally:
+        webhook.register()
+
+
+@pytest.fixture(scope="module")
+def tenant_rbac(derived: Kubectl) -> str:
+    """A ClusterRole letting the tenant write what these tests try (RBAC is not what is tested)."""
+    derived.apply(
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": TENANT},
+                "rules": [
+                    {
+                        "apiGroups": [
+                            "",
+                            "apps",
+                            "networking.k8s.io",
+                            "networking.istio.io",
+                            "security.istio.io",
+                            "telemetry.istio.io",
+                        ],
+                        "resources": ["*"],
+                        "verbs": ["*"],
+                    }
+                ],
+            }
+        ]
+    )
+    return TENANT
+
+
+def as_tenant(kubectl: Kubectl, namespace: str, role: str) -> Callable[..., Outcome]:
+    """``run`` as an impersonated tenant holding ``role`` in ``namespace``."""
+    derived_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": TENANT, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TENANT}],
+    }
+    kubectl.apply([derived_binding])
+
+    def tenant(*args: str, input: str | None = None) -> Outcome:
+        return run(kubectl, *args, f"--as={TENANT}", input=input)
+
+    return tenant
+
+
+def default_sidecar(namespace: str) -> dict[str, Any]:
+    """A namespace-wide REGISTRY_ONLY Sidecar, as the controller would create it."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {
+            "egress": [{"hosts": ["./*", "istio-system/*"]}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    }
+
+
+def pod(namespace: str, name: str = "app", *, injected: bool = True) -> dict[str, Any]:
+    """A Pod as the validating webhook sees it after injection (or without it)."""
+    containers: list[dict[str, Any]] = [{"name": "app", "image": PAUSE}]
+    annotations = {}
+    if injected:
+        containers.append(
+            {
+                "name": "istio-proxy",
+                "image": "docker.io/istio/proxyv2:1.30.3",
+                "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
+            }
+        )
+        annotations["sidecar.istio.io/status"] = STATUS
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"containers": containers},
+    }
+
+
+def create(kubectl: Kubectl, manifest: dict[str, Any]) -> Outcome:
+    return run(kubectl, "create", "-f", "-", input=json.dumps(manifest))
+
+
+@pytest.fixture
+def ready_namespace(derived: Kubectl, new_namespace: Callable[..., str]) -> str:
+    """An enforced namespace whose default-deny Sidecar exists."""
+    namespace = new_namespace("e2e-bypass")
+    assert_admitted(create(derived, default_sidecar(namespace)))
+    return namespace
+
+
+# --- NetworkPolicies ----------------------------------------------------------------------
+
+
+def netpol(namespace: str, egress: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "tenant", "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": egress},
+    }
+
+
+def test_tenant_network_policy_opening_all_egress_is_refused(
+    derived: Kubectl, namespace: str
+) -> None:
+    assert_denied(apply(derived, netpol(namespace, [{}])), "every destination")
+
+
+def test_tenant_network_policy_to_an_outside_range_is_refused(
+    derived: Kubectl, namespace: str
+) -> None:
+    egress = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
+    assert_denied(apply(derived, netpol(namespace, egress)), "ipBlock.cidr")
+
+
+def test_tenant_network_policy_to_dns_and_pods_is_admitted(
+    derived: Kubectl, namespace: str
+) -> None:
+    dns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    egress = [
+        {"to": [dns], "ports": [{"protocol": "UDP", "port": 53}]},
+        {"to": [{"podSelector": {}}]},
+    ]
+    assert_admitted(apply(derived, netpol(namespace, egress)))
+
+
+# --- exec and attach into the proxy -------------------------------------------------------
+
+
+def test_exec_into_the_proxy_is_refused(derived: Kubectl, ready_namespace: str) -> None:
+    assert_admitted(create(derived, pod(ready_namespace)))
+    outcome = run(derived, "exec", "app", "-n", ready_namespace, "-c", "istio-proxy", "--", "sh")
+    assert_denied(outcome, "istio-proxy", "1337")
+
+
+def test_attach_to_the_proxy_is_refused(derived: Kubectl, ready_namespace: str) -> None:
+    assert_admitted(create(derived, pod(ready_namespace)))
+    outcome = run(derived, "attach", "app", "-n", ready_namespace, "-c", "istio-proxy")
+    assert_denied(outcome, "istio-proxy")
+
+
+def test_exec_into_the_application_passes_admission(derived: Kubectl, ready_namespace: str) -> None:
+    assert_admitted(create(derived, pod(ready_namespace)))
+    outcome = run(derived, "exec", "app", "-n", ready_namespace, "-c", "app", "--", "true")
+    # no kubelet runs the pod, so the exec fails after admission, never at it
+    assert "denied the request" not in outcome.errors, outcome.errors
+
+
+# --- Pod invariants -----------------------------------------------------------------------
+
+
+def test_pod_without_the_injected_proxy_is_refused(derived: Kubectl, ready_namespace: str) -> None:
+    outcome = create(derived, pod(ready_namespace, injected=False))
+    assert_denied(outcome, "injector did not run")
+
+
+def test_injected_pod_is_admitted(derived: Kubectl, ready_namespace: str) -> None:
+    assert_admitted(create(derived, pod(ready_namespace)))
+
+
+def test_pod_before_the_default_deny_sidecar_is_refused_then_admitted(
+    derived: Kubectl, namespace: str
+) -> None:
+    assert_denied(create(derived, pod(namespace)), "no default-deny Sidecar yet", "retry")
+    assert_admitted(create(derived, default_sidecar(namespace)))
+    # the webhook's Sidecar watch sees it within moments; a controller's retry then succeeds
+    waited = wait_for(
+        lambda: create(derived, pod(namespace)).admitted, 10.0, "the Pod to be admitted"
+    )
+    print(f"admitted {waited:.2f}s after the Sidecar was created")
+
+
+# --- the egress namespace -----------------------------------------------------------------
+
+
+def egress_object(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": "tenant", "namespace": EGRESS_NAMESPACE},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        egress_object("security.istio.io/v1", "AuthorizationPolicy", {"action": "ALLOW"}),
+        egress_object(
+            "telemetry.istio.io/v1", "Telemetry", {"accessLogging": [{"disabled": True}]}
+        ),
+        egress_object("networking.istio.io/v1beta1", "ProxyConfig", {"concurrency": 1}),
+    ],
+    ids=["authorizationpolicy", "telemetry", "proxyconfig"],
+)
+def test_tenant_objects_in_the_egress_namespace_are_refused(
+    derived: Kubectl, tenant_rbac: str, manifest: dict[str, Any]
+) -> None:
+    ensure_namespace(derived, EGRESS_NAMESPACE)
+    tenant = as_tenant(derived, EGRESS_NAMESPACE, tenant_rbac)
+    outcome = tenant("create", "--dry-run=server", "-f", "-", input=json.dumps(manifest))
+    assert_denied(outcome, "holds the egress gateways")
+
+
+# --- names and addresses ------------------------------------------------------------------
+
+
+def test_service_external_ips_are_refused(derived: Kubectl, namespace: str) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "mitm", "namespace": namespace},
+        "spec": {"ports": [{"port": 443}], "externalIPs": ["203.0.113.10"]},
+    }
+    assert_denied(create(derived, service), "CVE-2020-8554")
+
+
+def test_service_entry_for_a_pod_dns_name_is_refused(derived: Kubectl, namespace: str) -> None:
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "pod-dns", "namespace": namespace},
+        "spec": {
+            "hosts": ["93-184-216-34.default.pod.cluster.local"],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "DNS",
+            "exportTo": ["."],
+        },
+    }
+    assert_denied(create(derived, entry))
+
+
+def test_proxy_config_changing_the_agent_is_refused(derived: Kubectl, namespace: str) -> None:
+    config = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "ProxyConfig",
+        "metadata": {"name": "agent", "namespace": namespace},
+        "spec": {"environmentVariables": {"ISTIO_META_DNS_CAPTURE": "false"}},
+    }
+    assert_denied(create(derived, config), "spec.environmentVariables")
+
+
+# --- legitimate objects that used to be refused ---------------------------------------------
+
+
+def test_classic_ingress_gateway_is_admitted(derived: Kubectl, namespace: str) -> None:
+    # the policy names the egress gateways' istio label, which istio: ingressgateway contradicts
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "bookinfo-gateway", "namespace": namespace},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}
+            ],
+        },
+    }
+    assert_admitted(create(derived, gateway))
+
+
+def test_gateway_api_gateway_of_class_istio_is_admitted(derived: Kubectl, namespace: str) -> None:
+    if derived("get", "crd", "gateways.gateway.networking.k8s.io").returncode != 0:
+        pytest.skip("no Gateway API CRDs in this cluster")
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    assert_admitted(create(derived, gateway))
+
+
+def test_public_name_on_ingress_and_mesh_routed_in_cluster_is_admitted(
+    derived: Kubectl, namespace: str
+) -> None:
+    service = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "bookinfo", "namespace": namespace},
+        "spec": {
+            "hosts": ["bookinfo.example.com"],
+            "gateways": ["bookinfo-gateway", "mesh"],
+            "exportTo": ["."],
+            "http": [
+                {"match": [{"uri": {"prefix": "/old"}}], "redirect": {"authority": "example.org"}},
+                {"route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]},
+            ],
+        },
+    }
+    assert_admitted(create(derived, service))

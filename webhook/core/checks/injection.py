@@ -1,0 +1,135 @@
+"""Invariants a Pod must meet when it is created in an enforced namespace.
+
+Listing the ways a pod can miss its sidecar (an ``istio.io/rev`` no injector serves, webhook
+ordering, an injector outage with ``failurePolicy: Ignore``...) never ends.  Validating webhooks
+run after every mutating webhook, injection included, so the result can be checked instead of
+the causes: the Pod must carry the injected proxy, as a container or as a native sidecar init
+container, together with the injector's ``sidecar.istio.io/status`` annotation naming it.
+
+The proxy enforces the allow list only once it has its Sidecar resource: a pod started before
+the namespace's default-deny Sidecar exists runs under the mesh default (``ALLOW_ANY`` unless
+MeshConfig says otherwise) until the next push.  A webhook that watches Sidecars can refuse such
+Pods; the controller creating them retries with backoff, so users never see the wait.  Views
+that do not watch the cluster (offline ``check``, unit tests) cannot tell and skip that
+invariant.
+
+Pod templates are left alone: injection happens when the Pod is created.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from webhook.core.checks import ClusterView
+from webhook.core.checks.common import Reader
+from webhook.core.decisions import Violation
+from webhook.core.reviews import Review
+
+PROXY = "istio-proxy"
+STATUS = "sidecar.istio.io/status"
+REGISTRY_ONLY = "REGISTRY_ONLY"
+
+
+@runtime_checkable
+class WatchedView(Protocol):
+    """A cluster view fed by a watch, which can tell that a Sidecar does not exist."""
+
+    @property
+    def synced(self) -> bool:
+        """True once the cache holds a full list."""
+        ...
+
+    def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
+        """Sidecar objects currently in ``namespace``."""
+        ...
+
+
+def pod_invariants(review: Review, view: ClusterView) -> list[Violation]:
+    """Violations of the injected-proxy and Sidecar-first invariants by a Pod CREATE."""
+    if review.kind != "Pod" or review.operation != "CREATE" or review.sub_resource:
+        return []
+    obj = review.object
+    if not isinstance(obj, Mapping):
+        return []
+    found = []
+    missing = missing_proxy(obj)
+    if missing:
+        found.append(Violation("spec.containers", missing))
+    if isinstance(view, WatchedView):
+        waiting = sidecar_missing(view, review.namespace)
+        if waiting:
+            found.append(Violation("", waiting))
+    return found
+
+
+def missing_proxy(pod: Mapping[str, Any]) -> str | None:
+    """Why a Pod does not carry the injected proxy; None when it does."""
+    reader = Reader()
+    spec = reader.mapping(pod.get("spec"), "spec")
+    meta = reader.mapping(pod.get("metadata"), "metadata")
+    annotations = reader.labels(meta.get("annotations"), "metadata.annotations") or {}
+    containers = [c for _, c in reader.mappings(spec.get("containers"), "")]
+    inits = [c for _, c in reader.mappings(spec.get("initContainers"), "")]
+    as_container = any(c.get("name") == PROXY for c in containers)
+    # a native sidecar: an init container that keeps running (Kubernetes 1.29+)
+    as_native = any(c.get("name") == PROXY and c.get("restartPolicy") == "Always" for c in inits)
+    if not (as_container or as_native):
+        return (
+            f"the pod carries no {PROXY!r} container, so its traffic meets no proxy and the "
+            "egress allow list does not apply; Istio's injector did not run for it (check the "
+            "namespace's istio-injection or istio.io/rev label names a served revision), "
+            "then recreate the pod"
+        )
+    injected = _status_names(annotations.get(STATUS))
+    if PROXY not in injected:
+        return (
+            f"the {PROXY!r} container was not added by Istio's injector (no {STATUS} "
+            "annotation naming it), so nothing sets up the iptables capture that hands the "
+            "pod's traffic to it; let the injector add the proxy"
+        )
+    return None
+
+
+def _status_names(raw: str | None) -> frozenset[str]:
+    """Container names the injector's status annotation lists (empty when unreadable)."""
+    if not raw:
+        return frozenset()
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return frozenset()
+    if not isinstance(status, Mapping):
+        return frozenset()
+    names: set[str] = set()
+    for key in ("containers", "initContainers"):
+        value = status.get(key)
+        if isinstance(value, list):
+            names.update(v for v in value if isinstance(v, str))
+    return frozenset(names)
+
+
+def sidecar_missing(view: WatchedView, namespace: str) -> str | None:
+    """Why a Pod must wait for the namespace's default-deny Sidecar; None when it exists."""
+    # read the Sidecars first, also when not synced: a cached decision is then tied to the
+    # view's state and goes stale with it
+    sidecars = view.sidecars(namespace)
+    if view.synced and any(is_default_deny(s) for s in sidecars):
+        return None
+    return (
+        f"namespace {namespace} has no default-deny Sidecar yet (egress-guard's controller "
+        "creates it within a second of the namespace); a pod started now would run under the "
+        "mesh default, which may let all traffic out: retry shortly (controllers retry on "
+        "their own)"
+    )
+
+
+def is_default_deny(sidecar: Mapping[str, Any]) -> bool:
+    """A namespace-wide Sidecar (no selector) that keeps ``REGISTRY_ONLY``."""
+    spec = sidecar.get("spec")
+    if not isinstance(spec, Mapping) or spec.get("workloadSelector"):
+        return False
+    policy = spec.get("outboundTrafficPolicy")
+    mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    return mode == REGISTRY_ONLY

@@ -1,0 +1,76 @@
+"""Tenant NetworkPolicies: egress may only widen towards the cluster itself.
+
+NetworkPolicies add up: a pod selected by several may send whatever any of them allows.  With
+``networkPolicies: true`` the controller generates one per enforced namespace that lets pods
+reach only DNS, istiod, the egress gateways and the namespace, the layer that holds when the
+sidecar is stepped around (UDP, which the proxy never sees; a root container switching to UID
+1337; ``resolution: NONE`` with a spoofed SNI).  One tenant policy with a wide egress rule would
+cancel it.  So a tenant egress rule may name pods and namespaces (in-cluster peers, which is how
+DNS and the gateways are reached) and ``ipBlock`` ranges inside the policy's
+``internalNetworks``; a rule with no peer (every destination) is refused.  Ingress rules and
+egress rules that only restrict are left alone.  The rule holds without generated NetworkPolicies
+too: a platform's own default-deny egress policy adds up with tenant ones the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.core.checks import ClusterView, checks
+from webhook.core.checks.common import Reader
+from webhook.core.decisions import Violation
+from webhook.core.policy import Policy
+from webhook.core.reviews import Review
+
+EGRESS = "Egress"
+
+
+@checks("networking.k8s.io", "NetworkPolicy")
+def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A tenant NetworkPolicy may open egress only to in-cluster peers."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader()
+    spec = reader.spec(review.object)
+    if not _governs_egress(reader, spec):
+        return reader.violations
+    for where, rule in reader.mappings(spec.get("egress"), "spec.egress"):
+        if rule.get("to") in (None, []):
+            reader.add(
+                f"{where}.to",
+                "an egress rule without peers allows every destination, which cancels the "
+                "NetworkPolicy egress-guard generates (it adds up with it); name the pods, "
+                "namespaces or in-cluster ipBlocks the workloads need",
+            )
+        for at, peer in reader.mappings(rule.get("to"), f"{where}.to"):
+            _check_peer(reader, policy, peer, at)
+    return reader.violations
+
+
+def _governs_egress(reader: Reader, spec: Mapping[str, Any]) -> bool:
+    """Whether the policy has egress rules (``policyTypes`` omitted: iff ``egress`` is set)."""
+    types = reader.strings(spec.get("policyTypes"), "spec.policyTypes")
+    if spec.get("policyTypes") is None:
+        return spec.get("egress") is not None
+    return any(t == EGRESS for _, t in types)
+
+
+def _check_peer(reader: Reader, policy: Policy, peer: Mapping[str, Any], path: str) -> None:
+    """Pods and namespaces are in-cluster; an ipBlock must lie inside ``internalNetworks``."""
+    block = reader.mapping(peer.get("ipBlock"), f"{path}.ipBlock")
+    if not block:
+        return
+    cidr = reader.string(block.get("cidr"), f"{path}.ipBlock.cidr")
+    if cidr is None:
+        return
+    if not policy.is_internal_address(cidr.strip()):
+        internal = ", ".join(policy.internal_networks) or "none declared"
+        reader.add(
+            f"{path}.ipBlock.cidr",
+            f"{cidr!r} lies outside the cluster's networks (internalNetworks: {internal}); a "
+            "tenant NetworkPolicy adds up with the one egress-guard generates, so this range "
+            "would be reachable around the egress gateway; reach external services through "
+            "the mesh and the egress policy",
+        )
