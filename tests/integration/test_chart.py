@@ -1,10 +1,11 @@
 """The Helm chart, rendered by the pinned helm: lint, every object's shape, and no drift.
 
 The chart writes out lists that have one source of truth elsewhere: the RBAC rules
-(``webhook.kube.rbac``) and the admission rules (``tests.e2e.cluster.admission_rules``, what the
-e2e harness registers). These tests render the chart and compare, so neither can drift. They also
-render each certificate mode and the values a tenant-minded reviewer would try, and build the
-wheel the image installs. helm comes from ``tools/build.sh`` (cached; cold build ~5 min).
+(``webhook.kube.rbac``) and the admission rules (``tests.e2e.harness.webhooks.admission_rules``,
+what the e2e harness registers). These tests render the chart and compare, so neither can
+drift. They also render each certificate mode and the values a tenant-minded reviewer would
+try, and build the wheel the image installs. helm comes from ``tools/build.sh`` (cached; cold
+build ~5 min).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     EXCLUDED_NAMESPACES,
     admission_rules,
     build_tools,
