@@ -7,7 +7,7 @@ PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 # kubectl, helm and Istio CRDs; the directory holding them is its last line of output.
 # `make e2e-up` starts etcd + kube-apiserver + our webhook on 127.0.0.1 and writes
 # .e2e/kubeconfig; `make e2e-down` stops exactly what it started.
-# E2E_UP_ARGS passes options to `tests/e2e/cluster.py up`, e.g. --no-webhook,
+# E2E_UP_ARGS passes options to `python -m tests.e2e.harness up`, e.g. --no-webhook,
 # --policy FILE, --identity admin.
 E2E_UP_ARGS ?=
 .PHONY: tools e2e-up e2e-down e2e-status
@@ -16,13 +16,13 @@ tools:
 	@bash tools/build.sh
 
 e2e-up:
-	@$(PYTHON) tests/e2e/cluster.py up $(E2E_UP_ARGS)
+	@$(PYTHON) -m tests.e2e.harness up $(E2E_UP_ARGS)
 
 e2e-down:
-	@$(PYTHON) tests/e2e/cluster.py down
+	@$(PYTHON) -m tests.e2e.harness down
 
 e2e-status:
-	@$(PYTHON) tests/e2e/cluster.py status
+	@$(PYTHON) -m tests.e2e.harness status
 
 # --- Python: install, run, test ----------------------------------------------------
 # `make run` starts the webhook on https://127.0.0.1:8443 with the embedded default policy

@@ -2,7 +2,7 @@
 pick instead.  A benchmark, not a test: run ``make bench-cluster`` (or
 ``python -m tests.bench.bench_cluster --creates 500``); it prints a markdown table.
 
-One harness control plane (etcd + kube-apiserver, ``tests/e2e/cluster.py``), four namespaces, one
+One harness control plane (etcd + kube-apiserver, ``tests/e2e/harness/``), four namespaces, one
 per configuration, so configurations never stack (each admission hook selects only its own
 namespace):
 
@@ -46,7 +46,7 @@ import yaml
 from flask import Flask, Response, request
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
     ControlPlane,

@@ -10,7 +10,10 @@ then assumed to be installed by the chart).
 Fixtures:
     control_plane       session cluster; the webhook is registered in it once any test
                         has requested ``webhook``
-    webhook             session: our ``egress-guard serve`` registered in control_plane
+    webhook             session: our ``egress-guard serve`` registered in control_plane, as
+                        the chart's webhook ServiceAccount with exactly the chart's RBAC
+    controller_kubeconfig  session: kubeconfig of the chart's controller ServiceAccount,
+                        holding exactly the chart's RBAC (``webhook.kube.rbac``)
     kubectl             session: ``kubectl(*args, input=..., check=...)`` for control_plane
     bare_control_plane  session: a separate cluster that never has a webhook
     throwaway_control_plane  function: a cluster of its own for one test
@@ -29,14 +32,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
+    CONTROLLER_ACCOUNT,
     ControlPlane,
     Kubectl,
     Tools,
     Webhook,
     build_tools,
+    controller_grant,
     create_namespace,
     existing_cluster_kubeconfig,
+    grant,
+    service_account_kubeconfig,
 )
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -153,6 +160,17 @@ def webhook(
         yield hook
     finally:
         hook.stop()
+
+
+@pytest.fixture(scope="session")
+def controller_kubeconfig(control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig as the chart's controller ServiceAccount, bound to exactly the chart's
+    controller rules; an existing cluster's own kubeconfig (its chart made the account)."""
+    if control_plane.plane is None:
+        return control_plane.kubeconfig
+    grant(control_plane.kubectl, [controller_grant()])
+    path = tmp_path_factory.mktemp("controller") / "kubeconfig"
+    return service_account_kubeconfig(control_plane.plane, CONTROLLER_ACCOUNT, path)
 
 
 @pytest.fixture(scope="session")

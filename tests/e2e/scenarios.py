@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     FIELD_MANAGER,
     LOOPBACK,
     POLICY_CONFIGMAP,
@@ -29,6 +29,7 @@ from tests.e2e.cluster import (
     WEBHOOK_NAMESPACE,
     Kubectl,
     Webhook,
+    policy_manifest,
 )
 from webhook.core.policy_parsing import parse_policy
 
@@ -249,8 +250,9 @@ def policy_configmap(
     edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """A policy ConfigMap manifest from ``policies/``, its ``mode`` replaced or its policy
-    document edited in place by ``edit``."""
-    manifest: dict[str, Any] = yaml.safe_load(path.read_text())
+    document edited in place by ``edit``; like the chart's, it lists the controller's account
+    in ``controller.users``."""
+    manifest = policy_manifest(path)
     document = yaml.safe_load(manifest["data"][POLICY_KEY])
     if mode is not None:
         document["mode"] = mode

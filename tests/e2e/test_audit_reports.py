@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
-from tests.e2e.cluster import ControlPlane
+from tests.e2e.harness import ControlPlane
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import ReportFlavour
 from webhook.kube.auditing import (

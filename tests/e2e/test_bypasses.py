@@ -11,12 +11,12 @@ injector yet.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Kubectl, Webhook, wait_for_admission_sync, webhook_configurations
+from tests.e2e.harness import Kubectl, Webhook
 from tests.e2e.scenarios import (
     Outcome,
     apply,
@@ -26,7 +26,6 @@ from tests.e2e.scenarios import (
     run,
     wait_for,
 )
-from webhook.admission.registration import admission_rules
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -37,22 +36,11 @@ PAUSE = "registry.k8s.io/pause:3.10"
 
 
 @pytest.fixture(scope="module")
-def derived(webhook: Webhook | None, kubectl: Kubectl) -> Iterator[Kubectl]:
-    """The session webhook, registered with the derived rules for this module."""
+def derived(webhook: Webhook | None, kubectl: Kubectl) -> Kubectl:
+    """The session webhook, which the harness registers with the derived rules."""
     if webhook is None or webhook.ca is None:
         pytest.skip("existing cluster: its registration is the chart's")
-    gateway_api = kubectl("get", "crd", "httproutes.gateway.networking.k8s.io").returncode == 0
-    configs = webhook_configurations(webhook.base_url, webhook.ca.cert_pem, gateway_api=gateway_api)
-    rules = admission_rules(gateway_api=gateway_api)
-    for config in configs:
-        key = "validating" if config["kind"].startswith("Validating") else "mutating"
-        config["webhooks"][0]["rules"] = rules[key]
-    kubectl.apply(configs)
-    wait_for_admission_sync(kubectl)
-    try:
-        yield kubectl
-    finally:
-        webhook.register()
+    return kubectl
 
 
 @pytest.fixture(scope="module")

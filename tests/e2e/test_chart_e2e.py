@@ -24,18 +24,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     LOOPBACK,
     ControlPlane,
     Kubectl,
     ManagedProcess,
+    ServiceAccount,
     egress_guard_command,
     free_port,
     issue_cert,
     new_ca,
+    service_account_kubeconfig,
     wait_for_admission_sync,
 )
 from webhook.core.desired import DEFAULT_SIDECAR
@@ -192,29 +193,9 @@ def test_service_account_permissions_are_those_of_the_roles(helm: Helm, kubectl:
 
 
 def _token_kubeconfig(plane: ControlPlane, account: str, path: Path) -> Path:
-    token = plane.kubectl(
-        "create", "token", account, f"--namespace={NAMESPACE}", "--duration=1h", check=True
-    ).stdout.strip()
-    assert plane.ca is not None
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.server_url,
-                    "certificate-authority-data": base64.b64encode(plane.ca.cert_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": account}}],
-        "current-context": "e2e",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return service_account_kubeconfig(
+        plane, ServiceAccount(NAMESPACE, account), path, duration="1h"
+    )
 
 
 @pytest.fixture

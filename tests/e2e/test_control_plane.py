@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     EXCLUDED_NAMESPACES,
     LOOPBACK,
     REPO_ROOT,
@@ -175,10 +175,19 @@ def test_registration_routes_the_right_requests(throwaway_control_plane: Control
 
 
 def test_cli_down_stops_exactly_what_up_started(e2e_tools: Tools, tmp_path: Path) -> None:
-    cli = [sys.executable, str(REPO_ROOT / "tests" / "e2e" / "cluster.py"), f"--dir={tmp_path}"]
-    up = subprocess.run(
-        [*cli, "up", "--no-webhook"], capture_output=True, text=True, timeout=600, check=False
-    )
+    cli = [sys.executable, "-m", "tests.e2e.harness", f"--dir={tmp_path}"]
+
+    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+
+    up = run("up", "--no-webhook", timeout=600)
     assert up.returncode == 0, up.stderr
     state = json.loads((tmp_path / "state.json").read_text())
     processes = [ManagedProcess.from_state(p) for p in state["processes"]]
@@ -186,13 +195,13 @@ def test_cli_down_stops_exactly_what_up_started(e2e_tools: Tools, tmp_path: Path
         assert [p.name for p in processes] == ["etcd", "kube-apiserver"]
         assert all(p.alive() for p in processes)
         assert (tmp_path / "kubeconfig").is_file()
-        status = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=60)
+        status = run("status", timeout=60)
         assert status.returncode == 0, status.stdout
-        again = subprocess.run([*cli, "up"], capture_output=True, text=True, timeout=60)
+        again = run("up", timeout=60)
         assert again.returncode != 0
         assert "already up" in again.stderr
     finally:
-        down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=120)
+        down = run("down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert not any(p.alive() for p in processes)
     assert not (tmp_path / "kubeconfig").exists()

@@ -2,8 +2,9 @@
 
 Each test runs ``egress-guard controller`` subprocesses with a policy ConfigMap, a Lease and a
 namespace label of its own (``--namespace-selector``), so controllers never touch namespaces
-of other tests sharing the session's control plane.  Measured times are printed (``-s``) for
-the issue's closing note.
+of other tests sharing the session's control plane.  The controllers run as the chart's
+controller ServiceAccount with exactly its RBAC (``controller_kubeconfig``).  Measured times
+are printed (``-s``) for the issue's closing note.
 """
 
 from __future__ import annotations
@@ -60,8 +61,15 @@ def _policy(egress_ns: str, rules: list[dict[str, Any]], services: list[str]) ->
 class Setup:
     """One test's world: its label, ConfigMap, Lease, egress namespace and controllers."""
 
-    def __init__(self, cluster: Cluster, new_namespace: Callable[..., str], tmp: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        new_namespace: Callable[..., str],
+        tmp: Path,
+        controller_kubeconfig: Path,
+    ) -> None:
         self.cluster = cluster
+        self.controller_kubeconfig = controller_kubeconfig
         self.kubectl = cluster.kubectl
         self.new_namespace = new_namespace
         self.tmp = tmp
@@ -98,7 +106,7 @@ class Setup:
             [
                 str(binary),
                 "controller",
-                f"--kubeconfig={self.cluster.kubeconfig}",
+                f"--kubeconfig={self.controller_kubeconfig}",
                 f"--policy-configmap={CONTROLLER_NAMESPACE}/{self.configmap}",
                 f"--lease-namespace={CONTROLLER_NAMESPACE}",
                 f"--lease-name={self.lease}",
@@ -183,9 +191,12 @@ def wait_for(
 
 @pytest.fixture
 def setup(
-    control_plane: Cluster, new_namespace: Callable[..., str], tmp_path: Path
+    control_plane: Cluster,
+    new_namespace: Callable[..., str],
+    tmp_path: Path,
+    controller_kubeconfig: Path,
 ) -> Iterator[Setup]:
-    world = Setup(control_plane, new_namespace, tmp_path)
+    world = Setup(control_plane, new_namespace, tmp_path, controller_kubeconfig)
     try:
         yield world
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import Kubectl, Webhook
+from tests.e2e.harness import Kubectl, Webhook
 from tests.e2e.scenarios import (
     BANZAI_POLICY,
     BREACHES,

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     POLICY_CONFIGMAP,
     WEBHOOK_NAMESPACE,
     Kubectl,
@@ -32,7 +32,6 @@ from tests.e2e.cluster import (
     egress_guard_command,
     unique_name,
 )
-from tests.e2e.conftest import Cluster
 from tests.e2e.scenarios import apply, assert_admitted, assert_denied, ensure_namespace, run
 from webhook.core.desired import DEFAULT_SIDECAR
 
@@ -79,7 +78,7 @@ def test_new_namespace_opting_out_of_the_sidecar_is_refused(
 
 @pytest.fixture
 def controller(
-    control_plane: Cluster, guarded: Kubectl, tmp_path: Path
+    controller_kubeconfig: Path, guarded: Kubectl, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``egress-guard controller`` on the session policy, limited to one label value."""
     tag = secrets.token_hex(4)
@@ -90,7 +89,7 @@ def controller(
             [
                 *egress_guard_command(),
                 "controller",
-                f"--kubeconfig={control_plane.kubeconfig}",
+                f"--kubeconfig={controller_kubeconfig}",
                 f"--policy-configmap={WEBHOOK_NAMESPACE}/{POLICY_CONFIGMAP}",
                 f"--lease-namespace={WEBHOOK_NAMESPACE}",
                 f"--lease-name=scenario-{tag}",

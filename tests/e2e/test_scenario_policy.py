@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     ControlPlane,
     Kubectl,
     Tools,

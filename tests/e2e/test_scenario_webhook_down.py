@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     POLICY_CONFIGMAP,
     POLICY_KEY,
     WEBHOOK_NAMESPACE,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     POLICY_MANIFEST,
     WEBHOOK_CONFIGURATION_NAME,
     ControlPlane,

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     EXCLUDED_NAMESPACES,
     build_tools,
     webhook_configurations,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import build_tools
+from tests.e2e.harness import build_tools
 
 pytestmark = pytest.mark.integration
 

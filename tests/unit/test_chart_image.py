@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.e2e.cluster import EXCLUDED_NAMESPACES, WEBHOOK_NAMESPACE
+from tests.e2e.harness import EXCLUDED_NAMESPACES, WEBHOOK_NAMESPACE
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.policy_schema import POLICY_SCHEMA
 
