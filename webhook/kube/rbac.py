@@ -17,7 +17,7 @@ WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
 def controller_cluster_rules() -> list[dict[str, Any]]:
-    """Cluster-wide rules: the generated kinds, namespaces, and events for reporting."""
+    """Cluster-wide rules: the generated kinds, namespaces, events, and the audit's."""
     groups: dict[str, list[str]] = {}
     for kind in MANAGED_KINDS:
         groups.setdefault(kind.group, []).append(kind.plural)
@@ -30,7 +30,7 @@ def controller_cluster_rules() -> list[dict[str, Any]]:
     )
     rules.append({"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]})
     rules.append({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]})
-    return rules
+    return rules + audit_cluster_rules()
 
 
 def controller_namespace_rules() -> list[dict[str, Any]]:
@@ -46,13 +46,15 @@ def controller_namespace_rules() -> list[dict[str, Any]]:
 
 
 def webhook_cluster_rules() -> list[dict[str, Any]]:
-    """What the webhook server reads: Sidecars for its ambiguity checks."""
+    """What the webhook server reads: Sidecars for its ambiguity checks, and every governed
+    kind, to tell which existing objects an edit of the policy ConfigMap leaves in breach."""
     return [
         {
             "apiGroups": ["networking.istio.io"],
             "resources": ["sidecars"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        *governed_read_rules(),
     ]
 
 
@@ -64,19 +66,21 @@ def webhook_namespace_rules() -> list[dict[str, Any]]:
     ]
 
 
-def audit_cluster_rules() -> list[dict[str, Any]]:
-    """What the background audit needs: read every governed kind, write the report kinds.
-
-    Not yet part of ``controller_cluster_rules``: it joins it (and the chart) with the audit.
-    """
+def governed_read_rules() -> list[dict[str, Any]]:
+    """Read every kind a check governs (what the audit and the policy-edit check list)."""
     groups: dict[str, set[str]] = {}
     for group, kind in REGISTRY:
         plural = _plural(kind)
         groups.setdefault(group, set()).add(plural)
-    rules: list[dict[str, Any]] = [
+    return [
         {"apiGroups": [group], "resources": sorted(plurals), "verbs": ["get", "list", "watch"]}
         for group, plurals in sorted(groups.items())
     ]
+
+
+def audit_cluster_rules() -> list[dict[str, Any]]:
+    """What the background audit needs: read every governed kind, write the report kinds."""
+    rules = governed_read_rules()
     rules.append(
         {
             "apiGroups": ["openreports.io"],
