@@ -167,6 +167,27 @@ def test_an_exception_expiring_flags_the_object_relying_on_it() -> None:
     assert gauge(auditor, "team-b") == 1
 
 
+def test_a_report_api_served_later_is_discovered_before_a_pass() -> None:
+    auditor, _ = make([entry("team-a", "bad", "api.github.com")])
+    auditor.reports, auditor.flavour = None, None
+    store = Reports()
+    served: list[tuple[ReportFlavour, Reports] | None] = [None]
+    asked: list[int] = []
+
+    def discover() -> tuple[ReportFlavour, Reports] | None:
+        asked.append(1)
+        return served[0]
+
+    auditor.discover = discover
+    auditor.run_once()
+    assert gauge(auditor, "team-a") == 1 and not store.stored
+    served[0] = (ReportFlavour.WGPOLICY, store)
+    auditor.run_once()
+    assert store.stored["team-a"]["kind"] == "PolicyReport"
+    auditor.run_once()
+    assert len(asked) == 2  # not asked again once found
+
+
 def test_no_policy_no_pass() -> None:
     auditor, _ = make([])
     auditor.policy = lambda: None
