@@ -7,6 +7,7 @@ On a control plane of this module's own (the policy ConfigMap is edited freely h
 - an invalid policy is refused at apply, with its field paths, and the one in force stays;
 - an exception with a short expiry admits a ServiceEntry and gets routing, then at its expiry
   instant admission denies, the routing is pruned and the audit flags the object;
+- deleting the policy ConfigMap is refused to who is not the security team;
 - ``egress-guard audit`` judges the same cluster and exits 1 on the breach.
 
 The Report CRD is the upstream one, fetched by pinned module version with ``go mod download``
@@ -404,6 +405,15 @@ def test_an_invalid_policy_is_refused_at_apply_with_field_paths(world: World) ->
     assert "is not a valid egress policy" in refused.stderr
     assert refused.stderr.count("data[policy.yaml]") >= 2, refused.stderr
     assert world.revision("webhook") == parse_policy(good).revision
+
+
+def test_deleting_the_policy_is_refused_to_who_is_not_the_security_team(world: World) -> None:
+    # the harness webhook names no security team, so the cluster admin is refused too
+    refused = world.kubectl(
+        "delete", "configmap", POLICY_CONFIGMAP, "-n", WEBHOOK_NAMESPACE, "--dry-run=server"
+    )
+    assert refused.returncode != 0
+    assert "only the security team may delete it" in refused.stderr
 
 
 def test_a_short_exception_grants_then_ends_at_its_expiry_instant(world: World) -> None:

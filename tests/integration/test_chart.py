@@ -386,12 +386,21 @@ def test_webhooks_are_the_harness_webhooks_but_for_address_and_namespaces(
         assert chart == wanted
 
 
-@pytest.mark.parametrize("name", ["", "guard-policy"])
-def test_policy_configmap_webhook_is_the_core_registration(render: Render, name: str) -> None:
-    objects = render(f"--set=policyConfigMap.name={name}")
+@pytest.mark.parametrize(
+    ("name", "team"),
+    [("", ""), ("guard-policy", ""), ("", "users={alice}"), ("", "groups={sec}")],
+)
+def test_policy_configmap_webhook_is_the_core_registration(
+    render: Render, name: str, team: str
+) -> None:
+    extra = [f"--set=webhook.securityTeam.{team}"] if team else []
+    objects = render(f"--set=policyConfigMap.name={name}", *extra)
     hook = _webhook(objects, "ValidatingWebhookConfiguration", WEBHOOK_NAME)
     main = _webhook(objects, "ValidatingWebhookConfiguration")
-    wanted = registration(PolicyConfigMap(NAMESPACE, name or f"{RELEASE}-policy"))
+    # deletions are sent only once a security team may make them
+    wanted = registration(
+        PolicyConfigMap(NAMESPACE, name or f"{RELEASE}-policy"), guard_delete=bool(team)
+    )
     assert {k: hook[k] for k in wanted} == wanted
     # the same service, and fails closed: a deletion must never slip through an outage
     assert hook["clientConfig"] == main["clientConfig"]
