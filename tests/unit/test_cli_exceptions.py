@@ -35,9 +35,9 @@ NEW = """
 egress: {namespace: egress}
 externalServices:
   - {name: httpbin, hosts: [httpbin.org], ports: [{number: 443, protocol: TLS}]}
-  - {name: pypi, hosts: [pypi.org], ports: [{number: 443, protocol: TLS}]}
+  - {name: stripe, hosts: [api.stripe.com], ports: [{number: 443, protocol: TLS}]}
 allow:
-  - {name: a-pypi, from: {namespace: team-a}, to: [pypi]}
+  - {name: a-stripe, from: {namespace: team-a}, to: [stripe]}
 """
 GITHUB_SE = """
 apiVersion: networking.istio.io/v1
@@ -112,7 +112,7 @@ def test_policy_diff_table_lists_grants_added_and_removed_and_objects(
     result = run("policy", "diff", files["old"], files["new"], "--at", LIVE)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert any(line.split()[:3] == ["+", "team-a", "pypi/pypi.org:443"] for line in lines)
+    assert any(line.split()[:3] == ["+", "team-a", "stripe/api.stripe.com:443"] for line in lines)
     assert any(line.split()[:3] == ["-", "team-b", "github/api.github.com:443"] for line in lines)
     assert any(line.split()[:2] == ["removed", "VirtualService"] for line in lines)
 
@@ -125,7 +125,9 @@ def test_policy_diff_after_the_expiry_no_longer_counts_the_exception(
     diff = json.loads(result.stdout)
     removed = {(g["source"], g["host"]) for g in diff["grants"]["removed"]}
     assert removed == {("team-a", "httpbin.org")}
-    assert {(g["source"], g["host"]) for g in diff["grants"]["added"]} == {("team-a", "pypi.org")}
+    assert {(g["source"], g["host"]) for g in diff["grants"]["added"]} == {
+        ("team-a", "api.stripe.com")
+    }
 
 
 @pytest.mark.parametrize("which", ["old", "new"])
