@@ -73,6 +73,9 @@ def values_schema() -> dict[str, Any]:
             "threads": {"type": "integer", "minimum": 1, "maximum": 256},
             "logLevel": _LOG_LEVEL,
             "logAllowed": {"type": "boolean"},
+            "securityTeam": _object(
+                {"users": _array(_string(minLength=1)), "groups": _array(_string(minLength=1))}
+            ),
             "resources": _RESOURCES,
             "podDisruptionBudget": _PDB,
             **_PLACEMENT,

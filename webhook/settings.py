@@ -72,6 +72,9 @@ class Settings:
     log_allowed: bool = True
     # decisions kept for identical reviews (GitOps dry-runs, apply retries); 0 turns it off
     decision_cache_size: int = DEFAULT_DECISION_CACHE_SIZE
+    # who may delete the policy ConfigMap (user names, groups); nobody when both are empty
+    security_team_users: frozenset[str] = frozenset()
+    security_team_groups: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):

@@ -98,10 +98,10 @@ def _secret(kubectl: Kubectl) -> dict[str, bytes]:
 def _ca_bundles(kubectl: Kubectl) -> list[list[x509.Certificate]]:
     bundles = []
     for kind in KINDS:
-        [hook] = kubectl.json("get", kind, RELEASE)["webhooks"]
-        bundles.append(
-            x509.load_pem_x509_certificates(base64.b64decode(hook["clientConfig"]["caBundle"]))
-        )
+        # the validating configuration also holds the policy ConfigMap's webhook: same bundle
+        hooks = kubectl.json("get", kind, RELEASE)["webhooks"]
+        [bundle] = {hook["clientConfig"]["caBundle"] for hook in hooks}
+        bundles.append(x509.load_pem_x509_certificates(base64.b64decode(bundle)))
     return bundles
 
 

@@ -29,6 +29,7 @@ from tests.e2e.harness import (
     webhook_configurations,
 )
 from webhook.admission.registration import admission_rules
+from webhook.core.policy_admission import WEBHOOK_NAME, PolicyConfigMap, registration
 from webhook.core.policy_parsing import parse_policy
 from webhook.kube import rbac
 
@@ -97,11 +98,20 @@ def _kinds(objects: Objects) -> list[str]:
     return sorted(o["kind"] for o in objects)
 
 
-def _webhook(objects: Objects, kind: str) -> dict[str, Any]:
+# the policy ConfigMap's webhook rides along in the validating configuration
+MAIN_WEBHOOKS = {
+    "ValidatingWebhookConfiguration": ("validate.egress-guard.dev", WEBHOOK_NAME),
+    "MutatingWebhookConfiguration": ("mutate.egress-guard.dev",),
+}
+
+
+def _webhook(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
+    """The configuration's main webhook, or the one called ``name``."""
     config = _one(objects, kind)
-    assert len(config["webhooks"]) == 1
-    hook: dict[str, Any] = config["webhooks"][0]
-    return hook
+    assert tuple(h["name"] for h in config["webhooks"]) == MAIN_WEBHOOKS[kind]
+    wanted = name or MAIN_WEBHOOKS[kind][0]
+    [hook] = [h for h in config["webhooks"] if h["name"] == wanted]
+    return dict(hook)
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -370,12 +380,47 @@ def test_webhooks_are_the_harness_webhooks_but_for_address_and_namespaces(
     harness = webhook_configurations("https://127.0.0.1:1", b"", gateway_api=gateway_api)
     for expected in harness:
         chart = _webhook(objects, expected["kind"])
-        [wanted] = expected["webhooks"]
+        wanted = expected["webhooks"][0]
         for hook in (chart, wanted):
-            # rules are the derived ones (above); the harness is wired to them at merge
-            del hook["clientConfig"], hook["rules"]
+            del hook["clientConfig"]
             hook["namespaceSelector"]["matchExpressions"][0]["values"] = ["<excluded>"]
         assert chart == wanted
+
+
+@pytest.mark.parametrize(
+    ("name", "team"),
+    [("", ""), ("guard-policy", ""), ("", "users={alice}"), ("", "groups={sec}")],
+)
+def test_policy_configmap_webhook_is_the_core_registration(
+    render: Render, name: str, team: str
+) -> None:
+    extra = [f"--set=webhook.securityTeam.{team}"] if team else []
+    objects = render(f"--set=policyConfigMap.name={name}", *extra)
+    hook = _webhook(objects, "ValidatingWebhookConfiguration", WEBHOOK_NAME)
+    main = _webhook(objects, "ValidatingWebhookConfiguration")
+    # deletions are sent only once a security team may make them
+    wanted = registration(
+        PolicyConfigMap(NAMESPACE, name or f"{RELEASE}-policy"), guard_delete=bool(team)
+    )
+    assert {k: hook[k] for k in wanted} == wanted
+    # the same service, and fails closed: a deletion must never slip through an outage
+    assert hook["clientConfig"] == main["clientConfig"]
+    for key in ("failurePolicy", "sideEffects", "admissionReviewVersions", "matchPolicy"):
+        assert hook[key] == main[key]
+    assert set(hook) == set(wanted) | {"clientConfig", *(k for k in main if k not in wanted)}
+
+
+def test_security_team_values_become_webhook_flags(render: Render) -> None:
+    objects = render(
+        "--set=webhook.securityTeam.users={alice,bob}",
+        "--set=webhook.securityTeam.groups={sec-team}",
+    )
+    args = _container(_one(objects, "Deployment", RELEASE))["args"]
+    assert [a for a in args if a.startswith("--security-team")] == [
+        "--security-team-user=alice",
+        "--security-team-user=bob",
+        "--security-team-group=sec-team",
+    ]
 
 
 @pytest.mark.parametrize(

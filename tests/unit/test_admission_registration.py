@@ -22,6 +22,7 @@ from webhook.core.desired import desired_state
 from webhook.core.managed import MANAGED_KINDS, Kind
 from webhook.core.mutations import MUTATED
 from webhook.core.policy_parsing import parse_policy
+from webhook.kube import rbac
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +121,12 @@ def test_rules_match_exactly_the_derived_targets() -> None:
     derived = {(t.group, t.resource, op) for t in validated_targets() for op in t.operations}
     assert derived == _intercepted(rules(validated_targets()))
     assert _intercepted(rules(mutated_targets())) == MUTATING
+
+
+def test_the_chart_ships_the_rbac_rules_of_the_code() -> None:
+    # regenerate with: python -m webhook.kube.rbac > <chart>/files/rbac-rules.json
+    shipped = ROOT / "charts" / "egress-guard" / "files" / "rbac-rules.json"
+    assert json.loads(shipped.read_text()) == rbac.chart_rules()
 
 
 def test_the_chart_ships_the_derived_rules() -> None:

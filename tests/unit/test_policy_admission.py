@@ -201,6 +201,22 @@ def test_registration_sends_only_the_policy_configmap() -> None:
     )
 
 
+def test_without_delete_guard_deletions_are_not_sent() -> None:
+    hook = registration(REF, guard_delete=False)
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert [c["name"] for c in hook["matchConditions"]] == ["egress-policy-configmap-only"]
+
+
+def test_deletions_by_the_namespace_controller_are_neither_sent_nor_refused() -> None:
+    [_, condition] = registration(REF)["matchConditions"]
+    for user in (
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    ):
+        assert f"'{user}'" in condition["expression"]
+        assert check(replace(review("DELETE", OLD, user=user), groups=())).allowed
+
+
 @pytest.mark.parametrize("name", ["x' || true || '", "UPPER", ""])
 def test_names_that_could_escape_the_cel_expression_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="is not a ConfigMap namespace/name"):

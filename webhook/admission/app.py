@@ -9,6 +9,13 @@ answered with pre-serialized bytes, with one JSON log line per decision and noth
 Validation decisions of identical reviews come from a bounded cache (``decision_cache``); the
 response, with the request's own uid, is built afresh every time.
 
+Every review reads the clock once and is decided on ``policy.at(now)``, the policy in force at
+that instant: an exception that has ended grants nothing from that request on, and the decision
+cache keys on the resolved revision, so a decision made under a live exception is never served
+after it ends.  The policy ConfigMap itself (``policy_configmap``) is judged by
+``check_policy_configmap`` against the objects in the cluster (``cluster_objects``, handed in by
+the CLI, which owns the Kubernetes client).
+
 Refusals: a body that is not an AdmissionReview v1 gets 400, a wrong content type 415, a body over
 the limit 413 (refused from ``Content-Length`` before reading; gunicorn then drains at most 64 KiB
 and closes), an unknown path 404.  None
@@ -17,9 +24,11 @@ of them is ever a 500, and a malformed *object* inside a good review is a denial
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,8 +42,15 @@ from webhook.admission.responses import error_body, review_response
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.decisions import Decision
 from webhook.core.errors import ReviewError
+from webhook.core.expiry_warnings import expiring_grant_warnings
 from webhook.core.mutations import Mutation, mutate
 from webhook.core.policy import Policy
+from webhook.core.policy_admission import (
+    ClusterObjects,
+    PolicyConfigMap,
+    SecurityTeam,
+    check_policy_configmap,
+)
 from webhook.core.reviews import Review, parse_review
 from webhook.policy_runtime import LoadedPolicy, PolicyStore
 from webhook.settings import Settings
@@ -51,6 +67,20 @@ NO_POLICY = (
 
 # what the mutating webhook asks of a review; ``mutate`` unless a test hands in another
 Mutator = Callable[[Review, Policy], Mutation]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock in UTC: the instant exceptions are judged at."""
+    return datetime.now(UTC)
+
+
+class NoObjects:
+    """``ClusterObjects`` of a webhook without a cluster: a policy edit strands nothing."""
+
+    def objects(self) -> Iterable[Mapping[str, Any]]:
+        """Nothing."""
+        return ()
 
 
 class _BadRequest(Exception):
@@ -79,12 +109,20 @@ class _Handler:
         view: ClusterView,
         log_allowed: bool,
         cache_size: int,
+        clock: Clock,
+        policy_configmap: PolicyConfigMap | None,
+        cluster_objects: ClusterObjects,
+        security_team: SecurityTeam,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.mutator = mutator
         self.view = view
         self.log_allowed = log_allowed
+        self.clock = clock
+        self.policy_configmap = policy_configmap
+        self.cluster_objects = cluster_objects
+        self.security_team = security_team
         self.cache = DecisionCache(view, size=cache_size, on_lookup=metrics.decision_cache_lookup)
 
     def answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
@@ -123,18 +161,24 @@ class _Handler:
         return exc.status, error_body(exc.status, exc.message)
 
     def validate(self, review: Review, started: float) -> bytes:
-        """Decide a review against the policy in force."""
+        """Decide a review against the policy in force now."""
         loaded = self.store.current
+        now = self.clock()
         cached: bool | None = None
-        if loaded is None:
-            decision = Decision(False, NO_POLICY)
-        else:
-            try:
-                decision, cached = self.cache.decide(review, loaded.policy)
-            except Exception:
-                # a bug in a check must not become a 500 the API server retries blindly
-                logger.exception("decision failed", extra={"fields": {"uid": review.uid}})
-                decision = Decision(False, "egress-guard failed to evaluate this object")
+        try:
+            if self.policy_configmap is not None and self.policy_configmap.matches(review):
+                # before the no-policy exit: the first valid policy must be admissible
+                decision = self.judge_policy_edit(review, loaded, now)
+            elif loaded is None:
+                decision = Decision(False, NO_POLICY)
+            else:
+                decision, cached = self.cache.decide(review, loaded.policy.at(now))
+                if decision.allowed and not decision.audited:
+                    decision = self.with_expiry_warnings(decision, review, loaded.policy, now)
+        except Exception:
+            # a bug in a check must not become a 500 the API server retries blindly
+            logger.exception("decision failed", extra={"fields": {"uid": review.uid}})
+            decision = Decision(False, "egress-guard failed to evaluate this object")
         body = review_response(
             review.uid,
             allowed=decision.allowed,
@@ -146,9 +190,47 @@ class _Handler:
         )
         return body
 
+    def judge_policy_edit(
+        self, review: Review, loaded: LoadedPolicy | None, now: datetime
+    ) -> Decision:
+        """Validate an edit of the policy ConfigMap; warn about the objects it strands."""
+        current = loaded.policy if loaded else None
+        try:
+            return check_policy_configmap(
+                review,
+                current=current,
+                cluster=self.cluster_objects,
+                now=now,
+                security_team=self.security_team,
+            )
+        except Exception as exc:
+            # the existing objects only feed warnings: a listing that fails (RBAC, a slow
+            # API server) must not block a valid edit, nor let an invalid one through
+            logger.warning(
+                "cannot judge existing objects against the proposed policy",
+                extra={"fields": {"uid": review.uid, "error": repr(exc)[:300]}},
+            )
+        decision = check_policy_configmap(
+            review, current=current, cluster=NoObjects(), now=now, security_team=self.security_team
+        )
+        if not decision.allowed:
+            return decision
+        unjudged = "egress-guard: existing objects were not judged against this policy"
+        return dataclasses.replace(decision, warnings=(*decision.warnings, unjudged))
+
+    def with_expiry_warnings(
+        self, decision: Decision, review: Review, policy: Policy, now: datetime
+    ) -> Decision:
+        """``decision`` plus a warning when only an exception ending soon admits the object."""
+        extra = expiring_grant_warnings(review, policy, now=now, view=self.view)
+        if not extra:
+            return decision
+        return dataclasses.replace(decision, warnings=(*decision.warnings, *extra))
+
     def mutate(self, review: Review, started: float) -> bytes:
         """Patch a review's object (default-deny Sidecar, gateway routing); never denies."""
         loaded = self.store.current
+        now = self.clock()
         patch: Sequence[dict[str, Any]] = ()
         warnings: Sequence[str] = ()
         verdict = "allow"
@@ -157,7 +239,7 @@ class _Handler:
             verdict = "skip"
         else:
             try:
-                mutation = self.mutator(review, loaded.policy)
+                mutation = self.mutator(review, loaded.policy.at(now))
                 patch, warnings = mutation.patch, mutation.warnings
             except Exception:
                 # admit unchanged: the reconciler converges the namespace later
@@ -281,8 +363,15 @@ def create_app(
     metrics: Metrics | None = None,
     mutator: Mutator | None = None,
     view: ClusterView | None = None,
+    cluster_objects: ClusterObjects | None = None,
+    security_team: SecurityTeam | None = None,
+    clock: Clock = utc_now,
 ) -> Flask:
-    """Build the webhook's flask app around a policy store."""
+    """Build the webhook's flask app around a policy store.
+
+    With ``settings.policy_configmap`` set, reviews of that ConfigMap are judged as policy edits
+    against ``cluster_objects``; only ``security_team`` may delete it.
+    """
     app = Flask("egress-guard")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     metrics = metrics or Metrics()
@@ -294,6 +383,15 @@ def create_app(
         view=view or EmptyView(),
         log_allowed=settings.log_allowed,
         cache_size=settings.decision_cache_size,
+        clock=clock,
+        policy_configmap=(
+            PolicyConfigMap(settings.policy_configmap.namespace, settings.policy_configmap.name)
+            if settings.policy_configmap is not None
+            else None
+        ),
+        cluster_objects=cluster_objects or NoObjects(),
+        security_team=security_team
+        or SecurityTeam(settings.security_team_users, settings.security_team_groups),
     )
 
     def flask_review(endpoint: str) -> Callable[[], Response]:

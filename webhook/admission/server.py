@@ -29,6 +29,7 @@ from webhook.admission.app import create_app
 from webhook.admission.logs import gunicorn_log_config
 from webhook.admission.metrics import Metrics
 from webhook.core.checks import ClusterView, EmptyView
+from webhook.core.policy_admission import ClusterObjects
 from webhook.policy_runtime import PolicySource, PolicyStore
 from webhook.settings import Settings
 from webhook.tls import ReloadingServerContext
@@ -37,13 +38,8 @@ logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[Settings], PolicySource]
 ViewFactory = Callable[[Settings], ClusterView]
+ObjectsFactory = Callable[[Settings], ClusterObjects]
 AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], Flask]
-
-
-def _default_app(
-    settings: Settings, store: PolicyStore, metrics: Metrics, view: ClusterView
-) -> Flask:
-    return create_app(settings, policy_store=store, metrics=metrics, view=view)
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -55,14 +51,16 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         *,
         source_factory: SourceFactory,
         view_factory: ViewFactory | None = None,
-        app_factory: AppFactory = _default_app,
+        objects_factory: ObjectsFactory | None = None,
+        app_factory: AppFactory | None = None,
     ) -> None:
         if settings.cert_file is None or settings.key_file is None:
             raise ValueError("the webhook only serves TLS: a certificate and key are required")
         self.settings = settings
         self._source_factory = source_factory
-        self._app_factory = app_factory
+        self._app_factory = app_factory or self._default_app
         self._view_factory = view_factory
+        self._objects_factory = objects_factory
         self._view: ClusterView | None = None
         self._metrics: Metrics | None = None
         self._tls: ReloadingServerContext | None = None
@@ -113,6 +111,15 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         if self.settings.workers > 1:
             logger.warning("several workers: each keeps its own metrics and policy watcher")
         return self._app_factory(self.settings, store, metrics, view)
+
+    def _default_app(
+        self, settings: Settings, store: PolicyStore, metrics: Metrics, view: ClusterView
+    ) -> Flask:
+        # the governed objects a policy edit is judged against, listed when an edit arrives
+        objects = self._objects_factory(settings) if self._objects_factory else None
+        return create_app(
+            settings, policy_store=store, metrics=metrics, view=view, cluster_objects=objects
+        )
 
     def _tls_context(self) -> ReloadingServerContext:
         if self._tls is None:

@@ -11,10 +11,12 @@ import click
 import yaml
 
 from webhook.cli.common import (
+    AT_OPTION,
     EXIT_DENIED,
     EXIT_OK,
     POLICY_OPTION,
     fail,
+    instant,
     load_policy,
     main,
     read,
@@ -88,6 +90,7 @@ def _view(reviews: Sequence[tuple[Review, str]]) -> ManifestView:
 
 @main.command()
 @POLICY_OPTION
+@AT_OPTION
 @click.option("--namespace", "-n", help="Namespace for objects that do not name one.")
 @click.option(
     "--operation",
@@ -97,14 +100,19 @@ def _view(reviews: Sequence[tuple[Review, str]]) -> ManifestView:
 )
 @click.argument("manifests", nargs=-1, required=True)
 def check(
-    policy_path: str | None, namespace: str | None, operation: str, manifests: tuple[str, ...]
+    policy_path: str | None,
+    at: str | None,
+    namespace: str | None,
+    operation: str,
+    manifests: tuple[str, ...],
 ) -> None:
     """Decide manifests (YAML, '-' for stdin, or AdmissionReview JSON) as the webhook would.
 
     One line per object, ALLOW|DENY|AUDIT KIND NS/NAME: reason.  Exit 0 when everything is
     admitted, 1 when anything is denied, 2 on bad input.
     """
-    policy = load_policy(policy_path)
+    # the policy in force at that instant: live exceptions grant, ended ones do not
+    policy = load_policy(policy_path).at(instant(at))
     reviews = _reviews(manifests, cast(Operation, operation.upper()), namespace)
     view = _view(reviews)
     denied = False

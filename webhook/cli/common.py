@@ -7,6 +7,7 @@ Exit codes of the offline commands: 0 allowed / valid, 1 denied / invalid, 2 bad
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -67,4 +68,25 @@ POLICY_OPTION = click.option(
     metavar="FILE",
     help="Policy file: a ConfigMap manifest or the bare policy document "
     f"(default: the embedded {EMBEDDED_POLICY}).",
+)
+
+
+def instant(at: str | None) -> datetime:
+    """The instant exceptions are judged at: ``--at`` (RFC 3339 with an offset) or now."""
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        fail(f"--at expects an RFC 3339 time such as 2026-12-01T12:00:00Z, got {at!r}")
+    if when.tzinfo is None:
+        fail(f"--at needs a UTC offset or Z: {at!r}")
+    return when
+
+
+AT_OPTION = click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Judge as at this RFC 3339 instant (default: now): which exceptions are live.",
 )

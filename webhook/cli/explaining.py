@@ -11,12 +11,22 @@ import sys
 
 import click
 
-from webhook.cli.common import EXIT_DENIED, EXIT_OK, POLICY_OPTION, fail, load_policy, main
+from webhook.cli.common import (
+    AT_OPTION,
+    EXIT_DENIED,
+    EXIT_OK,
+    POLICY_OPTION,
+    fail,
+    instant,
+    load_policy,
+    main,
+)
 from webhook.core.explain import Client, explain, parse_destination
 
 
 @main.command("explain")
 @POLICY_OPTION
+@AT_OPTION
 @click.option("--from", "source", required=True, metavar="NS[/LABEL=VALUE...][@SA]")
 @click.option("--to", "destination", required=True, metavar="HOST[:PORT]")
 @click.option(
@@ -28,12 +38,14 @@ from webhook.core.explain import Client, explain, parse_destination
     type=click.Choice(["text", "json"]),
     help="json: one object with the source, destination, verdict, service, gateway and rules.",
 )
-def explain_command(policy_path: str | None, source: str, destination: str, output: str) -> None:
+def explain_command(
+    policy_path: str | None, at: str | None, source: str, destination: str, output: str
+) -> None:
     """Say whether a workload may reach a host, and which rule decides it.
 
     Exit 0 when allowed, 1 when denied, 2 on bad input.
     """
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path).at(instant(at))
     try:
         client = Client.parse(source)
         host, port = parse_destination(destination)

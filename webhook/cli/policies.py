@@ -1,4 +1,4 @@
-"""``egress-guard policy validate|schema``: the policy document, checked or described."""
+"""``egress-guard policy validate|diff|schema``: a policy document checked, compared, described."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import sys
 
 import click
 
-from webhook.cli.common import EXIT_DENIED, main, problems, read
+from webhook.cli.common import AT_OPTION, EXIT_DENIED, fail, instant, main, problems, read
 from webhook.core.errors import PolicyError
+from webhook.core.policy_diff import policy_diff_text
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.policy_schema import POLICY_SCHEMA
 
@@ -33,6 +34,55 @@ def policy_validate(file: str) -> None:
         f"{file}: OK, mode {compiled.mode.value}, {len(compiled.services)} external service(s), "
         f"{len(compiled.rules)} rule(s), revision {compiled.revision}"
     )
+
+
+@policy.command("diff")
+@click.argument("old")
+@click.argument("new")
+@AT_OPTION
+@click.option(
+    "--namespaces",
+    default="",
+    help="Comma-separated namespaces whose generated objects to compare "
+    "(default: those the rules name).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json"]),
+)
+def policy_diff(old: str, new: str, at: str | None, namespaces: str, output: str) -> None:
+    """Grants added and removed (source -> service/host:port) and generated objects changed.
+
+    Both policies are judged as in force at --at (default now), exceptions included; NEW is
+    validated as the webhook validates it at apply.  Exit 0, or 2 when either is unusable.
+    """
+    names = [n.strip() for n in namespaces.split(",") if n.strip()] or None
+    now = instant(at)
+    old_text, new_text = read(old), read(new)
+    try:
+        text = policy_diff_text(
+            old_text,
+            new_text,
+            now=now,
+            output="json" if output == "json" else "table",
+            namespaces=names,
+        )
+    except PolicyError as exc:
+        fail(f"{_unusable(old, old_text, new)} is not usable:\n{problems(exc)}")
+    click.echo(text, nl=False)
+
+
+def _unusable(old: str, old_text: str, new: str) -> str:
+    """Which of the two files the diff refused (only asked once it has refused one)."""
+    try:
+        parse_policy(old_text, name=old)
+    except PolicyError:
+        return old
+    return new
 
 
 def schema_text() -> str:

@@ -30,6 +30,14 @@ from webhook.settings import ConfigMapRef, split_host_port
 @click.option("--renew-period", default=5.0, show_default=True, type=float)
 @click.option("--resync", default=60.0, show_default=True, type=float)
 @click.option(
+    "--audit-interval",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between background audit passes (also run on every policy revision and at "
+    "each exception expiry); 0 turns the audit off.",
+)
+@click.option(
     "--namespace-selector",
     default="",
     help="Label selector: manage only matching namespaces (the egress one included).",
@@ -52,11 +60,14 @@ def controller(
     renew_deadline: float,
     renew_period: float,
     resync: float,
+    audit_interval: float,
     namespace_selector: str,
     metrics_bind: str,
     log_level: str,
 ) -> None:
-    """Keep the cluster's Istio objects equal to what the policy ConfigMap asks for."""
+    """Keep the cluster's Istio objects equal to what the policy ConfigMap asks for, and audit
+    the existing objects against it (leader only)."""
+    import datetime as dt
     import signal
     import socket
     import threading
@@ -89,6 +100,7 @@ def controller(
         renew_deadline=renew_deadline,
         renew_period=renew_period,
         namespace_selector=namespace_selector,
+        audit_interval=dt.timedelta(seconds=audit_interval) if audit_interval else None,
     )
     probes = None
     if probe_address is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import yaml
 
-from webhook.cli.common import fail, main, problems, read
+from webhook.cli.common import AT_OPTION, fail, instant, main, problems, read
 from webhook.core.errors import PolicyError
 from webhook.core.policy_parsing import parse_policy
 
@@ -19,20 +19,23 @@ RENDER_HEADER = """\
 
 @main.command()
 @click.option("--policy", "policy_path", required=True, help="Policy file (ConfigMap or bare).")
+@AT_OPTION
 @click.option(
     "--namespaces",
     default="",
     help="Comma-separated namespaces that exist (default: those the rules name). "
     "The egress namespace is always assumed to exist.",
 )
-def render(policy_path: str, namespaces: str) -> None:
+def render(policy_path: str, at: str | None, namespaces: str) -> None:
     """Print the YAML the Reconciler would apply for a policy; no cluster needed."""
     from webhook.core.desired import generate
 
     try:
-        compiled = parse_policy(read(policy_path), name=policy_path)
+        declared = parse_policy(read(policy_path), name=policy_path)
     except PolicyError as exc:
         fail(f"{policy_path}: invalid policy\n{problems(exc)}")
+    # what the Reconciler applies at that instant: the routing of live exceptions only
+    compiled = declared.at(instant(at))
     names = {n.strip() for n in namespaces.split(",") if n.strip()}
     if not names:
         names = {r.source.namespace for r in compiled.rules if r.source.namespace != "*"}

@@ -16,6 +16,7 @@ import click
 
 from webhook.cli.common import fail, main
 from webhook.core.checks import ClusterView
+from webhook.core.policy_admission import ClusterObjects
 from webhook.policy_runtime import (
     EMBEDDED_POLICY,
     FilePolicySource,
@@ -54,6 +55,15 @@ def sidecar_view(settings: Settings) -> ClusterView:
 
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     return SidecarView(load_api_client(kubeconfig)).start()
+
+
+def listed_objects(settings: Settings) -> ClusterObjects:
+    """Every governed object, listed from the API when a policy edit is judged."""
+    from webhook.kube.auditing import ListedObjects
+    from webhook.kube.client import load_api_client
+
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    return ListedObjects(load_api_client(kubeconfig))
 
 
 def source_for(settings: Settings) -> PolicySource:
@@ -117,6 +127,20 @@ def source_for(settings: Settings) -> PolicySource:
     "(default: on with --policy-configmap, off otherwise).",
 )
 @click.option(
+    "--security-team-user",
+    "security_team_users",
+    multiple=True,
+    metavar="USER",
+    help="May delete the policy ConfigMap (repeatable); nobody else may.",
+)
+@click.option(
+    "--security-team-group",
+    "security_team_groups",
+    multiple=True,
+    metavar="GROUP",
+    help="Members may delete the policy ConfigMap (repeatable).",
+)
+@click.option(
     "--dev-cert-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to keep the self-signed development certificate (no --cert-file).",
@@ -136,6 +160,8 @@ def serve(
     log_allowed: bool,
     decision_cache_size: int,
     cluster_view: bool | None,
+    security_team_users: tuple[str, ...],
+    security_team_groups: tuple[str, ...],
     dev_cert_dir: Path | None,
 ) -> None:
     """Run the admission webhook (gunicorn, TLS): /validate /mutate /healthz /readyz /metrics."""
@@ -170,6 +196,8 @@ def serve(
             log_level=log_level,
             log_allowed=log_allowed,
             decision_cache_size=decision_cache_size,
+            security_team_users=frozenset(security_team_users),
+            security_team_groups=frozenset(security_team_groups),
         )
         settings.host_port  # noqa: B018  (validates --bind before gunicorn does)
     except ValueError as exc:
@@ -191,4 +219,6 @@ def serve(
         settings,
         source_factory=source_for,
         view_factory=sidecar_view if cluster_view else None,
+        # a ConfigMap-fed webhook also judges edits of that ConfigMap against the cluster
+        objects_factory=listed_objects if ref is not None else None,
     ).run()

@@ -37,6 +37,12 @@ MAX_HOSTS_LISTED = 3
 EXPIRY_WARNING_WINDOW = timedelta(days=7)
 WEBHOOK_NAME = "policy.egress-guard.dev"
 APPLY_TIMEOUT_SECONDS = 15
+# who deletes a namespace's objects when the namespace goes (with and without
+# --use-service-account-credentials on kube-controller-manager)
+NAMESPACE_DELETERS = (
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:kube-controller-manager",
+)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -83,12 +89,36 @@ class SecurityTeam:
         return review.username in self.users or bool(self.groups.intersection(review.groups))
 
 
-def registration(configmap: PolicyConfigMap) -> dict[str, Any]:
+def registration(configmap: PolicyConfigMap, *, guard_delete: bool = True) -> dict[str, Any]:
     """The rule, selector and ``matchConditions`` that send this ConfigMap and no other.
 
     The namespace selector is the cheap filter the API server applies first; the CEL conditions
     then pin the exact namespace and name (``matchConditions``, GA in Kubernetes 1.30).
+    ``guard_delete`` sends deletions too, to refuse them to all but the security team: only
+    worth it once that team is named, since otherwise nobody (``helm uninstall`` included)
+    could delete the ConfigMap.  The namespace controller is never refused: deleting the
+    namespace would otherwise hang in Terminating.
     """
+    operations = ["CREATE", "UPDATE", "DELETE"] if guard_delete else ["CREATE", "UPDATE"]
+    conditions = [
+        {
+            "name": "egress-policy-configmap-only",
+            "expression": (
+                f"request.namespace == '{configmap.namespace}' && "
+                f"request.name == '{configmap.name}'"
+            ),
+        }
+    ]
+    if guard_delete:
+        conditions.append(
+            {
+                "name": "namespace-deletion-proceeds",
+                "expression": (
+                    "!(request.operation == 'DELETE' && request.userInfo.username in "
+                    f"{list(NAMESPACE_DELETERS)!r})"
+                ),
+            }
+        )
     return {
         "name": WEBHOOK_NAME,
         # judging the proposed policy audits every governed object (about 1 s per 10,000)
@@ -97,21 +127,13 @@ def registration(configmap: PolicyConfigMap) -> dict[str, Any]:
             {
                 "apiGroups": [""],
                 "apiVersions": ["v1"],
-                "operations": ["CREATE", "UPDATE", "DELETE"],
+                "operations": operations,
                 "resources": ["configmaps"],
                 "scope": "Namespaced",
             }
         ],
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": configmap.namespace}},
-        "matchConditions": [
-            {
-                "name": "egress-policy-configmap-only",
-                "expression": (
-                    f"request.namespace == '{configmap.namespace}' && "
-                    f"request.name == '{configmap.name}'"
-                ),
-            }
-        ],
+        "matchConditions": conditions,
     }
 
 
@@ -128,6 +150,8 @@ def check_policy_configmap(
     if review.operation == "CONNECT" or review.sub_resource:
         return allow("status-like subresources and CONNECT do not change the policy")
     if review.operation == "DELETE":
+        if review.username in NAMESPACE_DELETERS:
+            return allow("the namespace holding the policy is being deleted")
         if security_team.includes(review):
             return allow(f"{review.username} belongs to the security team")
         return Decision(

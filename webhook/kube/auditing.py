@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from webhook.core.audit import AuditResult, Finding, ObjectRef, audit
 from webhook.core.checks import REGISTRY
 from webhook.core.policy import Policy
+from webhook.core.policy_parsing import POLICY_KEY
 from webhook.core.reports import (
     MANAGED_BY_LABEL,
     MAX_RESULTS,
@@ -166,12 +167,18 @@ class Auditor:
     limiter: EventLimiter | None = None
     clock: Clock = utc_now
     max_results: int = MAX_RESULTS
+    # asked before each pass while no report API is known: a CRD installed later is picked up
+    discover: Callable[[], tuple[ReportFlavour, ReportStore] | None] | None = None
 
     def run_once(self) -> AuditResult | None:
         """Audit, report, count and warn; None when no policy is loaded yet."""
         policy = self.policy()
         if policy is None:
             return None
+        if self.flavour is None and self.discover is not None:
+            found = self.discover()
+            if found is not None:
+                self.flavour, self.reports = found
         started = time.monotonic()
         now = self.clock()
         try:
@@ -292,6 +299,12 @@ def _coords(flavour: ReportFlavour) -> tuple[str, str, str]:
     group, _, version = flavour.value.partition("/")
     plural = "reports" if flavour is ReportFlavour.OPENREPORTS else "policyreports"
     return group, version, plural
+
+
+def discover_reports(api_client: client.ApiClient) -> tuple[ReportFlavour, ReportStore] | None:
+    """The report API the cluster serves now and a store writing to it, or None."""
+    flavour = detect_flavour(api_client)
+    return (flavour, ApiReportStore(api_client, flavour)) if flavour is not None else None
 
 
 class ApiReportStore:
@@ -459,3 +472,9 @@ class ListedObjects:
                 token = str((page.get("metadata") or {}).get("continue") or "")
                 if not token:
                     break
+
+
+def read_policy_text(api_client: client.ApiClient, namespace: str, name: str) -> str:
+    """The policy document in the ConfigMap ``namespace/name`` (``egress-guard audit``)."""
+    configmap = client.CoreV1Api(api_client).read_namespaced_config_map(name, namespace)
+    return str((configmap.data or {}).get(POLICY_KEY, ""))

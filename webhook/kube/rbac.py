@@ -7,17 +7,19 @@ cannot be forgotten in the chart.
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
-from webhook.core.checks import REGISTRY
+from webhook.core.checks import INTERCEPTIONS
 from webhook.kube.client import MANAGED_KINDS
 
 WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
 def controller_cluster_rules() -> list[dict[str, Any]]:
-    """Cluster-wide rules: the generated kinds, namespaces, and events for reporting."""
+    """Cluster-wide rules: the generated kinds, namespaces, events, and the audit's."""
     groups: dict[str, list[str]] = {}
     for kind in MANAGED_KINDS:
         groups.setdefault(kind.group, []).append(kind.plural)
@@ -30,7 +32,7 @@ def controller_cluster_rules() -> list[dict[str, Any]]:
     )
     rules.append({"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]})
     rules.append({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]})
-    return rules
+    return rules + audit_cluster_rules()
 
 
 def controller_namespace_rules() -> list[dict[str, Any]]:
@@ -46,13 +48,15 @@ def controller_namespace_rules() -> list[dict[str, Any]]:
 
 
 def webhook_cluster_rules() -> list[dict[str, Any]]:
-    """What the webhook server reads: Sidecars for its ambiguity checks."""
+    """What the webhook server reads: Sidecars for its ambiguity checks, and every governed
+    kind, to tell which existing objects an edit of the policy ConfigMap leaves in breach."""
     return [
         {
             "apiGroups": ["networking.istio.io"],
             "resources": ["sidecars"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        *governed_read_rules(),
     ]
 
 
@@ -64,19 +68,25 @@ def webhook_namespace_rules() -> list[dict[str, Any]]:
     ]
 
 
-def audit_cluster_rules() -> list[dict[str, Any]]:
-    """What the background audit needs: read every governed kind, write the report kinds.
+def governed_read_rules() -> list[dict[str, Any]]:
+    """Read every kind a check governs (what the audit and the policy-edit check list).
 
-    Not yet part of ``controller_cluster_rules``: it joins it (and the chart) with the audit.
+    Only whole resources: a CONNECT subresource such as ``pods/exec`` has nothing to list.
     """
     groups: dict[str, set[str]] = {}
-    for group, kind in REGISTRY:
-        plural = _plural(kind)
-        groups.setdefault(group, set()).add(plural)
-    rules: list[dict[str, Any]] = [
+    for interception in INTERCEPTIONS.values():
+        for resource in interception.resources:
+            if "/" not in resource:
+                groups.setdefault(interception.group, set()).add(resource)
+    return [
         {"apiGroups": [group], "resources": sorted(plurals), "verbs": ["get", "list", "watch"]}
         for group, plurals in sorted(groups.items())
     ]
+
+
+def audit_cluster_rules() -> list[dict[str, Any]]:
+    """What the background audit needs: read every governed kind, write the report kinds."""
+    rules = governed_read_rules()
     rules.append(
         {
             "apiGroups": ["openreports.io"],
@@ -94,11 +104,16 @@ def audit_cluster_rules() -> list[dict[str, Any]]:
     return rules
 
 
-def _plural(kind: str) -> str:
-    """The resource name of a kind, as the API serves the governed ones (checked in e2e)."""
-    name = kind.lower()
-    if name.endswith("s"):
-        return name
-    if name.endswith("y") and name[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return name[:-1] + "ies"
-    return name + "s"
+def chart_rules() -> dict[str, list[dict[str, Any]]]:
+    """Every role's rules, as the chart ships them in ``files/rbac-rules.json``."""
+    return {
+        "webhookCluster": webhook_cluster_rules(),
+        "webhookNamespace": webhook_namespace_rules(),
+        "controllerCluster": controller_cluster_rules(),
+        "controllerNamespace": controller_namespace_rules(),
+    }
+
+
+if __name__ == "__main__":
+    json.dump(chart_rules(), sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -6,6 +6,11 @@ selected by the managed label) mark the state dirty; one worker computes the des
 and deletes managed objects nobody wants any more.  A managed object someone deletes comes
 back on the watch event that reports it, typically well under a second.
 
+The plan is made on ``policy.at(now)``: the exceptions live at that instant grant routing, and a
+pass is scheduled at the next exception's expiry instant so the routing it added is pruned then,
+not at the next resync.  The leader also runs the background audit (``AuditLoop``), once on
+every new policy revision and periodically.
+
 Only the Lease holder writes, and it re-checks leadership before every write.  A policy that
 does not validate never reaches the worker: the store keeps the last good one and the watch
 records an Event on the ConfigMap.  Failed writes are retried with backoff; an object in a
@@ -14,6 +19,7 @@ namespace that is gone or terminating is skipped until the namespace informer sa
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -27,6 +33,18 @@ from kubernetes import client
 from webhook.core.desired import NamespaceInfo, generate
 from webhook.core.policy import Policy
 from webhook.kube.applying import MANAGED_SELECTOR, ApiWriter, Writer, converge, plan_changes
+from webhook.kube.auditing import (
+    AUDIT_INTERVAL,
+    ApiEventSink,
+    AuditLoop,
+    AuditMetrics,
+    Auditor,
+    Clock,
+    EventLimiter,
+    ListedObjects,
+    discover_reports,
+    utc_now,
+)
 from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
 from webhook.kube.collaborators import Elector, Metrics, Watch, WatchedPolicySource
 from webhook.kube.informing import Informer
@@ -43,6 +61,7 @@ MAX_BACKOFF = 30.0
 # /healthz fails after this many resync periods without a turn of the reconcile loop (it turns
 # every quarter second while idle), and never sooner than a backoff wait could last twice
 STALE_RESYNCS = 3
+EXPIRY_MARGIN = 0.01
 
 
 @dataclass(slots=True)
@@ -102,8 +121,12 @@ class Reconciler:
         resync: float = RESYNC_SECONDS,
         stale_after: float | None = None,
         heartbeat: Heartbeat | None = None,
+        audit: AuditLoop | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self.identity = identity
+        self.audit = audit
+        self.clock = clock
         self.metrics = metrics or Metrics()
         self.resync = resync
         self.stale_after = stale_after or max(STALE_RESYNCS * resync, 2 * MAX_BACKOFF)
@@ -143,6 +166,8 @@ class Reconciler:
         self.metrics.policy_loads.labels("ok" if result.ok else "rejected").inc()
         if result.ok:
             self.trigger()
+            if self.audit is not None:
+                self.audit.trigger()
 
     # --- running --------------------------------------------------------------------------
 
@@ -157,6 +182,8 @@ class Reconciler:
         """Watch, elect and reconcile until ``stop`` is set; release the lease on the way out."""
         self.start_watches()
         self.elector.start()
+        if self.audit is not None:
+            self.audit.start()
         backoff = 0.0
         try:
             while not stop.is_set():
@@ -173,6 +200,8 @@ class Reconciler:
                 else:
                     backoff = 0.0
         finally:
+            if self.audit is not None:
+                self.audit.stop()
             self.elector.stop(release=True)
             self.policy_source.stop()
             self.namespaces.stop()
@@ -180,13 +209,24 @@ class Reconciler:
                 informer.stop()
 
     def _wait_for_work(self, stop: threading.Event) -> None:
-        # short slices so a stop request is seen quickly; the resync deadline bounds the wait
-        deadline = time.monotonic() + self.resync
+        # short slices so a stop request is seen quickly; the resync deadline bounds the wait,
+        # and so does the next exception expiry, whose routing must go at that instant
+        deadline = time.monotonic() + self.next_wait()
         self.heartbeat.beat()
         while not stop.is_set() and not self._dirty.wait(0.25):
             self.heartbeat.beat()
             if time.monotonic() >= deadline:
                 return
+
+    def next_wait(self) -> float:
+        """Seconds until the next pass is due: the resync period, or sooner at an expiry."""
+        policy = self.current_policy()
+        expiry = policy.next_expiry(self.clock()) if policy is not None else None
+        if expiry is None:
+            return self.resync
+        # a hair past the instant, so the pass judges the exception as ended
+        until = (expiry - self.clock()).total_seconds() + EXPIRY_MARGIN
+        return max(min(self.resync, until), 0.0)
 
     # --- probes ---------------------------------------------------------------------------
 
@@ -226,6 +266,7 @@ class Reconciler:
             return SyncResult(skipped=True)
         started = time.monotonic()
         infos = namespace_infos(self.namespaces.items())
+        policy = policy.at(self.clock())
         wanted = generate(policy, infos)
         if policy.revision != self._warned_revision:
             self._warned_revision = policy.revision
@@ -317,18 +358,37 @@ def new_reconciler(
     retry_period: float = 2.0,
     namespace_selector: str = "",
     stale_after: float | None = None,
+    audit_interval: dt.timedelta | None = AUDIT_INTERVAL,
 ) -> Reconciler:
     """A Reconciler wired to the API server behind ``api_client`` (nothing started yet).
 
     ``policy_source`` is the caller's choice (the CLI hands in the policy ConfigMap's source).
+    ``audit_interval`` None leaves the background audit out.
     """
     core = client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     # an optional label selector limits the Reconciler to some namespaces (staged rollout);
     # objects in other namespaces are then neither written nor pruned
     selector: dict[str, Any] = {"label_selector": namespace_selector} if namespace_selector else {}
+    store = PolicyStore()
+    metrics = metrics or Metrics()
+    elector = LeaseElector(
+        api_client,
+        lease_namespace,
+        lease_name,
+        identity,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        renew_period=renew_period,
+        retry_period=retry_period,
+    )
+    audit = (
+        new_audit_loop(api_client, store, metrics, elector, audit_interval)
+        if audit_interval is not None
+        else None
+    )
     return Reconciler(
-        store=PolicyStore(),
+        store=store,
         policy_source=policy_source,
         namespaces=Informer(core.list_namespace, name="namespaces", **selector),
         managed={
@@ -342,19 +402,39 @@ def new_reconciler(
             )
             for kind in MANAGED_KINDS
         },
-        elector=LeaseElector(
-            api_client,
-            lease_namespace,
-            lease_name,
-            identity,
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            renew_period=renew_period,
-            retry_period=retry_period,
-        ),
+        elector=elector,
         writer=writer or ApiWriter(api_client),
         identity=identity,
         metrics=metrics,
         resync=resync,
         stale_after=stale_after,
+        audit=audit,
     )
+
+
+def new_audit_loop(
+    api_client: client.ApiClient,
+    store: PolicyStore,
+    metrics: Metrics,
+    elector: Elector,
+    interval: dt.timedelta,
+) -> AuditLoop:
+    """The leader's background audit: listed objects, the store's policy, reports if served.
+
+    The report API is discovered on the audit's own thread, before a pass, until one is served:
+    without a report CRD the audit still sets the gauge and posts Events.
+    """
+
+    def policy() -> Policy | None:
+        loaded = store.current
+        return loaded.policy if loaded is not None else None
+
+    auditor = Auditor(
+        objects=ListedObjects(api_client),
+        policy=policy,
+        metrics=AuditMetrics(metrics.registry),
+        events=ApiEventSink(api_client),
+        limiter=EventLimiter(),
+        discover=partial(discover_reports, api_client),
+    )
+    return AuditLoop(auditor, interval=interval, is_leader=elector.is_leader)

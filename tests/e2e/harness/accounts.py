@@ -136,6 +136,11 @@ def grant(kubectl: Kubectl, grants: Sequence[Grant]) -> None:
 
 def without(rules: Rules, verb: str, group: str, resource: str) -> Rules:
     """``rules`` with one verb on one resource taken away (the other grants stay)."""
+    if not any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        for rule in rules
+    ):
+        raise ValueError(f"no rule grants {verb} on {resource}.{group}")
     result: Rules = []
     for rule in rules:
         if group not in rule["apiGroups"] or resource not in rule["resources"]:
@@ -147,8 +152,6 @@ def without(rules: Rules, verb: str, group: str, resource: str) -> Rules:
         verbs = [v for v in rule["verbs"] if v != verb]
         if verbs:
             result.append({**rule, "resources": [resource], "verbs": verbs})
-    if result == rules:
-        raise ValueError(f"no rule grants {verb} on {resource}.{group}")
     return result
 
 
