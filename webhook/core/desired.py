@@ -221,8 +221,16 @@ def _http_sni(host: str) -> str:
     return f"egress-guard.{wildcard_suffix(host)}" if is_wildcard(host) else host
 
 
-def _subset(service: ExternalService, index: int) -> str:
+def gateway_subset(service: ExternalService, index: int) -> str:
+    """The egress gateway DestinationRule subset for host ``index`` of ``service``.
+
+    The subset sets the SNI of the sidecar->gateway mTLS hop, which is what the gateway routes
+    and authorizes on, so routes naming it are judged by the service it stands for.
+    """
     return _dns_label(f"{service.name}-{index}")
+
+
+_subset = gateway_subset
 
 
 def _service_warnings(policy: Policy) -> Iterable[str]:
