@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.decisions import Violation
+from webhook.core.desired import gateway_subset
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import check_dns_name, covers, expand_short_name, is_ip, normalize
 from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
@@ -346,3 +347,32 @@ def destination_problem(
             f"traffic would go to {name!r}, which is not an external service allowed to {source}; "
             f"allowed: {policy.describe_allowed(allowed)}",
         )
+
+
+def gateway_subset_services(policy: Policy, fqdn: str, subset: str) -> frozenset[str]:
+    """Services whose traffic an egress gateway subset carries (empty: not a policy subset).
+
+    The generated gateway DestinationRule gives each service host a subset that sets the SNI
+    of the sidecar->gateway hop; the gateway routes and authorizes on that SNI, so choosing a
+    subset chooses the external host, whatever host the route itself matched.
+    """
+    found = set()
+    for name in policy.services_on_gateway(fqdn):
+        service = policy.services[name]
+        if any(gateway_subset(service, i) == subset for i in range(len(service.hosts))):
+            found.add(name)
+    return frozenset(found)
+
+
+def gateway_subset_problem(
+    policy: Policy, fqdn: str, subset: str, allowed: frozenset[str], source: str
+) -> str | None:
+    """Why routing ``source`` to subset ``subset`` of egress gateway ``fqdn`` is wrong, if it is."""
+    carried = gateway_subset_services(policy, fqdn, subset)
+    if not carried or carried & allowed:
+        return None
+    return (
+        f"subset {subset!r} of the egress gateway {fqdn} sends traffic to "
+        f"{policy.describe_allowed(carried)}, which {source} may not reach; allowed: "
+        f"{policy.describe_allowed(allowed)}"
+    )

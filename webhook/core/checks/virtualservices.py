@@ -22,6 +22,7 @@ from webhook.core.checks.common import (
     Reader,
     egress_fqdns,
     gateway_ref,
+    gateway_subset_problem,
     overbroad,
     policy_gateway,
     split_authority,
@@ -57,6 +58,8 @@ class _Route(NamedTuple):
     redirects: tuple[tuple[str, str], ...]
     rewrites: tuple[tuple[str, str], ...]
     delegate: tuple[str, str] | None
+    # (path, gateway host, subset) of destinations naming a subset
+    subsets: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def mesh(self) -> bool:
@@ -117,14 +120,10 @@ class _Memo:
     def _source_allowed(self, source: _Source) -> tuple[frozenset[str], str]:
         found = self._sources.get(source)
         if found is None:
-            if source.labels:
-                workloads = Workloads(source.namespace, dict(source.labels))
-                found = self.policy.allowed_for(workloads), workloads.describe()
-            else:
-                found = (
-                    self.policy.allowed_for_some(source.namespace),
-                    f"workloads of namespace {source.namespace}",
-                )
+            # no sourceLabels: the route steers every workload of the namespace, so only what
+            # all of them may reach counts (the gateway authorizes label rules by namespace)
+            workloads = Workloads(source.namespace, dict(source.labels) or None)
+            found = self.policy.allowed_for(workloads), workloads.describe()
             self._sources[source] = found
         return found
 
@@ -234,7 +233,8 @@ def _routes(
                 reader, item.get("match"), rpath, namespace, top, gateway_entries
             )
             destinations: list[tuple[str, str]] = []
-            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route")
+            subsets: list[tuple[str, str, str]] = []
+            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route", subsets)
             redirects: list[tuple[str, str]] = []
             rewrites: list[tuple[str, str]] = []
             delegate = None
@@ -251,6 +251,7 @@ def _routes(
                     tuple(redirects),
                     tuple(rewrites),
                     delegate,
+                    tuple(subsets),
                 )
             )
     return routes, gateway_entries
@@ -352,8 +353,9 @@ def _destinations(
     items: Any,
     rpath: str,
     name: str,
+    subsets: list[tuple[str, str, str]] | None = None,
 ) -> None:
-    """Add the ``destination.host`` of each entry of ``route`` or ``mirrors``."""
+    """Add the ``destination.host`` of each entry of ``route`` or ``mirrors`` (and subsets)."""
     for j, entry in _objects(reader, items, rpath, name):
         target = entry.get("destination")
         if target is None:
@@ -361,7 +363,11 @@ def _destinations(
         if not _is_object(target):
             reader.mapping(target, f"{rpath}{name}[{j}].destination")
             continue
+        before = len(found)
         _add_host(reader, memo, found, target.get("host"), rpath, f"{name}[{j}].destination.host")
+        subset = target.get("subset")
+        if subsets is not None and isinstance(subset, str) and subset and len(found) > before:
+            subsets.append((f"{rpath}{name}[{j}].destination.subset", found[-1][1], subset))
 
 
 def _add_host(
@@ -472,6 +478,10 @@ def _check_tenant_route(
                     f"{source} may reach {policy.describe_allowed(allowed)}"
                 )
             reader.add(path, message)
+    for path, host, subset in route.subsets:
+        problem = gateway_subset_problem(policy, host, subset, allowed, source)
+        if problem:
+            reader.add(path, problem)
     if route.delegate is not None:
         path, target_ns = route.delegate
         if target_ns != namespace:
