@@ -390,18 +390,22 @@ def leaks(
 def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest]]) -> Tally:
     """Validate, decide, simulate and judge a batch of tenant attempts in one world."""
     tally = Tally()
-    view = MeshView(world.baseline)
-    admitted_attempts: list[list[Manifest]] = []
+    named: list[list[Manifest]] = []
     for n, attempt in enumerate(attempts):
         objects = [copy.deepcopy(o) for o in attempt]
         for obj in objects:
             # attempts share the mesh: give their objects distinct names
             obj["metadata"]["name"] = f"{obj['metadata']['name']}-a{n}"
-        accepted = istio_accepts(oracle, objects) if objects else []
+        named.append(objects)
+    flat = [o for objects in named for o in objects]
+    accepted = iter(istio_accepts(oracle, flat) if flat else [])
+    view = MeshView(world.baseline)
+    admitted_attempts: list[list[Manifest]] = []
+    for objects in named:
         kept: list[Manifest] = []
-        for obj, valid in zip(objects, accepted, strict=True):
+        for obj in objects:
             tally.tried += 1
-            if not valid:
+            if not next(accepted):
                 tally.istio_rejected += 1
                 continue
             if decide_object(world, obj, view).allowed:
@@ -413,7 +417,8 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
         if kept:
             admitted_attempts.append(kept)
     everything = [o for attempt in admitted_attempts for o in attempt]
-    if not everything or not leaks(world, oracle, everything):
+    together = leaks(world, oracle, everything) if everything else []
+    if not together:
         return tally
     # something leaked: find the attempts that open a path on their own
     for attempt in admitted_attempts:
@@ -421,7 +426,8 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
             tally.unsafe += 1
             tally.findings.append(Finding(world.name, tuple(attempt), probe, result, why))
     if not tally.findings:
+        # only the combination leaks: report it whole
+        probe, result, why = together[0]
         tally.unsafe += 1
-        probe, result, why = leaks(world, oracle, everything)[0]
         tally.findings.append(Finding(world.name, tuple(everything), probe, result, why))
     return tally

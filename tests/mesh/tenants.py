@@ -236,7 +236,9 @@ def sidecar(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     spec: dict[str, Any] = {
         "workloadSelector": {"labels": dict(draw(st.sampled_from(world.label_sets)))},
         "egress": [{"hosts": imports}],
-        "outboundTrafficPolicy": {"mode": draw(st.sampled_from(("REGISTRY_ONLY", "ALLOW_ANY")))},
+        "outboundTrafficPolicy": {
+            "mode": draw(st.sampled_from(("REGISTRY_ONLY",) * 4 + ("ALLOW_ANY",)))
+        },
     }
     return {
         "apiVersion": NETWORKING,
@@ -276,19 +278,21 @@ def workload_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
 def gateway(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     """An Istio Gateway whose selector may or may not reach an egress gateway's pods."""
     selectors = [dict(g.selector) for g in world.policy.gateways]
-    selectors += [{"istio": "ingressgateway"}, {"app": "my-gateway"}]
+    selectors += [{"istio": "ingressgateway"}, {"app": "my-gateway"}] * 3
     selectors += [
         {k: v} for s in [dict(g.selector) for g in world.policy.gateways] for k, v in s.items()
     ]
     host = draw(st.sampled_from([h for h in world.hosts if h != "db"]))
-    mode = draw(st.sampled_from(("PASSTHROUGH", "ISTIO_MUTUAL", "AUTO_PASSTHROUGH")))
+    mode = draw(st.sampled_from(("PASSTHROUGH", "ISTIO_MUTUAL", "SIMPLE", "AUTO_PASSTHROUGH")))
     spec = {
         "selector": draw(st.sampled_from(selectors)),
         "servers": [
             {
                 "port": {"number": 443, "name": "tls", "protocol": "TLS"},
                 "hosts": [host],
-                "tls": {"mode": mode},
+                "tls": {"mode": mode, "credentialName": "cert"}
+                if mode == "SIMPLE"
+                else {"mode": mode},
             }
         ],
     }

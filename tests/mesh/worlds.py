@@ -152,6 +152,7 @@ MIXED = """
 apiVersion: egress-guard.dev/v1alpha1
 kind: EgressPolicy
 egress: {namespace: egress, gateway: {mode: shared}}
+internalNetworks: [10.0.0.0/8]
 externalServices:
   - name: payments
     hosts: [api.payments.example]
