@@ -222,3 +222,36 @@ def test_service_entry_target_port_equal_to_an_allowed_port_is_admitted(firewall
     )
     decision = judge(manifest, firewall)
     assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"mirror": {"host": GATEWAY, "subset": "httpbin-0"}}, "spec.http[0].mirror.subset"),
+        (
+            {"mirrors": [{"destination": {"host": GATEWAY, "subset": "httpbin-0"}}]},
+            "spec.http[0].mirrors[0].destination.subset",
+        ),
+    ],
+    ids=["mirror", "mirrors"],
+)
+def test_mirror_to_another_services_gateway_subset_is_denied(
+    shared: Policy, rule: dict[str, Any], field: str
+) -> None:
+    # the simulation follows no mirrors; a mirror copies app-b's requests onto the httpbin hop
+    manifest = _object(
+        "VirtualService",
+        "test-app",
+        {
+            "hosts": ["google.com"],
+            "exportTo": ["."],
+            "http": [
+                {
+                    "match": [{"sourceLabels": {"k8s-app": "app-b"}}],
+                    "route": [_to_gateway(GATEWAY, "google-0", 80)],
+                    **rule,
+                }
+            ],
+        },
+    )
+    assert_denied_at(judge(manifest, shared), field, "httpbin")

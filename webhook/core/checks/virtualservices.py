@@ -241,7 +241,7 @@ def _routes(
             # only http rules mirror, redirect, rewrite or delegate, and most do none of it
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 delegate = _http_extras(
-                    reader, memo, item, rpath, destinations, redirects, rewrites
+                    reader, memo, item, rpath, destinations, redirects, rewrites, subsets
                 )
             routes.append(
                 _Route(
@@ -265,15 +265,17 @@ def _http_extras(
     destinations: list[tuple[str, str]],
     redirects: list[tuple[str, str]],
     rewrites: list[tuple[str, str]],
+    subsets: list[tuple[str, str, str]],
 ) -> tuple[str, str] | None:
     """Add an http rule's mirrors, redirect and rewrite authorities; its delegate, if any."""
     mirror = item.get("mirror")
     if mirror is not None:
         mirror = _object(reader, mirror, rpath, ".mirror")
-        _add_host(reader, memo, destinations, mirror.get("host"), rpath, ".mirror.host")
+        # a mirror is a destination like the route's own, subset included
+        _add_destination(reader, memo, destinations, subsets, mirror, rpath, ".mirror")
     mirrors = item.get("mirrors")
     if mirrors is not None:
-        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors")
+        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
     for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
         part = item.get(field_name)
         if part is None:
@@ -363,11 +365,24 @@ def _destinations(
         if not _is_object(target):
             reader.mapping(target, f"{rpath}{name}[{j}].destination")
             continue
-        before = len(found)
-        _add_host(reader, memo, found, target.get("host"), rpath, f"{name}[{j}].destination.host")
-        subset = target.get("subset")
-        if subsets is not None and isinstance(subset, str) and subset and len(found) > before:
-            subsets.append((f"{rpath}{name}[{j}].destination.subset", found[-1][1], subset))
+        _add_destination(reader, memo, found, subsets, target, rpath, f"{name}[{j}].destination")
+
+
+def _add_destination(
+    reader: Reader,
+    memo: _Memo,
+    found: list[tuple[str, str]],
+    subsets: list[tuple[str, str, str]] | None,
+    target: Mapping[str, Any],
+    prefix: str,
+    name: str,
+) -> None:
+    """Add a Destination's host, and its subset: the subset picks the SNI towards a gateway."""
+    before = len(found)
+    _add_host(reader, memo, found, target.get("host"), prefix, f"{name}.host")
+    subset = target.get("subset")
+    if subsets is not None and isinstance(subset, str) and subset and len(found) > before:
+        subsets.append((f"{prefix}{name}.subset", found[-1][1], subset))
 
 
 def _add_host(
