@@ -39,6 +39,8 @@ Oracle = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 HTTP_PORTS = frozenset({80, 8080})
 TLS_PORTS = frozenset({443})
 FIRST_POD_IP = ipaddress.ip_address("10.60.0.10")
+# calls reported per leaking attempt (the rest are usually the same path from other sources)
+FINDINGS_PER_ATTEMPT = 3
 KUBE_KINDS = frozenset({"Namespace", "Service", "Pod", "Endpoints", "EndpointSlice"})
 
 
@@ -122,6 +124,7 @@ class Tally:
     istio_rejected: int = 0
     admitted: int = 0
     denied: int = 0
+    # admitted objects in attempts that opened a forbidden path
     unsafe: int = 0
     findings: list[Finding] = field(default_factory=list)
 
@@ -249,6 +252,10 @@ def named_hosts(objects: Iterable[Mapping[str, Any]]) -> set[str]:
         elif isinstance(value, list):
             for v in value:
                 walk(v)
+        elif isinstance(value, str) and is_ip(value) and "/" in value:
+            # a CIDR: probe one address inside it
+            network = ipaddress.ip_network(value, strict=False)
+            found.add(str(next(iter(network.hosts()), network.network_address)))
         elif isinstance(value, str) and "." in value and "/" not in value and " " not in value:
             found.add(normalize(value.split(":")[0]))
 
@@ -422,12 +429,14 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
         return tally
     # something leaked: find the attempts that open a path on their own
     for attempt in admitted_attempts:
-        for probe, result, why in leaks(world, oracle, attempt):
-            tally.unsafe += 1
+        found = leaks(world, oracle, attempt)
+        if found:
+            tally.unsafe += len(attempt)
+        for probe, result, why in found[:FINDINGS_PER_ATTEMPT]:
             tally.findings.append(Finding(world.name, tuple(attempt), probe, result, why))
     if not tally.findings:
         # only the combination leaks: report it whole
-        probe, result, why = together[0]
-        tally.unsafe += 1
-        tally.findings.append(Finding(world.name, tuple(everything), probe, result, why))
+        tally.unsafe += len(everything)
+        for probe, result, why in together[:FINDINGS_PER_ATTEMPT]:
+            tally.findings.append(Finding(world.name, tuple(everything), probe, result, why))
     return tally
