@@ -232,6 +232,8 @@ def sidecar(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
         "*/*",
         f"{world.policy.egress_namespace}/*",
     ]
+    # other tenants' namespaces: their exported routes and entries come along
+    pool += [f"{ns}/*" for ns in world.tenant_namespaces if ns != namespace]
     imports += draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
     spec: dict[str, Any] = {
         "workloadSelector": {"labels": dict(draw(st.sampled_from(world.label_sets)))},

@@ -255,3 +255,30 @@ def test_mirror_to_another_services_gateway_subset_is_denied(
         },
     )
     assert_denied_at(judge(manifest, shared), field, "httpbin")
+
+
+def _team_b_route(export_to: list[str] | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "hosts": ["mirror"],
+        "tcp": [{"route": [_to_gateway(FIREWALL_GATEWAY, "bar-com-0", 443)]}],
+    }
+    if export_to is not None:
+        spec["exportTo"] = export_to
+    return _object("VirtualService", "team-b", spec)
+
+
+@pytest.mark.parametrize("export_to", [None, ["*"], ["team-a"]], ids=["omitted", "star", "team-a"])
+def test_exported_route_to_a_passthrough_subset_other_namespaces_may_not_use_is_denied(
+    firewall: Policy, export_to: list[str] | None
+) -> None:
+    # team-a's Sidecar may import team-b/*; team-b's route then hands team-a's raw TLS to the
+    # *.bar.com PASSTHROUGH server, which cannot see who is calling
+    decision = judge(_team_b_route(export_to), firewall)
+    assert_denied_at(decision, "spec.tcp[0].route[0].destination.subset", "bar-com")
+
+
+def test_private_route_to_the_namespaces_own_passthrough_subset_is_admitted(
+    firewall: Policy,
+) -> None:
+    decision = judge(_team_b_route(["."]), firewall)
+    assert decision.allowed, decision.reason

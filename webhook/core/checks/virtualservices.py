@@ -20,6 +20,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     MESH,
     Reader,
+    Visibility,
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
@@ -74,7 +75,16 @@ class _Memo:
     dozens of routes; each distinct one is looked up once per decision.
     """
 
-    __slots__ = ("_allowed", "_gateways", "_hosts", "_sources", "domain", "namespace", "policy")
+    __slots__ = (
+        "_allowed",
+        "_gateways",
+        "_hosts",
+        "_sources",
+        "domain",
+        "namespace",
+        "policy",
+        "viewers",
+    )
 
     def __init__(self, policy: Policy, namespace: str) -> None:
         self.policy = policy
@@ -84,6 +94,8 @@ class _Memo:
         self._sources: dict[_Source, tuple[frozenset[str], str]] = {}
         self._allowed: dict[tuple[bool, tuple[_Source, ...]], tuple[frozenset[str], str]] = {}
         self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
+        # services every other namespace that sees the VirtualService may reach (None: private)
+        self.viewers: frozenset[str] | None = None
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
@@ -158,7 +170,10 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     if policy.is_egress_namespace(namespace):
         _check_egress_namespace(reader, memo, hosts, routes, gateway_entries)
     else:
-        exported = visibility(reader, spec.get("exportTo"), namespace).beyond(namespace)
+        visible = visibility(reader, spec.get("exportTo"), namespace)
+        exported = visible.beyond(namespace)
+        if exported:
+            memo.viewers = _viewers_allowed(policy, visible)
         _check_tenant(reader, memo, hosts, routes, gateway_entries, top_refs, exported)
     return reader.violations
 
@@ -493,8 +508,13 @@ def _check_tenant_route(
                     f"{source} may reach {policy.describe_allowed(allowed)}"
                 )
             reader.add(path, message)
+    subset_allowed, subset_source = allowed, source
+    if memo.viewers is not None and route.mesh:
+        # other namespaces' sidecars that import this VirtualService take its subsets too
+        subset_allowed = allowed & memo.viewers
+        subset_source = f"{source} and the other namespaces that can see this VirtualService"
     for path, host, subset in route.subsets:
-        problem = gateway_subset_problem(policy, host, subset, allowed, source)
+        problem = gateway_subset_problem(policy, host, subset, subset_allowed, subset_source)
         if problem:
             reader.add(path, problem)
     if route.delegate is not None:
@@ -511,6 +531,18 @@ def _check_tenant_route(
                 "this VirtualService is visible to other namespaces and delegates its routes for "
                 f"{', '.join(external)}; set exportTo: ['.'] or route to the egress gateway here",
             )
+
+
+def _viewers_allowed(policy: Policy, visible: Visibility) -> frozenset[str]:
+    """Services every workload of every namespace that sees an object may reach."""
+    if visible.everywhere:
+        # a namespace no rule names gets exactly the "*" rules
+        return policy.allowed_for(Workloads(""))
+    allowed: frozenset[str] | None = None
+    for ns in visible.namespaces:
+        found = policy.allowed_for(Workloads(ns))
+        allowed = found if allowed is None else allowed & found
+    return allowed or frozenset()
 
 
 def _hijack(policy: Policy, host: str, external: tuple[str, ...]) -> str:
