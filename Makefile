@@ -87,4 +87,4 @@ FUZZ_EXAMPLES ?= 1000
 .PHONY: fuzz-mesh
 
 fuzz-mesh: $(VENV_STAMP) tools
-	$(VENV)/bin/python -m tests.mesh.fuzz --seed $(FUZZ_SEED) --examples $(FUZZ_EXAMPLES)
+	$(VENV)/bin/python -m tests.meshfuzz.fuzz --seed $(FUZZ_SEED) --examples $(FUZZ_EXAMPLES)

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from tests.mesh.differential import Oracle, leaks, probes, simulate
-from tests.mesh.fuzzing import DEFAULT_SEED, fuzz
-from tests.mesh.worlds import World, worlds
+from tests.meshfuzz.differential import Oracle, leaks, probes, simulate
+from tests.meshfuzz.fuzzing import DEFAULT_SEED, fuzz
+from tests.meshfuzz.worlds import World, worlds
 
 pytestmark = pytest.mark.mesh
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.mesh.worlds import World
+from tests.meshfuzz.worlds import World
 
 Manifest = dict[str, Any]
 NETWORKING = "networking.istio.io/v1"

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.mesh.differential import Oracle
-from tests.mesh.oracle import start_oracle
+from tests.meshfuzz.differential import Oracle
+from tests.meshfuzz.oracle import start_oracle
 
 
 @pytest.fixture(scope="session")

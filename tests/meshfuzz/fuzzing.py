@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from tests.mesh.differential import Oracle, Tally, run_batch
-from tests.mesh.tenants import tenant_objects
-from tests.mesh.worlds import World, worlds
+from tests.meshfuzz.differential import Oracle, Tally, run_batch
+from tests.meshfuzz.tenants import tenant_objects
+from tests.meshfuzz.worlds import World, worlds
 
 DEFAULT_SEED = 20261201
 BATCH = 25

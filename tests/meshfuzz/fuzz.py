@@ -1,6 +1,6 @@
 """``make fuzz-mesh``: a long differential fuzz run with a seed; prints what it found.
 
-    python -m tests.mesh.fuzz --seed 7 --examples 2000
+    python -m tests.meshfuzz.fuzz --seed 7 --examples 2000
 
 Exit status 1 when any admitted object opened a forbidden path (each one is printed).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.mesh.fuzzing import DEFAULT_SEED, fuzz
-from tests.mesh.oracle import start_oracle
+from tests.meshfuzz.fuzzing import DEFAULT_SEED, fuzz
+from tests.meshfuzz.oracle import start_oracle
 
 
 def main(argv: list[str] | None = None) -> int:

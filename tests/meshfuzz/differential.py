@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests.mesh.worlds import Source, World
+from tests.meshfuzz.worlds import Source, World
 from webhook.core.decisions import Decision
 from webhook.core.engine import decide
 from webhook.core.hosts import is_cluster_internal, is_ip, normalize
@@ -211,8 +211,14 @@ def kube_objects(world: World) -> list[Manifest]:
                 "metadata": {"name": gateway.name, "namespace": gateway.namespace},
                 "spec": {
                     "selector": dict(gateway.selector),
+                    # Istio's gateway chart maps privileged ports to unprivileged container ports
                     "ports": [
-                        {"name": f"tls-{n}", "port": n, "targetPort": n, "protocol": "TCP"}
+                        {
+                            "name": f"tls-{n}",
+                            "port": n,
+                            "targetPort": n + 8000 if n < 1024 else n,
+                            "protocol": "TCP",
+                        }
                         for n in numbers
                     ],
                 },
