@@ -313,7 +313,7 @@ func (w *world) run(c Call) CallResult {
 	if call.Sni == "" && call.TLS != simulation.Plaintext {
 		call.Sni = c.Host
 	}
-	if !call.IsHTTP() {
+	if !speaksHTTP(call) {
 		call.HostHeader = ""
 	}
 	cur := src
@@ -417,7 +417,7 @@ func (w *world) run(c Call) CallResult {
 				peer = nil
 			}
 		}
-		if !nextCall.IsHTTP() {
+		if !speaksHTTP(nextCall) {
 			nextCall.HostHeader = ""
 		}
 		if res.Gateway == nil {
@@ -430,6 +430,12 @@ func (w *world) run(c Call) CallResult {
 	}
 	res.Verdict, res.Reason = "error", "too many proxy hops"
 	return res
+}
+
+// speaksHTTP: HTTP inside the connection, whatever TLS wraps it (the Host header
+// survives an mTLS hop to a gateway that terminates it).
+func speaksHTTP(c simulation.Call) bool {
+	return c.Protocol == simulation.HTTP || c.Protocol == simulation.HTTP2
 }
 
 func originalHost(c simulation.Call) string {
