@@ -1,4 +1,4 @@
-"""The oracle fixture: one meshsim process for the whole session."""
+"""The oracle fixture: the session's shared meshsim process, built on first use."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.meshfuzz.differential import Oracle
-from tests.meshfuzz.oracle import start_oracle
+from tests.meshfuzz.oracle import calling
+from tests.meshsim import close_shared_oracle, shared_oracle
 
 
 @pytest.fixture(scope="session")
 def oracle() -> Iterator[Oracle]:
-    with start_oracle() as process:
-        yield process
+    """Requests to the oracle; a missing toolchain or failed build fails the test, never skips."""
+    yield calling(shared_oracle())
+    close_shared_oracle()

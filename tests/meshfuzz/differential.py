@@ -73,6 +73,8 @@ class Probe:
     protocol: str
     tls: str
     address: str = ""
+    # the SNI, when the app presents another name than the one it dialled
+    sni: str = ""
 
     def as_call(self, call_id: str, proxy: str) -> dict[str, Any]:
         """The meshsim ``Call``."""
@@ -87,6 +89,8 @@ class Probe:
             call["host"] = self.host
         if self.address:
             call["address"] = self.address
+        if self.sni:
+            call["sni"] = self.sni
         return call
 
 
@@ -107,9 +111,10 @@ class Finding:
             for o in self.objects
         )
         p = self.probe
+        sni = f" sni {p.sni}" if p.sni else ""
         return (
             f"[{self.world}] {p.source.describe()} -> {p.host or p.address}:{p.port} "
-            f"({p.protocol}/{p.tls}) ended {self.result.get('verdict')} at "
+            f"({p.protocol}/{p.tls}{sni}) ended {self.result.get('verdict')} at "
             f"{self.result.get('host')}:{self.result.get('port')}"
             f"{' via ' + str(self.result['gateway']) if self.result.get('gateway') else ''}: "
             f"{self.why}\n  objects: {names}\n" + yaml.safe_dump_all(self.objects, sort_keys=False)
@@ -224,7 +229,9 @@ def kube_objects(world: World) -> list[Manifest]:
                 },
             }
         )
-    for ns in world.tenant_namespaces:
+    for ns, address in zip(world.tenant_namespaces, tenant_service_ips(world), strict=True):
+        # a tenant's own Service: a name and a cluster IP its routes may claim (plain TCP ports,
+        # so a sidecar matches them on the address, whatever SNI the app presents)
         objects.append(
             {
                 "apiVersion": "v1",
@@ -232,11 +239,19 @@ def kube_objects(world: World) -> list[Manifest]:
                 "metadata": {"name": "db", "namespace": ns},
                 "spec": {
                     "selector": {"app": "db"},
-                    "ports": [{"name": "tcp-5432", "port": 5432, "targetPort": 5432}],
+                    "clusterIP": address,
+                    "ports": [
+                        {"name": f"tcp-{n}", "port": n, "targetPort": n} for n in world.ports
+                    ],
                 },
             }
         )
     return objects
+
+
+def tenant_service_ips(world: World) -> list[str]:
+    """The cluster IP of each tenant namespace's ``db`` Service."""
+    return [f"10.96.{i}.10" for i, _ in enumerate(world.tenant_namespaces)]
 
 
 def _protocol(port: int) -> tuple[str, str]:
@@ -276,7 +291,13 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
         {h for h in world.hosts if not h.startswith("*") and "." in h and not is_ip(h)}
         | {h for h in extra_hosts if not is_ip(h)}
     )
-    addresses = sorted({a for a in extra_hosts if is_ip(a) and "/" not in a})
+    addresses = sorted(
+        {a for a in extra_hosts if is_ip(a) and "/" not in a} | set(tenant_service_ips(world))
+    )
+    sni_hosts = sorted(
+        {h for h in world.hosts if not h.startswith("*") and "." in h}
+        & {c for s in world.policy.services.values() for h in s.hosts for c in _names_of(h)}
+    )
     found: list[Probe] = []
     for source in world.sources:
         for port in world.ports:
@@ -287,7 +308,20 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
                 found.extend(Probe(source, "", port, protocol, tls, a) for a in addresses)
                 continue
             found.extend(Probe(source, h, port, protocol, tls) for h in hosts)
+            if tls == "tls":
+                # TLS to an address some object claims, with the SNI of a policy host: a route
+                # matched on the address can hand the app's own ClientHello to a gateway
+                found.extend(
+                    Probe(source, "", port, protocol, tls, a, s)
+                    for a in addresses
+                    for s in sni_hosts
+                )
     return found
+
+
+def _names_of(pattern: str) -> tuple[str, ...]:
+    """Concrete names a policy host stands for (one under a wildcard)."""
+    return (f"a.{pattern[2:]}",) if pattern.startswith("*.") else (pattern,)
 
 
 # --- the verdict on one call -------------------------------------------------------------------

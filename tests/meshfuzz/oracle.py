@@ -1,53 +1,27 @@
-"""The oracle as the differential fuzzer uses it: one callable, request dict in, response out."""
+"""The oracle as the differential fuzzer uses it: one callable, request dict in, answer out."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from tests import meshsim
 
-class _Process:
-    """A running meshsim test binary answering one JSON line per request line."""
+OracleCall = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
-    def __init__(self, binary: str) -> None:
-        env = {**os.environ, "MESHSIM_SERVE": "1"}
-        self._proc = subprocess.Popen(
-            [binary, "-test.run", "^TestServe$"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
 
-    def __call__(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(request) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the meshsim oracle exited")
-        answer: Mapping[str, Any] = json.loads(line)
-        return answer
+def calling(process: meshsim.Oracle) -> OracleCall:
+    """One request, one answer, on a running oracle process."""
 
-    def close(self) -> None:
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        self._proc.wait(timeout=60)
+    def ask(request: Mapping[str, Any]) -> Mapping[str, Any]:
+        return process.requests([request])[0]
+
+    return ask
 
 
 @contextmanager
-def start_oracle() -> Iterator[_Process]:
-    """Start the oracle binary named by ``MESHSIM_BINARY``; stop it on exit."""
-    binary = os.environ.get("MESHSIM_BINARY")
-    if not binary:
-        raise RuntimeError("set MESHSIM_BINARY to the meshsim test binary")
-    process = _Process(binary)
-    try:
-        yield process
-    finally:
-        process.close()
+def start_oracle() -> Iterator[OracleCall]:
+    """Build (or find) the oracle, run it for the duration of the block."""
+    with meshsim.Oracle(meshsim.build_oracle()) as process:
+        yield calling(process)

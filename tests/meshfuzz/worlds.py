@@ -172,7 +172,7 @@ allow:
   - {name: everyone, from: {namespace: "*"}, to: [payments]}
   - {name: team-a, from: {namespace: team-a}, to: [partner]}
   - {name: trainer, from: {namespace: team-a, workloadLabels: {app: trainer}}, to: [ml]}
-  - {name: builder, from: {namespace: team-b, serviceAccount: build}, to: [db, partner]}
+  - {name: builder, from: {namespace: team-b, serviceAccount: build}, to: [db]}
 """
 
 
