@@ -298,6 +298,11 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
         {h for h in world.hosts if not h.startswith("*") and "." in h}
         & {c for s in world.policy.services.values() for h in s.hosts for c in _names_of(h)}
     )
+    # what cluster DNS answers for the tenants' own Services
+    resolved = {
+        f"db.{ns}.svc.{world.policy.cluster_domain}": ip
+        for ns, ip in zip(world.tenant_namespaces, tenant_service_ips(world), strict=True)
+    }
     found: list[Probe] = []
     for source in world.sources:
         for port in world.ports:
@@ -307,7 +312,7 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
                 found.append(Probe(source, "", port, protocol, tls))
                 found.extend(Probe(source, "", port, protocol, tls, a) for a in addresses)
                 continue
-            found.extend(Probe(source, h, port, protocol, tls) for h in hosts)
+            found.extend(Probe(source, h, port, protocol, tls, resolved.get(h, "")) for h in hosts)
             if tls == "tls":
                 # TLS to an address some object claims, with the SNI of a policy host: a route
                 # matched on the address can hand the app's own ClientHello to a gateway

@@ -48,6 +48,13 @@ def _export_to(draw: st.DrawFn, world: World, namespace: str) -> list[str] | Non
     return sorted(set(others))
 
 
+def _host(world: World, namespace: str = "") -> st.SearchStrategy[str]:
+    """A host: usually a policy host (or a name under one) or the tenant's own Service."""
+    hot = [h for h in world.policy_hosts if not h.startswith("*")]
+    own = [f"db.{namespace}.svc.{world.policy.cluster_domain}"] if namespace else []
+    return st.one_of(st.sampled_from(hot), st.sampled_from(hot + own), st.sampled_from(world.hosts))
+
+
 def _port_number(world: World) -> st.SearchStrategy[int]:
     return st.sampled_from(world.ports)
 
@@ -55,7 +62,7 @@ def _port_number(world: World) -> st.SearchStrategy[int]:
 @st.composite
 def service_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     """A ServiceEntry: hosts, ports (with target ports), resolution, addresses, endpoints."""
-    hosts = draw(st.lists(st.sampled_from(world.hosts), min_size=1, max_size=2, unique=True))
+    hosts = draw(st.lists(_host(world, namespace), min_size=1, max_size=2, unique=True))
     resolution = draw(st.sampled_from(RESOLUTIONS))
     ports = []
     for i, number in enumerate(
@@ -100,11 +107,18 @@ def service_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
 
 @st.composite
 def _destination(draw: st.DrawFn, world: World) -> dict[str, Any]:
-    target = draw(st.sampled_from(world.gateway_fqdns + world.hosts))
+    if draw(st.integers(0, 4)) < 3:
+        target = draw(st.sampled_from(world.gateway_fqdns))
+    else:
+        target = draw(st.sampled_from(world.gateway_fqdns + world.hosts))
     destination: dict[str, Any] = {"host": target}
-    if target in world.gateway_fqdns and draw(st.booleans()):
+    if target in world.gateway_fqdns and draw(st.integers(0, 3)) > 0:
         destination["subset"] = draw(st.sampled_from(world.subsets))
-    if draw(st.booleans()):
+    if target in world.gateway_fqdns and draw(st.integers(0, 4)) > 0:
+        # a port the gateway listens on, so the hop reaches one of its servers
+        gateway_ports = sorted({p.number for s in world.policy.services.values() for p in s.ports})
+        destination["port"] = {"number": draw(st.sampled_from(gateway_ports))}
+    elif draw(st.booleans()):
         destination["port"] = {"number": draw(_port_number(world))}
     return destination
 
@@ -145,12 +159,15 @@ def virtual_service(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     """A mesh VirtualService: hosts, http/tls/tcp rules to gateways, subsets, rewrites."""
     hosts = draw(
         st.lists(
-            st.sampled_from([h for h in world.hosts if h != "*"]),
+            _host(world, namespace).filter(lambda h: h != "*"),
             min_size=1,
             max_size=2,
             unique=True,
         )
     )
+    if draw(st.integers(0, 4)) < 2:
+        # the tenant's own Service: a name its pods dial, claimed on the Service's address
+        hosts = [f"db.{namespace}.svc.{world.policy.cluster_domain}"]
     kind = draw(st.sampled_from(("http", "tls", "tcp")))
     spec: dict[str, Any] = {
         "hosts": hosts,
@@ -189,10 +206,10 @@ def delegate_pair(draw: st.DrawFn, world: World, namespace: str) -> list[Manifes
 @st.composite
 def destination_rule(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     """A DestinationRule on a gateway or host: TLS mode, SNI, subsets, tunnels."""
-    host = draw(st.sampled_from(world.gateway_fqdns * 3 + world.hosts))
+    host = draw(st.sampled_from(world.gateway_fqdns) | st.sampled_from(world.hosts))
     tls: dict[str, Any] = {"mode": draw(st.sampled_from(("ISTIO_MUTUAL", "DISABLE", "SIMPLE")))}
     if draw(st.booleans()):
-        tls["sni"] = draw(st.sampled_from([h for h in world.hosts if not h.startswith("*")]))
+        tls["sni"] = draw(_host(world).filter(lambda h: not h.startswith("*")))
     traffic: dict[str, Any] = {"tls": tls}
     if draw(st.integers(0, 5)) == 0:
         traffic["tunnel"] = {

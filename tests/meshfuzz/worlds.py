@@ -55,6 +55,8 @@ class World:
     addresses: tuple[str, ...]
     label_sets: tuple[tuple[tuple[str, str], ...], ...]
     subsets: tuple[str, ...]
+    # the policy's hosts and the names an allowed caller would really use under them
+    policy_hosts: tuple[str, ...]
     baseline: tuple[dict[str, object], ...] = field(repr=False)
 
     @property
@@ -134,6 +136,14 @@ def make_world(name: str, policy: Policy, extra_namespaces: tuple[str, ...] = ()
         gateway_subset(svc, i) for svc in policy.services.values() for i in range(len(svc.hosts))
     )
     baseline = plan(policy, [NamespaceInfo(n) for n in namespaces]).manifests
+    policy_hosts = tuple(
+        dict.fromkeys(
+            c
+            for svc in policy.services.values()
+            for h in svc.hosts
+            for c in ((h, f"a.{wildcard_suffix(h)}") if is_wildcard(h) else (h,))
+        )
+    )
     return World(
         name=name,
         policy=policy,
@@ -144,6 +154,7 @@ def make_world(name: str, policy: Policy, extra_namespaces: tuple[str, ...] = ()
         addresses=tuple(addresses),
         label_sets=label_sets,
         subsets=subsets,
+        policy_hosts=policy_hosts,
         baseline=tuple(baseline),
     )
 
