@@ -277,8 +277,31 @@ def test_exported_route_to_a_passthrough_subset_other_namespaces_may_not_use_is_
     assert_denied_at(decision, "spec.tcp[0].route[0].destination.subset", "bar-com")
 
 
-def test_private_route_to_the_namespaces_own_passthrough_subset_is_admitted(
+def test_tcp_route_to_a_passthrough_subset_reaches_every_wildcard_on_the_gateway_is_denied(
     firewall: Policy,
 ) -> None:
+    # even private, team-b's own subset passes its raw TLS through: the gateway routes it on
+    # the app's SNI, so SNI a.foo.com ends at *.foo.com, which only team-a may reach
     decision = judge(_team_b_route(["."]), firewall)
+    assert_denied_at(decision, "spec.tcp[0].route[0].destination.subset", "sniHosts")
+
+
+def test_tls_route_pinning_the_sni_under_its_passthrough_subsets_wildcard_is_admitted(
+    firewall: Policy,
+) -> None:
+    manifest = _object(
+        "VirtualService",
+        "team-b",
+        {
+            "hosts": ["*.bar.com"],
+            "exportTo": ["."],
+            "tls": [
+                {
+                    "match": [{"port": 443, "sniHosts": ["*.bar.com"]}],
+                    "route": [_to_gateway(FIREWALL_GATEWAY, "bar-com-0", 443)],
+                }
+            ],
+        },
+    )
+    decision = judge(manifest, firewall)
     assert decision.allowed, decision.reason

@@ -17,7 +17,14 @@ from typing import Any
 from webhook.core.decisions import Violation
 from webhook.core.desired import gateway_subset
 from webhook.core.errors import InvalidHostError
-from webhook.core.hosts import check_dns_name, covers, expand_short_name, is_ip, normalize
+from webhook.core.hosts import (
+    check_dns_name,
+    covers,
+    expand_short_name,
+    is_ip,
+    is_wildcard,
+    normalize,
+)
 from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
 from webhook.core.policy_parsing import is_overbroad
 
@@ -376,3 +383,30 @@ def gateway_subset_problem(
         f"{policy.describe_allowed(carried)}, which {source} may not reach; allowed: "
         f"{policy.describe_allowed(allowed)}"
     )
+
+
+def passthrough_subset_problem(
+    policy: Policy, fqdn: str, subset: str, sni_hosts: tuple[str, ...] | None
+) -> str | None:
+    """Why a route to a PASSTHROUGH subset of egress gateway ``fqdn`` lets the app pick the host.
+
+    A wildcard TLS host's subset adds no mTLS: the app's own ClientHello reaches the gateway,
+    whose PASSTHROUGH servers route on its SNI to *any* wildcard TLS host the gateway carries.
+    Only a tls rule whose every match pins the SNI under the subset's wildcard keeps the app
+    to that service; a tcp rule, or a tls rule matching other names, does not.
+    """
+    for name in policy.services_on_gateway(fqdn):
+        service = policy.services[name]
+        if not any(p.is_tls for p in service.ports):
+            continue
+        for i, host in enumerate(service.hosts):
+            if not is_wildcard(host) or gateway_subset(service, i) != subset:
+                continue
+            if sni_hosts is not None and all(covers(host, sni) for sni in sni_hosts):
+                return None
+            return (
+                f"subset {subset!r} of the egress gateway {fqdn} passes the application's own "
+                "TLS through, and the gateway routes it on the application's SNI to any "
+                f"wildcard host it carries; use a tls rule whose sniHosts lie under {host!r}"
+            )
+    return None

@@ -25,12 +25,13 @@ from webhook.core.checks.common import (
     gateway_ref,
     gateway_subset_problem,
     overbroad,
+    passthrough_subset_problem,
     policy_gateway,
     split_authority,
     visibility,
 )
 from webhook.core.decisions import Violation
-from webhook.core.hosts import is_ip
+from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -61,6 +62,8 @@ class _Route(NamedTuple):
     delegate: tuple[str, str] | None
     # (path, gateway host, subset) of destinations naming a subset
     subsets: tuple[tuple[str, str, str], ...] = ()
+    # the SNIs a tls rule matches; None when the rule does not pin every match to SNIs
+    sni_hosts: tuple[str, ...] | None = None
 
     @property
     def mesh(self) -> bool:
@@ -267,9 +270,23 @@ def _routes(
                     tuple(rewrites),
                     delegate,
                     tuple(subsets),
+                    _sni_hosts(item.get("match")) if kind == "tls" and subsets else None,
                 )
             )
     return routes, gateway_entries
+
+
+def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
+    """Every ``sniHosts`` entry of a tls rule; None if some match (or the rule) has none."""
+    if not isinstance(matches, list) or not matches:
+        return None
+    found: list[str] = []
+    for match in matches:
+        names = match.get("sniHosts") if isinstance(match, Mapping) else None
+        if not isinstance(names, list) or not names:
+            return None
+        found.extend(normalize(n) for n in names if isinstance(n, str))
+    return tuple(found)
 
 
 def _http_extras(
@@ -514,7 +531,9 @@ def _check_tenant_route(
         subset_allowed = allowed & memo.viewers
         subset_source = f"{source} and the other namespaces that can see this VirtualService"
     for path, host, subset in route.subsets:
-        problem = gateway_subset_problem(policy, host, subset, subset_allowed, subset_source)
+        problem = gateway_subset_problem(
+            policy, host, subset, subset_allowed, subset_source
+        ) or passthrough_subset_problem(policy, host, subset, route.sni_hosts)
         if problem:
             reader.add(path, problem)
     if route.delegate is not None:
