@@ -305,3 +305,26 @@ def test_tls_route_pinning_the_sni_under_its_passthrough_subsets_wildcard_is_adm
     )
     decision = judge(manifest, firewall)
     assert decision.allowed, decision.reason
+
+
+def test_namespace_wide_sni_in_a_subset_named_like_a_policy_subset_is_denied(
+    shared: Policy,
+) -> None:
+    # the namespace's own rule for the gateway host replaces the managed one for its pods, so
+    # the generated route to subset google-0 would carry app-b's calls out as httpbin.org
+    manifest = _object(
+        "DestinationRule",
+        "test-app",
+        {
+            "host": GATEWAY,
+            "subsets": [
+                {
+                    "name": "google-0",
+                    "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL", "sni": "httpbin.org"}},
+                }
+            ],
+        },
+    )
+    assert_denied_at(
+        judge(manifest, shared), "spec.subsets[0].trafficPolicy.tls.sni", "httpbin.org"
+    )
