@@ -17,7 +17,7 @@ from tests.meshfuzz.worlds import World, worlds
 
 pytestmark = pytest.mark.mesh
 
-CI_EXAMPLES = int(os.environ.get("MESH_CI_EXAMPLES", "200"))
+CI_EXAMPLES = int(os.environ.get("MESH_CI_EXAMPLES", "400"))
 
 
 @pytest.mark.parametrize("world", worlds(), ids=lambda w: w.name)
