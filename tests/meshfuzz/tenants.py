@@ -359,6 +359,23 @@ def gateway_api_route(draw: st.DrawFn, world: World, namespace: str) -> Manifest
     }
 
 
+@st.composite
+def external_name_service(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A Kubernetes Service of type ExternalName: a registry name that leads outside."""
+    target = draw(_host(world).filter(lambda h: "." in h and not h.startswith("*")))
+    port = draw(_port_number(world))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta("ext", namespace),
+        "spec": {
+            "type": "ExternalName",
+            "externalName": target,
+            "ports": [{"name": f"tcp-{port}", "port": port, "targetPort": port}],
+        },
+    }
+
+
 KINDS = (
     "ServiceEntry",
     "VirtualService",
@@ -368,6 +385,7 @@ KINDS = (
     "WorkloadEntry",
     "Gateway",
     "Route",
+    "ExternalName",
 )
 
 
@@ -383,6 +401,7 @@ def tenant_objects(draw: st.DrawFn, world: World) -> list[Manifest]:
         "WorkloadEntry": workload_entry,
         "Gateway": gateway,
         "Route": gateway_api_route,
+        "ExternalName": external_name_service,
     }
     objects: list[Manifest] = []
     for i, kind in enumerate(draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3))):
