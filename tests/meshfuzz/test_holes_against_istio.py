@@ -157,6 +157,10 @@ HOLES: dict[str, tuple[str, list[dict[str, Any]]]] = {
             )
         ],
     ),
+    "WorkloadEntry with an allowed external address": (
+        "mixed",
+        [_object("WorkloadEntry", "team-a", {"address": "203.0.113.5", "labels": {"app": "db"}})],
+    ),
 }
 
 

@@ -328,3 +328,28 @@ def test_namespace_wide_sni_in_a_subset_named_like_a_policy_subset_is_denied(
     assert_denied_at(
         judge(manifest, shared), "spec.subsets[0].trafficPolicy.tls.sni", "httpbin.org"
     )
+
+
+MIXED = """
+egress: {namespace: egress, gateway: {mode: shared}}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - {name: payments, hosts: [api.payments.example], addresses: [203.0.113.0/28],
+     ports: [{number: 443, protocol: TLS}, {number: 80, protocol: HTTP}]}
+allow:
+  - {name: everyone, from: {namespace: "*"}, to: [payments]}
+"""
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "api.payments.example"])
+def test_workload_entry_with_an_allowed_external_address_is_denied(address: str) -> None:
+    # the namespace's own Service "db" (ports 22, 5432, ...) selects the entry by its labels:
+    # team-a then reaches the payments address on every port the Service declares
+    manifest = _object("WorkloadEntry", "team-a", {"address": address, "labels": {"app": "db"}})
+    assert_denied_at(judge(manifest, parse_policy(MIXED)), "spec.address", "port")
+
+
+def test_workload_entry_with_an_internal_address_is_admitted() -> None:
+    manifest = _object("WorkloadEntry", "team-a", {"address": "10.1.2.3", "labels": {"app": "db"}})
+    decision = judge(manifest, parse_policy(MIXED))
+    assert decision.allowed, decision.reason
