@@ -9,6 +9,7 @@ that Istio's own validation (run by the oracle) accepts most of them; the oracle
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from hypothesis import strategies as st
@@ -21,6 +22,16 @@ GATEWAY_API = "gateway.networking.k8s.io/v1"
 GATEWAY_API_ALPHA = "gateway.networking.k8s.io/v1alpha2"
 PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "GRPC", "HTTP2")
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
+
+
+def _inside(address: str) -> str:
+    """An address inside a CIDR (the address itself when it is one)."""
+    if "/" not in address:
+        return address
+    network = ipaddress.ip_network(address, strict=False)
+    if network.num_addresses <= 8:
+        return str(network.network_address)
+    return str(network.network_address + 5)
 
 
 def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -272,11 +283,12 @@ def workload_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     """A WorkloadEntry (address an IP or a name) or a WorkloadGroup template."""
     address = draw(
         st.sampled_from(
-            [a.split("/")[0] for a in world.addresses]
+            [_inside(a) for a in world.addresses] * 2
             + [h for h in world.hosts if not h.startswith("*")]
         )
     )
-    labels = dict(draw(st.sampled_from(world.label_sets)))
+    # app=db: the label the namespace's own Service selects, so its ports lead to the address
+    labels = dict(draw(st.sampled_from((*world.label_sets, (("app", "db"),)))))
     body = {"address": address, "labels": labels}
     if draw(st.booleans()):
         return {
