@@ -3,7 +3,7 @@
 ``scenario`` turns a policy into what a cluster running egress-guard holds: the objects
 ``webhook.core.desired.plan`` generates (what ``egress-guard render`` prints), one egress
 gateway Deployment+Service per gateway the policy names (as Istio's gateway chart installs
-them: ``targetPort`` = port + 8000 below 1024, the chart's unprivileged ports), and client
+them, with unprivileged ``targetPort``s, see ``target_port``), and client
 pods for every rule's source plus strangers the policy does not name.  ``probes`` lists, per
 source, a call to every host and port of every service and to a host no service covers, each
 with the answer ``egress-guard explain`` gives (``intent``), so a test compares Istio's
@@ -99,8 +99,12 @@ class Scenario:
 
 
 def target_port(port: int) -> int:
-    """The container port Istio's gateway chart maps a privileged Service port to."""
-    return port + 8000 if port < 1024 else port
+    """An unprivileged container port for a gateway Service port.
+
+    Istio's chart maps 443 to 8443; here privileged ports move to 10000+, so a policy that
+    also lists 8443 does not put two Service ports on one container port.
+    """
+    return port + 10000 if port < 1024 else port
 
 
 def _port_name(protocol: str, number: int) -> str:
@@ -137,6 +141,9 @@ def scenario(policy_file: Path, *, extra_namespaces: Sequence[str] = ()) -> Scen
                 "kind": "Service",
                 "metadata": {"name": gw.name, "namespace": gw.namespace},
                 "spec": {
+                    # no API-server defaulting here: without a cluster IP the Service would
+                    # claim 0.0.0.0 on its ports and shadow plain TCP ServiceEntries
+                    "clusterIP": f"10.96.0.{len(gateways) + 10}",
                     "selector": dict(gw.selector),
                     "ports": [
                         {
