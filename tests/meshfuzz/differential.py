@@ -201,7 +201,7 @@ def kube_objects(world: World) -> list[Manifest]:
             }
         )
     policy = world.policy
-    for gateway in policy.gateways:
+    for gateway, address in zip(policy.gateways, gateway_service_ips(world), strict=True):
         numbers = sorted(
             {
                 n
@@ -215,6 +215,8 @@ def kube_objects(world: World) -> list[Manifest]:
                 "kind": "Service",
                 "metadata": {"name": gateway.name, "namespace": gateway.namespace},
                 "spec": {
+                    # the fake registry does no API defaulting: no cluster IP unless given
+                    "clusterIP": address,
                     "selector": dict(gateway.selector),
                     # Istio's gateway chart maps privileged ports to unprivileged container ports
                     "ports": [
@@ -247,6 +249,11 @@ def kube_objects(world: World) -> list[Manifest]:
             }
         )
     return objects
+
+
+def gateway_service_ips(world: World) -> list[str]:
+    """The cluster IP of each egress gateway's Service."""
+    return [f"10.97.{i}.10" for i, _ in enumerate(world.policy.gateways)]
 
 
 def tenant_service_ips(world: World) -> list[str]:
@@ -303,6 +310,9 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
         f"db.{ns}.svc.{world.policy.cluster_domain}": ip
         for ns, ip in zip(world.tenant_namespaces, tenant_service_ips(world), strict=True)
     }
+    resolved.update(
+        zip(world.gateway_fqdns, gateway_service_ips(world), strict=True),
+    )
     found: list[Probe] = []
     for source in world.sources:
         for port in world.ports:
