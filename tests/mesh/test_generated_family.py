@@ -87,7 +87,7 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
