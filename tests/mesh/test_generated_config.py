@@ -81,3 +81,22 @@ def test_tls_origination_beside_a_tls_port_routes_both(mesh_oracle: Oracle) -> N
     pairs = zip(plan, sim.results, strict=True)
     wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
     assert not wrong, wrong
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="generator bug, not fixed yet: a label rule makes the gateway admit the whole "
+    "namespace (labels are not in the mTLS identity) while a service-account rule makes the "
+    "sidecar route every pod (accounts are not selectable there); together nothing checks either",
+)
+def test_label_rule_and_account_rule_in_one_namespace_admit_only_their_pods(
+    mesh_oracle: Oracle,
+) -> None:
+    """Found by the oracle on a hypothesis-generated policy."""
+    sc = scenario(Path(__file__).parent / "labels-and-service-account.yaml")
+    plan = probes(sc)
+    sim = mesh_oracle.simulate(sc.world(p.call for p in plan))
+    pairs = zip(plan, sim.results, strict=True)
+    wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
+    assert not wrong, wrong
