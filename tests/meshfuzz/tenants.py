@@ -34,10 +34,6 @@ def _inside(address: str) -> str:
     return str(network.network_address + 5)
 
 
-def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.none() | strategy
-
-
 def _meta(name: str, namespace: str) -> dict[str, Any]:
     return {"name": name, "namespace": namespace}
 
@@ -142,8 +138,8 @@ def _match(draw: st.DrawFn, world: World, kind: str, hosts: list[str]) -> dict[s
     if draw(st.booleans()):
         match["sourceLabels"] = dict(draw(st.sampled_from(world.label_sets)))
     if kind == "tls":
-        names = [h for h in hosts if not h.startswith("*") or True]
-        match["sniHosts"] = [draw(st.sampled_from(names))] if names else ["*"]
+        # Istio wants sniHosts inside the VirtualService's hosts
+        match["sniHosts"] = [draw(st.sampled_from(hosts))]
     return match
 
 
