@@ -75,3 +75,24 @@ BENCH_CREATES ?= 500
 
 bench-cluster: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
+
+# --- mesh oracle -------------------------------------------------------------------
+# `make mesh` runs the tests judged by Istio's own config generator and traffic simulation
+# (tools/meshsim, a Go test binary built into the tools cache on first use, ~5 min cold).
+.PHONY: mesh
+
+mesh: $(VENV_STAMP)
+	$(VENV)/bin/python -m pytest -m mesh
+
+# --- admission proven against Istio ------------------------------------------------
+# `make fuzz-mesh` draws FUZZ_EXAMPLES tenant attempts (ServiceEntries, VirtualServices,
+# DestinationRules, Sidecars, WorkloadEntries, Gateways, Gateway API routes) with FUZZ_SEED,
+# decides them with the webhook's engine, and lets Istio's own config generator and traffic
+# simulation (the meshsim oracle from `make tools`) say where every call ends in a mesh holding
+# the admitted ones; prints objects tried / admitted / unsafe and objects per second.
+FUZZ_SEED ?= 20261201
+FUZZ_EXAMPLES ?= 1000
+.PHONY: fuzz-mesh
+
+fuzz-mesh: $(VENV_STAMP) tools
+	$(VENV)/bin/python -m tests.meshfuzz.fuzz --seed $(FUZZ_SEED) --examples $(FUZZ_EXAMPLES)

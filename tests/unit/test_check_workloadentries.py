@@ -59,8 +59,9 @@ def workload(
         ("10.4.5.6", True),
         ("vm.team-a.svc.cluster.local", True),
         ("unix:///var/run/vm.sock", True),
-        ("api.payments.example", True),
-        ("198.51.100.10", True),
+        # allowed destinations, but dialled on any port the selecting Service names
+        ("api.payments.example", False),
+        ("198.51.100.10", False),
         ("203.0.113.10", False),
         ("exfil.attacker.example", False),
         ("ml.example.net", False),  # only labelled workloads may reach it, and this bypasses

@@ -16,7 +16,15 @@ from typing import Any
 
 from webhook.core.decisions import Violation
 from webhook.core.errors import InvalidHostError
-from webhook.core.hosts import check_dns_name, covers, expand_short_name, is_ip, normalize
+from webhook.core.hosts import (
+    check_dns_name,
+    covers,
+    expand_short_name,
+    is_ip,
+    is_wildcard,
+    normalize,
+)
+from webhook.core.naming import gateway_subset
 from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
 from webhook.core.policy_parsing import is_overbroad
 
@@ -347,3 +355,59 @@ def destination_problem(
             f"traffic would go to {name!r}, which is not an external service allowed to {source}; "
             f"allowed: {policy.describe_allowed(allowed)}",
         )
+
+
+def gateway_subset_services(policy: Policy, fqdn: str, subset: str) -> frozenset[str]:
+    """Services whose traffic an egress gateway subset carries (empty: not a policy subset).
+
+    The generated gateway DestinationRule gives each service host a subset that sets the SNI
+    of the sidecar->gateway hop; the gateway routes and authorizes on that SNI, so choosing a
+    subset chooses the external host, whatever host the route itself matched.
+    """
+    found = set()
+    for name in policy.services_on_gateway(fqdn):
+        service = policy.services[name]
+        if any(gateway_subset(service, i) == subset for i in range(len(service.hosts))):
+            found.add(name)
+    return frozenset(found)
+
+
+def gateway_subset_problem(
+    policy: Policy, fqdn: str, subset: str, allowed: frozenset[str], source: str
+) -> str | None:
+    """Why routing ``source`` to subset ``subset`` of egress gateway ``fqdn`` is wrong, if it is."""
+    carried = gateway_subset_services(policy, fqdn, subset)
+    if not carried or carried & allowed:
+        return None
+    return (
+        f"subset {subset!r} of the egress gateway {fqdn} sends traffic to "
+        f"{policy.describe_allowed(carried)}, which {source} may not reach; allowed: "
+        f"{policy.describe_allowed(allowed)}"
+    )
+
+
+def passthrough_subset_problem(
+    policy: Policy, fqdn: str, subset: str, sni_hosts: tuple[str, ...] | None
+) -> str | None:
+    """Why a route to a PASSTHROUGH subset of egress gateway ``fqdn`` lets the app pick the host.
+
+    A wildcard TLS host's subset adds no mTLS: the app's own ClientHello reaches the gateway,
+    whose PASSTHROUGH servers route on its SNI to *any* wildcard TLS host the gateway carries.
+    Only a tls rule whose every match pins the SNI under the subset's wildcard keeps the app
+    to that service; a tcp rule, or a tls rule matching other names, does not.
+    """
+    for name in policy.services_on_gateway(fqdn):
+        service = policy.services[name]
+        if not any(p.is_tls for p in service.ports):
+            continue
+        for i, host in enumerate(service.hosts):
+            if not is_wildcard(host) or gateway_subset(service, i) != subset:
+                continue
+            if sni_hosts is not None and all(covers(host, sni) for sni in sni_hosts):
+                return None
+            return (
+                f"subset {subset!r} of the egress gateway {fqdn} passes the application's own "
+                "TLS through, and the gateway routes it on the application's SNI to any "
+                f"wildcard host it carries; use a tls rule whose sniHosts lie under {host!r}"
+            )
+    return None

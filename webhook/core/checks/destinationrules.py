@@ -21,7 +21,7 @@ from webhook.core.checks.common import (
 )
 from webhook.core.decisions import Violation
 from webhook.core.hosts import is_wildcard, normalize
-from webhook.core.policy import Policy
+from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
 ISTIO_MUTUAL = "ISTIO_MUTUAL"
@@ -88,7 +88,7 @@ def check_destination_rule(
                 policy, reader, target, f"{path}.tunnel.targetHost", allowed, source
             )
         if gateways:
-            _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns)
+            _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns, spec)
     return reader.violations
 
 
@@ -115,6 +115,7 @@ def _check_tls(
     fqdn: str,
     namespace: str,
     egress_ns: bool,
+    spec: Mapping[str, Any],
 ) -> None:
     tls = reader.mapping(traffic.get("tls"), f"{path}.tls")
     mode = reader.string(tls.get("mode"), f"{path}.tls.mode")
@@ -122,13 +123,17 @@ def _check_tls(
     if sni and not egress_ns:
         # the SNI of the sidecar->gateway hop is what the gateway routes on
         # (docs/istio-semantics.md#egress-gateway)
-        some = policy.allowed_for_some(namespace)
+        # the rule applies to every workload it selects, and the gateway authorizes label-narrowed
+        # rules by namespace only: the SNI must be allowed to all of them
+        workloads = Workloads(namespace, _selector(spec))
+        some = policy.allowed_for(workloads)
         host = normalize(sni)
         if not policy.is_internal(host) and not policy.services_covering(host) & some:
             reader.add(
                 f"{path}.tls.sni",
-                f"{sni!r} is the name the egress gateway {fqdn} routes on, and no workload of "
-                f"namespace {namespace} may reach it; allowed: {policy.describe_allowed(some)}",
+                f"{sni!r} is the name the egress gateway {fqdn} routes on, and not every one of "
+                f"the {workloads.describe()} may reach it; allowed: "
+                f"{policy.describe_allowed(some)}",
             )
     if mode == DISABLE and egress_ns and _carries_wildcard_tls(policy, fqdn):
         # a wildcard TLS host has no fixed SNI for the mTLS hop: the app's own TLS passes
@@ -140,3 +145,12 @@ def _check_tls(
             f"{mode!r} towards the egress gateway {fqdn} replaces the mesh mTLS the gateway "
             "reads the caller's identity from; use ISTIO_MUTUAL (or leave tls unset)",
         )
+
+
+def _selector(spec: Mapping[str, Any]) -> dict[str, str] | None:
+    """The rule's ``workloadSelector.matchLabels``; None (every workload) when absent."""
+    selector = spec.get("workloadSelector")
+    labels = selector.get("matchLabels") if isinstance(selector, Mapping) else None
+    if not isinstance(labels, Mapping) or not labels:
+        return None
+    return {str(k): str(v) for k, v in labels.items()}

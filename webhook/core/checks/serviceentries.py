@@ -45,6 +45,8 @@ class _Port:
     path: str
     number: int
     protocol: str
+    # where the proxy connects on the endpoint (``targetPort``), when it differs
+    target: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class _Entry:
     addresses: tuple[tuple[str, str], ...]
     endpoints: tuple[tuple[str, str], ...]
     resolution: str
+    # (path, port) of every ``endpoints[].ports`` value: the port actually dialled there
+    endpoint_ports: tuple[tuple[str, int], ...] = ()
 
 
 @checks("networking.istio.io", "ServiceEntry")
@@ -87,13 +91,20 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     for path, item in reader.mappings(spec.get("ports"), "spec.ports"):
         number = reader.integer(item.get("number"), f"{path}.number")
         protocol = reader.string(item.get("protocol"), f"{path}.protocol") or ""
+        target = item.get("targetPort")
+        target = reader.integer(target, f"{path}.targetPort") if target is not None else None
         if number is not None:
-            ports.append(_Port(path, number, protocol.upper()))
+            ports.append(_Port(path, number, protocol.upper(), target))
     endpoints = []
+    endpoint_ports = []
     for path, item in reader.mappings(spec.get("endpoints"), "spec.endpoints"):
         address = reader.string(item.get("address"), f"{path}.address")
         if address:
             endpoints.append((f"{path}.address", address))
+        for key, value in reader.mapping(item.get("ports"), f"{path}.ports").items():
+            number = reader.integer(value, f"{path}.ports.{key}")
+            if number is not None:
+                endpoint_ports.append((f"{path}.ports.{key}", number))
     resolution = reader.string(spec.get("resolution"), "spec.resolution") or "NONE"
     if resolution not in RESOLUTIONS:
         reader.add("spec.resolution", f"unknown resolution {resolution!r}")
@@ -103,6 +114,7 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
         endpoints=tuple(endpoints),
         resolution=resolution,
+        endpoint_ports=tuple(endpoint_ports),
     )
 
 
@@ -142,6 +154,48 @@ def _check_tenant(
             reader.add(path, problem)
     for path, address in entry.endpoints:
         destination_problem(policy, reader, address, path, allowed, source)
+    _check_target_ports(reader, policy, entry, allowed)
+
+
+def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) -> frozenset[str]:
+    """Allowed external services the entry's traffic really goes to (endpoints, else hosts)."""
+    if entry.resolution == "NONE":
+        # the original destination port is kept: target ports play no part
+        return frozenset()
+    found: set[str] = set()
+    if entry.endpoints:
+        for _, address in entry.endpoints:
+            target = normalize(address)
+            if address.startswith(UNIX_PREFIX) or policy.is_internal(target):
+                continue
+            if is_ip(target):
+                found.update(s for s in allowed if policy.address_allowed(target, (s,)))
+            else:
+                found.update(policy.services_covering(target) & allowed)
+        return frozenset(found)
+    for _, host in entry.hosts:
+        if not policy.is_internal(host):
+            found.update(policy.services_covering(host) & allowed)
+    return frozenset(found)
+
+
+def _check_target_ports(
+    reader: Reader, policy: Policy, entry: _Entry, allowed: frozenset[str]
+) -> None:
+    """The port dialled outside (``targetPort``, endpoint ports) must be an allowed port too."""
+    outside = _outside_services(policy, entry, allowed)
+    if not outside:
+        return
+    numbers = frozenset().union(*(policy.services[s].port_numbers for s in outside))
+    dialled = [(f"{p.path}.targetPort", p.target) for p in entry.ports if p.target is not None]
+    for path, number in [*dialled, *entry.endpoint_ports]:
+        if number is not None and number not in numbers:
+            reader.add(
+                path,
+                f"the proxy would connect to port {number} of "
+                f"{policy.describe_allowed(outside)}, which is not one of its ports "
+                f"({', '.join(map(str, sorted(numbers)))})",
+            )
 
 
 def _check_ports(

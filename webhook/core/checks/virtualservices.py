@@ -21,15 +21,18 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     MESH,
     Reader,
+    Visibility,
     egress_fqdns,
     gateway_ref,
+    gateway_subset_problem,
     overbroad,
+    passthrough_subset_problem,
     policy_gateway,
     split_authority,
     visibility,
 )
 from webhook.core.decisions import Violation
-from webhook.core.hosts import is_ip
+from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -58,6 +61,10 @@ class _Route(NamedTuple):
     redirects: tuple[tuple[str, str], ...]
     rewrites: tuple[tuple[str, str], ...]
     delegate: tuple[str, str] | None
+    # (path, gateway host, subset) of destinations naming a subset
+    subsets: tuple[tuple[str, str, str], ...] = ()
+    # the SNIs a tls rule matches; None when the rule does not pin every match to SNIs
+    sni_hosts: tuple[str, ...] | None = None
 
     @property
     def mesh(self) -> bool:
@@ -72,7 +79,16 @@ class _Memo:
     dozens of routes; each distinct one is looked up once per decision.
     """
 
-    __slots__ = ("_allowed", "_gateways", "_hosts", "_sources", "domain", "namespace", "policy")
+    __slots__ = (
+        "_allowed",
+        "_gateways",
+        "_hosts",
+        "_sources",
+        "domain",
+        "namespace",
+        "policy",
+        "viewers",
+    )
 
     def __init__(self, policy: Policy, namespace: str) -> None:
         self.policy = policy
@@ -82,6 +98,8 @@ class _Memo:
         self._sources: dict[_Source, tuple[frozenset[str], str]] = {}
         self._allowed: dict[tuple[bool, tuple[_Source, ...]], tuple[frozenset[str], str]] = {}
         self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
+        # services every other namespace that sees the VirtualService may reach (None: private)
+        self.viewers: frozenset[str] | None = None
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
@@ -118,14 +136,10 @@ class _Memo:
     def _source_allowed(self, source: _Source) -> tuple[frozenset[str], str]:
         found = self._sources.get(source)
         if found is None:
-            if source.labels:
-                workloads = Workloads(source.namespace, dict(source.labels))
-                found = self.policy.allowed_for(workloads), workloads.describe()
-            else:
-                found = (
-                    self.policy.allowed_for_some(source.namespace),
-                    f"workloads of namespace {source.namespace}",
-                )
+            # no sourceLabels: the route steers every workload of the namespace, so only what
+            # all of them may reach counts (the gateway authorizes label rules by namespace)
+            workloads = Workloads(source.namespace, dict(source.labels) or None)
+            found = self.policy.allowed_for(workloads), workloads.describe()
             self._sources[source] = found
         return found
 
@@ -160,7 +174,10 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     if policy.is_egress_namespace(namespace):
         _check_egress_namespace(reader, memo, hosts, routes, gateway_entries)
     else:
-        exported = visibility(reader, spec.get("exportTo"), namespace).beyond(namespace)
+        visible = visibility(reader, spec.get("exportTo"), namespace)
+        exported = visible.beyond(namespace)
+        if exported:
+            memo.viewers = _viewers_allowed(policy, visible)
         _check_tenant(reader, memo, hosts, routes, gateway_entries, top_refs, exported)
     return reader.violations
 
@@ -235,14 +252,15 @@ def _routes(
                 reader, item.get("match"), rpath, namespace, top, gateway_entries
             )
             destinations: list[tuple[str, str]] = []
-            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route")
+            subsets: list[tuple[str, str, str]] = []
+            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route", subsets)
             redirects: list[tuple[str, str]] = []
             rewrites: list[tuple[str, str]] = []
             delegate = None
             # only http rules mirror, redirect, rewrite or delegate, and most do none of it
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 delegate = _http_extras(
-                    reader, memo, item, rpath, destinations, redirects, rewrites
+                    reader, memo, item, rpath, destinations, redirects, rewrites, subsets
                 )
             routes.append(
                 _Route(
@@ -252,9 +270,24 @@ def _routes(
                     tuple(redirects),
                     tuple(rewrites),
                     delegate,
+                    tuple(subsets),
+                    _sni_hosts(item.get("match")) if kind == "tls" and subsets else None,
                 )
             )
     return routes, gateway_entries
+
+
+def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
+    """Every ``sniHosts`` entry of a tls rule; None if some match (or the rule) has none."""
+    if not isinstance(matches, list) or not matches:
+        return None
+    found: list[str] = []
+    for match in matches:
+        names = match.get("sniHosts") if isinstance(match, Mapping) else None
+        if not isinstance(names, list) or not names:
+            return None
+        found.extend(normalize(n) for n in names if isinstance(n, str))
+    return tuple(found)
 
 
 def _http_extras(
@@ -265,15 +298,17 @@ def _http_extras(
     destinations: list[tuple[str, str]],
     redirects: list[tuple[str, str]],
     rewrites: list[tuple[str, str]],
+    subsets: list[tuple[str, str, str]],
 ) -> tuple[str, str] | None:
     """Add an http rule's mirrors, redirect and rewrite authorities; its delegate, if any."""
     mirror = item.get("mirror")
     if mirror is not None:
         mirror = _object(reader, mirror, rpath, ".mirror")
-        _add_host(reader, memo, destinations, mirror.get("host"), rpath, ".mirror.host")
+        # a mirror is a destination like the route's own, subset included
+        _add_destination(reader, memo, destinations, subsets, mirror, rpath, ".mirror")
     mirrors = item.get("mirrors")
     if mirrors is not None:
-        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors")
+        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
     for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
         part = item.get(field_name)
         if part is None:
@@ -353,8 +388,9 @@ def _destinations(
     items: Any,
     rpath: str,
     name: str,
+    subsets: list[tuple[str, str, str]] | None = None,
 ) -> None:
-    """Add the ``destination.host`` of each entry of ``route`` or ``mirrors``."""
+    """Add the ``destination.host`` of each entry of ``route`` or ``mirrors`` (and subsets)."""
     for j, entry in _objects(reader, items, rpath, name):
         target = entry.get("destination")
         if target is None:
@@ -362,7 +398,24 @@ def _destinations(
         if not _is_object(target):
             reader.mapping(target, f"{rpath}{name}[{j}].destination")
             continue
-        _add_host(reader, memo, found, target.get("host"), rpath, f"{name}[{j}].destination.host")
+        _add_destination(reader, memo, found, subsets, target, rpath, f"{name}[{j}].destination")
+
+
+def _add_destination(
+    reader: Reader,
+    memo: _Memo,
+    found: list[tuple[str, str]],
+    subsets: list[tuple[str, str, str]] | None,
+    target: Mapping[str, Any],
+    prefix: str,
+    name: str,
+) -> None:
+    """Add a Destination's host, and its subset: the subset picks the SNI towards a gateway."""
+    before = len(found)
+    _add_host(reader, memo, found, target.get("host"), prefix, f"{name}.host")
+    subset = target.get("subset")
+    if subsets is not None and isinstance(subset, str) and subset and len(found) > before:
+        subsets.append((f"{prefix}{name}.subset", found[-1][1], subset))
 
 
 def _add_host(
@@ -500,6 +553,17 @@ def _check_tenant_route(
                     f"{source} may reach {policy.describe_allowed(allowed)}"
                 )
             reader.add(path, message)
+    subset_allowed, subset_source = allowed, source
+    if memo.viewers is not None and route.mesh:
+        # other namespaces' sidecars that import this VirtualService take its subsets too
+        subset_allowed = allowed & memo.viewers
+        subset_source = f"{source} and the other namespaces that can see this VirtualService"
+    for path, host, subset in route.subsets:
+        problem = gateway_subset_problem(
+            policy, host, subset, subset_allowed, subset_source
+        ) or passthrough_subset_problem(policy, host, subset, route.sni_hosts)
+        if problem:
+            reader.add(path, problem)
     if route.delegate is not None:
         path, target_ns = route.delegate
         if target_ns != namespace:
@@ -514,6 +578,18 @@ def _check_tenant_route(
                 "this VirtualService is visible to other namespaces and delegates its routes for "
                 f"{', '.join(external)}; set exportTo: ['.'] or route to the egress gateway here",
             )
+
+
+def _viewers_allowed(policy: Policy, visible: Visibility) -> frozenset[str]:
+    """Services every workload of every namespace that sees an object may reach."""
+    if visible.everywhere:
+        # a namespace no rule names gets exactly the "*" rules
+        return policy.allowed_for(Workloads(""))
+    allowed: frozenset[str] | None = None
+    for ns in visible.namespaces:
+        found = policy.allowed_for(Workloads(ns))
+        allowed = found if allowed is None else allowed & found
+    return allowed or frozenset()
 
 
 def _hijack(policy: Policy, host: str, external: tuple[str, ...]) -> str:

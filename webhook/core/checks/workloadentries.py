@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader, destination_problem
+from webhook.core.checks.common import UNIX_PREFIX, Reader, destination_problem
 from webhook.core.decisions import Violation
+from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -37,7 +38,14 @@ def check_workload_entry(review: Review, policy: Policy, view: ClusterView) -> I
         path = "spec.template"
         spec = reader.mapping(spec.get("template"), path)
     address = reader.string(spec.get("address"), f"{path}.address")
-    if address:
+    if address and _outside(policy, address):
+        reader.add(
+            f"{path}.address",
+            f"{address!r} is outside the cluster, and a WorkloadEntry is dialled on whatever "
+            "port the Service or ServiceEntry selecting it names, which this check cannot "
+            "bound; declare the destination as ServiceEntry endpoints (their ports are checked)",
+        )
+    elif address:
         destination_problem(
             policy,
             reader,
@@ -47,3 +55,15 @@ def check_workload_entry(review: Review, policy: Policy, view: ClusterView) -> I
             f"namespace {namespace} (endpoints bypass the egress gateway)",
         )
     return reader.violations
+
+
+def _outside(policy: Policy, address: str) -> bool:
+    """An address that leaves the cluster but that the policy would otherwise let through."""
+    host = normalize(address)
+    if address.startswith(UNIX_PREFIX):
+        return False
+    if is_ip(host):
+        return not policy.is_internal_address(host) and any(
+            policy.address_allowed(host, (name,)) for name in policy.services
+        )
+    return not policy.is_internal(host) and bool(policy.services_covering(host))

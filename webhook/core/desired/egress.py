@@ -21,10 +21,10 @@ from webhook.core.desired.manifests import (
     http_sni,
     meta,
     port_kind,
-    subset,
     tcp_host,
 )
 from webhook.core.hosts import is_wildcard
+from webhook.core.naming import gateway_subset
 from webhook.core.policy import ExternalService, Gateway, Policy, Port
 
 
@@ -272,7 +272,7 @@ def _gateway_destination_rule(gateway: Gateway, services: Sequence[ExternalServi
                     tls = {"mode": "ISTIO_MUTUAL", "sni": sni}
                 settings.append({"port": {"number": port.number}, "tls": tls})
             subsets.append(
-                {"name": subset(svc, i), "trafficPolicy": {"portLevelSettings": settings}}
+                {"name": gateway_subset(svc, i), "trafficPolicy": {"portLevelSettings": settings}}
             )
     return {
         "apiVersion": NETWORKING,

@@ -7,11 +7,11 @@ a name must be shortened); a port's kind (http, tls, tcp) decides how each leg r
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.hosts import is_wildcard, wildcard_suffix
+from webhook.core.naming import dns_label
 from webhook.core.policy import SERVICE_LABEL, ExternalService, Port
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -49,11 +49,6 @@ class Names:
         return name
 
 
-def dns_label(text: str) -> str:
-    """``text`` as a DNS label: lower case, runs of anything else become one dash."""
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
-
-
 def meta(name: str, namespace: str, service: str | None = None) -> dict[str, Any]:
     """``metadata`` of a generated object, labelled with its service when it has one."""
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
@@ -77,11 +72,6 @@ def port_kind(port: Port) -> str:
 def http_sni(host: str) -> str:
     """The SNI a sidecar puts on the mTLS hop for a host: a wildcard needs a concrete name."""
     return f"egress-guard.{wildcard_suffix(host)}" if is_wildcard(host) else host
-
-
-def subset(service: ExternalService, index: int) -> str:
-    """The gateway DestinationRule subset of a service's ``index``-th host."""
-    return dns_label(f"{service.name}-{index}")
 
 
 def tcp_host(svc: ExternalService) -> str | None:

@@ -22,9 +22,9 @@ from webhook.core.desired.manifests import (
     Names,
     meta,
     port_kind,
-    subset,
     tcp_host,
 )
+from webhook.core.naming import gateway_subset
 from webhook.core.policy import REGISTRY_ONLY, AllowRule, ExternalService, Policy, Port, Workloads
 
 # above this many distinct label sets in one namespace the union closure is skipped (warned)
@@ -144,7 +144,7 @@ def _tenant_route(
         # fresh dicts: shared ones would come out of yaml.safe_dump as anchors and aliases
         return [{**base, "sourceLabels": dict(labels)} for labels in sources]
 
-    first = subset(svc, 0)
+    first = gateway_subset(svc, 0)
     http, tls, tcp = [], [], []
     for port in svc.ports:
         kind = port_kind(port)
@@ -153,7 +153,7 @@ def _tenant_route(
         elif kind == "tls":
             for i, host in enumerate(svc.hosts):
                 found = matches({"port": port.number, "sniHosts": [host]})
-                tls.append(_multi_route(found, gateway, port, subset(svc, i)))
+                tls.append(_multi_route(found, gateway, port, gateway_subset(svc, i)))
         elif tcp_host(svc) is not None:
             tcp.append(_multi_route(matches({"port": port.number}), gateway, port, first))
     spec: dict[str, Any] = {"hosts": list(svc.hosts), "exportTo": ["."]}

@@ -1,0 +1,423 @@
+"""Hypothesis strategies for the objects a tenant may try to apply, biased towards the policy.
+
+Each strategy draws from a ``World``'s pools (its policy's hosts and near-misses, gateway names,
+subsets, ports, label sets, addresses), so most generated objects touch the allow list somewhere:
+a route to a gateway subset, a ServiceEntry for a wildcard's apex, a DestinationRule changing the
+SNI of the hop to the gateway.  Shapes follow the Istio and Gateway API schemas closely enough
+that Istio's own validation (run by the oracle) accepts most of them; the oracle drops the rest.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from hypothesis import strategies as st
+
+from tests.meshfuzz.worlds import World
+
+Manifest = dict[str, Any]
+NETWORKING = "networking.istio.io/v1"
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+GATEWAY_API_ALPHA = "gateway.networking.k8s.io/v1alpha2"
+PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "GRPC", "HTTP2")
+RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
+
+
+def _inside(address: str) -> str:
+    """An address inside a CIDR (the address itself when it is one)."""
+    if "/" not in address:
+        return address
+    network = ipaddress.ip_network(address, strict=False)
+    if network.num_addresses <= 8:
+        return str(network.network_address)
+    return str(network.network_address + 5)
+
+
+def _meta(name: str, namespace: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace}
+
+
+def _drop_none(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+@st.composite
+def _export_to(draw: st.DrawFn, world: World, namespace: str) -> list[str] | None:
+    choice = draw(st.sampled_from(("omit", "dot", "star", "names")))
+    if choice == "omit":
+        return None
+    if choice == "dot":
+        return ["."]
+    if choice == "star":
+        return ["*"]
+    others = draw(st.lists(st.sampled_from(world.namespaces), min_size=1, max_size=2, unique=True))
+    return sorted(set(others))
+
+
+def _host(world: World, namespace: str = "") -> st.SearchStrategy[str]:
+    """A host: usually a policy host (or a name under one) or the tenant's own Service."""
+    hot = [h for h in world.policy_hosts if not h.startswith("*")]
+    own = [f"db.{namespace}.svc.{world.policy.cluster_domain}"] if namespace else []
+    return st.one_of(st.sampled_from(hot), st.sampled_from(hot + own), st.sampled_from(world.hosts))
+
+
+def _port_number(world: World) -> st.SearchStrategy[int]:
+    return st.sampled_from(world.ports)
+
+
+@st.composite
+def service_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A ServiceEntry: hosts, ports (with target ports), resolution, addresses, endpoints."""
+    hosts = draw(st.lists(_host(world, namespace), min_size=1, max_size=2, unique=True))
+    resolution = draw(st.sampled_from(RESOLUTIONS))
+    ports = []
+    for i, number in enumerate(
+        draw(st.lists(_port_number(world), min_size=1, max_size=2, unique=True))
+    ):
+        protocol = draw(st.sampled_from(PROTOCOLS))
+        port: dict[str, Any] = {
+            "number": number,
+            "name": f"p{i}-{protocol.lower()}",
+            "protocol": protocol,
+        }
+        if draw(st.booleans()) and resolution != "NONE":
+            port["targetPort"] = draw(_port_number(world))
+        ports.append(port)
+    spec: dict[str, Any] = {
+        "hosts": hosts,
+        "ports": ports,
+        "resolution": resolution,
+        "location": draw(st.sampled_from(("MESH_EXTERNAL", "MESH_INTERNAL"))),
+    }
+    if resolution in ("NONE", "STATIC") and draw(st.booleans()):
+        spec["addresses"] = draw(
+            st.lists(st.sampled_from(world.addresses), min_size=1, max_size=2, unique=True)
+        )
+    if resolution in ("STATIC", "DNS", "DNS_ROUND_ROBIN") and draw(st.booleans()):
+        pool = world.addresses if resolution == "STATIC" else world.hosts
+        endpoints = []
+        for address in draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2, unique=True)):
+            endpoint: dict[str, Any] = {"address": address.split("/")[0]}
+            if draw(st.booleans()):
+                endpoint["ports"] = {ports[0]["name"]: draw(_port_number(world))}
+            endpoints.append(endpoint)
+        spec["endpoints"] = endpoints[:1] if resolution == "DNS_ROUND_ROBIN" else endpoints
+    spec["exportTo"] = draw(_export_to(world, namespace))
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "ServiceEntry",
+        "metadata": _meta("se", namespace),
+        "spec": _drop_none(spec),
+    }
+
+
+@st.composite
+def _destination(draw: st.DrawFn, world: World) -> dict[str, Any]:
+    if draw(st.integers(0, 4)) < 3:
+        target = draw(st.sampled_from(world.gateway_fqdns))
+    else:
+        target = draw(st.sampled_from(world.gateway_fqdns + world.hosts))
+    destination: dict[str, Any] = {"host": target}
+    if target in world.gateway_fqdns and draw(st.integers(0, 3)) > 0:
+        destination["subset"] = draw(st.sampled_from(world.subsets))
+    if target in world.gateway_fqdns and draw(st.integers(0, 4)) > 0:
+        # a port the gateway listens on, so the hop reaches one of its servers
+        gateway_ports = sorted({p.number for s in world.policy.services.values() for p in s.ports})
+        destination["port"] = {"number": draw(st.sampled_from(gateway_ports))}
+    elif draw(st.booleans()):
+        destination["port"] = {"number": draw(_port_number(world))}
+    return destination
+
+
+@st.composite
+def _match(draw: st.DrawFn, world: World, kind: str, hosts: list[str]) -> dict[str, Any]:
+    match: dict[str, Any] = {}
+    if draw(st.booleans()):
+        match["port"] = draw(_port_number(world))
+    if draw(st.booleans()):
+        match["sourceLabels"] = dict(draw(st.sampled_from(world.label_sets)))
+    if kind == "tls":
+        # Istio wants sniHosts inside the VirtualService's hosts
+        match["sniHosts"] = [draw(st.sampled_from(hosts))]
+    return match
+
+
+@st.composite
+def _route_rule(draw: st.DrawFn, world: World, kind: str, hosts: list[str]) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    if kind == "tls" or draw(st.booleans()):
+        rule["match"] = [draw(_match(world, kind, hosts))]
+    rule["route"] = [{"destination": draw(_destination(world))}]
+    if kind == "http":
+        extra = draw(st.sampled_from(("none", "rewrite", "mirror", "redirect")))
+        if extra == "rewrite":
+            rule["rewrite"] = {"authority": draw(st.sampled_from(world.hosts))}
+        elif extra == "mirror":
+            rule["mirror"] = {"host": draw(st.sampled_from(world.hosts + world.gateway_fqdns))}
+        elif extra == "redirect":
+            del rule["route"]
+            rule["redirect"] = {"authority": draw(st.sampled_from(world.hosts))}
+    return rule
+
+
+@st.composite
+def virtual_service(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A mesh VirtualService: hosts, http/tls/tcp rules to gateways, subsets, rewrites."""
+    hosts = draw(
+        st.lists(
+            _host(world, namespace).filter(lambda h: h != "*"),
+            min_size=1,
+            max_size=2,
+            unique=True,
+        )
+    )
+    if draw(st.integers(0, 4)) < 2:
+        # the tenant's own Service: a name its pods dial, claimed on the Service's address
+        hosts = [f"db.{namespace}.svc.{world.policy.cluster_domain}"]
+    kind = draw(st.sampled_from(("http", "tls", "tcp")))
+    spec: dict[str, Any] = {
+        "hosts": hosts,
+        kind: draw(st.lists(_route_rule(world, kind, hosts), min_size=1, max_size=2)),
+        "exportTo": draw(_export_to(world, namespace)),
+    }
+    if draw(st.integers(0, 4)) == 0:
+        spec["gateways"] = ["mesh"]
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "VirtualService",
+        "metadata": _meta("vs", namespace),
+        "spec": _drop_none(spec),
+    }
+
+
+@st.composite
+def delegate_pair(draw: st.DrawFn, world: World, namespace: str) -> list[Manifest]:
+    """A root VirtualService delegating to a host-less one in the same namespace."""
+    host = draw(st.sampled_from([h for h in world.hosts if not h.startswith("*")]))
+    root = {
+        "apiVersion": NETWORKING,
+        "kind": "VirtualService",
+        "metadata": _meta("root", namespace),
+        "spec": {"hosts": [host], "http": [{"delegate": {"name": "leaf", "namespace": namespace}}]},
+    }
+    leaf = {
+        "apiVersion": NETWORKING,
+        "kind": "VirtualService",
+        "metadata": _meta("leaf", namespace),
+        "spec": {"http": [draw(_route_rule(world, "http", [host]))]},
+    }
+    return [leaf, root]
+
+
+@st.composite
+def destination_rule(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A DestinationRule on a gateway or host: TLS mode, SNI, subsets, tunnels."""
+    host = draw(st.sampled_from(world.gateway_fqdns) | st.sampled_from(world.hosts))
+    tls: dict[str, Any] = {"mode": draw(st.sampled_from(("ISTIO_MUTUAL", "DISABLE", "SIMPLE")))}
+    if draw(st.booleans()):
+        tls["sni"] = draw(_host(world).filter(lambda h: not h.startswith("*")))
+    traffic: dict[str, Any] = {"tls": tls}
+    if draw(st.integers(0, 5)) == 0:
+        traffic["tunnel"] = {
+            "protocol": "CONNECT",
+            "targetHost": draw(st.sampled_from(world.hosts)),
+            "targetPort": draw(_port_number(world)),
+        }
+    spec: dict[str, Any] = {"host": host}
+    where = draw(st.sampled_from(("top", "subset", "port")))
+    if where == "top":
+        spec["trafficPolicy"] = traffic
+    elif where == "port":
+        spec["trafficPolicy"] = {
+            "portLevelSettings": [{"port": {"number": draw(_port_number(world))}, **traffic}]
+        }
+    else:
+        spec["subsets"] = [{"name": draw(st.sampled_from(world.subsets)), "trafficPolicy": traffic}]
+    if draw(st.integers(0, 3)) == 0:
+        spec["workloadSelector"] = {"matchLabels": dict(draw(st.sampled_from(world.label_sets)))}
+        spec["exportTo"] = ["."]
+    else:
+        spec["exportTo"] = draw(_export_to(world, namespace))
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "DestinationRule",
+        "metadata": _meta("dr", namespace),
+        "spec": _drop_none(spec),
+    }
+
+
+@st.composite
+def sidecar(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A Sidecar with a selector (the namespace already has the managed default one)."""
+    imports = ["./*"]
+    pool = [f"{world.policy.egress_namespace}/{h}" for h in world.hosts if "." in h]
+    pool += [f"*/{h}" for h in world.hosts if "." in h] + [
+        "*/*",
+        f"{world.policy.egress_namespace}/*",
+    ]
+    # other tenants' namespaces: their exported routes and entries come along
+    pool += [f"{ns}/*" for ns in world.tenant_namespaces if ns != namespace]
+    imports += draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
+    spec: dict[str, Any] = {
+        "workloadSelector": {"labels": dict(draw(st.sampled_from(world.label_sets)))},
+        "egress": [{"hosts": imports}],
+        "outboundTrafficPolicy": {
+            "mode": draw(st.sampled_from(("REGISTRY_ONLY",) * 4 + ("ALLOW_ANY",)))
+        },
+    }
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "Sidecar",
+        "metadata": _meta("sc", namespace),
+        "spec": spec,
+    }
+
+
+@st.composite
+def workload_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A WorkloadEntry (address an IP or a name) or a WorkloadGroup template."""
+    address = draw(
+        st.sampled_from(
+            [_inside(a) for a in world.addresses] * 2
+            + [h for h in world.hosts if not h.startswith("*")]
+        )
+    )
+    # app=db: the label the namespace's own Service selects, so its ports lead to the address
+    labels = dict(draw(st.sampled_from((*world.label_sets, (("app", "db"),)))))
+    body = {"address": address, "labels": labels}
+    if draw(st.booleans()):
+        return {
+            "apiVersion": NETWORKING,
+            "kind": "WorkloadEntry",
+            "metadata": _meta("we", namespace),
+            "spec": body,
+        }
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "WorkloadGroup",
+        "metadata": _meta("wg", namespace),
+        "spec": {"metadata": {"labels": labels}, "template": {"address": address}},
+    }
+
+
+@st.composite
+def gateway(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """An Istio Gateway whose selector may or may not reach an egress gateway's pods."""
+    selectors = [dict(g.selector) for g in world.policy.gateways]
+    selectors += [{"istio": "ingressgateway"}, {"app": "my-gateway"}] * 3
+    selectors += [
+        {k: v} for s in [dict(g.selector) for g in world.policy.gateways] for k, v in s.items()
+    ]
+    host = draw(st.sampled_from([h for h in world.hosts if h != "db"]))
+    mode = draw(st.sampled_from(("PASSTHROUGH", "ISTIO_MUTUAL", "SIMPLE", "AUTO_PASSTHROUGH")))
+    spec = {
+        "selector": draw(st.sampled_from(selectors)),
+        "servers": [
+            {
+                "port": {"number": 443, "name": "tls", "protocol": "TLS"},
+                "hosts": [host],
+                "tls": {"mode": mode, "credentialName": "cert"}
+                if mode == "SIMPLE"
+                else {"mode": mode},
+            }
+        ],
+    }
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "Gateway",
+        "metadata": _meta("gw", namespace),
+        "spec": spec,
+    }
+
+
+@st.composite
+def gateway_api_route(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """An HTTPRoute, TLSRoute or TCPRoute attached to a mesh Service or a Gateway."""
+    kind = draw(st.sampled_from(("HTTPRoute", "TLSRoute", "TCPRoute")))
+    parent = draw(st.sampled_from(("service", "serviceentry", "egress-gateway")))
+    if parent == "service":
+        ref: dict[str, Any] = {"group": "", "kind": "Service", "name": "db"}
+    elif parent == "serviceentry":
+        ref = {"group": "networking.istio.io", "kind": "ServiceEntry", "name": "se"}
+    else:
+        gw = world.policy.gateways[0]
+        ref = {"name": gw.name, "namespace": gw.namespace}
+    backend_kind = draw(st.sampled_from(("Service", "Hostname")))
+    backend: dict[str, Any] = {"port": draw(_port_number(world))}
+    if backend_kind == "Hostname":
+        backend |= {
+            "group": "networking.istio.io",
+            "kind": "Hostname",
+            "name": draw(st.sampled_from([h for h in world.hosts if "." in h])),
+        }
+    else:
+        backend["name"] = draw(st.sampled_from(("db", world.policy.gateways[0].name)))
+    spec: dict[str, Any] = {"parentRefs": [ref], "rules": [{"backendRefs": [backend]}]}
+    if kind != "TCPRoute":
+        spec["hostnames"] = [
+            draw(st.sampled_from([h for h in world.hosts if "." in h and not h.startswith("*")]))
+        ]
+    version = GATEWAY_API if kind == "HTTPRoute" else GATEWAY_API_ALPHA
+    return {
+        "apiVersion": version,
+        "kind": kind,
+        "metadata": _meta(kind.lower(), namespace),
+        "spec": spec,
+    }
+
+
+@st.composite
+def external_name_service(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
+    """A Kubernetes Service of type ExternalName: a registry name that leads outside."""
+    target = draw(_host(world).filter(lambda h: "." in h and not h.startswith("*")))
+    port = draw(_port_number(world))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta("ext", namespace),
+        "spec": {
+            "type": "ExternalName",
+            "externalName": target,
+            "ports": [{"name": f"tcp-{port}", "port": port, "targetPort": port}],
+        },
+    }
+
+
+KINDS = (
+    "ServiceEntry",
+    "VirtualService",
+    "Delegate",
+    "DestinationRule",
+    "Sidecar",
+    "WorkloadEntry",
+    "Gateway",
+    "Route",
+    "ExternalName",
+)
+
+
+@st.composite
+def tenant_objects(draw: st.DrawFn, world: World) -> list[Manifest]:
+    """One tenant attempt: a few objects in one tenant namespace (a delegate comes as a pair)."""
+    namespace = draw(st.sampled_from(world.tenant_namespaces))
+    builders = {
+        "ServiceEntry": service_entry,
+        "VirtualService": virtual_service,
+        "DestinationRule": destination_rule,
+        "Sidecar": sidecar,
+        "WorkloadEntry": workload_entry,
+        "Gateway": gateway,
+        "Route": gateway_api_route,
+        "ExternalName": external_name_service,
+    }
+    objects: list[Manifest] = []
+    for i, kind in enumerate(draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3))):
+        if kind == "Delegate":
+            made = draw(delegate_pair(world, namespace))
+        else:
+            made = [draw(builders[kind](world, namespace))]
+        for manifest in made:
+            manifest["metadata"]["name"] += f"-{i}"
+            objects.append(manifest)
+    return objects
