@@ -75,3 +75,20 @@ BENCH_CREATES ?= 500
 
 bench-cluster: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
+
+# --- faults: fuzzing and soak ------------------------------------------------------
+# `make fuzz` runs the review handler's fuzz properties FUZZ_EXAMPLES times longer than CI,
+# from FUZZ_SEED (printed, so a failure can be replayed with the same seed).
+# `make soak` runs the service under steady load for SOAK_SECONDS and prints RSS per process.
+FUZZ_SEED ?= $(shell date +%s)
+FUZZ_EXAMPLES ?= 20
+SOAK_SECONDS ?= 600
+.PHONY: fuzz soak
+
+fuzz: $(VENV_STAMP)
+	@echo "FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
+	FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider tests/unit/test_fuzz_review_handler.py
+
+soak: $(VENV_STAMP)
+	$(VENV)/bin/python -m tests.bench.soak --seconds $(SOAK_SECONDS)

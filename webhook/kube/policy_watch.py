@@ -24,6 +24,7 @@ from webhook.kube.informing import Informer
 logger = logging.getLogger(__name__)
 
 EVENT_REASON = "PolicyRejected"
+DELETED_REASON = "PolicyDeleted"
 COMPONENT = "egress-guard"
 MAX_EVENT_MESSAGE = 1024
 
@@ -73,11 +74,14 @@ class PolicyWatch:
         self.record_events = record_events
         self.origin = f"configmap:{namespace}/{name}"
         self.delivered_version = ""
+        # set while list/watch fails, so an outage is reported once and its end noticed
+        self.unreachable = False
         self.informer = Informer(
             self.core.list_namespaced_config_map,
             namespace,
             name=f"policy-{namespace}-{name}",
             handler=self._on_event,
+            on_error=self._on_error,
             field_selector=f"metadata.name={name}",
         )
 
@@ -92,14 +96,29 @@ class PolicyWatch:
 
     def _on_event(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind == "SYNCED":
-            if not self.informer.items():
+            items = self.informer.items()
+            if not items:
                 self.sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} not found")
+            elif self.unreachable:
+                # back after an outage with the ConfigMap unchanged: deliver it again so the
+                # sink learns that its source is up
+                self.delivered_version = ""
+                self.deliver(items[0])
+            self.unreachable = False
             return
         if kind == "DELETED":
             self.delivered_version = ""
-            self.sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} was deleted")
+            problem = f"ConfigMap {self.namespace}/{self.name} was deleted"
+            self._event(obj, problem, reason=DELETED_REASON)
+            self.sink.fail(self.origin, problem)
             return
         self.deliver(obj)
+
+    def _on_error(self, exc: Exception) -> None:
+        # the informer retries with backoff; the sink hears of the outage once, not every retry
+        if not self.unreachable:
+            self.unreachable = True
+            self.sink.fail(self.origin, f"cannot read the ConfigMap from the API: {exc!r}"[:500])
 
     def deliver(self, configmap: Mapping[str, Any]) -> Any:
         """Hand one version of the ConfigMap to the sink; record an Event when it is rejected."""
@@ -108,6 +127,7 @@ class PolicyWatch:
         if version and version == self.delivered_version:
             return None
         self.delivered_version = version
+        self.unreachable = False
         data = configmap.get("data") or {}
         if POLICY_KEY not in data:
             problem = f"the ConfigMap has no key {POLICY_KEY!r}"
@@ -119,7 +139,9 @@ class PolicyWatch:
             self._event(configmap, "; ".join(problems) or "the policy is invalid")
         return result
 
-    def _event(self, configmap: Mapping[str, Any], problem: str) -> None:
+    def _event(
+        self, configmap: Mapping[str, Any], problem: str, *, reason: str = EVENT_REASON
+    ) -> None:
         if not self.record_events:
             return
         meta = configmap.get("metadata") or {}
@@ -139,7 +161,7 @@ class PolicyWatch:
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": EVENT_REASON,
+            "reason": reason,
             "message": message,
             "type": "Warning",
             "source": {"component": COMPONENT},

@@ -64,6 +64,11 @@ class Metrics:
         self.leader = Gauge(
             "egress_guard_controller_leader", "1 while this replica holds the lease", registry=r
         )
+        self.policy_source_up = Gauge(
+            "egress_guard_controller_policy_source_up",
+            "1 while the policy ConfigMap can be read, 0 while it cannot (last good policy kept)",
+            registry=r,
+        )
         self.managed = Gauge(
             "egress_guard_controller_desired_objects", "Objects the policy asks for", registry=r
         )
@@ -191,6 +196,7 @@ class Reconciler:
 
     def _on_policy(self, result: ReloadResult) -> None:
         self.metrics.policy_loads.labels("ok" if result.ok else "rejected").inc()
+        self.metrics.policy_source_up.set(1 if self.store.source_up else 0)
         if result.ok:
             self.trigger()
 
