@@ -25,6 +25,7 @@ import orjson
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
+from webhook.admission.app import REVISION_HEADER
 from webhook.core.engine import decide
 from webhook.core.errors import ReviewError
 from webhook.core.policy import Policy
@@ -426,7 +427,7 @@ class Oracle:
             first = self._post(endpoint, body, content_type)
             second = self._post(endpoint, body, content_type)
             assert first == second, f"{endpoint}: the same review got two different answers"
-            status, payload = first
+            status, payload, revision = first
             self.answers[str(status)] = self.answers.get(str(status), 0) + 1
             assert status < 500, f"{endpoint} answered {status}: {payload!r}"
             if status != 200:
@@ -434,6 +435,7 @@ class Oracle:
                 assert expected_uid is None, f"{endpoint} refused a valid review: {payload}"
                 continue
             assert payload.get("kind") == "AdmissionReview", payload
+            assert revision == self.policy.revision, "a decided review names its policy"
             response = payload["response"]
             assert response["uid"] == expected_uid
             if endpoint == "/validate" and engine_allowed is not None:
@@ -445,11 +447,10 @@ class Oracle:
             (r.getMessage(), r.exc_info[1] if r.exc_info else None) for r in self.errors.records
         ]
 
-    def _post(self, endpoint: str, body: bytes, content_type: str) -> tuple[int, Any]:
+    def _post(self, endpoint: str, body: bytes, content_type: str) -> tuple[int, Any, str]:
         response = self.client.post(endpoint, data=body, headers={"Content-Type": content_type})
         payload = orjson.loads(response.get_data())
-        # answers to one body differ only where they must: nothing is expected to
-        return response.status_code, payload
+        return response.status_code, payload, response.headers.get(REVISION_HEADER, "")
 
     def _expectations(self, body: bytes, content_type: str) -> tuple[str | None, bool | None]:
         """The uid a 200 must echo (None: a 4xx is due) and the engine's own verdict."""
