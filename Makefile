@@ -79,16 +79,25 @@ bench-cluster: $(VENV_STAMP)
 # --- faults: fuzzing and soak ------------------------------------------------------
 # `make fuzz` runs the review handler's fuzz properties FUZZ_EXAMPLES times longer than CI,
 # from FUZZ_SEED (printed, so a failure can be replayed with the same seed).
+# `make fuzz-atheris` fuzzes the same handler coverage-guided (atheris, libFuzzer) for
+# ATHERIS_SECONDS; its corpus and any crash-* inputs stay in .fuzz/.
 # `make soak` runs the service under steady load for SOAK_SECONDS and prints RSS per process.
 FUZZ_SEED ?= $(shell date +%s)
 FUZZ_EXAMPLES ?= 20
+ATHERIS_SECONDS ?= 300
 SOAK_SECONDS ?= 600
-.PHONY: fuzz soak
+.PHONY: fuzz fuzz-atheris soak
 
 fuzz: $(VENV_STAMP)
 	@echo "FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
 	FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q \
 		-p no:cacheprovider tests/unit/test_fuzz_review_handler.py
+
+fuzz-atheris: $(VENV_STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[fuzz]'
+	@mkdir -p .fuzz/corpus
+	$(VENV)/bin/python -m tests.fuzz_atheris .fuzz/corpus -artifact_prefix=.fuzz/ \
+		-max_total_time=$(ATHERIS_SECONDS) -seed=$(FUZZ_SEED) -max_len=65536
 
 soak: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.soak --seconds $(SOAK_SECONDS)
