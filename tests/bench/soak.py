@@ -16,7 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ def soak(
     return result
 
 
-def serve(work: Path, policy_text: str, *extra: str) -> Any:
+def serve(work: Path, policy_text: str, *extra: str, env: Mapping[str, str] | None = None) -> Any:
     """``running_service`` with fresh certificates and ``policy_text``."""
     certs = generate_files(work / "certs", ["127.0.0.1"])
     policy = work / "policy.yaml"
@@ -172,6 +172,7 @@ def serve(work: Path, policy_text: str, *extra: str) -> Any:
         ca_file=certs.ca_file,
         policy_file=policy,
         extra_args=("--log-level", "warning", *extra),
+        env=env,
     )
 
 
@@ -195,12 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300, help="requests per second")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-sizes", action="store_true")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="for the service"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="egress-guard-soak-") as tmp:
         work = Path(tmp)
         steady = work / "steady"
         steady.mkdir()
-        with serve(steady, policy_with_hosts(100), "--workers", str(args.workers)) as svc:
+        env = dict(item.split("=", 1) for item in args.env)
+        with serve(steady, policy_with_hosts(100), "--workers", str(args.workers), env=env) as svc:
             result = soak(
                 svc,
                 review_bodies(DISTINCT_OBJECTS),
