@@ -19,9 +19,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["webhook"]):
-    from webhook.admission.app import create_app
-    from webhook.admission.policy_store import PolicyStore, embedded_policy_text
-    from webhook.settings import Settings
+    from tests.unit.served_app import served_app
 
 from werkzeug.test import Client
 
@@ -57,14 +55,11 @@ def seed_corpus(directory: Path) -> None:
 
 def build_oracle() -> Oracle:
     """The app with the embedded policy, and the oracle that checks its answers."""
-    store = PolicyStore()
-    store.update(embedded_policy_text(), origin="embedded")
-    assert store.current is not None
-    app = create_app(Settings(max_body_bytes=MAX_BODY), policy_store=store)
+    app, policy = served_app(max_body=MAX_BODY)
     errors = CapturedErrors()
     logging.getLogger("webhook").addHandler(errors)
     logging.getLogger("webhook").setLevel(logging.ERROR)
-    return Oracle(Client(app), store.current.policy, errors, max_body=MAX_BODY)
+    return Oracle(Client(app), policy, errors, max_body=MAX_BODY)
 
 
 def main() -> None:

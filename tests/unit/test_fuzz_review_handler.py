@@ -32,9 +32,7 @@ from tests.unit.fuzz_reviews import (
     structured_reviews,
     with_duplicate_key,
 )
-from webhook.admission.app import create_app
-from webhook.admission.policy_store import PolicyStore, embedded_policy_text
-from webhook.settings import Settings
+from tests.unit.served_app import served_app
 
 pytestmark = pytest.mark.unit
 
@@ -68,15 +66,12 @@ def budget(examples: int) -> Callable[[F], F]:
 
 @pytest.fixture(scope="module")
 def oracle() -> Iterator[Oracle]:
-    store = PolicyStore()
-    result = store.update(embedded_policy_text(), origin="embedded")
-    assert result.ok and store.current is not None
-    app = create_app(Settings(max_body_bytes=MAX_BODY), policy_store=store)
+    app, policy = served_app(max_body=MAX_BODY)
     errors = CapturedErrors()
     root = logging.getLogger("webhook")
     root.addHandler(errors)
     try:
-        yield Oracle(Client(app), store.current.policy, errors, max_body=MAX_BODY)
+        yield Oracle(Client(app), policy, errors, max_body=MAX_BODY)
     finally:
         root.removeHandler(errors)
 
