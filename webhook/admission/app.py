@@ -251,6 +251,7 @@ class _Handler:
 _REASONS = {
     200: "200 OK",
     400: "400 BAD REQUEST",
+    408: "408 REQUEST TIMEOUT",
     413: "413 REQUEST ENTITY TOO LARGE",
     415: "415 UNSUPPORTED MEDIA TYPE",
     500: "500 INTERNAL SERVER ERROR",
@@ -278,7 +279,9 @@ class _ReviewRoutes:
         endpoint = path[1:]
         try:
             body = self.read_body(environ)
-            if body is None:
+            if isinstance(body, _BadRequest):
+                status, payload, revision = self.handler.refuse(endpoint, body)
+            elif body is None:
                 status, payload, revision = self.handler.refuse(
                     endpoint,
                     _BadRequest(413, f"the body is larger than {self.max_body} bytes"),
@@ -296,8 +299,15 @@ class _ReviewRoutes:
         start_response(_REASONS.get(status, f"{status} ERROR"), headers)
         return [payload]
 
-    def read_body(self, environ: dict[str, Any]) -> bytes | None:
-        """The request body, or None when it is over the limit (unread when the length says so)."""
+    def read_body(self, environ: dict[str, Any]) -> bytes | _BadRequest | None:
+        """The request body, None when it is over the limit (unread when the length says so), or
+        a 408 when it stops arriving (the server's socket deadline)."""
+        try:
+            return self._read_body(environ)
+        except TimeoutError:
+            return _BadRequest(408, "the request body did not arrive in time")
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes | None:
         stream = environ["wsgi.input"]
         length_text = environ.get("CONTENT_LENGTH") or ""
         if length_text:
