@@ -37,7 +37,7 @@ INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 SEEDS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
-def _seed(group: str, kind: str, spec: Mapping[str, Any], **top: Any) -> None:
+def _seed(group: str, kind: str, spec: Mapping[str, Any] | None, **top: Any) -> None:
     version = "v1"
     api_version = f"{group}/{version}" if group else version
     SEEDS[(group, kind)] = {
