@@ -90,9 +90,35 @@ mesh: $(VENV_STAMP)
 # decides them with the webhook's engine, and lets Istio's own config generator and traffic
 # simulation (the meshsim oracle from `make tools`) say where every call ends in a mesh holding
 # the admitted ones; prints objects tried / admitted / unsafe and objects per second.
-FUZZ_SEED ?= 20261201
-FUZZ_EXAMPLES ?= 1000
 .PHONY: fuzz-mesh
+fuzz-mesh: FUZZ_SEED ?= 20261201
+fuzz-mesh: FUZZ_EXAMPLES ?= 1000
 
 fuzz-mesh: $(VENV_STAMP) tools
 	$(VENV)/bin/python -m tests.meshfuzz.fuzz --seed $(FUZZ_SEED) --examples $(FUZZ_EXAMPLES)
+
+# --- faults: fuzzing and soak ------------------------------------------------------
+# `make fuzz` runs the review handler's fuzz properties FUZZ_EXAMPLES times longer than CI,
+# from FUZZ_SEED (printed, so a failure can be replayed with the same seed).
+# `make fuzz-atheris` fuzzes the same handler coverage-guided (atheris, libFuzzer) for
+# ATHERIS_SECONDS; its corpus and any crash-* inputs stay in .fuzz/.
+# `make soak` runs the service under steady load for SOAK_SECONDS and prints RSS per process.
+fuzz fuzz-atheris: FUZZ_SEED ?= $(shell date +%s)
+fuzz: FUZZ_EXAMPLES ?= 20
+ATHERIS_SECONDS ?= 300
+SOAK_SECONDS ?= 600
+.PHONY: fuzz fuzz-atheris soak
+
+fuzz: $(VENV_STAMP)
+	@echo "FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
+	FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider tests/unit/test_fuzz_review_handler.py
+
+fuzz-atheris: $(VENV_STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[fuzz]'
+	@mkdir -p .fuzz/corpus
+	$(VENV)/bin/python -m tests.fuzz_atheris .fuzz/corpus -artifact_prefix=.fuzz/ \
+		-max_total_time=$(ATHERIS_SECONDS) -seed=$(FUZZ_SEED) -max_len=65536
+
+soak: $(VENV_STAMP)
+	$(VENV)/bin/python -m tests.bench.soak --seconds $(SOAK_SECONDS)

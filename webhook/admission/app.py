@@ -94,7 +94,10 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
-Answer = tuple[int, bytes]
+# status, body, and the revision of the policy that decided ("" when none did)
+Answer = tuple[int, bytes, str]
+# every decided review names its policy revision, so a client can tell which policy answered
+REVISION_HEADER = "X-Egress-Guard-Policy-Revision"
 
 
 class _Handler:
@@ -132,9 +135,12 @@ class _Handler:
             review = self.read_review(content_type, body)
         except _BadRequest as exc:
             return self.refuse(endpoint, exc)
+        # read once: the decision and the header must name the same policy
+        loaded = self.store.current
+        revision = loaded.revision if loaded is not None else ""
         if endpoint == "validate":
-            return 200, self.validate(review, started)
-        return 200, self.mutate(review, started)
+            return 200, self.validate(review, started, loaded), revision
+        return 200, self.mutate(review, started, loaded), revision
 
     @staticmethod
     def read_review(content_type: str, body: bytes) -> Review:
@@ -158,11 +164,10 @@ class _Handler:
             "refused admission request",
             extra={"fields": {"endpoint": endpoint, "status": exc.status, "error": exc.message}},
         )
-        return exc.status, error_body(exc.status, exc.message)
+        return exc.status, error_body(exc.status, exc.message), ""
 
-    def validate(self, review: Review, started: float) -> bytes:
-        """Decide a review against the policy in force now."""
-        loaded = self.store.current
+    def validate(self, review: Review, started: float, loaded: LoadedPolicy | None) -> bytes:
+        """Decide a review against ``loaded``, the policy in force, resolved now."""
         now = self.clock()
         cached: bool | None = None
         try:
@@ -227,9 +232,8 @@ class _Handler:
             return decision
         return dataclasses.replace(decision, warnings=(*decision.warnings, *extra))
 
-    def mutate(self, review: Review, started: float) -> bytes:
+    def mutate(self, review: Review, started: float, loaded: LoadedPolicy | None) -> bytes:
         """Patch a review's object (default-deny Sidecar, gateway routing); never denies."""
-        loaded = self.store.current
         now = self.clock()
         patch: Sequence[dict[str, Any]] = ()
         warnings: Sequence[str] = ()
@@ -294,6 +298,7 @@ class _Handler:
 _REASONS = {
     200: "200 OK",
     400: "400 BAD REQUEST",
+    408: "408 REQUEST TIMEOUT",
     413: "413 REQUEST ENTITY TOO LARGE",
     415: "415 UNSUPPORTED MEDIA TYPE",
     500: "500 INTERNAL SERVER ERROR",
@@ -321,26 +326,35 @@ class _ReviewRoutes:
         endpoint = path[1:]
         try:
             body = self.read_body(environ)
-            if body is None:
-                status, payload = self.handler.refuse(
+            if isinstance(body, _BadRequest):
+                status, payload, revision = self.handler.refuse(endpoint, body)
+            elif body is None:
+                status, payload, revision = self.handler.refuse(
                     endpoint,
                     _BadRequest(413, f"the body is larger than {self.max_body} bytes"),
                 )
             else:
-                status, payload = self.handler.answer(
+                status, payload, revision = self.handler.answer(
                     endpoint, environ.get("CONTENT_TYPE", ""), body
                 )
         except Exception:
             logger.exception("unhandled error", extra={"fields": {"path": path}})
-            status, payload = 500, error_body(500, "internal error")
-        start_response(
-            _REASONS.get(status, f"{status} ERROR"),
-            [("Content-Type", JSON), ("Content-Length", str(len(payload)))],
-        )
+            status, payload, revision = 500, error_body(500, "internal error"), ""
+        headers = [("Content-Type", JSON), ("Content-Length", str(len(payload)))]
+        if revision:
+            headers.append((REVISION_HEADER, revision))
+        start_response(_REASONS.get(status, f"{status} ERROR"), headers)
         return [payload]
 
-    def read_body(self, environ: dict[str, Any]) -> bytes | None:
-        """The request body, or None when it is over the limit (unread when the length says so)."""
+    def read_body(self, environ: dict[str, Any]) -> bytes | _BadRequest | None:
+        """The request body, None when it is over the limit (unread when the length says so), or
+        a 408 when it stops arriving (the server's socket deadline)."""
+        try:
+            return self._read_body(environ)
+        except TimeoutError:
+            return _BadRequest(408, "the request body did not arrive in time")
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes | None:
         stream = environ["wsgi.input"]
         length_text = environ.get("CONTENT_LENGTH") or ""
         if length_text:
@@ -397,10 +411,13 @@ def create_app(
     def flask_review(endpoint: str) -> Callable[[], Response]:
         # reached only when the middleware is bypassed; keeps 405 for other methods
         def view() -> Response:
-            status, body = handler.answer(
+            status, body, revision = handler.answer(
                 endpoint, request.content_type or "", request.get_data(cache=False)
             )
-            return _json(body, status)
+            response = _json(body, status)
+            if revision:
+                response.headers[REVISION_HEADER] = revision
+            return response
 
         return view
 

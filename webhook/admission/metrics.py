@@ -39,6 +39,12 @@ class _PolicyCollector(Collector):
             "egress_guard_policy_loaded_timestamp_seconds",
             "When the policy in force was swapped in (Unix time).",
         )
+        source_up = GaugeMetricFamily(
+            "egress_guard_policy_source_up",
+            "1 while the policy source (file, ConfigMap) delivers, 0 while it cannot be read; "
+            "the last good policy stays in force meanwhile.",
+        )
+        source_up.add_metric([], 1 if self.store.source_up else 0)
         current = self.store.current
         if current is not None:
             info.add_metric([current.revision, current.origin, current.policy.mode.value], 1)
@@ -47,6 +53,7 @@ class _PolicyCollector(Collector):
         yield info
         yield loaded
         yield stamp
+        yield source_up
 
 
 class _ExceptionCollector(Collector):

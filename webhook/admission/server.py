@@ -9,7 +9,11 @@ Choices, all measured on a 2-core machine against a real kube-apiserver:
 - no control socket (gunicorn 25+ creates one under the home directory by default, which fails on a
   read-only root filesystem);
 - the SSL context comes from ``ReloadingServerContext``, so rotated certificate files are served
-  from the next handshake on.
+  from the next handshake on;
+- every blocking read of a request (headers, body) and write of its answer has a deadline
+  (``READ_TIMEOUT_SECONDS``): gthread reads a request in one of its few threads with no timeout,
+  so as many clients as threads sending a partial request would otherwise hold every thread, and
+  a webhook with ``failurePolicy: Fail`` would block the cluster's writes until they let go.
 
 The policy store, its source and the flask app are built in ``load()``, which gunicorn calls in the
 worker process after forking: threads started before a fork do not survive it.
@@ -36,10 +40,38 @@ from webhook.tls import ReloadingServerContext
 
 logger = logging.getLogger(__name__)
 
+# the longest silence while a request arrives: the API server writes a review in one go and
+# gives up after its timeoutSeconds (10 s by default).  A client cut off holds its thread this
+# long plus gthread's bounded drain of the unread body (5 s), instead of for ever
+READ_TIMEOUT_SECONDS = 2.0
+
 SourceFactory = Callable[[Settings], PolicySource]
 ViewFactory = Callable[[Settings], ClusterView]
 ObjectsFactory = Callable[[Settings], ClusterObjects]
 AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], Flask]
+
+
+def _bound_request_io(worker: Any) -> None:
+    """Give every connection's socket a deadline once gthread has set it up for a request.
+
+    gthread's ``handle`` makes the socket blocking (no timeout) and wraps it in TLS through
+    ``conn.init()`` before reading each request, so the deadline is set right after that call.
+    """
+    handle = worker.handle
+
+    def handle_with_deadline(conn: Any) -> Any:
+        init = conn.init
+        if not getattr(init, "with_deadline", False):
+
+            def init_with_deadline() -> None:
+                init()
+                conn.sock.settimeout(READ_TIMEOUT_SECONDS)
+
+            init_with_deadline.with_deadline = True  # type: ignore[attr-defined]
+            conn.init = init_with_deadline
+        return handle(conn)
+
+    worker.handle = handle_with_deadline
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -87,6 +119,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "proc_name": "egress-guard",
             "ssl_context": self._ssl_context,
             "worker_exit": self._worker_exit,
+            "post_worker_init": _bound_request_io,
         }
 
     def load_config(self) -> None:

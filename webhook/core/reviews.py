@@ -99,7 +99,8 @@ def parse_review(body: Any) -> Review:
     if not isinstance(kind, Mapping) or not isinstance(kind.get("kind"), str):
         raise ReviewError("the AdmissionReview request has no kind")
     operation = request.get("operation")
-    if operation not in OPERATIONS:
+    # a list or object here is unhashable: test the type before the set lookup
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise ReviewError(f"unknown operation {operation!r}")
     obj = request.get("object")
     old = request.get("oldObject")

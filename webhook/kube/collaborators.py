@@ -32,6 +32,11 @@ class Metrics:
         self.leader = Gauge(
             "egress_guard_controller_leader", "1 while this replica holds the lease", registry=r
         )
+        self.policy_source_up = Gauge(
+            "egress_guard_controller_policy_source_up",
+            "1 while the policy ConfigMap can be read, 0 while it cannot (last good policy kept)",
+            registry=r,
+        )
         self.managed = Gauge(
             "egress_guard_controller_desired_objects", "Objects the policy asks for", registry=r
         )

@@ -25,6 +25,8 @@ Key = tuple[str, str]
 ListFunction = Callable[..., Any]
 # (event type, object): ADDED, MODIFIED, DELETED, or SYNCED after each (re)list
 Handler = Callable[[str, Mapping[str, Any]], None]
+# called on the informer's thread each time a list or watch fails (API server down, say)
+ErrorHandler = Callable[[Exception], None]
 
 INITIAL_BACKOFF = 0.2
 MAX_BACKOFF = 10.0
@@ -45,6 +47,7 @@ class Informer:
         *args: Any,
         name: str,
         handler: Handler | None = None,
+        on_error: ErrorHandler | None = None,
         watch_timeout: int = 60,
         **selectors: Any,
     ) -> None:
@@ -53,6 +56,7 @@ class Informer:
         self._selectors = selectors
         self.name = name
         self._handlers: list[Handler] = [handler] if handler is not None else []
+        self._on_error = on_error
         self._watch_timeout = watch_timeout
         self._objects: dict[Key, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
@@ -124,6 +128,7 @@ class Informer:
                     "list/watch failed, retrying",
                     extra={"fields": {"informer": self.name, "error": repr(exc)[:300]}},
                 )
+                self._report(exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -184,6 +189,16 @@ class Informer:
                 logger.exception(
                     "informer handler failed", extra={"fields": {"informer": self.name}}
                 )
+
+    def _report(self, exc: Exception) -> None:
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(exc)
+        except Exception:  # as for handlers: the cache outlives a broken callback
+            logger.exception(
+                "informer error callback failed", extra={"fields": {"informer": self.name}}
+            )
 
 
 class _Gone(Exception):

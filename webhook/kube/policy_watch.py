@@ -23,6 +23,7 @@ from webhook.policy_runtime import PolicySink, ReloadResult
 logger = logging.getLogger(__name__)
 
 EVENT_REASON = "PolicyRejected"
+DELETED_REASON = "PolicyDeleted"
 COMPONENT = "egress-guard"
 MAX_EVENT_MESSAGE = 1024
 
@@ -57,6 +58,8 @@ class ConfigMapPolicySource:
         self._core: client.CoreV1Api | None = None
         self._informer: Informer | None = None
         self._sink: PolicySink | None = None
+        # set while list/watch fails, so an outage is reported once and its end noticed
+        self.unreachable = False
 
     def start(self, sink: PolicySink) -> None:
         """Watch in a daemon thread; wait (bounded) for the first list."""
@@ -72,6 +75,7 @@ class ConfigMapPolicySource:
             self.namespace,
             name=f"policy-{self.namespace}-{self.name}",
             handler=self._on_event,
+            on_error=self._on_error,
             field_selector=f"metadata.name={self.name}",
         ).start()
         # not fatal: the service answers with readiness failing until a policy arrives
@@ -98,14 +102,30 @@ class ConfigMapPolicySource:
         if sink is None:
             return
         if kind == "SYNCED":
-            if self._informer is not None and not self._informer.items():
+            items = self._informer.items() if self._informer is not None else []
+            if not items:
                 sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} not found")
+            elif self.unreachable:
+                # back after an outage with the ConfigMap unchanged: deliver it again so the
+                # sink learns that its source is up
+                self.delivered_version = ""
+                self.deliver(items[0], sink)
+            self.unreachable = False
             return
         if kind == "DELETED":
             self.delivered_version = ""
-            sink.fail(self.origin, f"ConfigMap {self.namespace}/{self.name} was deleted")
+            problem = f"ConfigMap {self.namespace}/{self.name} was deleted"
+            self._record_event(obj, problem, reason=DELETED_REASON)
+            sink.fail(self.origin, problem)
             return
         self.deliver(obj, sink)
+
+    def _on_error(self, exc: Exception) -> None:
+        # the informer retries with backoff; the sink hears of the outage once, not every retry
+        sink = self._sink
+        if sink is not None and not self.unreachable:
+            self.unreachable = True
+            sink.fail(self.origin, f"cannot read the ConfigMap from the API: {exc!r}"[:500])
 
     def deliver(self, configmap: Mapping[str, Any], sink: PolicySink) -> ReloadResult | None:
         """Hand one version of the ConfigMap to ``sink``; report it when it is rejected.
@@ -117,6 +137,7 @@ class ConfigMapPolicySource:
         if version and version == self.delivered_version:
             return None
         self.delivered_version = version
+        self.unreachable = False
         data = configmap.get("data") or {}
         if POLICY_KEY not in data:
             problem = f"the ConfigMap has no key {POLICY_KEY!r}"
@@ -133,14 +154,15 @@ class ConfigMapPolicySource:
         else:
             self._record_event(configmap, problem)
 
-    def _record_event(self, configmap: Mapping[str, Any], problem: str) -> None:
+    def _record_event(
+        self, configmap: Mapping[str, Any], problem: str, *, reason: str = EVENT_REASON
+    ) -> None:
         if self._core is None:
             return
         meta = configmap.get("metadata") or {}
         stamp = dt.datetime.now(dt.UTC)
-        message = ("policy rejected, the last good policy stays in force: " + problem)[
-            :MAX_EVENT_MESSAGE
-        ]
+        lead = "policy rejected" if reason == EVENT_REASON else "policy unavailable"
+        message = f"{lead}, the last good policy stays in force: {problem}"[:MAX_EVENT_MESSAGE]
         body: Any = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -153,7 +175,7 @@ class ConfigMapPolicySource:
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": EVENT_REASON,
+            "reason": reason,
             "message": message,
             "type": "Warning",
             "source": {"component": COMPONENT},

@@ -84,6 +84,8 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._current: LoadedPolicy | None = None
         self.last_result: ReloadResult | None = None
+        # whether the source last delivered text (good or not) rather than a failure to read it
+        self.source_up = False
 
     @property
     def current(self) -> LoadedPolicy | None:
@@ -117,6 +119,9 @@ class PolicyStore:
                     self._current = LoadedPolicy(policy, origin, self._clock())
                 result = ReloadResult(True, origin, policy.revision, changed=changed)
             self.last_result = result
+            was_up, self.source_up = self.source_up, True
+        if not was_up and before is not None:
+            logger.warning("policy source available again", extra={"fields": {"origin": origin}})
         self._log(result)
         for listener in self._listeners:
             listener(result)
@@ -129,7 +134,13 @@ class PolicyStore:
             False, origin, current.revision if current else "", problems=(problem,)
         )
         self.last_result = result
-        self._log(result)
+        self.source_up = False
+        logger.error(
+            "policy source unavailable; keeping the last good policy"
+            if current
+            else "policy source unavailable; no good policy loaded, denying every governed request",
+            extra={"fields": {"origin": origin, "revision": result.revision, "problem": problem}},
+        )
         for listener in self._listeners:
             listener(result)
         return result
