@@ -71,10 +71,21 @@ for line in io.lines("@MANIFEST@") do
 end
 local i = 0
 local headers = {["Content-Type"] = "application/json"}
+-- each wrk thread numbers its requests; @ID@ (in the uid, the name and the object's uid) becomes
+-- thread and request number, so every review is a new object, as the API server sends creates
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 request = function()
   i = i + 1
   local e = entries[(i % #entries) + 1]
-  return wrk.format("POST", e[1], headers, e[2])
+  local body = e[2]
+  if @UNIQUE@ then
+    body = body:gsub("@ID@", string.format("%04x%08x", tid or 0, i))
+  end
+  return wrk.format("POST", e[1], headers, body)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -139,6 +150,40 @@ def request_mix() -> list[tuple[str, bytes]]:
         ("/validate", admission_review(sidecar("payments", kb=2), kind="Sidecar")),
     ]
     return [(path, orjson.dumps(body)) for path, body in mix]
+
+
+ID = "@ID@"
+
+
+def unique_mix(mix: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The mix with ``@ID@`` in every uid and name, for the load generator to fill in."""
+    out = []
+    for path, body in mix:
+        review = orjson.loads(body)
+        request = review["request"]
+        request["uid"] = f"00000000-0000-4000-8000-{ID}"
+        obj = request.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if request["kind"]["kind"] == "Namespace":
+            # a Namespace's name is the namespace the decision is about
+            name = f"team-{ID}"
+        else:
+            name = f"{meta.get('name', 'obj')}-{ID}"
+        request["name"] = name
+        if meta:
+            meta["name"] = name
+            meta["uid"] = f"11111111-0000-4000-8000-{ID}"
+        out.append((path, orjson.dumps(review)))
+    return out
+
+
+def fill(mix: Sequence[tuple[str, bytes]], n: int) -> list[tuple[str, bytes]]:
+    """``n`` distinct reviews from a ``unique_mix`` (what the load generator sends)."""
+    return [
+        (path, body.replace(ID.encode(), f"{i:012x}".encode()))
+        for i in range(n)
+        for path, body in [mix[i % len(mix)]]
+    ]
 
 
 def verify(
@@ -419,12 +464,160 @@ def load_test(
     )
 
 
+@dataclass(frozen=True)
+class Run:
+    """One server configuration under one request mix."""
+
+    name: str
+    server: str  # "ceiling" or "guard"
+    layout: str  # WORKERSxTHREADS
+    unique: bool
+    extra: tuple[str, ...] = ()
+
+    def args(self) -> tuple[str, ...]:
+        """The server's command-line options."""
+        workers, _, threads = self.layout.partition("x")
+        return ("--workers", workers, "--threads", threads, *self.extra)
+
+
+def plan_runs(layouts: Sequence[str], variants: Sequence[str]) -> list[Run]:
+    """Per layout: the ceiling and egress-guard on unique reviews, variants, the identical row."""
+    runs = []
+    for layout in layouts:
+        runs.append(Run("do-nothing flask (ceiling)", "ceiling", layout, unique=True))
+        runs.append(Run("egress-guard", "guard", layout, unique=True))
+        for variant in variants:
+            runs.append(
+                Run(f"egress-guard {variant}", "guard", layout, True, tuple(variant.split()))
+            )
+        runs.append(
+            Run("egress-guard, identical reviews resent (cache hits)", "guard", layout, False)
+        )
+    return runs
+
+
+def load_section(args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]) -> list[str]:
+    """Rotating rounds of every run; medians and spread as markdown."""
+    wrk = ensure_wrk()
+    tool = (
+        f"wrk, {args.wrk_threads} threads"
+        if wrk
+        else "Python keep-alive client (wrk missing: the client is the bottleneck)"
+    )
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
+    runs = plan_runs(layouts, args.variant)
+    results: dict[Run, list[Load]] = {run: [] for run in runs}
+    verdicts: dict[str, int] = {}
+    templates = unique_mix(mix)
+    with tempfile.TemporaryDirectory(prefix="egress-guard-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        certs = generate_files(tmp / "certs", ["127.0.0.1"])
+        scripts = {}
+        for unique, bodies in ((True, templates), (False, mix)):
+            manifest = tmp / f"mix-{unique}.tsv"
+            with manifest.open("w") as out:
+                for i, (path, body) in enumerate(bodies):
+                    (tmp / f"body-{unique}-{i}.json").write_bytes(body)
+                    out.write(f"{path}\t{tmp / f'body-{unique}-{i}.json'}\n")
+            script = tmp / f"mix-{unique}.lua"
+            script.write_text(
+                LUA.replace("@MANIFEST@", str(manifest)).replace(
+                    "@UNIQUE@", "true" if unique else "false"
+                )
+            )
+            scripts[unique] = script
+        policy = tmp / "policy.yaml"
+        policy.write_text(POLICY_FILE.read_text())
+        common = {
+            "cert_file": certs.cert_file,
+            "key_file": certs.key_file,
+            "ca_file": certs.ca_file,
+        }
+        commands = {
+            "ceiling": (sys.executable, "-m", "tests.bench.null_server"),
+            "guard": (sys.executable, "-m", "webhook.cli", "serve"),
+        }
+        python_mix = {True: fill(templates, 20_000), False: list(mix)}
+        for round_no in range(args.rounds):
+            # rotate the order so no configuration always runs first (or last) in a round
+            order = runs[round_no % len(runs) :] + runs[: round_no % len(runs)]
+            for run in order:
+                guard = run.server == "guard"
+                with running_service(
+                    tmp,
+                    command=commands[run.server],
+                    policy_file=policy if guard else None,
+                    extra_args=run.args(),
+                    **common,
+                ) as svc:
+                    got = verify(svc, mix, echo=guard)
+                    if guard:
+                        verdicts = got
+                    load = load_test(
+                        run.name,
+                        run.layout,
+                        svc,
+                        python_mix[run.unique],
+                        wrk=wrk,
+                        script=scripts[run.unique],
+                        seconds=args.seconds,
+                        connections=args.connections,
+                        wrk_threads=args.wrk_threads,
+                    )
+                    results[run].append(load)
+                    print(f"  round {round_no + 1}: {load}", file=sys.stderr)
+    sizes = sorted({len(b) for _, b in mix})
+    lines = [
+        f"### Service over TLS, keep-alive, {args.connections} connections, {args.seconds} s "
+        f"per run, {args.rounds} rotating round(s) ({tool})",
+        "",
+        f"Mix of {len(mix)} AdmissionReviews cycled (ServiceEntry, Sidecar, VirtualService, "
+        f"Namespace; {sizes[0] / 1000:.1f}-{sizes[-1] / 1000:.1f} KB each; "
+        f"answers: {', '.join(f'{v} {k}' for k, v in sorted(verdicts.items()))}). "
+        "Every request is a new object (uid and name differ), as the API server sends creates; "
+        "egress-guard writes its JSON decision line for every review, as in production. "
+        "The last row of each layout resends the same reviews instead, which the decision "
+        "cache answers; it says little about creates. Figures are medians over the rounds; "
+        "the range is the slowest and fastest round.",
+        "",
+        "| server | workersxthreads | reviews/s | range | p50 ms | p99 ms | failures "
+        "| vs ceiling | p99 vs ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def median(run: Run, attr: str) -> float:
+        return statistics.median(getattr(ld, attr) for ld in results[run])
+
+    ceilings = {run.layout: run for run in runs if run.server == "ceiling"}
+    for run in runs:
+        ceiling = ceilings[run.layout]
+        rate, base = median(run, "rate"), median(ceiling, "rate")
+        p99, base_p99 = median(run, "p99_ms"), median(ceiling, "p99_ms")
+        rates = [ld.rate for ld in results[run]]
+        lines.append(
+            f"| {run.name} | {run.layout} | {rate:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
+            f"{median(run, 'p50_ms'):.2f} | {p99:.2f} | "
+            f"{sum(ld.failures for ld in results[run])} | {rate / base:.2f}x | "
+            f"{p99 / base_p99:.2f}x |"
+        )
+    lines.append("")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run everything and print the markdown report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    parser.add_argument("--seconds", type=int, default=8, help="duration of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="rotating rounds of every run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--layouts", default="1x8,2x4", help="WORKERSxTHREADS, comma-separated")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="extra egress-guard row with these serve options, e.g. '--decision-cache-size 0'",
+    )
     parser.add_argument("--sizes", default="100,10000,100000", help="allow-list sizes")
     parser.add_argument("--no-load", action="store_true", help="skip the HTTP load tests")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
@@ -438,108 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     mix = request_mix()
-
     if not args.no_load:
-        wrk = ensure_wrk()
-        tool = (
-            f"wrk, {args.wrk_threads} threads"
-            if wrk
-            else "Python keep-alive client (wrk missing: the client is the bottleneck)"
-        )
-        loads: list[Load] = []
-        with tempfile.TemporaryDirectory(prefix="egress-guard-bench-") as tmp_name:
-            tmp = Path(tmp_name)
-            certs = generate_files(tmp / "certs", ["127.0.0.1"])
-            manifest = tmp / "mix.tsv"
-            with manifest.open("w") as out:
-                for i, (path, body) in enumerate(mix):
-                    (tmp / f"body-{i}.json").write_bytes(body)
-                    out.write(f"{path}\t{tmp / f'body-{i}.json'}\n")
-            script = tmp / "mix.lua"
-            script.write_text(LUA.replace("@MANIFEST@", str(manifest)))
-            policy = tmp / "policy.yaml"
-            policy.write_text(POLICY_FILE.read_text())
-            common = {
-                "cert_file": certs.cert_file,
-                "key_file": certs.key_file,
-                "ca_file": certs.ca_file,
-            }
-            null_cmd = (sys.executable, "-m", "tests.bench.null_server")
-            guard_cmd = (sys.executable, "-m", "webhook.cli", "serve")
-            runs = [
-                ("do-nothing flask (ceiling)", null_cmd, None, ("--threads", "8")),
-                ("egress-guard", guard_cmd, policy, ("--threads", "8")),
-                (
-                    "egress-guard, no decision cache",
-                    guard_cmd,
-                    policy,
-                    ("--threads", "8", "--decision-cache-size", "0"),
-                ),
-                (
-                    "egress-guard",
-                    guard_cmd,
-                    policy,
-                    ("--workers", "2", "--threads", "4"),
-                ),
-                (
-                    "do-nothing flask (ceiling)",
-                    null_cmd,
-                    None,
-                    ("--workers", "2", "--threads", "4"),
-                ),
-            ]
-            verdicts: dict[str, int] = {}
-            for name, command, policy_file, extra in runs:
-                workers = extra[extra.index("--workers") + 1] if "--workers" in extra else "1"
-                threads = extra[extra.index("--threads") + 1]
-                with running_service(
-                    tmp,
-                    command=command,
-                    policy_file=policy_file,
-                    extra_args=extra,
-                    **common,
-                ) as svc:
-                    got = verify(svc, mix, echo=command is guard_cmd)
-                    if command is guard_cmd:
-                        verdicts = got
-                    loads.append(
-                        load_test(
-                            name,
-                            f"{workers}x{threads}",
-                            svc,
-                            mix,
-                            wrk=wrk,
-                            script=script,
-                            seconds=args.seconds,
-                            connections=args.connections,
-                            wrk_threads=args.wrk_threads,
-                        )
-                    )
-                    print(f"  {loads[-1]}", file=sys.stderr)
-        sizes = sorted({len(b) for _, b in mix})
-        lines += [
-            f"### Service over TLS, keep-alive, {args.connections} connections, {args.seconds} s "
-            f"per run ({tool})",
-            "",
-            f"Mix of {len(mix)} AdmissionReviews cycled (ServiceEntry, Sidecar, VirtualService, "
-            f"Namespace; {sizes[0] / 1000:.1f}-{sizes[-1] / 1000:.1f} KB each; "
-            f"answers: {', '.join(f'{v} {k}' for k, v in sorted(verdicts.items()))}). "
-            "egress-guard writes its JSON decision line for every review, as in production. "
-            "The mix is resent unchanged, so with the decision cache every validation after the "
-            "first round is a hit; the no-cache row decides each one.",
-            "",
-            "| server | workersxthreads | reviews/s | p50 ms | p90 ms | p99 ms | failures "
-            "| vs ceiling |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        ceilings = {ld.layout: ld.rate for ld in loads if "ceiling" in ld.name}
-        for ld in loads:
-            ratio = ld.rate / ceilings[ld.layout] if ceilings.get(ld.layout) else 0.0
-            lines.append(
-                f"| {ld.name} | {ld.layout} | {ld.rate:,.0f} | {ld.p50_ms:.2f} | "
-                f"{ld.p90_ms:.2f} | {ld.p99_ms:.2f} | {ld.failures} | {ratio:.2f}x |"
-            )
-        lines.append("")
+        lines += load_section(args, mix)
 
     work = request_work(mix)
     lines += [

@@ -13,7 +13,7 @@ from typing import Any
 
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
-from webhook.core.decisions import Decision, Violation, allow, verdict
+from webhook.core.decisions import Decision, EnoughViolations, Violation, allow, verdict
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.reviews import Review
 
@@ -82,6 +82,8 @@ def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -
         return allow(f"{review.kind} is not governed by egress-guard")
     try:
         violations = list(check(review, policy, view))
+    except EnoughViolations as enough:
+        return verdict(review.subject, list(enough.violations), policy.mode, complete=False)
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         # a malformed object inside a valid review: deny with a reason, never crash
         violations = [Violation("", f"the object is malformed and cannot be checked ({exc!r})")]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.core.decisions import Violation
+from webhook.core.decisions import EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import check_dns_name, covers, expand_short_name, is_ip, normalize
 from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
@@ -59,10 +59,14 @@ class Reader:
     """
 
     violations: list[Violation] = field(default_factory=list)
+    # None: read everything (checks that compare old and new violations need them all)
+    limit: int | None = None
 
     def add(self, path: str, message: str) -> None:
-        """Record a violation at ``path``."""
+        """Record a violation at ``path``; raise EnoughViolations once ``limit`` are found."""
         self.violations.append(Violation(path, message))
+        if self.limit is not None and len(self.violations) >= self.limit:
+            raise EnoughViolations(self.violations)
 
     def spec(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """The ``spec`` of an object (empty when absent)."""

@@ -24,7 +24,7 @@ from webhook.core.checks.common import (
     allowed_directly_for,
     visibility,
 )
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -46,7 +46,7 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     if spec.get("type") != "ExternalName":
         return reader.violations
@@ -112,7 +112,7 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     if review.object is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
@@ -135,7 +135,7 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     obj = review.object
     if obj is None:
         reader.add("", "the request carries no object to check")
