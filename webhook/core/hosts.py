@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from webhook.core.errors import InvalidHostError
@@ -38,16 +39,25 @@ def normalize(host: str) -> str:
     return host
 
 
+@lru_cache(maxsize=4096)
+def address_range(text: str) -> tuple[int, int, int] | None:
+    """``(IP version, first, last address as integers)`` of an IP/CIDR; None if it is neither.
+
+    Cached: one endpoint is looked up against the internal networks and every allowed service,
+    and ``ipaddress`` parsing (not the comparison) is what an object with thousands of
+    endpoints spends its time on.
+    """
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
 def is_ip(host: str) -> bool:
     """True for an IPv4/IPv6 address or CIDR."""
-    if not _IP_CHARS.match(host):
-        # most hosts are names: skip the exception-raising parse on the admission path
-        return False
-    try:
-        ipaddress.ip_network(host, strict=False)
-    except ValueError:
-        return False
-    return True
+    # most hosts are names: skip the exception-raising parse on the admission path
+    return bool(_IP_CHARS.match(host)) and address_range(host) is not None
 
 
 def is_wildcard(host: str) -> bool:
