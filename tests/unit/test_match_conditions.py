@@ -251,7 +251,7 @@ def test_endpoint_controllers_are_skipped_for_endpoints_only() -> None:
 
 
 def test_one_condition_per_webhook() -> None:
-    (condition,) = match_conditions(KINDS)
+    (condition,) = match_conditions()
     assert condition["name"]
     assert condition["expression"] == expression(KINDS)
     # the API server refuses expressions longer than this many characters

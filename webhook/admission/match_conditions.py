@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
+import webhook.core.checks.registered  # noqa: F401  (fills the registry)
+from webhook.core.checks import REGISTRY
 from webhook.core.checks.services import CONTROL_PLANE_USERS
 
 Path = tuple[str, ...]
@@ -152,9 +154,15 @@ def expression(kinds: Iterable[Kind]) -> str:
     return call
 
 
-def match_conditions(kinds: Iterable[Kind]) -> list[MatchCondition]:
-    """The ``matchConditions`` of a validating webhook that intercepts ``kinds``."""
-    return [{"name": CONDITION_NAME, "expression": expression(kinds)}]
+def governed_kinds() -> list[Kind]:
+    """Every (group, kind) a check is registered for."""
+    return sorted(REGISTRY)
+
+
+def match_conditions(kinds: Iterable[Kind] | None = None) -> list[MatchCondition]:
+    """The ``matchConditions`` of a validating webhook that intercepts ``kinds`` (default: all)."""
+    covered = governed_kinds() if kinds is None else kinds
+    return [{"name": CONDITION_NAME, "expression": expression(covered)}]
 
 
 def read_paths(kind: Kind) -> tuple[Path, ...] | None:
