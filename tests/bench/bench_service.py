@@ -113,6 +113,8 @@ class Load:
     p90_ms: float
     p99_ms: float
     failures: int
+    # established connections per worker process, sampled mid-run ("3/5")
+    split: str = ""
 
     @property
     def rate(self) -> float:
@@ -231,21 +233,59 @@ def ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def connection_split(service: Service) -> str:
+    """How the clients' established connections are spread over the workers, e.g. ``3/5``."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == service.port:
+                established.add(fields[9])
+    workers = memory.children(service.process.pid)
+    counts = sorted(len(_socket_inodes(pid) & established) for pid in workers)
+    return "/".join(str(c) for c in counts)
+
+
 def run_wrk(
-    wrk: str, url: str, script: Path, *, seconds: int, connections: int, threads: int
+    wrk: str,
+    url: str,
+    script: Path,
+    *,
+    seconds: int,
+    connections: int,
+    threads: int,
+    sample: Callable[[], str] | None = None,
 ) -> dict[str, Any]:
-    """One wrk run; the Lua ``done`` hook prints a JSON summary."""
-    out = subprocess.run(
+    """One wrk run; the Lua ``done`` hook prints a JSON summary; ``sample`` runs mid-run."""
+    process = subprocess.Popen(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
+    )
+    sampled = ""
+    if sample is not None:
+        time.sleep(min(1.0, seconds / 2))
+        sampled = sample()
+    out, _ = process.communicate(timeout=seconds + 60)
+    if process.returncode:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{out}")
     match = re.search(r"^RESULT (\{.*\})$", out, re.MULTILINE)
     if not match:
         raise RuntimeError(f"no result from wrk:\n{out}")
-    return dict(orjson.loads(match.group(1)))
+    return {**orjson.loads(match.group(1)), "split": sampled}
 
 
 def run_python_client(
@@ -527,7 +567,13 @@ def load_test(
     if wrk:
         run_wrk(wrk, service.url, script, seconds=2, connections=connections, threads=wrk_threads)
         r = run_wrk(
-            wrk, service.url, script, seconds=seconds, connections=connections, threads=wrk_threads
+            wrk,
+            service.url,
+            script,
+            seconds=seconds,
+            connections=connections,
+            threads=wrk_threads,
+            sample=lambda: connection_split(service),
         )
     else:
         run_python_client(service, mix, seconds=2, connections=connections)
@@ -541,6 +587,7 @@ def load_test(
         r["p90_us"] / 1000,
         r["p99_us"] / 1000,
         int(r["non2xx"]) + int(r["errors"]),
+        str(r.get("split", "")),
     )
 
 
@@ -661,8 +708,8 @@ def load_section(args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]) -> 
         "the range is the slowest and fastest round.",
         "",
         "| server | workersxthreads | reviews/s | range | p50 ms | p99 ms | failures "
-        "| vs ceiling | p99 vs ceiling |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| vs ceiling | p99 vs ceiling | connections per worker |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def median(run: Run, attr: str) -> float:
@@ -678,7 +725,7 @@ def load_section(args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]) -> 
             f"| {run.name} | {run.layout} | {rate:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
             f"{median(run, 'p50_ms'):.2f} | {p99:.2f} | "
             f"{sum(ld.failures for ld in results[run])} | {rate / base:.2f}x | "
-            f"{p99 / base_p99:.2f}x |"
+            f"{p99 / base_p99:.2f}x | {' '.join(ld.split for ld in results[run])} |"
         )
     lines.append("")
     return lines
