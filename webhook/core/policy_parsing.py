@@ -30,7 +30,6 @@ from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
     check_dns_name,
-    is_cluster_internal,
     is_wildcard,
     wildcard_suffix,
 )
@@ -275,6 +274,9 @@ class _Builder:
     def _hosts(self, path: str, raw: list[str], service: str, owner: dict[str, str]) -> list[str]:
         hosts: list[str] = []
         valid = VALID_NAME.fullmatch
+        # is_cluster_internal() inlined: for a normalized name (wildcards too) it is this
+        domain = self.cluster_domain
+        dot_domain = "." + domain
         for j, host in enumerate(raw):
             if type(host) is str and len(host) <= MAX_HOST_LENGTH and "." in host and valid(host):
                 # already normalized and valid (the common case): skip check_dns_name's work
@@ -293,7 +295,7 @@ class _Builder:
                     f"{path}/hosts/{j}", f"{name!r} is over-broad: it covers a whole public suffix"
                 )
                 continue
-            if is_cluster_internal(name, self.cluster_domain):
+            if name == domain or name.endswith(dot_domain):
                 self.problem(
                     f"{path}/hosts/{j}", f"{name!r} is cluster-internal, not an external service"
                 )
