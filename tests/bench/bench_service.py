@@ -515,12 +515,13 @@ def lookups_and_compiles(sizes: Sequence[int]) -> list[dict[str, float]]:
         started = time.perf_counter()
         load_document(text)
         yaml_s = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         loaded = load_document(json_text)
         json_s = time.perf_counter() - started
         started = time.perf_counter()
         policy = build_policy(loaded)
         build_s = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
         pairs = [(h, svc["name"]) for svc in doc["externalServices"] for h in svc["hosts"]]
         started = time.perf_counter()
         HostTrie.build(pairs)
@@ -553,6 +554,7 @@ def lookups_and_compiles(sizes: Sequence[int]) -> list[dict[str, float]]:
                 "build_ms": build_s * 1000,
                 "index_ms": index_s * 1000,
                 "total_ms": (json_s + build_s) * 1000,
+                "cpu_ms": cpu_s * 1000,
                 "yaml_total_ms": (yaml_s + build_s) * 1000,
             }
         )
@@ -818,14 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "`policy.yaml` with libyaml.",
         "",
         "| hosts | lookup µs | JSON parse ms | YAML parse ms | checks+indexes ms "
-        "| trie alone ms | compile from JSON ms | compile from YAML ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| trie alone ms | compile from JSON ms | its CPU ms | compile from YAML ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {int(row['hosts']):,} | {row['lookup_us']:.2f} | {row['json_ms']:.1f} | "
             f"{row['yaml_ms']:.1f} | {row['build_ms']:.1f} | {row['index_ms']:.1f} | "
-            f"{row['total_ms']:.1f} | {row['yaml_total_ms']:.1f} |"
+            f"{row['total_ms']:.1f} | {row['cpu_ms']:.1f} | {row['yaml_total_ms']:.1f} |"
         )
     lines.append("")
     if not args.no_worst_case:
