@@ -63,18 +63,24 @@ integration: $(VENV_STAMP)
 e2e: $(VENV_STAMP)
 	$(VENV)/bin/python -m pytest -m e2e
 
-# Service benchmark: egress-guard vs a do-nothing flask handler, same gunicorn/TLS settings.
+# Service benchmark (~8 min): egress-guard vs a do-nothing flask handler, same gunicorn/TLS
+# settings, on unique reviews (the identical-review cache row apart), in rotating rounds; then
+# where a review's CPU goes, allow-list lookup and compile, worst-case objects, worker RSS.
 bench: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_service
 
 # --- in-cluster benchmark ----------------------------------------------------------
 # `make bench-cluster` times ServiceEntry creates on a harness control plane with no policy,
 # a CEL ValidatingAdmissionPolicy, a do-nothing flask webhook and egress-guard, side by side
-# (~2 min); prints a markdown table. BENCH_CREATES=N sets the creates per configuration.
+# (~2 min); then webhook calls for scale and rollout patches with and without matchConditions,
+# and ConfigMap edit to enforcement by allow-list size; prints markdown tables.
+# BENCH_CREATES=N sets the creates per configuration.
 BENCH_CREATES ?= 500
 
 bench-cluster: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
+	$(VENV)/bin/python -m tests.bench.bench_match_conditions
+	$(VENV)/bin/python -m tests.bench.bench_policy_edit
 
 # --- mesh oracle -------------------------------------------------------------------
 # `make mesh` runs the tests judged by Istio's own config generator and traffic simulation

@@ -507,6 +507,9 @@ def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> str:
             api_version = str(version.get("gitVersion", "")) if isinstance(version, dict) else ""
             sequential = {c: Totals() for c in CONFIGS}
             concurrent = {c: Totals() for c in CONFIGS}
+            # the same, per round, for the spread of the ratios across rounds
+            seq_rounds = [{c: Totals() for c in CONFIGS} for _ in range(rounds)]
+            conc_rounds = [{c: Totals() for c in CONFIGS} for _ in range(rounds)]
             # a multiple of the client count, so both phases do the same number of creates
             per_round = -(-creates // (rounds * CLIENTS)) * CLIENTS
             context = multiprocessing.get_context("spawn")
@@ -522,9 +525,11 @@ def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> str:
                         names = [f"seq-{r}-{i}" for i in range(per_round)]
                         before = scrape(bench.plane)
                         timing = create_many(api, NAMESPACES[config], names)
-                        sequential[config].add(
-                            [timing], before, scrape(bench.plane), WEBHOOK_NAMES.get(config, "")
-                        )
+                        after = scrape(bench.plane)
+                        for totals in (sequential, seq_rounds[r]):
+                            totals[config].add(
+                                [timing], before, after, WEBHOOK_NAMES.get(config, "")
+                            )
                 for r in range(rounds):
                     for config in CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]:
                         before = scrape(bench.plane)
@@ -539,15 +544,18 @@ def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> str:
                             for k in range(CLIENTS)
                         ]
                         timings = pool.map(_create_many_star, batches)
-                        concurrent[config].add(
-                            timings, before, scrape(bench.plane), WEBHOOK_NAMES.get(config, "")
-                        )
+                        after = scrape(bench.plane)
+                        for totals in (concurrent, conc_rounds[r]):
+                            totals[config].add(
+                                timings, before, after, WEBHOOK_NAMES.get(config, "")
+                            )
         finally:
             bench.stop()
     return report(
         creates=per_round * rounds,
         sequential=sequential,
         concurrent=concurrent,
+        rounds={"1 connection": seq_rounds, f"{CLIENTS} clients": conc_rounds},
         load=(load_before, os.getloadavg()),
         api_version=api_version,
         serve_args=serve_args,
@@ -567,6 +575,7 @@ def report(
     creates: int,
     sequential: dict[str, Totals],
     concurrent: dict[str, Totals],
+    rounds: dict[str, list[dict[str, Totals]]],
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
     api_version: str,
     serve_args: Sequence[str],
@@ -619,6 +628,23 @@ def report(
             f"{ratio:.2f} on means, {eg_p50 / null_p50:.2f} on medians, "
             f"{call_ratio:.2f} on the API server's webhook call times (target <= 1.1)."
         )
+    lines += [
+        "",
+        f"Per round ({len(next(iter(rounds.values())))} rotating rounds): egress-guard's added "
+        "cost over the do-nothing webhook's, median and range of the rounds.",
+        "",
+        "| phase | ratio on added median latency | ratio on the API server's webhook call time |",
+        "|---|---|---|",
+    ]
+    for phase, per_round in rounds.items():
+        on_p50, on_call = [], []
+        for totals in per_round:
+            null_p50 = totals["null"].ms(0.5) - totals["none"].ms(0.5)
+            if null_p50 > 0:
+                on_p50.append((totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)) / null_p50)
+            on_call.append(totals["egress-guard"].webhook_ms / totals["null"].webhook_ms)
+        lines.append(f"| {phase} | {_spread(on_p50)} | {_spread(on_call)} |")
+    lines.append("")
     lines.append(
         f"- Load average before / after: {' '.join(f'{x:.2f}' for x in load[0])} / "
         f"{' '.join(f'{x:.2f}' for x in load[1])}; configurations take turns in rotating "
@@ -628,6 +654,13 @@ def report(
         lines.append(f"- egress-guard serve extra arguments: `{shlex.join(serve_args)}`")
     lines.append(f"- Command: `python -m tests.bench.bench_cluster {shlex.join(sys.argv[1:])}`")
     return "\n".join(lines)
+
+
+def _spread(values: Sequence[float]) -> str:
+    """``median (min-max)`` of per-round ratios; '—' when there are none."""
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

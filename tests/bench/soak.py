@@ -48,14 +48,22 @@ def policy_with_hosts(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def review_bodies(count: int, *, hosts: int = 100) -> list[bytes]:
-    """``count`` distinct ServiceEntry reviews, half for allowed hosts and half for others."""
+def review_bodies(count: int, *, hosts: int = 100, update_every: int = 2) -> list[bytes]:
+    """``count`` distinct ServiceEntry reviews, half for allowed hosts and half for others.
+
+    Every ``update_every``-th one is an UPDATE, the kind the decision cache keeps (it does not
+    digest plain CREATEs, which never come twice), so the cache fills under load.
+    """
     bodies = []
     for i in range(count):
         service = i % max(1, hosts // HOSTS_PER_SERVICE)
         host = f"h{service}-{i % HOSTS_PER_SERVICE}.example.com" if i % 2 else f"x{i}.example.org"
         obj = service_entry([host], namespace="team-a", name=f"se-{i}", kilobytes=1)
-        bodies.append(orjson.dumps(admission_review(obj, kind="ServiceEntry")))
+        if (i // 2) % update_every == 0:  # allowed and denied hosts alike
+            review = admission_review(obj, kind="ServiceEntry", operation="UPDATE", old=obj)
+        else:
+            review = admission_review(obj, kind="ServiceEntry")
+        bodies.append(orjson.dumps(review))
     return bodies
 
 

@@ -20,6 +20,7 @@ from webhook.admission.decision_cache import (
     DecisionCache,
     cache_key,
     digest,
+    likely_repeated,
     view_generation,
 )
 from webhook.admission.metrics import Metrics
@@ -627,7 +628,8 @@ def cache_count(metrics: Metrics, result: str) -> float:
 def test_a_cached_answer_echoes_the_new_uid_and_counts_a_hit() -> None:
     client, metrics = app_client(store_with("httpbin"))
     evil = service_entry("evil.example.com")
-    first = validate(client, admission(evil, uid="uid-1"))
+    # a server-side dry-run, then the same dry-run again (a GitOps diff loop)
+    first = validate(client, admission(evil, uid="uid-1", dry_run=True))
     second = validate(client, admission(evil, uid="uid-2", dry_run=True))
     assert first["uid"] == "uid-1"
     assert second["uid"] == "uid-2"
@@ -661,8 +663,31 @@ def test_the_decision_log_says_whether_it_was_a_hit(caplog: pytest.LogCaptureFix
     client, _ = app_client(store_with("httpbin"))
     with caplog.at_level("INFO", logger="webhook.admission.decisions"):
         for uid in ("u1", "u2"):
-            validate(client, admission(service_entry("httpbin.org"), uid=uid))
+            validate(client, admission(service_entry("httpbin.org"), uid=uid, dry_run=True))
     fields = [
         getattr(r, "fields", {}) for r in caplog.records if r.name == "webhook.admission.decisions"
     ]
     assert [(f["uid"], f["cache"]) for f in fields] == [("u1", "miss"), ("u2", "hit")]
+
+
+def test_the_app_never_digests_a_plain_create() -> None:
+    # a CREATE is a new object: the digest would cost more than the cache could give back
+    client, metrics = app_client(store_with("httpbin"))
+    for uid in ("u1", "u2"):
+        assert validate(client, admission(service_entry("httpbin.org"), uid=uid))["allowed"]
+    assert (cache_count(metrics, "hit"), cache_count(metrics, "miss")) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("review", "admitted"),
+    [
+        (se_review(EVIL), False),
+        (se_review(EVIL, dry_run=True), True),
+        (se_review(EVIL, operation="UPDATE", old_object=EVIL), True),
+        (se_review(EVIL, operation="DELETE", object=None, old_object=EVIL), False),
+        (replace(se_review(EVIL), kind="VirtualService"), True),
+    ],
+    ids=["create", "dry-run create", "update", "delete", "virtualservice create"],
+)
+def test_likely_repeated_reviews(review: Review, admitted: bool) -> None:
+    assert likely_repeated(review) is admitted

@@ -36,7 +36,8 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from webhook.admission.decision_cache import DecisionCache
+from webhook.admission.decision_cache import DecisionCache, likely_repeated
+from webhook.admission.logs import DecisionLog
 from webhook.admission.metrics import Metrics
 from webhook.admission.responses import error_body, review_response
 from webhook.core.checks import ClusterView, EmptyView
@@ -126,7 +127,17 @@ class _Handler:
         self.policy_configmap = policy_configmap
         self.cluster_objects = cluster_objects
         self.security_team = security_team
-        self.cache = DecisionCache(view, size=cache_size, on_lookup=metrics.decision_cache_lookup)
+        # only reviews that come again are worth a digest: unique creates would pay it for nothing
+        self.cache = DecisionCache(
+            view,
+            size=cache_size,
+            on_lookup=metrics.decision_cache_lookup,
+            admits=likely_repeated,
+        )
+        self.decision_log = DecisionLog(decision_logger)
+        # prometheus' labels() takes a lock and builds a key on every call; children are stable
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     def answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
         """Answer one POST to ``/validate`` or ``/mutate``."""
@@ -268,30 +279,34 @@ class _Handler:
     ) -> None:
         """Count, time and log one decision (``cached``: a cache hit, miss, or not looked up)."""
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(endpoint, review.kind, review.operation, verdict).inc()
-        self.metrics.latency.labels(endpoint).observe(elapsed)
+        key = (endpoint, review.kind, review.operation, verdict)
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.metrics.requests.labels(*key)
+        counter.inc()
+        timer = self._timed.get(endpoint)
+        if timer is None:
+            timer = self._timed[endpoint] = self.metrics.latency.labels(endpoint)
+        timer.observe(elapsed)
         if verdict == "allow" and not self.log_allowed:
             return
-        decision_logger.info(
-            "admission decision",
-            extra={
-                "fields": {
-                    "endpoint": endpoint,
-                    "uid": review.uid,
-                    "user": review.username,
-                    "kind": review.kind,
-                    "group": review.group,
-                    "namespace": review.namespace,
-                    "name": review.name,
-                    "operation": review.operation,
-                    "decision": verdict,
-                    "reason": reason,
-                    "policy_revision": loaded.revision if loaded else "",
-                    "dry_run": review.dry_run,
-                    "cache": "" if cached is None else "hit" if cached else "miss",
-                    "latency_ms": round(elapsed * 1000, 3),
-                }
-            },
+        self.decision_log.write(
+            {
+                "endpoint": endpoint,
+                "uid": review.uid,
+                "user": review.username,
+                "kind": review.kind,
+                "group": review.group,
+                "namespace": review.namespace,
+                "name": review.name,
+                "operation": review.operation,
+                "decision": verdict,
+                "reason": reason,
+                "policy_revision": loaded.revision if loaded else "",
+                "dry_run": review.dry_run,
+                "cache": "" if cached is None else "hit" if cached else "miss",
+                "latency_ms": round(elapsed * 1000, 3),
+            }
         )
 
 

@@ -16,6 +16,12 @@ without that a dry-run create and the create that follows, or two retries, would
 and ``managedFields`` is often most of an object's bytes.  ``tests/unit/test_decision_cache.py``
 fails if code under ``webhook/core`` starts reading any of those fields.
 
+Which reviews are worth a digest is the caller's choice (``admits``).  The server admits
+``likely_repeated`` ones: UPDATEs and dry-runs (GitOps diffs, apply retries, controllers
+resubmitting) and VirtualServices, whose decision costs far more than their digest.  A plain
+CREATE is almost always a new object, as the API server stamps a fresh uid on it, so hashing it
+costs more than the cache ever gives back (measured in tests/bench/bench_service.py).
+
 Decisions that read the cluster view (the Sidecar check asks which Sidecars already exist) are
 tied to the view's ``generation``, which the informer-fed view bumps on every event: such an
 entry is a hit only while the generation is the one read *before* deciding, so a Sidecar created
@@ -90,6 +96,25 @@ def cache_key(review: Review, revision: str) -> Key:
     )
 
 
+# kinds whose decision costs many times their digest even when seen once (measured)
+COSTLY_KINDS = frozenset({("networking.istio.io", "VirtualService")})
+
+
+def likely_repeated(review: Review) -> bool:
+    """Reviews that tend to come again unchanged, or that cost far more to decide than to hash."""
+    return (
+        review.operation == "UPDATE"
+        or review.dry_run
+        or (review.group, review.kind) in COSTLY_KINDS
+    )
+
+
+def every_review(review: Review) -> bool:
+    """Admit every review to the cache."""
+    del review
+    return True
+
+
 def view_generation(view: ClusterView) -> int | None:
     """The view's change counter; 0 for a view that never changes; None when it has none."""
     if isinstance(view, EmptyView):
@@ -136,6 +161,7 @@ class DecisionCache:
         size: int = DEFAULT_DECISION_CACHE_SIZE,
         on_lookup: OnLookup | None = None,
         decider: Decider = decide,
+        admits: Callable[[Review], bool] = every_review,
     ) -> None:
         if size < 0:
             raise ValueError("the decision cache size must be 0 (off) or more")
@@ -143,6 +169,7 @@ class DecisionCache:
         self.size = size
         self._decide = decider
         self._on_lookup = on_lookup
+        self._admits = admits
         self._entries: LRUCache[Key, _Entry] = LRUCache(maxsize=max(size, 1))
         # LRUCache reorders itself on every read, so reads need the lock too
         self._lock = threading.Lock()
@@ -156,6 +183,7 @@ class DecisionCache:
         # a hint only: guessing wrong costs a hash or a miss, never a wrong answer
         return (
             self.size > 0
+            and self._admits(review)
             # a policy built without a revision cannot tell itself from another one
             and bool(policy.revision)
             and (review.group, review.kind) in REGISTRY

@@ -13,7 +13,13 @@ Choices, all measured on a 2-core machine against a real kube-apiserver:
 - every blocking read of a request (headers, body) and write of its answer has a deadline
   (``READ_TIMEOUT_SECONDS``): gthread reads a request in one of its few threads with no timeout,
   so as many clients as threads sending a partial request would otherwise hold every thread, and
-  a webhook with ``failurePolicy: Fail`` would block the cluster's writes until they let go.
+  a webhook with ``failurePolicy: Fail`` would block the cluster's writes until they let go;
+- ``SO_REUSEPORT`` on the listening socket (gunicorn's ``reuse_port``), the same for every server
+  the benchmark compares;
+- a young-generation GC threshold of ``GC_THRESHOLD`` allocations instead of 700: a review of a
+  3 MiB object allocates hundreds of thousands of objects, and with the default every few
+  hundred of them start a collection that walks the whole decoded object again, which made
+  deciding such objects worse than linear in their size (tests/bench/worst_case.py).
 
 The policy store, its source and the flask app are built in ``load()``, which gunicorn calls in the
 worker process after forking: threads started before a fork do not survive it.
@@ -21,6 +27,7 @@ worker process after forking: threads started before a fork do not survive it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 from collections.abc import Callable
@@ -44,6 +51,15 @@ logger = logging.getLogger(__name__)
 # gives up after its timeoutSeconds (10 s by default).  A client cut off holds its thread this
 # long plus gthread's bounded drain of the unread body (5 s), instead of for ever
 READ_TIMEOUT_SECONDS = 2.0
+# (young, middle, old) collection thresholds; see the module docstring
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often, and keep what the worker built at start out of every collection."""
+    gc.set_threshold(*GC_THRESHOLD)
+    gc.freeze()
+
 
 SourceFactory = Callable[[Settings], PolicySource]
 ViewFactory = Callable[[Settings], ClusterView]
@@ -108,6 +124,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "worker_class": "gthread",
             "threads": s.threads,
             "keepalive": s.keepalive,
+            "reuse_port": True,
             "timeout": s.timeout,
             "graceful_timeout": s.graceful_timeout,
             "certfile": str(s.cert_file),
@@ -143,7 +160,9 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         self._view = view
         if self.settings.workers > 1:
             logger.warning("several workers: each keeps its own metrics and policy watcher")
-        return self._app_factory(self.settings, store, metrics, view)
+        app = self._app_factory(self.settings, store, metrics, view)
+        tune_gc()
+        return app
 
     def _default_app(
         self, settings: Settings, store: PolicyStore, metrics: Metrics, view: ClusterView

@@ -13,7 +13,7 @@ import webhook.core.checks.registered  # noqa: F401  (fills the registry)
 from webhook.core.checks import REGISTRY, ClusterView, EmptyView
 from webhook.core.checks.common import is_managed
 from webhook.core.checks.egress_namespace import egress_namespace_violation
-from webhook.core.decisions import Decision, Violation, allow, decision_for
+from webhook.core.decisions import Decision, EnoughViolations, Violation, allow, decision_for
 from webhook.core.exemptions import exemption, target_namespace
 from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.reviews import Review
@@ -55,6 +55,8 @@ def decide(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) -
         return allow(f"{review.kind} is not governed by egress-guard")
     try:
         violations = list(check(review, policy, view))
+    except EnoughViolations as enough:
+        return decision_for(review.subject, list(enough.violations), policy.mode, complete=False)
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         # a malformed object inside a valid review: deny with a reason, never crash
         violations = [Violation("", f"the object is malformed and cannot be checked ({exc!r})")]

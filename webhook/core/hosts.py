@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from webhook.core.errors import InvalidHostError
@@ -22,8 +23,9 @@ from webhook.core.errors import InvalidHostError
 _IP_CHARS = re.compile(r"^[0-9a-fA-F:./]+$")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _LABEL_BODY = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-# one regex for the common, valid case; per-label diagnostics only when it fails
-_VALID_NAME = re.compile(rf"^(?:\*\.)?{_LABEL_BODY}(?:\.{_LABEL_BODY})*$")
+# one regex for the common, valid case; per-label diagnostics only when it fails.  A match is
+# also already normalized (lower case, no surrounding space, no trailing dot)
+VALID_NAME = re.compile(rf"^(?:\*\.)?{_LABEL_BODY}(?:\.{_LABEL_BODY})*$")
 MAX_HOST_LENGTH = 253
 
 T = TypeVar("T")
@@ -37,16 +39,25 @@ def normalize(host: str) -> str:
     return host
 
 
+@lru_cache(maxsize=4096)
+def address_range(text: str) -> tuple[int, int, int] | None:
+    """``(IP version, first, last address as integers)`` of an IP/CIDR; None if it is neither.
+
+    Cached: one endpoint is looked up against the internal networks and every allowed service,
+    and ``ipaddress`` parsing (not the comparison) is what an object with thousands of
+    endpoints spends its time on.
+    """
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
 def is_ip(host: str) -> bool:
     """True for an IPv4/IPv6 address or CIDR."""
-    if not _IP_CHARS.match(host):
-        # most hosts are names: skip the exception-raising parse on the admission path
-        return False
-    try:
-        ipaddress.ip_network(host, strict=False)
-    except ValueError:
-        return False
-    return True
+    # most hosts are names: skip the exception-raising parse on the admission path
+    return bool(_IP_CHARS.match(host)) and address_range(host) is not None
 
 
 def is_wildcard(host: str) -> bool:
@@ -73,7 +84,7 @@ def check_dns_name(host: str, *, allow_wildcard: bool = True, require_dot: bool 
         if not allow_wildcard:
             raise InvalidHostError(host, "wildcards are not allowed here")
         body = name[2:]
-    if len(name) <= MAX_HOST_LENGTH and _VALID_NAME.match(name):
+    if len(name) <= MAX_HOST_LENGTH and VALID_NAME.match(name):
         if require_dot and "." not in body and not name.startswith("*."):
             raise InvalidHostError(host, "must be a fully qualified name (contain a dot)")
         return name
@@ -178,22 +189,41 @@ class HostTrie(Generic[T]):
             self._exact.setdefault(pattern, []).append(value)
 
     def freeze(self) -> HostTrie[T]:
-        """Precompute, for every suffix, what lies below it, so ``under()`` is O(labels) too."""
+        """Precompute, for every suffix, what lies below it, so ``under()`` is O(labels) too.
+
+        Each pattern is filed once under its nearest suffix (an exact name under its parent,
+        ``*.x`` under ``x``), then every suffix hands its set to its parent, deepest first: the
+        work is one step per pattern plus one merge per distinct suffix, instead of one set
+        update per pattern and ancestor.
+        """
         below: dict[str, set[T]] = {}
-        for table, strict in ((self._exact, True), (self._wild, False)):
-            for name, values in table.items():
-                # an exact name lies strictly below its proper suffixes; "*.x" below x as well
-                suffix = name
-                if strict:
-                    dot = suffix.find(".")
-                    suffix = suffix[dot + 1 :] if dot >= 0 else ""
-                while suffix:
-                    bucket = below.get(suffix)
-                    if bucket is None:
-                        bucket = below[suffix] = set()
+        for name, values in self._exact.items():
+            dot = name.find(".")
+            if dot >= 0:
+                parent = name[dot + 1 :]
+                bucket = below.get(parent)
+                if bucket is None:
+                    below[parent] = set(values)
+                else:
                     bucket.update(values)
-                    dot = suffix.find(".")
-                    suffix = suffix[dot + 1 :] if dot >= 0 else ""
+        for name, values in self._wild.items():
+            bucket = below.get(name)
+            if bucket is None:
+                below[name] = set(values)
+            else:
+                bucket.update(values)
+        by_depth: dict[int, list[str]] = {}
+        for suffix in below:
+            by_depth.setdefault(suffix.count("."), []).append(suffix)
+        for depth in range(max(by_depth, default=0), 0, -1):
+            for suffix in by_depth.get(depth, ()):
+                parent = suffix[suffix.find(".") + 1 :]
+                bucket = below.get(parent)
+                if bucket is None:
+                    below[parent] = set(below[suffix])
+                    by_depth.setdefault(depth - 1, []).append(parent)
+                else:
+                    bucket.update(below[suffix])
         self._below = {k: frozenset(v) for k, v in below.items()}
         everything: set[T] = set(self._star)
         for values in self._exact.values():
@@ -238,6 +268,19 @@ class HostTrie(Generic[T]):
     def build(cls, items: Iterable[tuple[str, T]]) -> HostTrie[T]:
         """Build and freeze a trie from (pattern, value) pairs."""
         trie: HostTrie[T] = cls()
+        exact, wild, star = trie._exact, trie._wild, trie._star
+        # add() inlined: a policy compile files 100k patterns here
         for pattern, value in items:
-            trie.add(pattern, value)
+            if pattern[:2] == "*.":
+                table, key = wild, pattern[2:]
+            elif pattern == "*":
+                star.append(value)
+                continue
+            else:
+                table, key = exact, pattern
+            values = table.get(key)
+            if values is None:
+                table[key] = [value]
+            else:
+                values.append(value)
         return trie.freeze()

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from webhook.core.hosts import HostTrie, covers, is_service_name
+from webhook.core.hosts import HostTrie, address_range, covers, is_service_name
 
 WILDCARD_NAMESPACE = "*"
 
@@ -492,19 +491,17 @@ def effective_policy(policy: Policy, now: datetime) -> Policy:
 
 def _inside(address: str, networks: Iterable[str]) -> bool:
     """Whether an IP/CIDR is a subnet of one of ``networks`` (same IP version)."""
-    try:
-        net = ipaddress.ip_network(address, strict=False)
-    except ValueError:
+    net = address_range(address)
+    if net is None:
         return False
+    version, first, last = net
     for allowed in networks:
-        candidate = ipaddress.ip_network(allowed)
-        if isinstance(net, ipaddress.IPv4Network) and isinstance(candidate, ipaddress.IPv4Network):
-            if net.subnet_of(candidate):
-                return True
-        elif (
-            isinstance(net, ipaddress.IPv6Network)
-            and isinstance(candidate, ipaddress.IPv6Network)
-            and net.subnet_of(candidate)
+        candidate = address_range(allowed)
+        if (
+            candidate is not None
+            and candidate[0] == version
+            and candidate[1] <= first
+            and last <= candidate[2]
         ):
             return True
     return False

@@ -9,14 +9,16 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.core.decisions import Violation
+from webhook.core.decisions import EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import (
+    MAX_HOST_LENGTH,
+    VALID_NAME,
+    address_range,
     check_dns_name,
     covers,
     expand_short_name,
@@ -67,10 +69,14 @@ class Reader:
     """
 
     violations: list[Violation] = field(default_factory=list)
+    # None: read everything (checks that compare old and new violations need them all)
+    limit: int | None = None
 
     def add(self, path: str, message: str) -> None:
-        """Record a violation at ``path``."""
+        """Record a violation at ``path``; raise EnoughViolations once ``limit`` are found."""
         self.violations.append(Violation(path, message))
+        if self.limit is not None and len(self.violations) >= self.limit:
+            raise EnoughViolations(self.violations)
 
     def spec(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """The ``spec`` of an object (empty when absent)."""
@@ -158,6 +164,13 @@ class Reader:
         allow_ip: bool = False,
     ) -> str | None:
         """A normalized host (short names expanded in ``expand_in``); None if invalid."""
+        if (
+            len(value) <= MAX_HOST_LENGTH
+            and (expand_in is None or "." in value)
+            and VALID_NAME.fullmatch(value)
+        ):
+            # already normalized, valid, and not a short name: objects can list 100k of these
+            return value
         host = normalize(value)
         if allow_ip and is_ip(host):
             return host
@@ -311,11 +324,11 @@ def address_problem(
     policy: Policy, address: str, allowed: frozenset[str], source: str
 ) -> str | None:
     """Why an IP/CIDR destination is not allowed for ``source``; None when it is."""
-    try:
-        net = ipaddress.ip_network(address, strict=False)
-    except ValueError:
+    net = address_range(address)
+    if net is None:
         return f"{address!r} is not an IP address or CIDR"
-    if net.prefixlen == 0:
+    version, first, last = net
+    if first == 0 and last == (1 << (32 if version == 4 else 128)) - 1:
         return f"{address!r} covers every address on the Internet"
     if policy.is_internal_address(address) or policy.address_allowed(address, allowed):
         return None

@@ -30,7 +30,7 @@ from webhook.core.checks.common import (
     overbroad,
     visibility,
 )
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, is_wildcard, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -69,7 +69,7 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
     if review.operation == "DELETE":
         # removing a registry entry never opens a path
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     entry = _read(reader, spec)
     if policy.is_egress_namespace(review.namespace):

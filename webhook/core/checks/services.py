@@ -25,7 +25,7 @@ from webhook.core.checks.common import (
     visibility,
 )
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -50,7 +50,7 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
         return ()
     if review.sub_resource == "status":
         return _status_violations(review)
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     _check_external_ips(reader, spec)
     if policy.is_egress_namespace(review.namespace) and spec.get("type") in EXPOSING_TYPES:
@@ -159,7 +159,7 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     if review.object is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
@@ -182,7 +182,7 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     obj = review.object
     if obj is None:
         reader.add("", "the request carries no object to check")

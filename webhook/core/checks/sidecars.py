@@ -20,7 +20,7 @@ from webhook.core.checks.common import (
     name_of,
     selectors_may_overlap,
 )
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import check_dns_name
 from webhook.core.policy import REGISTRY_ONLY, Policy, Workloads
@@ -32,7 +32,7 @@ SUBTRACTING_VERSION = (1, 31)
 @checks("networking.istio.io", "Sidecar")
 def check_sidecar(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """A Sidecar keeps REGISTRY_ONLY, imports only allowed services and is the only one in force."""
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     namespace = review.namespace
     if review.operation == "DELETE":
         _check_delete(reader, review, view)

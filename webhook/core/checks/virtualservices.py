@@ -31,7 +31,7 @@ from webhook.core.checks.common import (
     split_authority,
     visibility,
 )
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
@@ -162,7 +162,7 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     namespace = review.namespace
     memo = _Memo(policy, namespace)
     spec = reader.spec(review.object)
