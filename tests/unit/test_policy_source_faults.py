@@ -14,9 +14,11 @@ import pytest
 from kubernetes import client
 from prometheus_client import generate_latest
 
+from tests.unit.kube_fakes import FakeElector, FakeWriter, MemoryInformer, managed_informers
 from webhook.admission.metrics import Metrics
 from webhook.kube.informing import Informer
 from webhook.kube.policy_watch import DELETED_REASON, ConfigMapPolicySource
+from webhook.kube.reconciler import Reconciler
 from webhook.policy_runtime import PolicyStore, ReloadResult
 
 pytestmark = pytest.mark.unit
@@ -202,6 +204,43 @@ def test_a_rejection_hook_takes_precedence_over_the_event_hook_for_rejections() 
     )
     source.deliver({"metadata": {"resourceVersion": "1"}, "data": {}}, FakeSink())
     assert rejected == ["the ConfigMap has no key 'policy.yaml'"] and events == []
+
+
+def test_the_controller_gauge_follows_its_configmap_source_through_an_outage() -> None:
+    store = PolicyStore()
+    api = FakeConfigMaps(configmap("5"))
+    source = ConfigMapPolicySource(
+        "egress-guard",
+        "policy",
+        connect=client.ApiClient,
+        lister=api,
+        on_event=lambda configmap, problem, reason: None,
+    )
+    reconciler = Reconciler(
+        store=store,
+        policy_source=source,
+        namespaces=MemoryInformer(),
+        managed=managed_informers(),
+        elector=FakeElector(),
+        writer=FakeWriter(),
+        identity="test",
+    )
+
+    def gauge() -> float | None:
+        return reconciler.metrics.registry.get_sample_value(
+            "egress_guard_controller_policy_source_up"
+        )
+
+    informer = source.attach(store)
+    assert informer is not None and informer.relist()
+    assert gauge() == 1
+    revision = store.current.revision if store.current else ""
+    api.down = True
+    assert not informer.relist()
+    assert gauge() == 0 and store.current is not None and store.current.revision == revision
+    api.down = False
+    assert informer.relist()
+    assert gauge() == 1
 
 
 def test_informer_reports_every_failed_list_to_on_error() -> None:
