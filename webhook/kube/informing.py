@@ -111,6 +111,19 @@ class Informer:
         if self._watch is not None:
             self._watch.stop()  # type: ignore[no-untyped-call]
 
+    def relist(self) -> bool:
+        """List once now, as the loop does after a break; True when the list succeeded.
+
+        The changes and SYNCED are emitted, a failure goes to ``on_error``, as in the loop: a
+        caller that does not run the thread (a test, a one-shot tool) drives the cache this way.
+        """
+        try:
+            self._relist()
+        except Exception as exc:
+            self._report(exc)
+            return False
+        return True
+
     def run(self) -> None:
         """List, watch, relist on any break, until stopped."""
         backoff = INITIAL_BACKOFF

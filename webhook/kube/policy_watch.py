@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from webhook.core.policy_parsing import POLICY_KEY
-from webhook.kube.informing import Informer
+from webhook.kube.informing import Informer, ListFunction
 from webhook.policy_runtime import PolicySink, ReloadResult
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ MAX_EVENT_MESSAGE = 1024
 
 # (the ConfigMap, why its policy was rejected)
 RejectionHook = Callable[[Mapping[str, Any], str], None]
+# (the ConfigMap, the problem, the Event reason: EVENT_REASON or DELETED_REASON)
+EventHook = Callable[[Mapping[str, Any], str, str], None]
 
 
 class ConfigMapPolicySource:
@@ -36,7 +38,9 @@ class ConfigMapPolicySource:
 
     ``connect`` builds the API client when the source starts (in the gunicorn worker, after the
     fork); a client that cannot be built is reported to the sink, and the service keeps answering
-    with readiness failing.  ``on_rejected`` replaces the Warning Event (tests, quiet tools).
+    with readiness failing.  ``on_rejected`` replaces the Warning Event of a rejected policy,
+    ``on_event`` every Warning Event this source would post (tests, quiet tools); ``lister``
+    replaces the API's list/watch call of ConfigMaps, so tests answer it locally.
     """
 
     def __init__(
@@ -47,6 +51,8 @@ class ConfigMapPolicySource:
         connect: Callable[[], client.ApiClient],
         initial_timeout: float = 30.0,
         on_rejected: RejectionHook | None = None,
+        on_event: EventHook | None = None,
+        lister: ListFunction | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -55,6 +61,8 @@ class ConfigMapPolicySource:
         self.delivered_version = ""
         self._connect = connect
         self._on_rejected = on_rejected
+        self._on_event_hook = on_event
+        self._lister = lister
         self._core: client.CoreV1Api | None = None
         self._informer: Informer | None = None
         self._sink: PolicySink | None = None
@@ -63,24 +71,35 @@ class ConfigMapPolicySource:
 
     def start(self, sink: PolicySink) -> None:
         """Watch in a daemon thread; wait (bounded) for the first list."""
+        informer = self.attach(sink)
+        if informer is None:
+            return
+        informer.start()
+        # not fatal: the service answers with readiness failing until a policy arrives
+        if self.initial_timeout > 0:
+            informer.wait_synced(self.initial_timeout)
+
+    def attach(self, sink: PolicySink) -> Informer | None:
+        """Build the informer that feeds ``sink``, without running it (``start`` runs it).
+
+        None when no API client can be built; the sink has been told.
+        """
         self._sink = sink
         try:
             self._core = client.CoreV1Api(self._connect())
         except Exception as exc:
             sink.fail(self.origin, f"cannot reach the Kubernetes API: {exc!r}")
             logger.exception("policy ConfigMap watch not started")
-            return
+            return None
         self._informer = Informer(
-            self._core.list_namespaced_config_map,
+            self._lister or self._core.list_namespaced_config_map,
             self.namespace,
             name=f"policy-{self.namespace}-{self.name}",
             handler=self._on_event,
             on_error=self._on_error,
             field_selector=f"metadata.name={self.name}",
-        ).start()
-        # not fatal: the service answers with readiness failing until a policy arrives
-        if self.initial_timeout > 0:
-            self._informer.wait_synced(self.initial_timeout)
+        )
+        return self._informer
 
     def stop(self) -> None:
         """Stop watching; idempotent."""
@@ -157,6 +176,9 @@ class ConfigMapPolicySource:
     def _record_event(
         self, configmap: Mapping[str, Any], problem: str, *, reason: str = EVENT_REASON
     ) -> None:
+        if self._on_event_hook is not None:
+            self._on_event_hook(configmap, problem, reason)
+            return
         if self._core is None:
             return
         meta = configmap.get("metadata") or {}

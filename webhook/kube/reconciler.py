@@ -165,7 +165,6 @@ class Reconciler:
     def _on_policy(self, result: ReloadResult) -> None:
         self.metrics.policy_loads.labels("ok" if result.ok else "rejected").inc()
         self.metrics.policy_source_up.set(1 if self.store.source_up else 0)
-        self.metrics.policy_source_up.set(1 if self.store.source_up else 0)
         if result.ok:
             self.trigger()
             if self.audit is not None:
