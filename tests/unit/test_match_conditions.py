@@ -10,6 +10,7 @@ Two properties over random changes to realistic objects of every registered kind
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import celpy
@@ -26,6 +27,7 @@ from webhook.admission.match_conditions import (
 )
 from webhook.core.checks import REGISTRY
 from webhook.core.engine import decide
+from webhook.core.policy import MANAGED_LABEL
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review
 
@@ -259,3 +261,24 @@ def test_one_condition_per_webhook() -> None:
     assert condition["expression"] == expression(KINDS)
     # the API server refuses expressions longer than this many characters
     assert len(condition["expression"]) < 5 * 1024
+
+
+def test_a_service_status_update_with_new_load_balancer_addresses_is_sent() -> None:
+    # services/status carries load balancer addresses a tenant could point outside
+    old = base(("", "Service"))
+    new = changed(old, ["status", "loadBalancer", "ingress"], [{"ip": "203.0.113.9"}], False)
+    review = dataclasses.replace(update(("", "Service"), new, old), sub_resource="status")
+    assert not decide(review, POLICY).allowed
+    assert call(tuple(KINDS), review)
+
+
+@pytest.mark.parametrize("path", BOOKKEEPING, ids=".".join)
+def test_every_update_of_a_managed_object_is_sent(path: tuple[str, ...]) -> None:
+    # nobody but the controller may touch what egress-guard generates, bookkeeping included
+    kind = ("networking.istio.io", "Sidecar")
+    old = base(kind)
+    old["metadata"]["labels"][MANAGED_LABEL] = "true"
+    new = changed(old, list(path), ["tenant.example/hold"], False)
+    review = update(kind, new, old)
+    assert not decide(review, POLICY).allowed
+    assert call(tuple(KINDS), review)

@@ -26,6 +26,7 @@ from typing import Any, TypedDict
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
 from webhook.core.checks import REGISTRY
 from webhook.core.checks.services import CONTROL_PLANE_USERS
+from webhook.core.policy import MANAGED_LABEL
 
 Path = tuple[str, ...]
 Kind = tuple[str, str]  # (API group, kind)
@@ -38,6 +39,8 @@ POD_READS: tuple[Path, ...] = (("spec",), MANAGED_LABELS, ("metadata", "annotati
 NAMESPACE_READS: tuple[Path, ...] = (MANAGED_LABELS,)
 # Istio and Gateway API objects: the spec, plus annotations for the checks that read them
 SPEC_READS: tuple[Path, ...] = (("spec",), MANAGED_LABELS, ("metadata", "annotations"))
+# a Service's status (load balancer addresses) is judged through services/status
+SERVICE_READS: tuple[Path, ...] = (*SPEC_READS, ("status",))
 ENDPOINTS_READS: tuple[Path, ...] = (("subsets",), MANAGED_LABELS)
 ENDPOINT_SLICE_READS: tuple[Path, ...] = (
     ("addressType",),
@@ -61,7 +64,7 @@ READS: Mapping[Kind, tuple[Path, ...]] = {
     ("batch", "CronJob"): CRONJOB_READS,
     ("", "Pod"): POD_READS,
     ("", "Namespace"): NAMESPACE_READS,
-    ("", "Service"): SPEC_READS,
+    ("", "Service"): SERVICE_READS,
     ("", "Endpoints"): ENDPOINTS_READS,
     ("discovery.k8s.io", "EndpointSlice"): ENDPOINT_SLICE_READS,
     **{
@@ -146,7 +149,12 @@ def expression(kinds: Iterable[Kind]) -> str:
         test = " || ".join(changed(path) for path in own) or "false"
         update = f"({key} in [{names}] ? ({test}) : {update})"
     shared = [changed(path) for path in sorted(common)]
-    call = " || ".join(["request.operation != 'UPDATE'", *shared, update])
+    # a generated object is the controller's alone: every UPDATE of one is judged, bookkeeping
+    # (finalizers, owner references) included
+    managed = (
+        f"(has(oldObject.metadata.labels) && {_quote(MANAGED_LABEL)} in oldObject.metadata.labels)"
+    )
+    call = " || ".join(["request.operation != 'UPDATE'", managed, *shared, update])
     for skipped, members in users.items():
         names = ", ".join(_quote(m) for m in members)
         people = ", ".join(_quote(u) for u in sorted(skipped))
@@ -174,6 +182,9 @@ def reads_changed(kind: Kind, new: Any, old: Any) -> bool:
     """Python twin of ``changed`` over the read set, for tests and tools."""
     reads = READS.get(kind)
     if reads is None:
+        return True
+    labels = _get(old, MANAGED_LABELS)
+    if isinstance(labels, Mapping) and MANAGED_LABEL in labels:
         return True
     return any(_get(new, path) != _get(old, path) for path in reads)
 
