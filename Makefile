@@ -75,3 +75,11 @@ BENCH_CREATES ?= 500
 
 bench-cluster: $(VENV_STAMP)
 	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
+
+# --- mesh oracle -------------------------------------------------------------------
+# `make mesh` runs the tests judged by Istio's own config generator and traffic simulation
+# (tools/meshsim, a Go test binary built into the tools cache on first use, ~5 min cold).
+.PHONY: mesh
+
+mesh: $(VENV_STAMP)
+	$(VENV)/bin/python -m pytest -m mesh

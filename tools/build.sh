@@ -15,6 +15,11 @@
 # Output: progress on stderr; the directory holding the tools is printed as the
 # LAST line on stdout.
 #
+# `tools/build.sh meshsim` builds only the mesh oracle (tools/meshsim, a go test
+# binary linking Istio's config generator and simulation) and prints its path as
+# the last line instead. The oracle is cached per Istio version and hash of its
+# Go sources, so worktrees with different oracle sources do not evict each other.
+#
 # Environment:
 #   EGRESS_GUARD_TOOLS_DIR  use this directory instead of the version-keyed cache
 #   XDG_CACHE_HOME          cache root (default ~/.cache)
@@ -39,6 +44,7 @@ check_pin() {
 check_pin kube k8s.io/kubernetes "$KUBERNETES_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+check_pin meshsim istio.io/istio "$ISTIO_VERSION"
 
 go_version=$(go env GOVERSION)
 # Go 1.27 turns on encoding/json/v2 semantics, with which kube-apiserver <=1.36
@@ -53,6 +59,45 @@ export GOWORK=off CGO_ENABLED=0
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/egress-guard/tools
 bindir=${EGRESS_GUARD_TOOLS_DIR:-$cache_root/$KUBERNETES_VERSION}
+
+# build_meshsim -> path of the oracle binary, built if missing. A test binary:
+# Istio's simulation wants a *testing.T. Serialised by its own lock so a
+# pytest session waiting for it never waits for a kube-apiserver build.
+build_meshsim() {
+    local src_hash dir
+    src_hash=$(cd "$here/meshsim" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
+    dir=$cache_root/meshsim-$ISTIO_VERSION-$src_hash
+    mkdir -p "$dir"
+    (
+        exec 8>"$dir/.lock"
+        if command -v flock >/dev/null; then
+            flock 8
+        fi
+        local stamp
+        stamp=$(printf '%s\n' "$go_version" "${GOEXPERIMENT:-}" "$ISTIO_VERSION" "$src_hash" | sha256sum | cut -d' ' -f1)
+        if [[ -x $dir/meshsim && -f $dir/.stamp && $(cat "$dir/.stamp") == "$stamp" ]]; then
+            log "meshsim: up to date"
+            exit 0
+        fi
+        log "building meshsim from tools/meshsim (cold builds take ~5 min)..."
+        local start=$SECONDS
+        (cd "$here/meshsim" && go test -c -mod=readonly -trimpath -buildvcs=false \
+            -ldflags "-s -w" -o "$dir/meshsim.tmp" .) || {
+            rm -f "$dir/meshsim.tmp"
+            die "building meshsim failed"
+        }
+        mv -f "$dir/meshsim.tmp" "$dir/meshsim"
+        printf '%s\n' "$stamp" >"$dir/.stamp"
+        log "built meshsim in $((SECONDS - start))s"
+    ) || exit 1
+    printf '%s\n' "$dir/meshsim"
+}
+
+if [[ ${1:-} == meshsim ]]; then
+    build_meshsim
+    exit 0
+fi
+
 mkdir -p "$bindir"
 # Half-finished outputs of an interrupted build are never reused.
 trap 'rm -rf "$bindir"/.build.*' EXIT
@@ -150,6 +195,7 @@ build etcd "$etcd_ldflags" etcd=go.etcd.io/etcd/server/v3
 build kube "$k8s_ldflags" \
     kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
+build_meshsim >/dev/null
 
 # module_dir MODULE@VERSION -> the module's directory in the module cache (downloaded
 # and verified against go.sum data / the checksum database like any dependency).

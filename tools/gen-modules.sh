@@ -75,4 +75,6 @@ gen_module kube k8s.io/kubernetes "$KUBERNETES_VERSION" "$k8s_staging" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 gen_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" go.etcd.io/etcd/server/v3
 gen_module helm helm.sh/helm/v3 "$HELM_VERSION" "" helm.sh/helm/v3/cmd/helm
+# The oracle is a test binary of tools/meshsim; tidy picks its imports from the sources.
+gen_module meshsim istio.io/istio "$ISTIO_VERSION" ""
 echo "regenerated; now run: make tools" >&2

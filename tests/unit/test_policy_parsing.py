@@ -190,6 +190,32 @@ def test_rule_narrowing_by_labels_and_service_account() -> None:
     assert not policy.rules_allowing("team-a", "api", {"app": "web"}, "other")
 
 
+@pytest.mark.parametrize("protocol", ["TLS", "HTTPS"])
+def test_service_account_rule_on_wildcard_tls_hosts_is_rejected(protocol: str) -> None:
+    """Found by the mesh oracle: the TLS passthrough for wildcard hosts hides the identity from
+    the gateway, so every pod of the namespace reached the hosts a service account was given."""
+    text = MINIMAL.replace("[api.example.com]", '["*.example.com"]').replace(
+        "protocol: TLS", f"protocol: {protocol}"
+    )
+    text = text.replace(
+        "from: {namespace: team-a}", "from: {namespace: team-a, serviceAccount: ci}"
+    )
+    (problem,) = problems_of(text)
+    assert "/allow/0/from/serviceAccount" in problem
+    assert "*.example.com" in problem
+
+
+def test_service_account_rule_on_wildcard_http_hosts_is_accepted() -> None:
+    """Wildcard HTTP goes over mTLS to the gateway, which sees and checks the identity."""
+    text = MINIMAL.replace("[api.example.com]", '["*.example.com"]').replace(
+        "{number: 443, protocol: TLS}", "{number: 80, protocol: HTTP}"
+    )
+    text = text.replace(
+        "from: {namespace: team-a}", "from: {namespace: team-a, serviceAccount: ci}"
+    )
+    assert parse_policy(text).rules_allowing("team-a", "api", {}, "ci")
+
+
 def test_compiling_100k_hosts_stays_fast() -> None:
     hosts = "\n".join(f"      - h{i}.svc{i % 97}.example.com" for i in range(100_000))
     text = f"""

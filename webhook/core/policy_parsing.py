@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -363,6 +363,8 @@ class _Builder:
                     )
                 elif target in known and target not in targets:
                     targets.append(target)
+            if src.get("serviceAccount"):
+                self._check_identity_enforceable(path, targets, services)
             rules.append(
                 AllowRule(
                     name=rule_name,
@@ -453,3 +455,22 @@ class _Builder:
                 )
             )
         return tuple(found)
+
+    def _check_identity_enforceable(
+        self, path: str, targets: Sequence[str], services: Mapping[str, ExternalService]
+    ) -> None:
+        # A service account is checked only at the egress gateway, on the mTLS identity.
+        # Wildcard hosts on TLS ports pass through the gateway unterminated (no fixed SNI can
+        # stand for them), so the gateway never sees the identity and every pod the rule's
+        # namespace and labels select would get through.
+        for name in targets:
+            svc = services[name]
+            wild = [h for h in svc.hosts if is_wildcard(h)]
+            if wild and any(p.is_tls for p in svc.ports):
+                self.problem(
+                    f"{path}/from/serviceAccount",
+                    f"service {name} has wildcard hosts ({', '.join(wild)}) on TLS ports, which "
+                    "pass through the egress gateway without the client identity, so a "
+                    "serviceAccount cannot be enforced for them; narrow by workloadLabels or "
+                    "list exact hosts",
+                )
