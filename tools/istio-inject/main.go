@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +43,8 @@ func (w staticWatcher) Get() (*inject.Config, string, error)          { return w
 type settings struct {
 	watcher staticWatcher
 	mesh    string
+	// istiod's MutatingWebhookConfiguration, as the chart renders it.
+	webhook map[string]any
 }
 
 // renderSettings renders istiod's chart as `istioctl manifest generate` would and
@@ -69,6 +72,10 @@ func renderSettings(manifests, revision string) (settings, error) {
 	found := 0
 	for _, set := range sets {
 		for _, m := range set.Manifests {
+			if m.GetKind() == "MutatingWebhookConfiguration" {
+				out.webhook = m.Object
+				continue
+			}
 			if m.GetKind() != "ConfigMap" {
 				continue
 			}
@@ -89,8 +96,8 @@ func renderSettings(manifests, revision string) (settings, error) {
 			}
 		}
 	}
-	if found != 2 {
-		return settings{}, fmt.Errorf("rendered chart lacks the %s or %s ConfigMap", injector, meshMap)
+	if found != 2 || out.webhook == nil {
+		return settings{}, fmt.Errorf("rendered chart lacks the %s or %s ConfigMap or the webhook", injector, meshMap)
 	}
 	return out, nil
 }
@@ -101,7 +108,16 @@ func run() error {
 	certFile := flag.String("cert", "", "serving certificate (PEM)")
 	keyFile := flag.String("key", "", "serving key (PEM)")
 	revision := flag.String("revision", "default", "the istio.io/rev this injector serves")
+	printWebhook := flag.Bool("print-webhook", false,
+		"print istiod's MutatingWebhookConfiguration for this revision as JSON and exit")
 	flag.Parse()
+	if *printWebhook {
+		conf, err := renderSettings(filepath.Join(*module, "manifests"), *revision)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(conf.webhook)
+	}
 	if *module == "" || *certFile == "" || *keyFile == "" {
 		return errors.New("-module, -cert and -key are required")
 	}
