@@ -1,0 +1,161 @@
+"""Pods made the way a real cluster makes them: Istio's own injector, then egress-guard.
+
+The harness serves ``tools/istio-inject`` (Istio's injection webhook with istiod's
+chart-rendered template) and registers it with istiod's MutatingWebhookConfiguration. A Pod
+created in an enforced namespace that selects the injector gets Istio's real proxy and passes
+egress-guard's injected-proxy invariant; a Pod the injector never sees (a revision nobody
+serves, an explicit opt-out) reaches the validating webhook without a proxy and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import Injector, Kubectl, Webhook
+from tests.e2e.scenarios import Outcome, apply, assert_admitted, assert_denied, run
+from tests.istio_module import istio_module_dir
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+PAUSE = "registry.k8s.io/pause:3.10"
+STATUS = "sidecar.istio.io/status"
+
+
+@pytest.fixture(scope="module")
+def cluster(webhook: Webhook | None, injector: Injector | None, kubectl: Kubectl) -> Kubectl:
+    """The session cluster with egress-guard and Istio's injector both registered."""
+    if webhook is None or injector is None:
+        pytest.skip("existing cluster: injection is istiod's, registration the chart's")
+    return kubectl
+
+
+def default_sidecar(namespace: str) -> dict[str, Any]:
+    """A namespace-wide REGISTRY_ONLY Sidecar, as the controller would create it."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {
+            "egress": [{"hosts": ["./*", "istio-system/*"]}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    }
+
+
+@pytest.fixture
+def enforced(cluster: Kubectl, new_namespace: Callable[..., str]) -> Callable[..., str]:
+    """Factory: an enforced namespace with ``labels`` whose default-deny Sidecar exists."""
+
+    def make(labels: Mapping[str, str]) -> str:
+        namespace = new_namespace("e2e-inject", labels=dict(labels))
+        assert_admitted(apply(cluster, default_sidecar(namespace)))
+        return namespace
+
+    return make
+
+
+def bare_pod(namespace: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A Pod as a user writes it: no proxy, no injection annotations."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": namespace, "labels": dict(labels or {})},
+        # The harness runs the API server without the ServiceAccount admission plugin (no
+        # controller-manager mints tokens), so the default it would fill in is written here;
+        # the injected token volume is invalid without it.
+        "spec": {"serviceAccountName": "default", "containers": [{"name": "app", "image": PAUSE}]},
+    }
+
+
+def create(kubectl: Kubectl, manifest: Mapping[str, Any]) -> Outcome:
+    return run(kubectl, "create", "-f", "-", input=json.dumps(manifest))
+
+
+def stored_pod(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    result = kubectl("get", "pod", name, "-n", namespace, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    pod: dict[str, Any] = json.loads(result.stdout)
+    return pod
+
+
+def assert_istio_injected(pod: Mapping[str, Any]) -> None:
+    """The Pod carries what Istio's injector adds, not a look-alike."""
+    spec = pod["spec"]
+    proxies = [c for c in spec["containers"] if c["name"] == "istio-proxy"]
+    assert len(proxies) == 1, [c["name"] for c in spec["containers"]]
+    proxy = proxies[0]
+    assert "proxyv2" in proxy["image"], proxy["image"]
+    assert proxy["args"][:2] == ["proxy", "sidecar"], proxy["args"]
+    assert proxy["securityContext"]["runAsUser"] == 1337
+    assert "istio-init" in [c["name"] for c in spec.get("initContainers", [])]
+    status = json.loads(pod["metadata"]["annotations"][STATUS])
+    assert "istio-proxy" in status["containers"], status
+    assert pod["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"istio-injection": "enabled"}, {"istio.io/rev": "default"}],
+    ids=["istio-injection", "istio.io-rev"],
+)
+def test_pod_gets_istios_proxy_and_is_admitted(
+    cluster: Kubectl, enforced: Callable[..., str], labels: Mapping[str, str]
+) -> None:
+    namespace = enforced(labels)
+    assert_admitted(create(cluster, bare_pod(namespace)))
+    assert_istio_injected(stored_pod(cluster, namespace, "app"))
+
+
+def test_pod_of_a_sample_deployment_template_gets_istios_proxy_and_is_admitted(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """httpbin from Istio's samples, its Pod created from the template as a ReplicaSet would."""
+    namespace = enforced({"istio-injection": "enabled"})
+    text = (istio_module_dir() / "samples" / "httpbin" / "httpbin.yaml").read_text()
+    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    for obj in objects:
+        obj.setdefault("metadata", {})["namespace"] = namespace
+    assert_admitted(apply(cluster, objects))
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": "httpbin-0", "namespace": namespace},
+        "spec": template["spec"],
+    }
+    assert_admitted(create(cluster, pod))
+    stored = stored_pod(cluster, namespace, "httpbin-0")
+    assert_istio_injected(stored)
+    assert stored["spec"]["containers"][0]["name"] == "httpbin"
+
+
+def test_pod_naming_a_revision_no_injector_serves_is_refused(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    namespace = enforced({"istio.io/rev": "canary"})
+    assert_denied(create(cluster, bare_pod(namespace)), "injector did not run")
+
+
+def test_pod_opting_out_of_injection_is_refused(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    namespace = enforced({"istio-injection": "enabled"})
+    pod = bare_pod(namespace, labels={"sidecar.istio.io/inject": "false"})
+    assert_denied(create(cluster, pod), "injector did not run")
+
+
+def test_a_new_namespace_labelled_by_egress_guard_gets_its_pods_injected(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """No label written by the user: egress-guard's mutation enables injection, Istio injects."""
+    namespace = enforced({})
+    labels = json.loads(cluster("get", "namespace", namespace, "-o", "json").stdout)
+    assert labels["metadata"]["labels"].get("istio-injection") == "enabled"
+    assert_admitted(create(cluster, bare_pod(namespace)))
+    assert_istio_injected(stored_pod(cluster, namespace, "app"))
