@@ -75,11 +75,17 @@ class Injector:
     """``tools/istio-inject`` on loopback, registered in a control plane like istiod."""
 
     def __init__(
-        self, plane: ControlPlane, workdir: Path, *, revision: str = DEFAULT_REVISION
+        self,
+        plane: ControlPlane,
+        workdir: Path,
+        *,
+        revision: str = DEFAULT_REVISION,
+        detach: bool = False,
     ) -> None:
         self.plane = plane
         self.workdir = workdir
         self.revision = revision
+        self.detach = detach
         self.port: int | None = None
         self.process: ManagedProcess | None = None
         self.ca: CertKey | None = None
@@ -161,6 +167,7 @@ class Injector:
                 ],
                 log_path=self.plane.logs_dir / f"istio-inject-{self.revision}.log",
                 env={**os.environ, "ENABLE_NATIVE_SIDECARS": NATIVE_SIDECARS},
+                detach=self.detach,
             )
             self.process.start()
             try:
