@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.harness import Injector, Kubectl, Webhook
-from tests.e2e.scenarios import Outcome, apply, assert_admitted, assert_denied, run
+from tests.e2e.harness import ControlPlane, Injector, Kubectl, Webhook, create_namespace
+from tests.e2e.scenarios import Outcome, apply, assert_admitted, assert_denied, run, wait_for
 from tests.istio_module import istio_module_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -159,3 +160,32 @@ def test_a_new_namespace_labelled_by_egress_guard_gets_its_pods_injected(
     assert labels["metadata"]["labels"].get("istio-injection") == "enabled"
     assert_admitted(create(cluster, bare_pod(namespace)))
     assert_istio_injected(stored_pod(cluster, namespace, "app"))
+
+
+def test_native_sidecar_injection_is_admitted(
+    throwaway_control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Istio injecting the proxy as a native sidecar (an init container that keeps running)."""
+    plane = throwaway_control_plane
+    webhook = Webhook(plane, tmp_path / "webhook")
+    webhook.start()
+    injector = Injector(plane, tmp_path / "injector", native_sidecars=True)
+    try:
+        injector.start()
+        kubectl = plane.kubectl
+        namespace = create_namespace(kubectl, "e2e-native")
+        assert_admitted(apply(kubectl, default_sidecar(namespace)))
+        # the webhook's Sidecar watch sees it within moments
+        wait_for(
+            lambda: create(kubectl, bare_pod(namespace)).admitted, 10.0, "the Pod to be admitted"
+        )
+        pod = stored_pod(kubectl, namespace, "app")
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
+        (proxy,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy"]
+        assert proxy["restartPolicy"] == "Always"
+        assert "proxyv2" in proxy["image"]
+        status = json.loads(pod["metadata"]["annotations"][STATUS])
+        assert "istio-proxy" in status["initContainers"], status
+    finally:
+        injector.stop()
+        webhook.stop()

@@ -36,9 +36,6 @@ from tests.istio_module import istio_module_dir
 # The revision istiod serves when installed without one; namespaces labelled
 # ``istio.io/rev`` with any other value get no injector.
 DEFAULT_REVISION: Final = "default"
-# Classic sidecar container; "true" would inject the proxy as a native sidecar init
-# container. Set explicitly: "auto" would ask the API server for the nodes' kubelet versions.
-NATIVE_SIDECARS: Final = "false"
 PRINT_TIMEOUT_S: Final = 120.0
 
 
@@ -80,11 +77,16 @@ class Injector:
         workdir: Path,
         *,
         revision: str = DEFAULT_REVISION,
+        native_sidecars: bool = False,
         detach: bool = False,
     ) -> None:
         self.plane = plane
         self.workdir = workdir
         self.revision = revision
+        # The proxy as a classic container, or as a native sidecar (an init container that
+        # keeps running). Chosen explicitly: Istio's "auto" would ask the API server for the
+        # nodes' kubelet versions, and the harness runs no kubelet.
+        self.native_sidecars = native_sidecars
         self.detach = detach
         self.port: int | None = None
         self.process: ManagedProcess | None = None
@@ -166,7 +168,10 @@ class Injector:
                     f"-revision={self.revision}",
                 ],
                 log_path=self.plane.logs_dir / f"istio-inject-{self.revision}.log",
-                env={**os.environ, "ENABLE_NATIVE_SIDECARS": NATIVE_SIDECARS},
+                env={
+                    **os.environ,
+                    "ENABLE_NATIVE_SIDECARS": "true" if self.native_sidecars else "false",
+                },
                 detach=self.detach,
             )
             self.process.start()
