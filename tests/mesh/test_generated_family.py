@@ -53,8 +53,10 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
             "hosts": hosts,
             "ports": [{"number": n, "protocol": p} for n, p in ports],
         }
-        has_http = any(p == "HTTP" for _, p in ports)
-        if has_http and all(n != 443 for n, _ in ports) and draw(st.booleans()):
+        only_http = {p for _, p in ports} == {"HTTP"}
+        # origination beside TLS/TCP ports is a known generator bug, pinned by
+        # test_tls_origination_beside_a_tls_port_routes_both
+        if only_http and all(n != 443 for n, _ in ports) and draw(st.booleans()):
             svc["tlsOrigination"] = {"port": 443}
         services.append(svc)
     dedicated = draw(st.booleans())
@@ -85,7 +87,7 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -95,14 +97,17 @@ def test_generated_policies_route_as_intended(
     mesh_oracle: Oracle, document: dict[str, Any]
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        # explain reads the policy file while the results are judged: keep it until then
         path = Path(tmp) / "policy.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         sc = scenario(path)
         plan = probes(sc)
         reports = mesh_oracle.validate(sc.config)
         sim = mesh_oracle.simulate(sc.world(p.call for p in plan))
-    invalid = [f"{r.kind} {r.namespace}/{r.name}: {r.errors}" for r in reports if r.errors]
-    assert not invalid, "\n".join(invalid) + "\n" + yaml.safe_dump(document)
-    pairs = list(zip(plan, sim.results, strict=True))
-    wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
-    assert not wrong, "\n".join(wrong) + "\n" + matrix(sc, pairs) + "\n" + yaml.safe_dump(document)
+        invalid = [f"{r.kind} {r.namespace}/{r.name}: {r.errors}" for r in reports if r.errors]
+        assert not invalid, "\n".join(invalid) + "\n" + yaml.safe_dump(document)
+        pairs = list(zip(plan, sim.results, strict=True))
+        wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
+        assert not wrong, (
+            "\n".join(wrong) + "\n" + matrix(sc, pairs) + "\n" + yaml.safe_dump(document)
+        )

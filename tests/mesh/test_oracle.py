@@ -48,6 +48,7 @@ def _gateway_service() -> dict[str, Any]:
         "kind": "Service",
         "metadata": {"name": "egressgw", "namespace": "egress"},
         "spec": {
+            "clusterIP": "10.96.0.9",
             "selector": {"istio": "egressgateway"},
             "ports": [{"name": "tls", "port": 443, "targetPort": 8443, "protocol": "TCP"}],
         },

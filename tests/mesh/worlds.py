@@ -141,6 +141,9 @@ def scenario(policy_file: Path, *, extra_namespaces: Sequence[str] = ()) -> Scen
                 "kind": "Service",
                 "metadata": {"name": gw.name, "namespace": gw.namespace},
                 "spec": {
+                    # no API-server defaulting here: without a cluster IP the Service would
+                    # claim 0.0.0.0 on its ports and shadow plain TCP ServiceEntries
+                    "clusterIP": f"10.96.0.{len(gateways) + 10}",
                     "selector": dict(gw.selector),
                     "ports": [
                         {
