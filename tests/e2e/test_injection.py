@@ -162,6 +162,26 @@ def test_a_new_namespace_labelled_by_egress_guard_gets_its_pods_injected(
     assert_istio_injected(stored_pod(cluster, namespace, "app"))
 
 
+def test_a_hand_written_proxy_is_replaced_by_istios_injector(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """A look-alike proxy with a forged status annotation does not survive injection.
+
+    Istio's injector does not skip a Pod that carries ``sidecar.istio.io/status``: it injects
+    again and its template wins over the containers the status names.
+    """
+    namespace = enforced({"istio-injection": "enabled"})
+    forged = bare_pod(namespace)
+    forged["metadata"]["annotations"] = {
+        STATUS: json.dumps({"initContainers": [], "containers": ["istio-proxy"]})
+    }
+    forged["spec"]["containers"].append(
+        {"name": "istio-proxy", "image": "docker.io/library/busybox:1.36", "command": ["sleep"]}
+    )
+    assert_admitted(create(cluster, forged))
+    assert_istio_injected(stored_pod(cluster, namespace, "app"))
+
+
 def test_native_sidecar_injection_is_admitted(
     throwaway_control_plane: ControlPlane, tmp_path: Path
 ) -> None:
