@@ -1,7 +1,7 @@
 """A policy's mesh, ready for the oracle: generated config, gateways, sources and probe calls.
 
 ``scenario`` turns a policy into what a cluster running egress-guard holds: the objects
-``webhook.core.desired.plan`` generates (what ``egress-guard render`` prints), one egress
+``webhook.core.desired.generate`` generates (what ``egress-guard render`` prints), one egress
 gateway Deployment+Service per gateway the policy names (as Istio's gateway chart installs
 them, with unprivileged ``targetPort``s, see ``target_port``), and client
 pods for every rule's source plus strangers the policy does not name.  ``probes`` lists, per
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.meshsim import Call, CallResult, Proxy, World
-from webhook.core.desired import plan
+from webhook.core.desired import generate
 from webhook.core.hosts import is_wildcard, wildcard_suffix
 from webhook.core.policy import WILDCARD_NAMESPACE, ExternalService, Policy, Port
 from webhook.core.policy_parsing import parse_policy
@@ -120,7 +120,7 @@ def scenario(policy_file: Path, *, extra_namespaces: Sequence[str] = ()) -> Scen
     policy = parse_policy(policy_file.read_text(), name=str(policy_file))
     namespaces = {r.source.namespace for r in policy.rules} - {WILDCARD_NAMESPACE}
     namespaces |= {OTHER_NAMESPACE, policy.egress_namespace, *extra_namespaces}
-    manifests = plan(policy, sorted(namespaces)).manifests
+    manifests = generate(policy, sorted(namespaces)).manifests
     config = tuple(m for m in manifests if ".istio.io/" in m["apiVersion"])
     kube: list[Mapping[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
