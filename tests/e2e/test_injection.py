@@ -209,3 +209,28 @@ def test_native_sidecar_injection_is_admitted(
     finally:
         injector.stop()
         webhook.stop()
+
+
+def test_a_revision_is_served_by_its_own_injector(
+    throwaway_control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """A canary injector registered as istiod-canary: its namespaces get a proxy, others none."""
+    plane = throwaway_control_plane
+    webhook = Webhook(plane, tmp_path / "webhook")
+    webhook.start()
+    injector = Injector(plane, tmp_path / "injector", revision="canary")
+    try:
+        injector.start()
+        kubectl = plane.kubectl
+        served = create_namespace(kubectl, "e2e-canary", labels={"istio.io/rev": "canary"})
+        unserved = create_namespace(kubectl, "e2e-stable", labels={"istio.io/rev": "stable"})
+        for namespace in (served, unserved):
+            assert_admitted(apply(kubectl, default_sidecar(namespace)))
+        wait_for(lambda: create(kubectl, bare_pod(served)).admitted, 10.0, "the Pod to be admitted")
+        pod = stored_pod(kubectl, served, "app")
+        assert_istio_injected(pod)
+        assert json.loads(pod["metadata"]["annotations"][STATUS])["revision"] == "canary"
+        assert_denied(create(kubectl, bare_pod(unserved)), "injector did not run")
+    finally:
+        injector.stop()
+        webhook.stop()

@@ -84,7 +84,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             plane.stop()
             raise
     injector: Injector | None = None
-    if args.injector:
+    # --no-webhook keeps meaning the bare control plane: no admission webhook of any kind.
+    if args.webhook and args.injector:
         injector = Injector(plane, state_dir / "injector", detach=True)
         try:
             injector.start()
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd + kube-apiserver (+ the webhook, the injector)")
-    up.add_argument("--no-webhook", dest="webhook", action="store_false", help="no egress-guard")
+    up.add_argument("--no-webhook", dest="webhook", action="store_false", help="control plane only")
     up.add_argument(
         "--no-injector",
         dest="injector",
