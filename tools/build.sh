@@ -78,6 +78,7 @@ build_meshsim() {
         stamp=$(printf '%s\n' "$go_version" "${GOEXPERIMENT:-}" "$ISTIO_VERSION" "$src_hash" | sha256sum | cut -d' ' -f1)
         if [[ -x $dir/meshsim && -f $dir/.stamp && $(cat "$dir/.stamp") == "$stamp" ]]; then
             log "meshsim: up to date"
+            touch "$dir"
             exit 0
         fi
         log "building meshsim from tools/meshsim (cold builds take ~5 min)..."
@@ -90,6 +91,9 @@ build_meshsim() {
         mv -f "$dir/meshsim.tmp" "$dir/meshsim"
         printf '%s\n' "$stamp" >"$dir/.stamp"
         log "built meshsim in $((SECONDS - start))s"
+        # each source edit leaves a ~130 MB binary behind; drop those unused for a week
+        find "$cache_root" -maxdepth 1 -name 'meshsim-*' -type d -mtime +7 \
+            -exec rm -rf {} + 2>/dev/null || true
     ) || exit 1
     printf '%s\n' "$dir/meshsim"
 }
