@@ -5,10 +5,10 @@ PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 # --- e2e control plane -------------------------------------------------------------
 # `make tools` builds (first time ~5 min) or finds the pinned etcd, kube-apiserver,
 # kubectl, helm and Istio CRDs; the directory holding them is its last line of output.
-# `make e2e-up` starts etcd + kube-apiserver + our webhook on 127.0.0.1 and writes
-# .e2e/kubeconfig; `make e2e-down` stops exactly what it started.
+# `make e2e-up` starts etcd + kube-apiserver + our webhook + Istio's sidecar injector on
+# 127.0.0.1 and writes .e2e/kubeconfig; `make e2e-down` stops exactly what it started.
 # E2E_UP_ARGS passes options to `python -m tests.e2e.harness up`, e.g. --no-webhook,
-# --policy FILE, --identity admin.
+# --no-injector, --policy FILE, --identity admin.
 E2E_UP_ARGS ?=
 .PHONY: tools e2e-up e2e-down e2e-status
 

@@ -45,6 +45,7 @@ check_pin kube k8s.io/kubernetes "$KUBERNETES_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 check_pin meshsim istio.io/istio "$ISTIO_VERSION"
+check_pin istio-inject istio.io/istio "$ISTIO_VERSION"
 
 go_version=$(go env GOVERSION)
 # Go 1.27 turns on encoding/json/v2 semantics, with which kube-apiserver <=1.36
@@ -121,6 +122,11 @@ stamp_of() {
         printf '%s\n' "$go_version" "${GOEXPERIMENT:-}" "$@"
         if [[ -n $mod_dir ]]; then
             cat "$here/$mod_dir/go.mod" "$here/$mod_dir/go.sum"
+            # Modules with sources of their own (istio-inject) rebuild when those change.
+            local src
+            for src in "$here/$mod_dir"/*.go; do
+                if [[ -f $src ]]; then cat "$src"; fi
+            done
         fi
     } | sha256sum | cut -d' ' -f1
 }
@@ -199,6 +205,9 @@ build etcd "$etcd_ldflags" etcd=go.etcd.io/etcd/server/v3
 build kube "$k8s_ldflags" \
     kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
+# Istio's sidecar injection webhook (pkg/kube/inject) with istiod's chart-rendered
+# template, served by the e2e harness so Pods are injected as in a real cluster.
+build istio-inject "" istio-inject=.
 build_meshsim >/dev/null
 
 # module_dir MODULE@VERSION -> the module's directory in the module cache (downloaded

@@ -77,4 +77,6 @@ gen_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" go.etcd.io/etcd/ser
 gen_module helm helm.sh/helm/v3 "$HELM_VERSION" "" helm.sh/helm/v3/cmd/helm
 # The oracle is a test binary of tools/meshsim; tidy picks its imports from the sources.
 gen_module meshsim istio.io/istio "$ISTIO_VERSION" ""
+# Istio's injection webhook for the e2e harness; tidy picks its imports from main.go.
+gen_module istio-inject istio.io/istio "$ISTIO_VERSION" ""
 echo "regenerated; now run: make tools" >&2

@@ -12,6 +12,9 @@ Fixtures:
                         has requested ``webhook``
     webhook             session: our ``egress-guard serve`` registered in control_plane, as
                         the chart's webhook ServiceAccount with exactly the chart's RBAC
+    injector            session: Istio's own sidecar injector registered in control_plane as
+                        istiod registers it (namespaces labelled ``istio-injection=enabled``
+                        or ``istio.io/rev=default``)
     controller_kubeconfig  session: kubeconfig of the chart's controller ServiceAccount,
                         holding exactly the chart's RBAC (``webhook.kube.rbac``)
     kubectl             session: ``kubectl(*args, input=..., check=...)`` for control_plane
@@ -35,6 +38,7 @@ import pytest
 from tests.e2e.harness import (
     CONTROLLER_ACCOUNT,
     ControlPlane,
+    Injector,
     Kubectl,
     Tools,
     Webhook,
@@ -154,6 +158,25 @@ def webhook(
         yield None
         return
     hook = Webhook(control_plane.plane, tmp_path_factory.mktemp("webhook"))
+    with _uncaptured(request):
+        hook.start()
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
+@pytest.fixture(scope="session")
+def injector(
+    request: pytest.FixtureRequest,
+    control_plane: Cluster,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Injector | None]:
+    """Istio's injector serving control_plane; None on an existing cluster (istiod's own)."""
+    if control_plane.plane is None:
+        yield None
+        return
+    hook = Injector(control_plane.plane, tmp_path_factory.mktemp("injector"))
     with _uncaptured(request):
         hook.start()
     try:

@@ -3,9 +3,10 @@
 The webhook here is registered with the rules ``webhook.admission.registration`` derives (the
 harness' own list is wired to it at merge), so NetworkPolicies, ProxyConfigs, Telemetry and
 CONNECT on ``pods/exec``/``pods/attach`` reach it.  Tenant identities are impersonated with
-just enough RBAC for the API server to hand their request to admission.  Pods carry a
-hand-written injected proxy (sidecar plus the injector's status annotation): the harness runs no
-injector yet.
+just enough RBAC for the API server to hand their request to admission.  Pods get their proxy
+from Istio's own injector, registered as istiod registers it (egress-guard labels every new
+namespace ``istio-injection=enabled``); a Pod left without one names a revision no injector
+serves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Kubectl, Webhook
+from tests.e2e.harness import Injector, Kubectl, Webhook
 from tests.e2e.scenarios import (
     Outcome,
     apply,
@@ -31,14 +32,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TENANT = "e2e-tenant"
 EGRESS_NAMESPACE = "external"  # the banzai-demo policy's
-STATUS = json.dumps({"initContainers": ["istio-init"], "containers": ["istio-proxy"]})
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
 @pytest.fixture(scope="module")
-def derived(webhook: Webhook | None, kubectl: Kubectl) -> Kubectl:
-    """The session webhook, which the harness registers with the derived rules."""
-    if webhook is None or webhook.ca is None:
+def derived(webhook: Webhook | None, injector: Injector | None, kubectl: Kubectl) -> Kubectl:
+    """The session webhook, which the harness registers with the derived rules, and Istio's
+    injector."""
+    if webhook is None or webhook.ca is None or injector is None:
         pytest.skip("existing cluster: its registration is the chart's")
     return kubectl
 
@@ -102,24 +103,15 @@ def default_sidecar(namespace: str) -> dict[str, Any]:
     }
 
 
-def pod(namespace: str, name: str = "app", *, injected: bool = True) -> dict[str, Any]:
-    """A Pod as the validating webhook sees it after injection (or without it)."""
-    containers: list[dict[str, Any]] = [{"name": "app", "image": PAUSE}]
-    annotations = {}
-    if injected:
-        containers.append(
-            {
-                "name": "istio-proxy",
-                "image": "docker.io/istio/proxyv2:1.30.3",
-                "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
-            }
-        )
-        annotations["sidecar.istio.io/status"] = STATUS
+def pod(namespace: str, name: str = "app") -> dict[str, Any]:
+    """A Pod as a user writes it; the injector adds the proxy where it serves the namespace."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "spec": {"containers": containers},
+        "metadata": {"name": name, "namespace": namespace},
+        # The harness runs the API server without the ServiceAccount admission plugin, so the
+        # default it would fill in is written here (the injected token volume needs it).
+        "spec": {"serviceAccountName": "default", "containers": [{"name": "app", "image": PAUSE}]},
     }
 
 
@@ -199,9 +191,13 @@ def test_exec_into_the_application_passes_admission(derived: Kubectl, ready_name
 # --- Pod invariants -----------------------------------------------------------------------
 
 
-def test_pod_without_the_injected_proxy_is_refused(derived: Kubectl, ready_namespace: str) -> None:
-    outcome = create(derived, pod(ready_namespace, injected=False))
-    assert_denied(outcome, "injector did not run")
+def test_pod_without_the_injected_proxy_is_refused(
+    derived: Kubectl, new_namespace: Callable[..., str]
+) -> None:
+    # a revision no injector serves: the Pod reaches validation as the user wrote it
+    namespace = new_namespace("e2e-bypass", labels={"istio.io/rev": "canary"})
+    assert_admitted(create(derived, default_sidecar(namespace)))
+    assert_denied(create(derived, pod(namespace)), "injector did not run")
 
 
 def test_injected_pod_is_admitted(derived: Kubectl, ready_namespace: str) -> None:

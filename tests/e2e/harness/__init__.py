@@ -11,6 +11,7 @@ Modules, each one concern:
 - ``webhooks``      what the webhooks intercept, their registration, admission sync
 - ``accounts``      the components' ServiceAccounts with exactly the chart's RBAC
 - ``serving``       ``egress-guard serve`` registered in a control plane
+- ``injection``     Istio's own sidecar injector (``tools/istio-inject``), registered like istiod
 - ``audit``         the API server's audit log, read back
 - ``cli``           ``python -m tests.e2e.harness up|status|down|tools``
 
@@ -45,6 +46,7 @@ from tests.e2e.harness.common import (
     existing_cluster_kubeconfig,
 )
 from tests.e2e.harness.control_plane import ControlPlane, running_control_plane
+from tests.e2e.harness.injection import Injector, injector_webhook_configuration
 from tests.e2e.harness.kubectl import (
     Kubectl,
     create_namespace,
@@ -82,6 +84,7 @@ __all__ = [
     "ControlPlane",
     "Grant",
     "HarnessError",
+    "Injector",
     "Kubectl",
     "ManagedProcess",
     "ServiceAccount",
@@ -96,6 +99,7 @@ __all__ = [
     "existing_cluster_kubeconfig",
     "free_port",
     "grant",
+    "injector_webhook_configuration",
     "issue_cert",
     "kubeconfig_document",
     "new_ca",

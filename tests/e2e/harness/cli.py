@@ -1,9 +1,10 @@
 """``python -m tests.e2e.harness up|status|down|tools``: the harness for humans.
 
-``up`` starts etcd + kube-apiserver (+ the webhook) detached and records what it started in a
-state file, so ``down`` stops exactly those processes and nothing else::
+``up`` starts etcd + kube-apiserver (+ the webhook and Istio's injector) detached and records
+what it started in a state file, so ``down`` stops exactly those processes and nothing else::
 
-    python -m tests.e2e.harness up [--no-webhook] [--policy FILE] [--identity admin]
+    python -m tests.e2e.harness up [--no-webhook] [--no-injector] [--policy FILE]
+                                   [--identity admin]
     python -m tests.e2e.harness status
     python -m tests.e2e.harness down
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from tests.e2e.harness.common import DEFAULT_STATE_DIR, HarnessError, say
 from tests.e2e.harness.control_plane import ControlPlane
+from tests.e2e.harness.injection import Injector
 from tests.e2e.harness.processes import ManagedProcess
 from tests.e2e.harness.serving import IDENTITIES, Webhook
 from tests.e2e.harness.tools import build_tools
@@ -39,7 +41,15 @@ def _load_processes(state_dir: Path) -> list[ManagedProcess]:
 
 
 def _remove_generated(state_dir: Path) -> None:
-    for name in ("etcd", "pki", "kube-cache", "kubeconfig", "webhook-kubeconfig", "state.json"):
+    for name in (
+        "etcd",
+        "pki",
+        "injector",
+        "kube-cache",
+        "kubeconfig",
+        "webhook-kubeconfig",
+        "state.json",
+    ):
         target = state_dir / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -73,11 +83,27 @@ def cmd_up(args: argparse.Namespace) -> int:
         except BaseException:
             plane.stop()
             raise
-    processes = plane.processes() + ([webhook.process] if webhook and webhook.process else [])
+    injector: Injector | None = None
+    # --no-webhook keeps meaning the bare control plane: no admission webhook of any kind.
+    if args.webhook and args.injector:
+        injector = Injector(plane, state_dir / "injector", detach=True)
+        try:
+            injector.start()
+        except BaseException:
+            if webhook is not None:
+                webhook.stop()
+            plane.stop()
+            raise
+    processes = plane.processes() + [
+        component.process
+        for component in (webhook, injector)
+        if component is not None and component.process is not None
+    ]
     state = {
         **plane.to_state(),
         "processes": [p.to_state() for p in processes],
         "webhook": webhook.base_url if webhook else None,
+        "injector": injector.base_url if injector else None,
     }
     _state_path(state_dir).write_text(json.dumps(state, indent=2) + "\n")
     say(f"up in {time.monotonic() - started:.1f}s; logs in {plane.logs_dir}")
@@ -92,7 +118,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not processes:
         say(f"nothing to stop ({_state_path(state_dir)} not found)")
         return 0
-    # Reverse start order: webhook, kube-apiserver, etcd.
+    # Reverse start order: injector, webhook, kube-apiserver, etcd.
     for process in reversed(processes):
         if process.alive():
             say(f"stopping {process.name} (pid {process.pid})")
@@ -119,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"kubeconfig      {state['kubeconfig']}")
     if state.get("webhook"):
         print(f"webhook         {state['webhook']}")
+    if state.get("injector"):
+        print(f"istio injector  {state['injector']}")
     return 0 if healthy else 1
 
 
@@ -135,8 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", type=Path, default=DEFAULT_STATE_DIR, help="state, data and logs (.e2e/)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start etcd + kube-apiserver (+ the webhook)")
+    up = sub.add_parser("up", help="start etcd + kube-apiserver (+ the webhook, the injector)")
     up.add_argument("--no-webhook", dest="webhook", action="store_false", help="control plane only")
+    up.add_argument(
+        "--no-injector",
+        dest="injector",
+        action="store_false",
+        help="no Istio sidecar injector (Pods then reach validation without a proxy)",
+    )
     up.add_argument("--policy", type=Path, help="serve this policy file instead of the ConfigMap")
     up.add_argument(
         "--identity",

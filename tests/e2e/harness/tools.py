@@ -40,6 +40,11 @@ class Tools:
         return self.dir / "helm"
 
     @property
+    def istio_inject(self) -> Path:
+        """Istio's sidecar injection webhook (``tools/istio-inject``)."""
+        return self.dir / "istio-inject"
+
+    @property
     def istio_crds(self) -> Path:
         return self.dir / "istio-crds.yaml"
 
@@ -78,6 +83,7 @@ def build_tools(*, stream_progress: bool = True) -> Tools:
         tools.etcd,
         tools.kube_apiserver,
         tools.kubectl,
+        tools.istio_inject,
         tools.istio_crds,
         tools.gateway_api_crds,
     ):
