@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import webhook.core.checks.registered  # noqa: F401  (fills the registry)
+from webhook.admission.match_conditions import match_conditions
 from webhook.core.checks import INTERCEPTIONS, WRITES
 from webhook.core.managed import MANAGED_KINDS
 from webhook.core.mutations import MUTATED
@@ -100,12 +101,19 @@ def admission_rules(*, gateway_api: bool) -> dict[str, list[dict[str, Any]]]:
     return {"validating": validating, "mutating": shipped["mutating"]}
 
 
+def validating_match_conditions() -> list[dict[str, Any]]:
+    """The validating webhook's ``matchConditions``: UPDATEs that change nothing a check reads
+    are never sent (``match_conditions``)."""
+    return [dict(condition) for condition in match_conditions()]
+
+
 def chart_rules() -> dict[str, list[dict[str, Any]]]:
     """The rules as the chart ships them: Gateway API rules apart, added when enabled."""
     targets = validated_targets()
     return {
         "validating": rules(t for t in targets if t.group != GATEWAY_API_GROUP),
         "validatingGatewayAPI": rules(t for t in targets if t.group == GATEWAY_API_GROUP),
+        "validatingMatchConditions": validating_match_conditions(),
         "mutating": rules(mutated_targets()),
     }
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from tests.e2e.harness.common import LOOPBACK, WEBHOOK_NAMESPACE
 from tests.e2e.harness.kubectl import Kubectl
 from tests.e2e.harness.processes import wait_until
-from webhook.admission.registration import admission_rules
+from webhook.admission.registration import admission_rules, validating_match_conditions
 
 WEBHOOK_CONFIGURATION_NAME: Final = "egress-guard"
 
@@ -66,6 +66,7 @@ def webhook_configurations(
                     "name": "validate.egress-guard.dev",
                     "clientConfig": {"url": f"{base_url}/validate", "caBundle": ca_bundle},
                     "rules": rules["validating"],
+                    "matchConditions": validating_match_conditions(),
                     **common,
                 }
             ],
