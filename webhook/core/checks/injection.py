@@ -82,7 +82,7 @@ def missing_proxy(pod: Mapping[str, Any]) -> str | None:
             "namespace's istio-injection or istio.io/rev label names a served revision), "
             "then recreate the pod"
         )
-    injected = _status_names(annotations.get(STATUS))
+    injected = status_names(annotations.get(STATUS))
     if PROXY not in injected:
         return (
             f"the {PROXY!r} container was not added by Istio's injector (no {STATUS} "
@@ -92,7 +92,7 @@ def missing_proxy(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _status_names(raw: str | None) -> frozenset[str]:
+def status_names(raw: str | None) -> frozenset[str]:
     """Container names the injector's status annotation lists (empty when unreadable)."""
     if not raw:
         return frozenset()

@@ -16,7 +16,6 @@ never injected, so a container with one of those names there is the tenant's own
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ import yaml
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
-from webhook.core.checks.injection import pod_invariants
+from webhook.core.checks.injection import STATUS, pod_invariants, status_names
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
@@ -33,7 +32,6 @@ from webhook.core.reviews import Review
 
 PROXY_ID = 1337
 INJECT = "sidecar.istio.io/inject"
-STATUS = "sidecar.istio.io/status"
 TEMPLATES = "inject.istio.io/templates"
 PROXY_CONFIG = "proxy.istio.io/config"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
@@ -204,21 +202,7 @@ def pod_shape(reader: Reader, kind: str, obj: Mapping[str, Any] | None) -> PodSh
 
 def _injected_names(annotations: Mapping[str, str]) -> frozenset[str]:
     """Containers the injector says it added (only names it really uses are trusted)."""
-    raw = annotations.get(STATUS)
-    if not raw:
-        return frozenset()
-    try:
-        status = json.loads(raw)
-    except ValueError:
-        return frozenset()
-    if not isinstance(status, Mapping):
-        return frozenset()
-    names: set[str] = set()
-    for key in ("containers", "initContainers"):
-        listed = status.get(key)
-        if isinstance(listed, list):
-            names.update(n for n in listed if isinstance(n, str))
-    return frozenset(names & INJECTED_CONTAINERS)
+    return status_names(annotations.get(STATUS)) & INJECTED_CONTAINERS
 
 
 def _is_egress_gateway(
