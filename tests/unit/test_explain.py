@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from webhook.cli import main
-from webhook.core.explain import LABEL_SCOPED_NOTE, Client, explain
+from webhook.core.explain import LABEL_SCOPED_NOTE, Client, explain, label_scoped_notes
 from webhook.core.policy_parsing import parse_policy
 from webhook.policy_runtime import embedded_policy_text
 
@@ -103,3 +104,36 @@ def test_explain_json_denial_exits_one_with_allowed_false() -> None:
     assert result.exit_code == 1
     document = json.loads(result.stdout)
     assert document["allowed"] is False and document["gateway"] is None
+
+
+def test_label_scoped_notes_name_each_rule_resting_on_pod_labels_only() -> None:
+    policy = parse_policy(
+        """
+egress: {namespace: egress}
+externalServices:
+  - name: api
+    hosts: [api.example.com]
+    ports: [{number: 443, protocol: TLS}]
+allow:
+  - name: by-labels
+    from: {namespace: team-a, workloadLabels: {app: web}}
+    to: [api]
+  - name: by-identity
+    from: {namespace: team-a, workloadLabels: {app: web}, serviceAccount: web}
+    to: [api]
+  - name: whole-namespace
+    from: {namespace: team-b}
+    to: [api]
+"""
+    )
+    [note] = label_scoped_notes(policy)
+    assert note.startswith("rule by-labels: {app=web} in namespace team-a -> api:")
+    assert "serviceAccount" in note
+
+
+def test_render_says_which_rules_rest_on_pod_labels() -> None:
+    banzai = Path(__file__).resolve().parents[2] / "policies" / "banzai-demo.yaml"
+    result = CliRunner().invoke(main, ["render", "--policy", str(banzai)])
+    assert result.exit_code == 0, result.output
+    header = [line for line in result.stdout.splitlines() if line.startswith("# label-scoped:")]
+    assert [line.split(":")[1].strip() for line in header] == ["rule app-a", "rule app-b"]

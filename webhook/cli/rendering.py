@@ -7,6 +7,7 @@ import yaml
 
 from webhook.cli.common import AT_OPTION, fail, instant, main, problems, read
 from webhook.core.errors import PolicyError
+from webhook.core.explain import label_scoped_notes
 from webhook.core.policy_parsing import parse_policy
 
 RENDER_HEADER = """\
@@ -43,5 +44,6 @@ def render(policy_path: str, at: str | None, namespaces: str) -> None:
     result = generate(compiled, sorted(names))
     for warning in result.warnings:
         click.echo(f"egress-guard: warning: {warning}", err=True)
-    click.echo(RENDER_HEADER + "---\n", nl=False)
+    scoped = "".join(f"# label-scoped: {note}\n" for note in label_scoped_notes(compiled))
+    click.echo(RENDER_HEADER + scoped + "---\n", nl=False)
     click.echo(yaml.safe_dump_all(list(result.manifests), sort_keys=True), nl=False)

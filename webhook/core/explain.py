@@ -148,6 +148,20 @@ def _strength(rules: tuple[AllowRule, ...]) -> tuple[bool, str]:
     return False, ""
 
 
+def label_scoped_notes(policy: Policy) -> tuple[str, ...]:
+    """One line per rule whose grant rests only on pod labels (what ``render`` prints)."""
+    notes = []
+    for rule in policy.rules:
+        source = rule.source
+        if source.workload_labels and source.service_account is None:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(source.workload_labels.items()))
+            notes.append(
+                f"rule {rule.name or '(unnamed)'}: {{{labels}}} in namespace {source.namespace} "
+                f"-> {', '.join(rule.services)}: {LABEL_SCOPED_NOTE}"
+            )
+    return tuple(notes)
+
+
 def explain(policy: Policy, client: Client, host: str, port: int | None = None) -> Explanation:
     """Whether ``client`` may reach ``host`` (on ``port``), and the rule that decides it.
 
