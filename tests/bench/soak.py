@@ -48,11 +48,12 @@ def policy_with_hosts(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def review_bodies(count: int, *, hosts: int = 100, update_every: int = 2) -> list[bytes]:
+def review_bodies(count: int, *, hosts: int = 100, update_every: int = 1) -> list[bytes]:
     """``count`` distinct ServiceEntry reviews, half for allowed hosts and half for others.
 
-    Every ``update_every``-th one is an UPDATE, the kind the decision cache keeps (it does not
-    digest plain CREATEs, which never come twice), so the cache fills under load.
+    Every ``update_every``-th pair is an UPDATE (by default all), the kind the decision cache
+    keeps (it does not digest plain CREATEs, which never come twice): the soak measures memory
+    with the cache full.
     """
     bodies = []
     for i in range(count):

@@ -45,7 +45,7 @@ def traced_after(client: Client, bodies: list[bytes]) -> int:
 def test_distinct_reviews_past_the_cache_size_leave_nothing_behind() -> None:
     app, _ = served_app(policy_with_hosts(100), cache_size=CACHE_SIZE)
     client = Client(app)
-    bodies = review_bodies(DISTINCT, update_every=1)
+    bodies = review_bodies(DISTINCT)
     traced_after(client, bodies)  # the cache fills and starts evicting
     tracemalloc.start()
     try:
@@ -66,7 +66,7 @@ def test_the_decision_cache_is_what_holds_memory_and_it_is_bounded() -> None:
     for size in (CACHE_SIZE, 2 * CACHE_SIZE):
         app, _ = served_app(policy_with_hosts(100), cache_size=size)
         client = Client(app)
-        bodies = review_bodies(DISTINCT, update_every=1)
+        bodies = review_bodies(DISTINCT)
         tracemalloc.start()
         try:
             sizes[size] = traced_after(client, bodies)

@@ -14,8 +14,9 @@ Choices, all measured on a 2-core machine against a real kube-apiserver:
   (``READ_TIMEOUT_SECONDS``): gthread reads a request in one of its few threads with no timeout,
   so as many clients as threads sending a partial request would otherwise hold every thread, and
   a webhook with ``failurePolicy: Fail`` would block the cluster's writes until they let go;
-- ``SO_REUSEPORT`` on the listening socket (gunicorn's ``reuse_port``), the same for every server
-  the benchmark compares;
+- no ``reuse_port``: with it gunicorn gives every worker a listening socket of its own, so the
+  connections queued on a worker that dies are refused instead of waiting for its replacement
+  (tests/integration/test_faults_under_load.py);
 - a young-generation GC threshold of ``GC_THRESHOLD`` allocations instead of 700: a review of a
   3 MiB object allocates hundreds of thousands of objects, and with the default every few
   hundred of them start a collection that walks the whole decoded object again, which made
@@ -124,7 +125,6 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "worker_class": "gthread",
             "threads": s.threads,
             "keepalive": s.keepalive,
-            "reuse_port": True,
             "timeout": s.timeout,
             "graceful_timeout": s.graceful_timeout,
             "certfile": str(s.cert_file),
