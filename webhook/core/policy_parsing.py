@@ -459,9 +459,10 @@ class _Builder:
                 labels = ", ".join(f"{k}={v}" for k, v in sorted(other.workload_labels.items()))
                 self.problem(
                     f"/allow/{j}/from/serviceAccount",
-                    f"rule {account_rule.name!r} narrows by serviceAccount, which only the egress "
-                    f"gateway checks, and rule {label_rule.name!r} narrows by workloadLabels, which "
-                    "only the sidecar checks, for the same namespace and service "
+                    f"rule {account_rule.name!r} narrows by serviceAccount, which only the "
+                    f"egress gateway checks, and rule {label_rule.name!r} narrows by "
+                    "workloadLabels, which only the sidecar checks, for the same namespace and "
+                    "service "
                     f"({', '.join(shared)}): together a pod with neither the labels nor the "
                     f"account gets through; give {label_rule.name!r} a serviceAccount too, or "
                     f"give {account_rule.name!r} the workloadLabels {labels} as well",
