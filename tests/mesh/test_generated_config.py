@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.mesh.worlds import disagreement, matrix, probes, scenario
-from tests.meshsim import Oracle
+from tests.mesh.worlds import concrete_host, disagreement, matrix, probes, scenario
+from tests.meshsim import Call, Oracle
+from webhook.core.errors import PolicyError
+from webhook.core.policy_parsing import parse_policy
 
 pytestmark = pytest.mark.mesh
 
@@ -65,38 +67,65 @@ def test_banzai_matrix(mesh_oracle: Oracle) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="generator bug, not fixed yet: the TLS origination ServiceEntry (exportTo '.') and "
-    "the service's own ServiceEntry (exportTo '*') share their hosts in the egress namespace; "
-    "Istio merges same-host ServiceEntries only when exportTo is equal, so the gateway keeps one "
-    "of them (the oldest) and loses the other's ports",
-)
 def test_tls_origination_beside_a_tls_port_routes_both(mesh_oracle: Oracle) -> None:
-    """Found by the oracle: HTTPS 8443 next to HTTP 80 originated to 443 ends in a 503."""
+    """Found by the oracle: HTTPS 8443 next to HTTP 80 originated to 443 ended in a 503, since
+    the gateway kept the origination ServiceEntry and lost the service's own ports."""
     sc = scenario(Path(__file__).parent / "origination-with-tls-port.yaml")
-    plan = [p for p in probes(sc) if p.intent.allowed]
-    sim = mesh_oracle.simulate(sc.world(p.call for p in plan))
-    pairs = zip(plan, sim.results, strict=True)
-    wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
-    assert not wrong, wrong
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="generator bug, not fixed yet: a label rule makes the gateway admit the whole "
-    "namespace (labels are not in the mTLS identity) while a service-account rule makes the "
-    "sidecar route every pod (accounts are not selectable there); together nothing checks either",
-)
-def test_label_rule_and_account_rule_in_one_namespace_admit_only_their_pods(
-    mesh_oracle: Oracle,
-) -> None:
-    """Found by the oracle on a hypothesis-generated policy."""
-    sc = scenario(Path(__file__).parent / "labels-and-service-account.yaml")
     plan = probes(sc)
     sim = mesh_oracle.simulate(sc.world(p.call for p in plan))
-    pairs = zip(plan, sim.results, strict=True)
+    pairs = list(zip(plan, sim.results, strict=True))
     wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
-    assert not wrong, wrong
+    assert not wrong, "\n".join(wrong) + "\n" + matrix(sc, pairs)
+    assert {p.call.port for p, _ in pairs if p.intent.allowed} == {80, 8443}
+
+
+def test_tls_origination_port_stays_the_gateways_own(mesh_oracle: Oracle) -> None:
+    """The origination entries carry every port now; still no sidecar reaches port 443."""
+    sc = scenario(Path(__file__).parent / "origination-with-tls-port.yaml")
+    (svc,) = sc.policy.services.values()
+    assert svc.tls_origination_port == 443
+    calls = [
+        Call(src.name, host, 443, tls="tls", sni=host, id=f"{src.name}->{host}:443")
+        for src in sc.sources
+        for host in map(concrete_host, svc.hosts)
+    ]
+    sim = mesh_oracle.simulate(sc.world(calls))
+    assert not sim.rejected, sim.rejected
+    leaks = [f"{c.id}: {r.describe()}" for c, r in zip(calls, sim.results, strict=True)]
+    assert all(r.verdict == "blocked" for r in sim.results), "\n".join(leaks)
+
+
+def test_label_rule_beside_account_rule_in_one_namespace_is_rejected() -> None:
+    """Found by the oracle on a hypothesis-generated policy: labels are checked only by the
+    sidecar, accounts only by the gateway, so together a pod with neither got through."""
+    text = (Path(__file__).parent / "labels-and-service-account.yaml").read_text()
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text)
+    (problem,) = info.value.problems
+    assert problem.path == "/allow/1/from/serviceAccount"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # what the rejection says to write instead: an account on the label rule too ...
+        ("workloadLabels: {app: a}}", "workloadLabels: {app: a}, serviceAccount: sa-2}"),
+        # ... or the label rule's labels on the account rule
+        ("serviceAccount: sa-1}", "serviceAccount: sa-1, workloadLabels: {app: a}}"),
+    ],
+)
+def test_label_rule_and_account_rule_written_as_advised_admit_only_their_pods(
+    mesh_oracle: Oracle, tmp_path: Path, old: str, new: str
+) -> None:
+    text = (Path(__file__).parent / "labels-and-service-account.yaml").read_text()
+    assert old in text
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(text.replace(old, new))
+    sc = scenario(policy_file)
+    plan = probes(sc)
+    sim = mesh_oracle.simulate(sc.world(p.call for p in plan))
+    pairs = list(zip(plan, sim.results, strict=True))
+    wrong = [d for p, r in pairs if (d := disagreement(sc, p, r)) is not None]
+    assert not wrong, "\n".join(wrong) + "\n" + matrix(sc, pairs)
+    assert any(p.intent.allowed for p in plan)
+    assert any(not p.intent.allowed for p in plan)

@@ -216,6 +216,98 @@ def test_service_account_rule_on_wildcard_http_hosts_is_accepted() -> None:
     assert parse_policy(text).rules_allowing("team-a", "api", {}, "ci")
 
 
+LABELS_AND_ACCOUNT = """
+egress: {namespace: egress}
+externalServices:
+  - name: api
+    hosts: [api.example.com]
+    ports: [{number: 80, protocol: HTTP}]
+  - name: other
+    hosts: [other.example.com]
+    ports: [{number: 80, protocol: HTTP}]
+allow:
+  - {name: by-labels, from: LABELS, to: [api]}
+  - {name: by-account, from: ACCOUNT, to: TARGETS}
+"""
+
+
+@pytest.mark.parametrize(
+    ("labels", "account", "targets", "rejected"),
+    [
+        # the pair the mesh oracle found: the gateway admits team-a for the label rule, the
+        # sidecar routes every pod for the account rule
+        (
+            "{namespace: team-a, workloadLabels: {app: a}}",
+            "{namespace: team-a, serviceAccount: sa}",
+            "[api]",
+            True,
+        ),
+        (
+            "{namespace: '*', workloadLabels: {app: a}}",
+            "{namespace: team-a, serviceAccount: sa}",
+            "[api]",
+            True,
+        ),
+        (
+            "{namespace: team-a, workloadLabels: {app: a}}",
+            "{namespace: '*', serviceAccount: sa}",
+            "[api]",
+            True,
+        ),
+        # other labels on the account rule still route pods without the label rule's labels
+        (
+            "{namespace: team-a, workloadLabels: {app: a}}",
+            "{namespace: team-a, workloadLabels: {app: b}, serviceAccount: sa}",
+            "[api]",
+            True,
+        ),
+        # every pod the account rule routes carries the label rule's labels
+        (
+            "{namespace: team-a, workloadLabels: {app: a}}",
+            "{namespace: team-a, workloadLabels: {app: a, tier: x}, serviceAccount: sa}",
+            "[api]",
+            False,
+        ),
+        # the label rule names an account too: the gateway checks identities only
+        (
+            "{namespace: team-a, workloadLabels: {app: a}, serviceAccount: sb}",
+            "{namespace: team-a, serviceAccount: sa}",
+            "[api]",
+            False,
+        ),
+        (
+            "{namespace: team-b, workloadLabels: {app: a}}",
+            "{namespace: team-a, serviceAccount: sa}",
+            "[api]",
+            False,
+        ),
+        (
+            "{namespace: team-a, workloadLabels: {app: a}}",
+            "{namespace: team-a, serviceAccount: sa}",
+            "[other]",
+            False,
+        ),
+    ],
+)
+def test_label_rule_beside_account_rule_is_rejected_when_a_pod_with_neither_gets_through(
+    labels: str, account: str, targets: str, rejected: bool
+) -> None:
+    """Found by the mesh oracle: labels are checked only by the sidecar, accounts only by the
+    gateway, so together a pod with neither reached the service."""
+    text = (
+        LABELS_AND_ACCOUNT.replace("LABELS", labels)
+        .replace("ACCOUNT", account)
+        .replace("TARGETS", targets)
+    )
+    if not rejected:
+        parse_policy(text)
+        return
+    (problem,) = problems_of(text)
+    assert "/allow/1/from/serviceAccount" in problem
+    assert "give 'by-labels' a serviceAccount too" in problem
+    assert "the workloadLabels app=a as well" in problem
+
+
 def test_compiling_100k_hosts_stays_fast() -> None:
     hosts = "\n".join(f"      - h{i}.svc{i % 97}.example.com" for i in range(100_000))
     text = f"""

@@ -37,6 +37,7 @@ from webhook.core.hosts import (
 )
 from webhook.core.policy import (
     DEFAULT_EXCLUDED_NAMESPACES,
+    WILDCARD_NAMESPACE,
     AllowRule,
     ExternalService,
     Gateway,
@@ -428,7 +429,45 @@ class _Builder:
                     services=tuple(targets),
                 )
             )
+        self._check_labels_beside_accounts(rules)
         return tuple(rules)
+
+    def _check_labels_beside_accounts(self, rules: Sequence[AllowRule]) -> None:
+        # Workload labels are checked only by the sidecar (the mTLS identity carries none, so
+        # the gateway admits the rule's whole namespace), a service account only by the gateway
+        # (a sidecar route cannot select pods by account, so the sidecar routes every pod the
+        # rule's labels select).  A labels-only rule beside an account rule for the same service
+        # and namespace lets a pod with neither through, unless the account rule's labels imply
+        # the labels-only rule's.
+        for j, account_rule in enumerate(rules):
+            src = account_rule.source
+            if src.service_account is None:
+                continue
+            for label_rule in rules:
+                other = label_rule.source
+                if not other.workload_labels or other.service_account is not None:
+                    continue
+                if WILDCARD_NAMESPACE not in (src.namespace, other.namespace) and (
+                    src.namespace != other.namespace
+                ):
+                    continue
+                if other.workload_labels.items() <= src.workload_labels.items():
+                    continue
+                shared = [s for s in account_rule.services if s in label_rule.services]
+                if not shared:
+                    continue
+                labels = ", ".join(f"{k}={v}" for k, v in sorted(other.workload_labels.items()))
+                self.problem(
+                    f"/allow/{j}/from/serviceAccount",
+                    f"rule {account_rule.name!r} narrows by serviceAccount, which only the "
+                    f"egress gateway checks, and rule {label_rule.name!r} narrows by "
+                    "workloadLabels, which only the sidecar checks, for the same namespace and "
+                    "service "
+                    f"({', '.join(shared)}): together a pod with neither the labels nor the "
+                    f"account gets through; give {label_rule.name!r} a serviceAccount too, or "
+                    f"give {account_rule.name!r} the workloadLabels {labels} as well",
+                )
+                break
 
     def _exceptions(self, services: Mapping[str, ExternalService]) -> tuple[PolicyException, ...]:
         found: list[PolicyException] = []

@@ -28,8 +28,10 @@ In the egress namespace E, per external service S:
 - ServiceEntry ``egress-guard-<S>`` (exact hosts, ``resolution: DNS``; with NONE the gateway
   would forward to its own address), ``egress-guard-<S>-wildcard`` for wildcard hosts
   (``DYNAMIC_DNS``, Istio 1.30+), one per host when plain TCP ports and several hosts meet
-  (Istio rejects that combination), and ``egress-guard-<S>-origination`` exported to E only for a
-  TLS origination port that the application may not use itself.
+  (Istio rejects that combination), and ``egress-guard-<S>-origination`` (and ``-wildcard``)
+  exported to E only for a TLS origination port that the application may not use itself.  These
+  repeat the service's ports: Istio does not merge same-host entries whose exportTo differs, and
+  the gateway keeps the namespace-private one.
 - VirtualService ``egress-guard-<S>-gateway-<i>`` per host: leg 2, gateway -> the host.
 - DestinationRule ``egress-guard-<S>-tls-<i>`` per host when the gateway originates TLS.
 

@@ -102,20 +102,39 @@ def _service_entry(
 
 
 def _service_entries(svc: ExternalService, egress_ns: str) -> Iterable[Manifest]:
+    yield from _service_entry_set(svc, egress_ns, suffix="", extra=None, export_to="*")
+    origin = svc.tls_origination_port
+    if origin is not None and svc.port(origin) is None:
+        # Only the gateway may use the origination port: these entries are exported to the
+        # egress namespace alone, so no sidecar gets a direct route to it that would skip the
+        # gateway.  They share their hosts with the entries above, and Istio merges same-host
+        # entries only when exportTo is equal, so each proxy keeps one entry per host: the
+        # gateway lists namespace-private services before exported ones and keeps these, which
+        # therefore carry every port of the service too.
+        extra = Port(number=origin, protocol="HTTPS")
+        yield from _service_entry_set(
+            svc, egress_ns, suffix="-origination", extra=extra, export_to="."
+        )
+
+
+def _service_entry_set(
+    svc: ExternalService, egress_ns: str, *, suffix: str, extra: Port | None, export_to: str
+) -> Iterable[Manifest]:
     exact = [h for h in svc.hosts if not is_wildcard(h)]
     wild = [h for h in svc.hosts if is_wildcard(h)]
-    ports = _se_ports(svc.ports, dynamic=False)
-    base = f"{PREFIX}{svc.name}"
+    all_ports = [*svc.ports, *([extra] if extra is not None else [])]
+    base = f"{PREFIX}{svc.name}{suffix}"
     has_tcp = any(port_kind(p) == "tcp" for p in svc.ports)
     if exact:
+        ports = _se_ports(all_ports, dynamic=False)
         # Istio rejects several hosts on a plain TCP port unless resolution is NONE
         groups = [[h] for h in exact] if has_tcp and len(exact) > 1 else [exact]
         for i, hosts in enumerate(groups):
             name = base if len(groups) == 1 else f"{base}-{i}"
             yield _service_entry(
-                name, egress_ns, svc, hosts, ports=ports, resolution="DNS", exportTo=["*"]
+                name, egress_ns, svc, hosts, ports=ports, resolution="DNS", exportTo=[export_to]
             )
-    dynamic_ports = _se_ports(svc.ports, dynamic=True)
+    dynamic_ports = _se_ports(all_ports, dynamic=True)
     if wild and dynamic_ports:
         yield _service_entry(
             f"{base}-wildcard",
@@ -124,34 +143,8 @@ def _service_entries(svc: ExternalService, egress_ns: str) -> Iterable[Manifest]
             wild,
             ports=dynamic_ports,
             resolution="DYNAMIC_DNS",
-            exportTo=["*"],
+            exportTo=[export_to],
         )
-    origin = svc.tls_origination_port
-    if origin is not None and svc.port(origin) is None:
-        # only the gateway may use the origination port: exported to the egress namespace alone,
-        # so no sidecar gets a direct route to it that would skip the gateway
-        port = {"number": origin, "name": f"https-{origin}", "protocol": "HTTPS"}
-        if exact:
-            yield _service_entry(
-                f"{base}-origination",
-                egress_ns,
-                svc,
-                exact,
-                ports=[port],
-                resolution="DNS",
-                exportTo=["."],
-            )
-        if wild:
-            port["protocol"] = "TLS"
-            yield _service_entry(
-                f"{base}-origination-wildcard",
-                egress_ns,
-                svc,
-                wild,
-                ports=[port],
-                resolution="DYNAMIC_DNS",
-                exportTo=["."],
-            )
 
 
 def _gateway(gateway: Gateway, services: Sequence[ExternalService]) -> Manifest:
