@@ -57,7 +57,8 @@ from webhook.admission.server import GC_THRESHOLD
 from webhook.core.checks import EmptyView
 from webhook.core.engine import decide
 from webhook.core.hosts import HostTrie
-from webhook.core.policy_parsing import build_policy, load_document, parse_policy
+from webhook.core.policy_documents import load_document
+from webhook.core.policy_parsing import build_policy, parse_policy
 from webhook.core.reviews import parse_review
 from webhook.tls import generate_files
 

@@ -23,8 +23,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from webhook.core.hosts import HostTrie, address_range, covers, is_service_name
+
+if TYPE_CHECKING:
+    # exceptions build on this module's rules and sources; Policy only holds them
+    from webhook.core.policy_exceptions import PolicyException
 
 WILDCARD_NAMESPACE = "*"
 
@@ -166,47 +171,6 @@ class AllowRule:
     services: tuple[str, ...]
     # the policy exception this rule comes from; empty for the permanent allow list
     exception: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyException:
-    """A grant with an owner and an end: ``sources`` may reach ``services`` until ``expires``.
-
-    ``hosts`` keeps what the security team wrote, for messages; the grant itself is the
-    external services covering them, because a service is what carries ports and a gateway.
-    """
-
-    name: str
-    sources: tuple[Source, ...]
-    services: tuple[str, ...]
-    owner: str
-    ticket: str
-    expires: datetime
-    reason: str = ""
-    hosts: tuple[str, ...] = ()
-
-    def is_live(self, now: datetime) -> bool:
-        """True until the expiry instant; at ``expires`` itself the grant is gone."""
-        return now < self.expires
-
-    def rules(self) -> tuple[AllowRule, ...]:
-        """The allow rules this exception stands for while it is live, one per source."""
-        return tuple(
-            AllowRule(
-                name=f"exception:{self.name}:{source.namespace}",
-                source=source,
-                services=self.services,
-                exception=self.name,
-            )
-            for source in self.sources
-        )
-
-    def describe(self) -> str:
-        """``github-for-ci (owner alice, ticket SEC-1, expires 2026-12-01T00:00:00+00:00)``."""
-        return (
-            f"{self.name} (owner {self.owner}, ticket {self.ticket}, "
-            f"expires {self.expires.isoformat()})"
-        )
 
 
 @dataclass(frozen=True, slots=True)

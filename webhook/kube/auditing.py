@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from webhook.core.audit import AuditResult, Finding, ObjectRef, audit
 from webhook.core.checks import REGISTRY
 from webhook.core.policy import Policy
-from webhook.core.policy_parsing import POLICY_KEY
+from webhook.core.policy_documents import POLICY_KEY
 from webhook.core.reports import (
     MANAGED_BY_LABEL,
     MAX_RESULTS,
