@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.core.errors import InvalidHostError
+from webhook.core.external_services import ExternalService
 from webhook.core.hosts import check_dns_name, covers
-from webhook.core.policy import AllowRule, ExternalService, Source
+from webhook.core.policy import AllowRule, Source
 
 
 @dataclass(frozen=True, slots=True)

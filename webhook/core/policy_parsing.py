@@ -24,6 +24,7 @@ import orjson
 from publicsuffixlist import PublicSuffixList
 
 from webhook.core.errors import InvalidHostError, PolicyError, PolicyProblem
+from webhook.core.external_services import ExternalService, Gateway, Port
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
@@ -34,12 +35,9 @@ from webhook.core.hosts import (
 from webhook.core.policy import (
     DEFAULT_EXCLUDED_NAMESPACES,
     AllowRule,
-    ExternalService,
-    Gateway,
     GatewayMode,
     Mode,
     Policy,
-    Port,
     Source,
 )
 from webhook.core.policy_documents import load_document
