@@ -33,16 +33,15 @@ from kubernetes import client
 from webhook.core.desired import NamespaceInfo, generate
 from webhook.core.policy import Policy
 from webhook.kube.applying import MANAGED_SELECTOR, ApiWriter, Writer, converge, plan_changes
+from webhook.kube.audit_listing import ListedObjects
+from webhook.kube.audit_reporting import ApiEventSink, discover_reports
 from webhook.kube.auditing import (
     AUDIT_INTERVAL,
-    ApiEventSink,
     AuditLoop,
     AuditMetrics,
     Auditor,
     Clock,
     EventLimiter,
-    ListedObjects,
-    discover_reports,
     utc_now,
 )
 from webhook.kube.client import MANAGED_KINDS, Kind, kind_of
