@@ -402,16 +402,16 @@ def where_time_goes(mix: Sequence[tuple[str, bytes]], reviews: int = 4000) -> li
 
     from webhook.admission.policy_store import PolicyStore
 
-    from webhook.admission.app import _Handler
     from webhook.admission.logs import configure_logging
     from webhook.admission.metrics import Metrics
+    from webhook.admission.reviewing import ReviewHandler
     from webhook.core.mutations import mutate
 
     with open(os.devnull, "w") as sink:
         configure_logging("info", sink)
         store = PolicyStore()
         store.update(POLICY_FILE.read_text(), origin="bench")
-        handler = _Handler(
+        handler = ReviewHandler(
             store=store,
             metrics=Metrics(),
             mutator=mutate,
