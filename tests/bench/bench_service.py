@@ -57,7 +57,8 @@ from webhook.admission.server import GC_THRESHOLD
 from webhook.core.checks import EmptyView
 from webhook.core.engine import decide
 from webhook.core.hosts import HostTrie
-from webhook.core.policy_parsing import build_policy, load_document, parse_policy
+from webhook.core.policy_documents import load_document
+from webhook.core.policy_parsing import build_policy, parse_policy
 from webhook.core.reviews import parse_review
 from webhook.tls import generate_files
 
@@ -401,16 +402,16 @@ def where_time_goes(mix: Sequence[tuple[str, bytes]], reviews: int = 4000) -> li
 
     from webhook.admission.policy_store import PolicyStore
 
-    from webhook.admission.app import _Handler
     from webhook.admission.logs import configure_logging
     from webhook.admission.metrics import Metrics
+    from webhook.admission.reviewing import ReviewHandler
     from webhook.core.mutations import mutate
 
     with open(os.devnull, "w") as sink:
         configure_logging("info", sink)
         store = PolicyStore()
         store.update(POLICY_FILE.read_text(), origin="bench")
-        handler = _Handler(
+        handler = ReviewHandler(
             store=store,
             metrics=Metrics(),
             mutator=mutate,

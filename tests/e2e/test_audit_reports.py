@@ -22,16 +22,9 @@ from prometheus_client import CollectorRegistry
 from tests.e2e.harness import ControlPlane
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import ReportFlavour
-from webhook.kube.auditing import (
-    ApiEventSink,
-    ApiReportStore,
-    AuditMetrics,
-    Auditor,
-    EventLimiter,
-    ListedObjects,
-    detect_flavour,
-    governed_resources,
-)
+from webhook.kube.audit_listing import ListedObjects, governed_resources
+from webhook.kube.audit_reporting import ApiEventSink, ApiReportStore, detect_flavour
+from webhook.kube.auditing import AuditMetrics, Auditor, EventLimiter
 from webhook.kube.client import load_api_client
 from webhook.kube.rbac import audit_cluster_rules
 

@@ -23,8 +23,9 @@ from typing import Any
 from tests.meshsim import Call, CallResult, Proxy, World
 from webhook.core.desired import generate
 from webhook.core.explain import Client, explain, parse_destination
+from webhook.core.external_services import ExternalService, Port
 from webhook.core.hosts import is_wildcard, wildcard_suffix
-from webhook.core.policy import WILDCARD_NAMESPACE, ExternalService, Policy, Port
+from webhook.core.policy import WILDCARD_NAMESPACE, Policy
 from webhook.core.policy_parsing import parse_policy
 
 # A namespace no rule names: its pods only get what rules on "*" give.

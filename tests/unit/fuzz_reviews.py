@@ -25,7 +25,7 @@ import orjson
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from webhook.admission.app import REVISION_HEADER
+from webhook.admission.reviewing import REVISION_HEADER
 from webhook.core.engine import decide
 from webhook.core.errors import ReviewError
 from webhook.core.policy import Policy

@@ -31,7 +31,8 @@ from webhook.kube.informing import Informer
 from webhook.kube.leader import LeaseElector
 from webhook.kube.policy_watch import ConfigMapPolicySource
 from webhook.kube.probing import Heartbeat, ProbeResult, liveness, probe_app, readiness
-from webhook.kube.reconciler import MAX_BACKOFF, Reconciler, new_reconciler
+from webhook.kube.reconciler import MAX_BACKOFF, Reconciler
+from webhook.kube.reconciler_wiring import new_reconciler
 from webhook.policy_runtime import PolicyStore, embedded_policy_text
 from webhook.settings import split_host_port
 

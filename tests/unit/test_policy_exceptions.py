@@ -8,7 +8,8 @@ import pytest
 
 from webhook.core.errors import PolicyError
 from webhook.core.policy import Workloads, effective_policy
-from webhook.core.policy_parsing import parse_instant, parse_policy
+from webhook.core.policy_exceptions import parse_instant
+from webhook.core.policy_parsing import parse_policy
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from webhook.core.errors import PolicyError
-from webhook.core.policy_parsing import load_document, parse_policy, policy_text
+from webhook.core.policy_documents import load_document, policy_text
+from webhook.core.policy_parsing import parse_policy
 
 pytestmark = pytest.mark.unit
 

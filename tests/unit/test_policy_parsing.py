@@ -325,3 +325,17 @@ externalServices:
     assert policy.services_covering("h5.svc6.example.com") == frozenset()
     # generous bound for a loaded CI machine; the benchmark reports the real figure
     assert elapsed < 20
+
+
+def test_an_exception_by_labels_beside_an_account_rule_is_rejected_too() -> None:
+    # live, the exception is one more allow rule: the same pair would let a pod with neither in
+    text = LABELS_AND_ACCOUNT.replace(
+        "  - {name: by-labels, from: LABELS, to: [api]}\n", ""
+    ).replace("ACCOUNT", "{namespace: team-a, serviceAccount: sa}").replace("TARGETS", "[api]") + (
+        "exceptions:\n"
+        "  - {name: temp, namespaces: [team-a], workloadLabels: {app: a}, services: [api],\n"
+        "     owner: alice, ticket: SEC-9, expires: '2030-01-01T00:00:00Z'}\n"
+    )
+    (problem,) = problems_of(text)
+    assert "/allow/0/from/serviceAccount" in problem
+    assert "give 'temp' a serviceAccount too" in problem

@@ -53,7 +53,7 @@ def audit_command(
     """Judge every existing governed object; exit 1 when anything breaches, 2 on bad input."""
     from kubernetes.client import ApiException
 
-    from webhook.kube.auditing import ListedObjects, read_policy_text
+    from webhook.kube.audit_listing import ListedObjects, read_policy_text
     from webhook.kube.client import load_api_client
 
     now = instant(at)

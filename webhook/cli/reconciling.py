@@ -75,7 +75,7 @@ def controller(
     from webhook.admission.logs import configure_logging
     from webhook.kube.client import load_api_client
     from webhook.kube.policy_watch import ConfigMapPolicySource
-    from webhook.kube.reconciler import new_reconciler
+    from webhook.kube.reconciler_wiring import new_reconciler
 
     try:
         ref = ConfigMapRef.parse(policy_configmap)

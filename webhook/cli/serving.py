@@ -59,7 +59,7 @@ def sidecar_view(settings: Settings) -> ClusterView:
 
 def listed_objects(settings: Settings) -> ClusterObjects:
     """Every governed object, listed from the API when a policy edit is judged."""
-    from webhook.kube.auditing import ListedObjects
+    from webhook.kube.audit_listing import ListedObjects
     from webhook.kube.client import load_api_client
 
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None

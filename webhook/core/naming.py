@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from webhook.core.policy import ExternalService
+from webhook.core.external_services import ExternalService
 
 
 def dns_label(text: str) -> str:

@@ -23,8 +23,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
+# desired/ imports these three through this module, the policy's public face
+from webhook.core.external_services import ExternalService as ExternalService
+from webhook.core.external_services import Gateway as Gateway
+from webhook.core.external_services import Port as Port
 from webhook.core.hosts import HostTrie, address_range, covers, is_service_name
+
+if TYPE_CHECKING:
+    # exceptions build on this module's rules and sources; Policy only holds them
+    from webhook.core.policy_exceptions import PolicyException
 
 WILDCARD_NAMESPACE = "*"
 
@@ -54,79 +63,6 @@ class GatewayMode(StrEnum):
 
     SHARED = "shared"
     DEDICATED = "dedicated"
-
-
-@dataclass(frozen=True, slots=True)
-class Port:
-    """A port of an external service and the protocol Istio should treat it as."""
-
-    number: int
-    protocol: str
-
-    @property
-    def name(self) -> str:
-        """A Service/ServiceEntry port name Istio accepts (``http-80``, ``tls-443``)."""
-        return f"{self.protocol.lower()}-{self.number}"
-
-    @property
-    def is_tls(self) -> bool:
-        """True when the proxy routes this port on SNI (TLS passthrough)."""
-        return self.protocol in ("TLS", "HTTPS")
-
-
-@dataclass(frozen=True, slots=True)
-class Gateway:
-    """An egress gateway: its Service in the egress namespace and the labels of its pods."""
-
-    name: str
-    namespace: str
-    selector: Mapping[str, str]
-    cluster_domain: str = "cluster.local"
-    # labels its pods carry besides the selector (``egress.gatewayLabels``)
-    pod_labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def known_labels(self) -> Mapping[str, str]:
-        """Every label the gateway's pods are known to carry: a selector contradicting one of
-        them cannot select those pods."""
-        return {**self.pod_labels, **self.selector}
-
-    @property
-    def fqdn(self) -> str:
-        """The gateway Service's cluster DNS name, where sidecars send egress traffic."""
-        return f"{self.name}.{self.namespace}.svc.{self.cluster_domain}"
-
-    @property
-    def ref(self) -> str:
-        """``namespace/name`` as VirtualService ``gateways`` lists write it."""
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalService:
-    """A named destination outside the mesh that rules can allow."""
-
-    name: str
-    hosts: tuple[str, ...]
-    ports: tuple[Port, ...]
-    gateway: Gateway
-    tls_origination_port: int | None = None
-    addresses: tuple[str, ...] = ()
-
-    def port(self, number: int) -> Port | None:
-        """The port with that number, if the service has it."""
-        for port in self.ports:
-            if port.number == number:
-                return port
-        return None
-
-    @property
-    def port_numbers(self) -> frozenset[int]:
-        """Every port number a client may use, plus the TLS origination port on the far side."""
-        numbers = {p.number for p in self.ports}
-        if self.tls_origination_port is not None:
-            numbers.add(self.tls_origination_port)
-        return frozenset(numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,47 +102,6 @@ class AllowRule:
     services: tuple[str, ...]
     # the policy exception this rule comes from; empty for the permanent allow list
     exception: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyException:
-    """A grant with an owner and an end: ``sources`` may reach ``services`` until ``expires``.
-
-    ``hosts`` keeps what the security team wrote, for messages; the grant itself is the
-    external services covering them, because a service is what carries ports and a gateway.
-    """
-
-    name: str
-    sources: tuple[Source, ...]
-    services: tuple[str, ...]
-    owner: str
-    ticket: str
-    expires: datetime
-    reason: str = ""
-    hosts: tuple[str, ...] = ()
-
-    def is_live(self, now: datetime) -> bool:
-        """True until the expiry instant; at ``expires`` itself the grant is gone."""
-        return now < self.expires
-
-    def rules(self) -> tuple[AllowRule, ...]:
-        """The allow rules this exception stands for while it is live, one per source."""
-        return tuple(
-            AllowRule(
-                name=f"exception:{self.name}:{source.namespace}",
-                source=source,
-                services=self.services,
-                exception=self.name,
-            )
-            for source in self.sources
-        )
-
-    def describe(self) -> str:
-        """``github-for-ci (owner alice, ticket SEC-1, expires 2026-12-01T00:00:00+00:00)``."""
-        return (
-            f"{self.name} (owner {self.owner}, ticket {self.ticket}, "
-            f"expires {self.expires.isoformat()})"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from webhook.core.decisions import Decision, Violation, allow
 from webhook.core.errors import PolicyError
 from webhook.core.policy import Policy
 from webhook.core.policy_diff import diff_policies, summary_of_removed
-from webhook.core.policy_parsing import POLICY_KEY, parse_policy
+from webhook.core.policy_documents import POLICY_KEY
+from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review
 
 # kubectl prints every warning, but the API server truncates long ones and caps their total

@@ -1,9 +1,7 @@
 """Turn the security team's YAML into a checked ``Policy``, or say everything that is wrong.
 
-Accepts the bare policy document or a ConfigMap manifest carrying it under ``policy.yaml`` or
-``policy.json``.  JSON is YAML too, but libyaml takes ~0.6 s for a 100,000-host list where orjson
-takes ~20 ms, so text that parses as JSON is read with orjson and anything else with YAML; a
-generated allow list can therefore be shipped as ``policy.json``.
+The text is read by ``policy_documents`` (bare policy or a ConfigMap carrying it) and the
+exceptions are checked by ``policy_exceptions``.
 Checking happens in two passes, schema first (shape and types, via JSON Schema) and then meaning
 (host syntax, over-broad wildcards, unknown services, duplicates); every problem of both passes is
 reported with its field path, so one edit can fix them all.  Nothing here reads files: callers
@@ -23,15 +21,14 @@ from typing import Any
 
 import jsonschema
 import orjson
-import yaml
 from publicsuffixlist import PublicSuffixList
 
 from webhook.core.errors import InvalidHostError, PolicyError, PolicyProblem
+from webhook.core.external_services import ExternalService, Gateway, Port
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
     check_dns_name,
-    covers,
     is_wildcard,
     wildcard_suffix,
 )
@@ -39,23 +36,15 @@ from webhook.core.policy import (
     DEFAULT_EXCLUDED_NAMESPACES,
     WILDCARD_NAMESPACE,
     AllowRule,
-    ExternalService,
-    Gateway,
     GatewayMode,
     Mode,
     Policy,
-    PolicyException,
-    Port,
     Source,
 )
+from webhook.core.policy_documents import load_document
+from webhook.core.policy_exceptions import build_exceptions, timestamps_as_text
 from webhook.core.policy_schema import POLICY_SCHEMA
 
-POLICY_KEY = "policy.yaml"
-POLICY_JSON_KEY = "policy.json"
-# the ConfigMap keys a policy may live under, at most one of them per ConfigMap
-POLICY_KEYS = (POLICY_JSON_KEY, POLICY_KEY)
-# libyaml's loader is ~10x faster on large host lists; same safe semantics
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_SHARED_GATEWAY = Gateway("istio-egressgateway", "", {"istio": "egressgateway"})
 DEFAULT_DEDICATED_NAME = "egress-{service}"
 DEFAULT_DEDICATED_SELECTOR = {"gateway-name": "egress-{service}", "gateway-type": "egress"}
@@ -93,69 +82,6 @@ def _pointer(path: Any) -> str:
     return "/" + "/".join(str(p) for p in path) if path else ""
 
 
-def policy_text(data: Mapping[str, Any]) -> str | None:
-    """The policy in a ConfigMap's ``data`` (``policy.json`` or ``policy.yaml``); None if neither.
-
-    Raises PolicyError when both keys are present: which one is in force would be a guess.
-    """
-    present = [key for key in POLICY_KEYS if key in data]
-    if len(present) > 1:
-        raise PolicyError(
-            [
-                PolicyProblem(
-                    "/data", f"the ConfigMap has both {POLICY_JSON_KEY!r} and {POLICY_KEY!r}"
-                )
-            ]
-        )
-    return str(data[present[0]]) if present else None
-
-
-def _json_document(text: str | bytes) -> Any:
-    """The JSON value of ``text``, or None when it is not JSON (then it is read as YAML)."""
-    head = text.lstrip()[:1]
-    if head not in ("{", b"{"):
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def load_document(text: str | bytes) -> dict[str, Any]:
-    """Parse YAML or JSON text into the policy mapping, unwrapping a ConfigMap if it is one."""
-    document = _json_document(text)
-    if isinstance(document, Mapping):
-        return _unwrap([document])
-    try:
-        docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        raise PolicyError([PolicyProblem("", f"not valid YAML ({where}): {exc}")]) from exc
-    if not docs:
-        raise PolicyError([PolicyProblem("", "the policy document is empty")])
-    return _unwrap(docs)
-
-
-def _unwrap(docs: list[Any]) -> dict[str, Any]:
-    for doc in docs:
-        if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
-            data = doc.get("data") or {}
-            inner = policy_text(data) if isinstance(data, Mapping) else None
-            if inner is None:
-                continue
-            return load_document(inner)
-    doc = docs[0]
-    if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
-        message = f"the ConfigMap has no key {POLICY_KEY!r} (or {POLICY_JSON_KEY!r})"
-        raise PolicyError([PolicyProblem("/data", message)])
-    if len(docs) > 1:
-        raise PolicyError([PolicyProblem("", "expected one policy document, found several")])
-    if not isinstance(doc, Mapping):
-        raise PolicyError([PolicyProblem("", "the policy must be a mapping")])
-    return dict(doc)
-
-
 def parse_policy(text: str | bytes, *, name: str = "", now: dt.datetime | None = None) -> Policy:
     """Parse and check policy YAML (bare or in a ConfigMap); raise PolicyError listing problems.
 
@@ -175,7 +101,7 @@ def build_policy(
     document: Mapping[str, Any], *, name: str = "", now: dt.datetime | None = None
 ) -> Policy:
     """Check a parsed policy mapping and compile it; raise PolicyError listing every problem."""
-    document = _timestamps_as_text(document)
+    document = timestamps_as_text(document)
     problems = [
         PolicyProblem(_pointer(err.absolute_path), err.message)
         for err in sorted(_validator().iter_errors(document), key=lambda e: list(e.path))
@@ -188,38 +114,6 @@ def build_policy(
     if builder.problems:
         raise PolicyError(builder.problems)
     return policy
-
-
-def _timestamps_as_text(document: Mapping[str, Any]) -> Mapping[str, Any]:
-    """YAML reads an unquoted ``expires: 2026-12-24T18:00:00Z`` as a timestamp: keep it text."""
-    exceptions = document.get("exceptions")
-    if not isinstance(exceptions, list) or not any(
-        isinstance(item, Mapping) and isinstance(item.get("expires"), dt.date)
-        for item in exceptions
-    ):
-        return document
-    items = [
-        {**item, "expires": item["expires"].isoformat()}
-        if isinstance(item, Mapping) and isinstance(item.get("expires"), dt.date)
-        else item
-        for item in exceptions
-    ]
-    return {**document, "exceptions": items}
-
-
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
-
-
-def parse_instant(text: str) -> dt.datetime:
-    """An RFC 3339 instant with its offset, in UTC; ValueError for anything else."""
-    if "T" not in text.upper() and " " not in text:
-        raise ValueError("a date alone is not an instant: add a time and an offset")
-    if not _RFC3339.match(text):
-        raise ValueError("expected YYYY-MM-DDTHH:MM:SS[.frac] and Z or +HH:MM")
-    value = dt.datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-    if value.tzinfo is None:
-        raise ValueError("an RFC 3339 instant needs an offset (Z or +HH:MM)")
-    return value.astimezone(dt.UTC)
 
 
 class _Builder:
@@ -240,7 +134,16 @@ class _Builder:
         gateway_spec = egress.get("gateway") or {}
         services = self._services(egress_ns, gateway_spec, egress.get("gatewayLabels") or {})
         rules = self._rules(services)
-        exceptions = self._exceptions(services)
+        exceptions = build_exceptions(self.doc, services, now=self.now, problem=self.problem)
+        # an exception's source may widen a label rule or an account rule while it is live
+        self._check_labels_beside_accounts(
+            [(f"/allow/{j}", r.name, r.source, r.services) for j, r in enumerate(rules)]
+            + [
+                (f"/exceptions/{i}", e.name, source, e.services)
+                for i, e in enumerate(exceptions)
+                for source in e.sources
+            ]
+        )
         excluded = frozenset(self.doc.get("excludedNamespaces", DEFAULT_EXCLUDED_NAMESPACES))
         if egress_ns in excluded:
             self.problem(
@@ -429,22 +332,21 @@ class _Builder:
                     services=tuple(targets),
                 )
             )
-        self._check_labels_beside_accounts(rules)
         return tuple(rules)
 
-    def _check_labels_beside_accounts(self, rules: Sequence[AllowRule]) -> None:
+    def _check_labels_beside_accounts(
+        self, grants: Sequence[tuple[str, str, Source, tuple[str, ...]]]
+    ) -> None:
         # Workload labels are checked only by the sidecar (the mTLS identity carries none, so
         # the gateway admits the rule's whole namespace), a service account only by the gateway
         # (a sidecar route cannot select pods by account, so the sidecar routes every pod the
-        # rule's labels select).  A labels-only rule beside an account rule for the same service
-        # and namespace lets a pod with neither through, unless the account rule's labels imply
-        # the labels-only rule's.
-        for j, account_rule in enumerate(rules):
-            src = account_rule.source
+        # rule's labels select).  A labels-only grant beside an account grant for the same
+        # service and namespace lets a pod with neither through, unless the account grant's
+        # labels imply the labels-only grant's.  Grants are (path, name, source, services).
+        for path, account_name, src, account_services in grants:
             if src.service_account is None:
                 continue
-            for label_rule in rules:
-                other = label_rule.source
+            for _, label_name, other, label_services in grants:
                 if not other.workload_labels or other.service_account is not None:
                     continue
                 if WILDCARD_NAMESPACE not in (src.namespace, other.namespace) and (
@@ -453,99 +355,21 @@ class _Builder:
                     continue
                 if other.workload_labels.items() <= src.workload_labels.items():
                     continue
-                shared = [s for s in account_rule.services if s in label_rule.services]
+                shared = [s for s in account_services if s in label_services]
                 if not shared:
                     continue
                 labels = ", ".join(f"{k}={v}" for k, v in sorted(other.workload_labels.items()))
                 self.problem(
-                    f"/allow/{j}/from/serviceAccount",
-                    f"rule {account_rule.name!r} narrows by serviceAccount, which only the "
-                    f"egress gateway checks, and rule {label_rule.name!r} narrows by "
+                    f"{path}/from/serviceAccount" if path.startswith("/allow") else path,
+                    f"rule {account_name!r} narrows by serviceAccount, which only the "
+                    f"egress gateway checks, and rule {label_name!r} narrows by "
                     "workloadLabels, which only the sidecar checks, for the same namespace and "
                     "service "
                     f"({', '.join(shared)}): together a pod with neither the labels nor the "
-                    f"account gets through; give {label_rule.name!r} a serviceAccount too, or "
-                    f"give {account_rule.name!r} the workloadLabels {labels} as well",
+                    f"account gets through; give {label_name!r} a serviceAccount too, or "
+                    f"give {account_name!r} the workloadLabels {labels} as well",
                 )
                 break
-
-    def _exceptions(self, services: Mapping[str, ExternalService]) -> tuple[PolicyException, ...]:
-        found: list[PolicyException] = []
-        names: set[str] = set()
-        max_days = self.doc.get("maxExceptionDays")
-        all_names = {s["name"] for s in self.doc["externalServices"]}
-        for i, item in enumerate(self.doc.get("exceptions", ())):
-            path = f"/exceptions/{i}"
-            name = item["name"]
-            if name in names:
-                self.problem(f"{path}/name", f"duplicate exception name {name!r}")
-            names.add(name)
-            if not item.get("services") and not item.get("hosts"):
-                self.problem(path, f"exception {name!r} grants nothing: list services or hosts")
-            try:
-                expires = parse_instant(str(item["expires"]))
-            except ValueError as exc:
-                self.problem(
-                    f"{path}/expires", f"{item['expires']!r} is not an RFC 3339 instant: {exc}"
-                )
-                continue
-            if max_days is not None and self.now is not None:
-                limit = self.now + dt.timedelta(days=int(max_days))
-                if expires > limit:
-                    self.problem(
-                        f"{path}/expires",
-                        f"{name!r} runs until {expires.isoformat()}, past the "
-                        f"{max_days}-day limit (maxExceptionDays) ending {limit.isoformat()}",
-                    )
-            granted: list[str] = []
-            for j, target in enumerate(item.get("services", ())):
-                if target not in all_names:
-                    listed = ", ".join(sorted(all_names)) or "none"
-                    self.problem(
-                        f"{path}/services/{j}",
-                        f"unknown external service {target!r} (defined: {listed})",
-                    )
-                elif target in services and target not in granted:
-                    granted.append(target)
-            hosts: list[str] = []
-            for j, host in enumerate(item.get("hosts", ())):
-                try:
-                    normal = check_dns_name(host, require_dot=True)
-                except InvalidHostError as exc:
-                    self.problem(f"{path}/hosts/{j}", exc.why + f" ({host!r})")
-                    continue
-                covering = sorted(
-                    svc.name
-                    for svc in services.values()
-                    if any(covers(pattern, normal) for pattern in svc.hosts)
-                )
-                if not covering:
-                    self.problem(
-                        f"{path}/hosts/{j}",
-                        f"no external service covers {normal!r}: describe it under "
-                        "externalServices (ports, protocol, gateway) before granting it",
-                    )
-                    continue
-                hosts.append(normal)
-                granted.extend(c for c in covering if c not in granted)
-            labels = dict(item.get("workloadLabels") or {})
-            account = item.get("serviceAccount")
-            found.append(
-                PolicyException(
-                    name=name,
-                    sources=tuple(
-                        Source(namespace=ns, workload_labels=labels, service_account=account)
-                        for ns in item["namespaces"]
-                    ),
-                    services=tuple(granted),
-                    owner=str(item["owner"]),
-                    ticket=str(item["ticket"]),
-                    expires=expires,
-                    reason=str(item.get("reason", "")),
-                    hosts=tuple(hosts),
-                )
-            )
-        return tuple(found)
 
     def _check_identity_enforceable(
         self, path: str, targets: Sequence[str], services: Mapping[str, ExternalService]

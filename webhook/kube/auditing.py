@@ -8,7 +8,8 @@ reports of namespaces that became clean, sets ``egress_guard_audit_violations`` 
 most one Warning Event per object and rule per ``event_interval``.
 
 Every collaborator is handed in (a ``Protocol`` each), so the unit tests run a pass with
-in-memory fakes; the ``Api*`` classes are the Kubernetes implementations.
+in-memory fakes; the Kubernetes implementations are in ``audit_reporting`` (reports and Events)
+and ``audit_listing`` (the governed objects).
 """
 
 from __future__ import annotations
@@ -17,35 +18,26 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from webhook.core.audit import AuditResult, Finding, ObjectRef, audit
-from webhook.core.checks import REGISTRY
 from webhook.core.policy import Policy
-from webhook.core.policy_parsing import POLICY_KEY
 from webhook.core.reports import (
-    MANAGED_BY_LABEL,
     MAX_RESULTS,
-    REPORT_NAME,
-    SOURCE,
     ReportFlavour,
     build_reports,
 )
-from webhook.kube.client import FIELD_MANAGER, is_status, response_json
 
 logger = logging.getLogger(__name__)
 
 AUDIT_INTERVAL = dt.timedelta(minutes=10)
 EVENT_INTERVAL = dt.timedelta(hours=1)
 EVENT_REASON = "EgressPolicyViolation"
-REPORT_SELECTOR = f"{MANAGED_BY_LABEL}={SOURCE}"
-APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-LIST_PAGE = 500
 
 Clock = Callable[[], dt.datetime]
 
@@ -279,202 +271,3 @@ class AuditLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-
-# --- Kubernetes implementations --------------------------------------------------------------
-
-
-def detect_flavour(api_client: client.ApiClient) -> ReportFlavour | None:
-    """The report API the cluster serves: OpenReports first, else wg-policy, else none."""
-    groups = client.ApisApi(api_client).get_api_versions().groups or []
-    served = {(g.name, v.version) for g in groups for v in (g.versions or [])}
-    for flavour in (ReportFlavour.OPENREPORTS, ReportFlavour.WGPOLICY):
-        group, _, version = flavour.value.partition("/")
-        if (group, version) in served:
-            return flavour
-    return None
-
-
-def _coords(flavour: ReportFlavour) -> tuple[str, str, str]:
-    group, _, version = flavour.value.partition("/")
-    plural = "reports" if flavour is ReportFlavour.OPENREPORTS else "policyreports"
-    return group, version, plural
-
-
-def discover_reports(api_client: client.ApiClient) -> tuple[ReportFlavour, ReportStore] | None:
-    """The report API the cluster serves now and a store writing to it, or None."""
-    flavour = detect_flavour(api_client)
-    return (flavour, ApiReportStore(api_client, flavour)) if flavour is not None else None
-
-
-class ApiReportStore:
-    """``ReportStore`` over the report CRD, with server-side apply as egress-guard."""
-
-    def __init__(self, api_client: client.ApiClient, flavour: ReportFlavour) -> None:
-        self.api = client.CustomObjectsApi(api_client)
-        self.group, self.version, self.plural = _coords(flavour)
-
-    def namespaces(self) -> set[str]:
-        """Namespaces with an ``egress-guard`` report carrying our managed-by label."""
-        listed: Mapping[str, Any] = cast(
-            Mapping[str, Any],
-            self.api.list_cluster_custom_object(
-                self.group, self.version, self.plural, label_selector=REPORT_SELECTOR
-            ),
-        )
-        return {
-            str(item["metadata"]["namespace"])
-            for item in listed.get("items", ())
-            if item["metadata"].get("name") == REPORT_NAME
-        }
-
-    def apply(self, report: Mapping[str, Any]) -> None:
-        """Server-side apply the whole report (results replace the previous list)."""
-        self.api.patch_namespaced_custom_object(
-            self.group,
-            self.version,
-            str(report["metadata"]["namespace"]),
-            self.plural,
-            REPORT_NAME,
-            body=dict(report),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY_CONTENT_TYPE,
-        )
-
-    def delete(self, namespace: str) -> None:
-        """Delete the namespace's report; gone already is fine."""
-        try:
-            self.api.delete_namespaced_custom_object(
-                self.group, self.version, namespace, self.plural, REPORT_NAME
-            )
-        except client.ApiException as exc:
-            if not is_status(exc, 404):
-                raise
-
-
-class ApiEventSink:
-    """``EventSink`` posting core/v1 Events (what ``kubectl describe`` shows)."""
-
-    def __init__(self, api_client: client.ApiClient, *, component: str = "egress-guard-audit"):
-        self.api = client.CoreV1Api(api_client)
-        self.component = component
-
-    def warn(self, ref: ObjectRef, reason: str, message: str) -> None:
-        """Post a Warning Event about ``ref`` in its namespace (``default`` if cluster-scoped)."""
-        stamp = utc_now().isoformat()
-        namespace = ref.namespace or "default"
-        body: Any = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{ref.name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": ref.api_version,
-                "kind": ref.kind,
-                "name": ref.name,
-                "namespace": ref.namespace,
-                "uid": ref.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning",
-            "source": {"component": self.component},
-            "reportingComponent": self.component,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        self.api.create_namespaced_event(namespace, body)
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """A listable resource of a governed kind, as discovery names it."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-
-    @property
-    def api_version(self) -> str:
-        """``group/version`` or ``v1``."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def path(self) -> str:
-        """The cluster-wide list path."""
-        if not self.group:
-            return f"/api/{self.version}/{self.plural}"
-        return f"/apis/{self.group}/{self.version}/{self.plural}"
-
-
-def _get(api_client: client.ApiClient, path: str, **query: str) -> Any:
-    method, url, headers, body, post = api_client.param_serialize(
-        "GET",
-        path,
-        query_params=list(query.items()),
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    response = api_client.call_api(method, url, header_params=headers, body=body, post_params=post)
-    response.read()  # type: ignore[no-untyped-call]
-    if response.status >= 400:
-        raise client.ApiException(status=response.status, reason=response.reason)
-    return response_json(response)
-
-
-def governed_resources(api_client: client.ApiClient) -> list[Resource]:
-    """The served resources whose (group, kind) has a check, at each group's preferred version."""
-    wanted = set(REGISTRY)
-    found: list[Resource] = []
-    sources = [("", "v1", "/api/v1")]
-    for group in client.ApisApi(api_client).get_api_versions().groups or []:
-        if any(g == group.name for g, _ in wanted) and group.preferred_version is not None:
-            version = group.preferred_version.version
-            sources.append((group.name, version, f"/apis/{group.name}/{version}"))
-    for group_name, version, path in sources:
-        try:
-            listing = _get(api_client, path)
-        except client.ApiException as exc:
-            if is_status(exc, 404, 503):
-                continue
-            raise
-        for item in listing.get("resources", ()):
-            name = str(item.get("name", ""))
-            kind = str(item.get("kind", ""))
-            if "/" in name or (group_name, kind) not in wanted:
-                continue
-            if "list" in item.get("verbs", ()):
-                found.append(Resource(group_name, version, kind, name))
-    return found
-
-
-class ListedObjects:
-    """``ObjectSource`` listing every governed resource, page by page (``egress-guard audit``)."""
-
-    def __init__(self, api_client: client.ApiClient, resources: list[Resource] | None = None):
-        self.api_client = api_client
-        self.resources = resources
-
-    def objects(self) -> Iterator[Mapping[str, Any]]:
-        """Every object of every governed resource, with apiVersion and kind filled in."""
-        for resource in self.resources or governed_resources(self.api_client):
-            token = ""
-            while True:
-                query = {"limit": str(LIST_PAGE)}
-                if token:
-                    query["continue"] = token
-                page = _get(self.api_client, resource.path, **query)
-                for item in page.get("items", ()):
-                    # list items carry neither apiVersion nor kind
-                    yield {**item, "apiVersion": resource.api_version, "kind": resource.kind}
-                token = str((page.get("metadata") or {}).get("continue") or "")
-                if not token:
-                    break
-
-
-def read_policy_text(api_client: client.ApiClient, namespace: str, name: str) -> str:
-    """The policy document in the ConfigMap ``namespace/name`` (``egress-guard audit``)."""
-    configmap = client.CoreV1Api(api_client).read_namespaced_config_map(name, namespace)
-    return str((configmap.data or {}).get(POLICY_KEY, ""))

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.core.policy_parsing import POLICY_KEY
+from webhook.core.policy_documents import POLICY_KEY
 from webhook.kube.informing import Informer, ListFunction
 from webhook.policy_runtime import PolicySink, ReloadResult
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from webhook.core.decisions import EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
+from webhook.core.external_services import Gateway
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
@@ -27,7 +28,7 @@ from webhook.core.hosts import (
     normalize,
 )
 from webhook.core.naming import gateway_subset
-from webhook.core.policy import MANAGED_LABEL, Gateway, Policy
+from webhook.core.policy import MANAGED_LABEL, Policy
 from webhook.core.policy_parsing import is_overbroad
 
 MESH = "mesh"
