@@ -12,7 +12,16 @@ import sys
 
 import click
 
-from webhook.cli.common import AT_OPTION, EXIT_BAD_INPUT, fail, instant, main, problems, read
+from webhook.cli.common import (
+    AT_OPTION,
+    EXIT_BAD_INPUT,
+    OUTPUT_OPTION,
+    fail,
+    instant,
+    main,
+    problems,
+    read,
+)
 from webhook.core.audit import audit, audit_json, audit_table, exit_code
 from webhook.core.errors import PolicyError
 from webhook.core.policy_parsing import parse_policy
@@ -35,14 +44,7 @@ from webhook.settings import ConfigMapRef
     help="The policy in force, read when --policy is not given.",
 )
 @AT_OPTION
-@click.option(
-    "--output",
-    "-o",
-    "output",
-    default="table",
-    show_default=True,
-    type=click.Choice(["table", "json"]),
-)
+@OUTPUT_OPTION
 def audit_command(
     kubeconfig: str | None,
     policy_path: str | None,

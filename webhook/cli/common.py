@@ -84,6 +84,16 @@ def instant(at: str | None) -> datetime:
     return when
 
 
+# a table for people, JSON for CI jobs (``policy diff``, ``audit``)
+OUTPUT_OPTION = click.option(
+    "--output",
+    "-o",
+    "output",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json"]),
+)
+
 AT_OPTION = click.option(
     "--at",
     "at",

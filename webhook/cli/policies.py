@@ -7,7 +7,16 @@ import sys
 
 import click
 
-from webhook.cli.common import AT_OPTION, EXIT_DENIED, fail, instant, main, problems, read
+from webhook.cli.common import (
+    AT_OPTION,
+    EXIT_DENIED,
+    OUTPUT_OPTION,
+    fail,
+    instant,
+    main,
+    problems,
+    read,
+)
 from webhook.core.errors import PolicyError
 from webhook.core.policy_diff import policy_diff_text
 from webhook.core.policy_parsing import parse_policy
@@ -46,14 +55,7 @@ def policy_validate(file: str) -> None:
     help="Comma-separated namespaces whose generated objects to compare "
     "(default: those the rules name).",
 )
-@click.option(
-    "--output",
-    "-o",
-    "output",
-    default="table",
-    show_default=True,
-    type=click.Choice(["table", "json"]),
-)
+@OUTPUT_OPTION
 def policy_diff(old: str, new: str, at: str | None, namespaces: str, output: str) -> None:
     """Grants added and removed (source -> service/host:port) and generated objects changed.
 
