@@ -400,12 +400,14 @@ def where_time_goes(mix: Sequence[tuple[str, bytes]], reviews: int = 4000) -> li
     import logging
     import pstats
 
-    from webhook.admission.policy_store import PolicyStore
-
+    from webhook.admission.app import utc_now
     from webhook.admission.logs import configure_logging
     from webhook.admission.metrics import Metrics
+    from webhook.admission.policy_edits import NoObjects
     from webhook.admission.reviewing import ReviewHandler
     from webhook.core.mutations import mutate
+    from webhook.core.policy_admission import SecurityTeam
+    from webhook.policy_runtime import PolicyStore
 
     with open(os.devnull, "w") as sink:
         configure_logging("info", sink)
@@ -418,6 +420,10 @@ def where_time_goes(mix: Sequence[tuple[str, bytes]], reviews: int = 4000) -> li
             view=EmptyView(),
             log_allowed=True,
             cache_size=4096,
+            clock=utc_now,
+            policy_configmap=None,
+            cluster_objects=NoObjects(),
+            security_team=SecurityTeam(),
         )
         bodies = [(p[1:], b) for p, b in fill(unique_mix(mix), reviews)]
         warmup = [(p[1:], b) for p, b in fill(unique_mix(mix), 200, start=reviews)]
@@ -446,14 +452,14 @@ def where_time_goes(mix: Sequence[tuple[str, bytes]], reviews: int = 4000) -> li
             if f.endswith(file_suffix) and name == function
         )
 
-    total = cumulative("admission/app.py", "answer")
+    total = cumulative("admission/reviewing.py", "answer")
     log = cumulative("admission/logs.py", "write")
-    finish = cumulative("admission/app.py", "finish")
+    finish = cumulative("admission/reviewing.py", "finish")
     decided = cumulative("core/engine.py", "decide")
     cached = cumulative("admission/decision_cache.py", "decide")
     mutated = cumulative("core/mutations.py", "mutate")
     stages = [
-        ("read: orjson + parse_review", cumulative("admission/app.py", "read_review")),
+        ("read: orjson + parse_review", cumulative("admission/reviewing.py", "read_review")),
         ("decide (engine and checks)", decided),
         ("decision cache around decide", cached - decided),
         ("mutate (the /mutate reviews)", mutated),
