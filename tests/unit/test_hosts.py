@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from webhook.core.errors import InvalidHostError
 from webhook.core.hosts import (
     HostTrie,
+    address_range,
     check_dns_name,
     covers,
     expand_short_name,
@@ -160,3 +163,23 @@ def test_wildcard_covers_every_strict_subdomain_but_not_apex(host: str, prefix: 
 @given(host=_name)
 def test_case_and_trailing_dot_do_not_change_identity(host: str) -> None:
     assert normalize(host.upper() + ".") == normalize(host)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 300).map(str),
+            st.sampled_from(["00", "01", "007", "", "1a", "\u0661", "+1", " 1", "0x1"]),
+        ),
+        min_size=1,
+        max_size=5,
+    ).map(".".join)
+)
+def test_dotted_quads_read_as_ipaddress_reads_them(text: str) -> None:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        expected = None
+    else:
+        expected = (net.version, int(net.network_address), int(net.broadcast_address))
+    assert address_range.__wrapped__(text) == expected
