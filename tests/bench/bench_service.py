@@ -787,11 +787,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [
         "### Where a unique review's time goes inside the process",
         "",
-        "cProfile of the real review handler (`_Handler.answer`: what the WSGI middleware calls) "
-        "on 4,000 unique reviews of the mix, decision log written to /dev/null; the profiler "
-        "inflates call-heavy stages, so read the shares, not the absolute µs. TLS, HTTP parsing "
-        "and gunicorn's thread hand-off are outside this and are what the do-nothing ceiling "
-        "measures.",
+        "cProfile of the real review handler (`ReviewHandler.answer`: what the WSGI "
+        "middleware calls) on 4,000 unique reviews of the mix, decision log written to "
+        "/dev/null; the profiler inflates call-heavy stages, so read the shares, not the "
+        "absolute µs. TLS, HTTP parsing and gunicorn's thread hand-off are outside this and are "
+        "what the do-nothing ceiling measures.",
         "",
         *where_time_goes(mix),
         "",
