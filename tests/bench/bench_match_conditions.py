@@ -44,7 +44,7 @@ from tests.bench.bench_cluster import (
     _wait,
     scrape,
 )
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
     ControlPlane,

@@ -30,7 +30,7 @@ import orjson
 
 from tests.bench.bench_cluster import Api, _api_args, _https_ready, _wait
 from tests.bench.bench_service import policy_document
-from tests.e2e.cluster import (
+from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
     ControlPlane,
