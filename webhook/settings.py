@@ -13,6 +13,8 @@ from pathlib import Path
 MAX_BODY_BYTES = 6 * 1024 * 1024
 # the API server keeps idle webhook connections for 90 s; closing earlier costs a new handshake
 DEFAULT_KEEPALIVE_SECONDS = 120
+# a new TLS handshake a minute per connection is noise; a worker restart heals within a minute
+DEFAULT_CONNECTION_LIFETIME_SECONDS = 60.0
 DEFAULT_BIND = "127.0.0.1:8443"
 # about 1 KiB an entry (measured), so a few MiB; more distinct objects than most clusters resubmit
 DEFAULT_DECISION_CACHE_SIZE = 4096
@@ -62,6 +64,9 @@ class Settings:
     workers: int = 1
     threads: int = 8
     keepalive: int = DEFAULT_KEEPALIVE_SECONDS
+    # with several workers, a keep-alive connection is closed (Connection: close) after this many
+    # seconds, so clients reconnect and the split over the workers heals; 0 keeps it for ever
+    connection_lifetime: float = DEFAULT_CONNECTION_LIFETIME_SECONDS
     timeout: int = 30
     graceful_timeout: int = 10
     max_body_bytes: int = MAX_BODY_BYTES

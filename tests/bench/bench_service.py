@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 import yaml
 
-from tests.bench import memory, worst_case
+from tests.bench import memory, results, worst_case
 from tests.integration.service import (
     Service,
     admission_review,
@@ -234,29 +234,9 @@ def ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def _socket_inodes(pid: int) -> set[str]:
-    found = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            found.add(target[8:-1])
-    return found
-
-
 def connection_split(service: Service) -> str:
     """How the clients' established connections are spread over the workers, e.g. ``3/5``."""
-    established = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == service.port:
-                established.add(fields[9])
-    workers = memory.children(service.process.pid)
-    counts = sorted(len(_socket_inodes(pid) & established) for pid in workers)
-    return "/".join(str(c) for c in counts)
+    return "/".join(str(c) for c in service.connections_per_worker())
 
 
 def run_wrk(
@@ -644,8 +624,11 @@ def plan_runs(layouts: Sequence[str], variants: Sequence[str]) -> list[Run]:
     return runs
 
 
-def load_section(args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]) -> list[str]:
-    """Rotating rounds of every run; medians and spread as markdown."""
+def load_section(
+    args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]
+) -> tuple[list[str], dict[str, Any]]:
+    """Rotating rounds of every run: medians and spread as markdown, and per layout the
+    median of the per-round ratios to the ceiling (each round runs both servers)."""
     wrk = ensure_wrk()
     tool = (
         f"wrk, {args.wrk_threads} threads"
@@ -749,7 +732,43 @@ def load_section(args: argparse.Namespace, mix: Sequence[tuple[str, bytes]]) -> 
             f"{p99 / base_p99:.2f}x | {' '.join(ld.split for ld in results[run])} |"
         )
     lines.append("")
-    return lines
+    summary: dict[str, Any] = {}
+    for run in runs:
+        if run.server != "guard" or not run.unique or run.extra:
+            continue
+        ceiling = ceilings[run.layout]
+        pairs = list(zip(results[ceiling], results[run], strict=True))
+        ratios = [g.rate / c.rate for c, g in pairs if c.rate]
+        p99s = [g.p99_ms / c.p99_ms for c, g in pairs if c.p99_ms]
+        summary[run.layout] = {
+            "rounds": len(pairs),
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "p99_ratio": statistics.median(p99s),
+            "guard_rate": median(run, "rate"),
+            "ceiling_rate": median(ceiling, "rate"),
+            "splits": [ld.split for ld in results[run]],
+            "ceiling_splits": [ld.split for ld in results[ceiling]],
+        }
+    lines += [
+        "Per round, egress-guard's throughput and p99 against the ceiling's in the same round:",
+        "",
+        "| layout | ratio per round | median | p99 ratio per round | median |",
+        "|---|---|---:|---|---:|",
+    ]
+    for run in runs:
+        if run.layout not in summary or run.server != "guard" or not run.unique or run.extra:
+            continue
+        pairs = list(zip(results[ceilings[run.layout]], results[run], strict=True))
+        lines.append(
+            f"| {run.layout} | {' '.join(f'{g.rate / c.rate:.2f}' for c, g in pairs)} "
+            f"| {summary[run.layout]['ratio']:.2f} "
+            f"| {' '.join(f'{g.p99_ms / c.p99_ms:.2f}' for c, g in pairs)} "
+            f"| {summary[run.layout]['p99_ratio']:.2f} |"
+        )
+    lines.append("")
+    return lines, summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -771,7 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-worst-case", action="store_true", help="skip worst-case objects")
     parser.add_argument("--no-memory", action="store_true", help="skip the worker RSS table")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--save", action="store_true", help="keep the summary in tests/bench/results/"
+    )
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv_used)
 
     lines = [
         "## egress-guard benchmark",
@@ -781,8 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     mix = request_mix()
+    saved: dict[str, Any] = {}
     if not args.no_load:
-        lines += load_section(args, mix)
+        load_lines, saved["layouts"] = load_section(args, mix)
+        lines += load_lines
 
     lines += [
         "### Where a unique review's time goes inside the process",
@@ -838,7 +863,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['total_ms']:.1f} | {row['cpu_ms']:.1f} | {row['yaml_total_ms']:.1f} |"
         )
     lines.append("")
+    saved["lookup_us"] = {str(int(r["hosts"])): r["lookup_us"] for r in rows}
+    saved["compile_ms"] = {str(int(r["hosts"])): r["total_ms"] for r in rows}
     if not args.no_worst_case:
+        cases = worst_case.worst_cases(worst_case.default_policies())
         lines += [
             "### Worst-case objects (up to the API server's 3 MiB request limit)",
             "",
@@ -847,20 +875,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             "linear. A denial names 10 violations, then 'and N more'; list checks stop reading "
             "after 1,000 violations.",
             "",
-            *worst_case.table(worst_case.worst_cases(worst_case.default_policies())),
+            *worst_case.table(cases),
             "",
         ]
+        saved["worst_case"] = [
+            {
+                "object": c.label,
+                "policy": c.policy,
+                "mib": c.size / 2**20,
+                "ms": c.double_ms,
+                "verdict": c.decision.verdict,
+            }
+            for c in cases
+        ]
     if not args.no_memory:
+        measured = memory.measure(sizes)
         lines += [
             "### Memory: one worker's resident set after 400 reviews",
             "",
-            *memory.table(memory.measure(sizes)),
+            *memory.table(measured),
             "",
         ]
+        saved["rss_mib"] = {str(size): worker / 2**20 for size, _, worker, _ in measured}
     report = "\n".join(lines)
     print(report)
     if args.out:
         args.out.write_text(report + "\n")
+    if args.save:
+        path = results.save("service", saved, module="tests.bench.bench_service", argv=argv_used)
+        print(f"saved {path}", file=sys.stderr)
     return 0
 
 

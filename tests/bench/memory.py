@@ -31,15 +31,6 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (gunicorn's workers for its master)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.extend(int(p) for p in text)
-    return found
-
-
 def warm(service: Service, mix: Sequence[tuple[str, bytes]], rounds: int = 50) -> None:
     """Send the mix ``rounds`` times over one keep-alive connection."""
     conn = http.client.HTTPSConnection("127.0.0.1", service.port, context=service.ssl_context())
@@ -73,7 +64,7 @@ def measure(sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
                 extra_args=("--workers", "1"),
             ) as svc:
                 warm(svc, mix)
-                (worker,) = children(svc.process.pid)
+                (worker,) = svc.worker_pids()
                 rows.append(
                     (size, policy.stat().st_size, rss_bytes(worker), rss_bytes(svc.process.pid))
                 )

@@ -79,21 +79,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid`` (gunicorn's workers), sorted."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 @dataclass
 class Sample:
     """RSS of the master and each worker at one moment."""
@@ -161,7 +146,7 @@ def soak(
                     elapsed,
                     len(report.outcomes),
                     rss_kib(svc.process.pid),
-                    {pid: rss_kib(pid) for pid in children(svc.process.pid)},
+                    {pid: rss_kib(pid) for pid in svc.worker_pids()},
                 )
             )
             if elapsed >= seconds:
@@ -196,7 +181,7 @@ def worker_rss_by_hosts(work: Path, sizes: Sequence[int]) -> dict[int, int]:
         run.mkdir()
         with serve(run, policy_with_hosts(size)) as svc:
             Load(svc, review_bodies(2000, hosts=size), rate=400).run_for(5)
-            out[size] = max(rss_kib(pid) for pid in children(svc.process.pid))
+            out[size] = max(rss_kib(pid) for pid in svc.worker_pids())
     return out
 
 

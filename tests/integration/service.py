@@ -51,6 +51,21 @@ class Service:
         """A client context trusting the service's CA."""
         return ssl.create_default_context(cafile=str(self.ca_file))
 
+    def worker_pids(self) -> list[int]:
+        """gunicorn's worker processes: the children of the service's master, sorted."""
+        return sorted(child_pids(self.process.pid))
+
+    def connections_per_worker(self) -> list[int]:
+        """How many established client connections each worker holds, fewest first."""
+        established = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # state 01 is ESTABLISHED; field 9 is the socket's inode
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    established.add(fields[9])
+        return sorted(len(_socket_inodes(pid) & established) for pid in self.worker_pids())
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Stop the service; kill it if it does not exit in time.  Returns its exit code."""
         if self.process.poll() is None:
@@ -61,6 +76,34 @@ class Service:
                 self.process.kill()
                 self.process.wait(5)
         return int(self.process.returncode)
+
+
+def child_pids(pid: int) -> set[int]:
+    """The PIDs whose parent is ``pid``."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may hold spaces: fields resume after ")"
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.add(int(entry.name))
+    return children
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
 
 
 def _healthy(port: int, ctx: ssl.SSLContext) -> bool:

@@ -28,7 +28,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.integration.load import Load, LoadReport, capacity
-from tests.integration.service import Service, admission_review, running_service, service_entry
+from tests.integration.service import (
+    Service,
+    admission_review,
+    child_pids,
+    running_service,
+    service_entry,
+)
 from webhook.core.policy_parsing import parse_policy
 from webhook.tls import CertificateFiles, KeyPair, generate_files, issue_serving_cert, write_pair
 
@@ -109,23 +115,6 @@ def paced(svc: Service, **kw: Any) -> Load:
     return Load(svc, bodies(), rate=measured * LOAD_SHARE, verdict=allowed, **kw)
 
 
-def workers_of(pid: int) -> set[int]:
-    """The PIDs whose parent is ``pid`` (gunicorn's workers)."""
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces: fields resume after ")"
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            children.add(int(entry.name))
-    return children
-
-
 def alive(pid: int) -> bool:
     """Whether ``pid`` exists: a killed worker is gone once gunicorn has reaped it, which is
     after its last thread exited and its sockets closed (the group leader alone turns zombie
@@ -148,17 +137,17 @@ def test_a_killed_worker_costs_at_most_its_in_flight_requests(
     serve: Callable[..., Any], workers: int
 ) -> None:
     with serve("--workers", str(workers)) as svc:
-        wait_until(lambda: len(workers_of(svc.process.pid)) == workers, 10)
+        wait_until(lambda: len(child_pids(svc.process.pid)) == workers, 10)
         load = paced(svc)
         with load.running() as report:
             time.sleep(2)
-            victim = min(workers_of(svc.process.pid))
+            victim = min(child_pids(svc.process.pid))
             killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             # its connections close when the kernel has torn it down, a little after the signal
             wait_until(lambda: not alive(victim), 5, step=0.001)
             dead_at = time.monotonic()
-            wait_until(lambda: len(workers_of(svc.process.pid) - {victim}) == workers, 5)
+            wait_until(lambda: len(child_pids(svc.process.pid) - {victim}) == workers, 5)
             replaced = time.monotonic() - killed_at
             time.sleep(3)
         in_flight = [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from gunicorn.workers.gthread import ThreadWorker
 
 from webhook.admission.server import WebhookServer
 from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
@@ -29,7 +30,7 @@ def test_gunicorn_runs_threads_with_keep_alive_beyond_the_api_server_idle_timeou
     tmp_path: Path,
 ) -> None:
     cfg = server(tmp_path).cfg
-    assert cfg.worker_class_str == "gthread"
+    assert issubclass(cfg.worker_class, ThreadWorker)
     assert cfg.workers == 1
     assert cfg.threads == 8
     # the API server keeps idle webhook connections 90 s
@@ -67,3 +68,10 @@ def test_serving_requires_a_certificate() -> None:
             Settings(),
             source_factory=lambda s: StaticPolicySource("", origin="x"),
         )
+
+
+def test_the_worker_class_recycles_connections_after_the_configured_lifetime(
+    tmp_path: Path,
+) -> None:
+    cfg = server(tmp_path, connection_lifetime=12.0, workers=2).cfg
+    assert cfg.worker_class.connection_lifetime == 12.0

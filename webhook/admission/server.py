@@ -10,10 +10,11 @@ Choices, all measured on a 2-core machine against a real kube-apiserver:
   read-only root filesystem);
 - the SSL context comes from ``ReloadingServerContext``, so rotated certificate files are served
   from the next handshake on;
-- every blocking read of a request (headers, body) and write of its answer has a deadline
-  (``READ_TIMEOUT_SECONDS``): gthread reads a request in one of its few threads with no timeout,
-  so as many clients as threads sending a partial request would otherwise hold every thread, and
-  a webhook with ``failurePolicy: Fail`` would block the cluster's writes until they let go;
+- the worker class is ``FairThreadWorker`` (``webhook.admission.worker``): gthread that spreads
+  keep-alive connections evenly over the worker processes (with several, it recycles each after
+  ``connection_lifetime`` seconds, so the split heals after a worker restart) and puts a deadline
+  on every request's reads and writes, so clients sending partial requests cannot hold every
+  thread;
 - no ``reuse_port``: with it gunicorn gives every worker a listening socket of its own, so the
   connections queued on a worker that dies are refused instead of waiting for its replacement
   (tests/integration/test_faults_under_load.py);
@@ -40,6 +41,7 @@ from gunicorn.app.base import BaseApplication
 from webhook.admission.app import create_app
 from webhook.admission.logs import gunicorn_log_config
 from webhook.admission.metrics import Metrics
+from webhook.admission.worker import fair_worker
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.policy_admission import ClusterObjects
 from webhook.policy_runtime import PolicySource, PolicyStore
@@ -48,10 +50,6 @@ from webhook.tls import ReloadingServerContext
 
 logger = logging.getLogger(__name__)
 
-# the longest silence while a request arrives: the API server writes a review in one go and
-# gives up after its timeoutSeconds (10 s by default).  A client cut off holds its thread this
-# long plus gthread's bounded drain of the unread body (5 s), instead of for ever
-READ_TIMEOUT_SECONDS = 2.0
 # (young, middle, old) collection thresholds; see the module docstring
 GC_THRESHOLD = (50_000, 20, 100)
 
@@ -66,29 +64,6 @@ SourceFactory = Callable[[Settings], PolicySource]
 ViewFactory = Callable[[Settings], ClusterView]
 ObjectsFactory = Callable[[Settings], ClusterObjects]
 AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], Flask]
-
-
-def _bound_request_io(worker: Any) -> None:
-    """Give every connection's socket a deadline once gthread has set it up for a request.
-
-    gthread's ``handle`` makes the socket blocking (no timeout) and wraps it in TLS through
-    ``conn.init()`` before reading each request, so the deadline is set right after that call.
-    """
-    handle = worker.handle
-
-    def handle_with_deadline(conn: Any) -> Any:
-        init = conn.init
-        if not getattr(init, "with_deadline", False):
-
-            def init_with_deadline() -> None:
-                init()
-                conn.sock.settimeout(READ_TIMEOUT_SECONDS)
-
-            init_with_deadline.with_deadline = True  # type: ignore[attr-defined]
-            conn.init = init_with_deadline
-        return handle(conn)
-
-    worker.handle = handle_with_deadline
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -122,7 +97,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         return {
             "bind": [s.bind],
             "workers": s.workers,
-            "worker_class": "gthread",
+            "worker_class": fair_worker(s.connection_lifetime),
             "threads": s.threads,
             "keepalive": s.keepalive,
             "timeout": s.timeout,
@@ -136,7 +111,6 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "proc_name": "egress-guard",
             "ssl_context": self._ssl_context,
             "worker_exit": self._worker_exit,
-            "post_worker_init": _bound_request_io,
         }
 
     def load_config(self) -> None:

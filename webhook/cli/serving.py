@@ -26,6 +26,7 @@ from webhook.policy_runtime import (
 )
 from webhook.settings import (
     DEFAULT_BIND,
+    DEFAULT_CONNECTION_LIFETIME_SECONDS,
     DEFAULT_DECISION_CACHE_SIZE,
     DEFAULT_KEEPALIVE_SECONDS,
     ConfigMapRef,
@@ -99,6 +100,14 @@ def source_for(settings: Settings) -> PolicySource:
 @click.option(
     "--keepalive", default=DEFAULT_KEEPALIVE_SECONDS, show_default=True, type=click.IntRange(0)
 )
+@click.option(
+    "--connection-lifetime",
+    default=DEFAULT_CONNECTION_LIFETIME_SECONDS,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="With several workers, close keep-alive connections after this many seconds so clients "
+    "reconnect and spread evenly again (0: never).",
+)
 @click.option("--policy-poll-interval", default=1.0, show_default=True, type=float)
 @click.option(
     "--log-level",
@@ -155,6 +164,7 @@ def serve(
     threads: int,
     workers: int,
     keepalive: int,
+    connection_lifetime: float,
     policy_poll_interval: float,
     log_level: str,
     log_allowed: bool,
@@ -192,6 +202,7 @@ def serve(
             threads=threads,
             workers=workers,
             keepalive=keepalive,
+            connection_lifetime=connection_lifetime,
             policy_poll_interval=policy_poll_interval,
             log_level=log_level,
             log_allowed=log_allowed,
