@@ -367,3 +367,28 @@ def test_the_served_webhook_judges_binary_data_and_hands_its_compile_to_the_watc
     result = watch([]).deliver(cm, store)
     assert result is not None and result.ok and result.changed
     assert store.compiled.hits == hits + 1
+
+
+# --- lost access, as the edit webhook computes it ---------------------------------------------
+
+EDITS = [
+    (POLICY, WIDER),
+    (WIDER, POLICY),
+    (POLICY, POLICY.split("allow:")[0] + "allow: []\n"),
+    (POLICY, POLICY.replace("number: 443", "number: 8443")),
+    (POLICY, POLICY.replace("namespace: team-a}", "namespace: team-b}")),
+    (WIDER, WIDER.replace("name: api,", "name: api2,").replace("to: [api]", "to: [api2]")),
+    (
+        POLICY + "  - {name: again, from: {namespace: team-a}, to: [api]}\n",
+        POLICY.replace("[api.example.com]", "[cdn.example.com]"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), EDITS)
+def test_removed_grants_agree_with_the_full_diff(old: str, new: str) -> None:
+    from webhook.core.policy_diff import diff_policies, removed_grants
+
+    before, after = parse_policy(old), parse_policy(new)
+    full = diff_policies(before, after, now=NOW, namespaces=()).removed
+    assert removed_grants(before.at(NOW), after.at(NOW)) == full

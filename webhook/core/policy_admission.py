@@ -29,7 +29,7 @@ from webhook.core.audit import AuditResult, ObjectRef, audit
 from webhook.core.decisions import Decision, Violation, allow
 from webhook.core.errors import PolicyError
 from webhook.core.policy import Policy
-from webhook.core.policy_diff import diff_policies, summary_of_removed
+from webhook.core.policy_diff import removed_grants, summary_of_removed
 from webhook.core.policy_documents import POLICY_KEY, stored_policy
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review
@@ -226,7 +226,7 @@ def _stranding_warnings(
         )
     if current is None:
         return
-    lost = summary_of_removed(diff_policies(current, proposed, now=now, namespaces=()).removed)
+    lost = summary_of_removed(removed_grants(current.at(now), proposed.at(now)))
     for source, hosts in list(lost.items())[:limit]:
         shown = ", ".join(hosts[:MAX_HOSTS_LISTED])
         more = f" and {len(hosts) - MAX_HOSTS_LISTED} more" if len(hosts) > MAX_HOSTS_LISTED else ""
