@@ -22,7 +22,8 @@ from webhook.kube.reconciler import Reconciler
 from webhook.policy_runtime import PolicyStore, ReloadResult
 
 NO_KEY = (
-    "the ConfigMap has no policy key (one of policy.json, policy.yaml, policy.json.gz, policy.yaml.gz)"
+    "the ConfigMap has no policy key "
+    "(one of policy.json, policy.yaml, policy.json.gz, policy.yaml.gz)"
 )
 
 pytestmark = pytest.mark.unit
