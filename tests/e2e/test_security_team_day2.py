@@ -474,3 +474,44 @@ def _exists(world: World, plural: str, namespace: str, name: str) -> bool:
             return False
         raise
     return True
+
+
+def test_a_gzipped_policy_from_kubectl_create_is_enforced_and_a_corrupt_one_refused(
+    world: World, tmp_path: Path
+) -> None:
+    import gzip
+
+    team = _team(world)
+    assert world.put_policy(policy_text(team, github=True)).returncode == 0
+    narrowed = policy_text(team, github=False)
+    gz = tmp_path / "policy.json.gz"
+    gz.write_bytes(gzip.compress(json.dumps(yaml.safe_load(narrowed)).encode()))
+    # as the docs say to ship a large allow list: kubectl puts the gzip file in binaryData
+    made = world.kubectl(
+        "create", "configmap", POLICY_CONFIGMAP, f"--namespace={WEBHOOK_NAMESPACE}",
+        f"--from-file={gz}", "--dry-run=client", "-o", "json", check=True,
+    )  # fmt: skip
+    manifest = json.loads(made.stdout)
+    assert set(manifest["binaryData"]) == {"policy.json.gz"} and "data" not in manifest
+    replaced = world.kubectl("replace", "-f", "-", input=json.dumps(manifest))
+    assert replaced.returncode == 0, replaced.stderr
+    revision = parse_policy(narrowed).revision
+    wait_until(lambda: world.revision("webhook") == revision, 20, "the webhook's policy")
+    wait_until(lambda: world.revision("controller") == revision, 20, "the controller's policy")
+    denied = kubectl_apply(world.kubectl, service_entry(team, "api.github.com"), "--dry-run=server")
+    assert denied.returncode != 0 and "api.github.com" in denied.stderr
+
+    manifest["binaryData"]["policy.json.gz"] = base64.b64encode(b"\x1f\x8bnot gzip").decode()
+    refused = world.kubectl("replace", "-f", "-", input=json.dumps(manifest))
+    assert refused.returncode != 0
+    assert "binaryData[policy.json.gz]: not valid gzip" in refused.stderr, refused.stderr
+    assert world.revision("webhook") == revision
+    # back to the plain key for the tests after this one: replaced, since `kubectl apply` would
+    # merge data[policy.yaml] beside binaryData[policy.json.gz], and two keys are refused
+    plain = policy_text(team, github=True)
+    both = kubectl_apply(world.kubectl, configmap(plain))
+    assert both.returncode != 0 and "several policy keys" in both.stderr
+    restored = world.kubectl("replace", "-f", "-", input=json.dumps(configmap(plain)))
+    assert restored.returncode == 0, restored.stderr
+    revision = parse_policy(plain).revision
+    wait_until(lambda: world.revision("webhook") == revision, 20, "the webhook's policy")

@@ -54,7 +54,9 @@ def test_both_keys_in_one_configmap_are_refused() -> None:
     text = configmap({"policy.json": "{}", "policy.yaml": "{}"})
     with pytest.raises(PolicyError) as info:
         parse_policy(text)
-    assert "both 'policy.json' and 'policy.yaml'" in str(info.value.problems[0])
+    assert "several policy keys (data[policy.json] and data[policy.yaml])" in str(
+        info.value.problems[0]
+    )
 
 
 def test_a_yaml_flow_mapping_that_is_not_json_still_parses() -> None:

@@ -129,7 +129,10 @@ externalServices:
         ("egress: [unclosed", "not valid YAML"),
         ("", "empty"),
         ("- just\n- a list\n", "mapping"),
-        ("kind: ConfigMap\napiVersion: v1\ndata: {other: x}\n", "no key 'policy.yaml'"),
+        (
+            "kind: ConfigMap\napiVersion: v1\ndata: {other: x}\n",
+            "no policy key (one of policy.json, policy.yaml",
+        ),
         ("a: 1\n---\nb: 2\n", "several"),
     ],
 )

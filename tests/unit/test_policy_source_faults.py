@@ -21,6 +21,11 @@ from webhook.kube.policy_watch import DELETED_REASON, ConfigMapPolicySource
 from webhook.kube.reconciler import Reconciler
 from webhook.policy_runtime import PolicyStore, ReloadResult
 
+NO_KEY = (
+    "the ConfigMap has no policy key "
+    "(one of policy.json, policy.yaml, policy.json.gz, policy.yaml.gz)"
+)
+
 pytestmark = pytest.mark.unit
 
 GOOD = """
@@ -188,8 +193,8 @@ def test_a_removed_key_is_a_failure_and_an_event() -> None:
     assert watched.informer.relist()
     removed = {"metadata": {"name": "policy", "resourceVersion": "6"}, "data": {"x": "y"}}
     watched.source.deliver(removed, sink)
-    assert sink.failures == ["the ConfigMap has no key 'policy.yaml'"]
-    assert watched.events == [("PolicyRejected", "the ConfigMap has no key 'policy.yaml'")]
+    assert sink.failures == [NO_KEY]
+    assert watched.events == [("PolicyRejected", NO_KEY)]
 
 
 def test_a_rejection_hook_takes_precedence_over_the_event_hook_for_rejections() -> None:
@@ -203,7 +208,7 @@ def test_a_rejection_hook_takes_precedence_over_the_event_hook_for_rejections() 
         on_event=lambda configmap, problem, reason: events.append((reason, problem)),
     )
     source.deliver({"metadata": {"resourceVersion": "1"}, "data": {}}, FakeSink())
-    assert rejected == ["the ConfigMap has no key 'policy.yaml'"] and events == []
+    assert rejected == [NO_KEY] and events == []
 
 
 def test_the_controller_gauge_follows_its_configmap_source_through_an_outage() -> None:

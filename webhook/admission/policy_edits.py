@@ -16,7 +16,13 @@ from typing import Any
 
 from webhook.core.decisions import Decision
 from webhook.core.policy import Policy
-from webhook.core.policy_admission import ClusterObjects, SecurityTeam, check_policy_configmap
+from webhook.core.policy_admission import (
+    ClusterObjects,
+    ProposedCompiler,
+    SecurityTeam,
+    check_policy_configmap,
+    compile_proposed,
+)
 from webhook.core.reviews import Review
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ def judge_policy_edit(
     cluster: ClusterObjects,
     now: datetime,
     security_team: SecurityTeam,
+    compile_policy: ProposedCompiler = compile_proposed,
 ) -> Decision:
     """Validate an edit of the policy ConfigMap; warn about the objects it strands."""
     try:
@@ -46,6 +53,7 @@ def judge_policy_edit(
             cluster=cluster,
             now=now,
             security_team=security_team,
+            compile_policy=compile_policy,
         )
     except Exception as exc:
         # the existing objects only feed warnings: a listing that fails (RBAC, a slow
@@ -55,7 +63,12 @@ def judge_policy_edit(
             extra={"fields": {"uid": review.uid, "error": repr(exc)[:300]}},
         )
     decision = check_policy_configmap(
-        review, current=current, cluster=NoObjects(), now=now, security_team=security_team
+        review,
+        current=current,
+        cluster=NoObjects(),
+        now=now,
+        security_team=security_team,
+        compile_policy=compile_policy,
     )
     if not decision.allowed:
         return decision

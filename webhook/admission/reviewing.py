@@ -151,6 +151,8 @@ class ReviewHandler:
                     cluster=self.cluster_objects,
                     now=now,
                     security_team=self.security_team,
+                    # the watch that delivers this text once stored reuses the compile
+                    compile_policy=self.store.compile_proposed,
                 )
             elif loaded is None:
                 decision = Decision(False, NO_POLICY)

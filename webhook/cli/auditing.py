@@ -20,7 +20,7 @@ from webhook.cli.common import (
     instant,
     main,
     problems,
-    read,
+    read_policy,
 )
 from webhook.core.audit import audit, audit_json, audit_table, exit_code
 from webhook.core.errors import PolicyError
@@ -68,11 +68,13 @@ def audit_command(
     except Exception as exc:
         fail(f"cannot load the cluster credentials: {exc}")
     try:
-        if policy_path is not None:
-            origin, text = policy_path, read(policy_path)
-        else:
-            origin, text = f"ConfigMap {ref}", read_policy_text(api_client, ref.namespace, ref.name)
+        origin = policy_path if policy_path is not None else f"ConfigMap {ref}"
         try:
+            text: str | bytes
+            if policy_path is not None:
+                text = read_policy(policy_path)
+            else:
+                text = read_policy_text(api_client, ref.namespace, ref.name)
             # a proposed policy is validated as the webhook will at apply
             policy = parse_policy(text, name=origin, now=now if policy_path else None)
         except PolicyError as exc:

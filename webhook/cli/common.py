@@ -15,6 +15,7 @@ import click
 
 from webhook.core.errors import PolicyError
 from webhook.core.policy import Policy
+from webhook.core.policy_documents import GZIP_MAGIC, gunzip
 from webhook.core.policy_parsing import parse_policy
 from webhook.policy_runtime import EMBEDDED_POLICY, embedded_policy_text
 
@@ -45,6 +46,26 @@ def read(path: str) -> str:
         fail(f"cannot read {path}: {exc}")
 
 
+def read_policy(path: str) -> str:
+    """A policy file's text, ``-`` for stdin; a gzip file (``policy.json.gz``) decompressed.
+
+    Decompression is capped as the webhook caps it, so a file the webhook would refuse as a
+    compression bomb is refused here too (exit 2).
+    """
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc}")
+    try:
+        if raw.startswith(GZIP_MAGIC):
+            raw = gunzip(raw, where=path)
+        return raw.decode("utf-8")
+    except PolicyError as exc:
+        fail(f"cannot read {path}:\n{problems(exc)}")
+    except UnicodeDecodeError as exc:
+        fail(f"cannot read {path}: {exc}")
+
+
 def problems(exc: PolicyError) -> str:
     """A policy's problems, one indented line each with its field path."""
     return "\n".join(f"  {p.path or '<root>'}: {p.message}" for p in exc.problems)
@@ -55,7 +76,7 @@ def load_policy(path: str | None) -> Policy:
     if path is None:
         text, origin = embedded_policy_text(), f"embedded:{EMBEDDED_POLICY}"
     else:
-        text, origin = read(path), path
+        text, origin = read_policy(path), path
     try:
         return parse_policy(text, name=origin)
     except PolicyError as exc:
@@ -66,7 +87,7 @@ POLICY_OPTION = click.option(
     "--policy",
     "policy_path",
     metavar="FILE",
-    help="Policy file: a ConfigMap manifest or the bare policy document "
+    help="Policy file: a ConfigMap manifest or the bare policy document, gzipped or not "
     f"(default: the embedded {EMBEDDED_POLICY}).",
 )
 

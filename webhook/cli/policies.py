@@ -15,7 +15,7 @@ from webhook.cli.common import (
     instant,
     main,
     problems,
-    read,
+    read_policy,
 )
 from webhook.core.errors import PolicyError
 from webhook.core.policy_diff import policy_diff_text
@@ -32,7 +32,7 @@ def policy() -> None:
 @click.argument("file")
 def policy_validate(file: str) -> None:
     """Check a policy file; list every problem with its field path.  Exit 0 valid, 1 not, 2 bad."""
-    text = read(file)
+    text = read_policy(file)
     try:
         compiled = parse_policy(text, name=file)
     except PolicyError as exc:
@@ -64,7 +64,7 @@ def policy_diff(old: str, new: str, at: str | None, namespaces: str, output: str
     """
     names = [n.strip() for n in namespaces.split(",") if n.strip()] or None
     now = instant(at)
-    old_text, new_text = read(old), read(new)
+    old_text, new_text = read_policy(old), read_policy(new)
     try:
         text = policy_diff_text(
             old_text,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import yaml
 
-from webhook.cli.common import AT_OPTION, fail, instant, main, problems, read
+from webhook.cli.common import AT_OPTION, fail, instant, main, problems, read_policy
 from webhook.core.errors import PolicyError
 from webhook.core.explain import label_scoped_notes
 from webhook.core.policy_parsing import parse_policy
@@ -32,7 +32,7 @@ def render(policy_path: str, at: str | None, namespaces: str) -> None:
     from webhook.core.desired import generate
 
     try:
-        declared = parse_policy(read(policy_path), name=policy_path)
+        declared = parse_policy(read_policy(policy_path), name=policy_path)
     except PolicyError as exc:
         fail(f"{policy_path}: invalid policy\n{problems(exc)}")
     # what the Reconciler applies at that instant: the routing of live exceptions only

@@ -3,6 +3,8 @@
 - ``EgressGuardError``: base of everything raised on purpose by egress-guard.
   - ``InvalidHostError``: a host name that Istio would reject or that cannot be matched.
   - ``PolicyError``: a policy document that cannot be used; carries every problem found.
+    - ``PolicyDecodeError``: a stored policy that cannot even be decoded (bad gzip or base64,
+      or a compression bomb).
   - ``ReviewError``: an AdmissionReview that is not one (the request is bad, not the object).
 
 A denial is never an exception: it is a ``Decision`` value.
@@ -52,3 +54,18 @@ class ReviewError(EgressGuardError):
     def __init__(self, message: str, *, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PolicyDecodeError(PolicyError):
+    """A stored policy cannot be decoded: bad base64, broken gzip, or it inflates too far.
+
+    A ``PolicyError`` like any unusable policy (the last good one stays in force, an edit is
+    refused with its message); its own type lets callers tell an unreadable payload from a
+    readable policy that is wrong.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        # the path is the ConfigMap key (``binaryData[policy.json.gz]``): the payload has no
+        # field paths of its own until it is decoded
+        super().__init__([PolicyProblem(where, message)])
+        self.where = where

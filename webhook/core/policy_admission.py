@@ -3,7 +3,9 @@
 Without this, a broken edit is accepted by the API server and the security team learns of it from
 an Event; with it, ``kubectl apply`` answers.  The rules:
 
-- an invalid policy is denied, with every problem and its field path (``data[policy.yaml]/...``);
+- an invalid policy is denied, with every problem and its field path (``data[policy.yaml]/...``,
+  ``binaryData[policy.json.gz]/...``); so is a ConfigMap with two policy keys or a compressed
+  key that cannot be decompressed (broken gzip, or more than ``MAX_POLICY_BYTES`` inflated);
 - a valid one is admitted, with warnings naming the first existing objects it leaves in breach
   (judged by the audit's ``decide``), their count, which sources lose which hosts, and the
   exceptions about to end;
@@ -18,7 +20,7 @@ of their secrets-by-mistake) leaves the API server.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -27,8 +29,8 @@ from webhook.core.audit import AuditResult, ObjectRef, audit
 from webhook.core.decisions import Decision, Violation, allow
 from webhook.core.errors import PolicyError
 from webhook.core.policy import Policy
-from webhook.core.policy_diff import diff_policies, summary_of_removed
-from webhook.core.policy_documents import POLICY_KEY
+from webhook.core.policy_diff import removed_grants, summary_of_removed
+from webhook.core.policy_documents import POLICY_KEY, stored_policy
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review
 
@@ -46,6 +48,15 @@ NAMESPACE_DELETERS = (
 )
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+# (policy text, ConfigMap name, now) -> the compiled policy, or PolicyError
+ProposedCompiler = Callable[[str | bytes, str, datetime], Policy]
+
+
+def compile_proposed(text: str | bytes, name: str, now: datetime) -> Policy:
+    """The proposed policy, validated as at ``now`` (exception lengths included)."""
+    return parse_policy(text, name=name, now=now)
 
 
 class ClusterObjects(Protocol):
@@ -146,8 +157,13 @@ def check_policy_configmap(
     now: datetime,
     security_team: SecurityTeam,
     max_listed: int = MAX_LISTED,
+    compile_policy: ProposedCompiler = compile_proposed,
 ) -> Decision:
-    """Decide a CREATE, UPDATE or DELETE of the policy ConfigMap (already matched by name)."""
+    """Decide a CREATE, UPDATE or DELETE of the policy ConfigMap (already matched by name).
+
+    ``compile_policy`` lets the webhook remember what it compiled, so the ConfigMap watch that
+    sees the same text land a moment later need not compile it again.
+    """
     if review.operation == "CONNECT" or review.sub_resource:
         return allow("status-like subresources and CONNECT do not change the policy")
     if review.operation == "DELETE":
@@ -161,27 +177,30 @@ def check_policy_configmap(
             "edit it instead",
             (Violation("", "deleting the egress policy is reserved to the security team"),),
         )
+    obj = review.object if isinstance(review.object, Mapping) else {}
     try:
-        proposed = parse_policy(_policy_text(review.object), name=review.name, now=now)
+        stored = stored_policy(obj.get("data"), obj.get("binaryData"))
     except PolicyError as exc:
-        violations = tuple(
-            Violation(f"data[{POLICY_KEY}]{p.path}", p.message) for p in exc.problems
+        # two keys, or a payload that does not decode: its problems name the key themselves
+        return _invalid(review, tuple(Violation(p.path, p.message) for p in exc.problems))
+    # no key at all: an empty document gets the parser's own "empty" problem at the usual path
+    where = stored.location if stored is not None else f"data[{POLICY_KEY}]"
+    try:
+        proposed = compile_policy(stored.text if stored is not None else "", review.name, now)
+    except PolicyError as exc:
+        return _invalid(
+            review, tuple(Violation(f"{where}{p.path}", p.message) for p in exc.problems)
         )
-        reason = f"{review.subject} is not a valid egress policy: " + "; ".join(
-            str(v) for v in violations
-        )
-        return Decision(False, reason, violations)
     warnings = list(_stranding_warnings(proposed, current, cluster, now, max_listed))
     warnings.extend(_exception_warnings(proposed, now))
     return allow(f"valid egress policy, revision {proposed.revision}", tuple(warnings))
 
 
-def _policy_text(obj: Mapping[str, Any] | None) -> str:
-    data = obj.get("data") if isinstance(obj, Mapping) else None
-    if not isinstance(data, Mapping) or not isinstance(data.get(POLICY_KEY), str):
-        # an empty document gets the parser's own "empty" problem, at the same path
-        return ""
-    return str(data[POLICY_KEY])
+def _invalid(review: Review, violations: tuple[Violation, ...]) -> Decision:
+    reason = f"{review.subject} is not a valid egress policy: " + "; ".join(
+        str(v) for v in violations
+    )
+    return Decision(False, reason, violations)
 
 
 def _in_breach(result: AuditResult) -> dict[ObjectRef, str]:
@@ -207,7 +226,7 @@ def _stranding_warnings(
         )
     if current is None:
         return
-    lost = summary_of_removed(diff_policies(current, proposed, now=now, namespaces=()).removed)
+    lost = summary_of_removed(removed_grants(current.at(now), proposed.at(now)))
     for source, hosts in list(lost.items())[:limit]:
         shown = ", ".join(hosts[:MAX_HOSTS_LISTED])
         more = f" and {len(hosts) - MAX_HOSTS_LISTED} more" if len(hosts) > MAX_HOSTS_LISTED else ""

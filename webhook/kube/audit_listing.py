@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from webhook.core.checks import REGISTRY
-from webhook.core.policy_documents import POLICY_KEY
+from webhook.core.policy_documents import stored_policy
 from webhook.kube.client import is_status, response_json
 
 LIST_PAGE = 500
@@ -106,7 +106,13 @@ class ListedObjects:
                     break
 
 
-def read_policy_text(api_client: client.ApiClient, namespace: str, name: str) -> str:
-    """The policy document in the ConfigMap ``namespace/name`` (``egress-guard audit``)."""
+def read_policy_text(api_client: client.ApiClient, namespace: str, name: str) -> str | bytes:
+    """The policy document in the ConfigMap ``namespace/name`` (``egress-guard audit``).
+
+    Any policy key, compressed ones decompressed (``binaryData`` arrives as base64 text);
+    empty when there is none, which the parser reports as an empty policy.  Raises
+    PolicyError for two keys or an unreadable compressed key.
+    """
     configmap = client.CoreV1Api(api_client).read_namespaced_config_map(name, namespace)
-    return str((configmap.data or {}).get(POLICY_KEY, ""))
+    stored = stored_policy(configmap.data, configmap.binary_data)
+    return stored.text if stored is not None else ""

@@ -1,10 +1,12 @@
 """The policy ConfigMap as a ``PolicySource``, for the webhook server and the Reconciler alike.
 
 One ConfigMap (namespace/name) is watched with a resourceVersion-aware informer, so API server
-restarts and 410 Gone only cause a relist.  Every new version of ``data["policy.yaml"]`` goes to
-the sink (the ``PolicyStore``); when the store rejects it (the policy does not validate) a
-Warning Event is recorded on the ConfigMap, so ``kubectl describe configmap`` tells the security
-team why their edit is not in force, while the store keeps the last good policy.
+restarts and 410 Gone only cause a relist.  Every new version of the policy (``data`` key
+``policy.yaml`` or ``policy.json``, or ``binaryData`` key ``policy.json.gz`` or
+``policy.yaml.gz``, decompressed with a size cap) goes to the sink (the ``PolicyStore``); when
+the store rejects it (the policy does not validate, or cannot be decoded) a Warning Event is
+recorded on the ConfigMap, so ``kubectl describe configmap`` tells the security team why their
+edit is not in force, while the store keeps the last good policy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.core.policy_documents import POLICY_KEY
+from webhook.core.errors import PolicyError
+from webhook.core.policy_documents import POLICY_KEYS, stored_policy
 from webhook.kube.informing import Informer, ListFunction
 from webhook.policy_runtime import PolicySink, ReloadResult
 
@@ -34,7 +37,7 @@ EventHook = Callable[[Mapping[str, Any], str, str], None]
 
 
 class ConfigMapPolicySource:
-    """Watches one ConfigMap and feeds its ``policy.yaml`` to the sink it is started with.
+    """Watches one ConfigMap and feeds its policy text to the sink it is started with.
 
     ``connect`` builds the API client when the source starts (in the gunicorn worker, after the
     fork); a client that cannot be built is reported to the sink, and the service keeps answering
@@ -157,12 +160,18 @@ class ConfigMapPolicySource:
             return None
         self.delivered_version = version
         self.unreachable = False
-        data = configmap.get("data") or {}
-        if POLICY_KEY not in data:
-            problem = f"the ConfigMap has no key {POLICY_KEY!r}"
+        try:
+            stored = stored_policy(configmap.get("data"), configmap.get("binaryData"))
+        except PolicyError as exc:
+            # two keys, or a compressed key that cannot be read: the last good policy stays
+            problem = "; ".join(str(p) for p in exc.problems)
             self._rejected(configmap, problem)
             return sink.fail(self.origin, problem)
-        result = sink.update(str(data[POLICY_KEY]), origin=self.origin)
+        if stored is None:
+            problem = f"the ConfigMap has no policy key (one of {', '.join(POLICY_KEYS)})"
+            self._rejected(configmap, problem)
+            return sink.fail(self.origin, problem)
+        result = sink.update(stored.text, origin=self.origin)
         if not result.ok:
             self._rejected(configmap, "; ".join(result.problems) or "the policy is invalid")
         return result
