@@ -66,21 +66,26 @@ e2e: $(VENV_STAMP)
 # Service benchmark (~8 min): egress-guard vs a do-nothing flask handler, same gunicorn/TLS
 # settings, on unique reviews (the identical-review cache row apart), in rotating rounds; then
 # where a review's CPU goes, allow-list lookup and compile, worst-case objects, worker RSS.
+# Both benchmark targets keep their summaries in tests/bench/results/ and re-render the README's
+# performance section from them.
 bench: $(VENV_STAMP)
-	$(VENV)/bin/python -m tests.bench.bench_service
+	$(VENV)/bin/python -m tests.bench.bench_service --save
+	$(VENV)/bin/python -m tests.bench.results
 
 # --- in-cluster benchmark ----------------------------------------------------------
 # `make bench-cluster` times ServiceEntry creates on a harness control plane with no policy,
 # a CEL ValidatingAdmissionPolicy, a do-nothing flask webhook and egress-guard, side by side
 # (~2 min); then webhook calls for scale and rollout patches with and without matchConditions,
 # and ConfigMap edit to enforcement by allow-list size; prints markdown tables.
-# BENCH_CREATES=N sets the creates per configuration.
+# BENCH_CREATES=N sets the creates per configuration, BENCH_ROUNDS the rotating rounds.
 BENCH_CREATES ?= 500
+BENCH_ROUNDS ?= 5
 
 bench-cluster: $(VENV_STAMP)
-	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES)
-	$(VENV)/bin/python -m tests.bench.bench_match_conditions
-	$(VENV)/bin/python -m tests.bench.bench_policy_edit
+	$(VENV)/bin/python -m tests.bench.bench_cluster --creates $(BENCH_CREATES) --rounds $(BENCH_ROUNDS) --save
+	$(VENV)/bin/python -m tests.bench.bench_match_conditions --save
+	$(VENV)/bin/python -m tests.bench.bench_policy_edit --save
+	$(VENV)/bin/python -m tests.bench.results
 
 # --- mesh oracle -------------------------------------------------------------------
 # `make mesh` runs the tests judged by Istio's own config generator and traffic simulation

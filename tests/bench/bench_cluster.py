@@ -46,6 +46,7 @@ import yaml
 from flask import Flask, Response, request
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bench import results
 from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
@@ -494,8 +495,8 @@ class Bench:
         self.plane.stop()
 
 
-def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> str:
-    """Runs the benchmark; returns the markdown report."""
+def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+    """Runs the benchmark; returns the markdown report and the summary kept as results."""
     load_before = os.getloadavg()
     api_version = ""
     with tempfile.TemporaryDirectory(prefix="egress-guard-bench-cluster-") as tmp:
@@ -551,15 +552,21 @@ def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> str:
                             )
         finally:
             bench.stop()
+    per_phase = {"1 connection": seq_rounds, f"{CLIENTS} clients": conc_rounds}
+    summary = {
+        "rounds": rounds,
+        "creates": per_round * rounds,
+        "phases": {phase: round_ratios(per) for phase, per in per_phase.items()},
+    }
     return report(
         creates=per_round * rounds,
         sequential=sequential,
         concurrent=concurrent,
-        rounds={"1 connection": seq_rounds, f"{CLIENTS} clients": conc_rounds},
+        rounds=per_phase,
         load=(load_before, os.getloadavg()),
         api_version=api_version,
         serve_args=serve_args,
-    )
+    ), summary
 
 
 LABELS = {
@@ -637,12 +644,7 @@ def report(
         "|---|---|---|",
     ]
     for phase, per_round in rounds.items():
-        on_p50, on_call = [], []
-        for totals in per_round:
-            null_p50 = totals["null"].ms(0.5) - totals["none"].ms(0.5)
-            if null_p50 > 0:
-                on_p50.append((totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)) / null_p50)
-            on_call.append(totals["egress-guard"].webhook_ms / totals["null"].webhook_ms)
+        on_p50, on_call = _ratios(per_round)
         lines.append(f"| {phase} | {_spread(on_p50)} | {_spread(on_call)} |")
     lines.append("")
     lines.append(
@@ -654,6 +656,32 @@ def report(
         lines.append(f"- egress-guard serve extra arguments: `{shlex.join(serve_args)}`")
     lines.append(f"- Command: `python -m tests.bench.bench_cluster {shlex.join(sys.argv[1:])}`")
     return "\n".join(lines)
+
+
+def _ratios(per_round: Sequence[dict[str, Totals]]) -> tuple[list[float], list[float]]:
+    """Per round: egress-guard's added median latency over the do-nothing webhook's, and the
+    ratio of the API server's webhook call times."""
+    on_p50, on_call = [], []
+    for totals in per_round:
+        null_p50 = totals["null"].ms(0.5) - totals["none"].ms(0.5)
+        if null_p50 > 0:
+            on_p50.append((totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)) / null_p50)
+        on_call.append(totals["egress-guard"].webhook_ms / totals["null"].webhook_ms)
+    return on_p50, on_call
+
+
+def round_ratios(per_round: Sequence[dict[str, Totals]]) -> dict[str, dict[str, float]]:
+    """Median, lowest and highest of the per-round ratios, as the results keep them."""
+    on_p50, on_call = _ratios(per_round)
+    return {
+        name: {
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+        }
+        for name, values in (("p50_ratio", on_p50), ("call_ratio", on_call))
+        if values
+    }
 
 
 def _spread(values: Sequence[float]) -> str:
@@ -679,11 +707,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="extra egress-guard serve argument (repeatable): --serve-arg=--no-log-allowed",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--save", action="store_true", help="keep the summary in tests/bench/")
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv_used)
     if args.command == "null-server":
         serve_null(args.bind, args.cert_file, args.key_file)
         return 0
-    print(run(args.creates, args.rounds, args.serve_arg))
+    report_text, summary = run(args.creates, args.rounds, args.serve_arg)
+    print(report_text)
+    if args.save:
+        results.save("cluster", summary, module="tests.bench.bench_cluster", argv=argv_used)
     return 0
 
 

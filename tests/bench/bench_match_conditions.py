@@ -35,6 +35,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bench import results as saved
 from tests.bench.bench_cluster import (
     EGRESS_GUARD_POLICY,
     WEBHOOK_METRIC,
@@ -167,8 +168,8 @@ def patch_many(api: Api, namespace: str, patches: Sequence[dict[str, Any]]) -> l
     return latencies
 
 
-def run(scales: int, rollouts: int) -> str:
-    """Start everything, patch, and return the markdown report."""
+def run(scales: int, rollouts: int) -> tuple[str, dict[str, Any]]:
+    """Start everything, patch, and return the markdown report and the summary kept as results."""
     with tempfile.TemporaryDirectory(prefix="egress-guard-bench-mc-") as tmp_name:
         tmp = Path(tmp_name)
         plane = ControlPlane(tmp / "plane", build_tools())
@@ -252,7 +253,15 @@ def run(scales: int, rollouts: int) -> str:
             if server is not None:
                 server.stop()
             plane.stop()
-    return report(results, scales=scales, rollouts=rollouts)
+    counts = {"scale": scales, "rollout": rollouts}
+    summary = {
+        phase: {
+            "operations": counts[phase],
+            **{setup: int(by_setup[setup][1]) for setup in by_setup},
+        }
+        for phase, by_setup in results.items()
+    }
+    return report(results, scales=scales, rollouts=rollouts), {"phases": summary}
 
 
 def report(
@@ -289,8 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scales", type=int, default=100)
     parser.add_argument("--rollouts", type=int, default=20)
-    args = parser.parse_args(argv)
-    print(run(args.scales, args.rollouts))
+    parser.add_argument("--save", action="store_true", help="keep the summary in tests/bench/")
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv_used)
+    report_text, summary = run(args.scales, args.rollouts)
+    print(report_text)
+    if args.save:
+        saved.save(
+            "match_conditions", summary, module="tests.bench.bench_match_conditions", argv=argv_used
+        )
     return 0
 
 

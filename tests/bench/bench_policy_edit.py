@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from tests.bench import results
 from tests.bench.bench_cluster import Api, _api_args, _https_ready, _wait
 from tests.bench.hostnames import realistic_policy
 from tests.e2e.harness import (
@@ -191,9 +192,10 @@ def registration(url: str, ca_pem: bytes) -> dict[str, Any]:
     }
 
 
-def run(sizes: Sequence[int], repeats: int) -> str:
-    """Measure every size; return the markdown report."""
+def run(sizes: Sequence[int], repeats: int) -> tuple[str, dict[str, Any]]:
+    """Measure every size; return the markdown report and the summary kept as results."""
     rows: list[str] = []
+    summary: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="egress-guard-bench-edit-") as tmp_name:
         tmp = Path(tmp_name)
         plane = ControlPlane(tmp / "plane", build_tools())
@@ -244,6 +246,7 @@ def run(sizes: Sequence[int], repeats: int) -> str:
                     rows.append(
                         f"| {size:,} | {sizes_cell} | does not fit in a ConfigMap | — | — | — |"
                     )
+                    summary[str(size)] = {"key": key, "note": "does not fit in a ConfigMap"}
                     continue
                 applies, from_start, from_answer = [], [], []
                 for _ in range(repeats):
@@ -264,11 +267,18 @@ def run(sizes: Sequence[int], repeats: int) -> str:
                     f"| {size:,} | {sizes_cell} | {_spread(applies)} | {_spread(from_start)} | "
                     f"{_spread(from_answer)} |"
                 )
+                summary[str(size)] = {
+                    "key": key,
+                    "stored_bytes": len(payload),
+                    "median_ms": 1000 * statistics.median(from_start),
+                    "min_ms": 1000 * min(from_start),
+                    "max_ms": 1000 * max(from_start),
+                }
         finally:
             if server is not None:
                 server.stop()
             plane.stop()
-    return "\n".join(
+    report = "\n".join(
         [
             f"Median (range) of {repeats} edits, ms.",
             "",
@@ -282,6 +292,7 @@ def run(sizes: Sequence[int], repeats: int) -> str:
             f"- Command: `python -m tests.bench.bench_policy_edit {shlex.join(sys.argv[1:])}`",
         ]
     )
+    return report, {"sizes": summary}
 
 
 def _spread(seconds: Sequence[float]) -> str:
@@ -295,8 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="100,10000,30000,100000")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    print(run([int(s) for s in args.sizes.split(",")], args.repeats))
+    parser.add_argument("--save", action="store_true", help="keep the summary in tests/bench/")
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv_used)
+    report, summary = run([int(s) for s in args.sizes.split(",")], args.repeats)
+    print(report)
+    if args.save:
+        results.save("policy_edit", summary, module="tests.bench.bench_policy_edit", argv=argv_used)
     return 0
 
 
