@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Generic, TypeVar
 
@@ -272,6 +272,14 @@ class HostTrie(Generic[T]):
             dot = suffix.find(".")
             suffix = suffix[dot + 1 :] if dot >= 0 else ""
 
+    def exact_names(self) -> Iterable[str]:
+        """Every exact (non-wildcard) pattern."""
+        return self._exact.keys()
+
+    def suffixes(self) -> Iterable[str]:
+        """Every suffix a lookup answers differently from its parent: wildcard and import keys."""
+        return (*self._wild, *self._below)
+
     def under(self, pattern: str) -> frozenset[T]:
         """Values registered at hosts that ``pattern`` imports (Sidecar semantics).
 
@@ -304,3 +312,36 @@ class HostTrie(Generic[T]):
             else:
                 values.append(value)
         return trie.freeze()
+
+
+_NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_-.*\n"
+_NEWLINE_TO_DOT = bytes.maketrans(b"\n", b".")
+_MAX_LABEL_LENGTH = 63
+
+
+def all_valid_names(values: Sequence[object]) -> bool:
+    """Whether every value is a host ``VALID_NAME`` accepts, at most ``MAX_HOST_LENGTH`` long.
+
+    The same answer as matching each value (``tests/unit/test_hosts.py`` checks it on random
+    strings), in a few passes of C over the values joined by newlines instead of one regex call
+    per host: a Sidecar or ServiceEntry can list 100k hosts.  False only means "look at each".
+    """
+    try:
+        joined = "\n".join(values)  # type: ignore[arg-type]  (a TypeError answers for it)
+    except TypeError:
+        return False
+    if not joined or not joined.isascii():
+        return False
+    data = joined.encode()
+    if data.translate(None, _NAME_BYTES) or data.count(b"\n") != len(values) - 1:
+        return False
+    if max(map(len, values)) > _MAX_LABEL_LENGTH:  # type: ignore[arg-type]  (all strings)
+        # a label may be too long: rare enough to leave to the regex
+        return False
+    # hosts joined by dots: an empty label, or one starting or ending with '-', shows as a pair
+    flat = data.translate(_NEWLINE_TO_DOT)
+    if flat[:1] in b".-" or flat[-1:] in b".-" or b".." in flat or b".-" in flat or b"-." in flat:
+        return False
+    # '*' only as a whole left-most label: "*." at the start of a host
+    stars = joined.count("*")
+    return stars == 0 or stars == joined.count("\n*.") + joined.startswith("*.")

@@ -13,7 +13,7 @@ policy's own external services.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +28,11 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateways_covered_by,
     overbroad,
+    judge_hosts,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import is_ip, is_wildcard, normalize
+from webhook.core.hosts import all_valid_names, is_ip, is_wildcard, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -50,10 +51,29 @@ class _Port:
 
 
 @dataclass(frozen=True, slots=True)
+class _Hosts:
+    """The valid, normalized ``spec.hosts`` and their paths (``spec.hosts[i]`` when None)."""
+
+    names: list[str]
+    paths: list[str] | None = None
+
+    def path(self, index: int) -> str:
+        """The path of ``names[index]``."""
+        return f"spec.hosts[{index}]" if self.paths is None else self.paths[index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(path, host)`` of every host."""
+        return ((self.path(i), host) for i, host in enumerate(self.names))
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """The parts of a ServiceEntry spec that decide where traffic goes."""
 
-    hosts: tuple[tuple[str, str], ...]
+    hosts: _Hosts
     ports: tuple[_Port, ...]
     addresses: tuple[tuple[str, str], ...]
     endpoints: tuple[tuple[str, str], ...]
@@ -82,11 +102,18 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
 
 
 def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
-    hosts = []
-    for path, raw in reader.strings(spec.get("hosts"), "spec.hosts"):
-        host = reader.host(raw, path)
-        if host is not None:
-            hosts.append((path, host))
+    raw_hosts = spec.get("hosts")
+    if isinstance(raw_hosts, list) and all_valid_names(raw_hosts):
+        # valid names are already normalized: no per-host regex, paths written when needed
+        hosts = _Hosts(raw_hosts)
+    else:
+        paths, names = [], []
+        for path, raw in reader.strings(raw_hosts, "spec.hosts"):
+            host = reader.host(raw, path)
+            if host is not None:
+                paths.append(path)
+                names.append(host)
+        hosts = _Hosts(names, paths)
     ports = []
     for path, item in reader.mappings(spec.get("ports"), "spec.ports"):
         number = reader.integer(item.get("number"), f"{path}.number")
@@ -109,7 +136,7 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     if resolution not in RESOLUTIONS:
         reader.add("spec.resolution", f"unknown resolution {resolution!r}")
     return _Entry(
-        hosts=tuple(hosts),
+        hosts=hosts,
         ports=tuple(ports),
         addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
         endpoints=tuple(endpoints),
@@ -123,7 +150,9 @@ def _check_tenant(
 ) -> None:
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
-    for path, host in entry.hosts:
+
+    def judge(reader: Reader, index: int, host: str) -> None:
+        path = entry.hosts.path(index)
         captured = () if host == "*" else gateways_covered_by(policy, host)
         if captured:
             # a tenant entry for the egress gateways' own names could capture the egress path
@@ -132,22 +161,24 @@ def _check_tenant(
                 f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
                 "may define entries for it",
             )
-            continue
+            return
         if policy.is_internal(host):
             # the name is the cluster's; where it leads is judged through endpoints/addresses
-            continue
+            return
         if overbroad(host):
             reader.add(
                 path,
                 f"{host!r} is over-broad: it would let {source} reach every host under it; "
                 f"allowed directly: {policy.describe_allowed(allowed)}",
             )
-            continue
+            return
         granted = policy.services_covering(host) & allowed
         if not granted:
             reader.add(path, _denial(policy, host, namespace, visible, allowed))
-            continue
+            return
         _check_ports(reader, policy, entry.ports, granted, host=host)
+
+    judge_hosts(reader, policy, entry.hosts.names, judge)
     for path, address in entry.addresses:
         problem = address_problem(policy, normalize(address), allowed, source)
         if problem:
@@ -173,7 +204,13 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
             else:
                 found.update(policy.services_covering(target) & allowed)
         return frozenset(found)
-    for _, host in entry.hosts:
+    seen: set[str] = set()
+    for host in entry.hosts.names:
+        key = policy.host_class(host)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
         if not policy.is_internal(host):
             found.update(policy.services_covering(host) & allowed)
     return frozenset(found)
@@ -183,11 +220,13 @@ def _check_target_ports(
     reader: Reader, policy: Policy, entry: _Entry, allowed: frozenset[str]
 ) -> None:
     """The port dialled outside (``targetPort``, endpoint ports) must be an allowed port too."""
+    dialled = [(f"{p.path}.targetPort", p.target) for p in entry.ports if p.target is not None]
+    if not dialled and not entry.endpoint_ports:
+        return
     outside = _outside_services(policy, entry, allowed)
     if not outside:
         return
     numbers = frozenset().union(*(policy.services[s].port_numbers for s in outside))
-    dialled = [(f"{p.path}.targetPort", p.target) for p in entry.ports if p.target is not None]
     for path, number in [*dialled, *entry.endpoint_ports]:
         if number is not None and number not in numbers:
             reader.add(
@@ -301,14 +340,16 @@ def _check_resolution(reader: Reader, policy: Policy, entry: _Entry) -> None:
                 f"{port.number} and no addresses opens port {port.number} to every IP address; "
                 "use TLS with SNI, or resolution DNS",
             )
-    internal = [(p, h) for p, h in entry.hosts if policy.is_internal(h)]
-    if internal and any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
-        # NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
-        # cluster name with NONE lets a pod reach any Internet address by presenting that name
-        # (docs/istio-semantics.md#trap-3)
-        for path, host in internal:
+    if not any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
+        return
+    is_internal = policy.is_internal
+    for index, host in enumerate(entry.hosts.names):
+        if is_internal(host):
+            # NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
+            # cluster name with NONE lets a pod reach any Internet address by presenting that
+            # name (docs/istio-semantics.md#trap-3)
             reader.add(
-                path,
+                entry.hosts.path(index),
                 f"{host!r} with resolution NONE (the default) and no addresses lets a client reach "
                 "any IP address by sending this name as Host/SNI; use resolution DNS or STATIC, "
                 "or declare addresses",
