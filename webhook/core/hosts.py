@@ -43,7 +43,7 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
-def _plain_ipv4(text: str) -> int | None:
+def plain_ipv4(text: str) -> int | None:
     """A dotted-quad IPv4 address as an integer, or None for anything else.
 
     ``ipaddress`` costs about 10 µs per address, which a ServiceEntry with tens of thousands of
@@ -64,7 +64,7 @@ def address_range(text: str) -> tuple[int, int, int] | None:
     and ``ipaddress`` parsing (not the comparison) is what an object with thousands of
     endpoints spends its time on.
     """
-    plain = _plain_ipv4(text)
+    plain = plain_ipv4(text)
     if plain is not None:
         return 4, plain, plain
     try:

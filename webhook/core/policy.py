@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -156,6 +156,7 @@ class Policy:
     _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
+    _cut_blocks: frozenset[int] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
     _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
@@ -179,6 +180,8 @@ class Policy:
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
         object.__setattr__(self, "_dot_zone", "." + zone)
+        ranges = [*self.internal_networks, *(a for v in self.services.values() for a in v.addresses)]
+        object.__setattr__(self, "_cut_blocks", frozenset(_cut_blocks(ranges)))
         object.__setattr__(self, "_own_names", frozenset((*trie.exact_names(), *fqdns, zone)))
         object.__setattr__(
             self,
@@ -277,10 +280,23 @@ class Policy:
         # is_service_name unrolled (a property test holds them equal): called once per host
         return host == self._service_zone or host.endswith(self._dot_zone)
 
+    def splits_block(self, block: int) -> bool:
+        """Whether a range of the policy ends inside IPv4 block ``block`` (``a.b.c.0/24 >> 8``).
+
+        When none does, every address of the block lies inside the same ranges (internal
+        networks, service addresses), so the policy judges them all alike.
+        """
+        return block in self._cut_blocks
+
     @property
     def own_names(self) -> frozenset[str]:
         """Names ``host_class`` leaves to be judged alone."""
         return self._own_names
+
+    @property
+    def own_suffixes(self) -> frozenset[str]:
+        """Wildcard suffixes (``*.`` dropped) ``host_class`` leaves to be judged alone."""
+        return self._own_suffixes
 
     def host_class(self, host: str, *, wildcards: bool = False) -> str | None:
         """A key shared by normalized hosts the policy judges alike; None: judge it alone.
@@ -425,6 +441,19 @@ def _index_rules(
         else:
             by_ns.setdefault(rule.source.namespace, []).append(rule)
     return {k: tuple(v) for k, v in by_ns.items()}, tuple(wild)
+
+
+def _cut_blocks(ranges: Iterable[str]) -> Iterator[int]:
+    """The /24 blocks inside which an IPv4 range starts or ends (see ``splits_block``)."""
+    for text in ranges:
+        net = address_range(text)
+        if net is None or net[0] != 4:
+            continue
+        _, first, last = net
+        if first & 0xFF:
+            yield first >> 8
+        if last & 0xFF != 0xFF:
+            yield last >> 8
 
 
 def _suffixes(name: str) -> list[str]:

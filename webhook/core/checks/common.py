@@ -28,6 +28,7 @@ from webhook.core.hosts import (
     is_ip,
     is_wildcard,
     normalize,
+    plain_ipv4,
 )
 from webhook.core.naming import gateway_subset
 from webhook.core.policy import MANAGED_LABEL, Policy
@@ -233,6 +234,81 @@ def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[st
         if not scratch.violations:
             clean.add("." + parent)
     return None if len(clean) == len(parents) else clean
+
+
+def judge_classes(
+    reader: Reader, keys: Sequence[str | None], judge: Callable[[Reader, int], None]
+) -> None:
+    """``judge(reader, i)`` for each item ``i``, skipping items of a class found clean.
+
+    ``keys[i]`` names the class of item ``i`` (None: it is judged alone); ``judge`` must give
+    every item of a class the same verdict, violation or none.  One item per class is judged
+    first on a scratch reader; when all are clean nothing else runs, otherwise the items are
+    judged in order (violations keep the object's order), the clean classes skipped.
+    """
+    firsts = dict(zip(keys, range(len(keys))))
+    alone = firsts.pop(None, None) is not None
+    clean = set()
+    for key, index in firsts.items():
+        scratch = Reader()
+        judge(scratch, index)
+        if not scratch.violations:
+            clean.add(key)
+    if not alone and len(clean) == len(firsts):
+        return
+    violations = reader.violations
+    for index, key in enumerate(keys):
+        if key in clean:
+            continue
+        before = len(violations)
+        judge(reader, index)
+        if key is not None and len(violations) == before:
+            clean.add(key)
+
+
+_OCTETS = frozenset(str(i) for i in range(256))
+
+
+def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge: Judge) -> None:
+    """``judge(reader, index, value)`` for each endpoint-like value, once per IPv4 /24 block.
+
+    ``judge`` must decide an IPv4 address from the ranges it lies in (and use its text only in
+    messages): dotted quads of one block that no policy range splits then get one verdict.
+    Anything else (names, IPv6, CIDRs, odd spellings) is judged on its own.
+    """
+    clean: set[str] = set()
+    parts = list(map(str.rpartition, values, repeat(".")))
+    if set(map(itemgetter(2), parts)) <= _OCTETS:
+        blocks = dict(zip(map(itemgetter(0), parts), values))
+        for block, value in blocks.items():
+            if _plain_block(policy, block):
+                scratch = Reader()
+                judge(scratch, -1, value)
+                if not scratch.violations:
+                    clean.add(block)
+        if len(clean) == len(blocks):
+            return
+    violations = reader.violations
+    for index, (block, _, last) in enumerate(parts):
+        if block in clean and last in _OCTETS:
+            continue
+        before = len(violations)
+        value = values[index]
+        judge(reader, index, value)
+        if len(violations) == before and last in _OCTETS and _plain_block(policy, block):
+            clean.add(block)
+
+
+def address_class(policy: Policy, value: str) -> str | None:
+    """``a.b.c`` for a dotted quad in a /24 no policy range splits (judged alike); else None."""
+    block, _, last = value.rpartition(".")
+    return block if last in _OCTETS and _plain_block(policy, block) else None
+
+
+def _plain_block(policy: Policy, block: str) -> bool:
+    """Whether ``block`` is ``a.b.c`` of a dotted quad whose /24 no policy range splits."""
+    number = plain_ipv4(block + ".0")
+    return number is not None and not policy.splits_block(number >> 8)
 
 
 # --- visibility (exportTo) --------------------------------------------------------------------

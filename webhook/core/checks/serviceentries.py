@@ -21,6 +21,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     UNIX_PREFIX,
     Reader,
+    address_class,
     Visibility,
     address_problem,
     allowed_directly_for,
@@ -28,6 +29,7 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateways_covered_by,
     overbroad,
+    judge_addresses,
     judge_hosts,
     visibility,
 )
@@ -70,13 +72,49 @@ class _Hosts:
 
 
 @dataclass(frozen=True, slots=True)
+class _Endpoints:
+    """``spec.endpoints[].address`` values and their paths (written on demand when None)."""
+
+    addresses: list[str]
+    paths: list[str] | None = None
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, str]]) -> _Endpoints:
+        """From ``(path, address)`` pairs."""
+        return cls([a for _, a in pairs], [p for p, _ in pairs])
+
+    def path(self, index: int) -> str:
+        """The path of ``addresses[index]``."""
+        if self.paths is None:
+            return f"spec.endpoints[{index}].address"
+        return self.paths[index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(path, address)`` of every endpoint."""
+        return ((self.path(i), a) for i, a in enumerate(self.addresses))
+
+    def __bool__(self) -> bool:
+        return bool(self.addresses)
+
+
+def _plain_endpoints(raw: Any) -> list[str] | None:
+    """Every address when ``raw`` is a list of objects each with a non-empty string address."""
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        return None
+    addresses = [e.get("address") for e in raw]
+    if not all(type(a) is str and a for a in addresses):
+        return None
+    return addresses  # type: ignore[return-value]  (checked just above)
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """The parts of a ServiceEntry spec that decide where traffic goes."""
 
     hosts: _Hosts
     ports: tuple[_Port, ...]
     addresses: tuple[tuple[str, str], ...]
-    endpoints: tuple[tuple[str, str], ...]
+    endpoints: _Endpoints
     resolution: str
     # (path, port) of every ``endpoints[].ports`` value: the port actually dialled there
     endpoint_ports: tuple[tuple[str, int], ...] = ()
@@ -122,12 +160,23 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         target = reader.integer(target, f"{path}.targetPort") if target is not None else None
         if number is not None:
             ports.append(_Port(path, number, protocol.upper(), target))
-    endpoints = []
+    endpoints: _Endpoints | list[tuple[str, str]]
     endpoint_ports = []
-    for path, item in reader.mappings(spec.get("endpoints"), "spec.endpoints"):
-        address = reader.string(item.get("address"), f"{path}.address")
-        if address:
-            endpoints.append((f"{path}.address", address))
+    raw_endpoints = spec.get("endpoints")
+    fast = _plain_endpoints(raw_endpoints)
+    if fast is not None:
+        endpoints = _Endpoints(fast)
+        items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(raw_endpoints) if "ports" in e]
+    else:
+        endpoints = []
+        items = []
+        for path, item in reader.mappings(raw_endpoints, "spec.endpoints"):
+            address = reader.string(item.get("address"), f"{path}.address")
+            if address:
+                endpoints.append((f"{path}.address", address))
+            if "ports" in item:
+                items.append((path, item))
+    for path, item in items:
         for key, value in reader.mapping(item.get("ports"), f"{path}.ports").items():
             number = reader.integer(value, f"{path}.ports.{key}")
             if number is not None:
@@ -139,7 +188,7 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         hosts=hosts,
         ports=tuple(ports),
         addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
-        endpoints=tuple(endpoints),
+        endpoints=endpoints if isinstance(endpoints, _Endpoints) else _Endpoints.of(endpoints),
         resolution=resolution,
         endpoint_ports=tuple(endpoint_ports),
     )
@@ -183,8 +232,11 @@ def _check_tenant(
         problem = address_problem(policy, normalize(address), allowed, source)
         if problem:
             reader.add(path, problem)
-    for path, address in entry.endpoints:
-        destination_problem(policy, reader, address, path, allowed, source)
+
+    def judge_endpoint(reader: Reader, index: int, address: str) -> None:
+        destination_problem(policy, reader, address, entry.endpoints.path(index), allowed, source)
+
+    judge_addresses(reader, policy, entry.endpoints.addresses, judge_endpoint)
     _check_target_ports(reader, policy, entry, allowed)
 
 
@@ -195,7 +247,13 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
         return frozenset()
     found: set[str] = set()
     if entry.endpoints:
-        for _, address in entry.endpoints:
+        classes: set[str] = set()
+        for address in entry.endpoints.addresses:
+            key = address_class(policy, address)
+            if key is not None:
+                if key in classes:
+                    continue
+                classes.add(key)
             target = normalize(address)
             if address.startswith(UNIX_PREFIX) or policy.is_internal(target):
                 continue
