@@ -300,6 +300,7 @@ externalServices:
     hosts: ["*.example.com", "*.example.org", "*.example.net", "*.example0.com"]
     ports: [{number: 443, protocol: TLS}, {number: 5432, protocol: TCP}]
     addresses: [203.0.0.0/16]
+internalNetworks: [10.0.0.0/8]
 allow:
   - {name: tenants, from: {namespace: test-app}, to: [example]}
 """

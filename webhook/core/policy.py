@@ -156,7 +156,7 @@ class Policy:
     _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
-    _cut_blocks: frozenset[int] = field(init=False, repr=False, compare=False)
+    _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
     _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
@@ -280,13 +280,14 @@ class Policy:
         # is_service_name unrolled (a property test holds them equal): called once per host
         return host == self._service_zone or host.endswith(self._dot_zone)
 
-    def splits_block(self, block: int) -> bool:
-        """Whether a range of the policy ends inside IPv4 block ``block`` (``a.b.c.0/24 >> 8``).
+    def splits_block(self, block: int, bits: int = 24) -> bool:
+        """Whether a policy range ends inside IPv4 block ``block`` (the address ``>> 32 - bits``).
 
         When none does, every address of the block lies inside the same ranges (internal
-        networks, service addresses), so the policy judges them all alike.
+        networks, service addresses), so the policy judges them all alike.  ``bits`` is 16 or
+        24.
         """
-        return block in self._cut_blocks
+        return (bits, block) in self._cut_blocks
 
     @property
     def own_names(self) -> frozenset[str]:
@@ -443,17 +444,20 @@ def _index_rules(
     return {k: tuple(v) for k, v in by_ns.items()}, tuple(wild)
 
 
-def _cut_blocks(ranges: Iterable[str]) -> Iterator[int]:
-    """The /24 blocks inside which an IPv4 range starts or ends (see ``splits_block``)."""
+def _cut_blocks(ranges: Iterable[str]) -> Iterator[tuple[int, int]]:
+    """``(bits, block)`` of the /16 and /24 blocks an IPv4 range starts or ends inside."""
     for text in ranges:
         net = address_range(text)
         if net is None or net[0] != 4:
             continue
         _, first, last = net
-        if first & 0xFF:
-            yield first >> 8
-        if last & 0xFF != 0xFF:
-            yield last >> 8
+        for bits in (16, 24):
+            shift = 32 - bits
+            inside = (1 << shift) - 1
+            if first & inside:
+                yield bits, first >> shift
+            if last & inside != inside:
+                yield bits, last >> shift
 
 
 def _suffixes(name: str) -> list[str]:

@@ -252,8 +252,10 @@ def judge_classes(
     for key, index in firsts.items():
         scratch = Reader()
         judge(scratch, index)
-        if not scratch.violations:
-            clean.add(key)
+        if scratch.violations:
+            # a violation to report: the ordered pass below, which stops at the reader's limit
+            break
+        clean.add(key)
     if not alone and len(clean) == len(firsts):
         return
     violations = reader.violations
@@ -270,45 +272,67 @@ _OCTETS = frozenset(str(i) for i in range(256))
 
 
 def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge: Judge) -> None:
-    """``judge(reader, index, value)`` for each endpoint-like value, once per IPv4 /24 block.
+    """``judge(reader, index, value)`` for each endpoint-like value, once per ``AddressClasses``.
 
-    ``judge`` must decide an IPv4 address from the ranges it lies in (and use its text only in
-    messages): dotted quads of one block that no policy range splits then get one verdict.
-    Anything else (names, IPv6, CIDRs, odd spellings) is judged on its own.
+    ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in (and use
+    its text only in messages).
     """
-    clean: set[str] = set()
-    parts = list(map(str.rpartition, values, repeat(".")))
-    if set(map(itemgetter(2), parts)) <= _OCTETS:
-        blocks = dict(zip(map(itemgetter(0), parts), values))
-        for block, value in blocks.items():
-            if _plain_block(policy, block):
-                scratch = Reader()
-                judge(scratch, -1, value)
-                if not scratch.violations:
-                    clean.add(block)
-        if len(clean) == len(blocks):
-            return
-    violations = reader.violations
-    for index, (block, _, last) in enumerate(parts):
-        if block in clean and last in _OCTETS:
-            continue
-        before = len(violations)
-        value = values[index]
-        judge(reader, index, value)
-        if len(violations) == before and last in _OCTETS and _plain_block(policy, block):
-            clean.add(block)
+    classes = AddressClasses(policy)
+    keys = list(map(classes.key, values))
+    judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
+
+
+# last parts of addresses and CIDRs that stay inside their /24: "7", "7/24" ... "7/32"
+_IN_BLOCK = _OCTETS | frozenset(f"{i}/{n}" for i in range(256) for n in range(24, 33))
+
+
+class AddressClasses:
+    """Keys of IPv4 addresses and CIDRs the policy judges alike, for one object's values.
+
+    A dotted quad, or a /24 to /32 inside one /24 block, lies inside exactly the policy ranges
+    (internal networks, service addresses) that contain its whole /16 block when no range
+    starts or ends inside that block (``Policy.splits_block``), and its key is ``a.b``; else
+    those containing its /24 when none ends inside that, key ``a.b.c``.  Other values (names,
+    IPv6, wider CIDRs, odd spellings) get None and are judged alone.
+    """
+
+    __slots__ = ("_policy", "_wide", "_narrow")
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        # "a.b" -> its /16 unsplit?  None: not two canonical octets
+        self._wide: dict[str, bool | None] = {}
+        # "a.b.c" of a split /16 -> its /24 unsplit?
+        self._narrow: dict[str, bool] = {}
+
+    def key(self, value: str) -> str | None:
+        """The class of ``value``, or None."""
+        block, _, last = value.rpartition(".")
+        if last not in _IN_BLOCK:
+            return None
+        wide, _, third = block.rpartition(".")
+        if third not in _OCTETS:
+            return None
+        unsplit = self._wide.get(wide, False)
+        if unsplit is False and wide not in self._wide:
+            number = plain_ipv4(wide + ".0.0")
+            unsplit = None if number is None else not self._policy.splits_block(number >> 16, 16)
+            self._wide[wide] = unsplit
+        if unsplit:
+            return wide
+        if unsplit is None:
+            return None
+        narrow = self._narrow.get(block)
+        if narrow is None:
+            number = plain_ipv4(block + ".0")
+            narrow = number is not None and not self._policy.splits_block(number >> 8)
+            self._narrow[block] = narrow
+        return block if narrow else None
 
 
 def address_class(policy: Policy, value: str) -> str | None:
-    """``a.b.c`` for a dotted quad in a /24 no policy range splits (judged alike); else None."""
-    block, _, last = value.rpartition(".")
-    return block if last in _OCTETS and _plain_block(policy, block) else None
-
-
-def _plain_block(policy: Policy, block: str) -> bool:
-    """Whether ``block`` is ``a.b.c`` of a dotted quad whose /24 no policy range splits."""
-    number = plain_ipv4(block + ".0")
-    return number is not None and not policy.splits_block(number >> 8)
+    """``AddressClasses(policy).key(value)`` for a single value."""
+    return AddressClasses(policy).key(value)
 
 
 # --- visibility (exportTo) --------------------------------------------------------------------
