@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 from webhook.core.errors import InvalidHostError
 
 _IP_CHARS = re.compile(r"^[0-9a-fA-F:./]+$")
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _LABEL_BODY = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 # one regex for the common, valid case; per-label diagnostics only when it fails.  A match is
 # also already normalized (lower case, no surrounding space, no trailing dot)
@@ -114,7 +114,7 @@ def check_dns_name(host: str, *, allow_wildcard: bool = True, require_dot: bool 
     for label in labels:
         if "*" in label:
             raise InvalidHostError(host, "'*' is only allowed as the whole left-most label")
-        if not _LABEL.match(label):
+        if not LABEL.match(label):
             raise InvalidHostError(host, f"invalid DNS label {label!r}")
     if require_dot and len(labels) < 2 and not name.startswith("*."):
         raise InvalidHostError(host, "must be a fully qualified name (contain a dot)")
