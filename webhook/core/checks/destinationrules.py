@@ -19,7 +19,7 @@ from webhook.core.checks.common import (
     gateways_covered_by,
     visibility,
 )
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_wildcard, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
@@ -45,7 +45,7 @@ def check_destination_rule(
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     namespace = review.namespace
     spec = reader.spec(review.object)
     raw_host = reader.string(spec.get("host"), "spec.host")
