@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.builders import judge
-from webhook.core.checks import common, serviceentries, services, sidecars
+from webhook.core.checks import common, gatewayapi, serviceentries, services, sidecars
 from webhook.core.decisions import Decision
 from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
 from webhook.core.policy import Policy
@@ -110,6 +110,7 @@ def per_item() -> Iterator[None]:
     patch = pytest.MonkeyPatch()
     patch.setattr(serviceentries, "all_valid_names", lambda values: False)
     patch.setattr(services, "all_valid_names", lambda values: False)
+    patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
@@ -182,10 +183,13 @@ def test_service_entries(
         max_size=30,
     ),
     selector=st.sampled_from([None, {"app": "trainer"}]),
+    listeners=st.integers(1, 3),
 )
-def test_sidecar_imports(entries: list[str], selector: dict[str, str] | None) -> None:
+def test_sidecar_imports(
+    entries: list[str], selector: dict[str, str] | None, listeners: int
+) -> None:
     spec: dict[str, Any] = {
-        "egress": [{"hosts": entries}],
+        "egress": [{"hosts": entries[i::listeners]} for i in range(listeners)],
         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
     }
     if selector:
@@ -324,3 +328,20 @@ def test_many_hosts_under_few_domains_cost_few_lookups(
 
     assert counted_lookups(monkeypatch, entry) <= 3
     assert counted_lookups(monkeypatch, sidecar) <= 3
+
+
+@FAST
+@given(hostnames=st.lists(names, min_size=1, max_size=30))
+def test_http_route_hostnames(hostnames: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": meta("rt"),
+            "spec": {
+                "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+                "hostnames": hostnames,
+                "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+            },
+        }
+    )

@@ -347,6 +347,11 @@ class Policy:
 
     # --- rules ------------------------------------------------------------------------------
 
+    @property
+    def rule_namespaces(self) -> frozenset[str]:
+        """Namespaces some rule names (besides ``*``)."""
+        return frozenset(self._rules_by_ns)
+
     def rules_for_namespace(self, namespace: str) -> tuple[AllowRule, ...]:
         """Every rule whose source namespace is ``namespace`` or ``*``."""
         return self._rules_by_ns.get(namespace, ()) + self._wild_rules

@@ -367,6 +367,18 @@ def visibility(
         # omitted is the mesh default, which is "*" unless MeshConfig says otherwise
         # (docs/istio-semantics.md#trap-6)
         return Visibility(True, frozenset(), explicit=False)
+    if type(value) is list and value:
+        # a list of strings (the usual case) read in C: an object may list thousands
+        try:
+            distinct = set(value)
+        except TypeError:
+            distinct = set()
+        if distinct and all(type(entry) is str for entry in distinct):
+            if "*" in distinct:
+                return Visibility(True, frozenset(), explicit=True)
+            if "." in distinct or "~" in distinct:
+                distinct = (distinct - {".", "~"}) | {namespace}
+            return Visibility(False, frozenset(distinct), explicit=True)
     entries = reader.strings(value, path)
     if not entries:
         return Visibility(True, frozenset(), explicit=False)
@@ -383,7 +395,11 @@ def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
     if visible.everywhere:
         return policy.allowed_everywhere()
     allowed: frozenset[str] | None = None
-    for ns in visible.namespaces:
+    # a namespace no rule names gets the '*' rules: one lookup for all of them
+    named = visible.namespaces & policy.rule_namespaces
+    if len(named) < len(visible.namespaces):
+        allowed = policy.allowed_everywhere()
+    for ns in named:
         direct = policy.allowed_directly(ns)
         allowed = direct if allowed is None else allowed & direct
     return allowed or frozenset()

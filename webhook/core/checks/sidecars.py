@@ -10,7 +10,8 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from itertools import repeat
+from bisect import bisect_right
+from itertools import accumulate, repeat
 from operator import add, itemgetter
 from typing import Any
 
@@ -136,22 +137,34 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
-    for lpath, listener in reader.mappings(raw, "spec.egress"):
-        keys = import_classes(policy, listener.get("hosts"))
+    listeners = [(lpath, listener.get("hosts")) for lpath, listener in reader.mappings(raw, "spec.egress")]
+    if listeners and all(type(hosts) is list and hosts for _, hosts in listeners):
+        # every listener's hosts as one list: one pass of classes for the whole Sidecar
+        entries = [entry for _, hosts in listeners for entry in hosts]
+        keys = import_classes(policy, entries)
         if keys is not None:
-            entries: list[str] = listener["hosts"]
+            starts = list(accumulate((len(hosts) for _, hosts in listeners), initial=0))
 
-            def judge(reader: Reader, index: int, lpath: str = lpath) -> None:
-                path = f"{lpath}.hosts[{index}]"
+            def judge(reader: Reader, index: int) -> None:
+                at = bisect_right(starts, index) - 1
+                path = f"{listeners[at][0]}.hosts[{index - starts[at]}]"
                 _check_import(reader, policy, path, entries[index], allowed, source, may)
 
             judge_classes(reader, keys, judge)
-            continue
-        hosts = reader.strings(listener.get("hosts"), f"{lpath}.hosts")
+            return
+    # the verdict on an entry depends on its text alone: a repeated one is judged once
+    clean: set[str] = set()
+    for lpath, raw_hosts in listeners:
+        hosts = reader.strings(raw_hosts, f"{lpath}.hosts")
         if not hosts:
             reader.add(f"{lpath}.hosts", "an egress listener needs at least one host")
         for path, entry in hosts:
+            if entry in clean:
+                continue
+            before = len(reader.violations)
             _check_import(reader, policy, path, entry, allowed, source, may)
+            if len(reader.violations) == before:
+                clean.add(entry)
 
 
 def import_classes(policy: Policy, hosts: Any) -> list[str | None] | None:
