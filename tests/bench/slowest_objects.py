@@ -128,16 +128,16 @@ def search(
     quiet_logs()
     handlers: dict[str, ReviewHandler] = {n: review_handler(t) for n, t in policies.items()}
     candidates = [
-        (kind, seed, path)
-        for (_, kind), seed in sorted(SEEDS.items())
-        for path in list_paths(seed)
+        (kind, seed, path) for (_, kind), seed in sorted(SEEDS.items()) for path in list_paths(seed)
     ]
     found = []
     for _ in range(trials):
         kind, seed, path = rng.choice(candidates)
         mode = rng.choice(MODES)
 
-        def build(n: int, seed: dict[str, Any] = seed, path: Path = path) -> dict[str, Any]:
+        def build(
+            n: int, seed: dict[str, Any] = seed, path: Path = path, mode: str = mode
+        ) -> dict[str, Any]:
             return grown(seed, path, mode, n)
 
         count, body = sized(build, target_bytes)

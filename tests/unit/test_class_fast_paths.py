@@ -100,7 +100,9 @@ addresses = st.one_of(
         st.sampled_from([0, 1, 100]),
         st.integers(8, 32),
     ),
-    st.sampled_from(["10.0.0.0/8", "0.0.0.0/0", "2001:db8::1", "01.2.3.4", "1.2.3", "x.example.com"]),
+    st.sampled_from(
+        ["10.0.0.0/8", "0.0.0.0/0", "2001:db8::1", "01.2.3.4", "1.2.3", "x.example.com"]
+    ),
 )
 
 

@@ -180,15 +180,16 @@ class Policy:
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
         object.__setattr__(self, "_dot_zone", "." + zone)
-        ranges = [*self.internal_networks, *(a for v in self.services.values() for a in v.addresses)]
+        ranges = [
+            *self.internal_networks,
+            *(a for v in self.services.values() for a in v.addresses),
+        ]
         object.__setattr__(self, "_cut_blocks", frozenset(_cut_blocks(ranges)))
         object.__setattr__(self, "_own_names", frozenset((*trie.exact_names(), *fqdns, zone)))
         object.__setattr__(
             self,
             "_own_suffixes",
-            frozenset(
-                (*trie.suffixes(), zone, *(s for f in fqdns for s in _suffixes(f)), "")
-            ),
+            frozenset((*trie.suffixes(), zone, *(s for f in fqdns for s in _suffixes(f)), "")),
         )
 
     # --- exceptions: the one path from declared grants to grants in force ------------------

@@ -223,7 +223,9 @@ def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[st
     if not hosts or "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
         return set()
     # one host per parent domain, picked in C
-    parents = dict(zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts))
+    parents = dict(
+        zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts, strict=True)
+    )
     if "" in parents:
         # a name without a dot is its own class
         return set()
@@ -246,7 +248,7 @@ def judge_classes(
     first on a scratch reader; when all are clean nothing else runs, otherwise the items are
     judged in order (violations keep the object's order), the clean classes skipped.
     """
-    firsts = dict(zip(keys, range(len(keys))))
+    firsts = dict(zip(keys, range(len(keys)), strict=True))
     alone = firsts.pop(None, None) is not None
     clean = set()
     for key, index in firsts.items():
@@ -296,7 +298,7 @@ class AddressClasses:
     IPv6, wider CIDRs, odd spellings) get None and are judged alone.
     """
 
-    __slots__ = ("_policy", "_wide", "_narrow")
+    __slots__ = ("_narrow", "_policy", "_wide")
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy

@@ -135,13 +135,15 @@ def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Vio
     )
     if fenced:
         return fenced
-    compared = review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None
+    compared = (
+        review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None
+    )
     # stop after enough violations, except when old and new are compared: a new violation may
     # come after any number of old ones
     limit = None if compared else STOP_AFTER_VIOLATIONS
     found = pod_violations(review.kind, review.object, review.namespace, policy, limit=limit)
     found.extend(pod_invariants(review, view))
-    if compared:
+    if compared and review.old_object is not None:
         # a running pod's sidecar was set up at CREATE; refuse what this update adds, so pods
         # created before the guardrail can still be labelled, but no new bypass gets in
         before = set(pod_violations(review.kind, review.old_object, review.namespace, policy))

@@ -15,22 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     UNIX_PREFIX,
     Reader,
-    address_class,
     Visibility,
+    address_class,
     address_problem,
     allowed_directly_for,
     destination_problem,
     egress_fqdns,
     gateways_covered_by,
-    overbroad,
     judge_addresses,
     judge_hosts,
+    overbroad,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -104,7 +104,7 @@ def _plain_endpoints(raw: Any) -> list[str] | None:
     addresses = [e.get("address") for e in raw]
     if not all(type(a) is str and a for a in addresses):
         return None
-    return addresses  # type: ignore[return-value]  (checked just above)
+    return cast("list[str]", addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +162,13 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
             ports.append(_Port(path, number, protocol.upper(), target))
     endpoints: _Endpoints | list[tuple[str, str]]
     endpoint_ports = []
+    items: list[tuple[str, Mapping[str, Any]]]
     raw_endpoints = spec.get("endpoints")
     fast = _plain_endpoints(raw_endpoints)
     if fast is not None:
         endpoints = _Endpoints(fast)
-        items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(raw_endpoints) if "ports" in e]
+        listed = cast("list[Mapping[str, Any]]", raw_endpoints)
+        items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(listed) if "ports" in e]
     else:
         endpoints = []
         items = []

@@ -15,7 +15,7 @@ checked, recognised by username (a ``managed-by`` label is writable by anyone).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
@@ -192,7 +192,7 @@ def _plain_ips(items: Any) -> list[str] | None:
     if not isinstance(items, list) or not all(type(item) is dict for item in items):
         return None
     ips = [item.get("ip") for item in items]
-    return ips if all(type(ip) is str for ip in ips) else None  # type: ignore[return-value]
+    return cast("list[str]", ips) if all(type(ip) is str for ip in ips) else None
 
 
 @checks("discovery.k8s.io", "EndpointSlice")

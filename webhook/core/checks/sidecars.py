@@ -9,8 +9,8 @@ Sidecar may only import the external services its workloads are allowed to reach
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from itertools import accumulate, repeat
 from operator import add, itemgetter
 from typing import Any
@@ -18,9 +18,9 @@ from typing import Any
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     Reader,
-    judge_classes,
     format_labels,
     is_managed,
+    judge_classes,
     name_of,
     selectors_may_overlap,
 )
@@ -137,8 +137,9 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
-    listeners = [(lpath, listener.get("hosts")) for lpath, listener in reader.mappings(raw, "spec.egress")]
-    if listeners and all(type(hosts) is list and hosts for _, hosts in listeners):
+    read = [(p, listener.get("hosts")) for p, listener in reader.mappings(raw, "spec.egress")]
+    listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
+    if listeners and len(listeners) == len(read):
         # every listener's hosts as one list: one pass of classes for the whole Sidecar
         entries = [entry for _, hosts in listeners for entry in hosts]
         keys = import_classes(policy, entries)
@@ -154,7 +155,7 @@ def _check_imports(
             return
     # the verdict on an entry depends on its text alone: a repeated one is judged once
     clean: set[str] = set()
-    for lpath, raw_hosts in listeners:
+    for lpath, raw_hosts in read:
         hosts = reader.strings(raw_hosts, f"{lpath}.hosts")
         if not hosts:
             reader.add(f"{lpath}.hosts", "an egress listener needs at least one host")
@@ -193,8 +194,6 @@ def import_classes(policy: Policy, hosts: Any) -> list[str | None] | None:
         return None
     # "ns/" or "ns/*." (the namespace part and whether it is a wildcard), then the parent
     return list(map(add, map(str.removesuffix, hosts, stripped), parents))
-
-
 
 
 def _check_import(
