@@ -1,8 +1,9 @@
 """The per-class fast paths of the list checks agree with judging every item on its own.
 
 ServiceEntry hosts and endpoints, Sidecar imports, VirtualService hosts, NetworkPolicy peers,
-Endpoints and EndpointSlices judge one item per class (``Policy.host_class``,
-``AddressClasses``) and validate names in bulk (``all_valid_names``).  Here random objects mixing
+Endpoints, EndpointSlices, HTTPRoute hostnames and DestinationRule tunnels judge one item per
+class (``Policy.host_class``, ``AddressClasses``) and validate names in bulk
+(``all_valid_names``).  Here random objects mixing
 names the policy knows, names under its domains, cluster names, wildcards, IPs in split and
 unsplit blocks and malformed entries are decided twice, with the fast paths and with every one
 of them switched off, and the decisions must be identical, violation for violation.  The last
@@ -20,7 +21,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.builders import judge
-from webhook.core.checks import common, gatewayapi, serviceentries, services, sidecars
+from webhook.core.checks import (
+    common,
+    destinationrules,
+    gatewayapi,
+    serviceentries,
+    services,
+    sidecars,
+)
 from webhook.core.decisions import Decision
 from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
 from webhook.core.policy import Policy
@@ -117,6 +125,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
+    patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     try:
         yield
     finally:
@@ -344,6 +353,25 @@ def test_http_route_hostnames(hostnames: list[str]) -> None:
                 "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
                 "hostnames": hostnames,
                 "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+            },
+        }
+    )
+
+
+@FAST
+@given(targets=st.lists(st.one_of(names, addresses), min_size=1, max_size=20))
+def test_destination_rule_tunnels(targets: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": meta("dr"),
+            "spec": {
+                "host": "svc.example.com",
+                "subsets": [
+                    {"name": f"s{i}", "trafficPolicy": {"tunnel": {"targetHost": t}}}
+                    for i, t in enumerate(targets)
+                ],
             },
         }
     )
