@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from webhook.core.external_services import ExternalService as ExternalService
 from webhook.core.external_services import Gateway as Gateway
 from webhook.core.external_services import Port as Port
-from webhook.core.hosts import HostTrie, address_range, covers, is_service_name
+from webhook.core.hosts import HostTrie, address_range, covers
 
 if TYPE_CHECKING:
     # exceptions build on this module's rules and sources; Policy only holds them
@@ -151,6 +151,12 @@ class Policy:
     _wild_rules: tuple[AllowRule, ...] = field(init=False, repr=False, compare=False)
     _gateway_hosts: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _gateways: tuple[Gateway, ...] = field(init=False, repr=False, compare=False)
+    # see host_class: names and wildcard suffixes a check may judge on their own
+    _own_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
+    _service_zone: str = field(init=False, repr=False, compare=False)
+    _dot_zone: str = field(init=False, repr=False, compare=False)
+    _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
     _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
@@ -170,6 +176,21 @@ class Policy:
         object.__setattr__(self, "_gateway_hosts", {k: tuple(v) for k, v in gateways.items()})
         object.__setattr__(self, "_gateways", tuple(distinct.values()))
         object.__setattr__(self, "_resolved", {})
+        zone = f"svc.{self.cluster_domain}"
+        fqdns = [gw.fqdn for gw in self._gateways]
+        object.__setattr__(self, "_service_zone", zone)
+        object.__setattr__(self, "_dot_zone", "." + zone)
+        ranges = [
+            *self.internal_networks,
+            *(a for v in self.services.values() for a in v.addresses),
+        ]
+        object.__setattr__(self, "_cut_blocks", frozenset(_cut_blocks(ranges)))
+        object.__setattr__(self, "_own_names", frozenset((*trie.exact_names(), *fqdns, zone)))
+        object.__setattr__(
+            self,
+            "_own_suffixes",
+            frozenset((*trie.suffixes(), zone, *(s for f in fqdns for s in _suffixes(f)), "")),
+        )
 
     # --- exceptions: the one path from declared grants to grants in force ------------------
 
@@ -257,7 +278,52 @@ class Policy:
 
     def is_internal(self, host: str) -> bool:
         """A normalized host naming a Service of the cluster (pod-DNS names are not)."""
-        return is_service_name(host, self.cluster_domain)
+        # is_service_name unrolled (a property test holds them equal): called once per host
+        return host == self._service_zone or host.endswith(self._dot_zone)
+
+    def splits_block(self, block: int, bits: int = 24) -> bool:
+        """Whether a policy range ends inside IPv4 block ``block`` (the address ``>> 32 - bits``).
+
+        When none does, every address of the block lies inside the same ranges (internal
+        networks, service addresses), so the policy judges them all alike.  ``bits`` is 16 or
+        24.
+        """
+        return (bits, block) in self._cut_blocks
+
+    @property
+    def own_names(self) -> frozenset[str]:
+        """Names ``host_class`` leaves to be judged alone."""
+        return self._own_names
+
+    @property
+    def own_suffixes(self) -> frozenset[str]:
+        """Wildcard suffixes (``*.`` dropped) ``host_class`` leaves to be judged alone."""
+        return self._own_suffixes
+
+    def host_class(self, host: str, *, wildcards: bool = False) -> str | None:
+        """A key shared by normalized hosts the policy judges alike; None: judge it alone.
+
+        A name the policy does not list by itself (no exact pattern, not a gateway, not the
+        Service zone) is covered, imported, internal or not only through its parent domain, so
+        ``a.example.com`` and ``b.example.com`` get the same answers from every host question
+        of this class (``services_covering``, ``services_imported_by``, ``is_internal``,
+        ``gateways``) and the key ``.example.com``.  With ``wildcards``, ``*.a.example.com``
+        gets ``*.example.com`` unless ``a.example.com`` is a suffix the policy knows; only for
+        callers that do not ask whether a wildcard is over a public suffix, which depends on
+        the wildcard's own labels.  A check that found one host of a class clean skips the
+        others: an object with 100k hosts under a few domains is judged a few times.  Only
+        the verdict is shared; a violation still names its own host.
+        """
+        if host[:2] == "*.":
+            suffix = host[2:]
+            if not wildcards or suffix in self._own_suffixes or "*" in suffix:
+                return None
+            dot = suffix.find(".")
+            return None if dot < 0 else "*" + suffix[dot:]
+        if host in self._own_names or "*" in host:
+            return None
+        dot = host.find(".")
+        return None if dot < 0 else host[dot:]
 
     def services_covering(self, host: str) -> frozenset[str]:
         """Names of the external services with a host pattern that covers ``host``."""
@@ -281,6 +347,11 @@ class Policy:
         return any(covers(pattern, host) for pattern in self.services[service].hosts)
 
     # --- rules ------------------------------------------------------------------------------
+
+    @property
+    def rule_namespaces(self) -> frozenset[str]:
+        """Namespaces some rule names (besides ``*``)."""
+        return frozenset(self._rules_by_ns)
 
     def rules_for_namespace(self, namespace: str) -> tuple[AllowRule, ...]:
         """Every rule whose source namespace is ``namespace`` or ``*``."""
@@ -377,6 +448,28 @@ def _index_rules(
         else:
             by_ns.setdefault(rule.source.namespace, []).append(rule)
     return {k: tuple(v) for k, v in by_ns.items()}, tuple(wild)
+
+
+def _cut_blocks(ranges: Iterable[str]) -> Iterator[tuple[int, int]]:
+    """``(bits, block)`` of the /16 and /24 blocks an IPv4 range starts or ends inside."""
+    for text in ranges:
+        net = address_range(text)
+        if net is None or net[0] != 4:
+            continue
+        _, first, last = net
+        for bits in (16, 24):
+            shift = 32 - bits
+            inside = (1 << shift) - 1
+            if first & inside:
+                yield bits, first >> shift
+            if last & inside != inside:
+                yield bits, last >> shift
+
+
+def _suffixes(name: str) -> list[str]:
+    """``a.b.c`` -> ``[a.b.c, b.c, c]``."""
+    labels = name.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
 
 
 def effective_policy(policy: Policy, now: datetime) -> Policy:

@@ -9,8 +9,10 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from webhook.core.decisions import EnoughViolations, Violation
@@ -26,6 +28,7 @@ from webhook.core.hosts import (
     is_ip,
     is_wildcard,
     normalize,
+    plain_ipv4,
 )
 from webhook.core.naming import gateway_subset
 from webhook.core.policy import MANAGED_LABEL, Policy
@@ -184,6 +187,156 @@ class Reader:
             return None
 
 
+Judge = Callable[[Reader, int, str], None]
+
+
+def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Judge) -> None:
+    """``judge(reader, index, host)`` for each normalized exact or wildcard host, once per class.
+
+    ``judge`` must decide from the host questions ``Policy.host_class`` promises alike within a
+    class, reading the host's own text only for its messages: then a host whose class produced
+    no violation would produce none either.  Objects list thousands of hosts under a few
+    domains; each domain is judged once, and when all are clean the rest is passes of C.
+    """
+    clean = _clean_parents(policy, hosts, judge)
+    if clean is None:
+        return
+    own = policy.own_names
+    violations = reader.violations
+    for index, host in enumerate(hosts):
+        if host[:1] != "*" and host not in own:
+            # host_class inlined for the common case, an exact name
+            dot = host.find(".")
+            if dot >= 0 and "*" not in host and host[dot:] in clean:
+                continue
+        key = policy.host_class(host)
+        if key is not None and key in clean:
+            continue
+        before = len(violations)
+        judge(reader, index, host)
+        if key is not None and len(violations) == before:
+            clean.add(key)
+
+
+def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[str] | None:
+    """The classes (``.parent``) found clean; None when every host is, so nothing is left."""
+    if not hosts or "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
+        return set()
+    # one host per parent domain, picked in C
+    parents = dict(
+        zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts, strict=True)
+    )
+    if "" in parents:
+        # a name without a dot is its own class
+        return set()
+    clean = set()
+    for parent, host in parents.items():
+        scratch = Reader()
+        judge(scratch, -1, host)
+        if not scratch.violations:
+            clean.add("." + parent)
+    return None if len(clean) == len(parents) else clean
+
+
+def judge_classes(
+    reader: Reader, keys: Sequence[str | None], judge: Callable[[Reader, int], None]
+) -> None:
+    """``judge(reader, i)`` for each item ``i``, skipping items of a class found clean.
+
+    ``keys[i]`` names the class of item ``i`` (None: it is judged alone); ``judge`` must give
+    every item of a class the same verdict, violation or none.  One item per class is judged
+    first on a scratch reader; when all are clean nothing else runs, otherwise the items are
+    judged in order (violations keep the object's order), the clean classes skipped.
+    """
+    firsts = dict(zip(keys, range(len(keys)), strict=True))
+    alone = firsts.pop(None, None) is not None
+    clean = set()
+    for key, index in firsts.items():
+        scratch = Reader()
+        judge(scratch, index)
+        if scratch.violations:
+            # a violation to report: the ordered pass below, which stops at the reader's limit
+            break
+        clean.add(key)
+    if not alone and len(clean) == len(firsts):
+        return
+    violations = reader.violations
+    for index, key in enumerate(keys):
+        if key in clean:
+            continue
+        before = len(violations)
+        judge(reader, index)
+        if key is not None and len(violations) == before:
+            clean.add(key)
+
+
+_OCTETS = frozenset(str(i) for i in range(256))
+
+
+def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge: Judge) -> None:
+    """``judge(reader, index, value)`` for each endpoint-like value, once per ``AddressClasses``.
+
+    ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in (and use
+    its text only in messages).
+    """
+    classes = AddressClasses(policy)
+    keys = list(map(classes.key, values))
+    judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
+
+
+# last parts of addresses and CIDRs that stay inside their /24: "7", "7/24" ... "7/32"
+_IN_BLOCK = _OCTETS | frozenset(f"{i}/{n}" for i in range(256) for n in range(24, 33))
+
+
+class AddressClasses:
+    """Keys of IPv4 addresses and CIDRs the policy judges alike, for one object's values.
+
+    A dotted quad, or a /24 to /32 inside one /24 block, lies inside exactly the policy ranges
+    (internal networks, service addresses) that contain its whole /16 block when no range
+    starts or ends inside that block (``Policy.splits_block``), and its key is ``a.b``; else
+    those containing its /24 when none ends inside that, key ``a.b.c``.  Other values (names,
+    IPv6, wider CIDRs, odd spellings) get None and are judged alone.
+    """
+
+    __slots__ = ("_narrow", "_policy", "_wide")
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        # "a.b" -> its /16 unsplit?  None: not two canonical octets
+        self._wide: dict[str, bool | None] = {}
+        # "a.b.c" of a split /16 -> its /24 unsplit?
+        self._narrow: dict[str, bool] = {}
+
+    def key(self, value: str) -> str | None:
+        """The class of ``value``, or None."""
+        block, _, last = value.rpartition(".")
+        if last not in _IN_BLOCK:
+            return None
+        wide, _, third = block.rpartition(".")
+        if third not in _OCTETS:
+            return None
+        unsplit = self._wide.get(wide, False)
+        if unsplit is False and wide not in self._wide:
+            number = plain_ipv4(wide + ".0.0")
+            unsplit = None if number is None else not self._policy.splits_block(number >> 16, 16)
+            self._wide[wide] = unsplit
+        if unsplit:
+            return wide
+        if unsplit is None:
+            return None
+        narrow = self._narrow.get(block)
+        if narrow is None:
+            number = plain_ipv4(block + ".0")
+            narrow = number is not None and not self._policy.splits_block(number >> 8)
+            self._narrow[block] = narrow
+        return block if narrow else None
+
+
+def address_class(policy: Policy, value: str) -> str | None:
+    """``AddressClasses(policy).key(value)`` for a single value."""
+    return AddressClasses(policy).key(value)
+
+
 # --- visibility (exportTo) --------------------------------------------------------------------
 
 
@@ -216,6 +369,18 @@ def visibility(
         # omitted is the mesh default, which is "*" unless MeshConfig says otherwise
         # (docs/istio-semantics.md#trap-6)
         return Visibility(True, frozenset(), explicit=False)
+    if type(value) is list and value:
+        # a list of strings (the usual case) read in C: an object may list thousands
+        try:
+            distinct = set(value)
+        except TypeError:
+            distinct = set()
+        if distinct and all(type(entry) is str for entry in distinct):
+            if "*" in distinct:
+                return Visibility(True, frozenset(), explicit=True)
+            if "." in distinct or "~" in distinct:
+                distinct = (distinct - {".", "~"}) | {namespace}
+            return Visibility(False, frozenset(distinct), explicit=True)
     entries = reader.strings(value, path)
     if not entries:
         return Visibility(True, frozenset(), explicit=False)
@@ -232,7 +397,11 @@ def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
     if visible.everywhere:
         return policy.allowed_everywhere()
     allowed: frozenset[str] | None = None
-    for ns in visible.namespaces:
+    # a namespace no rule names gets the '*' rules: one lookup for all of them
+    named = visible.namespaces & policy.rule_namespaces
+    if len(named) < len(visible.namespaces):
+        allowed = policy.allowed_everywhere()
+    for ns in named:
         direct = policy.allowed_directly(ns)
         allowed = direct if allowed is None else allowed & direct
     return allowed or frozenset()

@@ -19,8 +19,8 @@ from webhook.core.checks.common import (
     gateways_covered_by,
     visibility,
 )
-from webhook.core.decisions import Violation
-from webhook.core.hosts import is_wildcard, normalize
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
+from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, is_wildcard, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -45,7 +45,7 @@ def check_destination_rule(
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     namespace = review.namespace
     spec = reader.spec(review.object)
     raw_host = reader.string(spec.get("host"), "spec.host")
@@ -77,6 +77,8 @@ def check_destination_rule(
     allowed = policy.allowed_directly(namespace)
     source = f"namespace {namespace}"
     gateways = gateways_covered_by(policy, host) if host is not None else ()
+    # tunnel targets under one parent domain get one verdict (a rule can have 17k subsets)
+    clean_targets: set[str] = set()
     for path, traffic in policies:
         tunnel = reader.mapping(traffic.get("tunnel"), f"{path}.tunnel")
         target = reader.string(tunnel.get("targetHost"), f"{path}.tunnel.targetHost")
@@ -84,12 +86,24 @@ def check_destination_rule(
             reader.add(f"{path}.tunnel", "egress routes must not tunnel through another proxy")
         elif target:
             # the rule's host becomes a proxy; the target is a second, direct egress destination
-            destination_problem(
-                policy, reader, target, f"{path}.tunnel.targetHost", allowed, source
-            )
+            key = _target_class(policy, target)
+            if key is None or key not in clean_targets:
+                before = len(reader.violations)
+                destination_problem(
+                    policy, reader, target, f"{path}.tunnel.targetHost", allowed, source
+                )
+                if key is not None and len(reader.violations) == before:
+                    clean_targets.add(key)
         if gateways:
             _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns, spec)
     return reader.violations
+
+
+def _target_class(policy: Policy, target: str) -> str | None:
+    """``Policy.host_class`` of a valid, normalized name (never an IP: those end in a digit)."""
+    if len(target) > MAX_HOST_LENGTH or target[-1:].isdigit() or not VALID_NAME.fullmatch(target):
+        return None
+    return policy.host_class(target)
 
 
 def _traffic_policies(

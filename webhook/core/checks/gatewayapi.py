@@ -24,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader
-from webhook.core.decisions import Violation
-from webhook.core.hosts import is_ip, normalize
+from webhook.core.checks.common import Reader, judge_hosts
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
+from webhook.core.hosts import all_valid_names, is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -47,7 +47,7 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     namespace = review.namespace
     in_egress = policy.is_egress_namespace(namespace)
@@ -80,10 +80,10 @@ def _check_hostnames(
 ) -> None:
     """Hostnames of a mesh-attached route must be allowed to some workload of the namespace."""
     allowed = policy.allowed_for_some(namespace)
-    for where, raw in reader.strings(spec.get("hostnames"), "spec.hostnames"):
-        host = reader.host(raw, where)
-        if host is None or policy.is_internal(host):
-            continue
+
+    def judge(reader: Reader, where: str, host: str) -> None:
+        if policy.is_internal(host):
+            return
         if not policy.services_covering(host) & allowed:
             reader.add(
                 where,
@@ -92,6 +92,18 @@ def _check_hostnames(
                 f"reach (allowed: {policy.describe_allowed(allowed)}); ask for it in the "
                 "egress policy",
             )
+
+    hostnames = spec.get("hostnames")
+    if isinstance(hostnames, list) and all_valid_names(hostnames):
+        # valid names are normalized already: judged once per parent domain
+        judge_hosts(
+            reader, policy, hostnames, lambda r, i, host: judge(r, f"spec.hostnames[{i}]", host)
+        )
+        return
+    for where, raw in reader.strings(hostnames, "spec.hostnames"):
+        host = reader.host(raw, where)
+        if host is not None:
+            judge(reader, where, host)
 
 
 def _backend_refs(reader: Reader, spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import Reader, format_labels, selectors_may_overlap
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -26,7 +26,7 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     selector = reader.labels(spec.get("selector"), "spec.selector")
     egress_selectors = [dict(gw.selector) for gw in policy.gateways]

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader
-from webhook.core.decisions import Violation
+from webhook.core.checks.common import AddressClasses, Reader, judge_classes
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -32,7 +32,7 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
     del view
     if review.operation == "DELETE":
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     if not _governs_egress(reader, spec):
         return reader.violations
@@ -44,7 +44,16 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
                 "NetworkPolicy egress-guard generates (it adds up with it); name the pods, "
                 "namespaces or in-cluster ipBlocks the workloads need",
             )
-        for at, peer in reader.mappings(rule.get("to"), f"{where}.to"):
+        peers = rule.get("to")
+        if isinstance(peers, list) and all(type(peer) is dict for peer in peers):
+            classes = AddressClasses(policy)
+
+            def judge(reader: Reader, index: int, where: str = where, peers: Any = peers) -> None:
+                _check_peer(reader, policy, peers[index], f"{where}.to[{index}]")
+
+            judge_classes(reader, [_peer_class(classes, p) for p in peers], judge)
+            continue
+        for at, peer in reader.mappings(peers, f"{where}.to"):
             _check_peer(reader, policy, peer, at)
     return reader.violations
 
@@ -55,6 +64,16 @@ def _governs_egress(reader: Reader, spec: Mapping[str, Any]) -> bool:
     if spec.get("policyTypes") is None:
         return spec.get("egress") is not None
     return any(t == EGRESS for _, t in types)
+
+
+def _peer_class(classes: AddressClasses, peer: Mapping[str, Any]) -> str | None:
+    """Peers ``_check_peer`` judges alike: no ipBlock (never a violation), or one address class."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return "no ipBlock"
+    cidr = block.get("cidr") if type(block) is dict else None
+    # the check strips the CIDR: only an unpadded one keeps its class
+    return classes.key(cidr) if type(cidr) is str else None
 
 
 def _check_peer(reader: Reader, policy: Policy, peer: Mapping[str, Any], path: str) -> None:

@@ -26,7 +26,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
 from webhook.core.checks.injection import STATUS, pod_invariants, status_names
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
-from webhook.core.decisions import Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -135,9 +135,15 @@ def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Vio
     )
     if fenced:
         return fenced
-    found = pod_violations(review.kind, review.object, review.namespace, policy)
+    compared = (
+        review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None
+    )
+    # stop after enough violations, except when old and new are compared: a new violation may
+    # come after any number of old ones
+    limit = None if compared else STOP_AFTER_VIOLATIONS
+    found = pod_violations(review.kind, review.object, review.namespace, policy, limit=limit)
     found.extend(pod_invariants(review, view))
-    if review.kind == "Pod" and review.operation == "UPDATE" and review.old_object is not None:
+    if compared and review.old_object is not None:
         # a running pod's sidecar was set up at CREATE; refuse what this update adds, so pods
         # created before the guardrail can still be labelled, but no new bypass gets in
         before = set(pod_violations(review.kind, review.old_object, review.namespace, policy))
@@ -147,10 +153,18 @@ def check_pod(review: Review, policy: Policy, view: ClusterView) -> Iterable[Vio
 
 
 def pod_violations(
-    kind: str, obj: Mapping[str, Any] | None, namespace: str, policy: Policy
+    kind: str,
+    obj: Mapping[str, Any] | None,
+    namespace: str,
+    policy: Policy,
+    *,
+    limit: int | None = None,
 ) -> list[Violation]:
-    """Every way the pod of ``obj`` (a Pod or a workload with a template) escapes its sidecar."""
-    reader = Reader()
+    """Every way the pod of ``obj`` (a Pod or a workload with a template) escapes its sidecar.
+
+    With ``limit``, raises EnoughViolations once that many are found.
+    """
+    reader = Reader(limit=limit)
     shape = pod_shape(reader, kind, obj)
     if shape is None:
         return reader.violations

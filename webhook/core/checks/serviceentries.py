@@ -13,25 +13,28 @@ policy's own external services.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     UNIX_PREFIX,
     Reader,
     Visibility,
+    address_class,
     address_problem,
     allowed_directly_for,
     destination_problem,
     egress_fqdns,
     gateways_covered_by,
+    judge_addresses,
+    judge_hosts,
     overbroad,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import is_ip, is_wildcard, normalize
+from webhook.core.hosts import all_valid_names, is_ip, is_wildcard, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -50,13 +53,68 @@ class _Port:
 
 
 @dataclass(frozen=True, slots=True)
+class _Hosts:
+    """The valid, normalized ``spec.hosts`` and their paths (``spec.hosts[i]`` when None)."""
+
+    names: list[str]
+    paths: list[str] | None = None
+
+    def path(self, index: int) -> str:
+        """The path of ``names[index]``."""
+        return f"spec.hosts[{index}]" if self.paths is None else self.paths[index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(path, host)`` of every host."""
+        return ((self.path(i), host) for i, host in enumerate(self.names))
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoints:
+    """``spec.endpoints[].address`` values and their paths (written on demand when None)."""
+
+    addresses: list[str]
+    paths: list[str] | None = None
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, str]]) -> _Endpoints:
+        """From ``(path, address)`` pairs."""
+        return cls([a for _, a in pairs], [p for p, _ in pairs])
+
+    def path(self, index: int) -> str:
+        """The path of ``addresses[index]``."""
+        if self.paths is None:
+            return f"spec.endpoints[{index}].address"
+        return self.paths[index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(path, address)`` of every endpoint."""
+        return ((self.path(i), a) for i, a in enumerate(self.addresses))
+
+    def __bool__(self) -> bool:
+        return bool(self.addresses)
+
+
+def _plain_endpoints(raw: Any) -> list[str] | None:
+    """Every address when ``raw`` is a list of objects each with a non-empty string address."""
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        return None
+    addresses = [e.get("address") for e in raw]
+    if not all(type(a) is str and a for a in addresses):
+        return None
+    return cast("list[str]", addresses)
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """The parts of a ServiceEntry spec that decide where traffic goes."""
 
-    hosts: tuple[tuple[str, str], ...]
+    hosts: _Hosts
     ports: tuple[_Port, ...]
     addresses: tuple[tuple[str, str], ...]
-    endpoints: tuple[tuple[str, str], ...]
+    endpoints: _Endpoints
     resolution: str
     # (path, port) of every ``endpoints[].ports`` value: the port actually dialled there
     endpoint_ports: tuple[tuple[str, int], ...] = ()
@@ -82,11 +140,18 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
 
 
 def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
-    hosts = []
-    for path, raw in reader.strings(spec.get("hosts"), "spec.hosts"):
-        host = reader.host(raw, path)
-        if host is not None:
-            hosts.append((path, host))
+    raw_hosts = spec.get("hosts")
+    if isinstance(raw_hosts, list) and all_valid_names(raw_hosts):
+        # valid names are already normalized: no per-host regex, paths written when needed
+        hosts = _Hosts(raw_hosts)
+    else:
+        paths, names = [], []
+        for path, raw in reader.strings(raw_hosts, "spec.hosts"):
+            host = reader.host(raw, path)
+            if host is not None:
+                paths.append(path)
+                names.append(host)
+        hosts = _Hosts(names, paths)
     ports = []
     for path, item in reader.mappings(spec.get("ports"), "spec.ports"):
         number = reader.integer(item.get("number"), f"{path}.number")
@@ -95,12 +160,25 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         target = reader.integer(target, f"{path}.targetPort") if target is not None else None
         if number is not None:
             ports.append(_Port(path, number, protocol.upper(), target))
-    endpoints = []
+    endpoints: _Endpoints | list[tuple[str, str]]
     endpoint_ports = []
-    for path, item in reader.mappings(spec.get("endpoints"), "spec.endpoints"):
-        address = reader.string(item.get("address"), f"{path}.address")
-        if address:
-            endpoints.append((f"{path}.address", address))
+    items: list[tuple[str, Mapping[str, Any]]]
+    raw_endpoints = spec.get("endpoints")
+    fast = _plain_endpoints(raw_endpoints)
+    if fast is not None:
+        endpoints = _Endpoints(fast)
+        listed = cast("list[Mapping[str, Any]]", raw_endpoints)
+        items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(listed) if "ports" in e]
+    else:
+        endpoints = []
+        items = []
+        for path, item in reader.mappings(raw_endpoints, "spec.endpoints"):
+            address = reader.string(item.get("address"), f"{path}.address")
+            if address:
+                endpoints.append((f"{path}.address", address))
+            if "ports" in item:
+                items.append((path, item))
+    for path, item in items:
         for key, value in reader.mapping(item.get("ports"), f"{path}.ports").items():
             number = reader.integer(value, f"{path}.ports.{key}")
             if number is not None:
@@ -109,10 +187,10 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     if resolution not in RESOLUTIONS:
         reader.add("spec.resolution", f"unknown resolution {resolution!r}")
     return _Entry(
-        hosts=tuple(hosts),
+        hosts=hosts,
         ports=tuple(ports),
         addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
-        endpoints=tuple(endpoints),
+        endpoints=endpoints if isinstance(endpoints, _Endpoints) else _Endpoints.of(endpoints),
         resolution=resolution,
         endpoint_ports=tuple(endpoint_ports),
     )
@@ -123,7 +201,9 @@ def _check_tenant(
 ) -> None:
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
-    for path, host in entry.hosts:
+
+    def judge(reader: Reader, index: int, host: str) -> None:
+        path = entry.hosts.path(index)
         captured = () if host == "*" else gateways_covered_by(policy, host)
         if captured:
             # a tenant entry for the egress gateways' own names could capture the egress path
@@ -132,28 +212,33 @@ def _check_tenant(
                 f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
                 "may define entries for it",
             )
-            continue
+            return
         if policy.is_internal(host):
             # the name is the cluster's; where it leads is judged through endpoints/addresses
-            continue
+            return
         if overbroad(host):
             reader.add(
                 path,
                 f"{host!r} is over-broad: it would let {source} reach every host under it; "
                 f"allowed directly: {policy.describe_allowed(allowed)}",
             )
-            continue
+            return
         granted = policy.services_covering(host) & allowed
         if not granted:
             reader.add(path, _denial(policy, host, namespace, visible, allowed))
-            continue
+            return
         _check_ports(reader, policy, entry.ports, granted, host=host)
+
+    judge_hosts(reader, policy, entry.hosts.names, judge)
     for path, address in entry.addresses:
         problem = address_problem(policy, normalize(address), allowed, source)
         if problem:
             reader.add(path, problem)
-    for path, address in entry.endpoints:
-        destination_problem(policy, reader, address, path, allowed, source)
+
+    def judge_endpoint(reader: Reader, index: int, address: str) -> None:
+        destination_problem(policy, reader, address, entry.endpoints.path(index), allowed, source)
+
+    judge_addresses(reader, policy, entry.endpoints.addresses, judge_endpoint)
     _check_target_ports(reader, policy, entry, allowed)
 
 
@@ -164,7 +249,13 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
         return frozenset()
     found: set[str] = set()
     if entry.endpoints:
-        for _, address in entry.endpoints:
+        classes: set[str] = set()
+        for address in entry.endpoints.addresses:
+            key = address_class(policy, address)
+            if key is not None:
+                if key in classes:
+                    continue
+                classes.add(key)
             target = normalize(address)
             if address.startswith(UNIX_PREFIX) or policy.is_internal(target):
                 continue
@@ -173,7 +264,13 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
             else:
                 found.update(policy.services_covering(target) & allowed)
         return frozenset(found)
-    for _, host in entry.hosts:
+    seen: set[str] = set()
+    for host in entry.hosts.names:
+        key = policy.host_class(host)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
         if not policy.is_internal(host):
             found.update(policy.services_covering(host) & allowed)
     return frozenset(found)
@@ -183,11 +280,13 @@ def _check_target_ports(
     reader: Reader, policy: Policy, entry: _Entry, allowed: frozenset[str]
 ) -> None:
     """The port dialled outside (``targetPort``, endpoint ports) must be an allowed port too."""
+    dialled = [(f"{p.path}.targetPort", p.target) for p in entry.ports if p.target is not None]
+    if not dialled and not entry.endpoint_ports:
+        return
     outside = _outside_services(policy, entry, allowed)
     if not outside:
         return
     numbers = frozenset().union(*(policy.services[s].port_numbers for s in outside))
-    dialled = [(f"{p.path}.targetPort", p.target) for p in entry.ports if p.target is not None]
     for path, number in [*dialled, *entry.endpoint_ports]:
         if number is not None and number not in numbers:
             reader.add(
@@ -301,14 +400,16 @@ def _check_resolution(reader: Reader, policy: Policy, entry: _Entry) -> None:
                 f"{port.number} and no addresses opens port {port.number} to every IP address; "
                 "use TLS with SNI, or resolution DNS",
             )
-    internal = [(p, h) for p, h in entry.hosts if policy.is_internal(h)]
-    if internal and any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
-        # NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
-        # cluster name with NONE lets a pod reach any Internet address by presenting that name
-        # (docs/istio-semantics.md#trap-3)
-        for path, host in internal:
+    if not any(p.protocol in _L7_PROTOCOLS for p in entry.ports):
+        return
+    is_internal = policy.is_internal
+    for index, host in enumerate(entry.hosts.names):
+        if is_internal(host):
+            # NONE trusts the Host/SNI and connects to whatever IP the client dialled, so a
+            # cluster name with NONE lets a pod reach any Internet address by presenting that
+            # name (docs/istio-semantics.md#trap-3)
             reader.add(
-                path,
+                entry.hosts.path(index),
                 f"{host!r} with resolution NONE (the default) and no addresses lets a client reach "
                 "any IP address by sending this name as Host/SNI; use resolution DNS or STATIC, "
                 "or declare addresses",

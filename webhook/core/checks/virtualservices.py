@@ -32,7 +32,7 @@ from webhook.core.checks.common import (
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import is_ip, normalize
+from webhook.core.hosts import LABEL, MAX_HOST_LENGTH, VALID_NAME, is_ip, normalize
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -83,6 +83,7 @@ class _Memo:
         "_allowed",
         "_gateways",
         "_hosts",
+        "_short_suffix",
         "_sources",
         "domain",
         "namespace",
@@ -100,10 +101,21 @@ class _Memo:
         self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
         # services every other namespace that sees the VirtualService may reach (None: private)
         self.viewers: frozenset[str] | None = None
+        # ".<namespace>.svc.<domain>" when a valid label plus it is a valid name: short names
+        # are then expanded without the general path (a route list can name 18k services)
+        suffix = f".{namespace}.svc.{normalize(self.domain)}"
+        valid = VALID_NAME.fullmatch("a" + suffix) is not None
+        self._short_suffix = suffix if valid else None
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
         checked = self._hosts.get(value)
+        if checked is None and self._short_suffix is not None and LABEL.fullmatch(value):
+            checked = value + self._short_suffix
+            if len(checked) <= MAX_HOST_LENGTH:
+                self._hosts[value] = checked
+                return checked
+            checked = None
         if checked is None:
             # invalid hosts are not remembered: each occurrence is reported at its own path
             checked = reader.host(
@@ -463,7 +475,9 @@ def _check_tenant(
     # the tenant's own (ingress) gateways names the hosts that gateway receives, not egress
     mesh_bound = MESH in top_refs or any(route.mesh for route in routes)
     public_name = mesh_bound and _serves_own_public_name(policy, top_refs, routes)
-    for path, host in hosts if mesh_bound else ():
+
+    def judge(path: str, host: str) -> bool:
+        """Report a wrong host; True for a steered (external) one."""
         if is_ip(host):
             reader.add(path, f"{host!r} is an IP address; name the external host instead")
         elif overbroad(host):
@@ -471,13 +485,28 @@ def _check_tenant(
         elif not policy.is_internal(host):
             if policy.services_covering(host) & some or public_name:
                 # steered hosts: a VirtualService seen beyond the namespace hijacks them
-                external.append(host)
-            else:
-                reader.add(
-                    path,
-                    f"{host!r} is not an external service any workload of namespace {namespace} "
-                    f"may reach; allowed: {policy.describe_allowed(some)}",
-                )
+                return True
+            reader.add(
+                path,
+                f"{host!r} is not an external service any workload of namespace {namespace} "
+                f"may reach; allowed: {policy.describe_allowed(some)}",
+            )
+        return False
+
+    # names of one Policy.host_class get one verdict (IPs, which end in a digit, stay apart):
+    # a VirtualService can list 18k hosts under a few domains
+    verdicts: dict[str, bool] = {}
+    violations = reader.violations
+    for path, host in hosts if mesh_bound else ():
+        key = None if host[-1:].isdigit() else policy.host_class(host)
+        steered = verdicts.get(key) if key is not None else None
+        if steered is None:
+            before = len(violations)
+            steered = judge(path, host)
+            if key is not None and len(violations) == before:
+                verdicts[key] = steered
+        if steered:
+            external.append(host)
     hosts_steered = tuple(external)
     for route in routes:
         _check_tenant_route(reader, memo, route, hosts_steered, exported)

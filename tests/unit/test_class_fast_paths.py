@@ -1,0 +1,377 @@
+"""The per-class fast paths of the list checks agree with judging every item on its own.
+
+ServiceEntry hosts and endpoints, Sidecar imports, VirtualService hosts, NetworkPolicy peers,
+Endpoints, EndpointSlices, HTTPRoute hostnames and DestinationRule tunnels judge one item per
+class (``Policy.host_class``, ``AddressClasses``) and validate names in bulk
+(``all_valid_names``).  Here random objects mixing
+names the policy knows, names under its domains, cluster names, wildcards, IPs in split and
+unsplit blocks and malformed entries are decided twice, with the fast paths and with every one
+of them switched off, and the decisions must be identical, violation for violation.  The last
+tests count host lookups: a list under a few domains costs a few lookups whatever its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.builders import judge
+from webhook.core.checks import (
+    common,
+    destinationrules,
+    gatewayapi,
+    serviceentries,
+    services,
+    sidecars,
+)
+from webhook.core.decisions import Decision
+from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
+from webhook.core.policy import Policy
+from webhook.core.policy_parsing import parse_policy
+
+pytestmark = pytest.mark.unit
+
+POLICY = parse_policy(
+    """
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {namespace: egress}
+internalNetworks: [10.0.0.0/8, 192.168.1.128/25]
+externalServices:
+  - name: payments
+    hosts: [api.payments.example]
+    ports: [{number: 443, protocol: TLS}]
+    addresses: [198.51.100.0/24, 203.0.113.7/32]
+  - name: wide
+    hosts: ["*.example.com", "*.a.example.org"]
+    ports: [{number: 443, protocol: TLS}]
+    addresses: [172.16.0.0/12]
+  - name: labelled
+    hosts: [ml.example.net]
+    ports: [{number: 443, protocol: TLS}]
+allow:
+  - {name: tenants, from: {namespace: test-app}, to: [payments, wide]}
+  - name: ml
+    from: {namespace: test-app, workloadLabels: {app: trainer}}
+    to: [labelled]
+"""
+)
+
+PARENTS = [
+    "example.com",
+    "b.example.com",
+    "example.org",
+    "a.example.org",
+    "payments.example",
+    "example.net",
+    "test-app.svc.cluster.local",
+    "egress.svc.cluster.local",
+    "svc.cluster.local",
+    "cluster.local",
+    "com",
+    "github.io",
+]
+KNOWN = [
+    "api.payments.example",
+    "ml.example.net",
+    "svc.cluster.local",
+    "example.com",
+    "a.example.org",
+    *(gw.fqdn for gw in POLICY.gateways),
+]
+
+labels = st.sampled_from(["a", "b", "api", "x-1", "www", "c"])
+names = st.one_of(
+    st.builds(lambda label, parent: f"{label}.{parent}", labels, st.sampled_from(PARENTS)),
+    st.builds(lambda parent: f"*.{parent}", st.sampled_from(PARENTS)),
+    st.sampled_from([*KNOWN, "*", "API.Example.com", "a.example.com.", "a..b", "-a.com", "db"]),
+)
+octets = st.integers(0, 255)
+addresses = st.one_of(
+    st.builds(
+        lambda a, b, c, d: f"{a}.{b}.{c}.{d}",
+        st.sampled_from([10, 172, 192, 198, 203, 8]),
+        st.sampled_from([0, 1, 16, 51, 168]),
+        st.sampled_from([0, 1, 100, 113]),
+        octets,
+    ),
+    st.builds(lambda d, n: f"192.168.1.{d}/{n}", octets, st.integers(24, 32)),
+    st.builds(
+        lambda a, b, c, n: f"{a}.{b}.{c}.0/{n}",
+        st.sampled_from([10, 172, 192, 198, 203]),
+        st.sampled_from([0, 16, 51, 168]),
+        st.sampled_from([0, 1, 100]),
+        st.integers(8, 32),
+    ),
+    st.sampled_from(
+        ["10.0.0.0/8", "0.0.0.0/0", "2001:db8::1", "01.2.3.4", "1.2.3", "x.example.com"]
+    ),
+)
+
+
+@contextmanager
+def per_item() -> Iterator[None]:
+    """Every fast path off: each item judged on its own, as before they existed."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(serviceentries, "all_valid_names", lambda values: False)
+    patch.setattr(services, "all_valid_names", lambda values: False)
+    patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
+    patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
+    patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
+    patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
+    patch.setattr(common.AddressClasses, "key", lambda self, value: None)
+    patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
+def both(manifest: dict[str, Any]) -> tuple[Decision, Decision]:
+    fast = judge(manifest, POLICY)
+    with per_item():
+        slow = judge(manifest, POLICY)
+    return fast, slow
+
+
+def assert_same(manifest: dict[str, Any]) -> None:
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert (fast.allowed, fast.reason) == (slow.allowed, slow.reason)
+
+
+def meta(name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": "test-app"}
+
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@example(hosts=["a.example.com", "example.com"], endpoints=[], ports=False, resolution="DNS")
+@given(
+    hosts=st.lists(names, min_size=1, max_size=30),
+    endpoints=st.lists(addresses, max_size=20),
+    ports=st.booleans(),
+    resolution=st.sampled_from(["DNS", "STATIC", "NONE"]),
+)
+def test_service_entries(
+    hosts: list[str], endpoints: list[str], ports: bool, resolution: str
+) -> None:
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": meta("se"),
+            "spec": {
+                "hosts": hosts,
+                "exportTo": ["."],
+                "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                "resolution": resolution,
+                "endpoints": [
+                    {"address": a, **({"ports": {"tls": 8443}} if ports and i % 3 else {})}
+                    for i, a in enumerate(endpoints)
+                ],
+            },
+        }
+    )
+
+
+@FAST
+@given(
+    entries=st.lists(
+        st.builds(
+            lambda ns, name: f"{ns}/{name}",
+            st.sampled_from(["*", ".", "egress", "~", "~other", "team-b"]),
+            names,
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    selector=st.sampled_from([None, {"app": "trainer"}]),
+    listeners=st.integers(1, 3),
+)
+def test_sidecar_imports(
+    entries: list[str], selector: dict[str, str] | None, listeners: int
+) -> None:
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries[i::listeners]} for i in range(listeners)],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    if selector:
+        spec["workloadSelector"] = {"labels": selector}
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": meta("sc"),
+            "spec": spec,
+        }
+    )
+
+
+@FAST
+@given(hosts=st.lists(st.one_of(names, addresses), min_size=1, max_size=30))
+def test_virtual_service_hosts(hosts: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": meta("vs"),
+            "spec": {
+                "hosts": hosts,
+                "exportTo": ["."],
+                "http": [{"route": [{"destination": {"host": "reviews"}}]}],
+            },
+        }
+    )
+
+
+@FAST
+# an internal address and a CIDR of its /16 reaching past 10.0.0.0/8: not one class
+@example(cidrs=["10.1.2.3", "10.1.2.0/7"])
+@given(cidrs=st.lists(st.one_of(addresses, st.just(None)), min_size=1, max_size=30))
+def test_network_policy_peers(cidrs: list[str | None]) -> None:
+    peers = [{"podSelector": {}} if c is None else {"ipBlock": {"cidr": c}} for c in cidrs]
+    assert_same(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta("np"),
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": peers}]},
+        }
+    )
+
+
+@FAST
+@example(ips=["172.16.1.1", "172.16.0.0/8", "10.1.2.3", "10.1.2.0/7"])
+@given(ips=st.lists(addresses, min_size=1, max_size=30))
+def test_endpoints(ips: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": meta("ep"),
+            "subsets": [{"addresses": [{"ip": ip} for ip in ips]}],
+        }
+    )
+
+
+@FAST
+@given(values=st.lists(st.one_of(names, addresses), min_size=1, max_size=30), fqdn=st.booleans())
+def test_endpoint_slices(values: list[str], fqdn: bool) -> None:
+    assert_same(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta("es"),
+            "addressType": "FQDN" if fqdn else "IPv4",
+            "endpoints": [{"addresses": [v]} for v in values],
+        }
+    )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.text(alphabet="ab0_-.*\nA é/", max_size=12), max_size=4))
+def test_bulk_name_validation_agrees_with_the_regex(values: list[str]) -> None:
+    expected = bool(values) and all(
+        len(v) <= MAX_HOST_LENGTH and VALID_NAME.fullmatch(v) for v in values
+    )
+    if all_valid_names(values):
+        assert expected
+    elif expected:
+        # the bulk check leaves long labels to the regex, and nothing else
+        assert max(map(len, values)) > 63
+
+
+@given(st.one_of(names, st.text(alphabet="*.svcluster-ab", max_size=24)))
+def test_is_internal_agrees_with_the_zone_test(host: str) -> None:
+    assert POLICY.is_internal(host) == is_service_name(host, POLICY.cluster_domain)
+
+
+def counted_lookups(monkeypatch: pytest.MonkeyPatch, manifest: dict[str, Any]) -> int:
+    calls = 0
+    real = Policy.services_covering
+
+    def counting(self: Policy, host: str) -> frozenset[str]:
+        nonlocal calls
+        calls += 1
+        return real(self, host)
+
+    monkeypatch.setattr(Policy, "services_covering", counting)
+    judge(manifest, POLICY)
+    monkeypatch.setattr(Policy, "services_covering", real)
+    return calls
+
+
+@pytest.mark.parametrize("n", [100, 10_000])
+def test_many_hosts_under_few_domains_cost_few_lookups(
+    monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    # three domains the policy allows: every host clean, so one lookup per domain
+    domains = ["example.com", "b.example.com", "a.example.org"]
+    hosts = [f"h{i}.{domains[i % 3]}" for i in range(n)]
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("se"),
+        "spec": {
+            "hosts": hosts,
+            "exportTo": ["."],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "DNS",
+        },
+    }
+    sidecar = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": meta("sc"),
+        "spec": {
+            "egress": [{"hosts": [f"*/{h}" for h in hosts]}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    }
+
+    assert counted_lookups(monkeypatch, entry) <= 3
+    assert counted_lookups(monkeypatch, sidecar) <= 3
+
+
+@FAST
+@given(hostnames=st.lists(names, min_size=1, max_size=30))
+def test_http_route_hostnames(hostnames: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": meta("rt"),
+            "spec": {
+                "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+                "hostnames": hostnames,
+                "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+            },
+        }
+    )
+
+
+@FAST
+@given(targets=st.lists(st.one_of(names, addresses), min_size=1, max_size=20))
+def test_destination_rule_tunnels(targets: list[str]) -> None:
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": meta("dr"),
+            "spec": {
+                "host": "svc.example.com",
+                "subsets": [
+                    {"name": f"s{i}", "trafficPolicy": {"tunnel": {"targetHost": t}}}
+                    for i, t in enumerate(targets)
+                ],
+            },
+        }
+    )
