@@ -132,8 +132,20 @@ def per_item() -> Iterator[None]:
         patch.undo()
 
 
+@contextmanager
+def classes_at_every_size() -> Iterator[None]:
+    """The fast paths taken for lists of any length, not only long ones."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(common, "CLASSES_FROM", 0)
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
 def both(manifest: dict[str, Any]) -> tuple[Decision, Decision]:
-    fast = judge(manifest, POLICY)
+    with classes_at_every_size():
+        fast = judge(manifest, POLICY)
     with per_item():
         slow = judge(manifest, POLICY)
     return fast, slow
@@ -143,6 +155,10 @@ def assert_same(manifest: dict[str, Any]) -> None:
     fast, slow = both(manifest)
     assert fast.violations == slow.violations
     assert (fast.allowed, fast.reason) == (slow.allowed, slow.reason)
+    # and as deployed: short lists item by item, long ones by class
+    default = judge(manifest, POLICY)
+    assert default.violations == slow.violations
+    assert (default.allowed, default.reason) == (slow.allowed, slow.reason)
 
 
 def meta(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -189,6 +189,15 @@ class Reader:
 
 Judge = Callable[[Reader, int, str], None]
 
+# below this many items a list is judged item by item: the class passes (keys built in C, one
+# scratch judgement per class) cost more than they save on the few hosts of an everyday object
+CLASSES_FROM = 32
+
+
+def many(items: Sized) -> bool:
+    """Whether a list is long enough for the per-class fast paths to pay."""
+    return len(items) >= CLASSES_FROM
+
 
 def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Judge) -> None:
     """``judge(reader, index, host)`` for each normalized exact or wildcard host, once per class.
@@ -198,6 +207,10 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     no violation would produce none either.  Objects list thousands of hosts under a few
     domains; each domain is judged once, and when all are clean the rest is passes of C.
     """
+    if not many(hosts):
+        for index, host in enumerate(hosts):
+            judge(reader, index, host)
+        return
     clean = _clean_parents(policy, hosts, judge)
     if clean is None:
         return
@@ -248,6 +261,10 @@ def judge_classes(
     first on a scratch reader; when all are clean nothing else runs, otherwise the items are
     judged in order (violations keep the object's order), the clean classes skipped.
     """
+    if not many(keys):
+        for index in range(len(keys)):
+            judge(reader, index)
+        return
     firsts = dict(zip(keys, range(len(keys)), strict=True))
     alone = firsts.pop(None, None) is not None
     clean = set()
@@ -279,6 +296,10 @@ def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge
     ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in (and use
     its text only in messages).
     """
+    if not many(values):
+        for index, value in enumerate(values):
+            judge(reader, index, value)
+        return
     classes = AddressClasses(policy)
     keys = list(map(classes.key, values))
     judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))

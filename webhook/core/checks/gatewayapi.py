@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader, judge_hosts
+from webhook.core.checks.common import Reader, judge_hosts, many
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import all_valid_names, is_ip, normalize
 from webhook.core.policy import Policy
@@ -94,7 +94,7 @@ def _check_hostnames(
             )
 
     hostnames = spec.get("hostnames")
-    if isinstance(hostnames, list) and all_valid_names(hostnames):
+    if isinstance(hostnames, list) and many(hostnames) and all_valid_names(hostnames):
         # valid names are normalized already: judged once per parent domain
         judge_hosts(
             reader, policy, hostnames, lambda r, i, host: judge(r, f"spec.hostnames[{i}]", host)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import AddressClasses, Reader, judge_classes
+from webhook.core.checks.common import AddressClasses, Reader, judge_classes, many
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -45,7 +45,7 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
                 "namespaces or in-cluster ipBlocks the workloads need",
             )
         peers = rule.get("to")
-        if isinstance(peers, list) and all(type(peer) is dict for peer in peers):
+        if isinstance(peers, list) and many(peers) and all(type(peer) is dict for peer in peers):
             classes = AddressClasses(policy)
 
             def judge(reader: Reader, index: int, where: str = where, peers: Any = peers) -> None:

@@ -30,6 +30,7 @@ from webhook.core.checks.common import (
     gateways_covered_by,
     judge_addresses,
     judge_hosts,
+    many,
     overbroad,
     visibility,
 )
@@ -141,7 +142,7 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
 
 def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     raw_hosts = spec.get("hosts")
-    if isinstance(raw_hosts, list) and all_valid_names(raw_hosts):
+    if isinstance(raw_hosts, list) and many(raw_hosts) and all_valid_names(raw_hosts):
         # valid names are already normalized: no per-host regex, paths written when needed
         hosts = _Hosts(raw_hosts)
     else:
@@ -250,8 +251,9 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
     found: set[str] = set()
     if entry.endpoints:
         classes: set[str] = set()
+        by_block = many(entry.endpoints.addresses)
         for address in entry.endpoints.addresses:
-            key = address_class(policy, address)
+            key = address_class(policy, address) if by_block else None
             if key is not None:
                 if key in classes:
                     continue
@@ -265,8 +267,9 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
                 found.update(policy.services_covering(target) & allowed)
         return frozenset(found)
     seen: set[str] = set()
+    by_class = many(entry.hosts.names)
     for host in entry.hosts.names:
-        key = policy.host_class(host)
+        key = policy.host_class(host) if by_class else None
         if key is not None:
             if key in seen:
                 continue

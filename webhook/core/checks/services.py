@@ -24,6 +24,7 @@ from webhook.core.checks.common import (
     allowed_directly_for,
     judge_addresses,
     judge_hosts,
+    many,
     visibility,
 )
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
@@ -213,7 +214,7 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     if flat is not None:
         # one address per endpoint is what controllers write: judged by class, in C where it can
         paths, values = flat
-        if fqdn and all_valid_names(values):
+        if fqdn and many(values) and all_valid_names(values):
 
             def judge_name(reader: Reader, index: int, name: str) -> None:
                 _check_name(reader, policy, name, paths[index], allowed, source)

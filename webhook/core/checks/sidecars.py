@@ -21,6 +21,7 @@ from webhook.core.checks.common import (
     format_labels,
     is_managed,
     judge_classes,
+    many,
     name_of,
     selectors_may_overlap,
 )
@@ -142,7 +143,7 @@ def _check_imports(
     if listeners and len(listeners) == len(read):
         # every listener's hosts as one list: one pass of classes for the whole Sidecar
         entries = [entry for _, hosts in listeners for entry in hosts]
-        keys = import_classes(policy, entries)
+        keys = import_classes(policy, entries) if many(entries) else None
         if keys is not None:
             starts = list(accumulate((len(hosts) for _, hosts in listeners), initial=0))
 

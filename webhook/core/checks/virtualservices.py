@@ -15,6 +15,7 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from webhook.core.checks import ClusterView, checks
@@ -25,6 +26,7 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
+    many,
     overbroad,
     passthrough_subset_problem,
     policy_gateway,
@@ -72,6 +74,14 @@ class _Route(NamedTuple):
         return MESH in self.gateways
 
 
+@lru_cache(maxsize=1024)
+def _short_name_suffix(namespace: str, domain: str) -> str | None:
+    """``.<namespace>.svc.<domain>`` when a valid label plus it is a valid name: short names are
+    then expanded without the general path (a route list can name 18k services)."""
+    suffix = f".{namespace}.svc.{normalize(domain)}"
+    return suffix if VALID_NAME.fullmatch("a" + suffix) is not None else None
+
+
 class _Memo:
     """Answers that one decision needs again and again, computed once.
 
@@ -101,11 +111,7 @@ class _Memo:
         self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
         # services every other namespace that sees the VirtualService may reach (None: private)
         self.viewers: frozenset[str] | None = None
-        # ".<namespace>.svc.<domain>" when a valid label plus it is a valid name: short names
-        # are then expanded without the general path (a route list can name 18k services)
-        suffix = f".{namespace}.svc.{normalize(self.domain)}"
-        valid = VALID_NAME.fullmatch("a" + suffix) is not None
-        self._short_suffix = suffix if valid else None
+        self._short_suffix = _short_name_suffix(namespace, self.domain)
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
@@ -497,8 +503,9 @@ def _check_tenant(
     # a VirtualService can list 18k hosts under a few domains
     verdicts: dict[str, bool] = {}
     violations = reader.violations
+    classes = many(hosts)
     for path, host in hosts if mesh_bound else ():
-        key = None if host[-1:].isdigit() else policy.host_class(host)
+        key = None if not classes or host[-1:].isdigit() else policy.host_class(host)
         steered = verdicts.get(key) if key is not None else None
         if steered is None:
             before = len(violations)
