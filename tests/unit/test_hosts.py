@@ -133,7 +133,7 @@ def test_trie_refuses_additions_after_freeze() -> None:
 
 _label = st.sampled_from(["a", "b", "foo", "bar", "com", "x-1", "io"])
 _name = st.lists(_label, min_size=1, max_size=4).map(".".join)
-_pattern = st.one_of(_name, _name.map(lambda n: "*." + n))
+_pattern = st.one_of(_name, _name.map(lambda n: "*." + n), st.just("*"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,6 +142,7 @@ def test_trie_covering_agrees_with_brute_force(patterns: list[str], host: str) -
     trie = HostTrie.build((p, i) for i, p in enumerate(patterns))
     expected = {i for i, p in enumerate(patterns) if covers(p, host)}
     assert set(trie.covering(host)) == expected
+    assert trie.covering_set(host) == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -183,3 +184,11 @@ def test_dotted_quads_read_as_ipaddress_reads_them(text: str) -> None:
     else:
         expected = (net.version, int(net.network_address), int(net.broadcast_address))
     assert address_range.__wrapped__(text) == expected
+
+
+def test_covering_set_needs_the_frozen_trie_it_reads() -> None:
+    trie: HostTrie[int] = HostTrie()
+    trie.add("*.a.example.com", 1)
+    with pytest.raises(RuntimeError):
+        trie.covering_set("x.a.example.com")
+    assert trie.freeze().covering_set("x.a.example.com") == {1}
