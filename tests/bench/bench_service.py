@@ -42,6 +42,7 @@ import orjson
 import yaml
 
 from tests.bench import memory, results, worst_case
+from tests.bench.hostnames import policy_with_services
 from tests.integration.service import (
     Service,
     admission_review,
@@ -476,16 +477,7 @@ def policy_document(hosts: int, per_service: int = 100) -> dict[str, Any]:
         services.append(
             {"name": f"svc-{s}", "hosts": names, "ports": [{"number": 443, "protocol": "TLS"}]}
         )
-    return {
-        "apiVersion": "egress-guard.dev/v1alpha1",
-        "kind": "EgressPolicy",
-        "egress": {"namespace": "external"},
-        "externalServices": services,
-        "allow": [
-            {"name": f"r{s}", "from": {"namespace": f"team-{s % 100}"}, "to": [f"svc-{s}"]}
-            for s in range(len(services))
-        ],
-    }
+    return policy_with_services(services)
 
 
 def lookups_and_compiles(sizes: Sequence[int]) -> list[dict[str, float]]:

@@ -72,6 +72,20 @@ def realistic_hosts(count: int, *, seed: int = 1) -> list[str]:
     return hosts
 
 
+def policy_with_services(services: list[dict[str, Any]]) -> dict[str, Any]:
+    """A policy over ``services``: namespace ``team-N`` may reach service N (N modulo 100)."""
+    return {
+        "apiVersion": "egress-guard.dev/v1alpha1",
+        "kind": "EgressPolicy",
+        "egress": {"namespace": "external"},
+        "externalServices": services,
+        "allow": [
+            {"name": f"r{s}", "from": {"namespace": f"team-{s % 100}"}, "to": [f"svc-{s}"]}
+            for s in range(len(services))
+        ],
+    }
+
+
 def realistic_policy(count: int, *, per_service: int = 100, seed: int = 1) -> dict[str, Any]:
     """A policy allowing ``count`` realistic hosts, in services of ``per_service``."""
     hosts = realistic_hosts(count, seed=seed)
@@ -83,13 +97,4 @@ def realistic_policy(count: int, *, per_service: int = 100, seed: int = 1) -> di
         }
         for s, start in enumerate(range(0, len(hosts), per_service))
     ]
-    return {
-        "apiVersion": "egress-guard.dev/v1alpha1",
-        "kind": "EgressPolicy",
-        "egress": {"namespace": "external"},
-        "externalServices": services,
-        "allow": [
-            {"name": f"r{s}", "from": {"namespace": f"team-{s % 100}"}, "to": [f"svc-{s}"]}
-            for s in range(len(services))
-        ],
-    }
+    return policy_with_services(services)

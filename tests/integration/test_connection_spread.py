@@ -76,15 +76,20 @@ def settled(svc: Service, total: int) -> list[int]:
     return counts
 
 
-def test_connections_opened_together_spread_evenly_over_two_workers(tmp_path: Path) -> None:
+def two_workers(tmp_path: Path, *extra: str) -> contextlib.AbstractContextManager[Service]:
+    """The real service with 2 workers of 4 threads, and ``extra`` options."""
     files = generate_files(tmp_path, ["127.0.0.1"])
-    with running_service(
+    return running_service(
         tmp_path,
         cert_file=files.cert_file,
         key_file=files.key_file,
         ca_file=files.ca_file,
-        extra_args=("--workers", "2", "--threads", "4"),
-    ) as svc:
+        extra_args=("--workers", "2", "--threads", "4", *extra),
+    )
+
+
+def test_connections_opened_together_spread_evenly_over_two_workers(tmp_path: Path) -> None:
+    with two_workers(tmp_path) as svc:
         # a worker takes connections once it has loaded the app: wait until both have held one
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -141,14 +146,7 @@ def even_split_within(svc: Service, seconds: float) -> list[int]:
 
 
 def test_the_split_heals_after_a_worker_is_killed(tmp_path: Path) -> None:
-    files = generate_files(tmp_path, ["127.0.0.1"])
-    with running_service(
-        tmp_path,
-        cert_file=files.cert_file,
-        key_file=files.key_file,
-        ca_file=files.ca_file,
-        extra_args=("--workers", "2", "--threads", "4", "--connection-lifetime", "1"),
-    ) as svc:
+    with two_workers(tmp_path, "--connection-lifetime", "1") as svc:
         stop = threading.Event()
         threads = busy_clients(svc, stop)
         try:
