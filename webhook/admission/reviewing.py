@@ -54,6 +54,9 @@ Clock = Callable[[], datetime]
 Answer = tuple[int, bytes, str]
 # bodies from this size on are answered with the cyclic garbage collector paused (see answer)
 NO_GC_BODY_BYTES = 256 * 1024
+# bodies from this size on skip the decision cache: their digest costs milliseconds on every
+# review, and an object past a mebibyte is rarely sent again unchanged
+UNCACHED_BODY_BYTES = 1024 * 1024
 
 
 class BadRequest(Exception):
@@ -131,7 +134,8 @@ class ReviewHandler:
         loaded = self.store.current
         revision = loaded.revision if loaded is not None else ""
         if endpoint == "validate":
-            return 200, self.validate(review, started, loaded), revision
+            cacheable = len(body) < UNCACHED_BODY_BYTES
+            return 200, self.validate(review, started, loaded, cacheable=cacheable), revision
         return 200, self.mutate(review, started, loaded), revision
 
     @staticmethod
@@ -158,8 +162,18 @@ class ReviewHandler:
         )
         return exc.status, error_body(exc.status, exc.message), ""
 
-    def validate(self, review: Review, started: float, loaded: LoadedPolicy | None) -> bytes:
-        """Decide a review against ``loaded``, the policy in force, resolved now."""
+    def validate(
+        self,
+        review: Review,
+        started: float,
+        loaded: LoadedPolicy | None,
+        *,
+        cacheable: bool = True,
+    ) -> bytes:
+        """Decide a review against ``loaded``, the policy in force, resolved now.
+
+        ``cacheable``: False decides without looking up or filling the decision cache.
+        """
         now = self.clock()
         cached: bool | None = None
         try:
@@ -177,7 +191,9 @@ class ReviewHandler:
             elif loaded is None:
                 decision = Decision(False, NO_POLICY)
             else:
-                decision, cached = self.cache.decide(review, loaded.policy.at(now))
+                decision, cached = self.cache.decide(
+                    review, loaded.policy.at(now), cacheable=cacheable
+                )
                 if decision.allowed and not decision.audited:
                     decision = self.with_expiry_warnings(decision, review, loaded.policy, now)
         except Exception:
