@@ -333,9 +333,11 @@ class _PlainRoutes:
         if found is None:
             default = _Source(self.memo.namespace)
             if count == 0:
-                found = (default,)
+                found = (default,)  # no match list: the whole namespace, as one source
+            elif self.mesh_top:
+                found = (default,) * count
             else:
-                found = (default,) * count if self.mesh_top else ()
+                found = ()
             self._sources[count] = found
         return found
 
