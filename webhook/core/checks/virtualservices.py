@@ -262,14 +262,16 @@ def _routes(
     top = frozenset(top_refs)
     routes: list[_Route] = []
     gateway_entries: list[tuple[str, str]] = []
-    plain = _PlainRoutes(memo, top)
+    plain: _PlainRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
         items = _objects(reader, spec.get(kind), base)
         fast = many(items)
+        if fast and plain is None:
+            plain = _PlainRoutes(memo, top)
         for i, item in items:
             rpath = f"{base}[{i}]"
-            if fast:
+            if fast and plain is not None:
                 route = plain.route(reader, kind, item, rpath)
                 if route is not None:
                     routes.append(route)
