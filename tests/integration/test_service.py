@@ -395,6 +395,30 @@ def test_a_resubmitted_review_is_answered_from_the_decision_cache(
     assert again["response"]["status"] == first["response"]["status"]
 
 
+def test_a_large_review_is_decided_every_time_past_the_decision_cache(
+    session: requests.Session, service: Service
+) -> None:
+    # a 2 MiB object (under the API server's 3 MiB): sent twice, decided twice, never digested
+    host = f"large-{uuid.uuid4().hex[:8]}.evil.io"
+    before = cache_hits(session, service)
+    answers = []
+    for uid in ("large-1", "large-2"):
+        review = se_review(host, uid=uid, dry_run=True)
+        review["request"]["object"]["metadata"]["annotations"]["pad"] = "x" * (2 * 1024 * 1024)
+        resp = post(session, service, "/validate", review)
+        assert resp.status_code == 200
+        answers.append(resp.json()["response"])
+    assert [a["uid"] for a in answers] == ["large-1", "large-2"]
+    assert [a["allowed"] for a in answers] == [False, False]
+    assert host in answers[1]["status"]["message"]
+    assert cache_hits(session, service) == before
+    # and the worker goes on answering small reviews, from the cache as before
+    small = se_review(host, uid="small-1", dry_run=True)
+    post(session, service, "/validate", small)
+    assert post(session, service, "/validate", small).json()["response"]["allowed"] is False
+    assert cache_hits(session, service) == before + 1
+
+
 def test_each_decision_is_one_json_log_line(session: requests.Session, service: Service) -> None:
     post(session, service, "/validate", se_review("api.evil.io", uid="log-me", dry_run=True))
     deadline = time.monotonic() + 5

@@ -28,6 +28,7 @@ from webhook.core.checks import (
     serviceentries,
     services,
     sidecars,
+    virtualservices,
 )
 from webhook.core.decisions import Decision
 from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
@@ -126,6 +127,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
+    patch.setattr(virtualservices._PlainRoutes, "route", lambda *args: None)
     try:
         yield
     finally:
@@ -391,3 +393,119 @@ def test_destination_rule_tunnels(targets: list[str]) -> None:
             },
         }
     )
+
+
+destination_hosts = st.one_of(
+    st.sampled_from(["reviews", "reviews.other", "db.test-app.svc.cluster.local", "", "Bad_Host!"]),
+    st.sampled_from([gw.fqdn for gw in POLICY.gateways]),
+    names,
+    addresses,
+    st.integers(0, 3),
+    st.none(),
+)
+destinations = st.one_of(
+    st.fixed_dictionaries(
+        {"host": destination_hosts},
+        optional={
+            "subset": st.sampled_from(["v1", "wide-0", "labelled-0", "", 7]),
+            "port": st.just({"number": 443}),
+        },
+    ),
+    st.just("not-an-object"),
+    st.none(),
+)
+route_entries = st.one_of(
+    st.fixed_dictionaries({}, optional={"destination": destinations, "weight": st.just(50)}),
+    st.just(3),
+)
+matches = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "uri": st.just({"prefix": "/p"}),
+            "gateways": st.sampled_from(
+                [["mesh"], ["tenant-gw"], ["egress/istio-egressgateway"], "mesh"]
+            ),
+            "sourceNamespace": st.sampled_from(["test-app", "other", 5]),
+            "sourceLabels": st.sampled_from([{"app": "trainer"}, {"app": 1}, "x"]),
+            "sniHosts": st.just(["api.payments.example"]),
+        },
+    ),
+    st.just("not-a-match"),
+)
+rules = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "match": st.one_of(st.lists(matches, max_size=3), st.just("x"), st.none()),
+            "route": st.one_of(st.lists(route_entries, max_size=3), st.just({"x": 1}), st.none()),
+            "mirror": st.just({"host": "api.payments.example"}),
+            "rewrite": st.just({"authority": "api.payments.example"}),
+            "timeout": st.just("5s"),
+        },
+    ),
+    st.just("not-a-rule"),
+)
+
+
+GATEWAY = POLICY.gateways[0].fqdn
+
+
+def _to(host: str, **match: Any) -> dict[str, Any]:
+    return {
+        "match": [{"uri": {"prefix": "/"}, **match}],
+        "route": [{"destination": {"host": host}}],
+    }
+
+
+@FAST
+@example(
+    http=[_to("reviews", gateways=["egress/istio-egressgateway"])],
+    tcp=[],
+    tls=[],
+    gateways=None,
+    export=None,
+)
+@example(
+    http=[_to(GATEWAY, sourceLabels={"app": "trainer"}), _to(GATEWAY)],
+    tcp=[],
+    tls=[],
+    gateways=None,
+    export=["."],
+)
+@example(
+    http=[{"route": [{"destination": {"host": GATEWAY, "subset": "wide-0"}}]}],
+    tcp=[_to(GATEWAY, sourceNamespace="other")],
+    tls=[],
+    gateways=["mesh", "tenant-gw"],
+    export=["."],
+)
+@given(
+    http=st.lists(rules, max_size=8),
+    tcp=st.lists(rules, max_size=3),
+    tls=st.lists(rules, max_size=3),
+    gateways=st.sampled_from([None, ["mesh"], ["tenant-gw"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_plain_rules(
+    http: list[Any], tcp: list[Any], tls: list[Any], gateways: list[str] | None, export: Any
+) -> None:
+    hosts = ["api.payments.example", "ml.example.net", "reviews"]
+    spec: dict[str, Any] = {"hosts": hosts, "http": http}
+    if tcp:
+        spec["tcp"] = tcp
+    if tls:
+        spec["tls"] = tls
+    if gateways is not None:
+        spec["gateways"] = gateways
+    if export is not None:
+        spec["exportTo"] = export
+    for namespace in ("test-app", "egress"):
+        assert_same(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "vs", "namespace": namespace},
+                "spec": spec,
+            }
+        )

@@ -20,7 +20,9 @@ Which reviews are worth a digest is the caller's choice (``admits``).  The serve
 ``likely_repeated`` ones: UPDATEs and dry-runs (GitOps diffs, apply retries, controllers
 resubmitting) and VirtualServices, whose decision costs far more than their digest.  A plain
 CREATE is almost always a new object, as the API server stamps a fresh uid on it, so hashing it
-costs more than the cache ever gives back (measured in tests/bench/bench_service.py).
+costs more than the cache ever gives back (measured in tests/bench/bench_service.py).  The
+review handler also leaves out bodies of a mebibyte or more: their digest costs milliseconds each
+time, and such objects are rarely sent twice.
 
 Decisions that read the cluster view (the Sidecar check asks which Sidecars already exist) are
 tied to the view's ``generation``, which the informer-fed view bumps on every event: such an
@@ -190,9 +192,15 @@ class DecisionCache:
             and exemption(review, policy) is None
         )
 
-    def decide(self, review: Review, policy: Policy) -> tuple[Decision, bool | None]:
-        """The decision on ``review`` and whether it was a hit (None: not cacheable)."""
-        if not self.worth_caching(review, policy):
+    def decide(
+        self, review: Review, policy: Policy, *, cacheable: bool = True
+    ) -> tuple[Decision, bool | None]:
+        """The decision on ``review`` and whether it was a hit (None: not cacheable).
+
+        ``cacheable`` False (the caller knows the review is too large to be worth its digest)
+        decides it uncached.
+        """
+        if not cacheable or not self.worth_caching(review, policy):
             return self._decide(review, policy, view=self.view), None
         try:
             key = cache_key(review, policy.revision)

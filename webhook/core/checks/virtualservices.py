@@ -262,10 +262,20 @@ def _routes(
     top = frozenset(top_refs)
     routes: list[_Route] = []
     gateway_entries: list[tuple[str, str]] = []
+    plain: _PlainRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
-        for i, item in _objects(reader, spec.get(kind), base):
+        items = _objects(reader, spec.get(kind), base)
+        fast = many(items)
+        if fast and plain is None:
+            plain = _PlainRoutes(memo, top)
+        for i, item in items:
             rpath = f"{base}[{i}]"
+            if fast and plain is not None:
+                route = plain.route(reader, kind, item, rpath)
+                if route is not None:
+                    routes.append(route)
+                    continue
             gateways, sources = _clients(
                 reader, item.get("match"), rpath, namespace, top, gateway_entries
             )
@@ -293,6 +303,101 @@ def _routes(
                 )
             )
     return routes, gateway_entries
+
+
+# match fields that pick clients; a match with none of them applies to the rule's gateways
+_CLIENT_FIELDS = frozenset(("gateways", "sourceNamespace", "sourceLabels"))
+_DESTINATION_PATHS = tuple(f".route[{j}].destination" for j in range(8))
+
+
+class _PlainRoutes:
+    """The common rule read without the general path: thousands of them can come in one object.
+
+    A rule qualifies when it is a plain http or tcp rule (no mirror, redirect, rewrite or
+    delegate), its matches pick no gateways or clients of their own, and each route entry names
+    its destination host as a string (a subset too, if any).  The ``_Route`` built is the one the
+    general path builds (``tests/unit/test_class_fast_paths.py`` holds them equal); anything else
+    returns None and takes the general path.
+    """
+
+    __slots__ = ("_sources", "memo", "mesh_top", "top")
+
+    def __init__(self, memo: _Memo, top: frozenset[str]) -> None:
+        self.memo = memo
+        self.top = top
+        self.mesh_top = MESH in top
+        # the sources of a rule with n client-free matches, by n (0: no match list at all)
+        self._sources: dict[int, tuple[_Source, ...]] = {}
+
+    def sources(self, count: int) -> tuple[_Source, ...]:
+        """What ``_clients`` gives a rule of ``count`` matches that name no clients."""
+        found = self._sources.get(count)
+        if found is None:
+            default = _Source(self.memo.namespace)
+            if count == 0:
+                found = (default,)  # no match list: the whole namespace, as one source
+            elif self.mesh_top:
+                found = (default,) * count
+            else:
+                found = ()
+            self._sources[count] = found
+        return found
+
+    def route(self, reader: Reader, kind: str, item: Any, rpath: str) -> _Route | None:
+        """The rule at ``rpath`` if it is plain; None to read it the general way."""
+        if type(item) is not dict or kind == "tls":
+            return None
+        if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
+            return None
+        matches = item.get("match")
+        if matches is None:
+            count = 0
+        elif type(matches) is list:
+            for match in matches:
+                if type(match) is not dict or not _CLIENT_FIELDS.isdisjoint(match):
+                    return None
+            count = len(matches)
+        else:
+            return None
+        entries = item.get("route")
+        destinations: list[tuple[str, str]] = []
+        subsets: list[tuple[str, str, str]] = []
+        if entries is not None:
+            if type(entries) is not list or len(entries) > len(_DESTINATION_PATHS):
+                return None
+            memo = self.memo
+            for j, entry in enumerate(entries):
+                if type(entry) is not dict:
+                    return None
+                target = entry.get("destination")
+                if target is None:
+                    continue
+                if type(target) is not dict:
+                    return None
+                host = target.get("host")
+                subset = target.get("subset")
+                if type(host) is not str or (subset is not None and type(subset) is not str):
+                    return None
+                if not host:
+                    continue
+                prefix = rpath + _DESTINATION_PATHS[j]
+                path = prefix + ".host"
+                checked = memo.host(reader, host, path)
+                if checked is None:
+                    continue
+                destinations.append((path, checked))
+                if subset:
+                    subsets.append((prefix + ".subset", checked, subset))
+        return _Route(
+            self.top,
+            self.sources(count),
+            tuple(destinations),
+            (),
+            (),
+            None,
+            tuple(subsets),
+            None,
+        )
 
 
 def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
