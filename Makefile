@@ -63,7 +63,7 @@ integration: $(VENV_STAMP)
 e2e: $(VENV_STAMP)
 	$(VENV)/bin/python -m pytest -m e2e
 
-# Service benchmark (~8 min): egress-guard vs a do-nothing flask handler, same gunicorn/TLS
+# Service benchmark (~10 min): egress-guard vs a do-nothing flask handler, same gunicorn/TLS
 # settings, on unique reviews (the identical-review cache row apart), in rotating rounds; then
 # where a review's CPU goes, allow-list lookup and compile, worst-case objects, worker RSS.
 # Both benchmark targets keep their summaries in tests/bench/results/ and re-render the README's
@@ -78,7 +78,7 @@ bench: $(VENV_STAMP)
 # (~2 min); then webhook calls for scale and rollout patches with and without matchConditions,
 # and ConfigMap edit to enforcement by allow-list size; prints markdown tables.
 # BENCH_CREATES=N sets the creates per configuration, BENCH_ROUNDS the rotating rounds.
-BENCH_CREATES ?= 500
+BENCH_CREATES ?= 2000
 BENCH_ROUNDS ?= 5
 
 bench-cluster: $(VENV_STAMP)

@@ -767,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run everything and print the markdown report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8, help="duration of each load run")
-    parser.add_argument("--rounds", type=int, default=3, help="rotating rounds of every run")
+    parser.add_argument("--rounds", type=int, default=5, help="rotating rounds of every run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--layouts", default="1x8,2x4", help="WORKERSxTHREADS, comma-separated")
@@ -870,16 +870,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *worst_case.table(cases),
             "",
         ]
-        saved["worst_case"] = [
-            {
-                "object": c.label,
-                "policy": c.policy,
-                "mib": c.size / 2**20,
-                "ms": c.double_ms,
-                "verdict": c.decision.verdict,
-            }
-            for c in cases
-        ]
+        saved["worst_case"] = worst_case.summary(cases)
     if not args.no_memory:
         measured = memory.measure(sizes)
         lines += [

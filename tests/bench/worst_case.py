@@ -480,6 +480,20 @@ def worst_cases(
     return sorted(cases, key=lambda c: c.ms, reverse=True)
 
 
+def summary(cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """The cases as the saved results keep them (``tests.bench.results``)."""
+    return [
+        {
+            "object": c.label,
+            "policy": c.policy,
+            "mib": c.size / MIB,
+            "ms": c.ms,
+            "verdict": c.verdict,
+        }
+        for c in cases
+    ]
+
+
 def table(cases: Sequence[Case]) -> list[str]:
     """Markdown rows, slowest first."""
     lines = [

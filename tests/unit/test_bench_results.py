@@ -71,3 +71,14 @@ def test_each_target_says_met_or_not_from_the_figures(tmp_path: Path) -> None:
 def test_a_readme_without_the_markers_is_an_error() -> None:
     with pytest.raises(ValueError, match="markers"):
         results.with_section("# README\n", "section")
+
+
+def test_worst_cases_are_kept_in_the_shape_the_section_reads(tmp_path: Path) -> None:
+    from tests.bench import worst_case
+
+    case = worst_case.Case(
+        "Sidecar importing n hosts", "p", 10, 3 * 2**20, 42.0, 20.0, 30.0, "allow", 0
+    )
+    kept = worst_case.summary([case])
+    write(tmp_path, "service", {"worst_case": kept})
+    assert "Sidecar importing n hosts (3.00 MiB, allow) 42 ms | met" in results.section(tmp_path)
