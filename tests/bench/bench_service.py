@@ -117,6 +117,8 @@ class Load:
     failures: int
     # established connections per worker process, sampled mid-run ("3/5")
     split: str = ""
+    # CPU the server's processes (master and workers) used per request during the run
+    cpu_us: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -559,6 +561,7 @@ def load_test(
     """Warm up, then measure one service."""
     if wrk:
         run_wrk(wrk, service.url, script, seconds=2, connections=connections, threads=wrk_threads)
+        cpu_before = service.cpu_seconds()
         r = run_wrk(
             wrk,
             service.url,
@@ -570,7 +573,9 @@ def load_test(
         )
     else:
         run_python_client(service, mix, seconds=2, connections=connections)
+        cpu_before = service.cpu_seconds()
         r = run_python_client(service, mix, seconds=seconds, connections=connections)
+    cpu = service.cpu_seconds() - cpu_before
     return Load(
         name,
         layout,
@@ -581,6 +586,7 @@ def load_test(
         r["p99_us"] / 1000,
         int(r["non2xx"]) + int(r["errors"]),
         str(r.get("split", "")),
+        cpu / max(1, int(r["requests"])) * 1e6,
     )
 
 
@@ -704,8 +710,8 @@ def load_section(
         "the range is the slowest and fastest round.",
         "",
         "| server | workersxthreads | reviews/s | range | p50 ms | p99 ms | failures "
-        "| vs ceiling | p99 vs ceiling | connections per worker |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| vs ceiling | p99 vs ceiling | server CPU µs per review | connections per worker |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def median(run: Run, attr: str) -> float:
@@ -721,9 +727,18 @@ def load_section(
             f"| {run.name} | {run.layout} | {rate:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
             f"{median(run, 'p50_ms'):.2f} | {p99:.2f} | "
             f"{sum(ld.failures for ld in results[run])} | {rate / base:.2f}x | "
-            f"{p99 / base_p99:.2f}x | {' '.join(ld.split for ld in results[run])} |"
+            f"{p99 / base_p99:.2f}x | {median(run, 'cpu_us'):.0f} "
+            f"| {' '.join(ld.split for ld in results[run])} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "*Server CPU µs per review* is the CPU time the server's processes (gunicorn master and "
+        "workers) used during a run over the reviews answered: TLS, HTTP, the WSGI stack and "
+        "the handler. Machine noise moves throughput by ±15% from one run to the next but "
+        "CPU per review much less, so the ratio of the two servers' figures is the steadier "
+        "measure of what egress-guard costs on top of the stack.",
+        "",
+    ]
     summary: dict[str, Any] = {}
     for run in runs:
         if run.server != "guard" or not run.unique or run.extra:
@@ -742,6 +757,8 @@ def load_section(
             "ceiling_rate": median(ceiling, "rate"),
             "splits": [ld.split for ld in results[run]],
             "ceiling_splits": [ld.split for ld in results[ceiling]],
+            "cpu_us": median(run, "cpu_us"),
+            "ceiling_cpu_us": median(ceiling, "cpu_us"),
         }
     lines += [
         "Per round, egress-guard's throughput and p99 against the ceiling's in the same round:",

@@ -64,6 +64,16 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _cpu(got: Mapping[str, Any]) -> str:
+    """Server CPU per review of both servers, when the run measured it."""
+    if not got.get("cpu_us") or not got.get("ceiling_cpu_us"):
+        return ""
+    return (
+        f"; server CPU per review {got['cpu_us']:.0f} µs against {got['ceiling_cpu_us']:.0f} "
+        f"({got['ceiling_cpu_us'] / got['cpu_us']:.2f}x)"
+    )
+
+
 def _service_rows(service: Mapping[str, Any]) -> list[str]:
     rows = []
     for layout, got in service.get("layouts", {}).items():
@@ -71,8 +81,9 @@ def _service_rows(service: Mapping[str, Any]) -> list[str]:
         rows.append(
             f"| unique reviews, {layout}: ≥ 0.9x the do-nothing server, "
             f"p99 ≤ 1.25x | {ratio:.2f}x ({got['ratio_min']:.2f}-{got['ratio_max']:.2f} over "
-            f"{got['rounds']} rounds), p99 {p99:.2f}x, connections {' '.join(got['splits'])} "
-            f"| {_met(ratio >= 0.9 and p99 <= 1.25)} |"
+            f"{got['rounds']} rounds), p99 {p99:.2f}x, connections {' '.join(got['splits'])}"
+            + _cpu(got)
+            + f" | {_met(ratio >= 0.9 and p99 <= 1.25)} |"
         )
     lookups = service.get("lookup_us", {})
     if lookups:
@@ -173,7 +184,7 @@ def section(directory: Path = RESULTS_DIR) -> str:
         rows += render(data)
         machines.append(str(data["machine"]))
         sources.append(
-            f"- `{data['command']}` ({data['date']}, load average "
+            f"`{data['command']}` ({data['date']}, load average "
             f"{' '.join(f'{x:.2f}' for x in data['load_average'])} at the end)"
         )
     lines = [
@@ -187,9 +198,7 @@ def section(directory: Path = RESULTS_DIR) -> str:
         *rows,
         "",
         f"Machine: {', '.join(sorted(set(machines))) or machine()}. Made by "
-        "`make bench` and `make bench-cluster`:",
-        "",
-        *sources,
+        f"`make bench` and `make bench-cluster`: {'; '.join(sources)}.",
         END,
     ]
     return "\n".join(lines)

@@ -66,6 +66,19 @@ class Service:
                     established.add(fields[9])
         return sorted(len(_socket_inodes(pid) & established) for pid in self.worker_pids())
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the master and its live workers have used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in (self.process.pid, *self.worker_pids()):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # utime and stime are the 14th and 15th fields, the 12th and 13th after the name
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Stop the service; kill it if it does not exit in time.  Returns its exit code."""
         if self.process.poll() is None:
