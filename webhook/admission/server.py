@@ -181,3 +181,6 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         stop = getattr(self._view, "stop", None)
         if callable(stop):
             stop()
+        # the log writer thread may still hold the last decisions: write them before exiting
+        for handler in logging.getLogger().handlers:
+            handler.flush()
