@@ -9,7 +9,7 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -114,7 +114,9 @@ class Reader:
             return []
         if type(value) is list and many(value) and set(map(type, value)) == {dict}:
             # a long list of objects: the paths written in C
-            return list(zip(map("{}[{}]".format, repeat(path), range(len(value))), value))
+            return list(
+                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
+            )
         found: list[tuple[str, Mapping[str, Any]]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
@@ -138,7 +140,9 @@ class Reader:
         if value is None:
             return []
         if type(value) is list and many(value) and set(map(type, value)) == {str}:
-            return list(zip(map("{}[{}]".format, repeat(path), range(len(value))), value))
+            return list(
+                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
+            )
         found: list[tuple[str, str]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
@@ -262,7 +266,7 @@ def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[st
 
 
 def judge_classes(
-    reader: Reader, keys: Sequence[str | None], judge: Callable[[Reader, int], None]
+    reader: Reader, keys: Sequence[Hashable], judge: Callable[[Reader, int], None]
 ) -> None:
     """``judge(reader, i)`` for each item ``i``, skipping items of a class found clean.
 

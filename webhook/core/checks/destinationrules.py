@@ -59,7 +59,7 @@ def check_destination_rule(
         else None
     )
     egress_ns = policy.is_egress_namespace(namespace)
-    raw_subsets = spec.get("subsets")
+    raw_subsets: Any = spec.get("subsets")
     keys = subset_keys(raw_subsets)
     if keys is None:
         policies = list(_traffic_policies(reader, spec))

@@ -138,16 +138,18 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
-    keys = listener_keys(raw) if type(raw) is list and many(raw) else None
-    if keys is not None:
+    distinct = listener_keys(raw) if type(raw) is list and many(raw) else None
+    if distinct is not None:
         # a listener's verdict depends on its hosts alone: each distinct list is judged once
         seen: set[str] = set()
 
         def judge_listener(reader: Reader, index: int) -> None:
             hosts = raw[index]["hosts"]
-            _check_listener(reader, policy, f"spec.egress[{index}]", hosts, seen, allowed, source, may)
+            _check_listener(
+                reader, policy, f"spec.egress[{index}]", hosts, seen, allowed, source, may
+            )
 
-        judge_classes(reader, keys, judge_listener)
+        judge_classes(reader, distinct, judge_listener)
         return
     read = [(p, listener.get("hosts")) for p, listener in reader.mappings(raw, "spec.egress")]
     listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
@@ -178,7 +180,7 @@ def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
     """
     if set(map(type, listeners)) != {dict}:
         return None
-    hosts = list(map(dict.get, listeners, repeat("hosts")))
+    hosts: list[Any] = list(map(dict.get, listeners, repeat("hosts")))
     if set(map(type, hosts)) != {list}:
         return None
     try:
