@@ -123,6 +123,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(services, "all_valid_names", lambda values: False)
     patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
+    patch.setattr(sidecars, "listener_keys", lambda listeners: None)
+    patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
@@ -393,6 +395,111 @@ def test_destination_rule_tunnels(targets: list[str]) -> None:
             },
         }
     )
+
+
+LISTENER_HOSTS = [
+    ["./*", "istio-system/*"],
+    ["egress/api.payments.example"],
+    ["egress/*.example.com", "*/a.example.org"],
+    ["egress/github.io", "./x"],
+    ["team-b/*-0"],
+    [],
+    ["./*", 7],
+    None,
+]
+
+
+@FAST
+@given(
+    picks=st.lists(st.integers(0, len(LISTENER_HOSTS)), min_size=1, max_size=40),
+    selector=st.sampled_from([None, {"app": "trainer"}]),
+)
+def test_sidecar_repeated_listeners(picks: list[int], selector: dict[str, str] | None) -> None:
+    # listeners drawn from a few host lists (some malformed, one not even an object)
+    egress: list[Any] = [
+        {"hosts": list(LISTENER_HOSTS[p]), "port": {"number": 443}}
+        if p < len(LISTENER_HOSTS) and LISTENER_HOSTS[p] is not None
+        else ("not a listener" if p == len(LISTENER_HOSTS) else {"port": {"number": 80}})
+        for p in picks
+    ]
+    spec: dict[str, Any] = {"egress": egress, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    if selector:
+        spec["workloadSelector"] = {"labels": selector}
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": meta("sc"),
+            "spec": spec,
+        }
+    )
+
+
+SUBSET_POLICIES: list[Any] = [
+    None,
+    {"tls": {}},
+    {"tls": {"mode": "SIMPLE", "sni": "github.com"}},
+    {"tls": {"mode": "ISTIO_MUTUAL", "sni": "api.payments.example"}},
+    {"tunnel": {"targetHost": "a.example.com"}},
+    {"tunnel": {"targetHost": "db"}},
+    {"portLevelSettings": [{"tls": {"mode": "DISABLE"}}, "x"]},
+    "not an object",
+    {"tls": []},
+]
+
+
+@FAST
+@given(
+    picks=st.lists(st.integers(0, len(SUBSET_POLICIES)), min_size=1, max_size=40),
+    host=st.sampled_from(["svc.example.com", *(gw.fqdn for gw in POLICY.gateways)]),
+    namespace=st.sampled_from(["test-app", "egress"]),
+)
+def test_destination_rule_repeated_subsets(picks: list[int], host: str, namespace: str) -> None:
+    subsets: list[Any] = [
+        {"name": f"s{i}", "trafficPolicy": SUBSET_POLICIES[p]}
+        if p < len(SUBSET_POLICIES)
+        else "not a subset"
+        for i, p in enumerate(picks)
+    ]
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "dr", "namespace": namespace},
+            "spec": {
+                "host": host,
+                "trafficPolicy": {"tls": {"sni": "x.example.com"}},
+                "subsets": subsets,
+            },
+        }
+    )
+
+
+def test_repeated_elements_keep_the_violation_stop() -> None:
+    # more listeners and subsets breaking the policy than the stop: the first 1,000 are reported
+    sidecar = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": meta("sc"),
+        "spec": {
+            "egress": [{"hosts": ["team-b/*-0"]}, {"hosts": ["./*"]}] * 1200,
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    }
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "dr", "namespace": "egress"},
+        "spec": {
+            "host": POLICY.gateways[0].fqdn,
+            "subsets": [{"name": "a", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}] * 1500,
+        },
+    }
+    for manifest in (sidecar, rule):
+        fast, slow = both(manifest)
+        assert len(slow.violations) == 1000
+        assert fast.violations == slow.violations
+        assert judge(manifest, POLICY).violations == slow.violations
 
 
 destination_hosts = st.one_of(

@@ -9,7 +9,7 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -91,10 +91,11 @@ class Reader:
 
     def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
         """``value`` if it is an object; ``{}`` if absent or (with a violation) of another type."""
+        # decoded JSON objects are dicts: the exact type test spares the ABC check
+        if type(value) is dict or isinstance(value, Mapping):
+            return value
         if value is None:
             return {}
-        if isinstance(value, Mapping):
-            return value
         self.add(path, f"must be an object, got {type_name(value)}")
         return {}
 
@@ -109,10 +110,17 @@ class Reader:
 
     def mappings(self, value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
         """``(path[i], item)`` for each object of a list, recording non-objects."""
+        if value is None:
+            return []
+        if type(value) is list and many(value) and set(map(type, value)) == {dict}:
+            # a long list of objects: the paths written in C
+            return list(
+                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
+            )
         found: list[tuple[str, Mapping[str, Any]]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
-            if isinstance(item, Mapping):
+            if type(item) is dict or isinstance(item, Mapping):
                 found.append((where, item))
             else:
                 self.add(where, f"must be an object, got {type_name(item)}")
@@ -129,10 +137,16 @@ class Reader:
 
     def strings(self, value: Any, path: str) -> list[tuple[str, str]]:
         """``(path[i], item)`` for each string of a list, recording non-strings."""
+        if value is None:
+            return []
+        if type(value) is list and many(value) and set(map(type, value)) == {str}:
+            return list(
+                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
+            )
         found: list[tuple[str, str]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
-            if isinstance(item, str):
+            if type(item) is str or isinstance(item, str):
                 found.append((where, item))
             else:
                 self.add(where, f"must be a string, got {type_name(item)}")
@@ -252,7 +266,7 @@ def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[st
 
 
 def judge_classes(
-    reader: Reader, keys: Sequence[str | None], judge: Callable[[Reader, int], None]
+    reader: Reader, keys: Sequence[Hashable], judge: Callable[[Reader, int], None]
 ) -> None:
     """``judge(reader, i)`` for each item ``i``, skipping items of a class found clean.
 

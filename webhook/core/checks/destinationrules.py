@@ -10,6 +10,7 @@ rule with a ``workloadSelector`` may not be exported beyond its namespace (Istio
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
@@ -17,6 +18,7 @@ from webhook.core.checks.common import (
     Reader,
     destination_problem,
     gateways_covered_by,
+    many,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -57,7 +59,15 @@ def check_destination_rule(
         else None
     )
     egress_ns = policy.is_egress_namespace(namespace)
-    policies = list(_traffic_policies(reader, spec))
+    raw_subsets: Any = spec.get("subsets")
+    keys = subset_keys(raw_subsets)
+    if keys is None:
+        policies = list(_traffic_policies(reader, spec))
+        groups: list[tuple[Any, int, list[tuple[str, Mapping[str, Any]]] | None]] = []
+    else:
+        # a subset's verdict depends on its trafficPolicy alone: equal ones are read once
+        policies = list(_traffic_policies(reader, {"trafficPolicy": spec.get("trafficPolicy")}))
+        groups = _read_subsets(reader, raw_subsets, keys)
     if egress_ns and host is not None:
         is_gateway = any(gw.fqdn == host for gw in policy.gateways)
         if not is_gateway and not policy.services_covering(host):
@@ -79,7 +89,8 @@ def check_destination_rule(
     gateways = gateways_covered_by(policy, host) if host is not None else ()
     # tunnel targets under one parent domain get one verdict (a rule can have 17k subsets)
     clean_targets: set[str] = set()
-    for path, traffic in policies:
+
+    def judge(path: str, traffic: Mapping[str, Any]) -> None:
         tunnel = reader.mapping(traffic.get("tunnel"), f"{path}.tunnel")
         target = reader.string(tunnel.get("targetHost"), f"{path}.tunnel.targetHost")
         if tunnel and egress_ns:
@@ -96,7 +107,66 @@ def check_destination_rule(
                     clean_targets.add(key)
         if gateways:
             _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns, spec)
+
+    for path, traffic in policies:
+        judge(path, traffic)
+    clean: set[Any] = set()
+    violations = reader.violations
+    for key, index, items in groups:
+        if key in clean:
+            continue
+        if items is None:
+            # its shape was read clean in the first pass
+            items = _subset_policies(Reader(), index, raw_subsets[index])
+        before = len(violations)
+        for path, traffic in items:
+            judge(path, traffic)
+        if len(violations) == before:
+            clean.add(key)
     return reader.violations
+
+
+def subset_keys(subsets: Any) -> list[str] | None:
+    """The key of each subset's verdict (its trafficPolicy's repr); None: read each.
+
+    Only for a long list of objects: JSON values with equal reprs are equal, and a subset's
+    checks read nothing but its trafficPolicy (and its index, for paths).
+    """
+    if type(subsets) is not list or not many(subsets) or set(map(type, subsets)) != {dict}:
+        return None
+    return list(map(repr, map(dict.get, subsets, repeat("trafficPolicy"))))
+
+
+def _read_subsets(
+    reader: Reader, subsets: list[dict[str, Any]], keys: list[str]
+) -> list[tuple[str, int, list[tuple[str, Mapping[str, Any]]] | None]]:
+    """Each subset's traffic policies, shape problems recorded once per key (None: clean)."""
+    groups: list[tuple[str, int, list[tuple[str, Mapping[str, Any]]] | None]] = []
+    clean: set[str] = set()
+    violations = reader.violations
+    for index, key in enumerate(keys):
+        if key in clean:
+            groups.append((key, index, None))
+            continue
+        before = len(violations)
+        groups.append((key, index, _subset_policies(reader, index, subsets[index])))
+        if len(violations) == before:
+            clean.add(key)
+    return groups
+
+
+def _subset_policies(
+    reader: Reader, index: int, subset: Mapping[str, Any]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """What ``_traffic_policies`` yields for subset ``index``."""
+    path = f"spec.subsets[{index}].trafficPolicy"
+    traffic = reader.mapping(subset.get("trafficPolicy"), path)
+    if not traffic:
+        return []
+    return [
+        (path, traffic),
+        *reader.mappings(traffic.get("portLevelSettings"), f"{path}.portLevelSettings"),
+    ]
 
 
 def _target_class(policy: Policy, target: str) -> str | None:

@@ -138,6 +138,19 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
+    distinct = listener_keys(raw) if type(raw) is list and many(raw) else None
+    if distinct is not None:
+        # a listener's verdict depends on its hosts alone: each distinct list is judged once
+        seen: set[str] = set()
+
+        def judge_listener(reader: Reader, index: int) -> None:
+            hosts = raw[index]["hosts"]
+            _check_listener(
+                reader, policy, f"spec.egress[{index}]", hosts, seen, allowed, source, may
+            )
+
+        judge_classes(reader, distinct, judge_listener)
+        return
     read = [(p, listener.get("hosts")) for p, listener in reader.mappings(raw, "spec.egress")]
     listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
     if listeners and len(listeners) == len(read):
@@ -154,19 +167,51 @@ def _check_imports(
 
             judge_classes(reader, keys, judge)
             return
-    # the verdict on an entry depends on its text alone: a repeated one is judged once
     clean: set[str] = set()
     for lpath, raw_hosts in read:
-        hosts = reader.strings(raw_hosts, f"{lpath}.hosts")
-        if not hosts:
-            reader.add(f"{lpath}.hosts", "an egress listener needs at least one host")
-        for path, entry in hosts:
-            if entry in clean:
-                continue
-            before = len(reader.violations)
-            _check_import(reader, policy, path, entry, allowed, source, may)
-            if len(reader.violations) == before:
-                clean.add(entry)
+        _check_listener(reader, policy, lpath, raw_hosts, clean, allowed, source, may)
+
+
+def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
+    """Each egress listener's ``hosts`` as a tuple, the key of its verdict; None: read each.
+
+    Only when every listener is an object whose ``hosts`` is a list of hashable values, and at
+    most half of the lists are distinct (else the per-host classes do better).
+    """
+    if set(map(type, listeners)) != {dict}:
+        return None
+    hosts: list[Any] = list(map(dict.get, listeners, repeat("hosts")))
+    if set(map(type, hosts)) != {list}:
+        return None
+    try:
+        keys = list(map(tuple, hosts))
+        distinct = len(set(keys))
+    except TypeError:
+        return None
+    return keys if distinct * 2 <= len(keys) else None
+
+
+def _check_listener(
+    reader: Reader,
+    policy: Policy,
+    lpath: str,
+    raw_hosts: Any,
+    clean: set[str],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    hosts = reader.strings(raw_hosts, f"{lpath}.hosts")
+    if not hosts:
+        reader.add(f"{lpath}.hosts", "an egress listener needs at least one host")
+    # the verdict on an entry depends on its text alone: a repeated one is judged once
+    for path, entry in hosts:
+        if entry in clean:
+            continue
+        before = len(reader.violations)
+        _check_import(reader, policy, path, entry, allowed, source, may)
+        if len(reader.violations) == before:
+            clean.add(entry)
 
 
 def import_classes(policy: Policy, hosts: Any) -> list[str | None] | None:

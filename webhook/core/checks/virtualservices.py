@@ -116,7 +116,13 @@ class _Memo:
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
         checked = self._hosts.get(value)
-        if checked is None and self._short_suffix is not None and LABEL.fullmatch(value):
+        if (
+            checked is None
+            and self._short_suffix is not None
+            # a dotted name is never a short one: most hosts skip the regex
+            and "." not in value
+            and LABEL.fullmatch(value)
+        ):
             checked = value + self._short_suffix
             if len(checked) <= MAX_HOST_LENGTH:
                 self._hosts[value] = checked
