@@ -734,9 +734,9 @@ def load_section(
         "",
         "*Server CPU µs per review* is the CPU time the server's processes (gunicorn master and "
         "workers) used during a run over the reviews answered: TLS, HTTP, the WSGI stack and "
-        "the handler. Machine noise moves throughput by ±15% from one run to the next but "
-        "CPU per review much less, so the ratio of the two servers' figures is the steadier "
-        "measure of what egress-guard costs on top of the stack.",
+        "the handler: what egress-guard costs on top of the stack, as opposed to how the "
+        "machine shared its cores during the run. It moves from run to run too, so compare the "
+        "two servers within one run.",
         "",
     ]
     summary: dict[str, Any] = {}

@@ -169,6 +169,18 @@ def meta(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": "test-app"}
 
 
+def sidecar(spec: dict[str, Any], selector: dict[str, str] | None) -> dict[str, Any]:
+    """A tenant Sidecar with ``spec``, selecting workloads by ``selector`` when given."""
+    if selector:
+        spec = {**spec, "workloadSelector": {"labels": selector}}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": meta("sc"),
+        "spec": spec,
+    }
+
+
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -223,16 +235,7 @@ def test_sidecar_imports(
         "egress": [{"hosts": entries[i::listeners]} for i in range(listeners)],
         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
     }
-    if selector:
-        spec["workloadSelector"] = {"labels": selector}
-    assert_same(
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": meta("sc"),
-            "spec": spec,
-        }
-    )
+    assert_same(sidecar(spec, selector))
 
 
 @FAST
@@ -423,16 +426,7 @@ def test_sidecar_repeated_listeners(picks: list[int], selector: dict[str, str] |
         for p in picks
     ]
     spec: dict[str, Any] = {"egress": egress, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
-    if selector:
-        spec["workloadSelector"] = {"labels": selector}
-    assert_same(
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": meta("sc"),
-            "spec": spec,
-        }
-    )
+    assert_same(sidecar(spec, selector))
 
 
 SUBSET_POLICIES: list[Any] = [
