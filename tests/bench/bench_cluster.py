@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from tests.bench import results
 from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
+    CertKey,
     ControlPlane,
     HarnessError,
     ManagedProcess,
@@ -59,7 +60,9 @@ from tests.e2e.harness import (
     issue_cert,
     new_ca,
     wait_for_admission_sync,
+    wait_until,
 )
+from tests.e2e.harness.processes import https_status
 
 CONFIGS = ("none", "cel", "null", "egress-guard")
 NAMESPACES = {c: f"bench-{c}" for c in CONFIGS}
@@ -408,22 +411,61 @@ def _refused(connection: http.client.HTTPSConnection, namespace: str, body: byte
 
 def _https_ready(port: int, ca_file: Path, path: str = "/healthz") -> bool:
     context = ssl.create_default_context(cafile=str(ca_file))
-    connection = http.client.HTTPSConnection(LOOPBACK, port, timeout=2, context=context)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
+    return https_status(LOOPBACK, port, path, context) == 200
 
 
-def _wait(what: str, probe: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+@dataclass(frozen=True)
+class ServingPki:
+    """A CA and a loopback serving certificate for the benchmarks' webhook servers."""
+
+    ca: CertKey
+    directory: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str) -> ServingPki:
+        directory.mkdir()
+        ca = new_ca(f"{name}-ca")
+        ca.write(directory / "ca.crt", directory / "ca.key")
+        issue_cert(ca, name, ip_addresses=(LOOPBACK,), server=True).write(
+            directory / "tls.crt", directory / "tls.key"
+        )
+        return cls(ca, directory)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.crt"
+
+    def tls_args(self) -> list[str]:
+        """The serving pair as ``egress-guard serve`` options."""
+        return [
+            f"--cert-file={self.directory / 'tls.crt'}",
+            f"--key-file={self.directory / 'tls.key'}",
+        ]
+
+
+def start_server(
+    plane: ControlPlane,
+    pki: ServingPki,
+    name: str,
+    argv: Sequence[str],
+    ready_path: str = "/healthz",
+) -> tuple[ManagedProcess, int]:
+    """Start a webhook server on a free loopback port; return it and the port once it answers."""
+    port = free_port()
+    server = ManagedProcess(
+        name=name,
+        argv=[*argv, f"--bind={LOOPBACK}:{port}"],
+        log_path=plane.logs_dir / f"bench-{name}.log",
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    server.start()
+    wait_until(
+        f"{name} webhook",
+        functools.partial(_https_ready, port, pki.ca_file, ready_path),
+        process=server,
+        timeout=60,
+    )
+    return server, port
 
 
 class Bench:
@@ -440,39 +482,31 @@ class Bench:
         kubectl = self.plane.kubectl
         for namespace in NAMESPACES.values():
             kubectl("create", "namespace", namespace, check=True)
-        pki = self.workdir / "webhook-pki"
-        pki.mkdir()
-        ca = new_ca("bench-webhook-ca")
-        ca.write(pki / "ca.crt", pki / "ca.key")
-        issue_cert(ca, "bench", ip_addresses=(LOOPBACK,), server=True).write(
-            pki / "tls.crt", pki / "tls.key"
-        )
+        pki = ServingPki.create(self.workdir / "webhook-pki", "bench")
         policy = self.workdir / "policy.yaml"
         policy.write_text(yaml.safe_dump(EGRESS_GUARD_POLICY))
-        tls = [f"--cert-file={pki / 'tls.crt'}", f"--key-file={pki / 'tls.key'}"]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         argvs = {
-            "null": [sys.executable, "-m", "tests.bench.bench_cluster", "null-server", *tls],
+            "null": [
+                sys.executable,
+                "-m",
+                "tests.bench.bench_cluster",
+                "null-server",
+                *pki.tls_args(),
+            ],
             "egress-guard": [
                 *egress_guard_command(),
                 "serve",
-                *tls,
+                *pki.tls_args(),
                 f"--policy={policy}",
                 *self.serve_args,
             ],
         }
         for config, argv in argvs.items():
-            port = free_port()
-            server = ManagedProcess(
-                name=config,
-                argv=[*argv, f"--bind={LOOPBACK}:{port}"],
-                log_path=self.plane.logs_dir / f"bench-{config}.log",
-                env=env,
-            )
-            server.start()
+            server, port = start_server(self.plane, pki, config, argv)
             self.servers.append(server)
-            _wait(f"{config} webhook", functools.partial(_https_ready, port, pki / "ca.crt"))
-            kubectl.apply(_webhook_configuration(config, f"https://{LOOPBACK}:{port}", ca.cert_pem))
+            kubectl.apply(
+                _webhook_configuration(config, f"https://{LOOPBACK}:{port}", pki.ca.cert_pem)
+            )
         kubectl.apply(cel_policy())
         wait_for_admission_sync(kubectl)
         api = Api(*_api_args(self.plane))
@@ -482,9 +516,10 @@ class Bench:
             for config in ("cel", "egress-guard"):
                 namespace = NAMESPACES[config]
                 probe = service_entry(namespace, "probe", DENIED_HOST)
-                _wait(
+                wait_until(
                     f"{config} to refuse {DENIED_HOST}",
                     functools.partial(_refused, connection, namespace, probe),
+                    timeout=60,
                 )
         finally:
             connection.close()

@@ -40,23 +40,20 @@ from tests.bench.bench_cluster import (
     EGRESS_GUARD_POLICY,
     WEBHOOK_METRIC,
     Api,
+    ServingPki,
     _api_args,
-    _https_ready,
-    _wait,
     scrape,
+    start_server,
 )
 from tests.e2e.harness import (
     LOOPBACK,
-    REPO_ROOT,
     ControlPlane,
     HarnessError,
     ManagedProcess,
     build_tools,
     egress_guard_command,
-    free_port,
-    issue_cert,
-    new_ca,
     wait_for_admission_sync,
+    wait_until,
 )
 from webhook.admission.match_conditions import match_conditions
 
@@ -177,39 +174,25 @@ def run(scales: int, rollouts: int) -> tuple[str, dict[str, Any]]:
         try:
             plane.start()
             kubectl = plane.kubectl
-            pki = tmp / "webhook-pki"
-            pki.mkdir()
-            ca = new_ca("bench-mc-ca")
-            issue_cert(ca, "bench", ip_addresses=(LOOPBACK,), server=True).write(
-                pki / "tls.crt", pki / "tls.key"
-            )
-            ca.write(pki / "ca.crt", pki / "ca.key")
+            pki = ServingPki.create(tmp / "webhook-pki", "bench")
             policy = tmp / "policy.yaml"
             policy.write_text(yaml.safe_dump(EGRESS_GUARD_POLICY))
-            port = free_port()
-            server = ManagedProcess(
-                name="egress-guard",
-                argv=[
-                    *egress_guard_command(),
-                    "serve",
-                    f"--cert-file={pki / 'tls.crt'}",
-                    f"--key-file={pki / 'tls.key'}",
-                    f"--policy={policy}",
-                    f"--bind={LOOPBACK}:{port}",
-                ],
-                log_path=plane.logs_dir / "bench-mc-egress-guard.log",
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            server, port = start_server(
+                plane,
+                pki,
+                "egress-guard",
+                [*egress_guard_command(), "serve", *pki.tls_args(), f"--policy={policy}"],
             )
-            server.start()
-            _wait("egress-guard", functools.partial(_https_ready, port, pki / "ca.crt"))
             for setup in SETUPS:
                 kubectl("create", "namespace", NAMESPACES[setup], check=True)
-                kubectl.apply(registration(setup, f"https://{LOOPBACK}:{port}", ca.cert_pem))
+                kubectl.apply(registration(setup, f"https://{LOOPBACK}:{port}", pki.ca.cert_pem))
             wait_for_admission_sync(kubectl)
             api = Api(*_api_args(plane))
             for setup in SETUPS:
                 namespace = NAMESPACES[setup]
-                _wait(f"{setup} to refuse", functools.partial(_refuses, api, namespace))
+                wait_until(
+                    f"{setup} to refuse", functools.partial(_refuses, api, namespace), timeout=60
+                )
                 path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
                 status = _request(api, "POST", path, deployment(namespace), "application/json")
                 if status != 201:
@@ -237,10 +220,10 @@ def run(scales: int, rollouts: int) -> tuple[str, dict[str, Any]]:
                     order = SETUPS if k % 2 == 0 else SETUPS[::-1]
                     for setup in order:
                         before = scrape(plane)
-                        answered = reviews_answered(port, pki / "ca.crt")
+                        answered = reviews_answered(port, pki.ca_file)
                         latencies = patch_many(api, NAMESPACES[setup], chunk)
                         after = scrape(plane)
-                        totals[setup][3] += reviews_answered(port, pki / "ca.crt") - answered
+                        totals[setup][3] += reviews_answered(port, pki.ca_file) - answered
                         key = f"{WEBHOOK_METRIC}:{WEBHOOKS[setup]}"
                         start, end = before.get(key, (0.0, 0.0)), after.get(key, (0.0, 0.0))
                         totals[setup][0] += end[0] - start[0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import gzip
 import os
 import shlex
@@ -31,20 +30,17 @@ from typing import Any
 import orjson
 
 from tests.bench import results
-from tests.bench.bench_cluster import Api, _api_args, _https_ready, _wait
+from tests.bench.bench_cluster import Api, ServingPki, _api_args, start_server
 from tests.bench.hostnames import realistic_policy
 from tests.e2e.harness import (
     LOOPBACK,
-    REPO_ROOT,
     ControlPlane,
     HarnessError,
     ManagedProcess,
     build_tools,
     egress_guard_command,
-    free_port,
-    issue_cert,
-    new_ca,
     wait_for_admission_sync,
+    wait_until,
 )
 from webhook.core.policy_admission import PolicyConfigMap
 from webhook.core.policy_admission import registration as policy_registration
@@ -207,32 +203,22 @@ def run(sizes: Sequence[int], repeats: int) -> tuple[str, dict[str, Any]]:
                 kubectl("create", "namespace", namespace, check=True)
             api = Api(*_api_args(plane))
             put_configmap(api, policy_text(100, with_probe=False))
-            pki = tmp / "webhook-pki"
-            pki.mkdir()
-            ca = new_ca("bench-edit-ca")
-            issue_cert(ca, "bench", ip_addresses=(LOOPBACK,), server=True).write(
-                pki / "tls.crt", pki / "tls.key"
-            )
-            ca.write(pki / "ca.crt", pki / "ca.key")
-            port = free_port()
-            server = ManagedProcess(
-                name="egress-guard",
-                argv=[
+            pki = ServingPki.create(tmp / "webhook-pki", "bench")
+            server, port = start_server(
+                plane,
+                pki,
+                "egress-guard",
+                [
                     *egress_guard_command(),
                     "serve",
-                    f"--cert-file={pki / 'tls.crt'}",
-                    f"--key-file={pki / 'tls.key'}",
+                    *pki.tls_args(),
                     f"--policy-configmap={POLICY_NAMESPACE}/{POLICY_NAME}",
                     f"--kubeconfig={plane.kubeconfig}",
                     "--no-cluster-view",
-                    f"--bind={LOOPBACK}:{port}",
                 ],
-                log_path=plane.logs_dir / "bench-edit-egress-guard.log",
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                ready_path="/readyz",
             )
-            server.start()
-            _wait("egress-guard", functools.partial(_https_ready, port, pki / "ca.crt", "/readyz"))
-            kubectl.apply(registration(f"https://{LOOPBACK}:{port}", ca.cert_pem))
+            kubectl.apply(registration(f"https://{LOOPBACK}:{port}", pki.ca.cert_pem))
             wait_for_admission_sync(kubectl)
             for size in sizes:
                 before, after = (policy_text(size, with_probe=p) for p in (False, True))
@@ -251,7 +237,7 @@ def run(sizes: Sequence[int], repeats: int) -> tuple[str, dict[str, Any]]:
                 applies, from_start, from_answer = [], [], []
                 for _ in range(repeats):
                     put_configmap(api, bodies[0])
-                    _wait("the probe to be refused", lambda: not admitted(api), timeout=120)
+                    wait_until("the probe to be refused", lambda: not admitted(api), timeout=120)
                     started = time.perf_counter()
                     put_configmap(api, bodies[1])
                     answered = time.perf_counter()
