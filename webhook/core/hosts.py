@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Generic, TypeVar, cast
 
@@ -257,24 +257,6 @@ class HostTrie(Generic[T]):
         self._frozen = True
         return self
 
-    def covering(self, host: str) -> Iterator[T]:
-        """Values whose pattern covers ``host`` (exact or wildcard host, normalized)."""
-        yield from self._star
-        if host == "*":
-            return
-        if host.startswith("*."):
-            # "*.a.foo.com" is covered by "*.a.foo.com" and "*.foo.com", never by "a.foo.com"
-            suffix = host[2:]
-        else:
-            yield from self._exact.get(host, ())
-            dot = host.find(".")
-            suffix = host[dot + 1 :] if dot >= 0 else ""
-        wild = self._wild
-        while suffix:
-            yield from wild.get(suffix, ())
-            dot = suffix.find(".")
-            suffix = suffix[dot + 1 :] if dot >= 0 else ""
-
     def exact_names(self) -> Iterable[str]:
         """Every exact (non-wildcard) pattern."""
         return self._exact.keys()
@@ -283,17 +265,19 @@ class HostTrie(Generic[T]):
         """Every suffix a lookup answers differently from its parent: wildcard and import keys."""
         return (*self._wild, *self._below)
 
-    def covering_set(self, host: str) -> frozenset[T]:
-        """``frozenset(covering(host))`` without a generator: most checks ask it once per host.
+    def covering(self, host: str) -> frozenset[T]:
+        """Values whose pattern covers ``host`` (exact or wildcard host, normalized).
 
-        Only on a frozen trie (``build`` freezes): it reads what ``freeze`` precomputes.
+        Built without a generator, since most checks ask it once per host; only on a frozen
+        trie (``build`` freezes): it reads what ``freeze`` precomputes.
         """
         if not self._frozen:
-            raise RuntimeError("HostTrie.covering_set needs a frozen trie")
+            raise RuntimeError("HostTrie.covering needs a frozen trie")
         found: list[T] = list(self._star)
         if host == "*":
             return frozenset(found)
         if host[:2] == "*.":
+            # "*.a.foo.com" is covered by "*.a.foo.com" and "*.foo.com", never by "a.foo.com"
             suffix = host[2:]
         else:
             exact = self._exact.get(host)

@@ -327,7 +327,7 @@ class Policy:
 
     def services_covering(self, host: str) -> frozenset[str]:
         """Names of the external services with a host pattern that covers ``host``."""
-        return self._hosts.covering_set(host)
+        return self._hosts.covering(host)
 
     def services_imported_by(self, pattern: str) -> frozenset[str]:
         """Names of services with a host that a Sidecar import ``pattern`` pulls in."""
