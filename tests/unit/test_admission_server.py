@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ssl
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
 
+from webhook.admission.logs import configure_logging
 from webhook.admission.server import WebhookServer
 from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
 from webhook.settings import Settings
@@ -75,3 +77,22 @@ def test_the_worker_class_recycles_connections_after_the_configured_lifetime(
 ) -> None:
     cfg = server(tmp_path, connection_lifetime=12.0, workers=2).cfg
     assert cfg.worker_class.connection_lifetime == 12.0
+
+
+def test_no_access_line_is_built_while_the_access_logger_drops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = server(tmp_path).cfg
+    log = cfg.logger_class(cfg)
+    built: list[object] = []
+    monkeypatch.setattr(log, "atoms", lambda *args: built.append(args) or {})
+    log.access(None, None, {}, None)
+    assert built == []  # gunicorn.access is at WARNING in our logging configuration
+    log.access_log.setLevel("INFO")
+    try:
+        log.access(None, None, {}, None)
+    finally:
+        log.access_log.setLevel("WARNING")
+        # the logger applied gunicorn's logging configuration to the whole process
+        configure_logging("warning", io.StringIO())
+    assert len(built) == 1

@@ -36,3 +36,33 @@ def test_the_worker_class_carries_the_connection_lifetime() -> None:
     assert issubclass(worker, ThreadWorker)
     assert worker.connection_lifetime == 7.5
     assert FairThreadWorker.connection_lifetime > 0
+
+
+def test_the_worker_tells_the_arbiter_it_is_alive_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    beats: list[int] = []
+    monkeypatch.setattr(ThreadWorker, "notify", lambda self: beats.append(1))
+    clock = iter([0.0, 0.1, 0.5, 0.99, 1.0, 1.2, 2.5, 2.6])
+    monkeypatch.setattr("webhook.admission.worker.time.monotonic", lambda: next(clock))
+    worker = FairThreadWorker.__new__(FairThreadWorker)
+    worker._next_notify = 0.0
+    worker.timeout = 15.0
+    for _ in range(8):
+        worker.notify()
+    assert len(beats) == 3  # at 0.0, 1.0 and 2.5
+
+
+def test_a_short_timeout_still_gets_a_heartbeat_per_quarter_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    beats: list[int] = []
+    monkeypatch.setattr(ThreadWorker, "notify", lambda self: beats.append(1))
+    clock = iter([0.0, 0.2, 0.26, 0.4, 0.52])
+    monkeypatch.setattr("webhook.admission.worker.time.monotonic", lambda: next(clock))
+    worker = FairThreadWorker.__new__(FairThreadWorker)
+    worker._next_notify = 0.0
+    worker.timeout = 1.0
+    for _ in range(5):
+        worker.notify()
+    assert len(beats) == 3  # at 0.0, 0.26 and 0.52

@@ -47,6 +47,10 @@ ACCEPT_PAUSE_PER_CONNECTION = 0.002
 ACCEPT_PAUSE_MAX = 0.050
 # a connection lives between half and all of its lifetime
 LIFETIME_JITTER = 0.5
+# gthread tells the arbiter it is alive (a file timestamp update, one system call) on every turn
+# of its event loop, that is for nearly every request; once a second is plenty against a
+# timeout of tens of seconds
+NOTIFY_INTERVAL_SECONDS = 1.0
 
 
 def accept_pause(connections: int, workers: int) -> float:
@@ -69,6 +73,15 @@ class FairThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no
         # is decremented twice when closing a connection fails, and drifts below zero when
         # clients drop their connections
         self.open_connections = 0
+        self._next_notify = 0.0
+
+    def notify(self) -> None:
+        """Tell the arbiter we are alive, at most once per ``NOTIFY_INTERVAL_SECONDS``."""
+        now = time.monotonic()
+        if now >= self._next_notify:
+            # a quarter of the timeout at most, so a short timeout is still met
+            self._next_notify = now + min(NOTIFY_INTERVAL_SECONDS, self.timeout / 4)
+            super().notify()
 
     def accept(self, listener: Any) -> None:
         """Accept one connection, then step back from the socket for a while."""
