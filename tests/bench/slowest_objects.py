@@ -143,7 +143,7 @@ def search(
         count, body = sized(build, target_bytes)
         manifest = build(count)
         for name, handler in handlers.items():
-            ms = time_answer(handler, manifest, repeat=2)
+            ms = time_answer(handler, manifest, repeat=2)[0]
             where = ".".join(str(p) for p in path)
             found.append(Found(kind, where, mode, name, count, len(body), ms))
     return found

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from webhook.admission.app import create_app
 from webhook.admission.metrics import Metrics
+from webhook.admission.review_routes import ReleasedWhenSent
 from webhook.core.mutations import Mutation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -447,3 +448,27 @@ def test_body_exactly_at_the_limit_is_read() -> None:
     assert len(padded) == 64 * 1024
     status, _ = call_wsgi(make_app(), padded, content_length=str(len(padded)))
     assert status.startswith("200")
+
+
+def test_a_large_review_is_freed_only_after_the_server_has_sent_the_answer() -> None:
+    import io
+
+    big = review(service_entry("httpbin.org"))
+    big["request"]["object"]["metadata"]["annotations"] = {"pad": "x" * (300 * 1024)}
+    body = orjson.dumps(big)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/validate",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+    }
+    app = create_app(Settings(max_body_bytes=1024 * 1024), policy_store=loaded_store())
+    answer = app(environ, lambda status, headers, exc=None: None)
+    assert isinstance(answer, ReleasedWhenSent)
+    (sent,) = list(answer)
+    assert orjson.loads(sent)["response"]["allowed"] is True
+    assert len(answer.kept) == 1  # still alive while the server writes the body
+    answer.close()  # what the WSGI server calls once the body is written
+    assert answer.kept == []

@@ -77,7 +77,7 @@ def test_worst_cases_are_kept_in_the_shape_the_section_reads(tmp_path: Path) -> 
     from tests.bench import worst_case
 
     case = worst_case.Case(
-        "Sidecar importing n hosts", "p", 10, 3 * 2**20, 42.0, 20.0, 30.0, "allow", 0
+        "Sidecar importing n hosts", "p", 10, 3 * 2**20, 42.0, 20.0, 30.0, 5.0, "allow", 0
     )
     kept = worst_case.summary([case])
     write(tmp_path, "service", {"worst_case": kept})

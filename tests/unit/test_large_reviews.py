@@ -213,3 +213,23 @@ def test_a_review_past_a_mebibyte_skips_the_decision_cache() -> None:
     assert view.gc_enabled == [False, False]
     assert cache_lookups(metrics) == 0
     assert len(h.cache) == 0
+
+
+def test_a_large_review_is_kept_for_the_caller_to_free_after_the_response() -> None:
+    h, _ = handler(SpyView())
+    kept: list[object] = []
+    status, out, _ = h.answer("validate", JSON, sidecar_review(NO_GC_BODY_BYTES), keep=kept)
+    assert status == 200
+    assert orjson.loads(out)["response"]["allowed"] is True
+    (review,) = kept
+    assert isinstance(review, Review)
+    assert review.object is not None
+    assert review.object["metadata"]["annotations"]["pad"] == "x" * NO_GC_BODY_BYTES
+
+
+def test_a_small_review_or_a_refused_body_is_never_kept() -> None:
+    h, _ = handler(SpyView())
+    kept: list[object] = []
+    assert h.answer("validate", JSON, sidecar_review(100), keep=kept)[0] == 200
+    assert h.answer("validate", JSON, b"{" + b" " * NO_GC_BODY_BYTES, keep=kept)[0] == 400
+    assert kept == []

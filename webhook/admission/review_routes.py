@@ -10,7 +10,7 @@ stops arriving 408; none of them is ever a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from webhook.admission.responses import error_body
@@ -48,6 +48,8 @@ class ReviewRoutes:
         if environ.get("REQUEST_METHOD") != "POST" or path not in ("/validate", "/mutate"):
             return self.app(environ, start_response)
         endpoint = path[1:]
+        # a large decoded review, freed only once the response is sent (ReviewHandler.answer)
+        decoded: list[object] = []
         try:
             body = self.read_body(environ)
             if isinstance(body, BadRequest):
@@ -59,7 +61,7 @@ class ReviewRoutes:
                 )
             else:
                 status, payload, revision = self.handler.answer(
-                    endpoint, environ.get("CONTENT_TYPE", ""), body
+                    endpoint, environ.get("CONTENT_TYPE", ""), body, keep=decoded
                 )
         except Exception:
             logger.exception("unhandled error", extra={"fields": {"path": path}})
@@ -68,6 +70,8 @@ class ReviewRoutes:
         if revision:
             headers.append((REVISION_HEADER, revision))
         start_response(_REASONS.get(status, f"{status} ERROR"), headers)
+        if decoded:
+            return ReleasedWhenSent(payload, decoded)
         return [payload]
 
     def read_body(self, environ: dict[str, Any]) -> bytes | BadRequest | None:
@@ -92,3 +96,24 @@ class ReviewRoutes:
         # chunked: read one byte past the limit to tell "at the limit" from "over it"
         data = bytes(stream.read(self.max_body + 1))
         return None if len(data) > self.max_body else data
+
+
+class ReleasedWhenSent:
+    """A one-chunk response body that drops what it keeps alive once the server has sent it.
+
+    The WSGI server calls ``close`` after writing the body, so the decoded review is freed after
+    the API server has its answer rather than before.
+    """
+
+    __slots__ = ("kept", "payload")
+
+    def __init__(self, payload: bytes, kept: list[object]) -> None:
+        self.payload = payload
+        self.kept = kept
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self.payload,))
+
+    def close(self) -> None:
+        """Free what the answer kept alive."""
+        self.kept.clear()

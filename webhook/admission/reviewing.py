@@ -106,7 +106,14 @@ class ReviewHandler:
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._timed: dict[str, Any] = {}
 
-    def answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
+    def answer(
+        self,
+        endpoint: str,
+        content_type: str,
+        body: bytes,
+        *,
+        keep: list[object] | None = None,
+    ) -> Answer:
         """Answer one POST to ``/validate`` or ``/mutate``.
 
         A large body decodes into hundreds of thousands of containers, and each young-generation
@@ -115,21 +122,30 @@ class ReviewHandler:
         reference counting when the answer returns).  So the collector is paused for large
         bodies; other threads of the process only have their collections postponed until the
         answer is done.  A collector someone else disabled stays disabled.
+
+        Freeing that tree costs a third as much as decoding it (15 ms for a 3 MiB
+        VirtualService), and nothing in the answer needs it done first: given ``keep``, a large
+        review is appended to it instead of being freed here, and the caller drops it once the
+        response is on its way.
         """
         if len(body) < NO_GC_BODY_BYTES or not gc.isenabled():
-            return self._answer(endpoint, content_type, body)
+            return self._answer(endpoint, content_type, body, keep=None)
         gc.disable()
         try:
-            return self._answer(endpoint, content_type, body)
+            return self._answer(endpoint, content_type, body, keep=keep)
         finally:
             gc.enable()
 
-    def _answer(self, endpoint: str, content_type: str, body: bytes) -> Answer:
+    def _answer(
+        self, endpoint: str, content_type: str, body: bytes, *, keep: list[object] | None
+    ) -> Answer:
         started = time.perf_counter()
         try:
             review = self.read_review(content_type, body)
         except BadRequest as exc:
             return self.refuse(endpoint, exc)
+        if keep is not None:
+            keep.append(review)
         # read once: the decision and the header must name the same policy
         loaded = self.store.current
         revision = loaded.revision if loaded is not None else ""
