@@ -8,7 +8,7 @@ address, names their own first label), repeated verbatim (``repeat``: what a mem
 or cycling through a few values (``cycle``).  Each object is answered by the webhook's review
 handler under the banzai-demo policy and one allowing the worst-case objects, and the slowest
 answers are printed with their size and CPU milliseconds per KiB.  Not a test: run it as
-``python -m tests.bench.slowest_objects [--trials N] [--mib M] [--seed S]``.
+``python -m tests.bench.slowest_objects [--trials N] [--mib M] [--seed S] [--only KIND]``.
 """
 
 from __future__ import annotations
@@ -121,9 +121,17 @@ def sized(build: Callable[[int], dict[str, Any]], target_bytes: int) -> tuple[in
 
 
 def search(
-    trials: int, target_bytes: int, rng: random.Random, policies: dict[str, str]
+    trials: int,
+    target_bytes: int,
+    rng: random.Random,
+    policies: dict[str, str],
+    only: str = "",
 ) -> list[Found]:
-    """Answer ``trials`` random grown objects under every policy; all results."""
+    """Answer ``trials`` random grown objects under every policy; all results.
+
+    ``only``: answer just the trials whose kind contains it; the others are still drawn, so a
+    trial builds the same object with or without the filter.
+    """
     gc.set_threshold(*GC_THRESHOLD)
     quiet_logs()
     handlers: dict[str, ReviewHandler] = {n: review_handler(t) for n, t in policies.items()}
@@ -134,6 +142,8 @@ def search(
     for _ in range(trials):
         kind, seed, path = rng.choice(candidates)
         mode = rng.choice(MODES)
+        if only.lower() not in kind.lower():
+            continue
 
         def build(
             n: int, seed: dict[str, Any] = seed, path: Path = path, mode: str = mode
@@ -170,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mib", type=float, default=3.0, help="review size to grow to")
     parser.add_argument("--seed", type=int, default=1, help="random seed (a run repeats)")
     parser.add_argument("--top", type=int, default=12, help="rows to print")
+    parser.add_argument("--only", default="", help="only trials whose kind contains this")
     args = parser.parse_args(argv)
-    found = search(args.trials, int(args.mib * MIB), random.Random(args.seed), default_policies())
+    found = search(
+        args.trials, int(args.mib * MIB), random.Random(args.seed), default_policies(), args.only
+    )
     print("\n".join(table(found, args.top)))
     return 0
 

@@ -115,6 +115,23 @@ addresses = st.one_of(
 )
 
 
+def _each_rule(
+    self: virtualservices._ManyRoutes,
+    reader: common.Reader,
+    kind: str,
+    items: list[tuple[int, Any]],
+    base: str,
+    routes: list[Any],
+    gateway_entries: list[tuple[str, str]],
+) -> None:
+    """Every rule of a long list read the general way, as short lists are."""
+    for i, item in items:
+        rule = virtualservices._route(
+            reader, self.memo, kind, item, f"{base}[{i}]", self.top, gateway_entries
+        )
+        routes.append(rule)
+
+
 @contextmanager
 def per_item() -> Iterator[None]:
     """Every fast path off: each item judged on its own, as before they existed."""
@@ -129,7 +146,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
-    patch.setattr(virtualservices._PlainRoutes, "route", lambda *args: None)
+    patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     try:
         yield
     finally:
@@ -534,14 +551,36 @@ matches = st.one_of(
     ),
     st.just("not-a-match"),
 )
+authorities = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "authority": st.sampled_from(
+                ["api.payments.example", "reviews:8080", "[2001:db8::1]:443", ":80", "", "Bad!", 9]
+            ),
+            "uri": st.just("/x"),
+        },
+    ),
+    st.just("x"),
+)
 rules = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={
             "match": st.one_of(st.lists(matches, max_size=3), st.just("x"), st.none()),
             "route": st.one_of(st.lists(route_entries, max_size=3), st.just({"x": 1}), st.none()),
-            "mirror": st.just({"host": "api.payments.example"}),
-            "rewrite": st.just({"authority": "api.payments.example"}),
+            "mirror": st.one_of(destinations, st.just({"host": "api.payments.example"})),
+            "mirrors": st.one_of(st.lists(route_entries, max_size=2), st.just("x")),
+            "redirect": authorities,
+            "rewrite": authorities,
+            "delegate": st.one_of(
+                st.fixed_dictionaries(
+                    {"name": st.just("d")},
+                    optional={"namespace": st.sampled_from(["test-app", "other", "", 3])},
+                ),
+                st.just({}),
+                st.just("x"),
+            ),
             "timeout": st.just("5s"),
         },
     ),
@@ -597,6 +636,57 @@ def test_virtual_service_plain_rules(
         spec["tcp"] = tcp
     if tls:
         spec["tls"] = tls
+    if gateways is not None:
+        spec["gateways"] = gateways
+    if export is not None:
+        spec["exportTo"] = export
+    for namespace in ("test-app", "egress"):
+        assert_same(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "vs", "namespace": namespace},
+                "spec": spec,
+            }
+        )
+
+
+# a pool of rules of the usual shapes (and a few odd ones), repeated into lists around the
+# length from which long rule lists are read in one loop
+usual_rules = st.fixed_dictionaries(
+    {"route": st.lists(st.fixed_dictionaries({"destination": destinations}), max_size=2)},
+    optional={
+        "match": st.lists(
+            st.fixed_dictionaries(
+                {"uri": st.just({"prefix": "/"})},
+                optional={"gateways": st.sampled_from([["mesh"], ["tenant-gw"], []])},
+            ),
+            max_size=2,
+        ),
+        "mirror": destinations,
+        "mirrors": st.lists(st.fixed_dictionaries({"destination": destinations}), max_size=2),
+        "redirect": authorities,
+        "rewrite": authorities,
+        "delegate": st.sampled_from([{"name": "d"}, {"name": "d", "namespace": "other"}]),
+    },
+)
+
+
+@FAST
+@given(
+    pool=st.lists(st.one_of(usual_rules, rules), min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=common.CLASSES_FROM - 4, max_size=40),
+    kind=st.sampled_from(["http", "tcp", "tls"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_many_rules(
+    pool: list[Any], picks: list[int], kind: str, gateways: list[str] | None, export: Any
+) -> None:
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        kind: [pool[pick % len(pool)] for pick in picks],
+    }
     if gateways is not None:
         spec["gateways"] = gateways
     if export is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from functools import lru_cache
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from webhook.core.checks import ClusterView, checks
@@ -34,7 +35,14 @@ from webhook.core.checks.common import (
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import LABEL, MAX_HOST_LENGTH, VALID_NAME, is_ip, normalize
+from webhook.core.hosts import (
+    LABEL,
+    MAX_HOST_LENGTH,
+    VALID_NAME,
+    all_valid_names,
+    is_ip,
+    normalize,
+)
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -93,11 +101,11 @@ class _Memo:
         "_allowed",
         "_gateways",
         "_hosts",
-        "_short_suffix",
         "_sources",
         "domain",
         "namespace",
         "policy",
+        "short_suffix",
         "viewers",
     )
 
@@ -111,19 +119,19 @@ class _Memo:
         self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
         # services every other namespace that sees the VirtualService may reach (None: private)
         self.viewers: frozenset[str] | None = None
-        self._short_suffix = _short_name_suffix(namespace, self.domain)
+        self.short_suffix = _short_name_suffix(namespace, self.domain)
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
         checked = self._hosts.get(value)
         if (
             checked is None
-            and self._short_suffix is not None
+            and self.short_suffix is not None
             # a dotted name is never a short one: most hosts skip the regex
             and "." not in value
             and LABEL.fullmatch(value)
         ):
-            checked = value + self._short_suffix
+            checked = value + self.short_suffix
             if len(checked) <= MAX_HOST_LENGTH:
                 self._hosts[value] = checked
                 return checked
@@ -209,8 +217,18 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
 def _hosts(
     reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str
 ) -> list[tuple[str, str]]:
+    raw_hosts = spec.get("hosts")
+    if (
+        type(raw_hosts) is list
+        and many(raw_hosts)
+        and all_valid_names(raw_hosts)
+        and all(map(str.__contains__, raw_hosts, repeat(".")))
+    ):
+        # valid, normalized and none a short name to expand: what reader.host would return,
+        # found in a few passes of C instead of one regex call per host
+        return reader.strings(raw_hosts, "spec.hosts")
     hosts = []
-    for path, raw in reader.strings(spec.get("hosts"), "spec.hosts"):
+    for path, raw in reader.strings(raw_hosts, "spec.hosts"):
         host = reader.host(
             raw, path, expand_in=namespace, cluster_domain=policy.cluster_domain, allow_ip=True
         )
@@ -264,146 +282,331 @@ def _string(reader: Reader, value: Any, prefix: str, name: str) -> str | None:
 def _routes(
     reader: Reader, memo: _Memo, spec: Mapping[str, Any], top_refs: tuple[str, ...]
 ) -> tuple[list[_Route], list[tuple[str, str]]]:
-    namespace = memo.namespace
     top = frozenset(top_refs)
     routes: list[_Route] = []
     gateway_entries: list[tuple[str, str]] = []
-    plain: _PlainRoutes | None = None
+    fast: _ManyRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
         items = _objects(reader, spec.get(kind), base)
-        fast = many(items)
-        if fast and plain is None:
-            plain = _PlainRoutes(memo, top)
+        if many(items):
+            if fast is None:
+                fast = _ManyRoutes(memo, top)
+            fast.read(reader, kind, items, base, routes, gateway_entries)
+            continue
         for i, item in items:
-            rpath = f"{base}[{i}]"
-            if fast and plain is not None:
-                route = plain.route(reader, kind, item, rpath)
-                if route is not None:
-                    routes.append(route)
-                    continue
-            gateways, sources = _clients(
-                reader, item.get("match"), rpath, namespace, top, gateway_entries
-            )
-            destinations: list[tuple[str, str]] = []
-            subsets: list[tuple[str, str, str]] = []
-            _destinations(reader, memo, destinations, item.get("route"), rpath, ".route", subsets)
-            redirects: list[tuple[str, str]] = []
-            rewrites: list[tuple[str, str]] = []
-            delegate = None
-            # only http rules mirror, redirect, rewrite or delegate, and most do none of it
-            if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
-                delegate = _http_extras(
-                    reader, memo, item, rpath, destinations, redirects, rewrites, subsets
-                )
-            routes.append(
-                _Route(
-                    gateways,
-                    sources,
-                    tuple(destinations),
-                    tuple(redirects),
-                    tuple(rewrites),
-                    delegate,
-                    tuple(subsets),
-                    _sni_hosts(item.get("match")) if kind == "tls" and subsets else None,
-                )
-            )
+            routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, gateway_entries))
     return routes, gateway_entries
+
+
+def _route(
+    reader: Reader,
+    memo: _Memo,
+    kind: str,
+    item: Mapping[str, Any],
+    rpath: str,
+    top: frozenset[str],
+    gateway_entries: list[tuple[str, str]],
+) -> _Route:
+    """One rule read the general way: every shape problem reported, in the rule's order."""
+    gateways, sources = _clients(
+        reader, item.get("match"), rpath, memo.namespace, top, gateway_entries
+    )
+    destinations: list[tuple[str, str]] = []
+    subsets: list[tuple[str, str, str]] = []
+    _destinations(reader, memo, destinations, item.get("route"), rpath, ".route", subsets)
+    redirects: list[tuple[str, str]] = []
+    rewrites: list[tuple[str, str]] = []
+    delegate = None
+    # only http rules mirror, redirect, rewrite or delegate, and most do none of it
+    if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
+        delegate = _http_extras(
+            reader, memo, item, rpath, destinations, redirects, rewrites, subsets
+        )
+    return _Route(
+        gateways,
+        sources,
+        tuple(destinations),
+        tuple(redirects),
+        tuple(rewrites),
+        delegate,
+        tuple(subsets),
+        _sni_hosts(item.get("match")) if kind == "tls" and subsets else None,
+    )
 
 
 # match fields that pick clients; a match with none of them applies to the rule's gateways
 _CLIENT_FIELDS = frozenset(("gateways", "sourceNamespace", "sourceLabels"))
-_DESTINATION_PATHS = tuple(f".route[{j}].destination" for j in range(8))
 
 
-class _PlainRoutes:
-    """The common rule read without the general path: thousands of them can come in one object.
+class _Unusual(Exception):
+    """A rule of a shape ``_ManyRoutes`` leaves to ``_route`` (raised before any side effect)."""
 
-    A rule qualifies when it is a plain http or tcp rule (no mirror, redirect, rewrite or
-    delegate), its matches pick no gateways or clients of their own, and each route entry names
-    its destination host as a string (a subset too, if any).  The ``_Route`` built is the one the
-    general path builds (``tests/unit/test_class_fast_paths.py`` holds them equal); anything else
-    returns None and takes the general path.
+
+# where a rule's j-th route or mirrors entry names its destination, for the usual few entries
+_ROUTE_NAMES = tuple(f".route[{j}].destination" for j in range(8))
+_MIRRORS_NAMES = tuple(f".mirrors[{j}].destination" for j in range(8))
+
+
+def _entries(targets: list[tuple[str, Any]], value: Any, names: tuple[str, ...], name: str) -> None:
+    """Gather the ``destination`` of each entry of a ``route`` or ``mirrors`` list."""
+    if type(value) is not list:
+        raise _Unusual
+    for j, entry in enumerate(value):
+        if type(entry) is not dict:
+            raise _Unusual
+        target = entry.get("destination")
+        if target is not None:
+            targets.append((names[j] if j < len(names) else f"{name}[{j}].destination", target))
+
+
+def _authority(part: Any) -> str | None:
+    """The host of a redirect or rewrite authority ("" or None: none to check)."""
+    if part is None:
+        return None
+    if type(part) is not dict:
+        raise _Unusual
+    authority = part.get("authority")
+    if authority is None:
+        return None
+    if type(authority) is not str:
+        raise _Unusual
+    return split_authority(authority) if authority else None
+
+
+# what a rule of the usual shape holds, gathered before anything is reported: its clients (None:
+# no match names any, then the rule's count of matches says its sources), the (name, subset) of
+# each destination, the redirect and rewrite hosts, and the delegate's namespace
+_Gathered = tuple[
+    tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]] | None,
+    int,
+    list[tuple[str, str | None]],
+    str | None,
+    str | None,
+    str | None,
+]
+
+
+class _ManyRoutes:
+    """Long rule lists read in two loops, without the general path's layers of calls.
+
+    A 3 MiB VirtualService holds 10k-20k rules.  A rule whose every part has the expected
+    shape (objects where objects belong, strings where strings do) is gathered first, with no
+    side effect; the hosts of all such rules are then validated together in a few passes of C
+    (``all_valid_names``), and a second loop builds each rule's ``_Route`` in the order ``_route``
+    follows, checking hosts one by one only when the list holds an invalid or unusual one.  So
+    the ``_Route`` and any violation are the ones ``_route`` gives
+    (``tests/unit/test_class_fast_paths.py`` holds them equal).  A rule of another shape, and
+    every tls rule (whose subsets may need its SNI matches), is read by ``_route`` in its turn.
     """
 
-    __slots__ = ("_sources", "memo", "mesh_top", "top")
+    __slots__ = ("_default", "_sources", "memo", "mesh_top", "top")
 
     def __init__(self, memo: _Memo, top: frozenset[str]) -> None:
         self.memo = memo
         self.top = top
         self.mesh_top = MESH in top
-        # the sources of a rule with n client-free matches, by n (0: no match list at all)
+        self._default = _Source(memo.namespace)
+        # the sources of a rule with n matches that name no clients, by n (0: no match list)
         self._sources: dict[int, tuple[_Source, ...]] = {}
 
     def sources(self, count: int) -> tuple[_Source, ...]:
         """What ``_clients`` gives a rule of ``count`` matches that name no clients."""
         found = self._sources.get(count)
         if found is None:
-            default = _Source(self.memo.namespace)
             if count == 0:
-                found = (default,)  # no match list: the whole namespace, as one source
+                found = (self._default,)  # no match list: the whole namespace, as one source
             elif self.mesh_top:
-                found = (default,) * count
+                found = (self._default,) * count
             else:
                 found = ()
             self._sources[count] = found
         return found
 
-    def route(self, reader: Reader, kind: str, item: Any, rpath: str) -> _Route | None:
-        """The rule at ``rpath`` if it is plain; None to read it the general way."""
-        if type(item) is not dict or kind == "tls":
+    def read(
+        self,
+        reader: Reader,
+        kind: str,
+        items: list[tuple[int, Mapping[str, Any]]],
+        base: str,
+        routes: list[_Route],
+        gateway_entries: list[tuple[str, str]],
+    ) -> None:
+        """Append the ``_Route`` of each rule of ``items`` (the list at ``base``)."""
+        raws: list[str] = []
+        gathered = [(i, item, self._gather(kind, item, raws)) for i, item in items]
+        valid = self._valid_hosts(raws)
+        memo, top, host = self.memo, self.top, self.memo.host
+        append = routes.append
+        k = 0
+        for i, item, parts in gathered:
+            rpath = f"{base}[{i}]"
+            if parts is None:
+                append(_route(reader, memo, kind, item, rpath, top, gateway_entries))
+                continue
+            clients, count, targets, redirect, rewrite, delegate = parts
+            if clients is None:
+                gateways = top
+                sources = self.sources(count)
+            else:
+                gateways, sources, own = clients
+                for j, refs in own:
+                    where = f"{rpath}.match[{j}].gateways"
+                    gateway_entries.extend((f"{where}[{n}]", ref) for n, ref in enumerate(refs))
+            destinations: list[tuple[str, str]] = []
+            subsets: list[tuple[str, str, str]] = []
+            for name, subset in targets:
+                path = f"{rpath}{name}.host"
+                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                k += 1
+                if checked is not None:
+                    destinations.append((path, checked))
+                    if subset is not None:
+                        subsets.append((f"{rpath}{name}.subset", checked, subset))
+            redirects: tuple[tuple[str, str], ...] = ()
+            rewrites: tuple[tuple[str, str], ...] = ()
+            if redirect:
+                path = f"{rpath}.redirect.authority"
+                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                k += 1
+                if checked is not None:
+                    redirects = ((path, checked),)
+            if rewrite:
+                path = f"{rpath}.rewrite.authority"
+                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                k += 1
+                if checked is not None:
+                    rewrites = ((path, checked),)
+            append(
+                _Route(
+                    gateways,
+                    sources,
+                    tuple(destinations),
+                    redirects,
+                    rewrites,
+                    None if delegate is None else (f"{rpath}.delegate", delegate),
+                    tuple(subsets),
+                    None,
+                )
+            )
+
+    def _valid_hosts(self, raws: list[str]) -> list[str] | None:
+        """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
+        taken as they are and short names expanded; None: check them one by one."""
+        if not raws or not all_valid_names(raws):
             return None
-        if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
+        if all(map(str.__contains__, raws, repeat("."))):
+            return raws
+        suffix = self.memo.short_suffix
+        # all_valid_names leaves no label, so no short name, longer than 63 characters
+        if suffix is None or 63 + len(suffix) > MAX_HOST_LENGTH:
             return None
-        matches = item.get("match")
-        if matches is None:
-            count = 0
-        elif type(matches) is list:
-            for match in matches:
-                if type(match) is not dict or not _CLIENT_FIELDS.isdisjoint(match):
-                    return None
-            count = len(matches)
-        else:
+        return [raw if "." in raw else raw + suffix for raw in raws]
+
+    def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
+        """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
+        if kind == "tls" or type(item) is not dict:
             return None
-        entries = item.get("route")
-        destinations: list[tuple[str, str]] = []
-        subsets: list[tuple[str, str, str]] = []
-        if entries is not None:
-            if type(entries) is not list or len(entries) > len(_DESTINATION_PATHS):
-                return None
-            memo = self.memo
-            for j, entry in enumerate(entries):
-                if type(entry) is not dict:
-                    return None
-                target = entry.get("destination")
-                if target is None:
-                    continue
+        try:
+            clients = None
+            matches = item.get("match")
+            if matches is None:
+                count = 0
+            elif type(matches) is list:
+                count = len(matches)
+                plain = True
+                for match in matches:
+                    if type(match) is not dict:
+                        raise _Unusual
+                    plain = plain and _CLIENT_FIELDS.isdisjoint(match)
+                if not plain:
+                    clients = self._clients(matches)
+            else:
+                raise _Unusual
+            targets: list[tuple[str, Any]] = []
+            entries = item.get("route")
+            if entries is not None:
+                _entries(targets, entries, _ROUTE_NAMES, ".route")
+            redirect = rewrite = delegate = None
+            if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
+                target = item.get("mirror")
+                if target is not None:
+                    targets.append((".mirror", target))
+                entries = item.get("mirrors")
+                if entries is not None:
+                    _entries(targets, entries, _MIRRORS_NAMES, ".mirrors")
+                redirect = _authority(item.get("redirect"))
+                rewrite = _authority(item.get("rewrite"))
+                target = item.get("delegate")
+                if target is not None:
+                    if type(target) is not dict:
+                        raise _Unusual
+                    if target:
+                        delegate = target.get("namespace")
+                        if delegate is not None and type(delegate) is not str:
+                            raise _Unusual
+                        delegate = delegate or self.memo.namespace
+            hosts: list[str] = []
+            names: list[tuple[str, str | None]] = []
+            for name, target in targets:
                 if type(target) is not dict:
-                    return None
-                host = target.get("host")
+                    raise _Unusual
+                value = target.get("host")
+                if value is None:
+                    continue
                 subset = target.get("subset")
-                if type(host) is not str or (subset is not None and type(subset) is not str):
-                    return None
-                if not host:
-                    continue
-                prefix = rpath + _DESTINATION_PATHS[j]
-                path = prefix + ".host"
-                checked = memo.host(reader, host, path)
-                if checked is None:
-                    continue
-                destinations.append((path, checked))
-                if subset:
-                    subsets.append((prefix + ".subset", checked, subset))
-        return _Route(
-            self.top,
-            self.sources(count),
-            tuple(destinations),
-            (),
-            (),
-            None,
-            tuple(subsets),
-            None,
-        )
+                if type(value) is not str or (subset is not None and type(subset) is not str):
+                    raise _Unusual
+                if value:
+                    hosts.append(value)
+                    names.append((name, subset or None))
+        except _Unusual:
+            return None
+        if redirect:
+            hosts.append(redirect)
+        if rewrite:
+            hosts.append(rewrite)
+        raws.extend(hosts)
+        return clients, count, names, redirect, rewrite, delegate
+
+    def _clients(
+        self, matches: list[dict[str, Any]]
+    ) -> tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]]:
+        """What ``_clients`` gives for matches that name gateways or clients, and the own
+        gateway lists to enter; raises ``_Unusual`` where ``_clients`` would report."""
+        top = self.top
+        uses_top = False
+        gateways: set[str] = set()
+        sources: list[_Source] = []
+        own_refs: list[tuple[int, list[str]]] = []
+        for j, match in enumerate(matches):
+            refs: Collection[str] = top
+            own = match.get("gateways")
+            if own is not None:
+                if type(own) is not list:
+                    raise _Unusual
+                for ref in own:
+                    if type(ref) is not str:
+                        raise _Unusual
+                if own:
+                    own_refs.append((j, own))
+                    refs = own
+            if refs is top:
+                uses_top = True
+            else:
+                gateways.update(refs)
+            if MESH in refs:
+                namespace = match.get("sourceNamespace")
+                if namespace is not None and type(namespace) is not str:
+                    raise _Unusual
+                labels = match.get("sourceLabels")
+                items = () if labels is None else _label_items(labels)
+                if items is None:
+                    raise _Unusual
+                sources.append(_Source(namespace or self.memo.namespace, items))
+        if not gateways:
+            return top, tuple(sources), own_refs
+        return frozenset(gateways | top if uses_top else gateways), tuple(sources), own_refs
 
 
 def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
@@ -578,9 +781,15 @@ def _check_tenant(
     exported: bool,
 ) -> None:
     policy, namespace = memo.policy, memo.namespace
+    # rules can name thousands of gateways, most of them the same few: each judged once
+    fine: set[str] = set()
     for path, ref in gateway_entries:
+        if ref in fine:
+            continue
         target = gateway_ref(ref, namespace)
-        if target is not None and policy.is_egress_namespace(target[0]):
+        if target is None or not policy.is_egress_namespace(target[0]):
+            fine.add(ref)
+        else:
             reader.add(
                 path,
                 f"{ref!r} is a gateway in the egress namespace {policy.egress_namespace}; tenants "
