@@ -8,7 +8,7 @@ address, names their own first label), repeated verbatim (``repeat``: what a mem
 or cycling through a few values (``cycle``).  Each object is answered by the webhook's review
 handler under the banzai-demo policy and one allowing the worst-case objects, and the slowest
 answers are printed with their size and CPU milliseconds per KiB.  Not a test: run it as
-``python -m tests.bench.slowest_objects [--trials N] [--mib M] [--seed S]``.
+``python -m tests.bench.slowest_objects [--trials N] [--mib M] [--seed S] [--only TEXT]``.
 """
 
 from __future__ import annotations
@@ -121,9 +121,18 @@ def sized(build: Callable[[int], dict[str, Any]], target_bytes: int) -> tuple[in
 
 
 def search(
-    trials: int, target_bytes: int, rng: random.Random, policies: dict[str, str]
+    trials: int,
+    target_bytes: int,
+    rng: random.Random,
+    policies: dict[str, str],
+    only: Sequence[str] = (),
 ) -> list[Found]:
-    """Answer ``trials`` random grown objects under every policy; all results."""
+    """Answer ``trials`` random grown objects under every policy; all results.
+
+    With ``only``, the draws are the same but an object is built and answered only when its
+    ``kind path mode`` (``Job spec.template.spec.initContainers repeat``) contains one of
+    those strings: a run can be repeated for just the objects it is about.
+    """
     gc.set_threshold(*GC_THRESHOLD)
     quiet_logs()
     handlers: dict[str, ReviewHandler] = {n: review_handler(t) for n, t in policies.items()}
@@ -134,6 +143,9 @@ def search(
     for _ in range(trials):
         kind, seed, path = rng.choice(candidates)
         mode = rng.choice(MODES)
+        where = ".".join(str(p) for p in path)
+        if only and not any(o.lower() in f"{kind} {where} {mode}".lower() for o in only):
+            continue
 
         def build(
             n: int, seed: dict[str, Any] = seed, path: Path = path, mode: str = mode
@@ -144,7 +156,6 @@ def search(
         manifest = build(count)
         for name, handler in handlers.items():
             ms = time_answer(handler, manifest, repeat=2)
-            where = ".".join(str(p) for p in path)
             found.append(Found(kind, where, mode, name, count, len(body), ms))
     return found
 
@@ -170,8 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mib", type=float, default=3.0, help="review size to grow to")
     parser.add_argument("--seed", type=int, default=1, help="random seed (a run repeats)")
     parser.add_argument("--top", type=int, default=12, help="rows to print")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="answer only the draws whose 'kind path mode' contains this (repeatable)",
+    )
     args = parser.parse_args(argv)
-    found = search(args.trials, int(args.mib * MIB), random.Random(args.seed), default_policies())
+    found = search(
+        args.trials,
+        int(args.mib * MIB),
+        random.Random(args.seed),
+        default_policies(),
+        args.only,
+    )
     print("\n".join(table(found, args.top)))
     return 0
 
