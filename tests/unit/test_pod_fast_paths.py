@@ -1,13 +1,13 @@
 """The pod checks' fast paths for long container and capability lists agree with the plain reading.
 
 A long container list is read for the containers that may break a rule (a container equal to
-the last clean one is skipped, the others get cheap tests without paths) and only those are
-judged; a long ``capabilities.add`` list is joined and scanned in C for candidates; container
-names are read in C.  Random pods and workload templates (clean, injected and malformed
-containers, IDs and capabilities in every spelling, repeats, shared and copied objects) are
-decided with those paths taken at every size, with all of them off, and as deployed (only
-lists of ``checks.common.many`` items), and the decisions must be identical, violation for
-violation, for creates and for Pod updates, which compare old and new violations.
+the last clean one of its name is skipped, the others get cheap tests without paths) and only
+those are judged; a long ``capabilities.add`` list is joined and scanned in C for candidates;
+container names are read in C.  Random pods and workload templates (clean, injected and
+malformed containers, IDs and capabilities in every spelling, repeats, shared and copied
+objects) are decided with those paths taken at every size, with all of them off, and as
+deployed (only lists of ``checks.common.many`` items), and the decisions must be identical,
+violation for violation, for creates and for Pod updates, which compare old and new violations.
 """
 
 from __future__ import annotations

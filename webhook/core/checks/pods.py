@@ -461,18 +461,16 @@ def _check_container(
     _check_privileges(reader, security, f"{where}.securityContext")
 
 
-_NOTHING = object()
-
-
 def _suspect_containers(value: Any, skipped: frozenset[str]) -> Iterator[int] | None:
     """The indices of a long container list's objects that may break a rule, in order.
 
     None for a short list (or not a list): it is read item by item.  A 3 MiB pod can list tens
     of thousands of containers, and the plain reading costs about a microsecond each in paths
     and field reads for what is nearly always nothing to report.  Here a container equal to the
-    last clean one costs one comparison in C, and any other a few reads of the fields the rules
-    look at, with no path written; the indices given are judged by the plain reading, so the
-    violations, their order and the stop after enough of them stay as they were.
+    last clean one of its name costs a lookup and one comparison in C, and any other a few reads
+    of the fields the rules look at, with no path written; the indices given are judged by the
+    plain reading, so the violations, their order and the stop after enough of them stay as
+    they were.
     """
     if type(value) is not list or not many(value):
         return None
@@ -482,16 +480,11 @@ def _suspect_containers(value: Any, skipped: frozenset[str]) -> Iterator[int] | 
 def _suspects(
     containers: list[Any], named: frozenset[str], skipped: frozenset[str]
 ) -> Iterator[int]:
-    clean: object = _NOTHING
+    # the last container of each name found clean: an equal one is clean too
+    clean: dict[Any, dict[str, Any]] = {}
     # capabilities seen not to be one of the dangerous ones
     safe: set[str] = set()
     for index, container in enumerate(containers):
-        try:
-            if container == clean:
-                continue
-        except RecursionError:
-            # nested deeper than a comparison may go (the plain reading never compares)
-            pass
         if type(container) is not dict:
             if isinstance(container, Mapping):
                 yield index
@@ -500,8 +493,16 @@ def _suspects(
         # an unhashable name raises here as in the plain reading, at the same container
         if name in skipped:
             continue
+        seen = clean.get(name)
+        if seen is not None:
+            try:
+                if seen == container:
+                    continue
+            except RecursionError:
+                # nested deeper than a comparison may go (the plain reading never compares)
+                pass
         if name not in named and _clean_security(container.get("securityContext"), safe):
-            clean = container
+            clean[name] = container
             continue
         yield index
 
