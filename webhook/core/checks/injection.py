@@ -19,11 +19,12 @@ Pod templates are left alone: injection happens when the Pod is created.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, Protocol, runtime_checkable
 
 from webhook.core.checks import ClusterView
-from webhook.core.checks.common import Reader
+from webhook.core.checks.common import Reader, many
 from webhook.core.decisions import Violation
 from webhook.core.reviews import Review
 
@@ -70,11 +71,13 @@ def missing_proxy(pod: Mapping[str, Any]) -> str | None:
     spec = reader.mapping(pod.get("spec"), "spec")
     meta = reader.mapping(pod.get("metadata"), "metadata")
     annotations = reader.labels(meta.get("annotations"), "metadata.annotations") or {}
-    containers = [c for _, c in reader.mappings(spec.get("containers"), "")]
-    inits = [c for _, c in reader.mappings(spec.get("initContainers"), "")]
-    as_container = any(c.get("name") == PROXY for c in containers)
+    inits = spec.get("initContainers")
+    as_container = PROXY in container_names(spec.get("containers"))
     # a native sidecar: an init container that keeps running (Kubernetes 1.29+)
-    as_native = any(c.get("name") == PROXY and c.get("restartPolicy") == "Always" for c in inits)
+    as_native = PROXY in container_names(inits) and any(
+        c.get("name") == PROXY and c.get("restartPolicy") == "Always"
+        for _, c in reader.mappings(inits, "")
+    )
     if not (as_container or as_native):
         return (
             f"the pod carries no {PROXY!r} container, so its traffic meets no proxy and the "
@@ -90,6 +93,16 @@ def missing_proxy(pod: Mapping[str, Any]) -> str | None:
             "pod's traffic to it; let the injector add the proxy"
         )
     return None
+
+
+def container_names(value: Any) -> Iterable[Any]:
+    """The ``name`` of each object of a container list (none when it is not a list).
+
+    A long list of objects only is read in C: a pod can carry tens of thousands of containers.
+    """
+    if type(value) is list and many(value) and set(map(type, value)) == {dict}:
+        return map(dict.get, value, repeat("name"))
+    return (container.get("name") for _, container in Reader().mappings(value, ""))
 
 
 def status_names(raw: str | None) -> frozenset[str]:

@@ -16,15 +16,22 @@ never injected, so a container with one of those names there is the tenant's own
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import yaml
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode
-from webhook.core.checks.injection import STATUS, pod_invariants, status_names
+from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode, many, type_name
+from webhook.core.checks.injection import (
+    STATUS,
+    container_names,
+    pod_invariants,
+    status_names,
+)
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
@@ -47,6 +54,13 @@ CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 INJECTING_VALUES = frozenset({"", "y", "yes", "true", "on"})
 CAPTURING_MODES = frozenset({"REDIRECT", "TPROXY"})
 DANGEROUS_CAPABILITIES = frozenset({"NET_ADMIN", "NET_RAW", "ALL"})
+# the newline before a line of an upper-cased, newline-joined ``add`` list that may name one of
+# them: ``[^\S\n]`` is whitespace but the newline, and ``\s`` is what ``str.strip`` strips
+_DANGEROUS_LINE = re.compile(
+    r"\n(?=[^\S\n]*(?:CAP_)?(?:"
+    + "|".join(map(re.escape, sorted(DANGEROUS_CAPABILITIES)))
+    + r")[^\S\n]*\n)"
+)
 
 # Annotations that shrink capture when set to any non-blank value.
 SHRINKING_ANNOTATIONS: Mapping[str, str] = {
@@ -238,12 +252,7 @@ def _is_egress_gateway(
         for gw in policy.gateways
     ):
         return False
-    spec = shape.spec
-    containers = Reader().mappings(spec.get("containers"), "")
-    inits = Reader().mappings(spec.get("initContainers"), "")
-    return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
-        c.get("name") in INJECTED_CONTAINERS for _, c in inits
-    )
+    return _proxy_alone(shape.spec)
 
 
 def _check_gateway_lookalike(
@@ -284,10 +293,15 @@ def _is_istiod_gateway(labels: Mapping[str, str], shape: PodShape) -> bool:
     """
     if gateway_name(labels) is None:
         return False
-    containers = Reader().mappings(shape.spec.get("containers"), "")
-    inits = Reader().mappings(shape.spec.get("initContainers"), "")
-    return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
-        c.get("name") in INJECTED_CONTAINERS for _, c in inits
+    return _proxy_alone(shape.spec)
+
+
+def _proxy_alone(spec: Mapping[str, Any]) -> bool:
+    """The pod runs the proxy alone: one container, ``istio-proxy``, and injected init ones."""
+    # two names tell that it is not alone, however many containers there are
+    alone = list(islice(container_names(spec.get("containers")), 2)) == ["istio-proxy"]
+    return alone and all(
+        map(INJECTED_CONTAINERS.__contains__, container_names(spec.get("initContainers")))
     )
 
 
@@ -410,20 +424,125 @@ def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gatewa
         # pod-level IDs apply to every container, including ephemeral ones added later
         _check_ids(reader, pod_security, f"{path}.securityContext", pod_level=True)
     for list_name in CONTAINER_LISTS:
-        for where, container in reader.mappings(spec.get(list_name), f"{path}.{list_name}"):
-            name = container.get("name")
-            if name in skipped:
-                continue
-            if name in INJECTED_CONTAINERS:
-                reader.add(
-                    f"{where}.name",
-                    f"{name!r} is the name of a container the Istio injector adds; istiod "
-                    "merges a pod-defined one over the injected container, so it can replace "
-                    "the proxy or its iptables setup; rename the container",
-                )
-            security = reader.mapping(container.get("securityContext"), f"{where}.securityContext")
-            _check_ids(reader, security, f"{where}.securityContext", pod_level=False)
-            _check_privileges(reader, security, f"{where}.securityContext")
+        _check_containers(reader, spec.get(list_name), f"{path}.{list_name}", skipped)
+
+
+def _check_containers(reader: Reader, value: Any, path: str, skipped: frozenset[str]) -> None:
+    """Every container of one list, but the ``skipped`` ones (injected, or the gateway proxy)."""
+    suspects = _suspect_containers(value, skipped)
+    if suspects is None:
+        for where, container in reader.mappings(value, path):
+            _check_container(reader, container, where, skipped)
+        return
+    if set(map(type, value)) != {dict}:
+        # as the plain reading does: the list's non-objects first, then its containers
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping):
+                reader.add(f"{path}[{index}]", f"must be an object, got {type_name(item)}")
+    for index in suspects:
+        _check_container(reader, value[index], f"{path}[{index}]", skipped)
+
+
+def _check_container(
+    reader: Reader, container: Mapping[str, Any], where: str, skipped: frozenset[str]
+) -> None:
+    name = container.get("name")
+    if name in skipped:
+        return
+    if name in INJECTED_CONTAINERS:
+        reader.add(
+            f"{where}.name",
+            f"{name!r} is the name of a container the Istio injector adds; istiod merges a "
+            "pod-defined one over the injected container, so it can replace the proxy or its "
+            "iptables setup; rename the container",
+        )
+    security = reader.mapping(container.get("securityContext"), f"{where}.securityContext")
+    _check_ids(reader, security, f"{where}.securityContext", pod_level=False)
+    _check_privileges(reader, security, f"{where}.securityContext")
+
+
+def _suspect_containers(value: Any, skipped: frozenset[str]) -> Iterator[int] | None:
+    """The indices of a long container list's objects that may break a rule, in order.
+
+    None for a short list (or not a list): it is read item by item.  A 3 MiB pod can list tens
+    of thousands of containers, and the plain reading costs about a microsecond each in paths
+    and field reads for what is nearly always nothing to report.  Here a container equal to the
+    last clean one of its name costs a lookup and one comparison in C, and any other a few reads
+    of the fields the rules look at, with no path written; the indices given are judged by the
+    plain reading, so the violations, their order and the stop after enough of them stay as
+    they were.
+    """
+    if type(value) is not list or not many(value):
+        return None
+    return _suspects(value, INJECTED_CONTAINERS - skipped, skipped)
+
+
+def _suspects(
+    containers: list[Any], named: frozenset[str], skipped: frozenset[str]
+) -> Iterator[int]:
+    # the last container of each name found clean: an equal one is clean too
+    clean: dict[Any, dict[str, Any]] = {}
+    # capabilities seen not to be one of the dangerous ones
+    safe: set[str] = set()
+    for index, container in enumerate(containers):
+        if type(container) is not dict:
+            if isinstance(container, Mapping):
+                yield index
+            continue
+        name = container.get("name")
+        # an unhashable name raises here as in the plain reading, at the same container
+        if name in skipped:
+            continue
+        seen = clean.get(name)
+        if seen is not None:
+            try:
+                if seen == container:
+                    continue
+            except RecursionError:
+                # nested deeper than a comparison may go (the plain reading never compares)
+                pass
+        if name not in named and _clean_security(container.get("securityContext"), safe):
+            clean[name] = container
+            continue
+        yield index
+
+
+def _clean_security(security: Any, safe: set[str]) -> bool:
+    """Whether a container's ``securityContext`` surely breaks no rule (False: read it)."""
+    if security is None:
+        return True
+    if type(security) is not dict:
+        return False
+    user = security.get("runAsUser")
+    group = security.get("runAsGroup")
+    # an ID that is not an integer (a string may still be " 1337") is left to the plain reading
+    if (user is not None and (type(user) is not int or user == PROXY_ID)) or (
+        group is not None and (type(group) is not int or group == PROXY_ID)
+    ):
+        return False
+    if security.get("privileged") not in (None, False):
+        return False
+    caps = security.get("capabilities")
+    if caps is None:
+        return True
+    if type(caps) is not dict:
+        return False
+    add = caps.get("add")
+    if add is None:
+        return True
+    if type(add) is not list or many(add):
+        return False
+    try:
+        if safe.issuperset(add):
+            return True
+    except TypeError:
+        # an unhashable item, which is not a string
+        return False
+    for cap in add:
+        if type(cap) is not str or _is_dangerous(cap):
+            return False
+        safe.add(cap)
+    return True
 
 
 def _is_proxy_id(value: Any) -> bool:
@@ -473,15 +592,53 @@ def _check_privileges(reader: Reader, security: Mapping[str, Any], path: str) ->
             "around the sidecar and the egress allow list; remove it",
         )
     caps = reader.mapping(security.get("capabilities"), f"{path}.capabilities")
-    for where, cap in reader.strings(caps.get("add"), f"{path}.capabilities.add"):
-        name = cap.strip().upper().removeprefix("CAP_")
-        if name in DANGEROUS_CAPABILITIES:
+    add = caps.get("add")
+    where = f"{path}.capabilities.add"
+    candidates = _capability_candidates(add, where)
+    found = reader.strings(add, where) if candidates is None else candidates
+    for where, cap in found:
+        if _is_dangerous(cap):
             reader.add(
                 where,
                 f"{cap} lets the container rewrite the pod's iptables rules or send raw "
                 "packets, so its traffic can skip the sidecar and the egress allow list; drop "
                 "it (the mesh's own init container already has what capture needs)",
             )
+
+
+def _is_dangerous(cap: str) -> bool:
+    return cap.strip().upper().removeprefix("CAP_") in DANGEROUS_CAPABILITIES
+
+
+def _capability_candidates(add: Any, path: str) -> Iterator[tuple[str, str]] | None:
+    """``(path[i], item)`` for the items of a long ``add`` list that may be dangerous, in order.
+
+    None for a short list or one holding other things, read item by item.  A 3 MiB container
+    can add a quarter of a million capabilities: they are joined, upper-cased and scanned in C
+    for a line naming a dangerous one (``CAP_`` and surrounding whitespace allowed), so a clean
+    list costs no Python per item and paths are written only for the candidates found, which
+    are judged as before.
+    """
+    if type(add) is not list or not many(add):
+        return None
+    try:
+        joined = "\n".join(add)
+    except TypeError:
+        # an item that is not a string: the plain reading says which
+        return None
+    if joined.count("\n") != len(add) - 1:
+        # an item spans lines: lines no longer number the items
+        return None
+    return ((f"{path}[{i}]", add[i]) for i in _line_numbers(f"\n{joined.upper()}\n"))
+
+
+def _line_numbers(text: str) -> Iterator[int]:
+    """The number of each line (from 0) ``_DANGEROUS_LINE`` finds the newline before."""
+    line = last = 0
+    for match in _DANGEROUS_LINE.finditer(text):
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        yield line
 
 
 def _injected_image_changes(
