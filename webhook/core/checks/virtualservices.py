@@ -14,10 +14,11 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from itertools import repeat
-from typing import Any, NamedTuple
+from itertools import compress, repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
@@ -27,6 +28,7 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
+    judge_classes,
     many,
     overbroad,
     passthrough_subset_problem,
@@ -202,7 +204,7 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     top = reader.strings(spec.get("gateways"), "spec.gateways")
     top_refs = tuple(ref for _, ref in top) or (MESH,)
     routes, gateway_entries = _routes(reader, memo, spec, top_refs)
-    gateway_entries = top + gateway_entries
+    gateway_entries[:0] = top
     if policy.is_egress_namespace(namespace):
         _check_egress_namespace(reader, memo, hosts, routes, gateway_entries)
     else:
@@ -279,12 +281,18 @@ def _string(reader: Reader, value: Any, prefix: str, name: str) -> str | None:
     return reader.string(value, prefix + name)
 
 
+# the rules of a VirtualService in order: each read as a ``_Route``, or a long list as ``_Rules``
+_Routes = list["_Route | _Rules"]
+# gateway references in document order: (path, ref), or a long list's, read from it on demand
+_GatewayEntries = list["tuple[str, str] | _Rules"]
+
+
 def _routes(
     reader: Reader, memo: _Memo, spec: Mapping[str, Any], top_refs: tuple[str, ...]
-) -> tuple[list[_Route], list[tuple[str, str]]]:
+) -> tuple[_Routes, _GatewayEntries]:
     top = frozenset(top_refs)
-    routes: list[_Route] = []
-    gateway_entries: list[tuple[str, str]] = []
+    routes: _Routes = []
+    gateway_entries: _GatewayEntries = []
     fast: _ManyRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
@@ -294,9 +302,31 @@ def _routes(
                 fast = _ManyRoutes(memo, top)
             fast.read(reader, kind, items, base, routes, gateway_entries)
             continue
+        entries: list[tuple[str, str]] = []
         for i, item in items:
-            routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, gateway_entries))
+            routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, entries))
+        gateway_entries.extend(entries)
     return routes, gateway_entries
+
+
+def _each_route(routes: _Routes) -> Iterator[_Route]:
+    """Every rule's ``_Route``, long lists' built one by one."""
+    for route in routes:
+        if type(route) is _Route:
+            yield route
+        else:
+            assert isinstance(route, _Rules)
+            yield from map(route.route, range(len(route.records)))
+
+
+def _each_entry(gateway_entries: _GatewayEntries) -> Iterator[tuple[str, str]]:
+    """Every ``(path, ref)`` gateway reference, long lists' with their paths built."""
+    for entry in gateway_entries:
+        if type(entry) is tuple:
+            yield entry
+        else:
+            assert isinstance(entry, _Rules)
+            yield from entry.gateway_entries()
 
 
 def _route(
@@ -343,13 +373,47 @@ class _Unusual(Exception):
     """A rule of a shape ``_ManyRoutes`` leaves to ``_route`` (raised before any side effect)."""
 
 
-# where a rule's j-th route or mirrors entry names its destination, for the usual few entries
-_ROUTE_NAMES = tuple(f".route[{j}].destination" for j in range(8))
-_MIRRORS_NAMES = tuple(f".mirrors[{j}].destination" for j in range(8))
+# where a rule's j-th route or mirrors entry names its destination, for the usual few entries,
+# with no subset: one tuple shared by every rule
+_ROUTE_NAMES = tuple((f".route[{j}].destination", None) for j in range(8))
+_MIRRORS_NAMES = tuple((f".mirrors[{j}].destination", None) for j in range(8))
+_MIRROR_NAME = (".mirror", None)
 
 
-def _entries(targets: list[tuple[str, Any]], value: Any, names: tuple[str, ...], name: str) -> None:
-    """Gather the ``destination`` of each entry of a ``route`` or ``mirrors`` list."""
+def _target(
+    raws: list[str],
+    names: list[tuple[str, str | None]],
+    target: Any,
+    plain: tuple[str, None],
+    subsets: list[bool],
+) -> None:
+    """Gather the host of a ``destination`` (or ``mirror``) named ``plain[0]``."""
+    if type(target) is not dict:
+        raise _Unusual
+    value = target.get("host")
+    if value is None:
+        return
+    subset = target.get("subset")
+    if type(value) is not str or (subset is not None and type(subset) is not str):
+        raise _Unusual
+    if value:
+        raws.append(value)
+        if subset:
+            subsets.append(True)
+            names.append((plain[0], subset))
+        else:
+            names.append(plain)
+
+
+def _entries(
+    raws: list[str],
+    names: list[tuple[str, str | None]],
+    value: Any,
+    known: tuple[tuple[str, None], ...],
+    name: str,
+    subsets: list[bool],
+) -> None:
+    """Gather the destination hosts of the entries of a ``route`` or ``mirrors`` list."""
     if type(value) is not list:
         raise _Unusual
     for j, entry in enumerate(value):
@@ -357,7 +421,8 @@ def _entries(targets: list[tuple[str, Any]], value: Any, names: tuple[str, ...],
             raise _Unusual
         target = entry.get("destination")
         if target is not None:
-            targets.append((names[j] if j < len(names) else f"{name}[{j}].destination", target))
+            plain = known[j] if j < len(known) else (f"{name}[{j}].destination", None)
+            _target(raws, names, target, plain, subsets)
 
 
 def _authority(part: Any) -> str | None:
@@ -388,19 +453,20 @@ _Gathered = tuple[
 
 
 class _ManyRoutes:
-    """Long rule lists read in two loops, without the general path's layers of calls.
+    """Long rule lists read in one loop, without the general path's layers of calls.
 
     A 3 MiB VirtualService holds 10k-20k rules.  A rule whose every part has the expected
     shape (objects where objects belong, strings where strings do) is gathered first, with no
     side effect; the hosts of all such rules are then validated together in a few passes of C
-    (``all_valid_names``), and a second loop builds each rule's ``_Route`` in the order ``_route``
-    follows, checking hosts one by one only when the list holds an invalid or unusual one.  So
-    the ``_Route`` and any violation are the ones ``_route`` gives
+    (``all_valid_names``).  When all are valid the list is kept as gathered (``_Rules``): no
+    ``_Route`` and no field path is built until a rule is judged on its own.  Otherwise a
+    second loop builds each rule's ``_Route`` in the order ``_route`` follows, checking hosts
+    one by one.  Either way the ``_Route`` and any violation are the ones ``_route`` gives
     (``tests/unit/test_class_fast_paths.py`` holds them equal).  A rule of another shape, and
     every tls rule (whose subsets may need its SNI matches), is read by ``_route`` in its turn.
     """
 
-    __slots__ = ("_default", "_sources", "memo", "mesh_top", "top")
+    __slots__ = ("_default", "_sources", "memo", "mesh_top", "subset_flags", "top")
 
     def __init__(self, memo: _Memo, top: frozenset[str]) -> None:
         self.memo = memo
@@ -409,6 +475,8 @@ class _ManyRoutes:
         self._default = _Source(memo.namespace)
         # the sources of a rule with n matches that name no clients, by n (0: no match list)
         self._sources: dict[int, tuple[_Source, ...]] = {}
+        # one entry per subset the last read gathered (a list: appended to where found)
+        self.subset_flags: list[bool] = []
 
     def sources(self, count: int) -> tuple[_Source, ...]:
         """What ``_clients`` gives a rule of ``count`` matches that name no clients."""
@@ -429,20 +497,55 @@ class _ManyRoutes:
         kind: str,
         items: list[tuple[int, Mapping[str, Any]]],
         base: str,
-        routes: list[_Route],
-        gateway_entries: list[tuple[str, str]],
+        routes: _Routes,
+        gateway_entries: _GatewayEntries,
     ) -> None:
-        """Append the ``_Route`` of each rule of ``items`` (the list at ``base``)."""
+        """Append the rules of ``items`` (the list at ``base``), as one ``_Rules``."""
         raws: list[str] = []
-        gathered = [(i, item, self._gather(kind, item, raws)) for i, item in items]
-        valid = self._valid_hosts(raws)
+        self.subset_flags.clear()
+        gather = self._gather
+        records: list[_Record] = []
+        append = records.append
+        for i, item in items:
+            k = len(raws)
+            append((i, gather(kind, item, raws), k))
+        checked = self._valid_hosts(raws)
+        if checked is None:
+            # some host is invalid (or unusual): every rule built in order, each host checked
+            entries: list[tuple[str, str]] = []
+            for route in self._read_each(reader, kind, base, items, records, raws, entries):
+                routes.append(route)
+            gateway_entries.extend(entries)
+            return
+        rules = _Rules(self, kind, base, records, checked)
+        memo, top, done = self.memo, self.top, rules.done
+        for pos, (i, parts, _) in enumerate(records):
+            if parts is None:
+                # a rule of another shape, read the general way in its turn
+                entries = []
+                route = _route(reader, memo, kind, items[pos][1], f"{base}[{i}]", top, entries)
+                done[pos] = (route, entries)
+        rules.summarize()
+        routes.append(rules)
+        gateway_entries.append(rules)
+
+    def _read_each(
+        self,
+        reader: Reader,
+        kind: str,
+        base: str,
+        items: list[tuple[int, Mapping[str, Any]]],
+        records: list[_Record],
+        raws: list[str],
+        gateway_entries: list[tuple[str, str]],
+    ) -> Iterator[_Route]:
+        """Every rule's ``_Route`` in order, hosts checked one by one (some is invalid)."""
         memo, top, host = self.memo, self.top, self.memo.host
-        append = routes.append
         k = 0
-        for i, item, parts in gathered:
+        for pos, (i, parts, _) in enumerate(records):
             rpath = f"{base}[{i}]"
             if parts is None:
-                append(_route(reader, memo, kind, item, rpath, top, gateway_entries))
+                yield _route(reader, memo, kind, items[pos][1], rpath, top, gateway_entries)
                 continue
             clients, count, targets, redirect, rewrite, delegate = parts
             if clients is None:
@@ -450,14 +553,12 @@ class _ManyRoutes:
                 sources = self.sources(count)
             else:
                 gateways, sources, own = clients
-                for j, refs in own:
-                    where = f"{rpath}.match[{j}].gateways"
-                    gateway_entries.extend((f"{where}[{n}]", ref) for n, ref in enumerate(refs))
+                gateway_entries.extend(_own_entries(rpath, own))
             destinations: list[tuple[str, str]] = []
             subsets: list[tuple[str, str, str]] = []
             for name, subset in targets:
                 path = f"{rpath}{name}.host"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     destinations.append((path, checked))
@@ -467,33 +568,33 @@ class _ManyRoutes:
             rewrites: tuple[tuple[str, str], ...] = ()
             if redirect:
                 path = f"{rpath}.redirect.authority"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     redirects = ((path, checked),)
             if rewrite:
                 path = f"{rpath}.rewrite.authority"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     rewrites = ((path, checked),)
-            append(
-                _Route(
-                    gateways,
-                    sources,
-                    tuple(destinations),
-                    redirects,
-                    rewrites,
-                    None if delegate is None else (f"{rpath}.delegate", delegate),
-                    tuple(subsets),
-                    None,
-                )
+            yield _Route(
+                gateways,
+                sources,
+                tuple(destinations),
+                redirects,
+                rewrites,
+                None if delegate is None else (f"{rpath}.delegate", delegate),
+                tuple(subsets),
+                None,
             )
 
     def _valid_hosts(self, raws: list[str]) -> list[str] | None:
         """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
         taken as they are and short names expanded; None: check them one by one."""
-        if not raws or not all_valid_names(raws):
+        if not raws:
+            return raws
+        if not all_valid_names(raws):
             return None
         if all(map(str.__contains__, raws, repeat("."))):
             return raws
@@ -507,6 +608,7 @@ class _ManyRoutes:
         """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
         if kind == "tls" or type(item) is not dict:
             return None
+        start = len(raws)
         try:
             clients = None
             matches = item.get("match")
@@ -518,23 +620,50 @@ class _ManyRoutes:
                 for match in matches:
                     if type(match) is not dict:
                         raise _Unusual
-                    plain = plain and _CLIENT_FIELDS.isdisjoint(match)
+                    if plain and not _CLIENT_FIELDS.isdisjoint(match):
+                        plain = False
                 if not plain:
                     clients = self._clients(matches)
             else:
                 raise _Unusual
-            targets: list[tuple[str, Any]] = []
+            names: list[tuple[str, str | None]] = []
             entries = item.get("route")
             if entries is not None:
-                _entries(targets, entries, _ROUTE_NAMES, ".route")
+                # _entries inlined: most rules have a route and nothing else to gather
+                if type(entries) is not list:
+                    raise _Unusual
+                for j, entry in enumerate(entries):
+                    if type(entry) is not dict:
+                        raise _Unusual
+                    target = entry.get("destination")
+                    if target is None:
+                        continue
+                    if type(target) is not dict:
+                        raise _Unusual
+                    value = target.get("host")
+                    if value is None:
+                        continue
+                    subset = target.get("subset")
+                    if type(value) is not str or (subset is not None and type(subset) is not str):
+                        raise _Unusual
+                    if value:
+                        raws.append(value)
+                        if j >= len(_ROUTE_NAMES):
+                            names.append((f".route[{j}].destination", subset or None))
+                        elif subset:
+                            names.append((_ROUTE_NAMES[j][0], subset))
+                        else:
+                            names.append(_ROUTE_NAMES[j])
+                        if subset:
+                            self.subset_flags.append(True)
             redirect = rewrite = delegate = None
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 target = item.get("mirror")
                 if target is not None:
-                    targets.append((".mirror", target))
+                    _target(raws, names, target, _MIRROR_NAME, self.subset_flags)
                 entries = item.get("mirrors")
                 if entries is not None:
-                    _entries(targets, entries, _MIRRORS_NAMES, ".mirrors")
+                    _entries(raws, names, entries, _MIRRORS_NAMES, ".mirrors", self.subset_flags)
                 redirect = _authority(item.get("redirect"))
                 rewrite = _authority(item.get("rewrite"))
                 target = item.get("delegate")
@@ -546,27 +675,13 @@ class _ManyRoutes:
                         if delegate is not None and type(delegate) is not str:
                             raise _Unusual
                         delegate = delegate or self.memo.namespace
-            hosts: list[str] = []
-            names: list[tuple[str, str | None]] = []
-            for name, target in targets:
-                if type(target) is not dict:
-                    raise _Unusual
-                value = target.get("host")
-                if value is None:
-                    continue
-                subset = target.get("subset")
-                if type(value) is not str or (subset is not None and type(subset) is not str):
-                    raise _Unusual
-                if value:
-                    hosts.append(value)
-                    names.append((name, subset or None))
         except _Unusual:
+            del raws[start:]
             return None
         if redirect:
-            hosts.append(redirect)
+            raws.append(redirect)
         if rewrite:
-            hosts.append(rewrite)
-        raws.extend(hosts)
+            raws.append(rewrite)
         return clients, count, names, redirect, rewrite, delegate
 
     def _clients(
@@ -607,6 +722,217 @@ class _ManyRoutes:
         if not gateways:
             return top, tuple(sources), own_refs
         return frozenset(gateways | top if uses_top else gateways), tuple(sources), own_refs
+
+
+# a rule of a long list as gathered: its index, its parts (None: of another shape) and where its
+# hosts start in the list's hosts
+_Record = tuple[int, _Gathered | None, int]
+
+
+def _own_entries(rpath: str, own: list[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
+    """``(path, ref)`` of the gateways a rule's matches name, as ``_clients`` enters them."""
+    for j, refs in own:
+        where = f"{rpath}.match[{j}].gateways"
+        for n, ref in enumerate(refs):
+            yield f"{where}[{n}]", ref
+
+
+class _Rules:
+    """A long rule list whose hosts are all valid, as ``_ManyRoutes`` gathered it.
+
+    Building a ``_Route`` per rule, with a field path per destination, costs more than judging
+    most rules: a rule's ``_Route`` is built only when the rule is judged on its own
+    (``route``), and the paths of its gateway references only when one is reported.  Rules of
+    another shape were read by ``_route`` in their turn and are kept as read (``done``).
+    """
+
+    __slots__ = (
+        "_keys",
+        "base",
+        "checked",
+        "delegates",
+        "done",
+        "kind",
+        "mesh",
+        "reader",
+        "records",
+        "redirects",
+        "refs",
+        "rewrites",
+        "subsets",
+    )
+
+    def __init__(
+        self, reader: _ManyRoutes, kind: str, base: str, records: list[_Record], checked: list[str]
+    ) -> None:
+        self.reader = reader
+        self.kind = kind
+        self.base = base
+        self.records = records
+        # what _Memo.host gives for each host gathered, in order
+        self.checked = checked
+        self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
+        # whether some rule programs sidecars, names gateways, delegates or redirects
+        self.mesh = False
+        self.refs: set[str] = set()
+        self.delegates = False
+        self.redirects = False
+        self.rewrites = False
+        self.subsets = bool(reader.subset_flags)
+        self._keys: list[Hashable] | None = None
+
+    def summarize(self) -> None:
+        """What the checks ask of the list as a whole, found in a few passes."""
+        usual = [parts for parts in map(itemgetter(1), self.records) if parts is not None]
+        clients = [found for found in map(itemgetter(0), usual) if found is not None]
+        refs = self.refs
+        for _, _, own in clients:
+            for _, names in own:
+                refs.update(names)
+        for _, entries in self.done.values():
+            refs.update(map(itemgetter(1), entries))
+        self.mesh = (
+            (self.reader.mesh_top and len(clients) < len(usual))
+            or any(MESH in gateways for gateways, _, _ in clients)
+            or any(route.mesh for route, _ in self.done.values())
+        )
+        self.delegates = any(map(itemgetter(5), usual)) or any(
+            route.delegate is not None for route, _ in self.done.values()
+        )
+        self.redirects = any(map(itemgetter(3), usual))
+        self.rewrites = any(map(itemgetter(4), usual))
+
+    def route(self, pos: int) -> _Route:
+        """The ``_Route`` of the rule at ``pos``, as ``_route`` reads it."""
+        i, parts, k = self.records[pos]
+        if parts is None:
+            return self.done[pos][0]
+        clients, count, targets, redirect, rewrite, delegate = parts
+        checked = self.checked
+        rpath = f"{self.base}[{i}]"
+        if clients is None:
+            gateways = self.reader.top
+            sources = self.reader.sources(count)
+        else:
+            gateways, sources, _ = clients
+        destinations: list[tuple[str, str]] = []
+        subsets: list[tuple[str, str, str]] = []
+        for name, subset in targets:
+            host = checked[k]
+            k += 1
+            destinations.append((f"{rpath}{name}.host", host))
+            if subset is not None:
+                subsets.append((f"{rpath}{name}.subset", host, subset))
+        redirects: tuple[tuple[str, str], ...] = ()
+        rewrites: tuple[tuple[str, str], ...] = ()
+        if redirect:
+            redirects = ((f"{rpath}.redirect.authority", checked[k]),)
+            k += 1
+        if rewrite:
+            rewrites = ((f"{rpath}.rewrite.authority", checked[k]),)
+        return _Route(
+            gateways,
+            sources,
+            tuple(destinations),
+            redirects,
+            rewrites,
+            None if delegate is None else (f"{rpath}.delegate", delegate),
+            tuple(subsets),
+            None,
+        )
+
+    def gateway_entries(self) -> Iterator[tuple[str, str]]:
+        """``(path, ref)`` of every gateway the rules' matches name, in order."""
+        done = self.done
+        for pos, (i, parts, _) in enumerate(self.records):
+            if parts is None:
+                yield from done[pos][1]
+            elif parts[0] is not None and parts[0][2]:
+                yield from _own_entries(f"{self.base}[{i}]", parts[0][2])
+
+    def host_keys(self, policy: Policy) -> list[Hashable]:
+        """A key per gathered host: hosts of a key get the same verdicts from the tenant check.
+
+        ``Policy.host_class`` for names (found in passes of C when every host is a plain name
+        of some parent domain), the host itself for IPs and names judged alone, and the host
+        with its role for rewrites and subsets, which are judged by their own text.
+        """
+        if self._keys is not None:
+            return self._keys
+        checked = self.checked
+        keys: list[Hashable] | None = _parent_keys(policy, checked)
+        if keys is None:
+            distinct = {host: _host_key(policy, host) for host in set(checked)}
+            keys = list(map(distinct.__getitem__, checked))
+        for _, parts, k in self.records if self.subsets or self.rewrites else ():
+            if parts is None:
+                continue
+            targets, redirect, rewrite = parts[2], parts[3], parts[4]
+            for _, subset in targets:
+                if subset is not None:
+                    keys[k] = (checked[k], subset)
+                k += 1
+            if rewrite:
+                keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)])
+        self._keys = keys
+        return keys
+
+    def rule_keys(self, policy: Policy) -> list[Hashable] | None:
+        """A key per rule when all rules are alike (the same clients, kind of delegate and
+        number of hosts in each place), found in passes of C: then rules of a key get the same
+        verdict from the tenant check.  None when the rules differ in any of that."""
+        if self.done:
+            return None
+        records = self.records
+        parts = cast("list[_Gathered]", list(map(itemgetter(1), records)))
+        clients = list(map(itemgetter(0), parts))
+        unnamed = clients.count(None)
+        if unnamed == len(clients):
+            if len(set(map(itemgetter(1), parts))) != 1:
+                return None
+        elif unnamed:
+            return None
+        else:
+            found = cast("list[tuple[frozenset[str], tuple[_Source, ...], Any]]", clients)
+            gateways = set(map(itemgetter(0), found))
+            if len(set(map(itemgetter(1), found))) != 1 or len({MESH in g for g in gateways}) != 1:
+                return None
+        namespace = self.reader.memo.namespace
+        delegates = {None if d is None else d == namespace for d in set(map(itemgetter(5), parts))}
+        targets = set(map(len, map(itemgetter(2), parts)))
+        redirects = set(map(bool, map(itemgetter(3), parts)))
+        rewrites = set(map(bool, map(itemgetter(4), parts)))
+        if len(delegates) != 1 or len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
+            return None
+        width = targets.pop() + redirects.pop() + rewrites.pop()
+        keys = self.host_keys(policy)
+        if len(keys) != width * len(records):
+            return None
+        if width == 0:
+            return [()] * len(records)
+        return list(zip(*[iter(keys)] * width, strict=True))
+
+
+def _parent_keys(policy: Policy, hosts: list[str]) -> list[Hashable] | None:
+    """``Policy.host_class`` of each host less its leading dot, found in passes of C; None
+    unless every host is a name with a parent domain that is its class (no IP, no wildcard, no
+    name the policy lists by itself)."""
+    keys: list[Hashable] = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
+    distinct = set(keys)
+    # a name without a dot has no parent; one ending in a digit may be an IP
+    if "" in distinct or any(str(key)[-1].isdigit() for key in distinct):
+        return None
+    if "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
+        return None
+    return keys
+
+
+def _host_key(policy: Policy, host: str) -> Hashable:
+    """``Policy.host_class`` of a name (all start with a dot); an IP or a name alone: itself."""
+    if host[-1:].isdigit():
+        return host
+    key = policy.host_class(host)
+    return host if key is None else key
 
 
 def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
@@ -775,26 +1101,43 @@ def _check_tenant(
     reader: Reader,
     memo: _Memo,
     hosts: list[tuple[str, str]],
-    routes: list[_Route],
-    gateway_entries: list[tuple[str, str]],
+    routes: _Routes,
+    gateway_entries: _GatewayEntries,
     top_refs: tuple[str, ...],
     exported: bool,
 ) -> None:
     policy, namespace = memo.policy, memo.namespace
     # rules can name thousands of gateways, most of them the same few: each judged once
     fine: set[str] = set()
-    for path, ref in gateway_entries:
+
+    def tenant_gateway(ref: str) -> bool:
+        """Whether a tenant may name the gateway ``ref`` (not one of the egress namespace)."""
         if ref in fine:
-            continue
+            return True
         target = gateway_ref(ref, namespace)
         if target is None or not policy.is_egress_namespace(target[0]):
             fine.add(ref)
+            return True
+        return False
+
+    for entry in gateway_entries:
+        entries: Iterable[tuple[str, str]]
+        if isinstance(entry, _Rules):
+            joined = "\n".join(entry.refs)
+            # a bare name is a gateway of the VirtualService's own namespace
+            if ("/" not in joined and "." not in joined) or all(map(tenant_gateway, entry.refs)):
+                continue
+            entries = entry.gateway_entries()
         else:
-            reader.add(
-                path,
-                f"{ref!r} is a gateway in the egress namespace {policy.egress_namespace}; tenants "
-                "must not program the egress gateways (their routes come from the policy)",
-            )
+            entries = (entry,)
+        for path, ref in entries:
+            if not tenant_gateway(ref):
+                reader.add(
+                    path,
+                    f"{ref!r} is a gateway in the egress namespace {policy.egress_namespace}; "
+                    "tenants must not program the egress gateways (their routes come from the "
+                    "policy)",
+                )
     some = policy.allowed_for_some(namespace)
     external: list[str] = []
     # hosts only steer sidecars when some rule applies to the mesh; a VirtualService bound to
@@ -802,17 +1145,17 @@ def _check_tenant(
     mesh_bound = MESH in top_refs or any(route.mesh for route in routes)
     public_name = mesh_bound and _serves_own_public_name(policy, top_refs, routes)
 
-    def judge(path: str, host: str) -> bool:
+    def judge(path: str, host: str, into: Reader = reader) -> bool:
         """Report a wrong host; True for a steered (external) one."""
         if is_ip(host):
-            reader.add(path, f"{host!r} is an IP address; name the external host instead")
+            into.add(path, f"{host!r} is an IP address; name the external host instead")
         elif overbroad(host):
-            reader.add(path, f"{host!r} is over-broad: it would capture traffic for every host")
+            into.add(path, f"{host!r} is over-broad: it would capture traffic for every host")
         elif not policy.is_internal(host):
             if policy.services_covering(host) & some or public_name:
                 # steered hosts: a VirtualService seen beyond the namespace hijacks them
                 return True
-            reader.add(
+            into.add(
                 path,
                 f"{host!r} is not an external service any workload of namespace {namespace} "
                 f"may reach; allowed: {policy.describe_allowed(some)}",
@@ -821,10 +1164,24 @@ def _check_tenant(
 
     # names of one Policy.host_class get one verdict (IPs, which end in a digit, stay apart):
     # a VirtualService can list 18k hosts under a few domains
+    classes = many(hosts)
+    pending = hosts if mesh_bound else []
+    names = list(map(itemgetter(1), pending)) if classes else []
+    keys = _parent_keys(policy, names) if names else None
+    if keys is not None:
+        # one host per class judged first, aside: when none is wrong, that is every verdict
+        steered_by: dict[Hashable, bool] = {}
+        for key, host in dict(zip(keys, names, strict=True)).items():
+            scratch = Reader()
+            steered_by[key] = judge("", host, scratch)
+            if scratch.violations:
+                break
+        else:
+            external = list(compress(names, map(steered_by.__getitem__, keys)))
+            pending = []
     verdicts: dict[str, bool] = {}
     violations = reader.violations
-    classes = many(hosts)
-    for path, host in hosts if mesh_bound else ():
+    for path, host in pending:
         key = None if not classes or host[-1:].isdigit() else policy.host_class(host)
         steered = verdicts.get(key) if key is not None else None
         if steered is None:
@@ -836,12 +1193,57 @@ def _check_tenant(
             external.append(host)
     hosts_steered = tuple(external)
     for route in routes:
-        _check_tenant_route(reader, memo, route, hosts_steered, exported)
+        if type(route) is _Route:
+            _check_tenant_route(reader, memo, route, hosts_steered, exported)
+        else:
+            assert isinstance(route, _Rules)
+            _check_tenant_rules(reader, memo, route, hosts_steered, exported)
 
 
-def _serves_own_public_name(
-    policy: Policy, top_refs: tuple[str, ...], routes: list[_Route]
-) -> bool:
+def _check_tenant_rules(
+    reader: Reader, memo: _Memo, rules: _Rules, external: tuple[str, ...], exported: bool
+) -> None:
+    """``_check_tenant_route`` for each rule of a long list, once per distinct question.
+
+    Two rules with the same clients, the same kind of delegate, and hosts of the same keys
+    (``_Rules.host_keys``) in the same places get the same verdict: a rule is judged on its
+    own unless a rule of its key was found clean.  Generated lists repeat a handful of rule
+    shapes over thousands of services.
+    """
+    namespace = memo.namespace
+    alike = rules.rule_keys(memo.policy)
+    if alike is not None:
+        judge_classes(
+            reader,
+            alike,
+            lambda into, pos: _check_tenant_route(into, memo, rules.route(pos), external, exported),
+        )
+        return
+    keys = rules.host_keys(memo.policy)
+    done = rules.done
+    violations = reader.violations
+    clean: set[Hashable] = set()
+    for pos, (_, parts, k) in enumerate(rules.records):
+        if parts is None:
+            _check_tenant_route(reader, memo, done[pos][0], external, exported)
+            continue
+        clients, count, targets, redirect, rewrite, delegate = parts
+        end = k + len(targets) + (1 if redirect else 0) + (1 if rewrite else 0)
+        key = (
+            count if clients is None else (MESH in clients[0], clients[1]),
+            None if delegate is None else delegate == namespace,
+            len(targets),
+            tuple(keys[k:end]),
+        )
+        if key in clean:
+            continue
+        before = len(violations)
+        _check_tenant_route(reader, memo, rules.route(pos), external, exported)
+        if len(violations) == before:
+            clean.add(key)
+
+
+def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _Routes) -> bool:
     """An app's public name, served by its ingress gateway and answered in-cluster for the mesh.
 
     Bound to ``mesh`` and to a tenant gateway, with every route, mirror and rewrite staying in
@@ -851,15 +1253,39 @@ def _serves_own_public_name(
     if not any(ref != MESH for ref in top_refs):
         return False
     for route in routes:
-        if route.delegate is not None:
-            return False
-        for _, host in route.destinations + route.rewrites:
+        if type(route) is _Route:
+            if route.delegate is not None:
+                return False
+            hosts: Iterable[str] = map(itemgetter(1), route.destinations + route.rewrites)
+        else:
+            assert isinstance(route, _Rules)
+            if route.delegates:
+                return False
+            hosts = _served_hosts(policy, route)
+        for host in hosts:
             if policy.services_on_gateway(host):
                 return False
             inside = policy.is_internal_address(host) if is_ip(host) else policy.is_internal(host)
             if not inside:
                 return False
     return True
+
+
+def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
+    """One host per key of a long list's destinations and rewrites (redirects left out):
+    whether it is a gateway or in the cluster is the same for every host of a key."""
+    for route, _ in rules.done.values():
+        yield from map(itemgetter(1), route.destinations + route.rewrites)
+    checked, keys = rules.checked, rules.host_keys(policy)
+    if rules.redirects:
+        redirects: set[int] = set()
+        for _, parts, k in rules.records:
+            if parts is not None and parts[3]:
+                redirects.add(k + len(parts[2]))
+        picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in redirects}
+    else:
+        picked = dict(zip(keys, checked, strict=True))
+    yield from picked.values()
 
 
 def _check_tenant_route(
@@ -994,12 +1420,12 @@ def _check_egress_namespace(
     reader: Reader,
     memo: _Memo,
     hosts: list[tuple[str, str]],
-    routes: list[_Route],
-    gateway_entries: list[tuple[str, str]],
+    routes: _Routes,
+    gateway_entries: _GatewayEntries,
 ) -> None:
     policy, namespace = memo.policy, memo.namespace
     known = policy.describe_allowed(policy.services)
-    for path, ref in gateway_entries:
+    for path, ref in _each_entry(gateway_entries):
         target = gateway_ref(ref, namespace)
         if target is not None and policy_gateway(policy, target) is None:
             refs = ", ".join(sorted(gw.ref for gw in policy.gateways))
@@ -1014,7 +1440,7 @@ def _check_egress_namespace(
         else:
             route_hosts.append(host)
     everything = frozenset(policy.services)
-    for route in routes:
+    for route in _each_route(routes):
         # sorted: a set's order changes with the hash seed, and replicas should say the same
         contexts = [
             gateway
