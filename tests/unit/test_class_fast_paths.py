@@ -720,7 +720,17 @@ alike_parts = st.fixed_dictionaries(
     }
 )
 odd_rules = st.one_of(
-    st.builds(_to, st.sampled_from(["x.example.net", "1.2.3.4", "Bad_Host!", "a.example.org"])),
+    st.builds(_to, st.sampled_from(["x.example.net", "1.2.3.4", "Bad_Host!", "a.example.org", ""])),
+    st.builds(
+        lambda extra: {**_to("reviews"), **extra},
+        st.sampled_from(
+            [
+                {"mirror": {"host": "x.example.net"}},
+                {"rewrite": {"authority": "x.example.net"}},
+                {"delegate": {"name": "d", "namespace": "other"}},
+            ]
+        ),
+    ),
     st.builds(
         lambda host, subset: {"route": [{"destination": {"host": host, "subset": subset}}]},
         st.sampled_from([GATEWAY, "reviews"]),
@@ -797,6 +807,15 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     odd=[],
     kind="http",
     hosts=["ml.example.net"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts=ALIKE_FINE,
+    count=40,
+    odd=[(5, _to("")), (9, {**_to("reviews"), "mirror": {"host": "x.example.net"}})],
+    kind="http",
+    hosts=["reviews"],
     gateways=None,
     export=None,
 )

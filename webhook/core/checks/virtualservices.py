@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
@@ -425,6 +425,11 @@ def _entries(
             _target(raws, names, target, plain, subsets)
 
 
+def _all_of(values: list[Any], kind: type) -> bool:
+    """Whether every value is exactly of type ``kind`` (true of none)."""
+    return set(map(type, values)) <= {kind}
+
+
 def _authority(part: Any) -> str | None:
     """The host of a redirect or rewrite authority ("" or None: none to check)."""
     if part is None:
@@ -501,14 +506,18 @@ class _ManyRoutes:
         gateway_entries: _GatewayEntries,
     ) -> None:
         """Append the rules of ``items`` (the list at ``base``), as one ``_Rules``."""
-        raws: list[str] = []
         self.subset_flags.clear()
-        gather = self._gather
-        records: list[_Record] = []
-        append = records.append
-        for i, item in items:
-            k = len(raws)
-            append((i, gather(kind, item, raws), k))
+        found = self._plain_rules(kind, items)
+        if found is not None:
+            records, raws = found
+        else:
+            raws = []
+            gather = self._gather
+            records = []
+            append = records.append
+            for i, item in items:
+                k = len(raws)
+                append((i, gather(kind, item, raws), k))
         checked = self._valid_hosts(raws)
         if checked is None:
             # some host is invalid (or unusual): every rule built in order, each host checked
@@ -588,6 +597,53 @@ class _ManyRoutes:
                 tuple(subsets),
                 None,
             )
+
+    def _plain_rules(
+        self, kind: str, items: list[tuple[int, Mapping[str, Any]]]
+    ) -> tuple[list[_Record], list[str]] | None:
+        """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
+        name no clients, one route entry to one destination host, nothing else to gather.
+        None unless every rule is such a rule."""
+        if kind == "tls":
+            return None
+        rules: list[Any] = list(map(itemgetter(1), items))
+        if not _all_of(rules, dict):
+            return None
+        present = set(chain.from_iterable(rules))
+        if kind == "http" and not _HTTP_EXTRAS.isdisjoint(present):
+            return None
+        matches: list[Any] = list(map(dict.get, rules, repeat("match")))
+        lists = [match for match in matches if match is not None]
+        if not _all_of(lists, list):
+            return None
+        each = list(chain.from_iterable(lists))
+        if not _all_of(each, dict) or not _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
+            return None
+        routes: list[Any] = list(map(dict.get, rules, repeat("route")))
+        if not _all_of(routes, list) or set(map(len, routes)) != {1}:
+            return None
+        entries: list[Any] = list(map(itemgetter(0), routes))
+        if not _all_of(entries, dict):
+            return None
+        targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
+        if not _all_of(targets, dict):
+            return None
+        hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
+        if not _all_of(hosts, str) or "" in hosts:
+            return None
+        if not set(map(dict.get, targets, repeat("subset"))) <= {None, ""}:
+            return None
+        # a rule's parts depend on its count of matches only: one tuple per count
+        if len(lists) == len(matches):
+            counts = list(map(len, matches))
+        else:
+            counts = [0 if match is None else len(match) for match in matches]
+        names: list[tuple[str, str | None]] = [_ROUTE_NAMES[0]]
+        shared: dict[int, _Gathered | None] = {
+            count: (None, count, names, None, None, None) for count in set(counts)
+        }
+        parts: list[_Gathered | None] = list(map(shared.__getitem__, counts))
+        return list(zip(map(itemgetter(0), items), parts, range(len(hosts)), strict=True)), hosts
 
     def _valid_hosts(self, raws: list[str]) -> list[str] | None:
         """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
