@@ -813,7 +813,16 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
 @example(
     parts=ALIKE_FINE,
     count=40,
-    odd=[(5, _to("")), (9, {**_to("reviews"), "mirror": {"host": "x.example.net"}})],
+    odd=[(5, _to(""))],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts=ALIKE_FINE,
+    count=40,
+    odd=[(9, {**_to("reviews"), "mirror": {"host": "x.example.net"}})],
     kind="http",
     hosts=["reviews"],
     gateways=None,
