@@ -373,19 +373,17 @@ class _Unusual(Exception):
     """A rule of a shape ``_ManyRoutes`` leaves to ``_route`` (raised before any side effect)."""
 
 
+# a destination's field within its rule and its subset, if any
+_Name = tuple[str, str | None]
 # where a rule's j-th route or mirrors entry names its destination, for the usual few entries,
 # with no subset: one tuple shared by every rule
 _ROUTE_NAMES = tuple((f".route[{j}].destination", None) for j in range(8))
 _MIRRORS_NAMES = tuple((f".mirrors[{j}].destination", None) for j in range(8))
-_MIRROR_NAME = (".mirror", None)
+_MIRROR_NAME: _Name = (".mirror", None)
 
 
 def _target(
-    raws: list[str],
-    names: list[tuple[str, str | None]],
-    target: Any,
-    plain: tuple[str, None],
-    subsets: list[bool],
+    raws: list[str], names: list[_Name], target: Any, plain: _Name, subsets: list[bool]
 ) -> None:
     """Gather the host of a ``destination`` (or ``mirror``) named ``plain[0]``."""
     if type(target) is not dict:
@@ -407,9 +405,9 @@ def _target(
 
 def _entries(
     raws: list[str],
-    names: list[tuple[str, str | None]],
+    names: list[_Name],
     value: Any,
-    known: tuple[tuple[str, None], ...],
+    known: tuple[_Name, ...],
     name: str,
     subsets: list[bool],
 ) -> None:
@@ -450,7 +448,7 @@ def _authority(part: Any) -> str | None:
 _Gathered = tuple[
     tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]] | None,
     int,
-    list[tuple[str, str | None]],
+    list[_Name],
     str | None,
     str | None,
     str | None,
@@ -518,15 +516,15 @@ class _ManyRoutes:
             for i, item in items:
                 k = len(raws)
                 append((i, gather(kind, item, raws), k))
-        checked = self._valid_hosts(raws)
-        if checked is None:
+        valid = self._valid_hosts(raws)
+        if valid is None:
             # some host is invalid (or unusual): every rule built in order, each host checked
             entries: list[tuple[str, str]] = []
             for route in self._read_each(reader, kind, base, items, records, raws, entries):
                 routes.append(route)
             gateway_entries.extend(entries)
             return
-        rules = _Rules(self, kind, base, records, checked)
+        rules = _Rules(self, kind, base, records, *valid)
         memo, top, done = self.memo, self.top, rules.done
         for pos, (i, parts, _) in enumerate(records):
             if parts is None:
@@ -645,20 +643,27 @@ class _ManyRoutes:
         parts: list[_Gathered | None] = list(map(shared.__getitem__, counts))
         return list(zip(map(itemgetter(0), items), parts, range(len(hosts)), strict=True)), hosts
 
-    def _valid_hosts(self, raws: list[str]) -> list[str] | None:
+    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
         """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
-        taken as they are and short names expanded; None: check them one by one."""
+        taken as they are and short names expanded, and each split at its first dot when none
+        was expanded; None: check them one by one."""
         if not raws:
-            return raws
+            return raws, []
         if not all_valid_names(raws):
             return None
-        if all(map(str.__contains__, raws, repeat("."))):
-            return raws
+        # one pass over the hosts (scattered in memory: each pass costs) finds the dots and
+        # the parent domains the tenant check keys hosts by
+        split = list(map(str.partition, raws, repeat(".")))
+        if "" not in map(itemgetter(1), split):
+            return raws, split
         suffix = self.memo.short_suffix
         # all_valid_names leaves no label, so no short name, longer than 63 characters
         if suffix is None or 63 + len(suffix) > MAX_HOST_LENGTH:
             return None
-        return [raw if "." in raw else raw + suffix for raw in raws]
+        expanded = [
+            raw if dot else raw + suffix for raw, (_, dot, _) in zip(raws, split, strict=True)
+        ]
+        return expanded, None
 
     def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
         """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
@@ -682,7 +687,7 @@ class _ManyRoutes:
                     clients = self._clients(matches)
             else:
                 raise _Unusual
-            names: list[tuple[str, str | None]] = []
+            names: list[_Name] = []
             entries = item.get("route")
             if entries is not None:
                 # _entries inlined: most rules have a route and nothing else to gather
@@ -702,16 +707,17 @@ class _ManyRoutes:
                     subset = target.get("subset")
                     if type(value) is not str or (subset is not None and type(subset) is not str):
                         raise _Unusual
-                    if value:
-                        raws.append(value)
-                        if j >= len(_ROUTE_NAMES):
-                            names.append((f".route[{j}].destination", subset or None))
-                        elif subset:
-                            names.append((_ROUTE_NAMES[j][0], subset))
-                        else:
-                            names.append(_ROUTE_NAMES[j])
-                        if subset:
-                            self.subset_flags.append(True)
+                    if not value:
+                        continue
+                    raws.append(value)
+                    if subset:
+                        self.subset_flags.append(True)
+                    if j >= len(_ROUTE_NAMES):
+                        names.append((f".route[{j}].destination", subset or None))
+                    elif subset:
+                        names.append((_ROUTE_NAMES[j][0], subset))
+                    else:
+                        names.append(_ROUTE_NAMES[j])
             redirect = rewrite = delegate = None
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 target = item.get("mirror")
@@ -720,8 +726,10 @@ class _ManyRoutes:
                 entries = item.get("mirrors")
                 if entries is not None:
                     _entries(raws, names, entries, _MIRRORS_NAMES, ".mirrors", self.subset_flags)
-                redirect = _authority(item.get("redirect"))
-                rewrite = _authority(item.get("rewrite"))
+                part = item.get("redirect")
+                redirect = None if part is None else _authority(part)
+                part = item.get("rewrite")
+                rewrite = None if part is None else _authority(part)
                 target = item.get("delegate")
                 if target is not None:
                     if type(target) is not dict:
@@ -746,10 +754,24 @@ class _ManyRoutes:
         """What ``_clients`` gives for matches that name gateways or clients, and the own
         gateway lists to enter; raises ``_Unusual`` where ``_clients`` would report."""
         top = self.top
+        if len(matches) == 1:
+            # the usual single match, without the sets the general loop merges matches with
+            match = matches[0]
+            own = match.get("gateways")
+            if own is None or (type(own) is list and not own):
+                gateways, own_refs = top, []
+            elif type(own) is list:
+                for ref in own:
+                    if type(ref) is not str:
+                        raise _Unusual
+                gateways, own_refs = frozenset(own), [(0, own)]
+            else:
+                raise _Unusual
+            return gateways, (self._source(match),) if MESH in gateways else (), own_refs
         uses_top = False
-        gateways: set[str] = set()
+        gateways_named: set[str] = set()
         sources: list[_Source] = []
-        own_refs: list[tuple[int, list[str]]] = []
+        own_refs = []
         for j, match in enumerate(matches):
             refs: Collection[str] = top
             own = match.get("gateways")
@@ -765,19 +787,28 @@ class _ManyRoutes:
             if refs is top:
                 uses_top = True
             else:
-                gateways.update(refs)
+                gateways_named.update(refs)
             if MESH in refs:
-                namespace = match.get("sourceNamespace")
-                if namespace is not None and type(namespace) is not str:
-                    raise _Unusual
-                labels = match.get("sourceLabels")
-                items = () if labels is None else _label_items(labels)
-                if items is None:
-                    raise _Unusual
-                sources.append(_Source(namespace or self.memo.namespace, items))
-        if not gateways:
+                sources.append(self._source(match))
+        if not gateways_named:
             return top, tuple(sources), own_refs
-        return frozenset(gateways | top if uses_top else gateways), tuple(sources), own_refs
+        if uses_top:
+            gateways_named |= top
+        return frozenset(gateways_named), tuple(sources), own_refs
+
+    def _source(self, match: dict[str, Any]) -> _Source:
+        """The clients a match picks in the mesh; raises ``_Unusual`` where ``_clients``
+        would report."""
+        namespace = match.get("sourceNamespace")
+        labels = match.get("sourceLabels")
+        if namespace is None and labels is None:
+            return self._default
+        if namespace is not None and type(namespace) is not str:
+            raise _Unusual
+        items = () if labels is None else _label_items(labels)
+        if items is None:
+            raise _Unusual
+        return _Source(namespace or self.memo.namespace, items)
 
 
 # a rule of a long list as gathered: its index, its parts (None: of another shape) and where its
@@ -804,6 +835,7 @@ class _Rules:
 
     __slots__ = (
         "_keys",
+        "_split",
         "base",
         "checked",
         "delegates",
@@ -819,7 +851,13 @@ class _Rules:
     )
 
     def __init__(
-        self, reader: _ManyRoutes, kind: str, base: str, records: list[_Record], checked: list[str]
+        self,
+        reader: _ManyRoutes,
+        kind: str,
+        base: str,
+        records: list[_Record],
+        checked: list[str],
+        split: list[_Split] | None,
     ) -> None:
         self.reader = reader
         self.kind = kind
@@ -827,6 +865,8 @@ class _Rules:
         self.records = records
         # what _Memo.host gives for each host gathered, in order
         self.checked = checked
+        # each of them split at its first dot, when known
+        self._split = split
         self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
         # whether some rule programs sidecars, names gateways, delegates or redirects
         self.mesh = False
@@ -916,7 +956,7 @@ class _Rules:
         if self._keys is not None:
             return self._keys
         checked = self.checked
-        keys: list[Hashable] | None = _parent_keys(policy, checked)
+        keys: list[Hashable] | None = _parent_keys(policy, checked, self._split)
         if keys is None:
             distinct = {host: _host_key(policy, host) for host in set(checked)}
             keys = list(map(distinct.__getitem__, checked))
@@ -969,16 +1009,24 @@ class _Rules:
         return list(zip(*[iter(keys)] * width, strict=True))
 
 
-def _parent_keys(policy: Policy, hosts: list[str]) -> list[Hashable] | None:
+# a host split at its first dot (str.partition)
+_Split = tuple[str, str, str]
+
+
+def _parent_keys(
+    policy: Policy, hosts: list[str], split: list[_Split] | None = None
+) -> list[Hashable] | None:
     """``Policy.host_class`` of each host less its leading dot, found in passes of C; None
     unless every host is a name with a parent domain that is its class (no IP, no wildcard, no
-    name the policy lists by itself)."""
-    keys: list[Hashable] = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
+    name the policy lists by itself).  ``split``: the hosts partitioned at their first dot."""
+    if split is None:
+        split = list(map(str.partition, hosts, repeat(".")))
+    keys: list[Hashable] = list(map(itemgetter(2), split))
     distinct = set(keys)
     # a name without a dot has no parent; one ending in a digit may be an IP
-    if "" in distinct or any(str(key)[-1].isdigit() for key in distinct):
+    if "" in distinct or any(str(key)[-1].isdigit() or "*" in str(key) for key in distinct):
         return None
-    if "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
+    if "*" in "".join(map(itemgetter(0), split)) or not policy.own_names.isdisjoint(hosts):
         return None
     return keys
 
