@@ -714,7 +714,7 @@ alike_parts = st.fixed_dictionaries(
         "second": st.booleans(),
         "gateways": st.sampled_from([None, "mesh", "unique", "egress", "tenant-gw"]),
         "source": st.sampled_from([None, "other", "labels", "some labels"]),
-        "delegate": st.sampled_from([None, "test-app", "other"]),
+        "delegate": st.sampled_from([None, "test-app", "other", "some"]),
         "redirect": st.booleans(),
         "rewrite": st.sampled_from([None, "reviews", "api.payments.example"]),
     }
@@ -791,8 +791,12 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
         rule["route"].append({"destination": {"host": f"db-{i}"}, "weight": 10})
     if parts["mirror"]:
         rule["mirror"] = {"host": f"shadow-{i}.b.example.com"}
-    if parts["delegate"] is not None:
-        rule["delegate"] = {"name": f"d-{i}", "namespace": parts["delegate"]}
+    delegate = parts["delegate"]
+    if delegate == "some":
+        # none, within the namespace, out of it
+        delegate = [None, "test-app", "other"][i % 3] if i % 5 else None
+    if delegate is not None:
+        rule["delegate"] = {"name": f"d-{i}", "namespace": delegate}
     if parts["redirect"]:
         rule["redirect"] = {"authority": f"r-{i}.example.org:443"}
     if parts["rewrite"] is not None:
@@ -834,7 +838,7 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     odd=st.lists(st.tuples(st.integers(0, 89), odd_rules), max_size=3),
     kind=st.sampled_from(["http", "tcp"]),
     hosts=st.sampled_from([["api.payments.example", "reviews"], ["ml.example.net"]]),
-    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
     export=st.sampled_from([["."], None]),
 )
 def test_virtual_service_alike_rules(

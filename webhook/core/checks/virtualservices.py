@@ -14,7 +14,7 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, compress, repeat
 from operator import itemgetter
@@ -216,9 +216,24 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     return reader.violations
 
 
-def _hosts(
-    reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str
-) -> list[tuple[str, str]]:
+class _Hosts(NamedTuple):
+    """The VirtualService's valid hosts, and their paths (None: the n-th is ``spec.hosts[n]``,
+    written only for a message)."""
+
+    names: list[str]
+    paths: list[str] | None
+
+    def entries(self) -> Iterable[tuple[str, str]]:
+        """``(path, host)`` of each host."""
+        paths = self.paths
+        if paths is None:
+            return zip(
+                map("spec.hosts[{}]".format, range(len(self.names))), self.names, strict=True
+            )
+        return zip(paths, self.names, strict=True)
+
+
+def _hosts(reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str) -> _Hosts:
     raw_hosts = spec.get("hosts")
     if (
         type(raw_hosts) is list
@@ -228,15 +243,17 @@ def _hosts(
     ):
         # valid, normalized and none a short name to expand: what reader.host would return,
         # found in a few passes of C instead of one regex call per host
-        return reader.strings(raw_hosts, "spec.hosts")
-    hosts = []
+        return _Hosts(raw_hosts, None)
+    names: list[str] = []
+    paths: list[str] = []
     for path, raw in reader.strings(raw_hosts, "spec.hosts"):
         host = reader.host(
             raw, path, expand_in=namespace, cluster_domain=policy.cluster_domain, allow_ip=True
         )
         if host is not None:
-            hosts.append((path, host))
-    return hosts
+            names.append(host)
+            paths.append(path)
+    return _Hosts(names, paths)
 
 
 # Field paths are built only where a value is kept for a later message (a destination, a
@@ -316,7 +333,7 @@ def _each_route(routes: _Routes) -> Iterator[_Route]:
             yield route
         else:
             assert isinstance(route, _Rules)
-            yield from map(route.route, range(len(route.records)))
+            yield from map(route.route, range(len(route.parts)))
 
 
 def _each_entry(gateway_entries: _GatewayEntries) -> Iterator[tuple[str, str]]:
@@ -445,8 +462,10 @@ def _authority(part: Any) -> str | None:
 # what a rule of the usual shape holds, gathered before anything is reported: its clients (None:
 # no match names any, then the rule's count of matches says its sources), the (name, subset) of
 # each destination, the redirect and rewrite hosts, and the delegate's namespace
+# the gateways and sources of a rule whose matches name some, and its own gateway lists
+_Clients = tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]]
 _Gathered = tuple[
-    tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]] | None,
+    _Clients | None,
     int,
     list[_Name],
     str | None,
@@ -507,27 +526,28 @@ class _ManyRoutes:
         self.subset_flags.clear()
         found = self._plain_rules(kind, items)
         if found is not None:
-            records, raws = found
+            columns, raws = found
         else:
             raws = []
             gather = self._gather
-            records = []
-            append = records.append
-            for i, item in items:
-                k = len(raws)
-                append((i, gather(kind, item, raws), k))
+            starts: list[int] = []
+            parts: list[_Gathered | None] = []
+            for _, item in items:
+                starts.append(len(raws))
+                parts.append(gather(kind, item, raws))
+            columns = _Columns(list(map(itemgetter(0), items)), parts, starts)
         valid = self._valid_hosts(raws)
         if valid is None:
             # some host is invalid (or unusual): every rule built in order, each host checked
             entries: list[tuple[str, str]] = []
-            for route in self._read_each(reader, kind, base, items, records, raws, entries):
+            for route in self._read_each(reader, kind, base, items, columns, raws, entries):
                 routes.append(route)
             gateway_entries.extend(entries)
             return
-        rules = _Rules(self, kind, base, records, *valid)
+        rules = _Rules(self, kind, base, columns, *valid)
         memo, top, done = self.memo, self.top, rules.done
-        for pos, (i, parts, _) in enumerate(records):
-            if parts is None:
+        for pos, (i, gathered) in enumerate(zip(columns.indices, columns.parts, strict=True)):
+            if gathered is None:
                 # a rule of another shape, read the general way in its turn
                 entries = []
                 route = _route(reader, memo, kind, items[pos][1], f"{base}[{i}]", top, entries)
@@ -542,14 +562,14 @@ class _ManyRoutes:
         kind: str,
         base: str,
         items: list[tuple[int, Mapping[str, Any]]],
-        records: list[_Record],
+        columns: _Columns,
         raws: list[str],
         gateway_entries: list[tuple[str, str]],
     ) -> Iterator[_Route]:
         """Every rule's ``_Route`` in order, hosts checked one by one (some is invalid)."""
         memo, top, host = self.memo, self.top, self.memo.host
         k = 0
-        for pos, (i, parts, _) in enumerate(records):
+        for pos, (i, parts) in enumerate(zip(columns.indices, columns.parts, strict=True)):
             rpath = f"{base}[{i}]"
             if parts is None:
                 yield _route(reader, memo, kind, items[pos][1], rpath, top, gateway_entries)
@@ -598,13 +618,17 @@ class _ManyRoutes:
 
     def _plain_rules(
         self, kind: str, items: list[tuple[int, Mapping[str, Any]]]
-    ) -> tuple[list[_Record], list[str]] | None:
+    ) -> tuple[_Columns, list[str]] | None:
         """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
         name no clients, one route entry to one destination host, nothing else to gather.
         None unless every rule is such a rule."""
         if kind == "tls":
             return None
         rules: list[Any] = list(map(itemgetter(1), items))
+        first = rules[0] if rules else {}
+        if type(first) is not dict or "route" not in first or not _HTTP_EXTRAS.isdisjoint(first):
+            # not even the first rule is plain: no need to look at the others
+            return None
         if not _all_of(rules, dict):
             return None
         present = set(chain.from_iterable(rules))
@@ -641,12 +665,13 @@ class _ManyRoutes:
             count: (None, count, names, None, None, None) for count in set(counts)
         }
         parts: list[_Gathered | None] = list(map(shared.__getitem__, counts))
-        return list(zip(map(itemgetter(0), items), parts, range(len(hosts)), strict=True)), hosts
+        # one host per rule: rule n's is the n-th
+        return _Columns(list(map(itemgetter(0), items)), parts, range(len(hosts))), hosts
 
-    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
+    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
         """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
-        taken as they are and short names expanded, and each split at its first dot when none
-        was expanded; None: check them one by one."""
+        taken as they are and short names expanded, and each of ``raws`` split at its first
+        dot; None: check them one by one."""
         if not raws:
             return raws, []
         if not all_valid_names(raws):
@@ -663,7 +688,7 @@ class _ManyRoutes:
         expanded = [
             raw if dot else raw + suffix for raw, (_, dot, _) in zip(raws, split, strict=True)
         ]
-        return expanded, None
+        return expanded, split
 
     def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
         """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
@@ -811,9 +836,15 @@ class _ManyRoutes:
         return _Source(namespace or self.memo.namespace, items)
 
 
-# a rule of a long list as gathered: its index, its parts (None: of another shape) and where its
-# hosts start in the list's hosts
-_Record = tuple[int, _Gathered | None, int]
+class _Columns(NamedTuple):
+    """The rules of a long list as gathered, column by column (a tuple per rule costs)."""
+
+    # each rule's index in the list
+    indices: Sequence[int]
+    # its parts; None: of another shape
+    parts: list[_Gathered | None]
+    # where its hosts start in the list's hosts
+    starts: Sequence[int]
 
 
 def _own_entries(rpath: str, own: list[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
@@ -840,13 +871,15 @@ class _Rules:
         "checked",
         "delegates",
         "done",
+        "indices",
         "kind",
         "mesh",
+        "parts",
         "reader",
-        "records",
         "redirects",
         "refs",
         "rewrites",
+        "starts",
         "subsets",
     )
 
@@ -855,17 +888,17 @@ class _Rules:
         reader: _ManyRoutes,
         kind: str,
         base: str,
-        records: list[_Record],
+        columns: _Columns,
         checked: list[str],
-        split: list[_Split] | None,
+        split: list[_Split],
     ) -> None:
         self.reader = reader
         self.kind = kind
         self.base = base
-        self.records = records
+        self.indices, self.parts, self.starts = columns
         # what _Memo.host gives for each host gathered, in order
         self.checked = checked
-        # each of them split at its first dot, when known
+        # each host as gathered split at its first dot
         self._split = split
         self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
         # whether some rule programs sidecars, names gateways, delegates or redirects
@@ -879,17 +912,17 @@ class _Rules:
 
     def summarize(self) -> None:
         """What the checks ask of the list as a whole, found in a few passes."""
-        usual = [parts for parts in map(itemgetter(1), self.records) if parts is not None]
+        usual = [parts for parts in self.parts if parts is not None]
         clients = [found for found in map(itemgetter(0), usual) if found is not None]
         refs = self.refs
-        for _, _, own in clients:
-            for _, names in own:
-                refs.update(names)
+        # the refs of each (j, refs) of each rule's own gateway lists
+        own = chain.from_iterable(map(itemgetter(2), clients))
+        refs.update(chain.from_iterable(map(itemgetter(1), own)))
         for _, entries in self.done.values():
             refs.update(map(itemgetter(1), entries))
         self.mesh = (
             (self.reader.mesh_top and len(clients) < len(usual))
-            or any(MESH in gateways for gateways, _, _ in clients)
+            or any(map(frozenset.__contains__, map(itemgetter(0), clients), repeat(MESH)))
             or any(route.mesh for route, _ in self.done.values())
         )
         self.delegates = any(map(itemgetter(5), usual)) or any(
@@ -900,7 +933,7 @@ class _Rules:
 
     def route(self, pos: int) -> _Route:
         """The ``_Route`` of the rule at ``pos``, as ``_route`` reads it."""
-        i, parts, k = self.records[pos]
+        i, parts, k = self.indices[pos], self.parts[pos], self.starts[pos]
         if parts is None:
             return self.done[pos][0]
         clients, count, targets, redirect, rewrite, delegate = parts
@@ -940,7 +973,7 @@ class _Rules:
     def gateway_entries(self) -> Iterator[tuple[str, str]]:
         """``(path, ref)`` of every gateway the rules' matches name, in order."""
         done = self.done
-        for pos, (i, parts, _) in enumerate(self.records):
+        for pos, (i, parts) in enumerate(zip(self.indices, self.parts, strict=True)):
             if parts is None:
                 yield from done[pos][1]
             elif parts[0] is not None and parts[0][2]:
@@ -956,11 +989,16 @@ class _Rules:
         if self._keys is not None:
             return self._keys
         checked = self.checked
-        keys: list[Hashable] | None = _parent_keys(policy, checked, self._split)
+        suffix = self.reader.memo.short_suffix
+        # a short name expanded is a name of the namespace's Service zone
+        short = None if suffix is None else suffix[1:]
+        keys: list[Hashable] | None = _parent_keys(policy, checked, self._split, short)
         if keys is None:
             distinct = {host: _host_key(policy, host) for host in set(checked)}
             keys = list(map(distinct.__getitem__, checked))
-        for _, parts, k in self.records if self.subsets or self.rewrites else ():
+        for parts, k in (
+            zip(self.parts, self.starts, strict=True) if self.subsets or self.rewrites else ()
+        ):
             if parts is None:
                 continue
             targets, redirect, rewrite = parts[2], parts[3], parts[4]
@@ -979,8 +1017,7 @@ class _Rules:
         verdict from the tenant check.  None when the rules differ in any of that."""
         if self.done:
             return None
-        records = self.records
-        parts = cast("list[_Gathered]", list(map(itemgetter(1), records)))
+        parts = cast("list[_Gathered]", self.parts)
         clients = list(map(itemgetter(0), parts))
         unnamed = clients.count(None)
         if unnamed == len(clients):
@@ -989,23 +1026,30 @@ class _Rules:
         elif unnamed:
             return None
         else:
-            found = cast("list[tuple[frozenset[str], tuple[_Source, ...], Any]]", clients)
-            gateways = set(map(itemgetter(0), found))
-            if len(set(map(itemgetter(1), found))) != 1 or len({MESH in g for g in gateways}) != 1:
+            # the same sources, the same mesh: a rule has a source per match for the mesh
+            found = cast("list[_Clients]", clients)
+            if len(set(map(itemgetter(1), found))) != 1:
                 return None
+        # no delegate, one within the namespace, one out of it: a rule's kind of delegate
         namespace = self.reader.memo.namespace
-        delegates = {None if d is None else d == namespace for d in set(map(itemgetter(5), parts))}
+        delegates = set(map(itemgetter(5), parts))
+        kinds = (None in delegates) + (namespace in delegates)
+        if len(delegates) > kinds:
+            kinds += 1
         targets = set(map(len, map(itemgetter(2), parts)))
         redirects = set(map(bool, map(itemgetter(3), parts)))
         rewrites = set(map(bool, map(itemgetter(4), parts)))
-        if len(delegates) != 1 or len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
+        if kinds != 1 or len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
             return None
         width = targets.pop() + redirects.pop() + rewrites.pop()
         keys = self.host_keys(policy)
-        if len(keys) != width * len(records):
+        if len(keys) != width * len(parts):
             return None
         if width == 0:
-            return [()] * len(records)
+            return [()] * len(parts)
+        if width == 1:
+            # a host per rule: its key is the rule's
+            return keys
         return list(zip(*[iter(keys)] * width, strict=True))
 
 
@@ -1014,14 +1058,17 @@ _Split = tuple[str, str, str]
 
 
 def _parent_keys(
-    policy: Policy, hosts: list[str], split: list[_Split] | None = None
+    policy: Policy, hosts: list[str], split: list[_Split] | None = None, short: str | None = None
 ) -> list[Hashable] | None:
     """``Policy.host_class`` of each host less its leading dot, found in passes of C; None
     unless every host is a name with a parent domain that is its class (no IP, no wildcard, no
-    name the policy lists by itself).  ``split``: the hosts partitioned at their first dot."""
+    name the policy lists by itself).  ``split``: the hosts as written partitioned at their
+    first dot, ``short`` the parent domain of those without a dot (expanded short names)."""
     if split is None:
         split = list(map(str.partition, hosts, repeat(".")))
     keys: list[Hashable] = list(map(itemgetter(2), split))
+    if short is not None and "" in keys:
+        keys = [key or short for key in keys]
     distinct = set(keys)
     # a name without a dot has no parent; one ending in a digit may be an IP
     if "" in distinct or any(str(key)[-1].isdigit() or "*" in str(key) for key in distinct):
@@ -1204,7 +1251,7 @@ def _add_host(
 def _check_tenant(
     reader: Reader,
     memo: _Memo,
-    hosts: list[tuple[str, str]],
+    hosts: _Hosts,
     routes: _Routes,
     gateway_entries: _GatewayEntries,
     top_refs: tuple[str, ...],
@@ -1268,9 +1315,9 @@ def _check_tenant(
 
     # names of one Policy.host_class get one verdict (IPs, which end in a digit, stay apart):
     # a VirtualService can list 18k hosts under a few domains
-    classes = many(hosts)
-    pending = hosts if mesh_bound else []
-    names = list(map(itemgetter(1), pending)) if classes else []
+    classes = many(hosts.names)
+    pending = hosts.entries() if mesh_bound else ()
+    names = hosts.names if mesh_bound and classes else []
     keys = _parent_keys(policy, names) if names else None
     if keys is not None:
         # one host per class judged first, aside: when none is wrong, that is every verdict
@@ -1282,7 +1329,7 @@ def _check_tenant(
                 break
         else:
             external = list(compress(names, map(steered_by.__getitem__, keys)))
-            pending = []
+            pending = ()
     verdicts: dict[str, bool] = {}
     violations = reader.violations
     for path, host in pending:
@@ -1327,7 +1374,7 @@ def _check_tenant_rules(
     done = rules.done
     violations = reader.violations
     clean: set[Hashable] = set()
-    for pos, (_, parts, k) in enumerate(rules.records):
+    for pos, (parts, k) in enumerate(zip(rules.parts, rules.starts, strict=True)):
         if parts is None:
             _check_tenant_route(reader, memo, done[pos][0], external, exported)
             continue
@@ -1383,7 +1430,7 @@ def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
     checked, keys = rules.checked, rules.host_keys(policy)
     if rules.redirects:
         redirects: set[int] = set()
-        for _, parts, k in rules.records:
+        for parts, k in zip(rules.parts, rules.starts, strict=True):
             if parts is not None and parts[3]:
                 redirects.add(k + len(parts[2]))
         picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in redirects}
@@ -1523,7 +1570,7 @@ def _gateway_problems(
 def _check_egress_namespace(
     reader: Reader,
     memo: _Memo,
-    hosts: list[tuple[str, str]],
+    hosts: _Hosts,
     routes: _Routes,
     gateway_entries: _GatewayEntries,
 ) -> None:
@@ -1538,7 +1585,7 @@ def _check_egress_namespace(
                 f"{ref!r} is not an egress gateway of the policy (gateways: {refs}, or mesh)",
             )
     route_hosts: list[str] = []
-    for path, host in hosts:
+    for path, host in hosts.entries():
         if is_ip(host) or not policy.services_covering(host):
             reader.add(path, f"{host!r} is not an external service of the policy: {known}")
         else:
