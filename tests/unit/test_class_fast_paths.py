@@ -815,6 +815,15 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     export=None,
 )
 @example(
+    parts={**ALIKE_FINE, "delegate": "some"},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@example(
     parts=ALIKE_FINE,
     count=40,
     odd=[(5, _to(""))],
