@@ -815,6 +815,15 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     export=None,
 )
 @example(
+    parts={**ALIKE_FINE, "redirect": True},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["app.io"],
+    gateways=["mesh", "tenant-gw"],
+    export=None,
+)
+@example(
     parts={**ALIKE_FINE, "delegate": "some"},
     count=40,
     odd=[],
@@ -846,7 +855,8 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     count=st.integers(common.CLASSES_FROM, 90),
     odd=st.lists(st.tuples(st.integers(0, 89), odd_rules), max_size=3),
     kind=st.sampled_from(["http", "tcp"]),
-    hosts=st.sampled_from([["api.payments.example", "reviews"], ["ml.example.net"]]),
+    # the last: an app's public name, fine when its routes all stay in the cluster
+    hosts=st.sampled_from([["api.payments.example", "reviews"], ["ml.example.net"], ["app.io"]]),
     gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
     export=st.sampled_from([["."], None]),
 )

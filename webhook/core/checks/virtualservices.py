@@ -329,21 +329,19 @@ def _routes(
 def _each_route(routes: _Routes) -> Iterator[_Route]:
     """Every rule's ``_Route``, long lists' built one by one."""
     for route in routes:
-        if type(route) is _Route:
-            yield route
-        else:
-            assert isinstance(route, _Rules)
+        if isinstance(route, _Rules):
             yield from map(route.route, range(len(route.parts)))
+        else:
+            yield route
 
 
 def _each_entry(gateway_entries: _GatewayEntries) -> Iterator[tuple[str, str]]:
     """Every ``(path, ref)`` gateway reference, long lists' with their paths built."""
     for entry in gateway_entries:
-        if type(entry) is tuple:
-            yield entry
-        else:
-            assert isinstance(entry, _Rules)
+        if isinstance(entry, _Rules):
             yield from entry.gateway_entries()
+        else:
+            yield entry
 
 
 def _route(
@@ -1344,11 +1342,10 @@ def _check_tenant(
             external.append(host)
     hosts_steered = tuple(external)
     for route in routes:
-        if type(route) is _Route:
-            _check_tenant_route(reader, memo, route, hosts_steered, exported)
-        else:
-            assert isinstance(route, _Rules)
+        if isinstance(route, _Rules):
             _check_tenant_rules(reader, memo, route, hosts_steered, exported)
+        else:
+            _check_tenant_route(reader, memo, route, hosts_steered, exported)
 
 
 def _check_tenant_rules(
@@ -1404,15 +1401,15 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
     if not any(ref != MESH for ref in top_refs):
         return False
     for route in routes:
-        if type(route) is _Route:
-            if route.delegate is not None:
-                return False
-            hosts: Iterable[str] = map(itemgetter(1), route.destinations + route.rewrites)
-        else:
-            assert isinstance(route, _Rules)
+        hosts: Iterable[str]
+        if isinstance(route, _Rules):
             if route.delegates:
                 return False
             hosts = _served_hosts(policy, route)
+        else:
+            if route.delegate is not None:
+                return False
+            hosts = map(itemgetter(1), route.destinations + route.rewrites)
         for host in hosts:
             if policy.services_on_gateway(host):
                 return False
