@@ -901,7 +901,8 @@ class _Rules:
         self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
         # whether some rule programs sidecars, names gateways, delegates or redirects
         self.mesh = False
-        self.refs: set[str] = set()
+        # the gateways the rules' matches name, in order (repeats kept: hashing costs)
+        self.refs: list[str] = []
         self.delegates = False
         self.redirects = False
         self.rewrites = False
@@ -915,9 +916,9 @@ class _Rules:
         refs = self.refs
         # the refs of each (j, refs) of each rule's own gateway lists
         own = chain.from_iterable(map(itemgetter(2), clients))
-        refs.update(chain.from_iterable(map(itemgetter(1), own)))
+        refs.extend(chain.from_iterable(map(itemgetter(1), own)))
         for _, entries in self.done.values():
-            refs.update(map(itemgetter(1), entries))
+            refs.extend(map(itemgetter(1), entries))
         self.mesh = (
             (self.reader.mesh_top and len(clients) < len(usual))
             or any(map(frozenset.__contains__, map(itemgetter(0), clients), repeat(MESH)))
@@ -1274,7 +1275,9 @@ def _check_tenant(
         if isinstance(entry, _Rules):
             joined = "\n".join(entry.refs)
             # a bare name is a gateway of the VirtualService's own namespace
-            if ("/" not in joined and "." not in joined) or all(map(tenant_gateway, entry.refs)):
+            if ("/" not in joined and "." not in joined) or all(
+                map(tenant_gateway, set(entry.refs))
+            ):
                 continue
             entries = entry.gateway_entries()
         else:
