@@ -700,3 +700,226 @@ def test_virtual_service_many_rules(
                 "spec": spec,
             }
         )
+
+
+# rules generated alike over many services, as tools write them: one destination (or more, a
+# mirror, a delegate, its own match gateways) per rule, each host unique under a few domains
+alike_parts = st.fixed_dictionaries(
+    {
+        "hosts": st.sampled_from(
+            ["short", "cluster", "external", "mixed", "gateway", "gateways", "ips"]
+        ),
+        "subset": st.booleans(),
+        "mirror": st.booleans(),
+        "second": st.booleans(),
+        "gateways": st.sampled_from([None, "mesh", "unique", "egress", "tenant-gw"]),
+        "source": st.sampled_from([None, "other", "labels", "some labels"]),
+        "delegate": st.sampled_from([None, "test-app", "other", "some"]),
+        "redirect": st.booleans(),
+        "rewrite": st.sampled_from([None, "reviews", "api.payments.example"]),
+    }
+)
+odd_rules = st.one_of(
+    st.builds(_to, st.sampled_from(["x.example.net", "1.2.3.4", "Bad_Host!", "a.example.org", ""])),
+    st.builds(
+        lambda extra: {**_to("reviews"), **extra},
+        st.sampled_from(
+            [
+                {"mirror": {"host": "x.example.net"}},
+                {"rewrite": {"authority": "x.example.net"}},
+                {"delegate": {"name": "d", "namespace": "other"}},
+            ]
+        ),
+    ),
+    st.builds(
+        lambda host, subset: {"route": [{"destination": {"host": host, "subset": subset}}]},
+        st.sampled_from([GATEWAY, "reviews"]),
+        st.sampled_from(["wide-0", "v1"]),
+    ),
+    st.builds(lambda host: _to(host, gateways=["egress/istio-egressgateway"]), st.just("db")),
+    st.builds(lambda host: {**_to(host), "delegate": {"name": "d", "namespace": "x"}}, names),
+    rules,
+)
+
+
+ALIKE_FINE: dict[str, Any] = {
+    "hosts": "short",
+    "subset": False,
+    "mirror": False,
+    "second": False,
+    "gateways": None,
+    "source": None,
+    "delegate": None,
+    "redirect": False,
+    "rewrite": None,
+}
+
+
+def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
+    """The ``i``-th rule of a generated list."""
+    hosts = {
+        "short": f"svc-{i}",
+        "cluster": f"svc-{i}.test-app.svc.cluster.local",
+        "external": f"api-{i}.example.com",
+        "mixed": f"svc-{i}" if i % 3 else f"api-{i}.example.com",
+        "gateway": GATEWAY,
+        "gateways": POLICY.gateways[i % len(POLICY.gateways)].fqdn,
+        # an internal and an external address whose names share the part after the first dot
+        "ips": f"10.{i % 7}.0.1" if i % 5 else f"8.{i % 7}.0.1",
+    }
+    host = hosts[parts["hosts"]]
+    match: dict[str, Any] = {"uri": {"prefix": f"/p{i}"}}
+    gateways = parts["gateways"]
+    if gateways is not None:
+        match["gateways"] = {
+            "mesh": ["mesh"],
+            "unique": [f"gw-{i}"],
+            "egress": ["egress/istio-egressgateway"] if i % 50 == 7 else ["mesh"],
+            "tenant-gw": ["tenant-gw", "mesh"],
+        }[gateways]
+    if parts["source"] == "other":
+        match["sourceNamespace"] = "other"
+    elif parts["source"] == "labels" or (parts["source"] == "some labels" and i % 4 == 1):
+        match["sourceLabels"] = {"app": "trainer"}
+    elif parts["source"] == "some labels":
+        # every rule names its clients, not all the same ones
+        match["sourceNamespace"] = "test-app"
+    rule: dict[str, Any] = {"match": [match], "route": [{"destination": {"host": host}}]}
+    if parts["subset"]:
+        rule["route"][0]["destination"]["subset"] = ["wide-0", "labelled-0", "v1"][i % 3]
+    if parts["second"]:
+        rule["route"].append({"destination": {"host": f"db-{i}"}, "weight": 10})
+    if parts["mirror"]:
+        rule["mirror"] = {"host": f"shadow-{i}.b.example.com"}
+    delegate = parts["delegate"]
+    if delegate == "some":
+        # none, within the namespace, out of it
+        delegate = [None, "test-app", "other"][i % 3] if i % 5 else None
+    if delegate is not None:
+        rule["delegate"] = {"name": f"d-{i}", "namespace": delegate}
+    if parts["redirect"]:
+        rule["redirect"] = {"authority": f"r-{i}.example.org:443"}
+    if parts["rewrite"] is not None:
+        rule["rewrite"] = {"authority": parts["rewrite"]}
+    return rule
+
+
+@FAST
+@example(
+    parts={**ALIKE_FINE, "hosts": "gateway", "source": "some labels"},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["ml.example.net"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts={**ALIKE_FINE, "redirect": True},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["app.io"],
+    gateways=["mesh", "tenant-gw"],
+    export=None,
+)
+@example(
+    parts={**ALIKE_FINE, "delegate": "some"},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts=ALIKE_FINE,
+    count=40,
+    odd=[(5, _to(""))],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts=ALIKE_FINE,
+    count=40,
+    odd=[(9, {**_to("reviews"), "mirror": {"host": "x.example.net"}})],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@given(
+    parts=alike_parts,
+    count=st.integers(common.CLASSES_FROM, 90),
+    odd=st.lists(st.tuples(st.integers(0, 89), odd_rules), max_size=3),
+    kind=st.sampled_from(["http", "tcp"]),
+    # the last: an app's public name, fine when its routes all stay in the cluster
+    hosts=st.sampled_from([["api.payments.example", "reviews"], ["ml.example.net"], ["app.io"]]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_alike_rules(
+    parts: dict[str, Any],
+    count: int,
+    odd: list[tuple[int, Any]],
+    kind: str,
+    hosts: list[str],
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    # alike rules are judged once per key, the rest skipped: an odd rule anywhere among them
+    # (another host class, an invalid host, a subset, an egress gateway) keeps its violations
+    # in their place
+    rule_list = [alike_rule(i, parts) for i in range(count)]
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": hosts, kind: rule_list}
+    if gateways is not None:
+        spec["gateways"] = gateways
+    if export is not None:
+        spec["exportTo"] = export
+    for namespace in ("test-app", "egress"):
+        assert_same(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "vs", "namespace": namespace},
+                "spec": spec,
+            }
+        )
+
+
+def test_virtual_service_one_bad_rule_among_thousands() -> None:
+    # 3,000 rules alike, all fine but one: its violation is the only one, at its own path
+    rule_list = [alike_rule(i, ALIKE_FINE) for i in range(3000)]
+    rule_list[1717]["route"][0]["destination"]["host"] = "x.example.net"
+    spec = {"hosts": [f"svc-{i}.example.com" for i in range(3000)], "http": rule_list}
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {**spec, "exportTo": ["."]},
+    }
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert [v.field for v in fast.violations] == ["spec.http[1717].route[0].destination.host"]
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
+    # every rule delegates out of the namespace and routes out of the mesh: the first 1,000
+    # violations are reported, in order
+    parts = {**ALIKE_FINE, "hosts": "mixed", "delegate": "other", "gateways": "unique"}
+    rule_list = [alike_rule(i, parts) for i in range(2500)]
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {"hosts": ["reviews"], "http": rule_list},
+    }
+    fast, slow = both(manifest)
+    assert len(slow.violations) == 1000
+    assert fast.violations == slow.violations
+    assert judge(manifest, POLICY).violations == slow.violations

@@ -14,10 +14,11 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
-from itertools import repeat
-from typing import Any, NamedTuple
+from itertools import chain, compress, repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
@@ -27,6 +28,7 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
+    judge_classes,
     many,
     overbroad,
     passthrough_subset_problem,
@@ -202,7 +204,7 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     top = reader.strings(spec.get("gateways"), "spec.gateways")
     top_refs = tuple(ref for _, ref in top) or (MESH,)
     routes, gateway_entries = _routes(reader, memo, spec, top_refs)
-    gateway_entries = top + gateway_entries
+    gateway_entries[:0] = top
     if policy.is_egress_namespace(namespace):
         _check_egress_namespace(reader, memo, hosts, routes, gateway_entries)
     else:
@@ -214,9 +216,24 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     return reader.violations
 
 
-def _hosts(
-    reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str
-) -> list[tuple[str, str]]:
+class _Hosts(NamedTuple):
+    """The VirtualService's valid hosts, and their paths (None: the n-th is ``spec.hosts[n]``,
+    written only for a message)."""
+
+    names: list[str]
+    paths: list[str] | None
+
+    def entries(self) -> Iterable[tuple[str, str]]:
+        """``(path, host)`` of each host."""
+        paths = self.paths
+        if paths is None:
+            return zip(
+                map("spec.hosts[{}]".format, range(len(self.names))), self.names, strict=True
+            )
+        return zip(paths, self.names, strict=True)
+
+
+def _hosts(reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str) -> _Hosts:
     raw_hosts = spec.get("hosts")
     if (
         type(raw_hosts) is list
@@ -226,15 +243,17 @@ def _hosts(
     ):
         # valid, normalized and none a short name to expand: what reader.host would return,
         # found in a few passes of C instead of one regex call per host
-        return reader.strings(raw_hosts, "spec.hosts")
-    hosts = []
+        return _Hosts(raw_hosts, None)
+    names: list[str] = []
+    paths: list[str] = []
     for path, raw in reader.strings(raw_hosts, "spec.hosts"):
         host = reader.host(
             raw, path, expand_in=namespace, cluster_domain=policy.cluster_domain, allow_ip=True
         )
         if host is not None:
-            hosts.append((path, host))
-    return hosts
+            names.append(host)
+            paths.append(path)
+    return _Hosts(names, paths)
 
 
 # Field paths are built only where a value is kept for a later message (a destination, a
@@ -279,12 +298,18 @@ def _string(reader: Reader, value: Any, prefix: str, name: str) -> str | None:
     return reader.string(value, prefix + name)
 
 
+# the rules of a VirtualService in order: each read as a ``_Route``, or a long list as ``_Rules``
+_Routes = list["_Route | _Rules"]
+# gateway references in document order: (path, ref), or a long list's, read from it on demand
+_GatewayEntries = list["tuple[str, str] | _Rules"]
+
+
 def _routes(
     reader: Reader, memo: _Memo, spec: Mapping[str, Any], top_refs: tuple[str, ...]
-) -> tuple[list[_Route], list[tuple[str, str]]]:
+) -> tuple[_Routes, _GatewayEntries]:
     top = frozenset(top_refs)
-    routes: list[_Route] = []
-    gateway_entries: list[tuple[str, str]] = []
+    routes: _Routes = []
+    gateway_entries: _GatewayEntries = []
     fast: _ManyRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
@@ -294,9 +319,29 @@ def _routes(
                 fast = _ManyRoutes(memo, top)
             fast.read(reader, kind, items, base, routes, gateway_entries)
             continue
+        entries: list[tuple[str, str]] = []
         for i, item in items:
-            routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, gateway_entries))
+            routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, entries))
+        gateway_entries.extend(entries)
     return routes, gateway_entries
+
+
+def _each_route(routes: _Routes) -> Iterator[_Route]:
+    """Every rule's ``_Route``, long lists' built one by one."""
+    for route in routes:
+        if isinstance(route, _Rules):
+            yield from map(route.route, range(len(route.parts)))
+        else:
+            yield route
+
+
+def _each_entry(gateway_entries: _GatewayEntries) -> Iterator[tuple[str, str]]:
+    """Every ``(path, ref)`` gateway reference, long lists' with their paths built."""
+    for entry in gateway_entries:
+        if isinstance(entry, _Rules):
+            yield from entry.gateway_entries()
+        else:
+            yield entry
 
 
 def _route(
@@ -343,13 +388,45 @@ class _Unusual(Exception):
     """A rule of a shape ``_ManyRoutes`` leaves to ``_route`` (raised before any side effect)."""
 
 
-# where a rule's j-th route or mirrors entry names its destination, for the usual few entries
-_ROUTE_NAMES = tuple(f".route[{j}].destination" for j in range(8))
-_MIRRORS_NAMES = tuple(f".mirrors[{j}].destination" for j in range(8))
+# a destination's field within its rule and its subset, if any
+_Name = tuple[str, str | None]
+# where a rule's j-th route or mirrors entry names its destination, for the usual few entries,
+# with no subset: one tuple shared by every rule
+_ROUTE_NAMES = tuple((f".route[{j}].destination", None) for j in range(8))
+_MIRRORS_NAMES = tuple((f".mirrors[{j}].destination", None) for j in range(8))
+_MIRROR_NAME: _Name = (".mirror", None)
 
 
-def _entries(targets: list[tuple[str, Any]], value: Any, names: tuple[str, ...], name: str) -> None:
-    """Gather the ``destination`` of each entry of a ``route`` or ``mirrors`` list."""
+def _target(
+    raws: list[str], names: list[_Name], target: Any, plain: _Name, subsets: list[bool]
+) -> None:
+    """Gather the host of a ``destination`` (or ``mirror``) named ``plain[0]``."""
+    if type(target) is not dict:
+        raise _Unusual
+    value = target.get("host")
+    if value is None:
+        return
+    subset = target.get("subset")
+    if type(value) is not str or (subset is not None and type(subset) is not str):
+        raise _Unusual
+    if value:
+        raws.append(value)
+        if subset:
+            subsets.append(True)
+            names.append((plain[0], subset))
+        else:
+            names.append(plain)
+
+
+def _entries(
+    raws: list[str],
+    names: list[_Name],
+    value: Any,
+    known: tuple[_Name, ...],
+    name: str,
+    subsets: list[bool],
+) -> None:
+    """Gather the destination hosts of the entries of a ``route`` or ``mirrors`` list."""
     if type(value) is not list:
         raise _Unusual
     for j, entry in enumerate(value):
@@ -357,7 +434,13 @@ def _entries(targets: list[tuple[str, Any]], value: Any, names: tuple[str, ...],
             raise _Unusual
         target = entry.get("destination")
         if target is not None:
-            targets.append((names[j] if j < len(names) else f"{name}[{j}].destination", target))
+            plain = known[j] if j < len(known) else (f"{name}[{j}].destination", None)
+            _target(raws, names, target, plain, subsets)
+
+
+def _all_of(values: list[Any], kind: type) -> bool:
+    """Whether every value is exactly of type ``kind`` (true of none)."""
+    return set(map(type, values)) <= {kind}
 
 
 def _authority(part: Any) -> str | None:
@@ -377,10 +460,12 @@ def _authority(part: Any) -> str | None:
 # what a rule of the usual shape holds, gathered before anything is reported: its clients (None:
 # no match names any, then the rule's count of matches says its sources), the (name, subset) of
 # each destination, the redirect and rewrite hosts, and the delegate's namespace
+# the gateways and sources of a rule whose matches name some, and its own gateway lists
+_Clients = tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]]
 _Gathered = tuple[
-    tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]] | None,
+    _Clients | None,
     int,
-    list[tuple[str, str | None]],
+    list[_Name],
     str | None,
     str | None,
     str | None,
@@ -388,19 +473,20 @@ _Gathered = tuple[
 
 
 class _ManyRoutes:
-    """Long rule lists read in two loops, without the general path's layers of calls.
+    """Long rule lists read in one loop, without the general path's layers of calls.
 
     A 3 MiB VirtualService holds 10k-20k rules.  A rule whose every part has the expected
     shape (objects where objects belong, strings where strings do) is gathered first, with no
     side effect; the hosts of all such rules are then validated together in a few passes of C
-    (``all_valid_names``), and a second loop builds each rule's ``_Route`` in the order ``_route``
-    follows, checking hosts one by one only when the list holds an invalid or unusual one.  So
-    the ``_Route`` and any violation are the ones ``_route`` gives
+    (``all_valid_names``).  When all are valid the list is kept as gathered (``_Rules``): no
+    ``_Route`` and no field path is built until a rule is judged on its own.  Otherwise a
+    second loop builds each rule's ``_Route`` in the order ``_route`` follows, checking hosts
+    one by one.  Either way the ``_Route`` and any violation are the ones ``_route`` gives
     (``tests/unit/test_class_fast_paths.py`` holds them equal).  A rule of another shape, and
     every tls rule (whose subsets may need its SNI matches), is read by ``_route`` in its turn.
     """
 
-    __slots__ = ("_default", "_sources", "memo", "mesh_top", "top")
+    __slots__ = ("_default", "_sources", "memo", "mesh_top", "subset_flags", "top")
 
     def __init__(self, memo: _Memo, top: frozenset[str]) -> None:
         self.memo = memo
@@ -409,6 +495,8 @@ class _ManyRoutes:
         self._default = _Source(memo.namespace)
         # the sources of a rule with n matches that name no clients, by n (0: no match list)
         self._sources: dict[int, tuple[_Source, ...]] = {}
+        # one entry per subset the last read gathered (a list: appended to where found)
+        self.subset_flags: list[bool] = []
 
     def sources(self, count: int) -> tuple[_Source, ...]:
         """What ``_clients`` gives a rule of ``count`` matches that name no clients."""
@@ -429,20 +517,60 @@ class _ManyRoutes:
         kind: str,
         items: list[tuple[int, Mapping[str, Any]]],
         base: str,
-        routes: list[_Route],
-        gateway_entries: list[tuple[str, str]],
+        routes: _Routes,
+        gateway_entries: _GatewayEntries,
     ) -> None:
-        """Append the ``_Route`` of each rule of ``items`` (the list at ``base``)."""
-        raws: list[str] = []
-        gathered = [(i, item, self._gather(kind, item, raws)) for i, item in items]
+        """Append the rules of ``items`` (the list at ``base``), as one ``_Rules``."""
+        self.subset_flags.clear()
+        found = self._plain_rules(kind, items)
+        if found is not None:
+            columns, raws = found
+        else:
+            raws = []
+            gather = self._gather
+            starts: list[int] = []
+            parts: list[_Gathered | None] = []
+            for _, item in items:
+                starts.append(len(raws))
+                parts.append(gather(kind, item, raws))
+            columns = _Columns(list(map(itemgetter(0), items)), parts, starts)
         valid = self._valid_hosts(raws)
+        if valid is None:
+            # some host is invalid (or unusual): every rule built in order, each host checked
+            entries: list[tuple[str, str]] = []
+            for route in self._read_each(reader, kind, base, items, columns, raws, entries):
+                routes.append(route)
+            gateway_entries.extend(entries)
+            return
+        rules = _Rules(self, kind, base, columns, *valid)
+        memo, top, done = self.memo, self.top, rules.done
+        for pos, (i, gathered) in enumerate(zip(columns.indices, columns.parts, strict=True)):
+            if gathered is None:
+                # a rule of another shape, read the general way in its turn
+                entries = []
+                route = _route(reader, memo, kind, items[pos][1], f"{base}[{i}]", top, entries)
+                done[pos] = (route, entries)
+        rules.summarize()
+        routes.append(rules)
+        gateway_entries.append(rules)
+
+    def _read_each(
+        self,
+        reader: Reader,
+        kind: str,
+        base: str,
+        items: list[tuple[int, Mapping[str, Any]]],
+        columns: _Columns,
+        raws: list[str],
+        gateway_entries: list[tuple[str, str]],
+    ) -> Iterator[_Route]:
+        """Every rule's ``_Route`` in order, hosts checked one by one (some is invalid)."""
         memo, top, host = self.memo, self.top, self.memo.host
-        append = routes.append
         k = 0
-        for i, item, parts in gathered:
+        for pos, (i, parts) in enumerate(zip(columns.indices, columns.parts, strict=True)):
             rpath = f"{base}[{i}]"
             if parts is None:
-                append(_route(reader, memo, kind, item, rpath, top, gateway_entries))
+                yield _route(reader, memo, kind, items[pos][1], rpath, top, gateway_entries)
                 continue
             clients, count, targets, redirect, rewrite, delegate = parts
             if clients is None:
@@ -450,14 +578,12 @@ class _ManyRoutes:
                 sources = self.sources(count)
             else:
                 gateways, sources, own = clients
-                for j, refs in own:
-                    where = f"{rpath}.match[{j}].gateways"
-                    gateway_entries.extend((f"{where}[{n}]", ref) for n, ref in enumerate(refs))
+                gateway_entries.extend(_own_entries(rpath, own))
             destinations: list[tuple[str, str]] = []
             subsets: list[tuple[str, str, str]] = []
             for name, subset in targets:
                 path = f"{rpath}{name}.host"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     destinations.append((path, checked))
@@ -467,46 +593,106 @@ class _ManyRoutes:
             rewrites: tuple[tuple[str, str], ...] = ()
             if redirect:
                 path = f"{rpath}.redirect.authority"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     redirects = ((path, checked),)
             if rewrite:
                 path = f"{rpath}.rewrite.authority"
-                checked = valid[k] if valid is not None else host(reader, raws[k], path)
+                checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     rewrites = ((path, checked),)
-            append(
-                _Route(
-                    gateways,
-                    sources,
-                    tuple(destinations),
-                    redirects,
-                    rewrites,
-                    None if delegate is None else (f"{rpath}.delegate", delegate),
-                    tuple(subsets),
-                    None,
-                )
+            yield _Route(
+                gateways,
+                sources,
+                tuple(destinations),
+                redirects,
+                rewrites,
+                None if delegate is None else (f"{rpath}.delegate", delegate),
+                tuple(subsets),
+                None,
             )
 
-    def _valid_hosts(self, raws: list[str]) -> list[str] | None:
-        """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
-        taken as they are and short names expanded; None: check them one by one."""
-        if not raws or not all_valid_names(raws):
+    def _plain_rules(
+        self, kind: str, items: list[tuple[int, Mapping[str, Any]]]
+    ) -> tuple[_Columns, list[str]] | None:
+        """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
+        name no clients, one route entry to one destination host, nothing else to gather.
+        None unless every rule is such a rule."""
+        if kind == "tls":
             return None
-        if all(map(str.__contains__, raws, repeat("."))):
-            return raws
+        rules: list[Any] = list(map(itemgetter(1), items))
+        first = rules[0] if rules else {}
+        if type(first) is not dict or "route" not in first or not _HTTP_EXTRAS.isdisjoint(first):
+            # not even the first rule is plain: no need to look at the others
+            return None
+        if not _all_of(rules, dict):
+            return None
+        present = set(chain.from_iterable(rules))
+        if kind == "http" and not _HTTP_EXTRAS.isdisjoint(present):
+            return None
+        matches: list[Any] = list(map(dict.get, rules, repeat("match")))
+        lists = [match for match in matches if match is not None]
+        if not _all_of(lists, list):
+            return None
+        each = list(chain.from_iterable(lists))
+        if not _all_of(each, dict) or not _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
+            return None
+        routes: list[Any] = list(map(dict.get, rules, repeat("route")))
+        if not _all_of(routes, list) or set(map(len, routes)) != {1}:
+            return None
+        entries: list[Any] = list(map(itemgetter(0), routes))
+        if not _all_of(entries, dict):
+            return None
+        targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
+        if not _all_of(targets, dict):
+            return None
+        hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
+        if not _all_of(hosts, str) or "" in hosts:
+            return None
+        if not set(map(dict.get, targets, repeat("subset"))) <= {None, ""}:
+            return None
+        # a rule's parts depend on its count of matches only: one tuple per count
+        if len(lists) == len(matches):
+            counts = list(map(len, matches))
+        else:
+            counts = [0 if match is None else len(match) for match in matches]
+        names: list[tuple[str, str | None]] = [_ROUTE_NAMES[0]]
+        shared: dict[int, _Gathered | None] = {
+            count: (None, count, names, None, None, None) for count in set(counts)
+        }
+        parts: list[_Gathered | None] = list(map(shared.__getitem__, counts))
+        # one host per rule: rule n's is the n-th
+        return _Columns(list(map(itemgetter(0), items)), parts, range(len(hosts))), hosts
+
+    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
+        """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
+        taken as they are and short names expanded, and each of ``raws`` split at its first
+        dot; None: check them one by one."""
+        if not raws:
+            return raws, []
+        if not all_valid_names(raws):
+            return None
+        # one pass over the hosts (scattered in memory: each pass costs) finds the dots and
+        # the parent domains the tenant check keys hosts by
+        split = list(map(str.partition, raws, repeat(".")))
+        if "" not in map(itemgetter(1), split):
+            return raws, split
         suffix = self.memo.short_suffix
         # all_valid_names leaves no label, so no short name, longer than 63 characters
         if suffix is None or 63 + len(suffix) > MAX_HOST_LENGTH:
             return None
-        return [raw if "." in raw else raw + suffix for raw in raws]
+        expanded = [
+            raw if dot else raw + suffix for raw, (_, dot, _) in zip(raws, split, strict=True)
+        ]
+        return expanded, split
 
     def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
         """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
         if kind == "tls" or type(item) is not dict:
             return None
+        start = len(raws)
         try:
             clients = None
             matches = item.get("match")
@@ -518,25 +704,55 @@ class _ManyRoutes:
                 for match in matches:
                     if type(match) is not dict:
                         raise _Unusual
-                    plain = plain and _CLIENT_FIELDS.isdisjoint(match)
+                    if plain and not _CLIENT_FIELDS.isdisjoint(match):
+                        plain = False
                 if not plain:
                     clients = self._clients(matches)
             else:
                 raise _Unusual
-            targets: list[tuple[str, Any]] = []
+            names: list[_Name] = []
             entries = item.get("route")
             if entries is not None:
-                _entries(targets, entries, _ROUTE_NAMES, ".route")
+                # _entries inlined: most rules have a route and nothing else to gather
+                if type(entries) is not list:
+                    raise _Unusual
+                for j, entry in enumerate(entries):
+                    if type(entry) is not dict:
+                        raise _Unusual
+                    target = entry.get("destination")
+                    if target is None:
+                        continue
+                    if type(target) is not dict:
+                        raise _Unusual
+                    value = target.get("host")
+                    if value is None:
+                        continue
+                    subset = target.get("subset")
+                    if type(value) is not str or (subset is not None and type(subset) is not str):
+                        raise _Unusual
+                    if not value:
+                        continue
+                    raws.append(value)
+                    if subset:
+                        self.subset_flags.append(True)
+                    if j >= len(_ROUTE_NAMES):
+                        names.append((f".route[{j}].destination", subset or None))
+                    elif subset:
+                        names.append((_ROUTE_NAMES[j][0], subset))
+                    else:
+                        names.append(_ROUTE_NAMES[j])
             redirect = rewrite = delegate = None
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 target = item.get("mirror")
                 if target is not None:
-                    targets.append((".mirror", target))
+                    _target(raws, names, target, _MIRROR_NAME, self.subset_flags)
                 entries = item.get("mirrors")
                 if entries is not None:
-                    _entries(targets, entries, _MIRRORS_NAMES, ".mirrors")
-                redirect = _authority(item.get("redirect"))
-                rewrite = _authority(item.get("rewrite"))
+                    _entries(raws, names, entries, _MIRRORS_NAMES, ".mirrors", self.subset_flags)
+                part = item.get("redirect")
+                redirect = None if part is None else _authority(part)
+                part = item.get("rewrite")
+                rewrite = None if part is None else _authority(part)
                 target = item.get("delegate")
                 if target is not None:
                     if type(target) is not dict:
@@ -546,27 +762,13 @@ class _ManyRoutes:
                         if delegate is not None and type(delegate) is not str:
                             raise _Unusual
                         delegate = delegate or self.memo.namespace
-            hosts: list[str] = []
-            names: list[tuple[str, str | None]] = []
-            for name, target in targets:
-                if type(target) is not dict:
-                    raise _Unusual
-                value = target.get("host")
-                if value is None:
-                    continue
-                subset = target.get("subset")
-                if type(value) is not str or (subset is not None and type(subset) is not str):
-                    raise _Unusual
-                if value:
-                    hosts.append(value)
-                    names.append((name, subset or None))
         except _Unusual:
+            del raws[start:]
             return None
         if redirect:
-            hosts.append(redirect)
+            raws.append(redirect)
         if rewrite:
-            hosts.append(rewrite)
-        raws.extend(hosts)
+            raws.append(rewrite)
         return clients, count, names, redirect, rewrite, delegate
 
     def _clients(
@@ -575,10 +777,24 @@ class _ManyRoutes:
         """What ``_clients`` gives for matches that name gateways or clients, and the own
         gateway lists to enter; raises ``_Unusual`` where ``_clients`` would report."""
         top = self.top
+        if len(matches) == 1:
+            # the usual single match, without the sets the general loop merges matches with
+            match = matches[0]
+            own = match.get("gateways")
+            if own is None or (type(own) is list and not own):
+                gateways, own_refs = top, []
+            elif type(own) is list:
+                for ref in own:
+                    if type(ref) is not str:
+                        raise _Unusual
+                gateways, own_refs = frozenset(own), [(0, own)]
+            else:
+                raise _Unusual
+            return gateways, (self._source(match),) if MESH in gateways else (), own_refs
         uses_top = False
-        gateways: set[str] = set()
+        gateways_named: set[str] = set()
         sources: list[_Source] = []
-        own_refs: list[tuple[int, list[str]]] = []
+        own_refs = []
         for j, match in enumerate(matches):
             refs: Collection[str] = top
             own = match.get("gateways")
@@ -594,19 +810,279 @@ class _ManyRoutes:
             if refs is top:
                 uses_top = True
             else:
-                gateways.update(refs)
+                gateways_named.update(refs)
             if MESH in refs:
-                namespace = match.get("sourceNamespace")
-                if namespace is not None and type(namespace) is not str:
-                    raise _Unusual
-                labels = match.get("sourceLabels")
-                items = () if labels is None else _label_items(labels)
-                if items is None:
-                    raise _Unusual
-                sources.append(_Source(namespace or self.memo.namespace, items))
-        if not gateways:
+                sources.append(self._source(match))
+        if not gateways_named:
             return top, tuple(sources), own_refs
-        return frozenset(gateways | top if uses_top else gateways), tuple(sources), own_refs
+        if uses_top:
+            gateways_named |= top
+        return frozenset(gateways_named), tuple(sources), own_refs
+
+    def _source(self, match: dict[str, Any]) -> _Source:
+        """The clients a match picks in the mesh; raises ``_Unusual`` where ``_clients``
+        would report."""
+        namespace = match.get("sourceNamespace")
+        labels = match.get("sourceLabels")
+        if namespace is None and labels is None:
+            return self._default
+        if namespace is not None and type(namespace) is not str:
+            raise _Unusual
+        items = () if labels is None else _label_items(labels)
+        if items is None:
+            raise _Unusual
+        return _Source(namespace or self.memo.namespace, items)
+
+
+class _Columns(NamedTuple):
+    """The rules of a long list as gathered, column by column (a tuple per rule costs)."""
+
+    # each rule's index in the list
+    indices: Sequence[int]
+    # its parts; None: of another shape
+    parts: list[_Gathered | None]
+    # where its hosts start in the list's hosts
+    starts: Sequence[int]
+
+
+def _own_entries(rpath: str, own: list[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
+    """``(path, ref)`` of the gateways a rule's matches name, as ``_clients`` enters them."""
+    for j, refs in own:
+        where = f"{rpath}.match[{j}].gateways"
+        for n, ref in enumerate(refs):
+            yield f"{where}[{n}]", ref
+
+
+class _Rules:
+    """A long rule list whose hosts are all valid, as ``_ManyRoutes`` gathered it.
+
+    Building a ``_Route`` per rule, with a field path per destination, costs more than judging
+    most rules: a rule's ``_Route`` is built only when the rule is judged on its own
+    (``route``), and the paths of its gateway references only when one is reported.  Rules of
+    another shape were read by ``_route`` in their turn and are kept as read (``done``).
+    """
+
+    __slots__ = (
+        "_keys",
+        "_split",
+        "base",
+        "checked",
+        "delegates",
+        "done",
+        "indices",
+        "kind",
+        "mesh",
+        "parts",
+        "reader",
+        "redirects",
+        "refs",
+        "rewrites",
+        "starts",
+        "subsets",
+    )
+
+    def __init__(
+        self,
+        reader: _ManyRoutes,
+        kind: str,
+        base: str,
+        columns: _Columns,
+        checked: list[str],
+        split: list[_Split],
+    ) -> None:
+        self.reader = reader
+        self.kind = kind
+        self.base = base
+        self.indices, self.parts, self.starts = columns
+        # what _Memo.host gives for each host gathered, in order
+        self.checked = checked
+        # each host as gathered split at its first dot
+        self._split = split
+        self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
+        # whether some rule programs sidecars, names gateways, delegates or redirects
+        self.mesh = False
+        # the gateways the rules' matches name, in order (repeats kept: hashing costs)
+        self.refs: list[str] = []
+        self.delegates = False
+        self.redirects = False
+        self.rewrites = False
+        self.subsets = bool(reader.subset_flags)
+        self._keys: list[Hashable] | None = None
+
+    def summarize(self) -> None:
+        """What the checks ask of the list as a whole, found in a few passes."""
+        usual = [parts for parts in self.parts if parts is not None]
+        clients = [found for found in map(itemgetter(0), usual) if found is not None]
+        refs = self.refs
+        # the refs of each (j, refs) of each rule's own gateway lists
+        own = chain.from_iterable(map(itemgetter(2), clients))
+        refs.extend(chain.from_iterable(map(itemgetter(1), own)))
+        for _, entries in self.done.values():
+            refs.extend(map(itemgetter(1), entries))
+        self.mesh = (
+            (self.reader.mesh_top and len(clients) < len(usual))
+            or any(map(frozenset.__contains__, map(itemgetter(0), clients), repeat(MESH)))
+            or any(route.mesh for route, _ in self.done.values())
+        )
+        self.delegates = any(map(itemgetter(5), usual)) or any(
+            route.delegate is not None for route, _ in self.done.values()
+        )
+        self.redirects = any(map(itemgetter(3), usual))
+        self.rewrites = any(map(itemgetter(4), usual))
+
+    def route(self, pos: int) -> _Route:
+        """The ``_Route`` of the rule at ``pos``, as ``_route`` reads it."""
+        i, parts, k = self.indices[pos], self.parts[pos], self.starts[pos]
+        if parts is None:
+            return self.done[pos][0]
+        clients, count, targets, redirect, rewrite, delegate = parts
+        checked = self.checked
+        rpath = f"{self.base}[{i}]"
+        if clients is None:
+            gateways = self.reader.top
+            sources = self.reader.sources(count)
+        else:
+            gateways, sources, _ = clients
+        destinations: list[tuple[str, str]] = []
+        subsets: list[tuple[str, str, str]] = []
+        for name, subset in targets:
+            host = checked[k]
+            k += 1
+            destinations.append((f"{rpath}{name}.host", host))
+            if subset is not None:
+                subsets.append((f"{rpath}{name}.subset", host, subset))
+        redirects: tuple[tuple[str, str], ...] = ()
+        rewrites: tuple[tuple[str, str], ...] = ()
+        if redirect:
+            redirects = ((f"{rpath}.redirect.authority", checked[k]),)
+            k += 1
+        if rewrite:
+            rewrites = ((f"{rpath}.rewrite.authority", checked[k]),)
+        return _Route(
+            gateways,
+            sources,
+            tuple(destinations),
+            redirects,
+            rewrites,
+            None if delegate is None else (f"{rpath}.delegate", delegate),
+            tuple(subsets),
+            None,
+        )
+
+    def gateway_entries(self) -> Iterator[tuple[str, str]]:
+        """``(path, ref)`` of every gateway the rules' matches name, in order."""
+        done = self.done
+        for pos, (i, parts) in enumerate(zip(self.indices, self.parts, strict=True)):
+            if parts is None:
+                yield from done[pos][1]
+            elif parts[0] is not None and parts[0][2]:
+                yield from _own_entries(f"{self.base}[{i}]", parts[0][2])
+
+    def host_keys(self, policy: Policy) -> list[Hashable]:
+        """A key per gathered host: hosts of a key get the same verdicts from the tenant check.
+
+        ``Policy.host_class`` for names (found in passes of C when every host is a plain name
+        of some parent domain), the host itself for IPs and names judged alone, and the host
+        with its role for rewrites and subsets, which are judged by their own text.
+        """
+        if self._keys is not None:
+            return self._keys
+        checked = self.checked
+        suffix = self.reader.memo.short_suffix
+        # a short name expanded is a name of the namespace's Service zone
+        short = None if suffix is None else suffix[1:]
+        keys: list[Hashable] | None = _parent_keys(policy, checked, self._split, short)
+        if keys is None:
+            distinct = {host: _host_key(policy, host) for host in set(checked)}
+            keys = list(map(distinct.__getitem__, checked))
+        for parts, k in (
+            zip(self.parts, self.starts, strict=True) if self.subsets or self.rewrites else ()
+        ):
+            if parts is None:
+                continue
+            targets, redirect, rewrite = parts[2], parts[3], parts[4]
+            for _, subset in targets:
+                if subset is not None:
+                    keys[k] = (checked[k], subset)
+                k += 1
+            if rewrite:
+                keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)])
+        self._keys = keys
+        return keys
+
+    def rule_keys(self, policy: Policy) -> list[Hashable] | None:
+        """A key per rule when all rules are alike (the same clients, kind of delegate and
+        number of hosts in each place), found in passes of C: then rules of a key get the same
+        verdict from the tenant check.  None when the rules differ in any of that."""
+        if self.done:
+            return None
+        parts = cast("list[_Gathered]", self.parts)
+        clients = list(map(itemgetter(0), parts))
+        unnamed = clients.count(None)
+        if unnamed == len(clients):
+            if len(set(map(itemgetter(1), parts))) != 1:
+                return None
+        elif unnamed:
+            return None
+        else:
+            # the same sources, the same mesh: a rule has a source per match for the mesh
+            found = cast("list[_Clients]", clients)
+            if len(set(map(itemgetter(1), found))) != 1:
+                return None
+        # no delegate, one within the namespace, one out of it: a rule's kind of delegate
+        namespace = self.reader.memo.namespace
+        delegates = set(map(itemgetter(5), parts))
+        kinds = (None in delegates) + (namespace in delegates)
+        if len(delegates) > kinds:
+            kinds += 1
+        targets = set(map(len, map(itemgetter(2), parts)))
+        redirects = set(map(bool, map(itemgetter(3), parts)))
+        rewrites = set(map(bool, map(itemgetter(4), parts)))
+        if kinds != 1 or len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
+            return None
+        width = targets.pop() + redirects.pop() + rewrites.pop()
+        keys = self.host_keys(policy)
+        if len(keys) != width * len(parts):
+            return None
+        if width == 0:
+            return [()] * len(parts)
+        if width == 1:
+            # a host per rule: its key is the rule's
+            return keys
+        return list(zip(*[iter(keys)] * width, strict=True))
+
+
+# a host split at its first dot (str.partition)
+_Split = tuple[str, str, str]
+
+
+def _parent_keys(
+    policy: Policy, hosts: list[str], split: list[_Split] | None = None, short: str | None = None
+) -> list[Hashable] | None:
+    """``Policy.host_class`` of each host less its leading dot, found in passes of C; None
+    unless every host is a name with a parent domain that is its class (no IP, no wildcard, no
+    name the policy lists by itself).  ``split``: the hosts as written partitioned at their
+    first dot, ``short`` the parent domain of those without a dot (expanded short names)."""
+    if split is None:
+        split = list(map(str.partition, hosts, repeat(".")))
+    keys: list[Hashable] = list(map(itemgetter(2), split))
+    if short is not None and "" in keys:
+        keys = [key or short for key in keys]
+    distinct = set(keys)
+    # a name without a dot has no parent; one ending in a digit may be an IP
+    if "" in distinct or any(str(key)[-1].isdigit() or "*" in str(key) for key in distinct):
+        return None
+    if "*" in "".join(map(itemgetter(0), split)) or not policy.own_names.isdisjoint(hosts):
+        return None
+    return keys
+
+
+def _host_key(policy: Policy, host: str) -> Hashable:
+    """``Policy.host_class`` of a name (all start with a dot); an IP or a name alone: itself."""
+    if host[-1:].isdigit():
+        return host
+    key = policy.host_class(host)
+    return host if key is None else key
 
 
 def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
@@ -774,27 +1250,46 @@ def _add_host(
 def _check_tenant(
     reader: Reader,
     memo: _Memo,
-    hosts: list[tuple[str, str]],
-    routes: list[_Route],
-    gateway_entries: list[tuple[str, str]],
+    hosts: _Hosts,
+    routes: _Routes,
+    gateway_entries: _GatewayEntries,
     top_refs: tuple[str, ...],
     exported: bool,
 ) -> None:
     policy, namespace = memo.policy, memo.namespace
     # rules can name thousands of gateways, most of them the same few: each judged once
     fine: set[str] = set()
-    for path, ref in gateway_entries:
+
+    def tenant_gateway(ref: str) -> bool:
+        """Whether a tenant may name the gateway ``ref`` (not one of the egress namespace)."""
         if ref in fine:
-            continue
+            return True
         target = gateway_ref(ref, namespace)
         if target is None or not policy.is_egress_namespace(target[0]):
             fine.add(ref)
+            return True
+        return False
+
+    for entry in gateway_entries:
+        entries: Iterable[tuple[str, str]]
+        if isinstance(entry, _Rules):
+            joined = "\n".join(entry.refs)
+            # a bare name is a gateway of the VirtualService's own namespace
+            if ("/" not in joined and "." not in joined) or all(
+                map(tenant_gateway, set(entry.refs))
+            ):
+                continue
+            entries = entry.gateway_entries()
         else:
-            reader.add(
-                path,
-                f"{ref!r} is a gateway in the egress namespace {policy.egress_namespace}; tenants "
-                "must not program the egress gateways (their routes come from the policy)",
-            )
+            entries = (entry,)
+        for path, ref in entries:
+            if not tenant_gateway(ref):
+                reader.add(
+                    path,
+                    f"{ref!r} is a gateway in the egress namespace {policy.egress_namespace}; "
+                    "tenants must not program the egress gateways (their routes come from the "
+                    "policy)",
+                )
     some = policy.allowed_for_some(namespace)
     external: list[str] = []
     # hosts only steer sidecars when some rule applies to the mesh; a VirtualService bound to
@@ -802,17 +1297,17 @@ def _check_tenant(
     mesh_bound = MESH in top_refs or any(route.mesh for route in routes)
     public_name = mesh_bound and _serves_own_public_name(policy, top_refs, routes)
 
-    def judge(path: str, host: str) -> bool:
+    def judge(path: str, host: str, into: Reader = reader) -> bool:
         """Report a wrong host; True for a steered (external) one."""
         if is_ip(host):
-            reader.add(path, f"{host!r} is an IP address; name the external host instead")
+            into.add(path, f"{host!r} is an IP address; name the external host instead")
         elif overbroad(host):
-            reader.add(path, f"{host!r} is over-broad: it would capture traffic for every host")
+            into.add(path, f"{host!r} is over-broad: it would capture traffic for every host")
         elif not policy.is_internal(host):
             if policy.services_covering(host) & some or public_name:
                 # steered hosts: a VirtualService seen beyond the namespace hijacks them
                 return True
-            reader.add(
+            into.add(
                 path,
                 f"{host!r} is not an external service any workload of namespace {namespace} "
                 f"may reach; allowed: {policy.describe_allowed(some)}",
@@ -821,10 +1316,24 @@ def _check_tenant(
 
     # names of one Policy.host_class get one verdict (IPs, which end in a digit, stay apart):
     # a VirtualService can list 18k hosts under a few domains
+    classes = many(hosts.names)
+    pending = hosts.entries() if mesh_bound else ()
+    names = hosts.names if mesh_bound and classes else []
+    keys = _parent_keys(policy, names) if names else None
+    if keys is not None:
+        # one host per class judged first, aside: when none is wrong, that is every verdict
+        steered_by: dict[Hashable, bool] = {}
+        for key, host in dict(zip(keys, names, strict=True)).items():
+            scratch = Reader()
+            steered_by[key] = judge("", host, scratch)
+            if scratch.violations:
+                break
+        else:
+            external = list(compress(names, map(steered_by.__getitem__, keys)))
+            pending = ()
     verdicts: dict[str, bool] = {}
     violations = reader.violations
-    classes = many(hosts)
-    for path, host in hosts if mesh_bound else ():
+    for path, host in pending:
         key = None if not classes or host[-1:].isdigit() else policy.host_class(host)
         steered = verdicts.get(key) if key is not None else None
         if steered is None:
@@ -836,12 +1345,56 @@ def _check_tenant(
             external.append(host)
     hosts_steered = tuple(external)
     for route in routes:
-        _check_tenant_route(reader, memo, route, hosts_steered, exported)
+        if isinstance(route, _Rules):
+            _check_tenant_rules(reader, memo, route, hosts_steered, exported)
+        else:
+            _check_tenant_route(reader, memo, route, hosts_steered, exported)
 
 
-def _serves_own_public_name(
-    policy: Policy, top_refs: tuple[str, ...], routes: list[_Route]
-) -> bool:
+def _check_tenant_rules(
+    reader: Reader, memo: _Memo, rules: _Rules, external: tuple[str, ...], exported: bool
+) -> None:
+    """``_check_tenant_route`` for each rule of a long list, once per distinct question.
+
+    Two rules with the same clients, the same kind of delegate, and hosts of the same keys
+    (``_Rules.host_keys``) in the same places get the same verdict: a rule is judged on its
+    own unless a rule of its key was found clean.  Generated lists repeat a handful of rule
+    shapes over thousands of services.
+    """
+    namespace = memo.namespace
+    alike = rules.rule_keys(memo.policy)
+    if alike is not None:
+        judge_classes(
+            reader,
+            alike,
+            lambda into, pos: _check_tenant_route(into, memo, rules.route(pos), external, exported),
+        )
+        return
+    keys = rules.host_keys(memo.policy)
+    done = rules.done
+    violations = reader.violations
+    clean: set[Hashable] = set()
+    for pos, (parts, k) in enumerate(zip(rules.parts, rules.starts, strict=True)):
+        if parts is None:
+            _check_tenant_route(reader, memo, done[pos][0], external, exported)
+            continue
+        clients, count, targets, redirect, rewrite, delegate = parts
+        end = k + len(targets) + (1 if redirect else 0) + (1 if rewrite else 0)
+        key = (
+            count if clients is None else (MESH in clients[0], clients[1]),
+            None if delegate is None else delegate == namespace,
+            len(targets),
+            tuple(keys[k:end]),
+        )
+        if key in clean:
+            continue
+        before = len(violations)
+        _check_tenant_route(reader, memo, rules.route(pos), external, exported)
+        if len(violations) == before:
+            clean.add(key)
+
+
+def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _Routes) -> bool:
     """An app's public name, served by its ingress gateway and answered in-cluster for the mesh.
 
     Bound to ``mesh`` and to a tenant gateway, with every route, mirror and rewrite staying in
@@ -851,15 +1404,39 @@ def _serves_own_public_name(
     if not any(ref != MESH for ref in top_refs):
         return False
     for route in routes:
-        if route.delegate is not None:
-            return False
-        for _, host in route.destinations + route.rewrites:
+        hosts: Iterable[str]
+        if isinstance(route, _Rules):
+            if route.delegates:
+                return False
+            hosts = _served_hosts(policy, route)
+        else:
+            if route.delegate is not None:
+                return False
+            hosts = map(itemgetter(1), route.destinations + route.rewrites)
+        for host in hosts:
             if policy.services_on_gateway(host):
                 return False
             inside = policy.is_internal_address(host) if is_ip(host) else policy.is_internal(host)
             if not inside:
                 return False
     return True
+
+
+def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
+    """One host per key of a long list's destinations and rewrites (redirects left out):
+    whether it is a gateway or in the cluster is the same for every host of a key."""
+    for route, _ in rules.done.values():
+        yield from map(itemgetter(1), route.destinations + route.rewrites)
+    checked, keys = rules.checked, rules.host_keys(policy)
+    if rules.redirects:
+        redirects: set[int] = set()
+        for parts, k in zip(rules.parts, rules.starts, strict=True):
+            if parts is not None and parts[3]:
+                redirects.add(k + len(parts[2]))
+        picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in redirects}
+    else:
+        picked = dict(zip(keys, checked, strict=True))
+    yield from picked.values()
 
 
 def _check_tenant_route(
@@ -993,13 +1570,13 @@ def _gateway_problems(
 def _check_egress_namespace(
     reader: Reader,
     memo: _Memo,
-    hosts: list[tuple[str, str]],
-    routes: list[_Route],
-    gateway_entries: list[tuple[str, str]],
+    hosts: _Hosts,
+    routes: _Routes,
+    gateway_entries: _GatewayEntries,
 ) -> None:
     policy, namespace = memo.policy, memo.namespace
     known = policy.describe_allowed(policy.services)
-    for path, ref in gateway_entries:
+    for path, ref in _each_entry(gateway_entries):
         target = gateway_ref(ref, namespace)
         if target is not None and policy_gateway(policy, target) is None:
             refs = ", ".join(sorted(gw.ref for gw in policy.gateways))
@@ -1008,13 +1585,13 @@ def _check_egress_namespace(
                 f"{ref!r} is not an egress gateway of the policy (gateways: {refs}, or mesh)",
             )
     route_hosts: list[str] = []
-    for path, host in hosts:
+    for path, host in hosts.entries():
         if is_ip(host) or not policy.services_covering(host):
             reader.add(path, f"{host!r} is not an external service of the policy: {known}")
         else:
             route_hosts.append(host)
     everything = frozenset(policy.services)
-    for route in routes:
+    for route in _each_route(routes):
         # sorted: a set's order changes with the hash seed, and replicas should say the same
         contexts = [
             gateway
