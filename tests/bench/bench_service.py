@@ -119,6 +119,8 @@ class Load:
     split: str = ""
     # CPU the server's processes (master and workers) used per request during the run
     cpu_us: float = 0.0
+    # context switches of the workers' threads per request during the run
+    switches: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -561,7 +563,7 @@ def load_test(
     """Warm up, then measure one service."""
     if wrk:
         run_wrk(wrk, service.url, script, seconds=2, connections=connections, threads=wrk_threads)
-        cpu_before = service.cpu_seconds()
+        cpu_before, switches_before = service.cpu_seconds(), service.context_switches()
         r = run_wrk(
             wrk,
             service.url,
@@ -573,9 +575,10 @@ def load_test(
         )
     else:
         run_python_client(service, mix, seconds=2, connections=connections)
-        cpu_before = service.cpu_seconds()
+        cpu_before, switches_before = service.cpu_seconds(), service.context_switches()
         r = run_python_client(service, mix, seconds=seconds, connections=connections)
     cpu = service.cpu_seconds() - cpu_before
+    switches = service.context_switches() - switches_before
     return Load(
         name,
         layout,
@@ -587,6 +590,7 @@ def load_test(
         int(r["non2xx"]) + int(r["errors"]),
         str(r.get("split", "")),
         cpu / max(1, int(r["requests"])) * 1e6,
+        switches / max(1, int(r["requests"])),
     )
 
 
@@ -710,8 +714,9 @@ def load_section(
         "the range is the slowest and fastest round.",
         "",
         "| server | workersxthreads | reviews/s | range | p50 ms | p99 ms | failures "
-        "| vs ceiling | p99 vs ceiling | server CPU µs per review | connections per worker |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| vs ceiling | p99 vs ceiling | server CPU µs per review | context switches per review "
+        "| connections per worker |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def median(run: Run, attr: str) -> float:
@@ -728,7 +733,7 @@ def load_section(
             f"{median(run, 'p50_ms'):.2f} | {p99:.2f} | "
             f"{sum(ld.failures for ld in results[run])} | {rate / base:.2f}x | "
             f"{p99 / base_p99:.2f}x | {median(run, 'cpu_us'):.0f} "
-            f"| {' '.join(ld.split for ld in results[run])} |"
+            f"| {median(run, 'switches'):.1f} | {' '.join(ld.split for ld in results[run])} |"
         )
     lines += [
         "",
@@ -736,7 +741,8 @@ def load_section(
         "workers) used during a run over the reviews answered: TLS, HTTP, the WSGI stack and "
         "the handler: what egress-guard costs on top of the stack, as opposed to how the "
         "machine shared its cores during the run. It moves from run to run too, so compare the "
-        "two servers within one run.",
+        "two servers within one run. *Context switches per review* counts those of every "
+        "thread of the workers (each one a GIL hand-off or a wake-up through the kernel).",
         "",
     ]
     summary: dict[str, Any] = {}
@@ -759,6 +765,8 @@ def load_section(
             "ceiling_splits": [ld.split for ld in results[ceiling]],
             "cpu_us": median(run, "cpu_us"),
             "ceiling_cpu_us": median(ceiling, "cpu_us"),
+            "switches": median(run, "switches"),
+            "ceiling_switches": median(ceiling, "switches"),
         }
     lines += [
         "Per round, egress-guard's throughput and p99 against the ceiling's in the same round:",

@@ -79,6 +79,24 @@ class Service:
             total += (int(fields[11]) + int(fields[12])) / ticks
         return total
 
+    def context_switches(self) -> int:
+        """Context switches (voluntary and not) of every thread of the live workers so far."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    status = (task / "status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        return total
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Stop the service; kill it if it does not exit in time.  Returns its exit code."""
         if self.process.poll() is None:
