@@ -499,6 +499,7 @@ def summary(cases: Sequence[Case]) -> list[dict[str, Any]]:
             "policy": c.policy,
             "mib": c.size / MIB,
             "ms": c.ms,
+            "freed_ms": c.freed_ms,
             "verdict": c.verdict,
         }
         for c in cases

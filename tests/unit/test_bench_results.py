@@ -81,4 +81,7 @@ def test_worst_cases_are_kept_in_the_shape_the_section_reads(tmp_path: Path) -> 
     )
     kept = worst_case.summary([case])
     write(tmp_path, "service", {"worst_case": kept})
-    assert "Sidecar importing n hosts (3.00 MiB, allow) 42 ms | met" in results.section(tmp_path)
+    assert (
+        "Sidecar importing n hosts (3.00 MiB, allow) 42 ms, its decoded review freed after the "
+        "answer in 5 ms more | met"
+    ) in results.section(tmp_path)
