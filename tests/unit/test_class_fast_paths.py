@@ -255,6 +255,117 @@ def test_sidecar_imports(
     assert_same(sidecar(spec, selector))
 
 
+# entries of a few classes, and the odd ones that must send a long list down the plain path
+IMPORT_SPACES = [".", "*", "egress", "~", "~other", "team-b", "a.b", ""]
+ODD_IMPORTS = [
+    "a.example.com",
+    "egress/a/b.example.com",
+    "./*",
+    "*/*",
+    "~/*",
+    "egress/",
+    "*/*.com",
+    "*/*.github.io",
+    "egress/api.payments.example",
+    "*/*.a.example.org",
+    "egress/example.com",
+    "*/*.*.example.com",
+    "egress/API.example.com",
+    "egress/db",
+    f"*/*.{'x' * 63}.example.com",
+    f"*/*.{'x' * 64}.example.com",
+    f"./{'x' * 63}.example.net",
+    "./a..example.com",
+    "./a-.example.com",
+    "./-a.example.com",
+    "egress/a.example.com.",
+    "egress/\x00.example.com",
+    "e\x00gress/a.example.com",
+    "egress/a.example.com\negress/b.example.com",
+]
+IMPORT_PARENTS = ["example.com", "b.example.com", "example.edu", "example.net", "com"]
+
+
+@st.composite
+def classed_imports(draw: st.DrawFn) -> list[str]:
+    """Entries of a few namespace parts and parents (mostly ones no policy name is under)."""
+    spaces = draw(st.lists(st.sampled_from(IMPORT_SPACES), min_size=1, max_size=3, unique=True))
+    parents = draw(st.lists(st.sampled_from(IMPORT_PARENTS), min_size=1, max_size=2, unique=True))
+    entry = st.builds(
+        lambda ns, wild, label, parent: f"{ns}/{'*.' if wild else ''}{label}.{parent}",
+        st.sampled_from(spaces),
+        st.booleans(),
+        st.sampled_from(["a", "b", "x-1", "w2", "h_3"]),
+        st.sampled_from(parents),
+    )
+    return draw(st.lists(entry, min_size=1, max_size=120))
+
+
+@FAST
+@given(
+    entries=classed_imports(),
+    odd=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(ODD_IMPORTS)), max_size=2),
+    sample=st.sampled_from([1, 3, 256]),
+    chunk=st.sampled_from([1, 5, 4096]),
+    selector=st.sampled_from([None, {"app": "trainer"}]),
+)
+def test_sidecar_imports_by_counting(
+    entries: list[str],
+    odd: list[tuple[int, str]],
+    sample: int,
+    chunk: int,
+    selector: dict[str, str] | None,
+) -> None:
+    # long lists of a few classes: classes read from the first entries (however few), keys
+    # built in chunks, odd entries anywhere
+    for at, entry in odd:
+        entries.insert(at, entry)
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        patch.setattr(sidecars, "KEYS_CHUNK", chunk)
+        assert_same(sidecar(spec, selector))
+
+
+def test_sidecar_import_classes_counted() -> None:
+    # the counting path is taken for a long list whose classes all show early, and not when a
+    # class first shows after the sample, or when an entry is odd
+    pairs = [(".", ""), ("*", "*.")]
+    entries = [f"{ns}/{w}h{i}.example.edu" for i in range(600) for ns, w in pairs]
+    found = sidecars.import_classes(POLICY, entries)
+    assert found is not None and found[1] is not None and len(found[1]) == 2
+    assert list(found[0]) == sidecars._import_keys(entries)
+    late = [*entries, "egress/z.example.edu"]
+    found = sidecars.import_classes(POLICY, late)
+    assert found is not None and found[1] is None
+    for entry in ODD_IMPORTS:
+        odd = [*entries, entry]
+        assert sidecars._sampled_classes(POLICY, odd, "\n".join(odd)) is None
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # more violations than the stop, of one class and of entries repeated
+        [f"*/*.w{i}.example.net" if i % 2 else f"./h{i}.example.com" for i in range(2600)],
+        ["*/github.io", "./*", "egress/*.example.org"] * 700,
+        ["./*"] * 3000 + ["egress/github.io"],
+        [*(f"egress/h{i}.example.com" for i in range(3000)), "egress/a.b.example.org"],
+        [*(f"egress/h{i}.example.com" for i in range(3000)), "egress/api.payments.example"],
+    ],
+)
+def test_sidecar_long_imports(entries: list[str]) -> None:
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    for selector in (None, {"app": "trainer"}):
+        assert_same(sidecar(spec, selector))
+
+
 @FAST
 @given(hosts=st.lists(st.one_of(names, addresses), min_size=1, max_size=30))
 def test_virtual_service_hosts(hosts: list[str]) -> None:

@@ -336,6 +336,10 @@ class HostTrie(Generic[T]):
 _NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_-.*\n"
 _NEWLINE_TO_DOT = bytes.maketrans(b"\n", b".")
 _MAX_LABEL_LENGTH = 63
+# label characters as 'a': a label too long shows as a run of 'a's
+_LABEL_TO_A = bytes.maketrans(b"bcdefghijklmnopqrstuvwxyz0123456789_-", b"a" * 37)
+# everything but the newline as 'a': a host too long shows as a run of 'a's
+_HOST_TO_A = bytes.maketrans(bytes(range(10)) + bytes(range(11, 256)), b"a" * 255)
 
 
 def all_valid_names(values: Sequence[object]) -> bool:
@@ -351,17 +355,30 @@ def all_valid_names(values: Sequence[object]) -> bool:
         joined = "\n".join(strings)
     except TypeError:
         return False
+    return all_valid_joined(joined, len(strings))
+
+
+def all_valid_joined(joined: str, count: int, longest: int = MAX_HOST_LENGTH) -> bool:
+    """``all_valid_names`` of ``count`` strings already joined by newlines, none over ``longest``.
+
+    Lengths are read from the text (runs of label characters, runs between newlines), so the
+    caller needs no list of the names.
+    """
     if not joined or not joined.isascii():
         return False
     data = joined.encode()
-    if data.translate(None, _NAME_BYTES) or data.count(b"\n") != len(values) - 1:
+    if data.translate(None, _NAME_BYTES) or data.count(b"\n") != count - 1:
         return False
-    if max(map(len, strings)) > _MAX_LABEL_LENGTH:
-        # a label may be too long: rare enough to leave to the regex
+    if b"a" * (_MAX_LABEL_LENGTH + 1) in data.translate(_LABEL_TO_A):
+        return False
+    if len(data) > longest and b"a" * (longest + 1) in data.translate(_HOST_TO_A):
         return False
     # hosts joined by dots: an empty label, or one starting or ending with '-', shows as a pair
     flat = data.translate(_NEWLINE_TO_DOT)
-    if flat[:1] in b".-" or flat[-1:] in b".-" or b".." in flat or b".-" in flat or b"-." in flat:
+    if flat[:1] in b".-" or flat[-1:] in b".-" or b".." in flat:
+        return False
+    # most lists hold no '-' at all: one scan instead of two searches for frequent pairs
+    if b"-" in flat and (b".-" in flat or b"-." in flat):
         return False
     # '*' only as a whole left-most label: "*." at the start of a host
     stars = joined.count("*")

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 # desired/ imports these three through this module, the policy's public face
@@ -154,6 +156,8 @@ class Policy:
     # see host_class: names and wildcard suffixes a check may judge on their own
     _own_names: frozenset[str] = field(init=False, repr=False, compare=False)
     _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
+    # filled on first use (see own_parents): a list, since the policy is frozen
+    _own_parents: list[frozenset[str]] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
@@ -176,6 +180,7 @@ class Policy:
         object.__setattr__(self, "_gateway_hosts", {k: tuple(v) for k, v in gateways.items()})
         object.__setattr__(self, "_gateways", tuple(distinct.values()))
         object.__setattr__(self, "_resolved", {})
+        object.__setattr__(self, "_own_parents", [])
         zone = f"svc.{self.cluster_domain}"
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
@@ -299,6 +304,21 @@ class Policy:
     def own_suffixes(self) -> frozenset[str]:
         """Wildcard suffixes (``*.`` dropped) ``host_class`` leaves to be judged alone."""
         return self._own_suffixes
+
+    @property
+    def own_parents(self) -> frozenset[str]:
+        """The parent domains of ``own_names`` and ``own_suffixes`` (``a.b`` for ``x.a.b``).
+
+        A name whose parent is not among them is neither an own name nor an own suffix, so a
+        list of names under a few parents is cleared of both by a few lookups.  Built on first
+        use: only objects listing thousands of names ask.
+        """
+        if not self._own_parents:
+            names = (*self._own_names, *self._own_suffixes)
+            self._own_parents.append(
+                frozenset(map(itemgetter(2), map(str.partition, names, repeat("."))))
+            )
+        return self._own_parents[0]
 
     def host_class(self, host: str, *, wildcards: bool = False) -> str | None:
         """A key shared by normalized hosts the policy judges alike; None: judge it alone.

@@ -9,7 +9,7 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -266,23 +266,31 @@ def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[st
 
 
 def judge_classes(
-    reader: Reader, keys: Sequence[Hashable], judge: Callable[[Reader, int], None]
+    reader: Reader,
+    keys: Collection[Hashable],
+    judge: Callable[[Reader, int], None],
+    firsts: Mapping[Hashable, int] | None = None,
 ) -> None:
     """``judge(reader, i)`` for each item ``i``, skipping items of a class found clean.
 
-    ``keys[i]`` names the class of item ``i`` (None: it is judged alone); ``judge`` must give
-    every item of a class the same verdict, violation or none.  One item per class is judged
-    first on a scratch reader; when all are clean nothing else runs, otherwise the items are
-    judged in order (violations keep the object's order), the clean classes skipped.
+    ``keys`` yields the class of each item in order (None: it is judged alone); ``judge`` must
+    give every item of a class the same verdict, violation or none.  One item per class is
+    judged first on a scratch reader; when all are clean nothing else runs, otherwise the items
+    are judged in order (violations keep the object's order), the clean classes skipped.
+    ``firsts``, every class (None included) mapped to one of its items in the order the
+    classes first appear, spares reading every key when the caller knows them otherwise.
     """
     if not many(keys):
         for index in range(len(keys)):
             judge(reader, index)
         return
-    firsts = dict(zip(keys, range(len(keys)), strict=True))
-    alone = firsts.pop(None, None) is not None
+    if firsts is None:
+        firsts = dict(zip(keys, range(len(keys)), strict=True))
+    alone = None in firsts
     clean = set()
     for key, index in firsts.items():
+        if key is None:
+            continue
         scratch = Reader()
         judge(scratch, index)
         if scratch.violations:

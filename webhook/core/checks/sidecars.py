@@ -10,8 +10,8 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
-from itertools import accumulate, repeat
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
+from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import Any
 
@@ -27,7 +27,7 @@ from webhook.core.checks.common import (
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.errors import InvalidHostError
-from webhook.core.hosts import all_valid_names, check_dns_name
+from webhook.core.hosts import MAX_HOST_LENGTH, all_valid_joined, all_valid_names, check_dns_name
 from webhook.core.policy import REGISTRY_ONLY, Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -155,9 +155,13 @@ def _check_imports(
     listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
     if listeners and len(listeners) == len(read):
         # every listener's hosts as one list: one pass of classes for the whole Sidecar
-        entries = [entry for _, hosts in listeners for entry in hosts]
-        keys = import_classes(policy, entries) if many(entries) else None
-        if keys is not None:
+        entries = (
+            listeners[0][1]
+            if len(listeners) == 1
+            else list(chain.from_iterable(hosts for _, hosts in listeners))
+        )
+        classes = import_classes(policy, entries) if many(entries) else None
+        if classes is not None:
             starts = list(accumulate((len(hosts) for _, hosts in listeners), initial=0))
 
             def judge(reader: Reader, index: int) -> None:
@@ -165,7 +169,8 @@ def _check_imports(
                 path = f"{listeners[at][0]}.hosts[{index - starts[at]}]"
                 _check_import(reader, policy, path, entries[index], allowed, source, may)
 
-            judge_classes(reader, keys, judge)
+            keys, firsts = classes
+            judge_classes(reader, keys, judge, firsts)
             return
     clean: set[str] = set()
     for lpath, raw_hosts in read:
@@ -214,16 +219,122 @@ def _check_listener(
             clean.add(entry)
 
 
-def import_classes(policy: Policy, hosts: Any) -> list[str | None] | None:
+# an import's classes are read from this many first entries when every class shows there
+CLASS_SAMPLE = 256
+# keys are built this many entries at a time while the entries are judged in order
+KEYS_CHUNK = 4096
+# moves a wildcard's "*." before the '/' (same length); only for texts holding no NUL
+_WILD = "\x00\x00"
+_NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"/\n")
+
+ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | None]
+
+
+def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None: read each.
 
-    Only for a non-empty list of ``namespace/name`` entries with valid, dotted names.  Entries
-    of one namespace part whose names share ``Policy.host_class`` (wildcards too: imports ask
-    no public-suffix question) share a verdict; the keys are built in C, since a Sidecar can
-    import 100k hosts.
+    Returns the keys and, when known without reading every key, each class's index (see
+    ``judge_classes``).  A verdict depends on an entry's text alone, so a list that repeats a
+    few entries is keyed by the entries.  Otherwise only a list of ``namespace/name`` entries
+    with valid, dotted names is classed: entries of one namespace part whose names share
+    ``Policy.host_class`` (wildcards too: imports ask no public-suffix question) share a
+    verdict.  A Sidecar can import 100k hosts: when every class shows in the first entries,
+    the list is checked against those classes by counting in the joined text
+    (``_sampled_classes``) and keys are built only if some entry has to be judged.
     """
     if not isinstance(hosts, list) or not hosts:
         return None
+    try:
+        joined = "\n".join(hosts)
+    except TypeError:
+        return None
+    sample = hosts[:CLASS_SAMPLE]
+    if len(set(sample)) * 2 <= len(sample):
+        return hosts, None
+    firsts = _sampled_classes(policy, hosts, joined)
+    if firsts is not None:
+        return _ImportKeys(hosts), firsts
+    keys = _checked_keys(policy, hosts)
+    return None if keys is None else (keys, None)
+
+
+class _ImportKeys(Collection[str]):
+    """``_import_keys`` of a list already checked, built chunk by chunk as they are read."""
+
+    __slots__ = ("_hosts",)
+
+    def __init__(self, hosts: list[str]) -> None:
+        self._hosts = hosts
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __iter__(self) -> Iterator[str]:
+        hosts = self._hosts
+        for start in range(0, len(hosts), KEYS_CHUNK):
+            yield from _import_keys(hosts[start : start + KEYS_CHUNK])
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k in self)
+
+
+def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
+    """Each class's index in the first entries, when the counts show no entry outside them.
+
+    Each entry is ``ns/label.parent`` or ``ns/*.label.parent`` with valid names: with the
+    wildcard prefix moved before the '/', the lines of the joined text that start with a
+    sampled namespace part, those that end with a sampled parent, and the dots, add up to the
+    whole list only if every line is one of the sampled classes.  None: build every key.
+    """
+    count = len(hosts)
+    if not joined.isascii() or "\x00" in joined:
+        return None
+    text = joined.replace("/*.", _WILD + "/")
+    # every entry holds exactly one '/' (and no newline) when the separators alternate
+    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+        return None
+    sample = hosts[:CLASS_SAMPLE]
+    pairs = set()
+    for entry in sample:
+        ns, _, name = entry.partition("/")
+        if name.startswith("*."):
+            ns, name = ns + _WILD, name[2:]
+        pairs.add((ns, name.partition(".")[2]))
+    spaces = {ns for ns, _ in pairs}
+    parents = {parent for _, parent in pairs}
+    if len(pairs) != len(spaces) * len(parents) or len(pairs) > 16 or "" in parents:
+        return None
+    if not policy.own_parents.isdisjoint(parents) or any(
+        a != b and a.endswith("." + b) for a in parents for b in parents
+    ):
+        # an own name may be among them, or a line could end with two sampled parents
+        return None
+    names = text
+    found_spaces = 0
+    dots = 0
+    for ns in spaces:
+        found = text.count(f"\n{ns}/") + text.startswith(f"{ns}/")
+        found_spaces += found
+        dots += found * ns.count(".")
+        names = names.replace(f"\n{ns}/", "\n")
+        if names.startswith(f"{ns}/"):
+            names = names[len(ns) + 1 :]
+    found_parents = 0
+    for parent in parents:
+        found = text.count(f".{parent}\n") + text.endswith(f".{parent}")
+        found_parents += found
+        dots += found * (parent.count(".") + 1)
+    if found_spaces != count or found_parents != count or text.count(".") != dots:
+        return None
+    # the names, "*." moved out: valid ones hold no '*' (and wildcards had two more characters)
+    if "*" in names or not all_valid_joined(names, count, MAX_HOST_LENGTH - 2):
+        return None
+    keys = _import_keys(sample)
+    return dict(zip(keys, range(len(keys)), strict=True))
+
+
+def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
+    """``_import_keys`` of every entry, when all are ``namespace/name`` with valid, dotted names."""
     try:
         names = list(map(itemgetter(2), map(str.partition, hosts, repeat("/"))))
     except TypeError:
@@ -238,7 +349,22 @@ def import_classes(policy: Policy, hosts: Any) -> list[str | None] | None:
     if "" in parents:
         # a name without a dot (require_dot), or a wildcard over a top-level domain
         return None
-    # "ns/" or "ns/*." (the namespace part and whether it is a wildcard), then the parent
+    return list(map(add, map(str.removesuffix, hosts, stripped), parents))
+
+
+def _import_keys(hosts: list[str]) -> list[str]:
+    """ "ns/" or "ns/*." (the namespace part and whether it is a wildcard), then the parent.
+
+    Only for entries ``_checked_keys`` accepts; the keys are built in C.
+    """
+    stripped = list(
+        map(
+            str.removeprefix,
+            map(itemgetter(2), map(str.partition, hosts, repeat("/"))),
+            repeat("*."),
+        )
+    )
+    parents = map(itemgetter(2), map(str.partition, stripped, repeat(".")))
     return list(map(add, map(str.removesuffix, hosts, stripped), parents))
 
 
