@@ -89,6 +89,13 @@ KNOWN = [
 labels = st.sampled_from(["a", "b", "api", "x-1", "www", "c"])
 names = st.one_of(
     st.builds(lambda label, parent: f"{label}.{parent}", labels, st.sampled_from(PARENTS)),
+    # a domain the policy does not know between the name and the nearest one it does
+    st.builds(
+        lambda label, middle, parent: f"{label}.{middle}.{parent}",
+        labels,
+        labels,
+        st.sampled_from(PARENTS),
+    ),
     st.builds(lambda parent: f"*.{parent}", st.sampled_from(PARENTS)),
     st.sampled_from([*KNOWN, "*", "API.Example.com", "a.example.com.", "a..b", "-a.com", "db"]),
 )
@@ -142,7 +149,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
-    patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
+    patch.setattr(common, "_exact_host_keys", lambda policy, hosts: None)
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
@@ -1034,3 +1041,41 @@ def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
     assert len(slow.violations) == 1000
     assert fast.violations == slow.violations
     assert judge(manifest, POLICY).violations == slow.violations
+
+
+@pytest.mark.parametrize("bad_at", [None, 0, 1717, 2999])
+def test_thousands_of_hosts_under_as_many_domains_are_classed_by_the_nearest_known_one(
+    bad_at: int | None,
+) -> None:
+    """h.p1.example.com, h.p2.example.net...: every parent is new, the nearest known domain is
+    one of a few, so a few judgements stand for thousands."""
+    parents = ["example.com", "example.net", "a.example.org", "svc.cluster.local", "example"]
+    hosts = [f"h.p{i}.{parents[i % len(parents)]}" for i in range(3000)]
+    if bad_at is not None:
+        hosts[bad_at] = "ml.example.net"  # known: judged alone, and not allowed here
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("many-domains"),
+        "spec": {"hosts": hosts, "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
+    }
+    assert_same(manifest)
+    # the hosts under example.net and example are not allowed: each one named
+    assert "spec.hosts[1]" in {v.field for v in judge(manifest, POLICY).violations}
+
+
+def test_nearest_known_walks_each_domain_once() -> None:
+    found = common.nearest_known(
+        POLICY, ["p1.example.com", "q.p1.example.com", "x.y.z.example.net", "b.example.com", "io"]
+    )
+    assert found == {
+        "p1.example.com": "example.com",
+        "q.p1.example.com": "example.com",
+        "x.y.z.example.net": "example.net",
+        "y.z.example.net": "example.net",
+        "z.example.net": "example.net",
+        "b.example.com": "example.com",
+        "io": "",
+    }
+    assert "example.net" in POLICY.known_domains  # above ml.example.net
+    assert "p1.example.com" not in POLICY.known_domains

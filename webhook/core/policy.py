@@ -158,6 +158,8 @@ class Policy:
     _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
     # filled on first use (see own_parents): a list, since the policy is frozen
     _own_parents: list[frozenset[str]] = field(init=False, repr=False, compare=False)
+    # filled on first use (see known_domains)
+    _known_domains: list[frozenset[str]] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
@@ -181,6 +183,7 @@ class Policy:
         object.__setattr__(self, "_gateways", tuple(distinct.values()))
         object.__setattr__(self, "_resolved", {})
         object.__setattr__(self, "_own_parents", [])
+        object.__setattr__(self, "_known_domains", [])
         zone = f"svc.{self.cluster_domain}"
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
@@ -319,6 +322,25 @@ class Policy:
                 frozenset(map(itemgetter(2), map(str.partition, names, repeat("."))))
             )
         return self._own_parents[0]
+
+    @property
+    def known_domains(self) -> frozenset[str]:
+        """``own_names``, ``own_suffixes`` and every domain above them (``b.c`` and ``c`` for
+        ``a.b.c``): the domains whose answers to a host question can differ from their
+        parent's.
+
+        Closed under taking the parent, so a name outside it has nothing the policy knows at
+        or below it, and every host question about it is answered by the nearest domain above
+        it that is in the set (``checks.common.nearest_known``).  Built on first use.
+        """
+        if not self._known_domains:
+            known: set[str] = set()
+            for name in (*self._own_names, *self._own_suffixes):
+                while name and name not in known:
+                    known.add(name)
+                    name = name.partition(".")[2]
+            self._known_domains.append(frozenset(known))
+        return self._known_domains[0]
 
     def host_class(self, host: str, *, wildcards: bool = False) -> str | None:
         """A key shared by normalized hosts the policy judges alike; None: judge it alone.

@@ -220,22 +220,20 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     class, reading the host's own text only for its messages: then a host whose class produced
     no violation would produce none either.  Objects list thousands of hosts under a few
     domains; each domain is judged once, and when all are clean the rest is passes of C.
+    Thousands of hosts under as many domains (``h.p1.example.com``, ``h.p2.example.com``...)
+    are classed by the nearest domain above them the policy knows (``nearest_known``).
     """
     if not many(hosts):
         for index, host in enumerate(hosts):
             judge(reader, index, host)
         return
-    clean = _clean_parents(policy, hosts, judge)
-    if clean is None:
+    keys = _exact_host_keys(policy, hosts)
+    if keys is not None:
+        judge_classes(reader, keys, lambda reader, index: judge(reader, index, hosts[index]))
         return
-    own = policy.own_names
     violations = reader.violations
+    clean: set[str] = set()
     for index, host in enumerate(hosts):
-        if host[:1] != "*" and host not in own:
-            # host_class inlined for the common case, an exact name
-            dot = host.find(".")
-            if dot >= 0 and "*" not in host and host[dot:] in clean:
-                continue
         key = policy.host_class(host)
         if key is not None and key in clean:
             continue
@@ -245,24 +243,52 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
             clean.add(key)
 
 
-def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[str] | None:
-    """The classes (``.parent``) found clean; None when every host is, so nothing is left."""
-    if not hosts or "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
-        return set()
-    # one host per parent domain, picked in C
-    parents = dict(
-        zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts, strict=True)
-    )
+def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] | None:
+    """Class keys of a list of exact (not wildcard) dotted names; None: class them one by one.
+
+    A name the policy knows (``Policy.known_domains``) is judged alone.
+    """
+    if "*" in "".join(hosts):
+        return None
+    parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
     if "" in parents:
         # a name without a dot is its own class
-        return set()
-    clean = set()
-    for parent, host in parents.items():
-        scratch = Reader()
-        judge(scratch, -1, host)
-        if not scratch.violations:
-            clean.add("." + parent)
-    return None if len(clean) == len(parents) else clean
+        return None
+    keys: list[str | None] = list(map(nearest_known(policy, parents).__getitem__, parents))
+    known = policy.known_domains
+    if not known.isdisjoint(hosts):
+        keys = [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
+    return keys
+
+
+def nearest_known(policy: Policy, domains: Iterable[str]) -> dict[str, str]:
+    """Each of ``domains`` mapped to the nearest of itself and the domains above it that the
+    policy knows (``Policy.known_domains``); "" when there is none.
+
+    Two names whose parents map to the same domain get the same answer to every host question
+    (``Policy.host_class`` lists them), unless a name is itself known: the policy knows nothing
+    at or below the domains in between, so covering wildcards, imports, the Service zone and
+    the gateways are all decided at that domain or above it.  Each domain is walked up once, so
+    the cost is one lookup per distinct label.
+    """
+    known = policy.known_domains
+    found: dict[str, str] = {}
+    for domain in domains:
+        if domain in found:
+            continue
+        chain = []
+        current = domain
+        while current and current not in known:
+            hit = found.get(current)
+            if hit is not None:
+                current = hit
+                break
+            chain.append(current)
+            current = current.partition(".")[2]
+        found[domain] = current
+        for passed in chain:
+            found[passed] = current
+    return found
 
 
 def judge_classes(
