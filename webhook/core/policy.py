@@ -325,16 +325,16 @@ class Policy:
 
     @property
     def known_domains(self) -> frozenset[str]:
-        """``own_names``, ``own_suffixes`` and every domain above them (``b.c`` and ``c`` for
-        ``a.b.c``): the domains whose answers to a host question can differ from their
-        parent's.
+        """``own_names``, ``own_suffixes`` and every domain above them (``b.c``, ``c`` and the
+        root ``""`` for ``a.b.c``): the domains whose answers to a host question can differ
+        from their parent's.
 
         Closed under taking the parent, so a name outside it has nothing the policy knows at
         or below it, and every host question about it is answered by the nearest domain above
         it that is in the set (``checks.common.nearest_known``).  Built on first use.
         """
         if not self._known_domains:
-            known: set[str] = set()
+            known: set[str] = {""}
             for name in (*self._own_names, *self._own_suffixes):
                 while name and name not in known:
                     known.add(name)

@@ -23,6 +23,7 @@ from webhook.core.checks.common import (
     judge_classes,
     many,
     name_of,
+    nearest_known,
     selectors_may_overlap,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -349,6 +350,11 @@ def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
     if "" in parents:
         # a name without a dot (require_dot), or a wildcard over a top-level domain
         return None
+    if policy.known_domains.isdisjoint(stripped):
+        # no name and no wildcard base is a domain the policy knows, so each is judged at the
+        # nearest known domain above it: thousands of parents (h.p1.example.com,
+        # h.p2.example.com...) are a few classes
+        parents = nearest_known(policy, parents)
     return list(map(add, map(str.removesuffix, hosts, stripped), parents))
 
 
