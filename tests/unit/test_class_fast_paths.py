@@ -92,6 +92,8 @@ names = st.one_of(
     st.builds(lambda parent: f"*.{parent}", st.sampled_from(PARENTS)),
     st.sampled_from([*KNOWN, "*", "API.Example.com", "a.example.com.", "a..b", "-a.com", "db"]),
 )
+# valid names under the policy's domains and others, never one the policy lists by itself
+dotted = st.builds(lambda label, parent: f"{label}.{parent}", labels, st.sampled_from(PARENTS))
 octets = st.integers(0, 255)
 addresses = st.one_of(
     st.builds(
@@ -142,6 +144,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
+    patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
     patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
@@ -481,6 +484,63 @@ def test_destination_rule_repeated_subsets(picks: list[int], host: str, namespac
                 "host": host,
                 "trafficPolicy": {"tls": {"sni": "x.example.com"}},
                 "subsets": subsets,
+            },
+        }
+    )
+
+
+@FAST
+@given(
+    subsets=st.lists(
+        st.tuples(
+            st.one_of(dotted, names),
+            st.one_of(st.none(), dotted, names),
+            st.sampled_from([None, "SIMPLE", "DISABLE"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    host=st.sampled_from(["svc.example.com", *(gw.fqdn for gw in POLICY.gateways)]),
+    namespace=st.sampled_from(["test-app", "egress"]),
+    ports=st.sampled_from([None, [{"tls": {"mode": "DISABLE"}}]]),
+)
+@example(
+    subsets=[(f"t{i}.{PARENTS[i % 2 * 11]}", None, None) for i in range(3)],
+    host="svc.example.com",
+    namespace="test-app",
+    ports=None,
+)
+@example(
+    subsets=[(f"t{i}.example.com", f"t{i}.{PARENTS[i % 2 * 11]}", "SIMPLE") for i in range(3)],
+    host=POLICY.gateways[0].fqdn,
+    namespace="test-app",
+    ports=None,
+)
+def test_destination_rule_subset_classes(
+    subsets: list[tuple[str, str | None, str | None]],
+    host: str,
+    namespace: str,
+    ports: list[Any] | None,
+) -> None:
+    # one tunnel target and SNI per subset, as a rule with a subset per destination has
+    def traffic(target: str, sni: str | None, mode: str | None) -> dict[str, Any]:
+        tls = {k: v for k, v in (("sni", sni), ("mode", mode)) if v is not None}
+        found: dict[str, Any] = {"tunnel": {"targetHost": target, "targetPort": 443}, "tls": tls}
+        if ports is not None:
+            found["portLevelSettings"] = ports
+        return found
+
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "dr", "namespace": namespace},
+            "spec": {
+                "host": host,
+                "subsets": [
+                    {"name": f"s{i}", "trafficPolicy": traffic(*subset)}
+                    for i, subset in enumerate(subsets)
+                ],
             },
         }
     )
