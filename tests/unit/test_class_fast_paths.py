@@ -148,6 +148,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(common, "_clean_parents", lambda policy, hosts, judge: set())
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
+    patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     try:
@@ -301,6 +302,40 @@ def test_endpoints(ips: list[str]) -> None:
             "kind": "Endpoints",
             "metadata": meta("ep"),
             "subsets": [{"addresses": [{"ip": ip} for ip in ips]}],
+        }
+    )
+
+
+# values of one /16 block (split by the policy or not), some of them odd
+in_one_wide = st.builds(
+    lambda wide, rest: f"{wide}.{rest}",
+    st.sampled_from(["10.1", "172.16", "192.168", "198.51", "203.0"]),
+    st.one_of(
+        st.builds(lambda c, d: f"{c}.{d}", octets, octets),
+        st.builds(lambda c, d, n: f"{c}.{d}/{n}", octets, octets, st.integers(0, 40)),
+        st.sampled_from(["1.01", "256.1", "1.256", "1", "1.2.3", "1.2\n10.1.2.3", "1.2 ", ""]),
+    ),
+)
+
+
+@FAST
+@example(values=["10.1.2.3", "10.1.2.4\n10.1.2.5"])
+@example(values=["203.0.1.1", "203.0.1.1/24", "203.0.1.0/33"])
+@given(
+    values=st.lists(
+        st.one_of(in_one_wide, in_one_wide, in_one_wide, addresses), min_size=1, max_size=30
+    )
+)
+def test_address_keys_of_a_list(values: list[str]) -> None:
+    # the keys of a whole list are those of each value, and decide Endpoints alike
+    classes = common.AddressClasses(POLICY)
+    assert classes.keys(values) == [common.AddressClasses(POLICY).key(v) for v in values]
+    assert_same(
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": meta("ep"),
+            "subsets": [{"addresses": [{"ip": v} for v in values]}],
         }
     )
 
