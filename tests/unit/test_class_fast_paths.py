@@ -354,6 +354,42 @@ def test_endpoint_slices(values: list[str], fqdn: bool) -> None:
     )
 
 
+@settings(max_examples=1000, deadline=None)
+@example(hosts=["a.example.com", "c.d.example.com"])
+@example(hosts=["a.example.com\nb.example.com", "c.example.com"])
+@given(
+    hosts=st.lists(
+        st.one_of(
+            st.builds(lambda label: f"{label}.example.com", st.text("ab.\n", max_size=3)),
+            st.text("ab.\n", max_size=6),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_one_parent_by_counting(hosts: list[str]) -> None:
+    parents = {h.partition(".")[2] for h in hosts}
+    found = common._one_parent(hosts, "\n".join(hosts))
+    if found is not None:
+        assert parents == {found}
+    elif len(parents) == 1 and "" not in parents and "\n" not in "".join(hosts):
+        raise AssertionError(f"{hosts} all lie under {parents}")
+
+
+@FAST
+@given(firsts=st.lists(labels, min_size=1, max_size=30), parent=st.sampled_from(PARENTS))
+def test_endpoint_slice_names_of_one_domain(firsts: list[str], parent: str) -> None:
+    assert_same(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta("es"),
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [f"{first}.{parent}"]} for first in firsts],
+        }
+    )
+
+
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(st.text(alphabet="ab0_-.*\nA é/", max_size=12), max_size=4))
 def test_bulk_name_validation_agrees_with_the_regex(values: list[str]) -> None:

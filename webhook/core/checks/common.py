@@ -250,11 +250,17 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
 
 def _clean_parents(policy: Policy, hosts: Sequence[str], judge: Judge) -> set[str] | None:
     """The classes (``.parent``) found clean; None when every host is, so nothing is left."""
-    if not hosts or "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
+    joined = "\n".join(hosts)
+    if not hosts or "*" in joined or not policy.own_names.isdisjoint(hosts):
         return set()
+    parent = _one_parent(hosts, joined)
     # one host per parent domain, picked in C
-    parents = dict(
-        zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts, strict=True)
+    parents = (
+        {parent: hosts[-1]}
+        if parent is not None
+        else dict(
+            zip(map(itemgetter(2), map(str.partition, hosts, repeat("."))), hosts, strict=True)
+        )
     )
     if "" in parents:
         # a name without a dot is its own class
@@ -288,6 +294,23 @@ def name_classes(policy: Policy, names: Sequence[object]) -> list[str] | None:
     parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
     # a name without a dot is its own class
     return None if "" in parents else parents
+
+
+def _one_parent(hosts: Sequence[str], joined: str) -> str | None:
+    """The parent domain of every host when each is one label under the first one's parent.
+
+    Counted over ``joined`` (the hosts joined by newlines) instead of splitting each host.
+    """
+    parent = hosts[0].partition(".")[2]
+    count = len(hosts)
+    if (
+        not parent
+        or joined.count("\n") != count - 1
+        or (joined + "\n").count(f".{parent}\n") != count
+        or joined.count(".") != count * (parent.count(".") + 1)
+    ):
+        return None
+    return parent
 
 
 def judge_classes(
