@@ -149,6 +149,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
+    patch.setattr(common.AddressClasses, "one_wide", lambda self, values: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     try:
