@@ -307,10 +307,14 @@ def test_endpoints(ips: list[str]) -> None:
     )
 
 
-# values of one /16 block (split by the policy or not), some of them odd
+# values of one /8 or /16 block (split by the policy or not), some of them odd
 in_one_wide = st.builds(
     lambda wide, rest: f"{wide}.{rest}",
-    st.sampled_from(["10.1", "172.16", "192.168", "198.51", "203.0"]),
+    st.one_of(
+        st.sampled_from(["10.1", "172.16", "192.168", "198.51", "203.0"]),
+        st.builds(lambda b: f"10.{b}", octets),
+        st.builds(lambda b: f"172.{b}", octets),
+    ),
     st.one_of(
         st.builds(lambda c, d: f"{c}.{d}", octets, octets),
         st.builds(lambda c, d, n: f"{c}.{d}/{n}", octets, octets, st.integers(0, 40)),
@@ -322,21 +326,38 @@ in_one_wide = st.builds(
 @FAST
 @example(values=["10.1.2.3", "10.1.2.4\n10.1.2.5"])
 @example(values=["203.0.1.1", "203.0.1.1/24", "203.0.1.0/33"])
+@example(values=["10.0.1.1", "10.200.1.0/24", "10.3.1.01"])
+@example(values=["172.15.1.1", "172.16.1.1"])
 @given(
     values=st.lists(
         st.one_of(in_one_wide, in_one_wide, in_one_wide, addresses), min_size=1, max_size=30
     )
 )
 def test_address_keys_of_a_list(values: list[str]) -> None:
-    # the keys of a whole list are those of each value, and decide Endpoints alike
-    classes = common.AddressClasses(POLICY)
-    assert classes.keys(values) == [common.AddressClasses(POLICY).key(v) for v in values]
+    # a whole list's keys join only classes (an unsplit /8), and decide Endpoints and
+    # NetworkPolicies alike
+    keys = common.AddressClasses(POLICY).keys(values)
+    each = [common.AddressClasses(POLICY).key(v) for v in values]
+    assert [k is None for k in keys] == [k is None for k in each]
+    key_of: dict[str, str | None] = {}
+    for key, own in zip(keys, each, strict=True):
+        if own is not None:
+            assert key_of.setdefault(own, key) == key
     assert_same(
         {
             "apiVersion": "v1",
             "kind": "Endpoints",
             "metadata": meta("ep"),
             "subsets": [{"addresses": [{"ip": v} for v in values]}],
+        }
+    )
+    peers = [{"ipBlock": {"cidr": v}} for v in values]
+    assert_same(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta("np"),
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": peers}]},
         }
     )
 

@@ -390,14 +390,31 @@ _IN_BLOCK = _OCTETS | frozenset(f"{i}/{n}" for i in range(256) for n in range(24
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 
 
-@lru_cache(maxsize=64)
-def _in_wide(wide: str) -> re.Pattern[str]:
-    """Lines of ``_IN_BLOCK`` values in /16 block ``wide``, each ending in a newline.
+def _lines(octets: str) -> re.Pattern[str]:
+    """Lines of ``_IN_BLOCK`` values whose octets match ``octets``, each ending in a newline.
 
     Possessive: a line once matched is never taken back (four times faster on 138k lines).
     """
-    octets = rf"{re.escape(wide)}\.{_OCTET}\.{_OCTET}"
     return re.compile(rf"(?:{octets}(?:/(?:2[4-9]|3[0-2]))?+\n)*+")
+
+
+@lru_cache(maxsize=64)
+def _in_wide(wide: str) -> re.Pattern[str]:
+    """``_lines`` of /16 block ``wide`` (``a.b``)."""
+    return _lines(rf"{re.escape(wide)}\.{_OCTET}\.{_OCTET}")
+
+
+@lru_cache(maxsize=64)
+def _in_head(head: str) -> re.Pattern[str]:
+    """``_lines`` of /8 block ``head`` (``a``)."""
+    return _lines(rf"{re.escape(head)}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+def _all_match(lines: re.Pattern[str], values: Sequence[str]) -> bool:
+    """Whether every value, on a line of its own, matches ``lines``."""
+    joined = "\n".join(values)
+    # a value holding a newline would pass for two
+    return joined.count("\n") == len(values) - 1 and lines.fullmatch(joined + "\n") is not None
 
 
 class AddressClasses:
@@ -427,11 +444,11 @@ class AddressClasses:
         return self._block_key(block)
 
     def keys(self, values: Sequence[str]) -> list[str | None]:
-        """``key`` of each value; an Endpoints can list 138k addresses.
+        """A key for each value, the same for values ``key`` gives the same (or ``one_wide``).
 
-        Addresses of one unsplit /16 block (pods of one cluster network) are recognized by one
-        regular expression over them all, in C; others are keyed one by one (splitting them
-        all in C would cost as much).
+        Addresses of one unsplit /8 or /16 block (pods of one cluster network) are recognized
+        by one regular expression over them all, in C; others are keyed one by one (splitting
+        them all in C would cost as much).  An Endpoints can list 138k addresses.
         """
         wide = self.one_wide(values)
         if wide is not None:
@@ -439,17 +456,25 @@ class AddressClasses:
         return list(map(self.key, values))
 
     def one_wide(self, values: Sequence[str]) -> str | None:
-        """The key of every value when all lie in the unsplit /16 block of the first; or None."""
+        """A key for every value when all lie in the unsplit /8 or /16 block of the first.
+
+        A /8 no policy range starts or ends inside is judged alike too (its key ``a``), though
+        ``key`` tells its /16 blocks apart.  None: the values are keyed one by one.
+        """
         if not values:
             return None
-        wide = values[0].rpartition(".")[0].rpartition(".")[0]
-        if not values[-1].startswith(wide + ".") or self._block_key(wide + ".0") != wide:
+        first, last = values[0], values[-1]
+        head = first.partition(".")[0]
+        if (
+            head in _OCTETS
+            and last.startswith(head + ".")
+            and not self._policy.splits_block(int(head), 8)
+        ):
+            return head if _all_match(_in_head(head), values) else None
+        wide = first.rpartition(".")[0].rpartition(".")[0]
+        if not last.startswith(wide + ".") or self._block_key(wide + ".0") != wide:
             return None
-        joined = "\n".join(values)
-        # a value holding a newline would pass for two
-        if joined.count("\n") != len(values) - 1:
-            return None
-        return wide if _in_wide(wide).fullmatch(joined + "\n") else None
+        return wide if _all_match(_in_wide(wide), values) else None
 
     def _block_key(self, block: str) -> str | None:
         """The class of the values whose last part (one in ``_IN_BLOCK``) follows ``block``."""
