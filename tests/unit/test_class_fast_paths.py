@@ -99,6 +99,8 @@ names = st.one_of(
     st.builds(lambda parent: f"*.{parent}", st.sampled_from(PARENTS)),
     st.sampled_from([*KNOWN, "*", "API.Example.com", "a.example.com.", "a..b", "-a.com", "db"]),
 )
+# valid names under the policy's domains and others, never one the policy lists by itself
+dotted = st.builds(lambda label, parent: f"{label}.{parent}", labels, st.sampled_from(PARENTS))
 octets = st.integers(0, 255)
 addresses = st.one_of(
     st.builds(
@@ -149,9 +151,12 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
+    patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
     patch.setattr(common, "_exact_host_keys", lambda policy, hosts: None)
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
+    patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
+    patch.setattr(common.AddressClasses, "one_wide", lambda self, values: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     try:
@@ -420,6 +425,61 @@ def test_endpoints(ips: list[str]) -> None:
     )
 
 
+# values of one /8 or /16 block (split by the policy or not), some of them odd
+in_one_wide = st.builds(
+    lambda wide, rest: f"{wide}.{rest}",
+    st.one_of(
+        st.sampled_from(["10.1", "172.16", "192.168", "198.51", "203.0"]),
+        st.builds(lambda b: f"10.{b}", octets),
+        st.builds(lambda b: f"172.{b}", octets),
+    ),
+    st.one_of(
+        st.builds(lambda c, d: f"{c}.{d}", octets, octets),
+        st.builds(lambda c, d, n: f"{c}.{d}/{n}", octets, octets, st.integers(0, 40)),
+        st.sampled_from(["1.01", "256.1", "1.256", "1", "1.2.3", "1.2\n10.1.2.3", "1.2 ", ""]),
+    ),
+)
+
+
+@FAST
+@example(values=["10.1.2.3", "10.1.2.4\n10.1.2.5"])
+@example(values=["203.0.1.1", "203.0.1.1/24", "203.0.1.0/33"])
+@example(values=["10.0.1.1", "10.200.1.0/24", "10.3.1.01"])
+@example(values=["172.15.1.1", "172.16.1.1"])
+@given(
+    values=st.lists(
+        st.one_of(in_one_wide, in_one_wide, in_one_wide, addresses), min_size=1, max_size=30
+    )
+)
+def test_address_keys_of_a_list(values: list[str]) -> None:
+    # a whole list's keys join only classes (an unsplit /8), and decide Endpoints and
+    # NetworkPolicies alike
+    keys = common.AddressClasses(POLICY).keys(values)
+    each = [common.AddressClasses(POLICY).key(v) for v in values]
+    assert [k is None for k in keys] == [k is None for k in each]
+    key_of: dict[str, str | None] = {}
+    for key, own in zip(keys, each, strict=True):
+        if own is not None:
+            assert key_of.setdefault(own, key) == key
+    assert_same(
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": meta("ep"),
+            "subsets": [{"addresses": [{"ip": v} for v in values]}],
+        }
+    )
+    peers = [{"ipBlock": {"cidr": v}} for v in values]
+    assert_same(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta("np"),
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": peers}]},
+        }
+    )
+
+
 @FAST
 @given(values=st.lists(st.one_of(names, addresses), min_size=1, max_size=30), fqdn=st.booleans())
 def test_endpoint_slices(values: list[str], fqdn: bool) -> None:
@@ -430,6 +490,42 @@ def test_endpoint_slices(values: list[str], fqdn: bool) -> None:
             "metadata": meta("es"),
             "addressType": "FQDN" if fqdn else "IPv4",
             "endpoints": [{"addresses": [v]} for v in values],
+        }
+    )
+
+
+@settings(max_examples=1000, deadline=None)
+@example(hosts=["a.example.com", "c.d.example.com"])
+@example(hosts=["a.example.com\nb.example.com", "c.example.com"])
+@given(
+    hosts=st.lists(
+        st.one_of(
+            st.builds(lambda label: f"{label}.example.com", st.text("ab.\n", max_size=3)),
+            st.text("ab.\n", max_size=6),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_one_parent_by_counting(hosts: list[str]) -> None:
+    parents = {h.partition(".")[2] for h in hosts}
+    found = common._one_parent(hosts, "\n".join(hosts))
+    if found is not None:
+        assert parents == {found}
+    elif len(parents) == 1 and "" not in parents and "\n" not in "".join(hosts):
+        raise AssertionError(f"{hosts} all lie under {parents}")
+
+
+@FAST
+@given(firsts=st.lists(labels, min_size=1, max_size=30), parent=st.sampled_from(PARENTS))
+def test_endpoint_slice_names_of_one_domain(firsts: list[str], parent: str) -> None:
+    assert_same(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta("es"),
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [f"{first}.{parent}"]} for first in firsts],
         }
     )
 
@@ -599,6 +695,63 @@ def test_destination_rule_repeated_subsets(picks: list[int], host: str, namespac
                 "host": host,
                 "trafficPolicy": {"tls": {"sni": "x.example.com"}},
                 "subsets": subsets,
+            },
+        }
+    )
+
+
+@FAST
+@given(
+    subsets=st.lists(
+        st.tuples(
+            st.one_of(dotted, names),
+            st.one_of(st.none(), dotted, names),
+            st.sampled_from([None, "SIMPLE", "DISABLE"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    host=st.sampled_from(["svc.example.com", *(gw.fqdn for gw in POLICY.gateways)]),
+    namespace=st.sampled_from(["test-app", "egress"]),
+    ports=st.sampled_from([None, [{"tls": {"mode": "DISABLE"}}]]),
+)
+@example(
+    subsets=[(f"t{i}.{PARENTS[i % 2 * 11]}", None, None) for i in range(3)],
+    host="svc.example.com",
+    namespace="test-app",
+    ports=None,
+)
+@example(
+    subsets=[(f"t{i}.example.com", f"t{i}.{PARENTS[i % 2 * 11]}", "SIMPLE") for i in range(3)],
+    host=POLICY.gateways[0].fqdn,
+    namespace="test-app",
+    ports=None,
+)
+def test_destination_rule_subset_classes(
+    subsets: list[tuple[str, str | None, str | None]],
+    host: str,
+    namespace: str,
+    ports: list[Any] | None,
+) -> None:
+    # one tunnel target and SNI per subset, as a rule with a subset per destination has
+    def traffic(target: str, sni: str | None, mode: str | None) -> dict[str, Any]:
+        tls = {k: v for k, v in (("sni", sni), ("mode", mode)) if v is not None}
+        found: dict[str, Any] = {"tunnel": {"targetHost": target, "targetPort": 443}, "tls": tls}
+        if ports is not None:
+            found["portLevelSettings"] = ports
+        return found
+
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "dr", "namespace": namespace},
+            "spec": {
+                "host": host,
+                "subsets": [
+                    {"name": f"s{i}", "trafficPolicy": traffic(*subset)}
+                    for i, subset in enumerate(subsets)
+                ],
             },
         }
     )

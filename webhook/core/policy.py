@@ -293,8 +293,8 @@ class Policy:
         """Whether a policy range ends inside IPv4 block ``block`` (the address ``>> 32 - bits``).
 
         When none does, every address of the block lies inside the same ranges (internal
-        networks, service addresses), so the policy judges them all alike.  ``bits`` is 16 or
-        24.
+        networks, service addresses), so the policy judges them all alike.  ``bits`` is 8, 16
+        or 24.
         """
         return (bits, block) in self._cut_blocks
 
@@ -493,13 +493,13 @@ def _index_rules(
 
 
 def _cut_blocks(ranges: Iterable[str]) -> Iterator[tuple[int, int]]:
-    """``(bits, block)`` of the /16 and /24 blocks an IPv4 range starts or ends inside."""
+    """``(bits, block)`` of the /8, /16 and /24 blocks an IPv4 range starts or ends inside."""
     for text in ranges:
         net = address_range(text)
         if net is None or net[0] != 4:
             continue
         _, first, last = net
-        for bits in (16, 24):
+        for bits in (8, 16, 24):
             shift = 32 - bits
             inside = (1 << shift) - 1
             if first & inside:

@@ -9,11 +9,13 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from webhook.core.decisions import EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
@@ -22,6 +24,7 @@ from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
     address_range,
+    all_valid_names,
     check_dns_name,
     covers,
     expand_short_name,
@@ -248,13 +251,19 @@ def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] |
 
     A name the policy knows (``Policy.known_domains``) is judged alone.
     """
-    if "*" in "".join(hosts):
+    joined = "\n".join(hosts)
+    if not hosts or "*" in joined:
         return None
-    parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
-    if "" in parents:
-        # a name without a dot is its own class
-        return None
-    keys: list[str | None] = list(nearest_known(policy, parents))
+    parent = _one_parent(hosts, joined)
+    keys: list[str | None]
+    if parent is not None:
+        keys = [nearest_known(policy, [parent])[0]] * len(hosts)
+    else:
+        parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
+        if "" in parents:
+            # a name without a dot is its own class
+            return None
+        keys = list(nearest_known(policy, parents))
     known = policy.known_domains
     if not known.isdisjoint(hosts):
         keys = [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
@@ -283,6 +292,45 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
         return list(map(above.__getitem__, ups))
     kept = dict(zip(compress(domains, hits), compress(domains, hits), strict=True))
     return list(map(kept.get, domains, map(above.__getitem__, ups)))
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def name_classes(policy: Policy, names: Sequence[object]) -> list[str] | None:
+    """``Policy.host_class`` of each of a list of names, built in C; None: look at each.
+
+    Only when every name is a valid, dotted, exact name the policy does not list by itself and
+    none ends in a digit (so none reads as an IPv4 address): the class is then the parent
+    domain.  An object can name 17k hosts, one per element.
+    """
+    if not all_valid_names(names):
+        return None
+    hosts = cast("Sequence[str]", names)
+    if "*" in "".join(hosts) or not policy.own_names.isdisjoint(hosts):
+        return None
+    if not _DIGITS.isdisjoint("".join(map(itemgetter(-1), hosts))):
+        return None
+    parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
+    # a name without a dot is its own class
+    return None if "" in parents else parents
+
+
+def _one_parent(hosts: Sequence[str], joined: str) -> str | None:
+    """The parent domain of every host when each is one label under the first one's parent.
+
+    Counted over ``joined`` (the hosts joined by newlines) instead of splitting each host.
+    """
+    parent = hosts[0].partition(".")[2]
+    count = len(hosts)
+    if (
+        not parent
+        or joined.count("\n") != count - 1
+        or (joined + "\n").count(f".{parent}\n") != count
+        or joined.count(".") != count * (parent.count(".") + 1)
+    ):
+        return None
+    return parent
 
 
 def judge_classes(
@@ -343,12 +391,58 @@ def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge
             judge(reader, index, value)
         return
     classes = AddressClasses(policy)
-    keys = list(map(classes.key, values))
-    judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
+    wide = classes.one_wide(values)
+    if wide is not None:
+        keys: list[str | None] = [wide] * len(values)
+        judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
+        return
+    # keyed as the ordered pass goes: a list breaking the policy stops at the violation limit
+    # without keying the rest; an item is skipped only once its class was judged clean
+    clean: set[str] = set()
+    violations = reader.violations
+    key = classes.key
+    for index, value in enumerate(values):
+        found = key(value)
+        if found is not None and found in clean:
+            continue
+        before = len(violations)
+        judge(reader, index, value)
+        if found is not None and len(violations) == before:
+            clean.add(found)
 
 
 # last parts of addresses and CIDRs that stay inside their /24: "7", "7/24" ... "7/32"
 _IN_BLOCK = _OCTETS | frozenset(f"{i}/{n}" for i in range(256) for n in range(24, 33))
+
+
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+
+
+def _lines(octets: str) -> re.Pattern[str]:
+    """Lines of ``_IN_BLOCK`` values whose octets match ``octets``, each ending in a newline.
+
+    Possessive: a line once matched is never taken back (four times faster on 138k lines).
+    """
+    return re.compile(rf"(?:{octets}(?:/(?:2[4-9]|3[0-2]))?+\n)*+")
+
+
+@lru_cache(maxsize=64)
+def _in_wide(wide: str) -> re.Pattern[str]:
+    """``_lines`` of /16 block ``wide`` (``a.b``)."""
+    return _lines(rf"{re.escape(wide)}\.{_OCTET}\.{_OCTET}")
+
+
+@lru_cache(maxsize=64)
+def _in_head(head: str) -> re.Pattern[str]:
+    """``_lines`` of /8 block ``head`` (``a``)."""
+    return _lines(rf"{re.escape(head)}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+def _all_match(lines: re.Pattern[str], values: Sequence[str]) -> bool:
+    """Whether every value, on a line of its own, matches ``lines``."""
+    joined = "\n".join(values)
+    # a value holding a newline would pass for two
+    return joined.count("\n") == len(values) - 1 and lines.fullmatch(joined + "\n") is not None
 
 
 class AddressClasses:
@@ -375,6 +469,43 @@ class AddressClasses:
         block, _, last = value.rpartition(".")
         if last not in _IN_BLOCK:
             return None
+        return self._block_key(block)
+
+    def keys(self, values: Sequence[str]) -> list[str | None]:
+        """A key for each value, the same for values ``key`` gives the same (or ``one_wide``).
+
+        Addresses of one unsplit /8 or /16 block (pods of one cluster network) are recognized
+        by one regular expression over them all, in C; others are keyed one by one (splitting
+        them all in C would cost as much).  An Endpoints can list 138k addresses.
+        """
+        wide = self.one_wide(values)
+        if wide is not None:
+            return [wide] * len(values)
+        return list(map(self.key, values))
+
+    def one_wide(self, values: Sequence[str]) -> str | None:
+        """A key for every value when all lie in the unsplit /8 or /16 block of the first.
+
+        A /8 no policy range starts or ends inside is judged alike too (its key ``a``), though
+        ``key`` tells its /16 blocks apart.  None: the values are keyed one by one.
+        """
+        if not values:
+            return None
+        first, last = values[0], values[-1]
+        head = first.partition(".")[0]
+        if (
+            head in _OCTETS
+            and last.startswith(head + ".")
+            and not self._policy.splits_block(int(head), 8)
+        ):
+            return head if _all_match(_in_head(head), values) else None
+        wide = first.rpartition(".")[0].rpartition(".")[0]
+        if not last.startswith(wide + ".") or self._block_key(wide + ".0") != wide:
+            return None
+        return wide if _all_match(_in_wide(wide), values) else None
+
+    def _block_key(self, block: str) -> str | None:
+        """The class of the values whose last part (one in ``_IN_BLOCK``) follows ``block``."""
         wide, _, third = block.rpartition(".")
         if third not in _OCTETS:
             return None

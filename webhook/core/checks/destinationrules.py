@@ -9,7 +9,7 @@ rule with a ``workloadSelector`` may not be exported beyond its namespace (Istio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -18,7 +18,9 @@ from webhook.core.checks.common import (
     Reader,
     destination_problem,
     gateways_covered_by,
+    judge_classes,
     many,
+    name_classes,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -59,15 +61,19 @@ def check_destination_rule(
         else None
     )
     egress_ns = policy.is_egress_namespace(namespace)
+    gateways = gateways_covered_by(policy, host) if host is not None else ()
     raw_subsets: Any = spec.get("subsets")
-    keys = subset_keys(raw_subsets)
+    keys: Sequence[Hashable] | None = subset_classes(policy, raw_subsets, bool(gateways))
+    if keys is None:
+        keys = subset_keys(raw_subsets)
+    groups: list[tuple[Hashable, int, list[tuple[str, Mapping[str, Any]]] | None]] | None = None
     if keys is None:
         policies = list(_traffic_policies(reader, spec))
-        groups: list[tuple[Any, int, list[tuple[str, Mapping[str, Any]]] | None]] = []
     else:
         # a subset's verdict depends on its trafficPolicy alone: equal ones are read once
         policies = list(_traffic_policies(reader, {"trafficPolicy": spec.get("trafficPolicy")}))
-        groups = _read_subsets(reader, raw_subsets, keys)
+        if not _read_clean(raw_subsets, keys):
+            groups = _read_subsets(reader, raw_subsets, keys)
     if egress_ns and host is not None:
         is_gateway = any(gw.fqdn == host for gw in policy.gateways)
         if not is_gateway and not policy.services_covering(host):
@@ -86,11 +92,10 @@ def check_destination_rule(
             )
     allowed = policy.allowed_directly(namespace)
     source = f"namespace {namespace}"
-    gateways = gateways_covered_by(policy, host) if host is not None else ()
     # tunnel targets under one parent domain get one verdict (a rule can have 17k subsets)
     clean_targets: set[str] = set()
 
-    def judge(path: str, traffic: Mapping[str, Any]) -> None:
+    def judge(reader: Reader, path: str, traffic: Mapping[str, Any]) -> None:
         tunnel = reader.mapping(traffic.get("tunnel"), f"{path}.tunnel")
         target = reader.string(tunnel.get("targetHost"), f"{path}.tunnel.targetHost")
         if tunnel and egress_ns:
@@ -109,8 +114,19 @@ def check_destination_rule(
             _check_tls(reader, policy, traffic, path, gateways[0].fqdn, namespace, egress_ns, spec)
 
     for path, traffic in policies:
-        judge(path, traffic)
-    clean: set[Any] = set()
+        judge(reader, path, traffic)
+    if keys is None:
+        return reader.violations
+    if groups is None:
+        # every subset read clean: one judgement per key, unless one breaks the policy
+
+        def judge_subset(reader: Reader, index: int) -> None:
+            for path, traffic in _subset_policies(Reader(), index, raw_subsets[index]):
+                judge(reader, path, traffic)
+
+        judge_classes(reader, keys, judge_subset)
+        return reader.violations
+    clean: set[Hashable] = set()
     violations = reader.violations
     for key, index, items in groups:
         if key in clean:
@@ -120,10 +136,68 @@ def check_destination_rule(
             items = _subset_policies(Reader(), index, raw_subsets[index])
         before = len(violations)
         for path, traffic in items:
-            judge(path, traffic)
+            judge(reader, path, traffic)
         if len(violations) == before:
             clean.add(key)
     return reader.violations
+
+
+def subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashable] | None:
+    """The class of each subset's verdict, its names judged by ``name_classes``; None: unsure.
+
+    Only for a long list of objects whose trafficPolicies are objects with alike tunnels (all
+    absent, or all objects naming a valid target) and, towards an egress gateway, alike tls
+    settings.  The checks read nothing else of a subset but ``portLevelSettings``, keyed by
+    its repr: subsets with one tunnel or SNI each, under a few domains, make a few classes.
+    """
+    if type(subsets) is not list or not many(subsets) or set(map(type, subsets)) != {dict}:
+        return None
+    traffic: list[Any] = list(map(dict.get, subsets, repeat("trafficPolicy")))
+    if set(map(type, traffic)) != {dict}:
+        return None
+    # parts alike in every subset are left out of the keys
+    parts: list[list[Any]] = []
+    ports: list[Any] = list(map(dict.get, traffic, repeat("portLevelSettings")))
+    if set(map(type, ports)) != {type(None)}:
+        parts.append(list(map(repr, ports)))
+    tunnels: list[Any] = list(map(dict.get, traffic, repeat("tunnel")))
+    kinds = set(map(type, tunnels))
+    if kinds == {dict}:
+        targets = name_classes(policy, list(map(dict.get, tunnels, repeat("targetHost"))))
+        if targets is None:
+            return None
+        parts.append(targets)
+        if not all(tunnels):
+            # an empty tunnel is none (the egress namespace may have none)
+            parts.append(list(map(bool, tunnels)))
+    elif kinds != {type(None)}:
+        return None
+    if gateways:
+        tls: list[Any] = list(map(dict.get, traffic, repeat("tls")))
+        kinds = set(map(type, tls))
+        if kinds == {dict}:
+            raw: list[Any] = list(map(dict.get, tls, repeat("sni")))
+            if set(map(type, raw)) != {type(None)}:
+                snis = name_classes(policy, raw)
+                if snis is None:
+                    return None
+                parts.append(snis)
+            parts.append(list(map(repr, map(dict.get, tls, repeat("mode")))))
+        elif kinds != {type(None)}:
+            return None
+    if len(parts) == 1:
+        return parts[0]
+    return list(zip(*parts, strict=True)) if parts else [()] * len(subsets)
+
+
+def _read_clean(subsets: list[dict[str, Any]], keys: Sequence[Hashable]) -> bool:
+    """Whether every subset reads without a shape problem, one read per key."""
+    for index in dict(zip(keys, range(len(keys)), strict=True)).values():
+        scratch = Reader()
+        _subset_policies(scratch, index, subsets[index])
+        if scratch.violations:
+            return False
+    return True
 
 
 def subset_keys(subsets: Any) -> list[str] | None:
@@ -138,11 +212,11 @@ def subset_keys(subsets: Any) -> list[str] | None:
 
 
 def _read_subsets(
-    reader: Reader, subsets: list[dict[str, Any]], keys: list[str]
-) -> list[tuple[str, int, list[tuple[str, Mapping[str, Any]]] | None]]:
+    reader: Reader, subsets: list[dict[str, Any]], keys: Sequence[Hashable]
+) -> list[tuple[Hashable, int, list[tuple[str, Mapping[str, Any]]] | None]]:
     """Each subset's traffic policies, shape problems recorded once per key (None: clean)."""
-    groups: list[tuple[str, int, list[tuple[str, Mapping[str, Any]]] | None]] = []
-    clean: set[str] = set()
+    groups: list[tuple[Hashable, int, list[tuple[str, Mapping[str, Any]]] | None]] = []
+    clean: set[Hashable] = set()
     violations = reader.violations
     for index, key in enumerate(keys):
         if key in clean:

@@ -15,6 +15,7 @@ too: a platform's own default-deny egress policy adds up with tenant ones the sa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
@@ -45,13 +46,13 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
                 "namespaces or in-cluster ipBlocks the workloads need",
             )
         peers = rule.get("to")
-        if isinstance(peers, list) and many(peers) and all(type(peer) is dict for peer in peers):
+        if isinstance(peers, list) and many(peers) and set(map(type, peers)) == {dict}:
             classes = AddressClasses(policy)
 
             def judge(reader: Reader, index: int, where: str = where, peers: Any = peers) -> None:
                 _check_peer(reader, policy, peers[index], f"{where}.to[{index}]")
 
-            judge_classes(reader, [_peer_class(classes, p) for p in peers], judge)
+            judge_classes(reader, _peer_classes(classes, peers), judge)
             continue
         for at, peer in reader.mappings(peers, f"{where}.to"):
             _check_peer(reader, policy, peer, at)
@@ -64,6 +65,16 @@ def _governs_egress(reader: Reader, spec: Mapping[str, Any]) -> bool:
     if spec.get("policyTypes") is None:
         return spec.get("egress") is not None
     return any(t == EGRESS for _, t in types)
+
+
+def _peer_classes(classes: AddressClasses, peers: list[dict[str, Any]]) -> list[str | None]:
+    """``_peer_class`` of each peer, in passes of C when every one is an ipBlock with a cidr."""
+    blocks: list[Any] = list(map(dict.get, peers, repeat("ipBlock")))
+    if set(map(type, blocks)) == {dict}:
+        cidrs: list[Any] = list(map(dict.get, blocks, repeat("cidr")))
+        if set(map(type, cidrs)) == {str}:
+            return classes.keys(cidrs)
+    return [_peer_class(classes, peer) for peer in peers]
 
 
 def _peer_class(classes: AddressClasses, peer: Mapping[str, Any]) -> str | None:
