@@ -30,6 +30,7 @@ from webhook.core.checks.common import (
     gateway_subset_problem,
     judge_classes,
     many,
+    nearest_known,
     overbroad,
     passthrough_subset_problem,
     policy_gateway,
@@ -1074,6 +1075,9 @@ def _parent_keys(
         return None
     if "*" in "".join(map(itemgetter(0), split)) or not policy.own_names.isdisjoint(hosts):
         return None
+    if len(distinct) > 1 and policy.known_domains.isdisjoint(hosts):
+        # hosts under thousands of domains: classed by the nearest domain the policy knows
+        return list(nearest_known(policy, cast("list[str]", keys)))
     return keys
 
 
