@@ -138,6 +138,33 @@ def service_entry_hosts(n: int) -> dict[str, Any]:
     }
 
 
+def service_entry_hosts_own_domains(n: int) -> dict[str, Any]:
+    """A ServiceEntry with ``n`` hosts, each under a domain of its own (``h.p7.example.com``):
+    no two hosts share a parent, so classing by parent domain gains nothing."""
+    manifest = service_entry_hosts(1)
+    manifest["metadata"] = _meta("own-domains")
+    manifest["spec"]["hosts"] = [f"h.p{i}.example.com" for i in range(n)]
+    return manifest
+
+
+def sidecar_imports_own_domains(n: int) -> dict[str, Any]:
+    """A Sidecar importing ``n`` hosts from every namespace, each under a domain of its own,
+    half exact names and half wildcards."""
+    hosts = [f"*/h.p{i}.example.com" if i % 2 else f"*/*.w.q{i}.example.org" for i in range(n)]
+    manifest = sidecar_imports(1)
+    manifest["spec"]["egress"] = [{"hosts": hosts}]
+    return manifest
+
+
+def virtual_service_own_domains(n: int) -> dict[str, Any]:
+    """A VirtualService of ``n`` routes and hosts, each destination under a domain of its own."""
+    manifest = virtual_service_routes(n)
+    manifest["spec"]["hosts"] = [f"svc.p{i}.example.net" for i in range(n)]
+    for i, rule in enumerate(manifest["spec"]["http"]):
+        rule["route"][0]["destination"]["host"] = f"d.p{i}.example.com"
+    return manifest
+
+
 def service_entry_repeated_host(n: int) -> dict[str, Any]:
     """A ServiceEntry listing one host ``n`` times: every per-host memo hits."""
     manifest = service_entry_hosts(1)
@@ -308,11 +335,14 @@ allow:
 
 BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "VirtualService, n routes and hosts": virtual_service_routes,
+    "VirtualService, n routes to hosts under as many domains": virtual_service_own_domains,
     "Sidecar importing n hosts": sidecar_imports,
+    "Sidecar importing n hosts under as many domains": sidecar_imports_own_domains,
     "Pod with n containers": pod_containers,
     "Pod, one container with n env vars": pod_env,
     "ServiceEntry with n endpoints": service_entry_endpoints,
     "ServiceEntry with n hosts": service_entry_hosts,
+    "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,
     "ServiceEntry with one host n times": service_entry_repeated_host,
     "DestinationRule with n subsets": destination_rule_subsets,
     "NetworkPolicy with n ipBlock peers": network_policy_peers,
