@@ -287,7 +287,11 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
         return domains
     ups = list(map(itemgetter(2), map(str.partition, domains, repeat("."))))
     distinct = list(dict.fromkeys(ups))
-    above = dict(zip(distinct, nearest_known(policy, distinct), strict=True))
+    nearer = nearest_known(policy, distinct)
+    if nearer is distinct and not any(hits):
+        # every domain a level up is known: no lookup to map them
+        return ups
+    above = dict(zip(distinct, nearer, strict=True))
     if not any(hits):
         return list(map(above.__getitem__, ups))
     kept = dict(zip(compress(domains, hits), compress(domains, hits), strict=True))

@@ -255,6 +255,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     firsts = _sampled_classes(policy, hosts, joined)
     if firsts is not None:
         return _ImportKeys(hosts), firsts
+    firsts = _split_classes(policy, hosts, joined)
+    if firsts is not None:
+        return _ClassKeys(policy, hosts), firsts
     keys = _checked_keys(policy, hosts)
     return None if keys is None else (keys, None)
 
@@ -332,6 +335,63 @@ def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hash
         return None
     keys = _import_keys(sample)
     return dict(zip(keys, range(len(keys)), strict=True))
+
+
+class _ClassKeys(Collection[str]):
+    """``_checked_keys`` of a list ``_split_classes`` accepted, built chunk by chunk as read."""
+
+    __slots__ = ("_hosts", "_policy")
+
+    def __init__(self, policy: Policy, hosts: list[str]) -> None:
+        self._policy = policy
+        self._hosts = hosts
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __iter__(self) -> Iterator[str]:
+        hosts = self._hosts
+        for start in range(0, len(hosts), KEYS_CHUNK):
+            # each condition of _checked_keys holds entry by entry, so on every chunk too
+            yield from _checked_keys(self._policy, hosts[start : start + KEYS_CHUNK]) or ()
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k in self)
+
+
+def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
+    """Each class of ``_checked_keys`` mapped to one of its entries, read from the joined text.
+
+    Only when ``_checked_keys`` would class every entry by ``nearest_known``: with the wildcard
+    prefix moved before the '/', one split of the text gives each entry's namespace part and
+    its name; no key string is built for the entries.  None: build every key.
+    """
+    count = len(hosts)
+    if not joined.isascii() or "\x00" in joined:
+        return None
+    text = joined.replace("/*.", _WILD + "/")
+    # every entry holds exactly one '/' (and no newline) when the separators alternate
+    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+        return None
+    parts = text.replace("/", "\n").split("\n")
+    spaces = parts[0::2]
+    names = parts[1::2]
+    # the names, "*." moved out: valid ones hold no '*' (and wildcards had two more characters)
+    joined_names = "\n".join(names)
+    if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
+        return None
+    # own names and own suffixes (with "*." dropped) are known domains: this clears them too
+    if not policy.known_domains.isdisjoint(names):
+        return None
+    parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+    if "" in parents:
+        return None
+    classes = nearest_known(policy, parents)
+    firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+    return {
+        (ns[: -len(_WILD)] + "/*." if ns.endswith(_WILD) else ns + "/") + cls: index
+        for (ns, cls), index in firsts.items()
+    }
 
 
 def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
