@@ -364,6 +364,55 @@ def test_sidecar_import_classes_counted() -> None:
         assert sidecars._sampled_classes(POLICY, odd, "\n".join(odd)) is None
 
 
+# names under many parents of a few known domains, and names that are or sit under known ones
+SPLIT_NAMES = st.one_of(
+    st.builds(
+        lambda w, label, up: f"{w}{label}.{up}",
+        st.sampled_from(["", "*."]),
+        st.sampled_from(["h", "egress", "x.y"]),
+        st.builds(
+            lambda i, domain: f"p{i}.{domain}",
+            st.integers(0, 9),
+            st.sampled_from(["example.com", "example.org", "ml.example.net", "cluster.local"]),
+        ),
+    ),
+    st.sampled_from(
+        ["a.example.org", "b.a.example.org", "*.a.example.org", "example.com", "x.com", "egress"]
+    ),
+)
+
+
+@FAST
+@given(
+    entries=st.lists(
+        st.builds(
+            lambda ns, name: f"{ns}/{name}",
+            st.sampled_from(["*", ".", "egress", "a.example.com", "p1.example.com"]),
+            SPLIT_NAMES,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    sample=st.sampled_from([1, 3, 256]),
+)
+def test_sidecar_import_classes_split_random(entries: list[str], sample: int) -> None:
+    # classes read from the split text (counted from a sample, or from every name) are those
+    # of every key, in the order they first appear
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        firsts = sidecars._split_classes(POLICY, entries, "\n".join(entries))
+    keys = sidecars._checked_keys(POLICY, entries)
+    if firsts is not None:
+        assert keys is not None
+        assert list(firsts) == list(dict.fromkeys(keys))
+        assert all(keys[index] == key for key, index in firsts.items())
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    assert_same(sidecar(spec, None))
+
+
 @pytest.mark.parametrize(
     "entries",
     [

@@ -380,18 +380,74 @@ def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashab
     joined_names = "\n".join(names)
     if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
         return None
-    # own names and own suffixes (with "*." dropped) are known domains: this clears them too
-    if not policy.known_domains.isdisjoint(names):
-        return None
-    parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+    counted = _counted_classes(policy, parts, joined_names)
+    if counted is not None:
+        firsts = counted
+    else:
+        # own names and own suffixes (with "*." dropped) are known domains: this clears them
+        if not policy.known_domains.isdisjoint(names):
+            return None
+        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+        if "" in parents:
+            return None
+        classes = nearest_known(policy, parents)
+        firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+    return {_class_key(ns, cls): index for (ns, cls), index in firsts.items()}
+
+
+def _class_key(space: str, domain: str) -> str:
+    """The key ``_checked_keys`` builds for a namespace part (wildcard moved in) and a class."""
+    return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + domain
+
+
+def _counted_classes(
+    policy: Policy, parts: list[str], joined_names: str
+) -> dict[tuple[str, str], int] | None:
+    """Each (namespace part, class) pair's first entry, found by counting; None: key each.
+
+    ``parts`` alternates the namespace parts (wildcard moved in) and the valid names of the
+    entries.  The classes of the first entries are nearest known domains; a name is in the
+    class of such a domain when it ends with it, and neither is nor ends with any known domain
+    below it.  With the parts joined in reverse order each name is followed by its own
+    namespace part, so each pair is counted as one substring, and the counts add up to the
+    whole list only if every entry is one of the sampled pairs.
+    """
+    count = len(parts) // 2
+    sample = parts[: 2 * CLASS_SAMPLE]
+    spaces = set(sample[0::2])
+    parents = [name.partition(".")[2] for name in sample[1::2]]
     if "" in parents:
         return None
-    classes = nearest_known(policy, parents)
-    firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
-    return {
-        (ns[: -len(_WILD)] + "/*." if ns.endswith(_WILD) else ns + "/") + cls: index
-        for (ns, cls), index in firsts.items()
-    }
+    classes = set(nearest_known(policy, parents))
+    if "" in classes or len(spaces) * len(classes) > 16:
+        return None
+    if any(a != b and a.endswith("." + b) for a in classes for b in classes):
+        # a name could end with two of them
+        return None
+    # known is closed under the parent: a name at or under a known domain below a class is at
+    # or under one right below it
+    below = [k for k in policy.known_domains if k.partition(".")[2] in classes]
+    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
+    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
+    if len(below) > 16 or any(f".{k}\n" in lines for k in below):
+        return None
+    if any(f"\n.{ns}\n" in lines for ns in spaces if all_valid_names([ns])):
+        # a name equal to a namespace part could pair with the namespace part before it
+        return None
+    text = "\n".join(reversed(parts)) + "\n"
+    found: dict[tuple[str, str], int] = {}
+    total = 0
+    for ns in spaces:
+        for domain in classes:
+            pair = f".{domain}\n{ns}\n"
+            matches = text.count(pair)
+            if matches:
+                total += matches
+                # the last match in the reversed text is the first entry of the pair
+                found[ns, domain] = count - 1 - text.count("\n", 0, text.rfind(pair)) // 2
+    if total != count:
+        return None
+    return dict(sorted(found.items(), key=itemgetter(1)))
 
 
 def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
