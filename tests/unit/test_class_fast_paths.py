@@ -149,6 +149,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(services, "all_valid_names", lambda values: False)
     patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
+    patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
@@ -352,10 +353,92 @@ def test_sidecar_import_classes_counted() -> None:
     assert list(found[0]) == sidecars._import_keys(entries)
     late = [*entries, "egress/z.example.edu"]
     found = sidecars.import_classes(POLICY, late)
-    assert found is not None and found[1] is None
+    # classed from the split text instead, its keys built only when read
+    assert found is not None and found[1] is not None
+    keys = sidecars._checked_keys(POLICY, late)
+    assert keys is not None and list(found[0]) == keys
+    assert list(found[1]) == list(dict.fromkeys(keys))
+    assert all(keys[index] == key for key, index in found[1].items())
     for entry in ODD_IMPORTS:
         odd = [*entries, entry]
         assert sidecars._sampled_classes(POLICY, odd, "\n".join(odd)) is None
+
+
+# names under many parents of a few known domains, and names that are or sit under known ones
+SPLIT_NAMES = st.one_of(
+    st.builds(
+        lambda w, label, up: f"{w}{label}.{up}",
+        st.sampled_from(["", "*."]),
+        st.sampled_from(["h", "egress", "x.y"]),
+        st.builds(
+            lambda i, domain: f"p{i}.{domain}",
+            st.integers(0, 9),
+            st.sampled_from(["example.com", "example.org", "ml.example.net", "cluster.local"]),
+        ),
+    ),
+    st.sampled_from(
+        ["a.example.org", "b.a.example.org", "*.a.example.org", "example.com", "x.com", "egress"]
+    ),
+)
+
+
+@FAST
+@given(
+    entries=st.lists(
+        st.builds(
+            lambda ns, name: f"{ns}/{name}",
+            st.sampled_from(["*", ".", "egress", "a.example.com", "p1.example.com"]),
+            SPLIT_NAMES,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    sample=st.sampled_from([1, 3, 256]),
+)
+def test_sidecar_import_classes_split_random(entries: list[str], sample: int) -> None:
+    # classes read from the split text (counted from a sample, or from every name) are those
+    # of every key, in the order they first appear
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        firsts = sidecars._split_classes(POLICY, entries, "\n".join(entries))
+    keys = sidecars._checked_keys(POLICY, entries)
+    if firsts is not None:
+        assert keys is not None
+        assert list(firsts) == list(dict.fromkeys(keys))
+        assert all(keys[index] == key for key, index in firsts.items())
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    assert_same(sidecar(spec, None))
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [f"*/h.p{i}.example.com" if i % 2 else f"*/*.w.q{i}.example.org" for i in range(600)],
+        [f"./h.p{i}.example.com" if i % 3 else f"egress/*.w{i}.example.edu" for i in range(600)],
+        [*(f"*/h.p{i}.example.com" for i in range(600)), "*/a.b.c", "x/*.q.r.s"],
+        [*(f"*/h.p{i}.example.com" for i in range(600)), "*/a/b.c"],
+        [*(f"*/h.p{i}.example.com" for i in range(600)), "*/com"],
+        [*(f"*/h.p{i}.example.com" for i in range(600)), "*/*.example.com"],
+    ],
+)
+def test_sidecar_import_classes_split(entries: list[str]) -> None:
+    # under many parents: the classes read from the split text are those of every key
+    firsts = sidecars._split_classes(POLICY, entries, "\n".join(entries))
+    keys = sidecars._checked_keys(POLICY, entries)
+    if firsts is not None:
+        assert keys is not None
+        assert list(sidecars._ClassKeys(POLICY, entries)) == keys
+        assert list(firsts) == list(dict.fromkeys(keys))
+        assert all(keys[index] == key for key, index in firsts.items())
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    for selector in (None, {"app": "trainer"}):
+        assert_same(sidecar(spec, selector))
 
 
 @pytest.mark.parametrize(

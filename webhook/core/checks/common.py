@@ -282,13 +282,19 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
     ``p2.example.com``... are one ``example.com`` there.
     """
     known = policy.known_domains
-    hits = list(map(known.__contains__, domains))
-    if all(hits):
+    # none known (the usual case for thousands of names): one pass, no list of answers
+    none = known.isdisjoint(domains)
+    hits = [] if none else list(map(known.__contains__, domains))
+    if not domains or (not none and all(hits)):
         return domains
     ups = list(map(itemgetter(2), map(str.partition, domains, repeat("."))))
     distinct = list(dict.fromkeys(ups))
-    above = dict(zip(distinct, nearest_known(policy, distinct), strict=True))
-    if not any(hits):
+    nearer = nearest_known(policy, distinct)
+    if nearer is distinct and none:
+        # every domain a level up is known: no lookup to map them
+        return ups
+    above = dict(zip(distinct, nearer, strict=True))
+    if none:
         return list(map(above.__getitem__, ups))
     kept = dict(zip(compress(domains, hits), compress(domains, hits), strict=True))
     return list(map(kept.get, domains, map(above.__getitem__, ups)))

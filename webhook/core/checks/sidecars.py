@@ -255,6 +255,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     firsts = _sampled_classes(policy, hosts, joined)
     if firsts is not None:
         return _ImportKeys(hosts), firsts
+    firsts = _split_classes(policy, hosts, joined)
+    if firsts is not None:
+        return _ClassKeys(policy, hosts), firsts
     keys = _checked_keys(policy, hosts)
     return None if keys is None else (keys, None)
 
@@ -332,6 +335,119 @@ def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hash
         return None
     keys = _import_keys(sample)
     return dict(zip(keys, range(len(keys)), strict=True))
+
+
+class _ClassKeys(Collection[str]):
+    """``_checked_keys`` of a list ``_split_classes`` accepted, built chunk by chunk as read."""
+
+    __slots__ = ("_hosts", "_policy")
+
+    def __init__(self, policy: Policy, hosts: list[str]) -> None:
+        self._policy = policy
+        self._hosts = hosts
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __iter__(self) -> Iterator[str]:
+        hosts = self._hosts
+        for start in range(0, len(hosts), KEYS_CHUNK):
+            # each condition of _checked_keys holds entry by entry, so on every chunk too
+            yield from _checked_keys(self._policy, hosts[start : start + KEYS_CHUNK]) or ()
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k in self)
+
+
+def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
+    """Each class of ``_checked_keys`` mapped to one of its entries, read from the joined text.
+
+    Only when ``_checked_keys`` would class every entry by ``nearest_known``: with the wildcard
+    prefix moved before the '/', one split of the text gives each entry's namespace part and
+    its name; no key string is built for the entries.  None: build every key.
+    """
+    count = len(hosts)
+    if not joined.isascii() or "\x00" in joined:
+        return None
+    text = joined.replace("/*.", _WILD + "/")
+    # every entry holds exactly one '/' (and no newline) when the separators alternate
+    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+        return None
+    parts = text.replace("/", "\n").split("\n")
+    spaces = parts[0::2]
+    names = parts[1::2]
+    # the names, "*." moved out: valid ones hold no '*' (and wildcards had two more characters)
+    joined_names = "\n".join(names)
+    if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
+        return None
+    counted = _counted_classes(policy, parts, joined_names)
+    if counted is not None:
+        firsts = counted
+    else:
+        # own names and own suffixes (with "*." dropped) are known domains: this clears them
+        if not policy.known_domains.isdisjoint(names):
+            return None
+        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+        if "" in parents:
+            return None
+        classes = nearest_known(policy, parents)
+        firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+    return {_class_key(ns, cls): index for (ns, cls), index in firsts.items()}
+
+
+def _class_key(space: str, domain: str) -> str:
+    """The key ``_checked_keys`` builds for a namespace part (wildcard moved in) and a class."""
+    return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + domain
+
+
+def _counted_classes(
+    policy: Policy, parts: list[str], joined_names: str
+) -> dict[tuple[str, str], int] | None:
+    """Each (namespace part, class) pair's first entry, found by counting; None: key each.
+
+    ``parts`` alternates the namespace parts (wildcard moved in) and the valid names of the
+    entries.  The classes of the first entries are nearest known domains; a name is in the
+    class of such a domain when it ends with it, and neither is nor ends with any known domain
+    below it.  With the parts joined in reverse order each name is followed by its own
+    namespace part, so each pair is counted as one substring, and the counts add up to the
+    whole list only if every entry is one of the sampled pairs.
+    """
+    count = len(parts) // 2
+    sample = parts[: 2 * CLASS_SAMPLE]
+    spaces = set(sample[0::2])
+    parents = [name.partition(".")[2] for name in sample[1::2]]
+    if "" in parents:
+        return None
+    classes = set(nearest_known(policy, parents))
+    if "" in classes or len(spaces) * len(classes) > 16:
+        return None
+    if any(a != b and a.endswith("." + b) for a in classes for b in classes):
+        # a name could end with two of them
+        return None
+    # known is closed under the parent: a name at or under a known domain below a class is at
+    # or under one right below it
+    below = [k for k in policy.known_domains if k.partition(".")[2] in classes]
+    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
+    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
+    if len(below) > 16 or any(f".{k}\n" in lines for k in below):
+        return None
+    if any(f"\n.{ns}\n" in lines for ns in spaces if all_valid_names([ns])):
+        # a name equal to a namespace part could pair with the namespace part before it
+        return None
+    text = "\n".join(reversed(parts)) + "\n"
+    found: dict[tuple[str, str], int] = {}
+    total = 0
+    for ns in spaces:
+        for domain in classes:
+            pair = f".{domain}\n{ns}\n"
+            matches = text.count(pair)
+            if matches:
+                total += matches
+                # the last match in the reversed text is the first entry of the pair
+                found[ns, domain] = count - 1 - text.count("\n", 0, text.rfind(pair)) // 2
+    if total != count:
+        return None
+    return dict(sorted(found.items(), key=itemgetter(1)))
 
 
 def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
