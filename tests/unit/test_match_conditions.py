@@ -15,6 +15,7 @@ from typing import Any
 
 import celpy
 import pytest
+from celpy import celtypes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -158,6 +159,33 @@ def changed(obj: dict[str, Any], path: list[str], value: Any, delete: bool) -> d
     else:
         node[path[-1]] = value
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def heterogeneous_equality() -> Any:
+    """Kubernetes' CEL compares values of different types as unequal (``{"a": 1} != false`` is
+    true); this Python evaluator raises "no such overload" instead.  The API server's schema
+    validation keeps such values out of real objects, but the generated changes put any value
+    anywhere, so the evaluator is given the API server's semantics for the module's tests."""
+    patch = pytest.MonkeyPatch()
+    for cls in vars(celtypes).values():
+        if isinstance(cls, type) and cls.__module__ == celtypes.__name__:
+            for name, unequal in (("__eq__", False), ("__ne__", True)):
+                method = cls.__dict__.get(name)
+                if method is not None:
+                    patch.setattr(cls, name, _typed_or(method, unequal))
+    yield
+    patch.undo()
+
+
+def _typed_or(method: Any, unequal: bool) -> Any:
+    def compare(self: Any, other: Any) -> Any:
+        try:
+            return method(self, other)
+        except TypeError:
+            return unequal
+
+    return compare
 
 
 ENV = celpy.Environment()
