@@ -888,9 +888,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "### Worst-case objects (up to the API server's 3 MiB request limit)",
             "",
             "Each object grown to the limit and decided once at its size and once at half of "
-            "it (best of 3, CPU time of the deciding thread's process); growth 2.0 means "
-            "linear. A denial names 10 violations, then 'and N more'; list checks stop reading "
-            "after 1,000 violations.",
+            f"it (best of {worst_case.REPEAT}, CPU time of the deciding thread's process); "
+            "growth 2.0 means linear. A denial names 10 violations, then 'and N more'; list "
+            "checks stop reading after 1,000 violations.",
             "",
             *worst_case.table(cases),
             "",
