@@ -38,31 +38,25 @@ def test_the_worker_class_carries_the_connection_lifetime() -> None:
     assert FairThreadWorker.connection_lifetime > 0
 
 
+@pytest.mark.parametrize(
+    ("timeout", "clock", "beats"),
+    [
+        # once a second against a long timeout: at 0.0, 1.0 and 2.5
+        (15.0, [0.0, 0.1, 0.5, 0.99, 1.0, 1.2, 2.5, 2.6], 3),
+        # a short timeout still gets a heartbeat per quarter of it: at 0.0, 0.26 and 0.52
+        (1.0, [0.0, 0.2, 0.26, 0.4, 0.52], 3),
+    ],
+)
 def test_the_worker_tells_the_arbiter_it_is_alive_at_most_once_a_second(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, timeout: float, clock: list[float], beats: int
 ) -> None:
-    beats: list[int] = []
-    monkeypatch.setattr(ThreadWorker, "notify", lambda self: beats.append(1))
-    clock = iter([0.0, 0.1, 0.5, 0.99, 1.0, 1.2, 2.5, 2.6])
-    monkeypatch.setattr("webhook.admission.worker.time.monotonic", lambda: next(clock))
+    sent: list[int] = []
+    monkeypatch.setattr(ThreadWorker, "notify", lambda self: sent.append(1))
+    ticks = iter(clock)
+    monkeypatch.setattr("webhook.admission.worker.time.monotonic", lambda: next(ticks))
     worker = FairThreadWorker.__new__(FairThreadWorker)
     worker._next_notify = 0.0
-    worker.timeout = 15.0
-    for _ in range(8):
+    worker.timeout = timeout
+    for _ in clock:
         worker.notify()
-    assert len(beats) == 3  # at 0.0, 1.0 and 2.5
-
-
-def test_a_short_timeout_still_gets_a_heartbeat_per_quarter_of_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    beats: list[int] = []
-    monkeypatch.setattr(ThreadWorker, "notify", lambda self: beats.append(1))
-    clock = iter([0.0, 0.2, 0.26, 0.4, 0.52])
-    monkeypatch.setattr("webhook.admission.worker.time.monotonic", lambda: next(clock))
-    worker = FairThreadWorker.__new__(FairThreadWorker)
-    worker._next_notify = 0.0
-    worker.timeout = 1.0
-    for _ in range(5):
-        worker.notify()
-    assert len(beats) == 3  # at 0.0, 0.26 and 0.52
+    assert len(sent) == beats

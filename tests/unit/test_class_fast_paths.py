@@ -195,6 +195,25 @@ def assert_same(manifest: dict[str, Any]) -> None:
     assert (default.allowed, default.reason) == (slow.allowed, slow.reason)
 
 
+def assert_same_virtual_service(
+    spec: dict[str, Any], gateways: list[str] | None, export: Any
+) -> None:
+    """``assert_same`` on a VirtualService of ``spec``, in a tenant and in the egress namespace."""
+    if gateways is not None:
+        spec["gateways"] = gateways
+    if export is not None:
+        spec["exportTo"] = export
+    for namespace in ("test-app", "egress"):
+        assert_same(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "vs", "namespace": namespace},
+                "spec": spec,
+            }
+        )
+
+
 def meta(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": "test-app"}
 
@@ -430,7 +449,10 @@ def test_sidecar_import_classes_split(entries: list[str]) -> None:
     keys = sidecars._checked_keys(POLICY, entries)
     if firsts is not None:
         assert keys is not None
-        assert list(sidecars._ClassKeys(POLICY, entries)) == keys
+        assert (
+            list(sidecars._ChunkedKeys(entries, lambda c: sidecars._checked_keys(POLICY, c) or ()))
+            == keys
+        )
         assert list(firsts) == list(dict.fromkeys(keys))
         assert all(keys[index] == key for key, index in firsts.items())
     spec: dict[str, Any] = {
@@ -990,19 +1012,7 @@ def test_virtual_service_plain_rules(
         spec["tcp"] = tcp
     if tls:
         spec["tls"] = tls
-    if gateways is not None:
-        spec["gateways"] = gateways
-    if export is not None:
-        spec["exportTo"] = export
-    for namespace in ("test-app", "egress"):
-        assert_same(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": {"name": "vs", "namespace": namespace},
-                "spec": spec,
-            }
-        )
+    assert_same_virtual_service(spec, gateways, export)
 
 
 # a pool of rules of the usual shapes (and a few odd ones), repeated into lists around the
@@ -1041,19 +1051,7 @@ def test_virtual_service_many_rules(
         "hosts": ["api.payments.example", "reviews"],
         kind: [pool[pick % len(pool)] for pick in picks],
     }
-    if gateways is not None:
-        spec["gateways"] = gateways
-    if export is not None:
-        spec["exportTo"] = export
-    for namespace in ("test-app", "egress"):
-        assert_same(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": {"name": "vs", "namespace": namespace},
-                "spec": spec,
-            }
-        )
+    assert_same_virtual_service(spec, gateways, export)
 
 
 # rules generated alike over many services, as tools write them: one destination (or more, a
@@ -1230,19 +1228,7 @@ def test_virtual_service_alike_rules(
     for at, rule in odd:
         rule_list.insert(at % (count + 1), rule)
     spec: dict[str, Any] = {"hosts": hosts, kind: rule_list}
-    if gateways is not None:
-        spec["gateways"] = gateways
-    if export is not None:
-        spec["exportTo"] = export
-    for namespace in ("test-app", "egress"):
-        assert_same(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": {"name": "vs", "namespace": namespace},
-                "spec": spec,
-            }
-        )
+    assert_same_virtual_service(spec, gateways, export)
 
 
 def test_virtual_service_one_bad_rule_among_thousands() -> None:

@@ -10,7 +10,7 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import Any
@@ -254,29 +254,32 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
         return hosts, None
     firsts = _sampled_classes(policy, hosts, joined)
     if firsts is not None:
-        return _ImportKeys(hosts), firsts
+        return _ChunkedKeys(hosts, _import_keys), firsts
     firsts = _split_classes(policy, hosts, joined)
     if firsts is not None:
-        return _ClassKeys(policy, hosts), firsts
+        # each condition of _checked_keys holds entry by entry, so on every chunk too
+        return _ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk) or ()), firsts
     keys = _checked_keys(policy, hosts)
     return None if keys is None else (keys, None)
 
 
-class _ImportKeys(Collection[str]):
-    """``_import_keys`` of a list already checked, built chunk by chunk as they are read."""
+class _ChunkedKeys(Collection[Hashable]):
+    """The class keys of a list already checked, built chunk by chunk as they are read: a list
+    whose classes are all clean never has its per-entry keys built at all."""
 
-    __slots__ = ("_hosts",)
+    __slots__ = ("_hosts", "_keys_of")
 
-    def __init__(self, hosts: list[str]) -> None:
+    def __init__(self, hosts: list[str], keys_of: Callable[[list[str]], Iterable[Hashable]]):
         self._hosts = hosts
+        self._keys_of = keys_of
 
     def __len__(self) -> int:
         return len(self._hosts)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Hashable]:
         hosts = self._hosts
         for start in range(0, len(hosts), KEYS_CHUNK):
-            yield from _import_keys(hosts[start : start + KEYS_CHUNK])
+            yield from self._keys_of(hosts[start : start + KEYS_CHUNK])
 
     def __contains__(self, key: object) -> bool:
         return any(k == key for k in self)
@@ -335,28 +338,6 @@ def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hash
         return None
     keys = _import_keys(sample)
     return dict(zip(keys, range(len(keys)), strict=True))
-
-
-class _ClassKeys(Collection[str]):
-    """``_checked_keys`` of a list ``_split_classes`` accepted, built chunk by chunk as read."""
-
-    __slots__ = ("_hosts", "_policy")
-
-    def __init__(self, policy: Policy, hosts: list[str]) -> None:
-        self._policy = policy
-        self._hosts = hosts
-
-    def __len__(self) -> int:
-        return len(self._hosts)
-
-    def __iter__(self) -> Iterator[str]:
-        hosts = self._hosts
-        for start in range(0, len(hosts), KEYS_CHUNK):
-            # each condition of _checked_keys holds entry by entry, so on every chunk too
-            yield from _checked_keys(self._policy, hosts[start : start + KEYS_CHUNK]) or ()
-
-    def __contains__(self, key: object) -> bool:
-        return any(k == key for k in self)
 
 
 def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
