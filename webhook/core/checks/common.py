@@ -234,16 +234,7 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     if keys is not None:
         judge_classes(reader, keys, lambda reader, index: judge(reader, index, hosts[index]))
         return
-    violations = reader.violations
-    clean: set[str] = set()
-    for index, host in enumerate(hosts):
-        key = policy.host_class(host)
-        if key is not None and key in clean:
-            continue
-        before = len(violations)
-        judge(reader, index, host)
-        if key is not None and len(violations) == before:
-            clean.add(key)
+    judge_keyed(reader, hosts, policy.host_class, judge)
 
 
 def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] | None:
@@ -403,10 +394,17 @@ def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge
         judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
         return
     # keyed as the ordered pass goes: a list breaking the policy stops at the violation limit
-    # without keying the rest; an item is skipped only once its class was judged clean
+    # without keying the rest
+    judge_keyed(reader, values, classes.key, judge)
+
+
+def judge_keyed(
+    reader: Reader, values: Sequence[str], key: Callable[[str], str | None], judge: Judge
+) -> None:
+    """``judge(reader, index, value)`` for each value in order, skipping a value whose class
+    (``key``; None: judged alone) was already judged clean."""
     clean: set[str] = set()
     violations = reader.violations
-    key = classes.key
     for index, value in enumerate(values):
         found = key(value)
         if found is not None and found in clean:

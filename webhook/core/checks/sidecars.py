@@ -285,6 +285,18 @@ class _ChunkedKeys(Collection[Hashable]):
         return any(k == key for k in self)
 
 
+def _wildcards_moved(joined: str, count: int) -> str | None:
+    """``joined`` (``count`` entries) with each "/*." written as a marker before the "/", when
+    every entry holds exactly one "/" and the text is plain ASCII without NUL; else None."""
+    if not joined.isascii() or "\x00" in joined:
+        return None
+    text = joined.replace("/*.", _WILD + "/")
+    # every entry holds exactly one '/' (and no newline) when the separators alternate
+    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+        return None
+    return text
+
+
 def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
     """Each class's index in the first entries, when the counts show no entry outside them.
 
@@ -294,11 +306,8 @@ def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hash
     whole list only if every line is one of the sampled classes.  None: build every key.
     """
     count = len(hosts)
-    if not joined.isascii() or "\x00" in joined:
-        return None
-    text = joined.replace("/*.", _WILD + "/")
-    # every entry holds exactly one '/' (and no newline) when the separators alternate
-    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+    text = _wildcards_moved(joined, count)
+    if text is None:
         return None
     sample = hosts[:CLASS_SAMPLE]
     pairs = set()
@@ -348,11 +357,8 @@ def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashab
     its name; no key string is built for the entries.  None: build every key.
     """
     count = len(hosts)
-    if not joined.isascii() or "\x00" in joined:
-        return None
-    text = joined.replace("/*.", _WILD + "/")
-    # every entry holds exactly one '/' (and no newline) when the separators alternate
-    if text.encode().translate(None, _NOT_SEPARATORS) != b"/\n" * (count - 1) + b"/":
+    text = _wildcards_moved(joined, count)
+    if text is None:
         return None
     parts = text.replace("/", "\n").split("\n")
     spaces = parts[0::2]
