@@ -56,6 +56,7 @@ from webhook.admission.decision_cache import DecisionCache, cache_key
 from webhook.admission.responses import review_response
 from webhook.admission.server import GC_THRESHOLD
 from webhook.core.checks import EmptyView
+from webhook.core.decisions import MAX_LISTED_VIOLATIONS, STOP_AFTER_VIOLATIONS
 from webhook.core.engine import decide
 from webhook.core.hosts import HostTrie
 from webhook.core.policy_documents import load_document
@@ -889,8 +890,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "Each object grown to the limit and decided once at its size and once at half of "
             f"it (best of {worst_case.REPEAT}, CPU time of the deciding thread's process); "
-            "growth 2.0 means linear. A denial names 10 violations, then 'and N more'; list "
-            "checks stop reading after 1,000 violations.",
+            f"growth 2.0 means linear. A denial names {MAX_LISTED_VIOLATIONS} violations, then "
+            f"'and N more'; list checks stop reading after {STOP_AFTER_VIOLATIONS:,} violations.",
             "",
             *worst_case.table(cases),
             "",

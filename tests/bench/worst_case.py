@@ -169,6 +169,41 @@ def virtual_service_own_domains(n: int) -> dict[str, Any]:
     return manifest
 
 
+# names kept apart by a label near the top, under known domains of different top-level domains:
+# distinct for as many levels as they have labels from the bottom, none shared a level down
+# from the top
+_APART = ("example.com", "example.org", "example.net")
+
+
+def _apart(prefix: str, i: int) -> str:
+    return f"{prefix}.a.b.p{i}.{_APART[i % len(_APART)]}"
+
+
+def service_entry_hosts_apart(n: int) -> dict[str, Any]:
+    """A ServiceEntry with ``n`` hosts told apart only near the top (``h.a.b.p7.example.org``)."""
+    manifest = service_entry_hosts(1)
+    manifest["metadata"] = _meta("apart")
+    manifest["spec"]["hosts"] = [_apart("h", i) for i in range(n)]
+    return manifest
+
+
+def sidecar_imports_apart(n: int) -> dict[str, Any]:
+    """A Sidecar importing ``n`` hosts told apart only near the top, half of them wildcards."""
+    hosts = [f"*/{_apart('h', i)}" if i % 2 else f"*/{_apart('*', i)}" for i in range(n)]
+    manifest = sidecar_imports(1)
+    manifest["spec"]["egress"] = [{"hosts": hosts}]
+    return manifest
+
+
+def virtual_service_apart(n: int) -> dict[str, Any]:
+    """A VirtualService of ``n`` routes and hosts, all told apart only near the top."""
+    manifest = virtual_service_routes(n)
+    manifest["spec"]["hosts"] = [_apart("svc", i) for i in range(n)]
+    for i, rule in enumerate(manifest["spec"]["http"]):
+        rule["route"][0]["destination"]["host"] = _apart("d", i)
+    return manifest
+
+
 def service_entry_repeated_host(n: int) -> dict[str, Any]:
     """A ServiceEntry listing one host ``n`` times: every per-host memo hits."""
     manifest = service_entry_hosts(1)
@@ -347,6 +382,9 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "ServiceEntry with n endpoints": service_entry_endpoints,
     "ServiceEntry with n hosts": service_entry_hosts,
     "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,
+    "ServiceEntry with n hosts apart near the top": service_entry_hosts_apart,
+    "Sidecar importing n hosts apart near the top": sidecar_imports_apart,
+    "VirtualService, n routes to hosts apart near the top": virtual_service_apart,
     "ServiceEntry with one host n times": service_entry_repeated_host,
     "DestinationRule with n subsets": destination_rule_subsets,
     "NetworkPolicy with n ipBlock peers": network_policy_peers,

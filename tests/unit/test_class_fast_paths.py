@@ -30,7 +30,7 @@ from webhook.core.checks import (
     sidecars,
     virtualservices,
 )
-from webhook.core.decisions import Decision
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Decision
 from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
@@ -863,7 +863,7 @@ def test_destination_rule_subset_classes(
 
 
 def test_repeated_elements_keep_the_violation_stop() -> None:
-    # more listeners and subsets breaking the policy than the stop: the first 1,000 are reported
+    # more listeners and subsets breaking the policy than the stop: those up to it are reported
     sidecar = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",
@@ -884,7 +884,7 @@ def test_repeated_elements_keep_the_violation_stop() -> None:
     }
     for manifest in (sidecar, rule):
         fast, slow = both(manifest)
-        assert len(slow.violations) == 1000
+        assert len(slow.violations) == STOP_AFTER_VIOLATIONS
         assert fast.violations == slow.violations
         assert judge(manifest, POLICY).violations == slow.violations
 
@@ -1249,7 +1249,7 @@ def test_virtual_service_one_bad_rule_among_thousands() -> None:
 
 
 def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
-    # every rule delegates out of the namespace and routes out of the mesh: the first 1,000
+    # every rule delegates out of the namespace and routes out of the mesh: those up to the stop
     # violations are reported, in order
     parts = {**ALIKE_FINE, "hosts": "mixed", "delegate": "other", "gateways": "unique"}
     rule_list = [alike_rule(i, parts) for i in range(2500)]
@@ -1260,7 +1260,7 @@ def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
         "spec": {"hosts": ["reviews"], "http": rule_list},
     }
     fast, slow = both(manifest)
-    assert len(slow.violations) == 1000
+    assert len(slow.violations) == STOP_AFTER_VIOLATIONS
     assert fast.violations == slow.violations
     assert judge(manifest, POLICY).violations == slow.violations
 
@@ -1297,3 +1297,112 @@ def test_nearest_known_finds_the_closest_domain_the_policy_knows() -> None:
     ]
     assert "example.net" in POLICY.known_domains  # above ml.example.net
     assert "p1.example.com" not in POLICY.known_domains
+
+
+def nearest_by_definition(policy: Policy, domain: str) -> str:
+    """The nearest of ``domain`` and the domains above it in ``known_domains``, one at a time."""
+    while domain not in policy.known_domains:
+        domain = domain.partition(".")[2]
+    return domain
+
+
+_LABELS = st.sampled_from(["com", "net", "example", "ml", "svc", "cluster", "local", "p1", "x"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(_LABELS, min_size=1, max_size=6).map(".".join), max_size=40),
+    st.integers(0, 3),
+    st.integers(0, 4),
+    st.sampled_from(["", "com", "example.net", "cluster.local"]),
+)
+def test_nearest_known_agrees_with_its_definition(
+    names: list[str], repeats: int, depth: int, under: str
+) -> None:
+    # repeated names shrink a level up (answered from the bottom), distinct labels near the top
+    # do not (walked down from the top), a shared ending takes the steps over the text
+    domains = names * (repeats + 1) + [
+        ".".join([*(["a"] * depth), f"p{i}", under]).strip(".") for i in range(70)
+    ]
+    assert common.nearest_known(POLICY, domains) == [
+        nearest_by_definition(POLICY, domain) for domain in domains
+    ]
+
+
+@pytest.mark.parametrize("depth", [0, 2, 9])
+def test_hosts_kept_distinct_near_the_top_are_walked_down(depth: int) -> None:
+    """h.a.b.p1.com, h.a.b.p2.com...: distinct for as many levels as they have labels from the
+    bottom, one known label from the top."""
+    prefix = "a." * depth
+    hosts = [f"h.{prefix}p{i}.{'com' if i % 3 else 'example.net'}" for i in range(2000)]
+    parents = [host.partition(".")[2] for host in hosts]
+    assert common.nearest_known(POLICY, parents) == [
+        nearest_by_definition(POLICY, parent) for parent in parents
+    ]
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("deep-names"),
+        "spec": {"hosts": hosts, "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
+    }
+    assert_same(manifest)
+
+
+def policy_knowing(hosts: list[str]) -> Policy:
+    """A policy whose one external service lists ``hosts``."""
+    listed = ", ".join(f'"{host}"' for host in dict.fromkeys(hosts))
+    return parse_policy(
+        f"""
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {{namespace: egress}}
+externalServices:
+  - name: listed
+    hosts: [{listed}]
+    ports: [{{number: 443, protocol: TLS}}]
+allow:
+  - {{name: tenants, from: {{namespace: test-app}}, to: [listed]}}
+"""
+    )
+
+
+# labels enough for a domain to have more known children than are searched in the text
+_MANY = [f"t{i}" for i in range(24)]
+_WALK_LABELS = st.sampled_from(["com", "org", "a", "b", "x", *_MANY[:6]])
+_ENDINGS = ["com", "a.com", "t1.com", "org"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(_WALK_LABELS, min_size=2, max_size=5).map(".".join), min_size=1, max_size=12),
+    st.booleans(),
+    st.lists(st.lists(_WALK_LABELS, min_size=1, max_size=6).map(".".join), max_size=30),
+    st.integers(0, 3),
+)
+def test_walking_down_agrees_with_the_definition_on_any_tree(
+    known: list[str], many_children: bool, names: list[str], depth: int
+) -> None:
+    # many children under "com" and at the top: the walk looks each name up instead of
+    # searching the text; names apart near the top are walked down, not up
+    extra = [f"svc.{label}.com" for label in _MANY] + [f"svc.{label}" for label in _MANY]
+    policy = policy_knowing(known + (extra if many_children else []))
+    apart = [
+        ".".join(["h", *(["a"] * depth), f"p{i}", _ENDINGS[i % len(_ENDINGS)]]) for i in range(80)
+    ]
+    # the children of "com" one after another: more domains reached than are walked one by one
+    spread = [f"q.{_MANY[i % len(_MANY)]}.com" for i in range(60)]
+    domains = names + apart + spread
+    # and names none of which is under a known child of "com", known or not
+    unknown = [f"h.a.p{i}.com" for i in range(80)]
+    for listed in (domains, unknown):
+        assert common.nearest_known(policy, listed) == [
+            nearest_by_definition(policy, domain) for domain in listed
+        ]
+
+
+def test_names_holding_a_newline_are_looked_up_one_by_one() -> None:
+    # the text searches join names by newlines: a name holding one must not split in two
+    domains = [f"h\n.p{i}.example.com" for i in range(40)] + ["x.example.net\nexample.com"]
+    assert common.nearest_known(POLICY, domains) == [
+        nearest_by_definition(POLICY, domain) for domain in domains
+    ]

@@ -16,7 +16,7 @@ from webhook.core.policy import Mode
 MAX_LISTED_VIOLATIONS = 10
 # checks of list-shaped objects stop reading once this many violations are found: the denial is
 # certain by then, and enumerating tens of thousands of bad entries would stall a worker
-STOP_AFTER_VIOLATIONS = 1000
+STOP_AFTER_VIOLATIONS = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import repeat
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import TYPE_CHECKING
 
 # desired/ imports these three through this module, the policy's public face
@@ -51,6 +51,11 @@ MANAGED_LABEL = "egress-guard.io/managed"
 SERVICE_LABEL = "egress-guard.io/service"
 # the Sidecar outbound mode the whole guardrail rests on: unknown hosts are dropped
 REGISTRY_ONLY = "REGISTRY_ONLY"
+
+# Policy.known_tree: a label to its domain and the labels under that domain
+KnownTree = dict[str, tuple[str, "KnownTree"]]
+# the children of every known domain without any; never written to
+_NO_CHILDREN: KnownTree = {}
 
 
 class Mode(StrEnum):
@@ -158,8 +163,9 @@ class Policy:
     _own_suffixes: frozenset[str] = field(init=False, repr=False, compare=False)
     # filled on first use (see own_parents): a list, since the policy is frozen
     _own_parents: list[frozenset[str]] = field(init=False, repr=False, compare=False)
-    # filled on first use (see known_domains)
+    # filled on first use (see known_domains, known_tree)
     _known_domains: list[frozenset[str]] = field(init=False, repr=False, compare=False)
+    _known_tree: list[KnownTree] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
@@ -184,6 +190,7 @@ class Policy:
         object.__setattr__(self, "_resolved", {})
         object.__setattr__(self, "_own_parents", [])
         object.__setattr__(self, "_known_domains", [])
+        object.__setattr__(self, "_known_tree", [])
         zone = f"svc.{self.cluster_domain}"
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
@@ -341,6 +348,29 @@ class Policy:
                     name = name.partition(".")[2]
             self._known_domains.append(frozenset(known))
         return self._known_domains[0]
+
+    @property
+    def known_tree(self) -> KnownTree:
+        """``known_domains`` as a tree read from the top-level label down: each label maps to
+        its domain and the labels under it (``{"com": ("com", {"github": ("github.com",
+        {})})}``), the root's being the top-level labels.
+
+        A walk down it finds a name's nearest known domain in as many steps as that domain has
+        labels, however many labels the name has (``checks.common.nearest_known``).  Built on
+        first use; the domains without known children share one empty mapping.
+        """
+        if not self._known_tree:
+            known = self.known_domains
+            below: dict[str, KnownTree] = {"": {}}
+            with_children = frozenset(map(itemgetter(2), map(str.partition, known, repeat("."))))
+            # parents before children: fewer dots first
+            for domain in sorted(known - {""}, key=methodcaller("count", ".")):
+                label, _, parent = domain.partition(".")
+                children: KnownTree = {} if domain in with_children else _NO_CHILDREN
+                below[parent][label] = (domain, children)
+                below[domain] = children
+            self._known_tree.append(below[""])
+        return self._known_tree[0]
 
     def host_class(self, host: str, *, wildcards: bool = False) -> str | None:
         """A key shared by normalized hosts the policy judges alike; None: judge it alone.

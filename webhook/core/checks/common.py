@@ -9,13 +9,15 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
+import random
 import re
+from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, repeat
-from operator import itemgetter
-from typing import Any, cast
+from operator import itemgetter, not_, truth
+from typing import Any, TypeVar, cast
 
 from webhook.core.decisions import EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
@@ -34,7 +36,7 @@ from webhook.core.hosts import (
     plain_ipv4,
 )
 from webhook.core.naming import gateway_subset
-from webhook.core.policy import MANAGED_LABEL, Policy
+from webhook.core.policy import MANAGED_LABEL, KnownTree, Policy
 from webhook.core.policy_parsing import is_overbroad
 
 MESH = "mesh"
@@ -245,18 +247,21 @@ def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] |
     joined = "\n".join(hosts)
     if not hosts or "*" in joined:
         return None
+    known = policy.known_domains
     parent = _one_parent(hosts, joined)
     keys: list[str | None]
     if parent is not None:
         keys = [nearest_known(policy, [parent])[0]] * len(hosts)
+        parents_known = parent in known
     else:
         parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
         if "" in parents:
             # a name without a dot is its own class
             return None
+        parents_known = not known.isdisjoint(parents)
         keys = list(nearest_known(policy, parents))
-    known = policy.known_domains
-    if not known.isdisjoint(hosts):
+    # known is closed under the parent: a known name has a known parent
+    if parents_known and not known.isdisjoint(hosts):
         keys = [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
     return keys
 
@@ -268,9 +273,14 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
     Two names whose parents map to the same domain get the same answer to every host question
     (``Policy.host_class`` lists them), unless a name is itself known: the policy knows nothing
     at or below the domains in between, so covering wildcards, imports, the Service zone and
-    the gateways are all decided at that domain or above it.  One level at a time, in passes of
-    C; a level up, only the distinct parents go on: thousands of ``p1.example.com``,
-    ``p2.example.com``... are one ``example.com`` there.
+    the gateways are all decided at that domain or above it.
+
+    In passes of C, a level at a time from the bottom while that shrinks the list (thousands
+    of ``p1.example.com``, ``p2.example.com``... are one ``example.com`` a level up), and
+    otherwise from the top-level label down the policy's tree of known domains, which stops
+    each name at its first unknown label: names kept distinct by a label near the top
+    (``h.a.b.c.p1.com``, ``h.a.b.c.p2.com``...) would stay distinct for as many levels as
+    they have labels from the bottom, but take two steps from the top.
     """
     known = policy.known_domains
     # none known (the usual case for thousands of names): one pass, no list of answers
@@ -278,6 +288,8 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
     hits = [] if none else list(map(known.__contains__, domains))
     if not domains or (not none and all(hits)):
         return domains
+    if not _shrinks_a_level_up(domains):
+        return _walked_down(policy.known_tree, domains)
     ups = list(map(itemgetter(2), map(str.partition, domains, repeat("."))))
     distinct = list(dict.fromkeys(ups))
     nearer = nearest_known(policy, distinct)
@@ -285,10 +297,94 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
         # every domain a level up is known: no lookup to map them
         return ups
     above = dict(zip(distinct, nearer, strict=True))
-    if none:
-        return list(map(above.__getitem__, ups))
-    kept = dict(zip(compress(domains, hits), compress(domains, hits), strict=True))
-    return list(map(kept.get, domains, map(above.__getitem__, ups)))
+    answers = list(map(above.__getitem__, ups))
+    if not none:
+        # a known domain is its own answer
+        deque(
+            map(answers.__setitem__, compress(range(len(domains)), hits), compress(domains, hits)),
+            maxlen=0,
+        )
+    return answers
+
+
+# names sampled to guess whether a list of names shrinks a level up
+_SAMPLED = 64
+
+
+def _shrinks_a_level_up(domains: list[str]) -> bool:
+    """Whether the parents of ``domains`` look like at most half as many distinct names.
+
+    Guessed from a random sample: the order of the names is the tenant's, so a fixed sample
+    could be made to mislead at every level.  Either answer gives the same result; a wrong
+    one only costs a level's passes.
+    """
+    sample = domains if len(domains) <= _SAMPLED else random.sample(domains, _SAMPLED)
+    parents = {domain.partition(".")[2] for domain in sample}
+    return len(parents) * 2 <= len(sample)
+
+
+def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
+    """``nearest_known`` of each of ``domains``, walked down ``tree`` (``Policy.known_tree``)
+    from its top-level label; a name stops at its first label the tree does not hold, at a
+    domain without known children, or when it has no label left.
+
+    While every name is at the same domain and ends with the same label, a step is a few
+    passes over their text; otherwise each name's next label is looked up under the domain
+    it has reached.
+    """
+    answers = [""] * len(domains)
+    domain, children, rests = "", tree, domains
+    while children:
+        shared = _shared_step(rests)
+        if shared is None:
+            break
+        label, rests = shared
+        node = children.get(label)
+        if node is None:
+            break
+        domain, children = node
+    if not children:
+        return [domain] * len(domains)
+    where: Sequence[int] = range(len(domains))
+    reached: list[tuple[str, KnownTree]] = [(domain, children)] * len(domains)
+    while True:
+        labels = map(itemgetter(2), map(str.rpartition, rests, repeat(".")))
+        nodes = list(map(dict.get, map(itemgetter(1), reached), labels))
+        found = list(map(truth, nodes))
+        stopped = list(map(not_, found))
+        _fill(answers, compress(where, stopped), compress(map(itemgetter(0), reached), stopped))
+        if not any(found):
+            return answers
+        reached = list(filter(None, nodes))
+        where = list(compress(where, found))
+        rests = list(compress(rests, found))
+        # at a domain without known children a name stops: no label to look up
+        leaves = list(map(not_, map(itemgetter(1), reached)))
+        if any(leaves):
+            _fill(answers, compress(where, leaves), compress(map(itemgetter(0), reached), leaves))
+            going = list(map(not_, leaves))
+            if not any(going):
+                return answers
+            reached = list(compress(reached, going))
+            where = list(compress(where, going))
+            rests = list(compress(rests, going))
+        rests = list(map(itemgetter(0), map(str.rpartition, rests, repeat("."))))
+
+
+def _shared_step(names: list[str]) -> tuple[str, list[str]] | None:
+    """The last label of ``names`` and the names without it, when every name has at least two
+    labels and all share the last one; found in passes over the names' text."""
+    label = names[0].rpartition(".")[2]
+    ending = f".{label}\n"
+    text = "\n".join(names) + "\n"
+    if text.count("\n") != len(names) or text.count(ending) != len(names):
+        return None
+    return label, text[: -len(ending)].replace(ending, "\n").split("\n")
+
+
+def _fill(answers: list[str], where: Iterable[int], domains: Iterable[str]) -> None:
+    """``answers[i] = domain`` for each ``i`` of ``where`` and the next of ``domains``."""
+    deque(map(answers.__setitem__, where, domains), maxlen=0)
 
 
 _DIGITS = frozenset("0123456789")
@@ -330,6 +426,28 @@ def _one_parent(hosts: Sequence[str], joined: str) -> str | None:
     return parent
 
 
+_Key = TypeVar("_Key", bound=Hashable)
+# at most this many classes are found by searching the keys for each
+_SEARCHED_CLASSES = 64
+
+
+def first_indexes(keys: Sequence[_Key]) -> dict[_Key, int]:
+    """Each distinct key mapped to the index of one of its items, in the order the keys first
+    appear.  Thousands of keys are usually a few classes: then one pass collects them and a
+    search per class finds its first item, instead of a dictionary entry written per item."""
+    distinct = dict.fromkeys(keys)
+    if len(distinct) > _SEARCHED_CLASSES:
+        return dict(zip(keys, range(len(keys)), strict=True))
+    firsts = {}
+    start = 0
+    for key in distinct:
+        # classes come in the order they first appear: each search starts at the last find,
+        # so all of them read the list once
+        start = keys.index(key, start)
+        firsts[key] = start
+    return firsts
+
+
 def judge_classes(
     reader: Reader,
     keys: Collection[Hashable],
@@ -350,7 +468,7 @@ def judge_classes(
             judge(reader, index)
         return
     if firsts is None:
-        firsts = dict(zip(keys, range(len(keys)), strict=True))
+        firsts = first_indexes(keys if isinstance(keys, list) else list(keys))
     alone = None in firsts
     clean = set()
     for key, index in firsts.items():

@@ -18,6 +18,7 @@ from typing import Any
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     Reader,
+    first_indexes,
     format_labels,
     is_managed,
     judge_classes,
@@ -378,7 +379,11 @@ def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashab
         if "" in parents:
             return None
         classes = nearest_known(policy, parents)
-        firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+        if spaces.count(spaces[0]) == count:
+            # one namespace part for every entry (the usual "*/" or "./")
+            firsts = {(spaces[0], cls): index for cls, index in first_indexes(classes).items()}
+        else:
+            firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
     return {_class_key(ns, cls): index for (ns, cls), index in firsts.items()}
 
 

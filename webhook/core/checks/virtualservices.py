@@ -1069,9 +1069,11 @@ def _parent_keys(
     keys: list[Hashable] = list(map(itemgetter(2), split))
     if short is not None and "" in keys:
         keys = [key or short for key in keys]
-    distinct = set(keys)
+    distinct = cast("set[str]", set(keys))
     # a name without a dot has no parent; one ending in a digit may be an IP
-    if "" in distinct or any(str(key)[-1].isdigit() or "*" in str(key) for key in distinct):
+    if "" in distinct or "*" in "".join(distinct):
+        return None
+    if any(map(str.isdigit, "".join(map(itemgetter(-1), distinct)))):
         return None
     if "*" in "".join(map(itemgetter(0), split)) or not policy.own_names.isdisjoint(hosts):
         return None
