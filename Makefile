@@ -63,9 +63,10 @@ integration: $(VENV_STAMP)
 e2e: $(VENV_STAMP)
 	$(VENV)/bin/python -m pytest -m e2e
 
-# Service benchmark (~10 min): egress-guard vs a do-nothing flask handler, same gunicorn/TLS
-# settings, on unique reviews (the identical-review cache row apart), in rotating rounds; then
-# where a review's CPU goes, allow-list lookup and compile, worst-case objects, worker RSS.
+# Service benchmark (~12 min): egress-guard vs a do-nothing flask handler (the targets' ceiling)
+# and a do-nothing plain WSGI callable (the stack floor), same gunicorn/TLS settings, on unique
+# reviews (the identical-review cache row apart), in rotating rounds; then where a review's CPU
+# goes, allow-list lookup and compile, worst-case objects, worker RSS.
 # Both benchmark targets keep their summaries in tests/bench/results/ and re-render the README's
 # performance section from them.
 bench: $(VENV_STAMP)
@@ -74,9 +75,9 @@ bench: $(VENV_STAMP)
 
 # --- in-cluster benchmark ----------------------------------------------------------
 # `make bench-cluster` times ServiceEntry creates on a harness control plane with no policy,
-# a CEL ValidatingAdmissionPolicy, a do-nothing flask webhook and egress-guard, side by side
-# (~2 min); then webhook calls for scale and rollout patches with and without matchConditions,
-# and ConfigMap edit to enforcement by allow-list size; prints markdown tables.
+# a CEL ValidatingAdmissionPolicy, do-nothing flask and plain-WSGI webhooks and egress-guard,
+# side by side (~2 min); then webhook calls for scale and rollout patches with and without
+# matchConditions, and ConfigMap edit to enforcement by allow-list size; prints markdown tables.
 # BENCH_CREATES=N sets the creates per configuration, BENCH_ROUNDS the rotating rounds.
 BENCH_CREATES ?= 2000
 BENCH_ROUNDS ?= 5

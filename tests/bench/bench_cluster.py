@@ -2,7 +2,7 @@
 pick instead.  A benchmark, not a test: run ``make bench-cluster`` (or
 ``python -m tests.bench.bench_cluster --creates 500``); it prints a markdown table.
 
-One harness control plane (etcd + kube-apiserver, ``tests/e2e/harness/``), four namespaces, one
+One harness control plane (etcd + kube-apiserver, ``tests/e2e/harness/``), a namespace
 per configuration, so configurations never stack (each admission hook selects only its own
 namespace):
 
@@ -10,7 +10,10 @@ namespace):
 - ``cel``: an in-tree ValidatingAdmissionPolicy (CEL) checking every host against an allow list
   kept in a ConfigMap param, what a user would write instead for a plain host list;
 - ``null``: a do-nothing flask webhook (parse the review, echo its uid, allow) under exactly
-  egress-guard's gunicorn settings (``WebhookServer``: gthread, 8 threads, keep-alive 120 s, TLS);
+  egress-guard's gunicorn settings (``WebhookServer``: gthread, 8 threads, keep-alive 120 s, TLS),
+  the baseline of the target;
+- ``bare``: the same do-nothing webhook as a plain WSGI callable, no flask, under the same
+  settings: the stack floor, for information (egress-guard's review routes bypass flask too);
 - ``egress-guard``: the real ``egress-guard serve`` with its defaults (a decision log line per
   review included), deciding against a policy that allows the host.
 
@@ -36,10 +39,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import orjson
 import yaml
@@ -64,12 +68,16 @@ from tests.e2e.harness import (
 )
 from tests.e2e.harness.processes import https_status
 
-CONFIGS = ("none", "cel", "null", "egress-guard")
+CONFIGS = ("none", "cel", "null", "bare", "egress-guard")
 NAMESPACES = {c: f"bench-{c}" for c in CONFIGS}
 CLIENTS = 8
 HOSTS = ("api.example.com", "billing.example.com", "status.example.org")
 DENIED_HOST = "exfiltrate.example.net"
-WEBHOOK_NAMES = {"null": "validate.null.bench.dev", "egress-guard": "validate.egress-guard.dev"}
+WEBHOOK_NAMES = {
+    "null": "validate.null.bench.dev",
+    "bare": "validate.bare.bench.dev",
+    "egress-guard": "validate.egress-guard.dev",
+}
 VAP_NAME = "bench-egress-hosts"
 WEBHOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 PLUGIN_METRIC = "apiserver_admission_controller_admission_duration_seconds"
@@ -97,36 +105,65 @@ EGRESS_GUARD_POLICY = {
 # --- the do-nothing webhook ------------------------------------------------------------------
 
 
-def null_app(*_: object) -> Flask:
-    """A flask app that allows every review: read, parse, echo the uid (the API server checks
-    it), nothing else."""
-    app = Flask("bench-null")
-
-    def review() -> Response:
-        uid = orjson.loads(request.get_data(cache=False))["request"]["uid"]
-        body = {
+def allowed(body: bytes) -> bytes:
+    """The answer allowing the review in ``body``: its uid echoed (the API server checks it)."""
+    uid = orjson.loads(body)["request"]["uid"]
+    return orjson.dumps(
+        {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "response": {"uid": uid, "allowed": True},
         }
-        return Response(orjson.dumps(body), mimetype="application/json")
+    )
+
+
+def null_app(*_: object) -> Flask:
+    """A flask app that allows every review: read, parse, echo the uid, nothing else."""
+    app = Flask("bench-null")
+
+    def review() -> Response:
+        return Response(allowed(request.get_data(cache=False)), mimetype="application/json")
 
     app.add_url_rule("/validate", "validate", review, methods=["POST"])
     app.add_url_rule("/healthz", "healthz", lambda: Response(b"{}", mimetype="application/json"))
     return app
 
 
-def serve_null(bind: str, cert_file: Path, key_file: Path) -> None:
-    """Serve ``null_app`` under egress-guard's own gunicorn runner and default settings."""
-    from webhook.admission.server import WebhookServer
+def bare_review(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``null_app`` as a plain WSGI callable: the body read as egress-guard's review middleware
+    reads it, the same answer, no framework."""
+    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+    if method == "POST" and path == "/validate":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body, status = allowed(environ["wsgi.input"].read(length)), "200 OK"
+    elif path == "/healthz":
+        body, status = b"{}", "200 OK"
+    else:
+        body, status = b"{}", "404 NOT FOUND"
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+def bare_app(*_: object) -> WSGIApplication:
+    """The plain WSGI do-nothing webhook, as ``WebhookServer`` builds its app."""
+    return bare_review
+
+
+def serve_null(bind: str, cert_file: Path, key_file: Path, *, bare: bool = False) -> None:
+    """Serve ``null_app`` (or ``bare_app``) under egress-guard's own gunicorn runner and default
+    settings."""
+    from webhook.admission.server import AppFactory, WebhookServer
     from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
     from webhook.settings import Settings
 
     settings = Settings(bind=bind, cert_file=cert_file, key_file=key_file, log_level="warning")
+    factory: AppFactory = bare_app if bare else null_app
     WebhookServer(
         settings,
         source_factory=lambda _: StaticPolicySource(embedded_policy_text(), origin="bench"),
-        app_factory=null_app,
+        app_factory=factory,
     ).run()
 
 
@@ -469,7 +506,7 @@ def start_server(
 
 
 class Bench:
-    """The control plane, the two webhook servers and the four configurations."""
+    """The control plane, the three webhook servers and the five configurations."""
 
     def __init__(self, workdir: Path, serve_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
@@ -491,6 +528,14 @@ class Bench:
                 "-m",
                 "tests.bench.bench_cluster",
                 "null-server",
+                *pki.tls_args(),
+            ],
+            "bare": [
+                sys.executable,
+                "-m",
+                "tests.bench.bench_cluster",
+                "null-server",
+                "--bare",
                 *pki.tls_args(),
             ],
             "egress-guard": [
@@ -591,7 +636,14 @@ def run(creates: int, rounds: int, serve_args: Sequence[str] = ()) -> tuple[str,
     summary = {
         "rounds": rounds,
         "creates": per_round * rounds,
-        "phases": {phase: round_ratios(per) for phase, per in per_phase.items()},
+        "phases": {
+            phase: {
+                **round_ratios(per, "null"),
+                # information, not a target: egress-guard against the same stack with no flask
+                **{f"floor_{k}": v for k, v in round_ratios(per, "bare").items()},
+            }
+            for phase, per in per_phase.items()
+        },
     }
     return report(
         creates=per_round * rounds,
@@ -608,8 +660,10 @@ LABELS = {
     "none": "no policy",
     "cel": "ValidatingAdmissionPolicy (CEL, ConfigMap param)",
     "null": "do-nothing flask webhook (same gunicorn)",
+    "bare": "do-nothing WSGI webhook, no flask (same gunicorn; stack floor)",
     "egress-guard": "egress-guard",
 }
+SHORT_LABELS = {"null": "do-nothing flask webhook", "bare": "do-nothing WSGI webhook"}
 
 
 def report(
@@ -658,29 +712,29 @@ def report(
         (f"{CLIENTS} clients", concurrent, base_c),
     ):
         eg = totals["egress-guard"].mean_ms - base
-        null = totals["null"].mean_ms - base
-        ratio = eg / null if null > 0 else float("nan")
         # medians shrug off the odd GC or compaction pause that lands in one configuration's turn
         eg_p50 = totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)
-        null_p50 = totals["null"].ms(0.5) - totals["none"].ms(0.5)
-        call_ratio = totals["egress-guard"].webhook_ms / totals["null"].webhook_ms
         lines.append(
             f"- {phase}: egress-guard adds {eg:.2f} ms per create (mean; {eg_p50:.2f} ms at the "
-            f"median), the do-nothing webhook {null:.2f} ms ({null_p50:.2f} ms): ratio "
-            f"{ratio:.2f} on means, {eg_p50 / null_p50:.2f} on medians, "
-            f"{call_ratio:.2f} on the API server's webhook call times (target <= 1.1)."
+            f"median); {_against(totals, base, 'null')} (target <= 1.1); "
+            f"{_against(totals, base, 'bare')} (the stack floor, for information)."
         )
     lines += [
         "",
         f"Per round ({len(next(iter(rounds.values())))} rotating rounds): egress-guard's added "
-        "cost over the do-nothing webhook's, median and range of the rounds.",
+        "cost over each do-nothing webhook's, median and range of the rounds (the target is "
+        "against the flask one; the WSGI one is the stack floor, for information).",
         "",
-        "| phase | ratio on added median latency | ratio on the API server's webhook call time |",
-        "|---|---|---|",
+        "| phase | against | ratio on added median latency "
+        "| ratio on the API server's webhook call time |",
+        "|---|---|---|---|",
     ]
     for phase, per_round in rounds.items():
-        on_p50, on_call = _ratios(per_round)
-        lines.append(f"| {phase} | {_spread(on_p50)} | {_spread(on_call)} |")
+        for baseline in ("null", "bare"):
+            on_p50, on_call = _ratios(per_round, baseline)
+            lines.append(
+                f"| {phase} | {SHORT_LABELS[baseline]} | {_spread(on_p50)} | {_spread(on_call)} |"
+            )
     lines.append("")
     lines.append(
         f"- Load average before / after: {' '.join(f'{x:.2f}' for x in load[0])} / "
@@ -693,21 +747,44 @@ def report(
     return "\n".join(lines)
 
 
-def _ratios(per_round: Sequence[dict[str, Totals]]) -> tuple[list[float], list[float]]:
-    """Per round: egress-guard's added median latency over the do-nothing webhook's, and the
+def _ratio(value: float, baseline: float) -> str:
+    """``value / baseline``, or '—' when the baseline added nothing measurable."""
+    return f"{value / baseline:.2f}" if baseline > 0 else "—"
+
+
+def _against(totals: dict[str, Totals], base: float, baseline: str) -> str:
+    """One do-nothing webhook's added cost per create, and egress-guard's ratios to it."""
+    other = totals[baseline].mean_ms - base
+    other_p50 = totals[baseline].ms(0.5) - totals["none"].ms(0.5)
+    eg = totals["egress-guard"].mean_ms - base
+    eg_p50 = totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)
+    call = _ratio(totals["egress-guard"].webhook_ms, totals[baseline].webhook_ms)
+    return (
+        f"the {SHORT_LABELS[baseline]} {other:.2f} ms ({other_p50:.2f} ms): ratio "
+        f"{_ratio(eg, other)} on means, {_ratio(eg_p50, other_p50)} on medians, {call} on the "
+        "API server's webhook call times"
+    )
+
+
+def _ratios(
+    per_round: Sequence[dict[str, Totals]], baseline: str
+) -> tuple[list[float], list[float]]:
+    """Per round: egress-guard's added median latency over the ``baseline`` webhook's, and the
     ratio of the API server's webhook call times."""
     on_p50, on_call = [], []
     for totals in per_round:
-        null_p50 = totals["null"].ms(0.5) - totals["none"].ms(0.5)
-        if null_p50 > 0:
-            on_p50.append((totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)) / null_p50)
-        on_call.append(totals["egress-guard"].webhook_ms / totals["null"].webhook_ms)
+        other_p50 = totals[baseline].ms(0.5) - totals["none"].ms(0.5)
+        if other_p50 > 0:
+            on_p50.append((totals["egress-guard"].ms(0.5) - totals["none"].ms(0.5)) / other_p50)
+        on_call.append(totals["egress-guard"].webhook_ms / totals[baseline].webhook_ms)
     return on_p50, on_call
 
 
-def round_ratios(per_round: Sequence[dict[str, Totals]]) -> dict[str, dict[str, float]]:
+def round_ratios(
+    per_round: Sequence[dict[str, Totals]], baseline: str
+) -> dict[str, dict[str, float]]:
     """Median, lowest and highest of the per-round ratios, as the results keep them."""
-    on_p50, on_call = _ratios(per_round)
+    on_p50, on_call = _ratios(per_round, baseline)
     return {
         name: {
             "median": statistics.median(values),
@@ -734,6 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     null.add_argument("--bind", required=True)
     null.add_argument("--cert-file", required=True, type=Path)
     null.add_argument("--key-file", required=True, type=Path)
+    null.add_argument("--bare", action="store_true", help="a plain WSGI callable, no flask")
     parser.add_argument("--creates", type=int, default=500, help="creates per configuration/phase")
     parser.add_argument("--rounds", type=int, default=10, help="turns the configurations take")
     parser.add_argument(
@@ -746,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv_used = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv_used)
     if args.command == "null-server":
-        serve_null(args.bind, args.cert_file, args.key_file)
+        serve_null(args.bind, args.cert_file, args.key_file, bare=args.bare)
         return 0
     report_text, summary = run(args.creates, args.rounds, args.serve_arg)
     print(report_text)

@@ -6,7 +6,9 @@ a minute and its numbers depend on the machine.  What it measures:
 1. AdmissionReviews/s and p50/p90/p99 latency of the real ``egress-guard serve`` over TLS with
    keep-alive, driven by ``wrk`` with 8 connections on a realistic mix (ServiceEntry, Sidecar,
    VirtualService, Namespace; 2.5-5 KB each with labels, annotations and managedFields), side by
-   side with a do-nothing flask handler under the same gunicorn/TLS settings (the ceiling);
+   side with a do-nothing flask handler under the same gunicorn/TLS settings (the ceiling the
+   targets are stated against) and a do-nothing plain WSGI callable, no flask (the stack floor:
+   egress-guard's review routes bypass flask, so this is the least the same stack can cost);
 2. the webhook's in-process work per review (parse, decide, respond), what its decision cache
    key costs, and the cost of an answer from that cache;
 3. the allow-list lookup (``Policy.services_covering``) at 100, 10k and 100k hosts;
@@ -600,7 +602,7 @@ class Run:
     """One server configuration under one request mix."""
 
     name: str
-    server: str  # "ceiling" or "guard"
+    server: str  # "ceiling", "floor" or "guard"
     layout: str  # WORKERSxTHREADS
     unique: bool
     extra: tuple[str, ...] = ()
@@ -612,10 +614,12 @@ class Run:
 
 
 def plan_runs(layouts: Sequence[str], variants: Sequence[str]) -> list[Run]:
-    """Per layout: the ceiling and egress-guard on unique reviews, variants, the identical row."""
+    """Per layout: the ceiling, the floor and egress-guard on unique reviews, variants, the
+    identical row."""
     runs = []
     for layout in layouts:
         runs.append(Run("do-nothing flask (ceiling)", "ceiling", layout, unique=True))
+        runs.append(Run("do-nothing WSGI, no flask (stack floor)", "floor", layout, unique=True))
         runs.append(Run("egress-guard", "guard", layout, unique=True))
         for variant in variants:
             runs.append(
@@ -669,6 +673,7 @@ def load_section(
         }
         commands = {
             "ceiling": (sys.executable, "-m", "tests.bench.null_server"),
+            "floor": (sys.executable, "-m", "tests.bench.null_server", "--bare"),
             "guard": (sys.executable, "-m", "webhook.cli", "serve"),
         }
         python_mix = {True: fill(templates, 20_000), False: list(mix)}
@@ -742,20 +747,19 @@ def load_section(
         "workers) used during a run over the reviews answered: TLS, HTTP, the WSGI stack and "
         "the handler: what egress-guard costs on top of the stack, as opposed to how the "
         "machine shared its cores during the run. It moves from run to run too, so compare the "
-        "two servers within one run. *Context switches per review* counts those of every "
+        "servers within one run. *Context switches per review* counts those of every "
         "thread of the workers (each one a GIL hand-off or a wake-up through the kernel).",
         "",
     ]
+    floors = {run.layout: run for run in runs if run.server == "floor"}
+    guards = [run for run in runs if run.server == "guard" and run.unique and not run.extra]
     summary: dict[str, Any] = {}
-    for run in runs:
-        if run.server != "guard" or not run.unique or run.extra:
-            continue
-        ceiling = ceilings[run.layout]
-        pairs = list(zip(results[ceiling], results[run], strict=True))
-        ratios = [g.rate / c.rate for c, g in pairs if c.rate]
-        p99s = [g.p99_ms / c.p99_ms for c, g in pairs if c.p99_ms]
+    for run in guards:
+        ceiling, floor = ceilings[run.layout], floors[run.layout]
+        ratios, p99s = round_ratios(results[ceiling], results[run])
+        floor_ratios, floor_p99s = round_ratios(results[floor], results[run])
         summary[run.layout] = {
-            "rounds": len(pairs),
+            "rounds": len(ratios),
             "ratio": statistics.median(ratios),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
@@ -768,25 +772,53 @@ def load_section(
             "ceiling_cpu_us": median(ceiling, "cpu_us"),
             "switches": median(run, "switches"),
             "ceiling_switches": median(ceiling, "switches"),
+            # information, not a target: the same stack with no framework and no work
+            "floor_ratio": statistics.median(floor_ratios),
+            "floor_ratio_min": min(floor_ratios),
+            "floor_ratio_max": max(floor_ratios),
+            "floor_p99_ratio": statistics.median(floor_p99s),
+            "floor_rate": median(floor, "rate"),
+            "floor_cpu_us": median(floor, "cpu_us"),
         }
     lines += [
-        "Per round, egress-guard's throughput and p99 against the ceiling's in the same round:",
+        "Per round, egress-guard's throughput and p99 against each baseline's in the same round "
+        "(the targets are against the flask ceiling; the floor is for information):",
         "",
-        "| layout | ratio per round | median | p99 ratio per round | median |",
-        "|---|---|---:|---|---:|",
+        "| layout | against | ratio per round | median | p99 ratio per round | median |",
+        "|---|---|---|---:|---|---:|",
     ]
-    for run in runs:
-        if run.layout not in summary or run.server != "guard" or not run.unique or run.extra:
-            continue
-        pairs = list(zip(results[ceilings[run.layout]], results[run], strict=True))
-        lines.append(
-            f"| {run.layout} | {' '.join(f'{g.rate / c.rate:.2f}' for c, g in pairs)} "
-            f"| {summary[run.layout]['ratio']:.2f} "
-            f"| {' '.join(f'{g.p99_ms / c.p99_ms:.2f}' for c, g in pairs)} "
-            f"| {summary[run.layout]['p99_ratio']:.2f} |"
+    for run in guards:
+        for label, baseline in (
+            ("do-nothing flask (ceiling)", ceilings[run.layout]),
+            ("do-nothing WSGI (stack floor)", floors[run.layout]),
+        ):
+            ratios, p99s = round_ratios(results[baseline], results[run])
+            lines.append(
+                f"| {run.layout} | {label} | {' '.join(f'{r:.2f}' for r in ratios)} "
+                f"| {statistics.median(ratios):.2f} | {' '.join(f'{r:.2f}' for r in p99s)} "
+                f"| {statistics.median(p99s):.2f} |"
+            )
+    lines += [
+        "",
+        "Against the stack floor (do-nothing WSGI, no flask; information, not a target): "
+        + "; ".join(
+            f"{layout} {got['floor_ratio']:.2f}x the floor's throughput, p99 "
+            f"{got['floor_p99_ratio']:.2f}x"
+            for layout, got in summary.items()
         )
-    lines.append("")
+        + ".",
+        "",
+    ]
     return lines, summary
+
+
+def round_ratios(base: Sequence[Load], run: Sequence[Load]) -> tuple[list[float], list[float]]:
+    """Per round: the run's throughput and p99 over the baseline's in the same round."""
+    pairs = list(zip(base, run, strict=True))
+    return (
+        [r.rate / b.rate for b, r in pairs if b.rate],
+        [r.p99_ms / b.p99_ms for b, r in pairs if b.p99_ms],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

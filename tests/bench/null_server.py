@@ -1,19 +1,26 @@
-"""The benchmark's ceiling: a do-nothing flask handler under egress-guard's gunicorn/TLS settings.
+"""The benchmark's baselines under egress-guard's gunicorn/TLS settings.
 
-Run as ``python -m tests.bench.null_server --bind 127.0.0.1:PORT --cert-file F --key-file F``.
-It reads the body (gunicorn would drain it anyway) and answers a constant AdmissionReview, so the
-difference to ``egress-guard serve`` is exactly the webhook's own work.
+Run as ``python -m tests.bench.null_server --bind 127.0.0.1:PORT --cert-file F --key-file F``:
+a do-nothing flask handler (the ceiling the targets are stated against).  It reads the body
+(gunicorn would drain it anyway) and answers a constant AdmissionReview, so the difference to
+``egress-guard serve`` is exactly the webhook's own work.
+
+With ``--bare`` it serves a plain WSGI callable doing the same, without flask (the stack floor):
+egress-guard answers its review routes from WSGI middleware in front of flask, so this is what
+the same gunicorn, TLS and HTTP cost with no framework and no work at all.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, Response, request
 
 from webhook.admission.metrics import Metrics
-from webhook.admission.server import WebhookServer
+from webhook.admission.server import AppFactory, WebhookServer
 from webhook.policy_runtime import PolicyStore, StaticPolicySource, embedded_policy_text
 from webhook.settings import Settings
 
@@ -21,6 +28,8 @@ ANSWER = (
     b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
     b'"response":{"uid":"x","allowed":true}}'
 )
+REVIEW_PATHS = ("/validate", "/mutate")
+JSON_HEADERS = [("Content-Type", "application/json")]
 
 
 def null_app(settings: Settings, store: PolicyStore, metrics: Metrics, view: object) -> Flask:
@@ -32,10 +41,34 @@ def null_app(settings: Settings, store: PolicyStore, metrics: Metrics, view: obj
         request.get_data(cache=False)
         return Response(ANSWER, mimetype="application/json")
 
-    app.add_url_rule("/validate", "validate", handle, methods=["POST"])
-    app.add_url_rule("/mutate", "mutate", handle, methods=["POST"])
+    for path in REVIEW_PATHS:
+        app.add_url_rule(path, path[1:], handle, methods=["POST"])
     app.add_url_rule("/healthz", "healthz", lambda: Response(b"{}", mimetype="application/json"))
     return app
+
+
+def bare_review(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Read the body as egress-guard's review middleware does, answer the constant review."""
+    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+    if method == "POST" and path in REVIEW_PATHS:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > 0:
+            environ["wsgi.input"].read(length)
+        body, status = ANSWER, "200 OK"
+    elif path == "/healthz":
+        body, status = b"{}", "200 OK"
+    else:
+        body, status = b"{}", "404 NOT FOUND"
+    start_response(status, [*JSON_HEADERS, ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def bare_app(
+    settings: Settings, store: PolicyStore, metrics: Metrics, view: object
+) -> WSGIApplication:
+    """The plain WSGI callable, as ``WebhookServer`` builds its app."""
+    del settings, store, metrics, view
+    return bare_review
 
 
 def main() -> None:
@@ -46,6 +79,9 @@ def main() -> None:
     parser.add_argument("--key-file", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--bare", action="store_true", help="a plain WSGI callable instead of flask"
+    )
     args = parser.parse_args()
     settings = Settings(
         bind=args.bind,
@@ -55,10 +91,11 @@ def main() -> None:
         workers=args.workers,
         log_level="warning",
     )
+    factory: AppFactory = bare_app if args.bare else null_app
     WebhookServer(
         settings,
         source_factory=lambda s: StaticPolicySource(embedded_policy_text(), origin="embedded"),
-        app_factory=null_app,
+        app_factory=factory,
     ).run()
 
 

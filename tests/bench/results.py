@@ -85,6 +85,7 @@ def _service_rows(service: Mapping[str, Any]) -> list[str]:
             + _cpu(got)
             + f" | {_met(ratio >= 0.9 and p99 <= 1.25)} |"
         )
+    rows += _service_floor_rows(service)
     lookups = service.get("lookup_us", {})
     if lookups:
         worst = max(lookups.values())
@@ -125,6 +126,45 @@ def _service_rows(service: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _service_floor_rows(service: Mapping[str, Any]) -> list[str]:
+    """egress-guard against the stack floor, when the run measured it (older results did not)."""
+    cells = [
+        f"{layout}: {got['floor_ratio']:.2f}x ({got['floor_ratio_min']:.2f}-"
+        f"{got['floor_ratio_max']:.2f}), p99 {got['floor_p99_ratio']:.2f}x"
+        for layout, got in service.get("layouts", {}).items()
+        if "floor_ratio" in got
+    ]
+    if not cells:
+        return []
+    return [
+        "| unique reviews against the stack floor, a do-nothing plain WSGI callable (no "
+        f"flask): for information, not a target | {'; '.join(cells)} | — |"
+    ]
+
+
+def _cluster_floor_rows(cluster: Mapping[str, Any]) -> list[str]:
+    """The in-cluster counterpart of ``_service_floor_rows``."""
+    cells = []
+    for phase, got in cluster.get("phases", {}).items():
+        # a ratio is missing when the floor added no measurable cost in any round
+        shown = [
+            f"{label} {got[key]['median']:.2f}x"
+            for key, label in (
+                ("floor_p50_ratio", "medians"),
+                ("floor_call_ratio", "API server call"),
+            )
+            if key in got
+        ]
+        if shown:
+            cells.append(f"{phase}: {', '.join(shown)}")
+    if not cells:
+        return []
+    return [
+        "| in the cluster, added cost against a do-nothing plain WSGI webhook (no flask): for "
+        f"information, not a target | {'; '.join(cells)} | — |"
+    ]
+
+
 def _cluster_rows(cluster: Mapping[str, Any]) -> list[str]:
     rows = []
     for phase, got in cluster.get("phases", {}).items():
@@ -135,7 +175,7 @@ def _cluster_rows(cluster: Mapping[str, Any]) -> list[str]:
             f"call {call['median']:.2f}x ({call['min']:.2f}-{call['max']:.2f}); "
             f"{cluster['rounds']} rounds | {_met(p50['median'] <= 1.1 and call['median'] <= 1.1)} |"
         )
-    return rows
+    return rows + _cluster_floor_rows(cluster)
 
 
 def _edit_rows(edits: Mapping[str, Any]) -> list[str]:

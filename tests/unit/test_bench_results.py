@@ -85,3 +85,28 @@ def test_worst_cases_are_kept_in_the_shape_the_section_reads(tmp_path: Path) -> 
         "Sidecar importing n hosts (3.00 MiB, allow) 42 ms, its decoded review freed after the "
         "answer in 5 ms more | met"
     ) in results.section(tmp_path)
+
+
+def test_the_stack_floor_is_shown_as_information_once_measured(tmp_path: Path) -> None:
+    layout = {
+        "rounds": 3,
+        "ratio": 0.95,
+        "ratio_min": 0.9,
+        "ratio_max": 1.0,
+        "p99_ratio": 1.1,
+        "splits": ["8"],
+    }
+    floor = {"floor_ratio": 0.8, "floor_ratio_min": 0.7, "floor_ratio_max": 0.85}
+    spread = {"median": 0.9, "min": 0.8, "max": 1.0}
+    phase = {"p50_ratio": spread, "call_ratio": spread}
+    write(tmp_path, "service", {"layouts": {"1x8": layout}})
+    write(tmp_path, "cluster", {"rounds": 3, "phases": {"1 connection": phase}})
+    assert "plain WSGI" not in results.section(tmp_path), "older results lack the floor"
+
+    write(tmp_path, "service", {"layouts": {"1x8": {**layout, **floor, "floor_p99_ratio": 1.3}}})
+    floor_phase = {"floor_p50_ratio": {**spread, "median": 1.6}, "floor_call_ratio": spread}
+    write(tmp_path, "cluster", {"rounds": 3, "phases": {"1 connection": {**phase, **floor_phase}}})
+    rows = [line for line in results.section(tmp_path).splitlines() if "plain WSGI" in line]
+    assert len(rows) == 2
+    assert "1x8: 0.80x (0.70-0.85), p99 1.30x | — |" in rows[0]
+    assert "1 connection: medians 1.60x, API server call 0.90x | — |" in rows[1]

@@ -34,6 +34,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
+from wsgiref.types import WSGIApplication
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -78,7 +79,9 @@ def tune_gc() -> None:
 SourceFactory = Callable[[Settings], PolicySource]
 ViewFactory = Callable[[Settings], ClusterView]
 ObjectsFactory = Callable[[Settings], ClusterObjects]
-AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], Flask]
+# any WSGI application: egress-guard's is flask behind its review middleware, and the benchmarks
+# serve a plain WSGI callable too, to measure the stack without flask
+AppFactory = Callable[[Settings, PolicyStore, Metrics, ClusterView], WSGIApplication]
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -134,7 +137,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         for key, value in self.gunicorn_options().items():
             self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    def load(self) -> WSGIApplication:
         """Build the service in the worker process: metrics, policy store and source, app."""
         metrics = Metrics()
         store = PolicyStore()
