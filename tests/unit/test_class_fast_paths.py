@@ -1394,7 +1394,9 @@ def test_walking_down_agrees_with_the_definition_on_any_tree(
     domains = names + apart + spread
     # and names none of which is under a known child of "com", known or not
     unknown = [f"h.a.p{i}.com" for i in range(80)]
-    for listed in (domains, unknown):
+    # names at different domains sharing their next label there: one search per domain
+    shared = [f"h{i}.a.{('com', 'org', 'x.com')[i % 3]}" for i in range(90)]
+    for listed in (domains, unknown, shared, [*shared, "a.com"]):
         assert common.nearest_known(policy, listed) == [
             nearest_by_definition(policy, domain) for domain in listed
         ]
@@ -1406,3 +1408,9 @@ def test_names_holding_a_newline_are_looked_up_one_by_one() -> None:
     assert common.nearest_known(POLICY, domains) == [
         nearest_by_definition(POLICY, domain) for domain in domains
     ]
+
+
+def test_names_under_one_known_domain_without_children_stop_there() -> None:
+    names = [f"h.p{i}.ml.example.net" for i in range(50)]
+    assert "ml.example.net" in POLICY.known_domains
+    assert common._walked_down(POLICY.known_tree, names) == ["ml.example.net"] * 50

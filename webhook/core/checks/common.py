@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, S
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, repeat
-from operator import itemgetter, not_, truth
+from operator import eq, itemgetter, not_, truth
 from typing import Any, TypeVar, cast
 
 from webhook.core.decisions import EnoughViolations, Violation
@@ -239,6 +239,38 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     judge_keyed(reader, hosts, policy.host_class, judge)
 
 
+def classes_of_unknown_names(policy: Policy, names: list[str]) -> list[str] | None:
+    """``nearest_known`` of each name's parent, for dotted names none of which the policy
+    knows (the caller has checked); None when a name has no dot."""
+    return cast("list[str] | None", _parent_classes(policy, names))
+
+
+def _parent_classes(policy: Policy, names: Sequence[str]) -> list[str | None] | None:
+    """For each name, the nearest domain above it the policy knows, or None for a name the
+    policy knows itself (judged alone); None when a name has no dot.
+
+    Names apart for two levels up are walked down from the top without building their
+    parents: the walk stops at the first label the policy does not know, so on a name the
+    policy does not know it stops above the name.
+    """
+    known = policy.known_domains
+    if _shrinks_a_level_up(names, levels=2):
+        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+        if "" in parents:
+            return None
+        keys: list[str | None] = list(nearest_known(policy, parents))
+        # known is closed under the parent: a known name has a known parent
+        if known.isdisjoint(parents) or known.isdisjoint(names):
+            return keys
+        return [None if name in known else key for name, key in zip(names, keys, strict=True)]
+    if not all(map(str.__contains__, names, repeat("."))):
+        return None
+    keys = list(_walked_down(policy.known_tree, list(names)))
+    if any(map(eq, keys, names)):
+        return [None if key == name else key for key, name in zip(keys, names, strict=True)]
+    return keys
+
+
 def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] | None:
     """Class keys of a list of exact (not wildcard) dotted names; None: class them one by one.
 
@@ -247,23 +279,14 @@ def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] |
     joined = "\n".join(hosts)
     if not hosts or "*" in joined:
         return None
-    known = policy.known_domains
     parent = _one_parent(hosts, joined)
-    keys: list[str | None]
-    if parent is not None:
-        keys = [nearest_known(policy, [parent])[0]] * len(hosts)
-        parents_known = parent in known
-    else:
-        parents = list(map(itemgetter(2), map(str.partition, hosts, repeat("."))))
-        if "" in parents:
-            # a name without a dot is its own class
-            return None
-        parents_known = not known.isdisjoint(parents)
-        keys = list(nearest_known(policy, parents))
-    # known is closed under the parent: a known name has a known parent
-    if parents_known and not known.isdisjoint(hosts):
-        keys = [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
-    return keys
+    if parent is None:
+        return _parent_classes(policy, hosts)
+    known = policy.known_domains
+    keys: list[str | None] = [nearest_known(policy, [parent])[0]] * len(hosts)
+    if parent not in known or known.isdisjoint(hosts):
+        return keys
+    return [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
 
 
 def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
@@ -311,16 +334,21 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
 _SAMPLED = 64
 
 
-def _shrinks_a_level_up(domains: list[str]) -> bool:
-    """Whether the parents of ``domains`` look like at most half as many distinct names.
+def _shrinks_a_level_up(domains: Sequence[str], levels: int = 1) -> bool:
+    """Whether the parents of ``domains`` (or the domains ``levels`` up) look like at most
+    half as many distinct names.
 
     Guessed from a random sample: the order of the names is the tenant's, so a fixed sample
     could be made to mislead at every level.  Either answer gives the same result; a wrong
     one only costs a level's passes.
     """
-    sample = domains if len(domains) <= _SAMPLED else random.sample(domains, _SAMPLED)
-    parents = {domain.partition(".")[2] for domain in sample}
-    return len(parents) * 2 <= len(sample)
+    sample = list(domains) if len(domains) <= _SAMPLED else random.sample(domains, _SAMPLED)
+    ups = sample
+    for _ in range(levels):
+        ups = [domain.partition(".")[2] for domain in ups]
+        if len(set(ups)) * 2 <= len(sample):
+            return True
+    return False
 
 
 def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
@@ -347,17 +375,35 @@ def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
         return [domain] * len(domains)
     where: Sequence[int] = range(len(domains))
     reached: list[tuple[str, KnownTree]] = [(domain, children)] * len(domains)
+    text = "\n".join(domains) + "\n"
+    # names holding a newline would be split by a search of the text
+    searchable = text.count("\n") == len(domains)
+    # labels walked that are still at the end of rests: cut only when a lookup needs them
+    behind = 0
     while True:
-        labels = map(itemgetter(2), map(str.rpartition, rests, repeat(".")))
-        nodes = list(map(dict.get, map(itemgetter(1), reached), labels))
-        found = list(map(truth, nodes))
-        stopped = list(map(not_, found))
-        _fill(answers, compress(where, stopped), compress(map(itemgetter(0), reached), stopped))
-        if not any(found):
+        nodes = None
+        if behind and searchable:
+            nodes = _shared_labels(text, domains, where, reached)
+        if nodes is None:
+            for _ in range(behind):
+                rests = list(map(itemgetter(0), map(str.rpartition, rests, repeat("."))))
+            behind = 0
+            labels = map(itemgetter(2), map(str.rpartition, rests, repeat(".")))
+            nodes = list(map(dict.get, map(itemgetter(1), reached), labels))
+        behind += 1
+        if not any(nodes):
+            # the usual last step: every name stops here
+            _fill(answers, where, map(itemgetter(0), reached))
             return answers
-        reached = list(filter(None, nodes))
-        where = list(compress(where, found))
-        rests = list(compress(rests, found))
+        if all(nodes):
+            reached = cast("list[tuple[str, KnownTree]]", nodes)
+        else:
+            found = list(map(truth, nodes))
+            stopped = list(map(not_, found))
+            _fill(answers, compress(where, stopped), compress(map(itemgetter(0), reached), stopped))
+            reached = list(filter(None, nodes))
+            where = list(compress(where, found))
+            rests = list(compress(rests, found))
         # at a domain without known children a name stops: no label to look up
         leaves = list(map(not_, map(itemgetter(1), reached)))
         if any(leaves):
@@ -368,7 +414,38 @@ def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
             reached = list(compress(reached, going))
             where = list(compress(where, going))
             rests = list(compress(rests, going))
-        rests = list(map(itemgetter(0), map(str.rpartition, rests, repeat("."))))
+
+
+# at most this many domains reached are searched for a label their names share
+_SHARED_AT_MOST = 8
+
+
+def _shared_labels(
+    text: str, domains: list[str], where: Sequence[int], reached: list[tuple[str, KnownTree]]
+) -> list[tuple[str, KnownTree] | None] | None:
+    """The next step of ``_walked_down`` when, at each domain reached, every name has the
+    same next label: the node each name reaches (None: it stops there); else None.
+
+    ``text`` is every name of ``domains`` joined by newlines, ``where`` the names still
+    walked.  A name at a domain ends with it, so the lines ending with the first such name's
+    next label and the domain are the names at that domain with that label; the counts add
+    up to the names left only if every name has its domain's label.  A search per domain
+    instead of a lookup per name.
+    """
+    # a known domain is one node of the tree: the domains tell the nodes apart
+    at = list(map(itemgetter(0), reached))
+    firsts = first_indexes(at)
+    if len(firsts) > _SHARED_AT_MOST:
+        return None
+    steps = {}
+    total = 0
+    for domain, index in firsts.items():
+        label = domains[where[index]].removesuffix(f".{domain}").rpartition(".")[2]
+        total += text.count(f".{label}.{domain}\n")
+        steps[domain] = reached[index][1].get(label)
+    if total != len(reached):
+        return None
+    return list(map(steps.__getitem__, at))
 
 
 def _shared_step(names: list[str]) -> tuple[str, list[str]] | None:

@@ -18,6 +18,7 @@ from typing import Any
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     Reader,
+    classes_of_unknown_names,
     first_indexes,
     format_labels,
     is_managed,
@@ -253,10 +254,11 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     sample = hosts[:CLASS_SAMPLE]
     if len(set(sample)) * 2 <= len(sample):
         return hosts, None
-    firsts = _sampled_classes(policy, hosts, joined)
+    text = _wildcards_moved(joined, len(hosts))
+    firsts = None if text is None else _sampled_classes(policy, hosts, text)
     if firsts is not None:
         return _ChunkedKeys(hosts, _import_keys), firsts
-    firsts = _split_classes(policy, hosts, joined)
+    firsts = None if text is None else _split_classes(policy, hosts, text)
     if firsts is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return _ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk) or ()), firsts
@@ -298,18 +300,16 @@ def _wildcards_moved(joined: str, count: int) -> str | None:
     return text
 
 
-def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
+def _sampled_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable, int] | None:
     """Each class's index in the first entries, when the counts show no entry outside them.
 
-    Each entry is ``ns/label.parent`` or ``ns/*.label.parent`` with valid names: with the
+    ``text`` is the entries' joined text with the wildcards moved (``_wildcards_moved``).  Each
+    entry is ``ns/label.parent`` or ``ns/*.label.parent`` with valid names: with the
     wildcard prefix moved before the '/', the lines of the joined text that start with a
     sampled namespace part, those that end with a sampled parent, and the dots, add up to the
     whole list only if every line is one of the sampled classes.  None: build every key.
     """
     count = len(hosts)
-    text = _wildcards_moved(joined, count)
-    if text is None:
-        return None
     sample = hosts[:CLASS_SAMPLE]
     pairs = set()
     for entry in sample:
@@ -350,17 +350,15 @@ def _sampled_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hash
     return dict(zip(keys, range(len(keys)), strict=True))
 
 
-def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashable, int] | None:
-    """Each class of ``_checked_keys`` mapped to one of its entries, read from the joined text.
+def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable, int] | None:
+    """Each class of ``_checked_keys`` mapped to one of its entries, read from ``text``, the
+    entries' joined text with the wildcards moved (``_wildcards_moved``).
 
     Only when ``_checked_keys`` would class every entry by ``nearest_known``: with the wildcard
     prefix moved before the '/', one split of the text gives each entry's namespace part and
     its name; no key string is built for the entries.  None: build every key.
     """
     count = len(hosts)
-    text = _wildcards_moved(joined, count)
-    if text is None:
-        return None
     parts = text.replace("/", "\n").split("\n")
     spaces = parts[0::2]
     names = parts[1::2]
@@ -375,10 +373,9 @@ def _split_classes(policy: Policy, hosts: list[str], joined: str) -> dict[Hashab
         # own names and own suffixes (with "*." dropped) are known domains: this clears them
         if not policy.known_domains.isdisjoint(names):
             return None
-        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
-        if "" in parents:
+        classes = classes_of_unknown_names(policy, names)
+        if classes is None:
             return None
-        classes = nearest_known(policy, parents)
         if spaces.count(spaces[0]) == count:
             # one namespace part for every entry (the usual "*/" or "./")
             firsts = {(spaces[0], cls): index for cls, index in first_indexes(classes).items()}
