@@ -323,6 +323,20 @@ def gateway_servers(n: int) -> dict[str, Any]:
     }
 
 
+def gateway_api_addresses(n: int) -> dict[str, Any]:
+    """A Gateway API Gateway asking for ``n`` addresses, each a host of its own."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": _meta("many-addresses"),
+        "spec": {
+            "gatewayClassName": "istio-remote",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            "addresses": [{"type": "Hostname", "value": f"gw{i}.example.com"} for i in range(n)],
+        },
+    }
+
+
 def envoy_filter_patches(n: int) -> dict[str, Any]:
     """An EnvoyFilter with ``n`` config patches."""
     return {
@@ -391,6 +405,7 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "Endpoints with n addresses": endpoints_addresses,
     "EndpointSlice with n FQDN endpoints": endpoint_slice_fqdns,
     "Gateway with n servers": gateway_servers,
+    "Gateway API Gateway with n addresses": gateway_api_addresses,
     "EnvoyFilter with n patches": envoy_filter_patches,
     "WorkloadEntry with n labels": workload_entry_labels,
 }

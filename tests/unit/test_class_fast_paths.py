@@ -148,6 +148,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(serviceentries, "all_valid_names", lambda values: False)
     patch.setattr(services, "all_valid_names", lambda values: False)
     patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
+    patch.setattr(gatewayapi, "_none_names_namespace", lambda addresses, namespace: False)
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
@@ -712,6 +713,44 @@ def test_http_route_hostnames(hostnames: list[str]) -> None:
                 "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
                 "hostnames": hostnames,
                 "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+            },
+        }
+    )
+
+
+# Gateway addresses: hosts in and out of the egress namespace in every spelling, IPs, odd values
+_GATEWAY_ADDRESS_VALUES = st.one_of(
+    names,
+    addresses,
+    st.sampled_from(
+        ["gw.egress", "GW.Egress.svc", " gw.egress.svc.cluster.local. ", "a.egress-x", "egress"]
+    ),
+    st.none(),
+    st.integers(),
+)
+
+
+@FAST
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"value": _GATEWAY_ADDRESS_VALUES},
+            optional={"type": st.sampled_from(["IPAddress", "Hostname", "NamedAddress"])},
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_gateway_addresses(addresses: list[dict[str, Any]]) -> None:
+    assert_same(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": meta("gw"),
+            "spec": {
+                "gatewayClassName": "istio-remote",
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                "addresses": addresses,
             },
         }
     )

@@ -21,6 +21,7 @@ waypoint is ambient, which no Sidecar governs, and an east-west gateway passes m
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
@@ -185,7 +186,10 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
             "traffic would escape the egress allow list; run gateways in a namespace outside "
             "the guardrail, or use the egress gateway",
         )
-    for where, address in reader.mappings(spec.get("addresses"), "spec.addresses"):
+    addresses = spec.get("addresses")
+    if _none_names_namespace(addresses, policy.egress_namespace):
+        addresses = None
+    for where, address in reader.mappings(addresses, "spec.addresses"):
         value = reader.string(address.get("value"), f"{where}.value")
         if not value or address.get("type", "IPAddress") == "IPAddress":
             continue
@@ -198,6 +202,21 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
                 "configured from the egress policy only",
             )
     return reader.violations
+
+
+def _none_names_namespace(addresses: Any, namespace: str) -> bool:
+    """Whether a long list of address objects is proven, in passes of C, to hold no host of
+    ``namespace`` and nothing else to report: then none of thousands is read on its own.
+
+    A host of the namespace holds ".namespace" once normalized, and normalizing only
+    lower-cases and trims: the lower-cased text of all values holds it too.
+    """
+    if type(addresses) is not list or not many(addresses) or set(map(type, addresses)) != {dict}:
+        return False
+    values = list(map(dict.get, addresses, repeat("value")))
+    if not set(map(type, values)) <= {str, type(None)}:
+        return False
+    return f".{namespace}" not in "\n".join(filter(None, values)).lower()
 
 
 def _in_namespace(host: str, namespace: str) -> bool:
