@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -160,13 +161,20 @@ def sidecar_imports_own_domains(n: int) -> dict[str, Any]:
     return manifest
 
 
+def _virtual_service_naming(
+    n: int, host: Callable[[int], str], destination: Callable[[int], str]
+) -> dict[str, Any]:
+    """``virtual_service_routes(n)`` with host ``i`` and route ``i``'s destination renamed."""
+    manifest = virtual_service_routes(n)
+    manifest["spec"]["hosts"] = [host(i) for i in range(n)]
+    for i, rule in enumerate(manifest["spec"]["http"]):
+        rule["route"][0]["destination"]["host"] = destination(i)
+    return manifest
+
+
 def virtual_service_own_domains(n: int) -> dict[str, Any]:
     """A VirtualService of ``n`` routes and hosts, each destination under a domain of its own."""
-    manifest = virtual_service_routes(n)
-    manifest["spec"]["hosts"] = [f"svc.p{i}.example.net" for i in range(n)]
-    for i, rule in enumerate(manifest["spec"]["http"]):
-        rule["route"][0]["destination"]["host"] = f"d.p{i}.example.com"
-    return manifest
+    return _virtual_service_naming(n, "svc.p{}.example.net".format, "d.p{}.example.com".format)
 
 
 # names kept apart by a label near the top, under known domains of different top-level domains:
@@ -197,11 +205,7 @@ def sidecar_imports_apart(n: int) -> dict[str, Any]:
 
 def virtual_service_apart(n: int) -> dict[str, Any]:
     """A VirtualService of ``n`` routes and hosts, all told apart only near the top."""
-    manifest = virtual_service_routes(n)
-    manifest["spec"]["hosts"] = [_apart("svc", i) for i in range(n)]
-    for i, rule in enumerate(manifest["spec"]["http"]):
-        rule["route"][0]["destination"]["host"] = _apart("d", i)
-    return manifest
+    return _virtual_service_naming(n, partial(_apart, "svc"), partial(_apart, "d"))
 
 
 def service_entry_repeated_host(n: int) -> dict[str, Any]:

@@ -1304,6 +1304,16 @@ def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
     assert judge(manifest, POLICY).violations == slow.violations
 
 
+def tls_service_entry(name: str, hosts: list[str]) -> dict[str, Any]:
+    """A ServiceEntry of ``hosts`` on port 443, TLS."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta(name),
+        "spec": {"hosts": hosts, "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
+    }
+
+
 @pytest.mark.parametrize("bad_at", [None, 0, 1717, 2999])
 def test_thousands_of_hosts_under_as_many_domains_are_classed_by_the_nearest_known_one(
     bad_at: int | None,
@@ -1314,12 +1324,7 @@ def test_thousands_of_hosts_under_as_many_domains_are_classed_by_the_nearest_kno
     hosts = [f"h.p{i}.{parents[i % len(parents)]}" for i in range(3000)]
     if bad_at is not None:
         hosts[bad_at] = "ml.example.net"  # known: judged alone, and not allowed here
-    manifest = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": meta("many-domains"),
-        "spec": {"hosts": hosts, "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
-    }
+    manifest = tls_service_entry("many-domains", hosts)
     assert_same(manifest)
     # the hosts under example.net and example are not allowed: each one named
     assert "spec.hosts[1]" in {v.field for v in judge(manifest, POLICY).violations}
@@ -1378,13 +1383,7 @@ def test_hosts_kept_distinct_near_the_top_are_walked_down(depth: int) -> None:
     assert common.nearest_known(POLICY, parents) == [
         nearest_by_definition(POLICY, parent) for parent in parents
     ]
-    manifest = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": meta("deep-names"),
-        "spec": {"hosts": hosts, "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}]},
-    }
-    assert_same(manifest)
+    assert_same(tls_service_entry("deep-names", hosts))
 
 
 def policy_knowing(hosts: list[str]) -> Policy:
