@@ -187,6 +187,31 @@ def _apart(prefix: str, i: int) -> str:
     return f"{prefix}.a.b.p{i}.{_APART[i % len(_APART)]}"
 
 
+# top-level domains the policies know and do not know, in turn
+_TOP = ("com", "net", "org", "io")
+
+
+def service_entry_hosts_under_tops(n: int) -> dict[str, Any]:
+    """A ServiceEntry with ``n`` short hosts each under a domain of its own right below one of
+    a few top-level domains (``h.p7.org``): the most names 3 MiB holds, none sharing a parent."""
+    manifest = service_entry_hosts(1)
+    manifest["metadata"] = _meta("under-tops")
+    manifest["spec"]["hosts"] = [f"h.p{i}.{_TOP[i % len(_TOP)]}" for i in range(n)]
+    return manifest
+
+
+def sidecar_imports_under_tops(n: int) -> dict[str, Any]:
+    """A Sidecar importing ``n`` short hosts each under a domain of its own right below one of
+    a few top-level domains, half of them wildcards."""
+    hosts = [
+        f"*/h.p{i}.{_TOP[i % len(_TOP)]}" if i % 2 else f"*/*.q{i}.{_TOP[i % len(_TOP)]}"
+        for i in range(n)
+    ]
+    manifest = sidecar_imports(1)
+    manifest["spec"]["egress"] = [{"hosts": hosts}]
+    return manifest
+
+
 def service_entry_hosts_apart(n: int) -> dict[str, Any]:
     """A ServiceEntry with ``n`` hosts told apart only near the top (``h.a.b.p7.example.org``)."""
     manifest = service_entry_hosts(1)
@@ -401,6 +426,8 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "ServiceEntry with n hosts": service_entry_hosts,
     "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,
     "ServiceEntry with n hosts apart near the top": service_entry_hosts_apart,
+    "ServiceEntry with n short hosts under few top-level domains": service_entry_hosts_under_tops,
+    "Sidecar importing n short hosts under few top-level domains": sidecar_imports_under_tops,
     "Sidecar importing n hosts apart near the top": sidecar_imports_apart,
     "VirtualService, n routes to hosts apart near the top": virtual_service_apart,
     "ServiceEntry with one host n times": service_entry_repeated_host,

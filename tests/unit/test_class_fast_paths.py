@@ -1452,3 +1452,35 @@ def test_names_under_one_known_domain_without_children_stop_there() -> None:
     names = [f"h.p{i}.ml.example.net" for i in range(50)]
     assert "ml.example.net" in POLICY.known_domains
     assert common._walked_down(POLICY.known_tree, names) == ["ml.example.net"] * 50
+
+
+@pytest.mark.parametrize(
+    ("known", "names"),
+    [
+        # the name that is a child itself answers the child; those under it, the domain below
+        (["x.com", "y.org"], ["com", *(f"h{i}.x.com" for i in range(50)), "h.y.org"]),
+        # the domain a step below has children of its own: the walk goes on past it
+        (["a.x.com", "a.y.org"], [f"h{i}.a.{('x.com', 'y.org')[i % 2]}" for i in range(80)]),
+    ],
+)
+def test_the_first_step_settles_only_what_it_can(known: list[str], names: list[str]) -> None:
+    policy = policy_knowing(known)
+    assert common._walked_down(policy.known_tree, names) == [
+        nearest_by_definition(policy, name) for name in names
+    ]
+
+
+def test_names_sharing_an_unknown_label_stop_above_it() -> None:
+    # every name ends with "zz.com": they stop at "com", even though a label further down
+    # ("github") names a child of "com"
+    policy = policy_knowing(["api.github.com"])
+    names = [f"h{i}.github.zz.com" for i in range(40)]
+    assert common._walked_down(policy.known_tree, names) == ["com"] * 40
+    assert common.nearest_known(policy, names) == ["com"] * 40
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("a.\n\u00e9\u2028"), max_size=6), max_size=8))
+def test_all_dotted_reads_the_text_as_each_name_would(names: list[str]) -> None:
+    names = [name.replace("\n", "") for name in names]
+    text = "".join(f"{name}\n" for name in names)
+    assert common._all_dotted(text) == all("." in name for name in names)

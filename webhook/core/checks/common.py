@@ -249,12 +249,12 @@ def _parent_classes(policy: Policy, names: Sequence[str]) -> list[str | None] | 
     """For each name, the nearest domain above it the policy knows, or None for a name the
     policy knows itself (judged alone); None when a name has no dot.
 
-    Names apart for two levels up are walked down from the top without building their
-    parents: the walk stops at the first label the policy does not know, so on a name the
-    policy does not know it stops above the name.
+    Names whose parents do not repeat much are walked down from the top without building
+    their parents: the walk stops at the first label the policy does not know, so on a name
+    the policy does not know it stops above the name.
     """
     known = policy.known_domains
-    if _shrinks_a_level_up(names, levels=2):
+    if _shrinks_a_level_up(names):
         parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
         if "" in parents:
             return None
@@ -263,12 +263,24 @@ def _parent_classes(policy: Policy, names: Sequence[str]) -> list[str | None] | 
         if known.isdisjoint(parents) or known.isdisjoint(names):
             return keys
         return [None if name in known else key for name, key in zip(names, keys, strict=True)]
-    if not all(map(str.__contains__, names, repeat("."))):
+    text = "\n".join(names) + "\n"
+    if not _all_dotted(text):
         return None
-    keys = list(_walked_down(policy.known_tree, list(names)))
+    keys = list(_walked_down(policy.known_tree, list(names), text))
     if any(map(eq, keys, names)):
         return [None if key == name else key for key, name in zip(keys, names, strict=True)]
     return keys
+
+
+# every byte but the dot and the newline
+_NOT_DOT_OR_NEWLINE = bytes(b for b in range(256) if b not in b".\n")
+
+
+def _all_dotted(text: str) -> bool:
+    """Whether every line of ``text`` (names, each followed by a newline) holds a dot: with
+    all else deleted, a line without one shows as a newline after a newline, or first."""
+    marks = text.encode("utf-8", "surrogatepass").translate(None, _NOT_DOT_OR_NEWLINE)
+    return not marks.startswith(b"\n") and b"\n\n" not in marks
 
 
 def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] | None:
@@ -334,24 +346,19 @@ def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
 _SAMPLED = 64
 
 
-def _shrinks_a_level_up(domains: Sequence[str], levels: int = 1) -> bool:
-    """Whether the parents of ``domains`` (or the domains ``levels`` up) look like at most
-    half as many distinct names.
+def _shrinks_a_level_up(domains: Sequence[str]) -> bool:
+    """Whether the parents of ``domains`` look like at most a quarter as many distinct names:
+    then answering the parents costs less than walking the names down from the top.
 
     Guessed from a random sample: the order of the names is the tenant's, so a fixed sample
     could be made to mislead at every level.  Either answer gives the same result; a wrong
     one only costs a level's passes.
     """
     sample = list(domains) if len(domains) <= _SAMPLED else random.sample(domains, _SAMPLED)
-    ups = sample
-    for _ in range(levels):
-        ups = [domain.partition(".")[2] for domain in ups]
-        if len(set(ups)) * 2 <= len(sample):
-            return True
-    return False
+    return len({domain.partition(".")[2] for domain in sample}) * 4 <= len(sample)
 
 
-def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
+def _walked_down(tree: KnownTree, domains: list[str], text: str = "") -> list[str]:
     """``nearest_known`` of each of ``domains``, walked down ``tree`` (``Policy.known_tree``)
     from its top-level label; a name stops at its first label the tree does not hold, at a
     domain without known children, or when it has no label left.
@@ -362,22 +369,30 @@ def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
     """
     answers = [""] * len(domains)
     domain, children, rests = "", tree, domains
+    # every name joined by newlines, each followed by one
+    text = text or "\n".join(domains) + "\n"
+    rests_text = text
     while children:
-        shared = _shared_step(rests)
+        shared = _shared_step(rests, rests_text)
+        rests_text = ""
         if shared is None:
             break
         label, rests = shared
         node = children.get(label)
         if node is None:
-            break
+            # every name's next label is one the policy does not know here
+            return [domain] * len(domains)
         domain, children = node
     if not children:
         return [domain] * len(domains)
-    where: Sequence[int] = range(len(domains))
-    reached: list[tuple[str, KnownTree]] = [(domain, children)] * len(domains)
-    text = "\n".join(domains) + "\n"
     # names holding a newline would be split by a search of the text
     searchable = text.count("\n") == len(domains)
+    if searchable:
+        resolved = _resolved_by_label(text, domain, children, rests)
+        if resolved is not None:
+            return resolved
+    where: Sequence[int] = range(len(domains))
+    reached: list[tuple[str, KnownTree]] = [(domain, children)] * len(domains)
     # labels walked that are still at the end of rests: cut only when a lookup needs them
     behind = 0
     while True:
@@ -420,6 +435,68 @@ def _walked_down(tree: KnownTree, domains: list[str]) -> list[str]:
 _SHARED_AT_MOST = 8
 
 
+def _resolved_by_label(
+    text: str, domain: str, children: KnownTree, rests: list[str]
+) -> list[str] | None:
+    """``_walked_down``'s answers when the names at ``domain`` (``rests`` left of it) come under
+    a few labels each of which settles their answer within a step; else None.
+
+    Names under a label the domain's children lack stop at the domain, those under a child
+    without children at the child; under any other child, when every such name has the same
+    label next and that label leads nowhere or to a domain without children, that is their
+    answer.  The labels come from a random sample and are proven by counting lines of
+    ``text`` (every name joined by newlines): one label per name is read only once every
+    answer is known, instead of a step of lookups per name and level.
+    """
+    sample = rests if len(rests) <= _SAMPLED else random.sample(rests, _SAMPLED)
+    firsts = {name.rpartition(".")[2]: name for name in sample}
+    if len(firsts) > _SHARED_AT_MOST:
+        return None
+    suffix = f".{domain}" if domain else ""
+    lines = ""
+    answers = {}
+    total = 0
+    for label, name in firsts.items():
+        # the names whose next label this is: those with more labels, and the one without
+        under = text.count(f".{label}{suffix}\n")
+        lines = lines or "\n" + text
+        at = lines.count(f"\n{label}{suffix}\n")
+        total += under + at
+        node = children.get(label)
+        if node is None or not node[1]:
+            answers[label] = domain if node is None else node[0]
+            continue
+        after = name.rpartition(".")[0].rpartition(".")[2]
+        if not after or text.count(f".{after}.{label}{suffix}\n") != under:
+            if _may_be_under(lines, f"{label}{suffix}", node[1]):
+                return None
+            # none of these names is or is under a known child: they stop at this child
+            answers[label] = node[0]
+            continue
+        if at:
+            # a name that is the child itself answers the child, the others maybe not
+            return None
+        child, grandchildren = node
+        below = grandchildren.get(after)
+        if below is not None and below[1]:
+            return None
+        answers[label] = child if below is None else below[0]
+    if total != len(rests):
+        return None
+    labels = map(itemgetter(2), map(str.rpartition, rests, repeat(".")))
+    return list(map(answers.__getitem__, labels))
+
+
+def _may_be_under(lines: str, domain: str, children: KnownTree) -> bool:
+    """Whether a line of ``lines`` may be, or end with, one of ``children`` of ``domain``:
+    searched for each child, and assumed when they are too many to search for."""
+    if len(children) > _SHARED_AT_MOST:
+        return True
+    return any(
+        f".{label}.{domain}\n" in lines or f"\n{label}.{domain}\n" in lines for label in children
+    )
+
+
 def _shared_labels(
     text: str, domains: list[str], where: Sequence[int], reached: list[tuple[str, KnownTree]]
 ) -> list[tuple[str, KnownTree] | None] | None:
@@ -448,12 +525,13 @@ def _shared_labels(
     return list(map(steps.__getitem__, at))
 
 
-def _shared_step(names: list[str]) -> tuple[str, list[str]] | None:
+def _shared_step(names: list[str], text: str = "") -> tuple[str, list[str]] | None:
     """The last label of ``names`` and the names without it, when every name has at least two
-    labels and all share the last one; found in passes over the names' text."""
+    labels and all share the last one; found in passes over the names' text (``text``, if
+    given: the names joined by newlines, each followed by one)."""
     label = names[0].rpartition(".")[2]
     ending = f".{label}\n"
-    text = "\n".join(names) + "\n"
+    text = text or "\n".join(names) + "\n"
     if text.count("\n") != len(names) or text.count(ending) != len(names):
         return None
     return label, text[: -len(ending)].replace(ending, "\n").split("\n")
