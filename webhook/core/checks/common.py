@@ -239,15 +239,21 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     judge_keyed(reader, hosts, policy.host_class, judge)
 
 
-def classes_of_unknown_names(policy: Policy, names: list[str]) -> list[str] | None:
+def classes_of_unknown_names(
+    policy: Policy, names: list[str], joined: str | None = None
+) -> list[str] | None:
     """``nearest_known`` of each name's parent, for dotted names none of which the policy
-    knows (the caller has checked); None when a name has no dot."""
-    return cast("list[str] | None", _parent_classes(policy, names))
+    knows (the caller has checked); None when a name has no dot.  ``joined``: the names
+    joined by newlines, when the caller has it."""
+    return cast("list[str] | None", _parent_classes(policy, names, joined))
 
 
-def _parent_classes(policy: Policy, names: Sequence[str]) -> list[str | None] | None:
+def _parent_classes(
+    policy: Policy, names: Sequence[str], joined: str | None = None
+) -> list[str | None] | None:
     """For each name, the nearest domain above it the policy knows, or None for a name the
-    policy knows itself (judged alone); None when a name has no dot.
+    policy knows itself (judged alone); None when a name has no dot.  ``joined``: the names
+    joined by newlines, when the caller has it.
 
     Names whose parents do not repeat much are walked down from the top without building
     their parents: the walk stops at the first label the policy does not know, so on a name
@@ -263,7 +269,7 @@ def _parent_classes(policy: Policy, names: Sequence[str]) -> list[str | None] | 
         if known.isdisjoint(parents) or known.isdisjoint(names):
             return keys
         return [None if name in known else key for name, key in zip(names, keys, strict=True)]
-    text = "\n".join(names) + "\n"
+    text = ("\n".join(names) if joined is None else joined) + "\n"
     if not _all_dotted(text):
         return None
     keys = list(_walked_down(policy.known_tree, list(names), text))
@@ -293,7 +299,7 @@ def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] |
         return None
     parent = _one_parent(hosts, joined)
     if parent is None:
-        return _parent_classes(policy, hosts)
+        return _parent_classes(policy, hosts, joined)
     known = policy.known_domains
     keys: list[str | None] = [nearest_known(policy, [parent])[0]] * len(hosts)
     if parent not in known or known.isdisjoint(hosts):
@@ -371,8 +377,10 @@ def _walked_down(tree: KnownTree, domains: list[str], text: str = "") -> list[st
     domain, children, rests = "", tree, domains
     # every name joined by newlines, each followed by one
     text = text or "\n".join(domains) + "\n"
+    # names holding a newline would be split by a search of the text
+    searchable = text.count("\n") == len(domains)
     rests_text = text
-    while children:
+    while searchable and children:
         shared = _shared_step(rests, rests_text)
         rests_text = ""
         if shared is None:
@@ -385,8 +393,6 @@ def _walked_down(tree: KnownTree, domains: list[str], text: str = "") -> list[st
         domain, children = node
     if not children:
         return [domain] * len(domains)
-    # names holding a newline would be split by a search of the text
-    searchable = text.count("\n") == len(domains)
     if searchable:
         resolved = _resolved_by_label(text, domain, children, rests)
         if resolved is not None:
@@ -431,7 +437,8 @@ def _walked_down(tree: KnownTree, domains: list[str], text: str = "") -> list[st
             rests = list(compress(rests, going))
 
 
-# at most this many domains reached are searched for a label their names share
+# at most this many labels, children or domains reached are searched for in the names' text
+# in one step of a walk; with more, the walk looks each name up instead
 _SHARED_AT_MOST = 8
 
 
@@ -528,11 +535,11 @@ def _shared_labels(
 def _shared_step(names: list[str], text: str = "") -> tuple[str, list[str]] | None:
     """The last label of ``names`` and the names without it, when every name has at least two
     labels and all share the last one; found in passes over the names' text (``text``, if
-    given: the names joined by newlines, each followed by one)."""
+    given: the names joined by newlines, each followed by one).  No name holds a newline."""
     label = names[0].rpartition(".")[2]
     ending = f".{label}\n"
     text = text or "\n".join(names) + "\n"
-    if text.count("\n") != len(names) or text.count(ending) != len(names):
+    if text.count(ending) != len(names):
         return None
     return label, text[: -len(ending)].replace(ending, "\n").split("\n")
 

@@ -373,7 +373,7 @@ def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable
         # own names and own suffixes (with "*." dropped) are known domains: this clears them
         if not policy.known_domains.isdisjoint(names):
             return None
-        classes = classes_of_unknown_names(policy, names)
+        classes = classes_of_unknown_names(policy, names, joined_names)
         if classes is None:
             return None
         if spaces.count(spaces[0]) == count:
