@@ -39,11 +39,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from wsgiref.types import WSGIApplication
 
 import orjson
 import yaml
@@ -51,6 +51,7 @@ from flask import Flask, Response, request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bench import results
+from tests.bench.null_server import plain_review_app
 from tests.e2e.harness import (
     LOOPBACK,
     REPO_ROOT,
@@ -129,26 +130,9 @@ def null_app(*_: object) -> Flask:
     return app
 
 
-def bare_review(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """``null_app`` as a plain WSGI callable: the body read as egress-guard's review middleware
-    reads it, the same answer, no framework."""
-    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-    if method == "POST" and path == "/validate":
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body, status = allowed(environ["wsgi.input"].read(length)), "200 OK"
-    elif path == "/healthz":
-        body, status = b"{}", "200 OK"
-    else:
-        body, status = b"{}", "404 NOT FOUND"
-    start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]
-
-
 def bare_app(*_: object) -> WSGIApplication:
-    """The plain WSGI do-nothing webhook, as ``WebhookServer`` builds its app."""
-    return bare_review
+    """``null_app`` as a plain WSGI callable, no flask, as ``WebhookServer`` builds its app."""
+    return plain_review_app(allowed)
 
 
 def serve_null(bind: str, cert_file: Path, key_file: Path, *, bare: bool = False) -> None:

@@ -13,7 +13,7 @@ the same gunicorn, TLS and HTTP cost with no framework and no work at all.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -47,28 +47,33 @@ def null_app(settings: Settings, store: PolicyStore, metrics: Metrics, view: obj
     return app
 
 
-def bare_review(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """Read the body as egress-guard's review middleware does, answer the constant review."""
-    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-    if method == "POST" and path in REVIEW_PATHS:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > 0:
-            environ["wsgi.input"].read(length)
-        body, status = ANSWER, "200 OK"
-    elif path == "/healthz":
-        body, status = b"{}", "200 OK"
-    else:
-        body, status = b"{}", "404 NOT FOUND"
-    start_response(status, [*JSON_HEADERS, ("Content-Length", str(len(body)))])
-    return [body]
+def plain_review_app(answer: Callable[[bytes], bytes]) -> WSGIApplication:
+    """A plain WSGI callable answering each review with ``answer(body)``: the body read per
+    ``CONTENT_LENGTH`` as egress-guard's review middleware reads it, no framework."""
+
+    def review(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if method == "POST" and path in REVIEW_PATHS:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length > 0 else b""
+            body, status = answer(body), "200 OK"
+        elif path == "/healthz":
+            body, status = b"{}", "200 OK"
+        else:
+            body, status = b"{}", "404 NOT FOUND"
+        start_response(status, [*JSON_HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+    return review
 
 
 def bare_app(
     settings: Settings, store: PolicyStore, metrics: Metrics, view: object
 ) -> WSGIApplication:
-    """The plain WSGI callable, as ``WebhookServer`` builds its app."""
+    """The plain WSGI callable answering the constant review, as ``WebhookServer`` builds its
+    app."""
     del settings, store, metrics, view
-    return bare_review
+    return plain_review_app(lambda body: ANSWER)
 
 
 def main() -> None:
