@@ -393,7 +393,10 @@ SPLIT_NAMES = st.one_of(
         st.builds(
             lambda i, domain: f"p{i}.{domain}",
             st.integers(0, 9),
-            st.sampled_from(["example.com", "example.org", "ml.example.net", "cluster.local"]),
+            # and under top-level labels the policy does not know (the root class)
+            st.sampled_from(
+                ["example.com", "example.org", "ml.example.net", "cluster.local", "io", "dev"]
+            ),
         ),
     ),
     st.sampled_from(
@@ -462,6 +465,60 @@ def test_sidecar_import_classes_split(entries: list[str]) -> None:
     }
     for selector in (None, {"app": "trainer"}):
         assert_same(sidecar(spec, selector))
+
+
+_TOPS = ("com", "org", "net", "io", "dev")
+
+
+@pytest.mark.parametrize(
+    ("entries", "counted"),
+    [
+        # known and unknown top-level labels in turn, half of them wildcards: counted
+        (
+            [
+                f"*/h.p{i}.{_TOPS[i % 5]}" if i % 2 else f"*/*.q{i}.{_TOPS[i % 5]}"
+                for i in range(900)
+            ],
+            True,
+        ),
+        # two namespace parts, the root class under both
+        ([f"{('*', '.')[i % 2]}/h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
+        # a root-class entry of a namespace part first seen past the sample
+        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "./h.q.io"], False),
+        # past the sample: a name under a known top-level label but another class
+        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.a.example.org"], False),
+        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.ml.example.net"], False),
+        # past the sample: a name under a known top-level label no sampled name is under
+        ([*(f"*/h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "*/h.q.net"], False),
+        ([*(f"*/h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "*/*.q.local"], False),
+        # past the sample: a name without a dot, which has no class
+        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/localhost"], False),
+        # the root class only
+        ([f"*/h.p{i}.{('io', 'dev')[i % 2]}" for i in range(600)], True),
+    ],
+)
+def test_sidecar_import_classes_counted_with_the_root_class(
+    entries: list[str], counted: bool
+) -> None:
+    # names under top-level labels the policy does not know are the root class: what is left
+    # once the names under known top-level labels are all counted in the other classes
+    text = sidecars._wildcards_moved("\n".join(entries), len(entries))
+    assert text is not None
+    firsts = sidecars._split_classes(POLICY, entries, text)
+    parts = text.replace("/", "\n").split("\n")
+    found = sidecars._counted_classes(POLICY, parts, "\n".join(parts[1::2]))
+    assert (found is not None) == counted
+    keys = sidecars._checked_keys(POLICY, entries)
+    assert firsts is not None or not counted
+    if firsts is not None:
+        assert keys is not None
+        assert list(firsts) == list(dict.fromkeys(keys))
+        assert all(keys[index] == key for key, index in firsts.items())
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    assert_same(sidecar(spec, None))
 
 
 @pytest.mark.parametrize(
@@ -1440,6 +1497,44 @@ def test_walking_down_agrees_with_the_definition_on_any_tree(
         ]
 
 
+# top-level labels ending alike: the answers by a name's last characters must tell them apart
+_ALIKE = st.sampled_from(["io", "bio", "o", "com", "xcom", "m", "a"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(_ALIKE, min_size=2, max_size=3).map(".".join), min_size=1, max_size=8),
+    st.lists(st.lists(_ALIKE, min_size=1, max_size=4).map(".".join), max_size=20),
+    st.lists(_ALIKE, min_size=1, max_size=4),
+)
+def test_names_under_top_level_labels_ending_alike(
+    known: list[str], names: list[str], tops: list[str]
+) -> None:
+    policy = policy_knowing(known)
+    listed = names + [f"h.p{i}.{tops[i % len(tops)]}" for i in range(70)]
+    assert common._walked_down(policy.known_tree, listed) == [
+        nearest_by_definition(policy, name) for name in listed
+    ]
+
+
+def test_answers_by_label_read_the_last_characters_only_when_they_tell_labels_apart() -> None:
+    rests = ["h.p1.io", "h.bio", "x.o", "a.b.xcom", "a.com"]
+    answers = {"io": "io", "bio": "", "o": "o", "xcom": "", "com": "com"}
+    assert common._answered_by_label(rests, answers, at_labels=0) == ["io", "", "o", "", "com"]
+    # "com" and "xcom" end alike in their last four characters when "io" is the shortest
+    shared = {"io": "io", "xcom": "", "acom": "x"}
+    assert common._answered_by_label(["a.xcom", "b.acom", "c.io"], shared, at_labels=0) == [
+        "",
+        "x",
+        "io",
+    ]
+    # a rest that is a bare label: read by its label
+    assert common._answered_by_label(["io", "h.bio"], {"io": "io", "bio": ""}, at_labels=1) == [
+        "io",
+        "",
+    ]
+
+
 def test_names_holding_a_newline_are_looked_up_one_by_one() -> None:
     # the text searches join names by newlines: a name holding one must not split in two
     domains = [f"h\n.p{i}.example.com" for i in range(40)] + ["x.example.net\nexample.com"]
@@ -1483,4 +1578,4 @@ def test_names_sharing_an_unknown_label_stop_above_it() -> None:
 def test_all_dotted_reads_the_text_as_each_name_would(names: list[str]) -> None:
     names = [name.replace("\n", "") for name in names]
     text = "".join(f"{name}\n" for name in names)
-    assert common._all_dotted(text) == all("." in name for name in names)
+    assert common.all_dotted(text) == all("." in name for name in names)

@@ -270,7 +270,7 @@ def _parent_classes(
             return keys
         return [None if name in known else key for name, key in zip(names, keys, strict=True)]
     text = ("\n".join(names) if joined is None else joined) + "\n"
-    if not _all_dotted(text):
+    if not all_dotted(text):
         return None
     keys = list(_walked_down(policy.known_tree, list(names), text))
     if any(map(eq, keys, names)):
@@ -282,7 +282,7 @@ def _parent_classes(
 _NOT_DOT_OR_NEWLINE = bytes(b for b in range(256) if b not in b".\n")
 
 
-def _all_dotted(text: str) -> bool:
+def all_dotted(text: str) -> bool:
     """Whether every line of ``text`` (names, each followed by a newline) holds a dot: with
     all else deleted, a line without one shows as a newline after a newline, or first."""
     marks = text.encode("utf-8", "surrogatepass").translate(None, _NOT_DOT_OR_NEWLINE)
@@ -463,12 +463,14 @@ def _resolved_by_label(
     lines = ""
     answers = {}
     total = 0
+    ats = 0
     for label, name in firsts.items():
         # the names whose next label this is: those with more labels, and the one without
         under = text.count(f".{label}{suffix}\n")
         lines = lines or "\n" + text
         at = lines.count(f"\n{label}{suffix}\n")
         total += under + at
+        ats += at
         node = children.get(label)
         if node is None or not node[1]:
             answers[label] = domain if node is None else node[0]
@@ -490,6 +492,21 @@ def _resolved_by_label(
         answers[label] = child if below is None else below[0]
     if total != len(rests):
         return None
+    return _answered_by_label(rests, answers, at_labels=ats)
+
+
+def _answered_by_label(rests: list[str], answers: dict[str, str], *, at_labels: int) -> list[str]:
+    """The answer of each of ``rests`` by its last label, every one a key of ``answers``.
+
+    When no rest is a bare label, each ends with "." and one of the labels, so the shortest
+    such ending's length of last characters tells the labels apart, if it does at all: a
+    slice per name instead of a split.
+    """
+    if not at_labels:
+        width = min(map(len, answers)) + 1
+        by_end = {f".{label}"[-width:]: answer for label, answer in answers.items()}
+        if len(by_end) == len(answers):
+            return list(map(by_end.__getitem__, map(itemgetter(slice(-width, None)), rests)))
     labels = map(itemgetter(2), map(str.rpartition, rests, repeat(".")))
     return list(map(answers.__getitem__, labels))
 

@@ -18,6 +18,7 @@ from typing import Any
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     Reader,
+    all_dotted,
     classes_of_unknown_names,
     first_indexes,
     format_labels,
@@ -400,6 +401,11 @@ def _counted_classes(
     below it.  With the parts joined in reverse order each name is followed by its own
     namespace part, so each pair is counted as one substring, and the counts add up to the
     whole list only if every entry is one of the sampled pairs.
+
+    The root class ("", no known domain above the name) is what is left: a dotted name whose
+    top-level label the policy does not know.  The names under known top-level labels are
+    counted; when they are exactly those the other classes hold, every other name is in the
+    root class.
     """
     count = len(parts) // 2
     sample = parts[: 2 * CLASS_SAMPLE]
@@ -407,8 +413,11 @@ def _counted_classes(
     parents = [name.partition(".")[2] for name in sample[1::2]]
     if "" in parents:
         return None
-    classes = set(nearest_known(policy, parents))
-    if "" in classes or len(spaces) * len(classes) > 16:
+    sampled = nearest_known(policy, parents)
+    classes = set(sampled)
+    rooted = "" in classes
+    classes.discard("")
+    if len(spaces) * (len(classes) + rooted) > 16:
         return None
     if any(a != b and a.endswith("." + b) for a in classes for b in classes):
         # a name could end with two of them
@@ -416,25 +425,54 @@ def _counted_classes(
     # known is closed under the parent: a name at or under a known domain below a class is at
     # or under one right below it
     below = [k for k in policy.known_domains if k.partition(".")[2] in classes]
+    # the known top-level labels: the root's children in the tree of known domains
+    tops = list(policy.known_tree) if rooted else []
     # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
     lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
-    if len(below) > 16 or any(f".{k}\n" in lines for k in below):
+    if len(below) > 16 or len(tops) > 16 or any(f".{k}\n" in lines for k in below):
         return None
     if any(f"\n.{ns}\n" in lines for ns in spaces if all_valid_names([ns])):
         # a name equal to a namespace part could pair with the namespace part before it
         return None
     text = "\n".join(reversed(parts)) + "\n"
+    # the sample is the list's start: a pair's first sampled entry is its first entry
+    firsts: dict[tuple[str, str], int] = {}
+    for index, sampled_pair in enumerate(zip(sample[0::2], sampled, strict=True)):
+        firsts.setdefault(sampled_pair, index)
     found: dict[tuple[str, str], int] = {}
     total = 0
+    lines_of_spaces = 0
     for ns in spaces:
+        in_classes = 0
         for domain in classes:
             pair = f".{domain}\n{ns}\n"
             matches = text.count(pair)
             if matches:
-                total += matches
-                # the last match in the reversed text is the first entry of the pair
-                found[ns, domain] = count - 1 - text.count("\n", 0, text.rfind(pair)) // 2
-    if total != count:
+                in_classes += matches
+                first = firsts.get((ns, domain))
+                if first is None:
+                    # the last match in the reversed text is the first entry of the pair
+                    first = count - 1 - text.count("\n", 0, text.rfind(pair)) // 2
+                found[ns, domain] = first
+        total += in_classes
+        if rooted:
+            of_space = text.count(f"\n{ns}\n")
+            lines_of_spaces += of_space
+            if of_space > in_classes:
+                # names of this namespace part left to the root class: one must be sampled
+                if (ns, "") not in firsts:
+                    return None
+                found[ns, ""] = firsts[ns, ""]
+    if rooted:
+        # every entry's namespace part is sampled; the names under known top-level labels are
+        # those counted in classes; the rest are dotted (a name with no dot has no class)
+        if lines_of_spaces != count:
+            return None
+        if sum(lines.count(f".{top}\n") for top in tops) != total:
+            return None
+        if not all_dotted(joined_names + "\n"):
+            return None
+    elif total != count:
         return None
     return dict(sorted(found.items(), key=itemgetter(1)))
 
