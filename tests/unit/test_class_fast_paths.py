@@ -470,6 +470,106 @@ def test_sidecar_import_classes_split(entries: list[str]) -> None:
 _TOPS = ("com", "org", "net", "io", "dev")
 
 
+def assert_covered(
+    entries: list[str], sample: int = sidecars.CLASS_SAMPLE
+) -> sidecars.Cover | None:
+    """The cover of ``entries``, checked against every entry's key when there is one."""
+    text = sidecars._wildcards_moved("\n".join(entries), len(entries))
+    assert text is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        cover = sidecars.covering_classes(POLICY, entries, text)
+    if cover is not None:
+        keys = sidecars._checked_keys(POLICY, entries)
+        assert keys is not None
+        # every entry's class is covered, and each covering entry is of its own class
+        assert set(keys) <= set(cover)
+        for key, entry in cover.items():
+            assert sidecars._checked_keys(POLICY, [entry]) == [key]
+    return cover
+
+
+@FAST
+@given(
+    entries=st.lists(
+        st.builds(
+            lambda ns, name: f"{ns}/{name}",
+            st.sampled_from(["*", ".", "egress", "a.example.com", "~", "~other"]),
+            SPLIT_NAMES,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    sample=st.sampled_from([1, 3, 256]),
+)
+def test_sidecar_import_cover_random(entries: list[str], sample: int) -> None:
+    assert_covered(entries, sample)
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        assert_same(sidecar(spec, None))
+
+
+@pytest.mark.parametrize(
+    ("entries", "covered"),
+    [
+        # known and unknown top-level labels, half of them wildcards: pairs not all sampled
+        (
+            [
+                f"*/h.p{i}.{_TOPS[i % 4]}" if i % 2 else f"*/*.q{i}.{_TOPS[i % 4]}"
+                for i in range(900)
+            ],
+            True,
+        ),
+        # clean: imports from the own namespace and exclusions are checked elsewhere
+        ([f"{('.', '~', '~other')[i % 3]}/h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
+        # clean but for one entry far down
+        (
+            [*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(900)), "*/h.q.io"],
+            False,
+        ),
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(900)), "./h.q.io", "*/x.p1.io"], False),
+        # past the sample: a name under a known top-level label no sampled name is under
+        ([*(f"./h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "./h.q.net"], False),
+        ([*(f"./h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "*/*.q.local"], False),
+        # past the sample: under a known domain below a class
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.a.example.org"], False),
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.ml.example.net"], False),
+        # past the sample: a name without a dot, and one that is invalid
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "./localhost"], False),
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "./h..io"], False),
+        # past the sample: another namespace part
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "egress/h.q.io"], False),
+        ([*(f"./h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "./*.q.io"], False),
+        # past the sample: a wildcard over a wildcard
+        ([*(f"*/*.h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/*.*.io"], False),
+    ],
+)
+def test_sidecar_import_cover(entries: list[str], covered: bool) -> None:
+    # the pairs of sampled namespace parts and classes cover every entry, checked in passes
+    # of C; a list with an entry outside them is keyed entry by entry
+    assert (assert_covered(entries) is not None) == covered
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    for selector in (None, {"app": "trainer"}):
+        assert_same(sidecar(spec, selector))
+
+
+def test_a_clean_cover_reads_no_entry_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [f"{('.', '~')[i % 2]}/h.p{i}.{_TOPS[i % 5]}" for i in range(3000)]
+    monkeypatch.setattr(sidecars, "_checked_keys", lambda policy, hosts: pytest.fail("keyed"))
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    assert judge(sidecar(spec, None), POLICY).allowed
+
+
 @pytest.mark.parametrize(
     ("entries", "counted"),
     [
@@ -502,14 +602,11 @@ def test_sidecar_import_classes_counted_with_the_root_class(
 ) -> None:
     # names under top-level labels the policy does not know are the root class: what is left
     # once the names under known top-level labels are all counted in the other classes
+    assert (assert_covered(entries) is not None) == counted
     text = sidecars._wildcards_moved("\n".join(entries), len(entries))
     assert text is not None
     firsts = sidecars._split_classes(POLICY, entries, text)
-    parts = text.replace("/", "\n").split("\n")
-    found = sidecars._counted_classes(POLICY, parts, "\n".join(parts[1::2]))
-    assert (found is not None) == counted
     keys = sidecars._checked_keys(POLICY, entries)
-    assert firsts is not None or not counted
     if firsts is not None:
         assert keys is not None
         assert list(firsts) == list(dict.fromkeys(keys))

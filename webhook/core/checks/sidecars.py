@@ -174,11 +174,44 @@ def _check_imports(
                 _check_import(reader, policy, path, entries[index], allowed, source, may)
 
             keys, firsts = classes
-            judge_classes(reader, keys, judge, firsts)
+            if isinstance(firsts, Cover):
+                _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
+            else:
+                judge_classes(reader, keys, judge, firsts)
             return
     clean: set[str] = set()
     for lpath, raw_hosts in read:
         _check_listener(reader, policy, lpath, raw_hosts, clean, allowed, source, may)
+
+
+def _judge_covered(
+    reader: Reader,
+    keys: Iterable[Hashable],
+    judge: Callable[[Reader, int], None],
+    cover: Cover,
+    policy: Policy,
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    """Each class of ``cover`` judged by its entry; when one is not clean, the entries judged
+    in order (violations keep the object's order), the classes found clean skipped."""
+    clean: set[Hashable] = set()
+    for covered, entry in cover.items():
+        scratch = Reader()
+        _check_import(scratch, policy, "", entry, allowed, source, may)
+        if not scratch.violations:
+            clean.add(covered)
+    if len(clean) == len(cover):
+        return
+    violations = reader.violations
+    for index, key in enumerate(keys):
+        if key in clean:
+            continue
+        before = len(violations)
+        judge(reader, index)
+        if len(violations) == before:
+            clean.add(key)
 
 
 def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
@@ -231,8 +264,6 @@ KEYS_CHUNK = 4096
 _WILD = "\x00\x00"
 _NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"/\n")
 
-ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | None]
-
 
 def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None: read each.
@@ -244,7 +275,10 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     ``Policy.host_class`` (wildcards too: imports ask no public-suffix question) share a
     verdict.  A Sidecar can import 100k hosts: when every class shows in the first entries,
     the list is checked against those classes by counting in the joined text
-    (``_sampled_classes``) and keys are built only if some entry has to be judged.
+    (``_sampled_classes``) and keys are built only if some entry has to be judged.  Otherwise,
+    when the first entries' namespace parts and classes hold every entry, counted the same way,
+    their pairs are a ``Cover`` judged pair by pair (``covering_classes``); only then is the
+    text split into an entry's parts each (``_split_classes``).
     """
     if not isinstance(hosts, list) or not hosts:
         return None
@@ -259,6 +293,10 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     firsts = None if text is None else _sampled_classes(policy, hosts, text)
     if firsts is not None:
         return _ChunkedKeys(hosts, _import_keys), firsts
+    cover = None if text is None else covering_classes(policy, hosts, text)
+    if cover is not None:
+        # each condition of _checked_keys holds entry by entry, so on every chunk too
+        return _ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk) or ()), cover
     firsts = None if text is None else _split_classes(policy, hosts, text)
     if firsts is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
@@ -351,6 +389,109 @@ def _sampled_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashab
     return dict(zip(keys, range(len(keys)), strict=True))
 
 
+# namespace parts, classes and known domains each searched in a pass over the text
+_COUNTED_AT_MOST = 16
+
+
+class Cover(dict[str, str]):
+    """Class keys mapped to an entry of each class (one of the list's, or one made of a sampled
+    namespace part and a sampled name): every entry of the list has one of these keys, though
+    not every key need be an entry's.  When each of them is judged clean, so is the list."""
+
+
+ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | Cover | None]
+
+
+def covering_classes(policy: Policy, hosts: list[str], text: str) -> Cover | None:
+    """A ``Cover`` of the classes of ``_checked_keys``, read from ``text`` (the entries' joined
+    text with the wildcards moved, ``_wildcards_moved``) in passes of C; None: key each entry.
+
+    Each entry's namespace part (wildcard moved in) is one of the first entries', each name is
+    valid and its class (``nearest_known`` of its parent) is one of the first names' classes:
+    so each entry's key is one of the pairs of a sampled namespace part and a sampled class,
+    though which pair is not read.  Those pairs are few, and a made-up entry of a pair gets the
+    verdict of every entry of that pair.  No per-entry string is built: the names' text is the
+    entries' with the namespace parts removed, and a class is counted as names ending with it.
+    """
+    count = len(hosts)
+    spaces: dict[str, None] = {}
+    names: dict[str, None] = {}
+    for entry in hosts[:CLASS_SAMPLE]:
+        ns, _, name = entry.partition("/")
+        if name.startswith("*."):
+            ns, name = ns + _WILD, name[2:]
+        spaces[ns] = None
+        names[name] = None
+    if len(spaces) > _COUNTED_AT_MOST:
+        # a pass over the text each
+        return None
+    # the sampled namespace parts removed from the lines' starts leave the names; a line of
+    # another namespace part keeps its '/', which no valid name holds
+    joined_names = text
+    for ns in spaces:
+        joined_names = joined_names.replace(f"\n{ns}/", "\n")
+        if joined_names.startswith(f"{ns}/"):
+            joined_names = joined_names[len(ns) + 1 :]
+    # the names, "*." moved out: valid ones hold no '*' (and wildcards had two more characters)
+    if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
+        return None
+    classes = _counted_name_classes(policy, list(names), joined_names, count)
+    if classes is None:
+        return None
+    cover = Cover()
+    for ns in spaces:
+        for domain, name in classes.items():
+            cover[_class_key(ns, domain)] = _entry(ns, name)
+    return cover
+
+
+def _entry(space: str, name: str) -> str:
+    """The entry of a namespace part (wildcard moved in) and a name (``*.`` dropped)."""
+    return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + name
+
+
+def _counted_name_classes(
+    policy: Policy, sampled: list[str], joined_names: str, count: int
+) -> dict[str, str] | None:
+    """Each class of the sampled names mapped to one of them, when counting shows every one
+    of the ``count`` names of ``joined_names`` (valid, joined by newlines) is in one of them.
+
+    A name is in the class of a known domain when it ends with it, and neither is nor ends
+    with any known domain below it.  The root class ("", no known domain above the name) is
+    what is left: a dotted name whose top-level label the policy does not know.
+    """
+    parents = [name.partition(".")[2] for name in sampled]
+    if "" in parents:
+        return None
+    classes: dict[str, str] = {}
+    for domain, name in zip(nearest_known(policy, parents), sampled, strict=True):
+        classes.setdefault(domain, name)
+    known = {domain for domain in classes if domain}
+    if len(classes) > _COUNTED_AT_MOST or any(
+        a != b and a.endswith("." + b) for a in known for b in known
+    ):
+        # a name could end with two of them
+        return None
+    # known is closed under the parent: a name at or under a known domain below a class is at
+    # or under one right below it
+    below = [k for k in policy.known_domains if k.partition(".")[2] in known]
+    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
+    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
+    if len(below) > _COUNTED_AT_MOST or any(f".{k}\n" in lines for k in below):
+        return None
+    # a name ending with ".k" is dotted: the text without the dots added
+    text = joined_names + "\n"
+    counted = sum(text.count(f".{domain}\n") for domain in known)
+    if "" not in classes:
+        return classes if counted == count else None
+    # the known top-level labels: the root's children in the tree of known domains
+    tops = list(policy.known_tree)
+    if len(tops) > _COUNTED_AT_MOST or sum(lines.count(f".{top}\n") for top in tops) != counted:
+        return None
+    # the rest are under top-level labels the policy does not know, and dotted
+    return classes if all_dotted(text) else None
+
+
 def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable, int] | None:
     """Each class of ``_checked_keys`` mapped to one of its entries, read from ``text``, the
     entries' joined text with the wildcards moved (``_wildcards_moved``).
@@ -367,114 +508,23 @@ def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable
     joined_names = "\n".join(names)
     if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
         return None
-    counted = _counted_classes(policy, parts, joined_names)
-    if counted is not None:
-        firsts = counted
+    # own names and own suffixes (with "*." dropped) are known domains: this clears them
+    if not policy.known_domains.isdisjoint(names):
+        return None
+    classes = classes_of_unknown_names(policy, names, joined_names)
+    if classes is None:
+        return None
+    if spaces.count(spaces[0]) == count:
+        # one namespace part for every entry (the usual "*/" or "./")
+        firsts = {(spaces[0], cls): index for cls, index in first_indexes(classes).items()}
     else:
-        # own names and own suffixes (with "*." dropped) are known domains: this clears them
-        if not policy.known_domains.isdisjoint(names):
-            return None
-        classes = classes_of_unknown_names(policy, names, joined_names)
-        if classes is None:
-            return None
-        if spaces.count(spaces[0]) == count:
-            # one namespace part for every entry (the usual "*/" or "./")
-            firsts = {(spaces[0], cls): index for cls, index in first_indexes(classes).items()}
-        else:
-            firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+        firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
     return {_class_key(ns, cls): index for (ns, cls), index in firsts.items()}
 
 
 def _class_key(space: str, domain: str) -> str:
     """The key ``_checked_keys`` builds for a namespace part (wildcard moved in) and a class."""
     return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + domain
-
-
-def _counted_classes(
-    policy: Policy, parts: list[str], joined_names: str
-) -> dict[tuple[str, str], int] | None:
-    """Each (namespace part, class) pair's first entry, found by counting; None: key each.
-
-    ``parts`` alternates the namespace parts (wildcard moved in) and the valid names of the
-    entries.  The classes of the first entries are nearest known domains; a name is in the
-    class of such a domain when it ends with it, and neither is nor ends with any known domain
-    below it.  With the parts joined in reverse order each name is followed by its own
-    namespace part, so each pair is counted as one substring, and the counts add up to the
-    whole list only if every entry is one of the sampled pairs.
-
-    The root class ("", no known domain above the name) is what is left: a dotted name whose
-    top-level label the policy does not know.  The names under known top-level labels are
-    counted; when they are exactly those the other classes hold, every other name is in the
-    root class.
-    """
-    count = len(parts) // 2
-    sample = parts[: 2 * CLASS_SAMPLE]
-    spaces = set(sample[0::2])
-    parents = [name.partition(".")[2] for name in sample[1::2]]
-    if "" in parents:
-        return None
-    sampled = nearest_known(policy, parents)
-    classes = set(sampled)
-    rooted = "" in classes
-    classes.discard("")
-    if len(spaces) * (len(classes) + rooted) > 16:
-        return None
-    if any(a != b and a.endswith("." + b) for a in classes for b in classes):
-        # a name could end with two of them
-        return None
-    # known is closed under the parent: a name at or under a known domain below a class is at
-    # or under one right below it
-    below = [k for k in policy.known_domains if k.partition(".")[2] in classes]
-    # the known top-level labels: the root's children in the tree of known domains
-    tops = list(policy.known_tree) if rooted else []
-    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
-    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
-    if len(below) > 16 or len(tops) > 16 or any(f".{k}\n" in lines for k in below):
-        return None
-    if any(f"\n.{ns}\n" in lines for ns in spaces if all_valid_names([ns])):
-        # a name equal to a namespace part could pair with the namespace part before it
-        return None
-    text = "\n".join(reversed(parts)) + "\n"
-    # the sample is the list's start: a pair's first sampled entry is its first entry
-    firsts: dict[tuple[str, str], int] = {}
-    for index, sampled_pair in enumerate(zip(sample[0::2], sampled, strict=True)):
-        firsts.setdefault(sampled_pair, index)
-    found: dict[tuple[str, str], int] = {}
-    total = 0
-    lines_of_spaces = 0
-    for ns in spaces:
-        in_classes = 0
-        for domain in classes:
-            pair = f".{domain}\n{ns}\n"
-            matches = text.count(pair)
-            if matches:
-                in_classes += matches
-                first = firsts.get((ns, domain))
-                if first is None:
-                    # the last match in the reversed text is the first entry of the pair
-                    first = count - 1 - text.count("\n", 0, text.rfind(pair)) // 2
-                found[ns, domain] = first
-        total += in_classes
-        if rooted:
-            of_space = text.count(f"\n{ns}\n")
-            lines_of_spaces += of_space
-            if of_space > in_classes:
-                # names of this namespace part left to the root class: one must be sampled
-                if (ns, "") not in firsts:
-                    return None
-                found[ns, ""] = firsts[ns, ""]
-    if rooted:
-        # every entry's namespace part is sampled; the names under known top-level labels are
-        # those counted in classes; the rest are dotted (a name with no dot has no class)
-        if lines_of_spaces != count:
-            return None
-        if sum(lines.count(f".{top}\n") for top in tops) != total:
-            return None
-        if not all_dotted(joined_names + "\n"):
-            return None
-    elif total != count:
-        return None
-    return dict(sorted(found.items(), key=itemgetter(1)))
 
 
 def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
