@@ -154,7 +154,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
-    patch.setattr(common, "_exact_host_keys", lambda policy, hosts: None)
+    patch.setattr(common, "_exact_host_keys", lambda policy, hosts, joined=None: None)
+    patch.setattr(common, "_counted_host_classes", lambda policy, hosts, joined: None)
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
@@ -359,7 +360,7 @@ def test_sidecar_imports_by_counting(
     }
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sidecars, "CLASS_SAMPLE", sample)
-        patch.setattr(sidecars, "KEYS_CHUNK", chunk)
+        patch.setattr(common, "KEYS_CHUNK", chunk)
         assert_same(sidecar(spec, selector))
 
 
@@ -454,8 +455,7 @@ def test_sidecar_import_classes_split(entries: list[str]) -> None:
     if firsts is not None:
         assert keys is not None
         assert (
-            list(sidecars._ChunkedKeys(entries, lambda c: sidecars._checked_keys(POLICY, c) or ()))
-            == keys
+            list(common.ChunkedKeys(entries, lambda c: sidecars._checked_keys(POLICY, c))) == keys
         )
         assert list(firsts) == list(dict.fromkeys(keys))
         assert all(keys[index] == key for key, index in firsts.items())
@@ -1538,6 +1538,40 @@ def test_hosts_kept_distinct_near_the_top_are_walked_down(depth: int) -> None:
         nearest_by_definition(POLICY, parent) for parent in parents
     ]
     assert_same(tls_service_entry("deep-names", hosts))
+
+
+def test_chunked_keys_judge_alone_what_cannot_be_classed() -> None:
+    # a chunk its key function cannot class is judged item by item, never skipped
+    keys = common.ChunkedKeys(["a", "b", "c"], lambda chunk: None)
+    assert list(keys) == [None, None, None]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "KEYS_CHUNK", 2)
+        mixed = common.ChunkedKeys(["a", "b", "c"], lambda c: None if "c" in c else list(c))
+        assert list(mixed) == ["a", "b", None]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "counted"),
+    [
+        ([f"h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
+        ([f"h.a.p{i}.{('example.com', 'io', 'example')[i % 3]}" for i in range(900)], True),
+        # past the sample: a known name, a name of another class, one without a dot
+        ([*(f"h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "ml.example.net"], False),
+        ([*(f"h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "h.q.net"], False),
+        ([*(f"h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "localhost"], False),
+        ([*(f"h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*.q.io"], False),
+        ([*(f"h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "h.q\n.io"], False),
+    ],
+)
+def test_host_classes_counted_from_the_first_hosts(hosts: list[str], counted: bool) -> None:
+    firsts = common._counted_host_classes(POLICY, hosts, "\n".join(hosts))
+    assert (firsts is not None) == counted
+    if firsts is not None:
+        keys = common._exact_host_keys(POLICY, hosts)
+        assert keys is not None
+        assert firsts == common.first_indexes(keys)
+    if "\n" not in "".join(hosts):
+        assert_same(tls_service_entry("counted", hosts))
 
 
 def policy_knowing(hosts: list[str]) -> Policy:

@@ -12,7 +12,16 @@ from __future__ import annotations
 import random
 import re
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence, Sized
+from collections.abc import (
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    Sized,
+)
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, repeat
@@ -232,11 +241,118 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
         for index, host in enumerate(hosts):
             judge(reader, index, host)
         return
-    keys = _exact_host_keys(policy, hosts)
+    joined = "\n".join(hosts)
+    firsts = _counted_host_classes(policy, hosts, joined)
+    if firsts is not None:
+        # classes counted, none known: keys built chunk by chunk only if some host has to be
+        # judged in order
+        chunked = ChunkedKeys(hosts, lambda chunk: _exact_host_keys(policy, chunk))
+        judge_classes(
+            reader, chunked, lambda reader, index: judge(reader, index, hosts[index]), firsts
+        )
+        return
+    keys = _exact_host_keys(policy, hosts, joined)
     if keys is not None:
         judge_classes(reader, keys, lambda reader, index: judge(reader, index, hosts[index]))
         return
     judge_keyed(reader, hosts, policy.host_class, judge)
+
+
+def _counted_host_classes(
+    policy: Policy, hosts: Sequence[str], joined: str
+) -> dict[Hashable, int] | None:
+    """The classes ``_exact_host_keys`` gives a list of exact names, each mapped to its first
+    host, when they all show in the first hosts (``counted_classes``); None: key each host.
+
+    ``joined``: the hosts joined by newlines."""
+    count = len(hosts)
+    if "*" in joined or joined.count("\n") != count - 1:
+        return None
+    found = counted_classes(policy, hosts[:CLASS_SAMPLE], joined, count)
+    return None if found is None else cast("dict[Hashable, int]", found)
+
+
+# a list's classes are read from this many first names when every class shows there
+CLASS_SAMPLE = 256
+# keys are built this many items at a time while the items are judged in order
+KEYS_CHUNK = 4096
+# classes, namespace parts and known domains each searched for in a pass over a text
+COUNTED_AT_MOST = 16
+
+
+class ChunkedKeys(Collection[Hashable]):
+    """The class keys of a list already checked, built chunk by chunk as they are read: a list
+    whose classes are all clean never has its per-entry keys built at all.
+
+    ``keys_of`` gives a chunk's keys; None (it cannot class them) makes each item of the chunk
+    judged alone, so no item is ever skipped unjudged."""
+
+    __slots__ = ("_hosts", "_keys_of")
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        keys_of: Callable[[Sequence[str]], Iterable[Hashable] | None],
+    ) -> None:
+        self._hosts = hosts
+        self._keys_of = keys_of
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        hosts = self._hosts
+        for start in range(0, len(hosts), KEYS_CHUNK):
+            chunk = hosts[start : start + KEYS_CHUNK]
+            keys = self._keys_of(chunk)
+            yield from repeat(None, len(chunk)) if keys is None else keys
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k in self)
+
+
+def counted_classes(
+    policy: Policy, sampled: Sequence[str], joined_names: str, count: int
+) -> dict[str, int] | None:
+    """Each class (``nearest_known`` of the parent) of the names ``sampled`` from the start of
+    a list mapped to the index of its first one, when counting shows every one of the
+    ``count`` names of ``joined_names`` (the list's valid names, joined by newlines) is in one
+    of them: then those are the list's classes, and those indexes their first names.
+
+    A name is in the class of a known domain when it ends with it, and neither is nor ends
+    with any known domain below it.  The root class ("", no known domain above the name) is
+    what is left: a dotted name whose top-level label the policy does not know.
+    """
+    parents = [name.partition(".")[2] for name in sampled]
+    if "" in parents:
+        return None
+    classes: dict[str, int] = {}
+    for index, domain in enumerate(nearest_known(policy, parents)):
+        classes.setdefault(domain, index)
+    known = {domain for domain in classes if domain}
+    if len(classes) > COUNTED_AT_MOST or any(
+        a != b and a.endswith("." + b) for a in known for b in known
+    ):
+        # a name could end with two of them
+        return None
+    # known is closed under the parent: a name at or under a known domain below a class is at
+    # or under one right below it
+    below = [k for k in policy.known_domains if k.partition(".")[2] in known]
+    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
+    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
+    if len(below) > COUNTED_AT_MOST or any(f".{k}\n" in lines for k in below):
+        return None
+    # a name ending with ".k" is dotted: the text without the dots added
+    text = joined_names + "\n"
+    counted = sum(text.count(f".{domain}\n") for domain in known)
+    if "" not in classes:
+        return classes if counted == count else None
+    # the known top-level labels: the root's children in the tree of known domains
+    tops = list(policy.known_tree)
+    if len(tops) > COUNTED_AT_MOST or sum(lines.count(f".{top}\n") for top in tops) != counted:
+        return None
+    # the rest are under top-level labels the policy does not know, and dotted
+    return classes if all_dotted(text) else None
 
 
 def classes_of_unknown_names(
@@ -289,12 +405,15 @@ def all_dotted(text: str) -> bool:
     return not marks.startswith(b"\n") and b"\n\n" not in marks
 
 
-def _exact_host_keys(policy: Policy, hosts: Sequence[str]) -> list[str | None] | None:
+def _exact_host_keys(
+    policy: Policy, hosts: Sequence[str], joined: str | None = None
+) -> list[str | None] | None:
     """Class keys of a list of exact (not wildcard) dotted names; None: class them one by one.
 
-    A name the policy knows (``Policy.known_domains``) is judged alone.
+    A name the policy knows (``Policy.known_domains``) is judged alone.  ``joined``: the hosts
+    joined by newlines, when the caller has it.
     """
-    joined = "\n".join(hosts)
+    joined = "\n".join(hosts) if joined is None else joined
     if not hosts or "*" in joined:
         return None
     parent = _one_parent(hosts, joined)

@@ -10,16 +10,19 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    CLASS_SAMPLE,
+    COUNTED_AT_MOST,
+    ChunkedKeys,
     Reader,
-    all_dotted,
     classes_of_unknown_names,
+    counted_classes,
     first_indexes,
     format_labels,
     is_managed,
@@ -256,10 +259,6 @@ def _check_listener(
             clean.add(entry)
 
 
-# an import's classes are read from this many first entries when every class shows there
-CLASS_SAMPLE = 256
-# keys are built this many entries at a time while the entries are judged in order
-KEYS_CHUNK = 4096
 # moves a wildcard's "*." before the '/' (same length); only for texts holding no NUL
 _WILD = "\x00\x00"
 _NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"/\n")
@@ -292,39 +291,17 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     text = _wildcards_moved(joined, len(hosts))
     firsts = None if text is None else _sampled_classes(policy, hosts, text)
     if firsts is not None:
-        return _ChunkedKeys(hosts, _import_keys), firsts
+        return ChunkedKeys(hosts, _import_keys), firsts
     cover = None if text is None else covering_classes(policy, hosts, text)
     if cover is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
-        return _ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk) or ()), cover
+        return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), cover
     firsts = None if text is None else _split_classes(policy, hosts, text)
     if firsts is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
-        return _ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk) or ()), firsts
+        return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), firsts
     keys = _checked_keys(policy, hosts)
     return None if keys is None else (keys, None)
-
-
-class _ChunkedKeys(Collection[Hashable]):
-    """The class keys of a list already checked, built chunk by chunk as they are read: a list
-    whose classes are all clean never has its per-entry keys built at all."""
-
-    __slots__ = ("_hosts", "_keys_of")
-
-    def __init__(self, hosts: list[str], keys_of: Callable[[list[str]], Iterable[Hashable]]):
-        self._hosts = hosts
-        self._keys_of = keys_of
-
-    def __len__(self) -> int:
-        return len(self._hosts)
-
-    def __iter__(self) -> Iterator[Hashable]:
-        hosts = self._hosts
-        for start in range(0, len(hosts), KEYS_CHUNK):
-            yield from self._keys_of(hosts[start : start + KEYS_CHUNK])
-
-    def __contains__(self, key: object) -> bool:
-        return any(k == key for k in self)
 
 
 def _wildcards_moved(joined: str, count: int) -> str | None:
@@ -389,10 +366,6 @@ def _sampled_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashab
     return dict(zip(keys, range(len(keys)), strict=True))
 
 
-# namespace parts, classes and known domains each searched in a pass over the text
-_COUNTED_AT_MOST = 16
-
-
 class Cover(dict[str, str]):
     """Class keys mapped to an entry of each class (one of the list's, or one made of a sampled
     namespace part and a sampled name): every entry of the list has one of these keys, though
@@ -422,7 +395,7 @@ def covering_classes(policy: Policy, hosts: list[str], text: str) -> Cover | Non
             ns, name = ns + _WILD, name[2:]
         spaces[ns] = None
         names[name] = None
-    if len(spaces) > _COUNTED_AT_MOST:
+    if len(spaces) > COUNTED_AT_MOST:
         # a pass over the text each
         return None
     # the sampled namespace parts removed from the lines' starts leave the names; a line of
@@ -435,61 +408,20 @@ def covering_classes(policy: Policy, hosts: list[str], text: str) -> Cover | Non
     # the names, "*." moved out: valid ones hold no '*' (and wildcards had two more characters)
     if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
         return None
-    classes = _counted_name_classes(policy, list(names), joined_names, count)
+    sampled = list(names)
+    classes = counted_classes(policy, sampled, joined_names, count)
     if classes is None:
         return None
     cover = Cover()
     for ns in spaces:
-        for domain, name in classes.items():
-            cover[_class_key(ns, domain)] = _entry(ns, name)
+        for domain, index in classes.items():
+            cover[_class_key(ns, domain)] = _entry(ns, sampled[index])
     return cover
 
 
 def _entry(space: str, name: str) -> str:
     """The entry of a namespace part (wildcard moved in) and a name (``*.`` dropped)."""
     return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + name
-
-
-def _counted_name_classes(
-    policy: Policy, sampled: list[str], joined_names: str, count: int
-) -> dict[str, str] | None:
-    """Each class of the sampled names mapped to one of them, when counting shows every one
-    of the ``count`` names of ``joined_names`` (valid, joined by newlines) is in one of them.
-
-    A name is in the class of a known domain when it ends with it, and neither is nor ends
-    with any known domain below it.  The root class ("", no known domain above the name) is
-    what is left: a dotted name whose top-level label the policy does not know.
-    """
-    parents = [name.partition(".")[2] for name in sampled]
-    if "" in parents:
-        return None
-    classes: dict[str, str] = {}
-    for domain, name in zip(nearest_known(policy, parents), sampled, strict=True):
-        classes.setdefault(domain, name)
-    known = {domain for domain in classes if domain}
-    if len(classes) > _COUNTED_AT_MOST or any(
-        a != b and a.endswith("." + b) for a in known for b in known
-    ):
-        # a name could end with two of them
-        return None
-    # known is closed under the parent: a name at or under a known domain below a class is at
-    # or under one right below it
-    below = [k for k in policy.known_domains if k.partition(".")[2] in known]
-    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
-    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
-    if len(below) > _COUNTED_AT_MOST or any(f".{k}\n" in lines for k in below):
-        return None
-    # a name ending with ".k" is dotted: the text without the dots added
-    text = joined_names + "\n"
-    counted = sum(text.count(f".{domain}\n") for domain in known)
-    if "" not in classes:
-        return classes if counted == count else None
-    # the known top-level labels: the root's children in the tree of known domains
-    tops = list(policy.known_tree)
-    if len(tops) > _COUNTED_AT_MOST or sum(lines.count(f".{top}\n") for top in tops) != counted:
-        return None
-    # the rest are under top-level labels the policy does not know, and dotted
-    return classes if all_dotted(text) else None
 
 
 def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable, int] | None:
@@ -527,7 +459,7 @@ def _class_key(space: str, domain: str) -> str:
     return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + domain
 
 
-def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
+def _checked_keys(policy: Policy, hosts: Sequence[str]) -> list[str] | None:
     """``_import_keys`` of every entry, when all are ``namespace/name`` with valid, dotted names."""
     try:
         names = list(map(itemgetter(2), map(str.partition, hosts, repeat("/"))))
@@ -551,7 +483,7 @@ def _checked_keys(policy: Policy, hosts: list[str]) -> list[str] | None:
     return list(map(add, map(str.removesuffix, hosts, stripped), parents))
 
 
-def _import_keys(hosts: list[str]) -> list[str]:
+def _import_keys(hosts: Sequence[str]) -> list[str]:
     """ "ns/" or "ns/*." (the namespace part and whether it is a wildcard), then the parent.
 
     Only for entries ``_checked_keys`` accepts; the keys are built in C.
