@@ -212,6 +212,21 @@ def sidecar_imports_under_tops(n: int) -> dict[str, Any]:
     return manifest
 
 
+def sidecar_imports_many_spaces(n: int) -> dict[str, Any]:
+    """A Sidecar importing ``n`` short hosts under few top-level domains, from more namespace
+    parts than are counted one by one (``ns7/h.p7.org``), half of them wildcards."""
+    hosts = [
+        f"ns{i % 20}/h.p{i}.{_TOP[i % len(_TOP)]}"
+        if i % 2
+        else f"ns{i % 20}/*.q{i}.{_TOP[i % len(_TOP)]}"
+        for i in range(n)
+    ]
+    manifest = sidecar_imports(1)
+    manifest["metadata"] = _meta("many-spaces")
+    manifest["spec"]["egress"] = [{"hosts": hosts}]
+    return manifest
+
+
 def service_entry_hosts_apart(n: int) -> dict[str, Any]:
     """A ServiceEntry with ``n`` hosts told apart only near the top (``h.a.b.p7.example.org``)."""
     manifest = service_entry_hosts(1)
@@ -428,6 +443,7 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "ServiceEntry with n hosts apart near the top": service_entry_hosts_apart,
     "ServiceEntry with n short hosts under few top-level domains": service_entry_hosts_under_tops,
     "Sidecar importing n short hosts under few top-level domains": sidecar_imports_under_tops,
+    "Sidecar importing n short hosts from 20 namespace parts": sidecar_imports_many_spaces,
     "Sidecar importing n hosts apart near the top": sidecar_imports_apart,
     "VirtualService, n routes to hosts apart near the top": virtual_service_apart,
     "ServiceEntry with one host n times": service_entry_repeated_host,

@@ -296,10 +296,10 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     if cover is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), cover
-    firsts = None if text is None else _split_classes(policy, hosts, text)
-    if firsts is not None:
+    split = None if text is None else _split_classes(policy, hosts, text)
+    if split is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
-        return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), firsts
+        return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), split
     keys = _checked_keys(policy, hosts)
     return None if keys is None else (keys, None)
 
@@ -366,6 +366,10 @@ def _sampled_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashab
     return dict(zip(keys, range(len(keys)), strict=True))
 
 
+# pairs of namespace parts and classes judged one by one when a list's classes are known
+_COVERED_AT_MOST = 256
+
+
 class Cover(dict[str, str]):
     """Class keys mapped to an entry of each class (one of the list's, or one made of a sampled
     namespace part and a sampled name): every entry of the list has one of these keys, though
@@ -424,8 +428,11 @@ def _entry(space: str, name: str) -> str:
     return (space[: -len(_WILD)] + "/*." if space.endswith(_WILD) else space + "/") + name
 
 
-def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable, int] | None:
-    """Each class of ``_checked_keys`` mapped to one of its entries, read from ``text``, the
+def _split_classes(
+    policy: Policy, hosts: list[str], text: str
+) -> dict[Hashable, int] | Cover | None:
+    """Each class of ``_checked_keys`` mapped to one of its entries, or a ``Cover`` of the
+    pairs of the namespace parts and the classes when they are few, read from ``text``, the
     entries' joined text with the wildcards moved (``_wildcards_moved``).
 
     Only when ``_checked_keys`` would class every entry by ``nearest_known``: with the wildcard
@@ -440,17 +447,30 @@ def _split_classes(policy: Policy, hosts: list[str], text: str) -> dict[Hashable
     joined_names = "\n".join(names)
     if "*" in joined_names or not all_valid_joined(joined_names, count, MAX_HOST_LENGTH - 2):
         return None
-    # own names and own suffixes (with "*." dropped) are known domains: this clears them
-    if not policy.known_domains.isdisjoint(names):
-        return None
-    classes = classes_of_unknown_names(policy, names, joined_names)
+    distinct = [spaces[0]] if spaces.count(spaces[0]) == count else list(dict.fromkeys(spaces))
+    # the classes counted from the first names when that shows they are all; else each name's
+    class_firsts = counted_classes(policy, names[:CLASS_SAMPLE], joined_names, count)
+    classes = None
+    if class_firsts is None:
+        # own names and own suffixes (with "*." dropped) are known domains: this clears them
+        if not policy.known_domains.isdisjoint(names):
+            return None
+        classes = classes_of_unknown_names(policy, names, joined_names)
+        if classes is None:
+            return None
+        class_firsts = first_indexes(classes)
+    if len(distinct) * len(class_firsts) <= _COVERED_AT_MOST:
+        # every entry's pair is one of these: each judged by a made-up entry, no pair read
+        cover = Cover()
+        for ns in distinct:
+            for cls, index in class_firsts.items():
+                cover[_class_key(ns, cls)] = _entry(ns, names[index])
+        return cover
     if classes is None:
-        return None
-    if spaces.count(spaces[0]) == count:
-        # one namespace part for every entry (the usual "*/" or "./")
-        firsts = {(spaces[0], cls): index for cls, index in first_indexes(classes).items()}
-    else:
-        firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
+        classes = classes_of_unknown_names(policy, names, joined_names)
+        if classes is None:
+            return None
+    firsts = dict(zip(zip(spaces, classes, strict=True), range(count), strict=True))
     return {_class_key(ns, cls): index for (ns, cls), index in firsts.items()}
 
 
