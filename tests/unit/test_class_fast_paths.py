@@ -1550,6 +1550,32 @@ def test_hosts_kept_distinct_near_the_top_are_walked_down(depth: int) -> None:
     assert_same(tls_service_entry("deep-names", hosts))
 
 
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        # one name the policy knows, repeated: judged once, not once per copy
+        ["ml.example.net"] * 3000,
+        ["api.payments.example"] * 3000,
+        # known names between others, in turn
+        [
+            ("ml.example.net", "h.p1.example.net", "api.payments.example")[i % 3]
+            for i in range(3000)
+        ],
+        [*(f"h.p{i}.example.net" for i in range(2000)), *(["ml.example.net"] * 1000)],
+    ],
+)
+def test_known_names_repeated_are_judged_once(hosts: list[str]) -> None:
+    keys = common._exact_host_keys(POLICY, hosts)
+    assert keys is not None
+    # each distinct known name its own class, never a domain's
+    known = {host for host in hosts if host in POLICY.known_domains}
+    assert {key for key, host in zip(keys, hosts, strict=True) if host in known} == {
+        common._OWN + host for host in known
+    }
+    assert not known & set(keys)
+    assert_same(tls_service_entry("known-repeated", hosts))
+
+
 def test_chunked_keys_judge_alone_what_cannot_be_classed() -> None:
     # a chunk its key function cannot class is judged item by item, never skipped
     keys = common.ChunkedKeys(["a", "b", "c"], lambda chunk: None)

@@ -405,25 +405,34 @@ def all_dotted(text: str) -> bool:
     return not marks.startswith(b"\n") and b"\n\n" not in marks
 
 
+# marks a name's own text as its key: no domain starts with it
+_OWN = "="
+
+
 def _exact_host_keys(
     policy: Policy, hosts: Sequence[str], joined: str | None = None
-) -> list[str | None] | None:
+) -> list[str] | None:
     """Class keys of a list of exact (not wildcard) dotted names; None: class them one by one.
 
-    A name the policy knows (``Policy.known_domains``) is judged alone.  ``joined``: the hosts
-    joined by newlines, when the caller has it.
+    A name the policy knows (``Policy.known_domains``) is a class of its own: its answers can
+    differ from any other name's, but the same name listed again gets the same ones, so its
+    key is its own text, marked.  ``joined``: the hosts joined by newlines, when the caller
+    has it.
     """
     joined = "\n".join(hosts) if joined is None else joined
     if not hosts or "*" in joined:
         return None
     parent = _one_parent(hosts, joined)
     if parent is None:
-        return _parent_classes(policy, hosts, joined)
+        found = _parent_classes(policy, hosts, joined)
+        if found is None or None not in found:
+            return cast("list[str] | None", found)
+        return [_OWN + host if key is None else key for host, key in zip(hosts, found, strict=True)]
     known = policy.known_domains
-    keys: list[str | None] = [nearest_known(policy, [parent])[0]] * len(hosts)
+    key = nearest_known(policy, [parent])[0]
     if parent not in known or known.isdisjoint(hosts):
-        return keys
-    return [None if host in known else key for host, key in zip(hosts, keys, strict=True)]
+        return [key] * len(hosts)
+    return [_OWN + host if host in known else key for host in hosts]
 
 
 def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
