@@ -141,6 +141,14 @@ def _each_rule(
         routes.append(rule)
 
 
+def _refs_one_by_one(
+    reader: common.Reader, value: Any, path: str
+) -> tuple[list[Any], tuple[str, ...]]:
+    """A ``gateways`` field read reference by reference, each with its path."""
+    entries = reader.strings(value, path)
+    return list(entries), tuple(ref for _, ref in entries)
+
+
 @contextmanager
 def per_item() -> Iterator[None]:
     """Every fast path off: each item judged on its own, as before they existed."""
@@ -162,6 +170,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(common.AddressClasses, "one_wide", lambda self, values: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
+    patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
     try:
         yield
     finally:
@@ -216,6 +225,73 @@ def assert_same_virtual_service(
         )
 
 
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# gateway references: the mesh, the own namespace's, other tenants', the egress namespace's
+GATEWAY_REFS = st.sampled_from(
+    [
+        "mesh",
+        "gw",
+        "gw-1",
+        "./gw",
+        "test-app/gw",
+        "other/gw",
+        "egress/egress-payments",
+        "egress/gw",
+        "egress-x/gw",
+        "gw.egress.svc.cluster.local",
+        "gw.egress",
+        "gw.other.svc.cluster.local",
+        "x.egressy",
+    ]
+)
+
+
+@FAST
+@given(
+    top=st.lists(GATEWAY_REFS, min_size=1, max_size=60),
+    own=st.one_of(st.none(), st.lists(GATEWAY_REFS, min_size=1, max_size=60)),
+    odd=st.sampled_from([None, 7, "", ["mesh"]]),
+)
+def test_long_gateway_lists(top: list[Any], own: list[Any] | None, odd: Any) -> None:
+    # long lists of references, top-level and in a match: read as one entry each, their paths
+    # built only when one is reported
+    if odd is not None:
+        top = [*top, odd]
+    http: dict[str, Any] = {
+        "route": [{"destination": {"host": "api.payments.example"}}],
+    }
+    if own is not None:
+        http["match"] = [{"gateways": own}]
+    spec: dict[str, Any] = {"hosts": ["api.payments.example"], "http": [http]}
+    with classes_at_every_size():
+        assert_same_virtual_service(spec, top, None)
+
+
+@pytest.mark.parametrize(
+    "top",
+    [
+        ["mesh"] * 5000,
+        [f"gw-{i}" for i in range(5000)],
+        [*(f"gw-{i}" for i in range(5000)), "egress/egress-payments"],
+        [*(f"other/gw-{i}" for i in range(5000)), "gw.egress.svc.cluster.local", "mesh"],
+        [f"egress/gw-{i}" for i in range(5000)],
+    ],
+)
+def test_thousands_of_gateway_references(top: list[str]) -> None:
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example"],
+        "http": [
+            {
+                "match": [{"gateways": top[::-1]}],
+                "route": [{"destination": {"host": "api.payments.example"}}],
+            }
+        ],
+    }
+    assert_same_virtual_service(spec, top, None)
+
+
 def meta(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": "test-app"}
 
@@ -230,9 +306,6 @@ def sidecar(spec: dict[str, Any], selector: dict[str, str] | None) -> dict[str, 
         "metadata": meta("sc"),
         "spec": spec,
     }
-
-
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST

@@ -202,8 +202,8 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     memo = _Memo(policy, namespace)
     spec = reader.spec(review.object)
     hosts = _hosts(reader, policy, spec, namespace)
-    top = reader.strings(spec.get("gateways"), "spec.gateways")
-    top_refs = tuple(ref for _, ref in top) or (MESH,)
+    top, refs = _gateway_refs(reader, spec.get("gateways"), "spec.gateways")
+    top_refs = refs or (MESH,)
     routes, gateway_entries = _routes(reader, memo, spec, top_refs)
     gateway_entries[:0] = top
     if policy.is_egress_namespace(namespace):
@@ -302,7 +302,7 @@ def _string(reader: Reader, value: Any, prefix: str, name: str) -> str | None:
 # the rules of a VirtualService in order: each read as a ``_Route``, or a long list as ``_Rules``
 _Routes = list["_Route | _Rules"]
 # gateway references in document order: (path, ref), or a long list's, read from it on demand
-_GatewayEntries = list["tuple[str, str] | _Rules"]
+_GatewayEntries = list["tuple[str, str] | _Rules | _Refs"]
 
 
 def _routes(
@@ -320,7 +320,7 @@ def _routes(
                 fast = _ManyRoutes(memo, top)
             fast.read(reader, kind, items, base, routes, gateway_entries)
             continue
-        entries: list[tuple[str, str]] = []
+        entries: _GatewayEntries = []
         for i, item in items:
             routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, entries))
         gateway_entries.extend(entries)
@@ -339,10 +339,35 @@ def _each_route(routes: _Routes) -> Iterator[_Route]:
 def _each_entry(gateway_entries: _GatewayEntries) -> Iterator[tuple[str, str]]:
     """Every ``(path, ref)`` gateway reference, long lists' with their paths built."""
     for entry in gateway_entries:
-        if isinstance(entry, _Rules):
+        if isinstance(entry, _Rules | _Refs):
             yield from entry.gateway_entries()
         else:
             yield entry
+
+
+class _Refs:
+    """A long list of gateway references, all strings, read from one field: each reference's
+    path is built only when it is reported."""
+
+    __slots__ = ("base", "refs")
+
+    def __init__(self, base: str, refs: list[str]) -> None:
+        self.base = base
+        self.refs = refs
+
+    def gateway_entries(self) -> Iterator[tuple[str, str]]:
+        """``(path, ref)`` of every reference, in order."""
+        return zip(
+            map("{}[{}]".format, repeat(self.base), range(len(self.refs))), self.refs, strict=True
+        )
+
+
+def _gateway_refs(reader: Reader, value: Any, path: str) -> tuple[_GatewayEntries, tuple[str, ...]]:
+    """A ``gateways`` field's entries and references; a long list of strings is one ``_Refs``."""
+    if type(value) is list and many(value) and set(map(type, value)) == {str}:
+        return [_Refs(path, value)], tuple(value)
+    entries = reader.strings(value, path)
+    return list(entries), tuple(ref for _, ref in entries)
 
 
 def _route(
@@ -352,7 +377,7 @@ def _route(
     item: Mapping[str, Any],
     rpath: str,
     top: frozenset[str],
-    gateway_entries: list[tuple[str, str]],
+    gateway_entries: _GatewayEntries,
 ) -> _Route:
     """One rule read the general way: every shape problem reported, in the rule's order."""
     gateways, sources = _clients(
@@ -538,7 +563,7 @@ class _ManyRoutes:
         valid = self._valid_hosts(raws)
         if valid is None:
             # some host is invalid (or unusual): every rule built in order, each host checked
-            entries: list[tuple[str, str]] = []
+            entries: _GatewayEntries = []
             for route in self._read_each(reader, kind, base, items, columns, raws, entries):
                 routes.append(route)
             gateway_entries.extend(entries)
@@ -563,7 +588,7 @@ class _ManyRoutes:
         items: list[tuple[int, Mapping[str, Any]]],
         columns: _Columns,
         raws: list[str],
-        gateway_entries: list[tuple[str, str]],
+        gateway_entries: _GatewayEntries,
     ) -> Iterator[_Route]:
         """Every rule's ``_Route`` in order, hosts checked one by one (some is invalid)."""
         memo, top, host = self.memo, self.top, self.memo.host
@@ -899,7 +924,7 @@ class _Rules:
         self.checked = checked
         # each host as gathered split at its first dot
         self._split = split
-        self.done: dict[int, tuple[_Route, list[tuple[str, str]]]] = {}
+        self.done: dict[int, tuple[_Route, _GatewayEntries]] = {}
         # whether some rule programs sidecars, names gateways, delegates or redirects
         self.mesh = False
         # the gateways the rules' matches name, in order (repeats kept: hashing costs)
@@ -919,7 +944,7 @@ class _Rules:
         own = chain.from_iterable(map(itemgetter(2), clients))
         refs.extend(chain.from_iterable(map(itemgetter(1), own)))
         for _, entries in self.done.values():
-            refs.extend(map(itemgetter(1), entries))
+            refs.extend(map(itemgetter(1), _each_entry(entries)))
         self.mesh = (
             (self.reader.mesh_top and len(clients) < len(usual))
             or any(map(frozenset.__contains__, map(itemgetter(0), clients), repeat(MESH)))
@@ -975,7 +1000,7 @@ class _Rules:
         done = self.done
         for pos, (i, parts) in enumerate(zip(self.indices, self.parts, strict=True)):
             if parts is None:
-                yield from done[pos][1]
+                yield from _each_entry(done[pos][1])
             elif parts[0] is not None and parts[0][2]:
                 yield from _own_entries(f"{self.base}[{i}]", parts[0][2])
 
@@ -1149,7 +1174,7 @@ def _clients(
     rpath: str,
     namespace: str,
     top: frozenset[str],
-    gateway_entries: list[tuple[str, str]],
+    gateway_entries: _GatewayEntries,
 ) -> tuple[frozenset[str], tuple[_Source, ...]]:
     """The gateways a rule applies to and, for the mesh, which client workloads it steers."""
     matches = _objects(reader, value, rpath, ".match")
@@ -1163,9 +1188,9 @@ def _clients(
         refs: Collection[str] = top
         own = match.get("gateways")
         if own is not None:
-            entries = reader.strings(own, f"{rpath}.match[{j}].gateways")
+            entries, own_refs = _gateway_refs(reader, own, f"{rpath}.match[{j}].gateways")
             gateway_entries.extend(entries)
-            refs = tuple(ref for _, ref in entries) or top
+            refs = own_refs or top
         if refs is top:
             uses_top = True
         else:
@@ -1276,13 +1301,17 @@ def _check_tenant(
             return True
         return False
 
+    egress = policy.egress_namespace
     for entry in gateway_entries:
         entries: Iterable[tuple[str, str]]
-        if isinstance(entry, _Rules):
+        if isinstance(entry, _Rules | _Refs):
             joined = "\n".join(entry.refs)
-            # a bare name is a gateway of the VirtualService's own namespace
-            if ("/" not in joined and "." not in joined) or all(
-                map(tenant_gateway, set(entry.refs))
+            # a bare name is a gateway of the VirtualService's own namespace, and a reference
+            # to one of the egress namespace names that namespace
+            if (
+                ("/" not in joined and "." not in joined)
+                or egress not in joined
+                or all(map(tenant_gateway, set(entry.refs)))
             ):
                 continue
             entries = entry.gateway_entries()
@@ -1407,7 +1436,7 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
     the cluster: sidecars calling the name reach the app itself, nothing leaves.  Redirects are
     answered to the client, whose next request meets its own sidecar.
     """
-    if not any(ref != MESH for ref in top_refs):
+    if top_refs.count(MESH) == len(top_refs):
         return False
     for route in routes:
         hosts: Iterable[str]
