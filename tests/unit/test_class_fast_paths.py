@@ -171,6 +171,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
+    patch.setattr(virtualservices, "_plain_destinations", lambda memo, value, rpath: None)
+    patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
     try:
         yield
     finally:
@@ -1819,3 +1821,90 @@ def test_all_dotted_reads_the_text_as_each_name_would(names: list[str]) -> None:
     names = [name.replace("\n", "") for name in names]
     text = "".join(f"{name}\n" for name in names)
     assert common.all_dotted(text) == all("." in name for name in names)
+
+
+# hosts a long route list spreads over: valid names and addresses of every class (gateways,
+# internal, external allowed or not, short names), which the list is read in passes of C for
+plain_destination_hosts = st.one_of(
+    st.sampled_from(["reviews", "reviews.other", "db.test-app.svc.cluster.local"]),
+    st.sampled_from([gw.fqdn for gw in POLICY.gateways]),
+    names.filter(lambda name: name == name.lower() and not name.endswith(".") and ".." not in name),
+    st.builds(lambda c, d: f"10.1.{c}.{d}", st.integers(0, 3), octets),
+    addresses,
+)
+
+
+@FAST
+@given(
+    pool=st.lists(plain_destination_hosts, min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=common.CLASSES_FROM - 4, max_size=60),
+    odd=st.one_of(st.none(), st.tuples(st.integers(0, 60), route_entries)),
+    kind=st.sampled_from(["http", "tcp", "tls"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_long_route_list(
+    pool: list[str],
+    picks: list[int],
+    odd: tuple[int, Any] | None,
+    kind: str,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """One rule spreading its traffic over many destinations, all plain or one of any shape."""
+    entries: list[Any] = [
+        {"destination": {"host": pool[pick % len(pool)]}, "weight": 1} for pick in picks
+    ]
+    if odd is not None:
+        entries.insert(odd[0] % (len(entries) + 1), odd[1])
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        kind: [{"route": entries}, {"route": entries[:3]}],
+    }
+    assert_same_virtual_service(spec, gateways, export)
+
+
+tls_rules = st.builds(
+    lambda sni, host, subset: {
+        "match": [{"port": 443, "sniHosts": sni}],
+        "route": [{"destination": {"host": host, "subset": subset}}],
+    },
+    st.lists(
+        st.sampled_from(["api.payments.example", "x.example.com", "a.wide.example"]), max_size=2
+    ),
+    st.one_of(st.just(GATEWAY), plain_destination_hosts),
+    st.sampled_from(["v1", "wide-0", "labelled-0", ""]),
+)
+
+
+@FAST
+@example(
+    pool=[
+        {
+            "match": [{"port": 443, "sniHosts": ["x.example.com"]}],
+            "route": [{"destination": {"host": GATEWAY, "subset": "v1"}}],
+        },
+        {
+            "match": [{"port": 443, "sniHosts": ["api.payments.example"]}],
+            "route": [{"destination": {"host": GATEWAY, "subset": "wide-0"}}],
+        },
+    ],
+    picks=[0] * 20 + [1] * 20,
+    gateways=["mesh"],
+    export=["."],
+)
+@given(
+    pool=st.lists(tls_rules, min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=common.CLASSES_FROM - 4, max_size=40),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_many_tls_rules_with_subsets(
+    pool: list[Any], picks: list[int], gateways: list[str] | None, export: Any
+) -> None:
+    """Long tls rule lists: a subset counts (with the rule's SNIs) only towards a gateway."""
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        "tls": [pool[pick % len(pool)] for pick in picks],
+    }
+    assert_same_virtual_service(spec, gateways, export)

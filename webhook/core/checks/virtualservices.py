@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, cast
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     MESH,
+    AddressClasses,
     Reader,
     Visibility,
     egress_fqdns,
@@ -383,9 +384,12 @@ def _route(
     gateways, sources = _clients(
         reader, item.get("match"), rpath, memo.namespace, top, gateway_entries
     )
-    destinations: list[tuple[str, str]] = []
     subsets: list[tuple[str, str, str]] = []
-    _destinations(reader, memo, destinations, item.get("route"), rpath, ".route", subsets)
+    entries = item.get("route")
+    destinations = _plain_destinations(memo, entries, rpath)
+    if destinations is None:
+        destinations = []
+        _destinations(reader, memo, destinations, entries, rpath, ".route", subsets)
     redirects: list[tuple[str, str]] = []
     rewrites: list[tuple[str, str]] = []
     delegate = None
@@ -508,8 +512,8 @@ class _ManyRoutes:
     ``_Route`` and no field path is built until a rule is judged on its own.  Otherwise a
     second loop builds each rule's ``_Route`` in the order ``_route`` follows, checking hosts
     one by one.  Either way the ``_Route`` and any violation are the ones ``_route`` gives
-    (``tests/unit/test_class_fast_paths.py`` holds them equal).  A rule of another shape, and
-    every tls rule (whose subsets may need its SNI matches), is read by ``_route`` in its turn.
+    (``tests/unit/test_class_fast_paths.py`` holds them equal).  A rule of another shape is
+    read by ``_route`` in its turn.
     """
 
     __slots__ = ("_default", "_sources", "memo", "mesh_top", "subset_flags", "top")
@@ -568,7 +572,7 @@ class _ManyRoutes:
                 routes.append(route)
             gateway_entries.extend(entries)
             return
-        rules = _Rules(self, kind, base, columns, *valid)
+        rules = _Rules(self, kind, base, columns, *valid, items)
         memo, top, done = self.memo, self.top, rules.done
         for pos, (i, gathered) in enumerate(zip(columns.indices, columns.parts, strict=True)):
             if gathered is None:
@@ -637,7 +641,7 @@ class _ManyRoutes:
                 rewrites,
                 None if delegate is None else (f"{rpath}.delegate", delegate),
                 tuple(subsets),
-                None,
+                _sni_hosts(items[pos][1].get("match")) if kind == "tls" and subsets else None,
             )
 
     def _plain_rules(
@@ -646,8 +650,6 @@ class _ManyRoutes:
         """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
         name no clients, one route entry to one destination host, nothing else to gather.
         None unless every rule is such a rule."""
-        if kind == "tls":
-            return None
         rules: list[Any] = list(map(itemgetter(1), items))
         first = rules[0] if rules else {}
         if type(first) is not dict or "route" not in first or not _HTTP_EXTRAS.isdisjoint(first):
@@ -693,30 +695,11 @@ class _ManyRoutes:
         return _Columns(list(map(itemgetter(0), items)), parts, range(len(hosts))), hosts
 
     def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
-        """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
-        taken as they are and short names expanded, and each of ``raws`` split at its first
-        dot; None: check them one by one."""
-        if not raws:
-            return raws, []
-        if not all_valid_names(raws):
-            return None
-        # one pass over the hosts (scattered in memory: each pass costs) finds the dots and
-        # the parent domains the tenant check keys hosts by
-        split = list(map(str.partition, raws, repeat(".")))
-        if "" not in map(itemgetter(1), split):
-            return raws, split
-        suffix = self.memo.short_suffix
-        # all_valid_names leaves no label, so no short name, longer than 63 characters
-        if suffix is None or 63 + len(suffix) > MAX_HOST_LENGTH:
-            return None
-        expanded = [
-            raw if dot else raw + suffix for raw, (_, dot, _) in zip(raws, split, strict=True)
-        ]
-        return expanded, split
+        return _valid_hosts(self.memo, raws)
 
     def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
         """The parts of a rule of the usual shape, its hosts added to ``raws``; None otherwise."""
-        if kind == "tls" or type(item) is not dict:
+        if type(item) is not dict:
             return None
         start = len(raws)
         try:
@@ -860,6 +843,58 @@ class _ManyRoutes:
         return _Source(namespace or self.memo.namespace, items)
 
 
+def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
+    """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
+    taken as they are and short names expanded, and each of ``raws`` split at its first
+    dot; None: check them one by one."""
+    if not raws:
+        return raws, []
+    if not all_valid_names(raws):
+        return None
+    # one pass over the hosts (scattered in memory: each pass costs) finds the dots and
+    # the parent domains the tenant check keys hosts by
+    split = list(map(str.partition, raws, repeat(".")))
+    if "" not in map(itemgetter(1), split):
+        return raws, split
+    suffix = memo.short_suffix
+    # all_valid_names leaves no label, so no short name, longer than 63 characters
+    if suffix is None or 63 + len(suffix) > MAX_HOST_LENGTH:
+        return None
+    expanded = [raw if dot else raw + suffix for raw, (_, dot, _) in zip(raws, split, strict=True)]
+    return expanded, split
+
+
+def _plain_destinations(memo: _Memo, value: Any, rpath: str) -> list[tuple[str, str]] | None:
+    """What ``_destinations`` gives a long ``route`` list whose every entry names a valid
+    host and no subset, found in passes of C; None: read it entry by entry.
+
+    One tcp rule can spread its traffic over 80k destinations: per entry the general path
+    pays several calls, here each pass is one call over them all.
+    """
+    if type(value) is not list or not many(value) or not _all_of(value, dict):
+        return None
+    targets: list[Any] = list(map(dict.get, value, repeat("destination")))
+    if not _all_of(targets, dict):
+        return None
+    raws: list[Any] = list(map(dict.get, targets, repeat("host")))
+    if not _all_of(raws, str) or "" in raws:
+        return None
+    if not set(map(dict.get, targets, repeat("subset"))) <= {None, ""}:
+        return None
+    hosts: list[str] = raws
+    if not all(map(str.__contains__, raws, repeat("."))):
+        # short names to expand (finding the dots alone costs less than splitting each host)
+        valid = _valid_hosts(memo, raws)
+        if valid is None:
+            return None
+        hosts = valid[0]
+    elif not all_valid_names(raws):
+        return None
+    # rpath is built here from a field name and an index: no braces to escape
+    paths = map(f"{rpath}.route[{{}}].destination.host".format, range(len(raws)))
+    return list(zip(paths, hosts, strict=True))
+
+
 class _Columns(NamedTuple):
     """The rules of a long list as gathered, column by column (a tuple per rule costs)."""
 
@@ -896,6 +931,7 @@ class _Rules:
         "delegates",
         "done",
         "indices",
+        "items",
         "kind",
         "mesh",
         "parts",
@@ -915,8 +951,11 @@ class _Rules:
         columns: _Columns,
         checked: list[str],
         split: list[_Split],
+        items: list[tuple[int, Mapping[str, Any]]],
     ) -> None:
         self.reader = reader
+        # the rules as written: a tls rule's SNI matches are read only when it is judged
+        self.items = items
         self.kind = kind
         self.base = base
         self.indices, self.parts, self.starts = columns
@@ -992,7 +1031,7 @@ class _Rules:
             rewrites,
             None if delegate is None else (f"{rpath}.delegate", delegate),
             tuple(subsets),
-            None,
+            _sni_hosts(self.items[pos][1].get("match")) if self.kind == "tls" and subsets else None,
         )
 
     def gateway_entries(self) -> Iterator[tuple[str, str]]:
@@ -1028,7 +1067,9 @@ class _Rules:
                 continue
             targets, redirect, rewrite = parts[2], parts[3], parts[4]
             for _, subset in targets:
-                if subset is not None:
+                # only a gateway's subsets (and then the SNIs) are judged: a subset of another
+                # host leaves its class's verdict alone
+                if subset is not None and policy.services_on_gateway(checked[k]):
                     keys[k] = (checked[k], subset)
                 k += 1
             if rewrite:
@@ -1499,15 +1540,16 @@ def _check_tenant_route(
         elif (path, host) in route.rewrites:
             # the rewritten Host header is what the egress gateway routes on
             route_hosts += (host,)
-    for path, host in route.destinations:
+
+    def judge(into: Reader, path: str, host: str) -> None:
         if policy.services_on_gateway(host):
             for message in memo.gateway_problems(host, route_hosts, allowed, source):
-                reader.add(path, message)
+                into.add(path, message)
         elif is_ip(host) and not policy.is_internal_address(host):
-            reader.add(path, f"{host!r} is an IP address outside the cluster; name a service")
+            into.add(path, f"{host!r} is an IP address outside the cluster; name a service")
         elif policy.is_internal(host) or is_ip(host):
             if hijack:
-                reader.add(path, _hijack(policy, host, external))
+                into.add(path, _hijack(policy, host, external))
         else:
             covering = policy.services_covering(host)
             if covering:
@@ -1520,7 +1562,16 @@ def _check_tenant_route(
                     f"{host!r} is outside the mesh and not an external service of the policy; "
                     f"{source} may reach {policy.describe_allowed(allowed)}"
                 )
-            reader.add(path, message)
+            into.add(path, message)
+
+    destinations = route.destinations
+    if many(destinations):
+        # a rule can list 80k destinations among a few classes: each class judged once
+        keys = _destination_keys(policy, list(map(itemgetter(1), destinations)))
+        judge_classes(reader, keys, lambda into, i: judge(into, *destinations[i]))
+    else:
+        for path, host in destinations:
+            judge(reader, path, host)
     subset_allowed, subset_source = allowed, source
     if memo.viewers is not None and route.mesh:
         # other namespaces' sidecars that import this VirtualService take its subsets too
@@ -1546,6 +1597,21 @@ def _check_tenant_route(
                 "this VirtualService is visible to other namespaces and delegates its routes for "
                 f"{', '.join(external)}; set exportTo: ['.'] or route to the egress gateway here",
             )
+
+
+def _destination_keys(policy: Policy, hosts: list[str]) -> Sequence[Hashable]:
+    """A key per destination host of one rule: hosts of a key get the same verdicts from the
+    tenant check (None: judged alone).  Names by ``Policy.host_class`` (in passes of C when
+    ``_parent_keys`` can), addresses by ``AddressClasses``."""
+    classes = AddressClasses(policy)
+    # addresses of one block first: they are told from names by the first and last alone
+    wide = classes.one_wide(hosts)
+    if wide is not None:
+        return [wide] * len(hosts)
+    keys = _parent_keys(policy, hosts)
+    if keys is not None:
+        return keys
+    return [classes.key(host) if host[-1:].isdigit() else policy.host_class(host) for host in hosts]
 
 
 def _viewers_allowed(policy: Policy, visible: Visibility) -> frozenset[str]:
