@@ -3,7 +3,8 @@
 ServiceEntry hosts and endpoints, Sidecar imports, VirtualService hosts, NetworkPolicy peers,
 Endpoints, EndpointSlices, HTTPRoute hostnames and DestinationRule tunnels judge one item per
 class (``Policy.host_class``, ``AddressClasses``) and validate names in bulk
-(``all_valid_names``).  Here random objects mixing
+(``all_valid_names``); exportTo lists are read in C and asked about once per namespace some
+rule names plus once for all the others.  Here random objects mixing
 names the policy knows, names under its domains, cluster names, wildcards, IPs in split and
 unsplit blocks and malformed entries are decided twice, with the fast paths and with every one
 of them switched off, and the decisions must be identical, violation for violation.  The last
@@ -173,6 +174,14 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
     patch.setattr(virtualservices, "_plain_destinations", lambda memo, value, rpath: None)
     patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
+    patch.setattr(common, "listed_strings", lambda reader, value, path: None)
+    patch.setattr(common, "rule_representatives", lambda policy, namespaces: namespaces)
+    patch.setattr(virtualservices, "rule_representatives", lambda policy, namespaces: namespaces)
+    patch.setattr(
+        common.Visibility,
+        "beyond",
+        lambda self, namespace: self.everywhere or bool(self.namespaces - {namespace}),
+    )
     try:
         yield
     finally:
@@ -1908,3 +1917,146 @@ def test_virtual_service_many_tls_rules_with_subsets(
         "tls": [pool[pick % len(pool)] for pick in picks],
     }
     assert_same_virtual_service(spec, gateways, export)
+
+
+# rules on "*" (namespace-wide and narrowed), a namespace-wide rule, one narrowed to a service
+# account and one to labels: namespaces the rules name answer unlike those they do not
+EXPORT_POLICY = parse_policy(
+    """
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {namespace: egress}
+externalServices:
+  - name: payments
+    hosts: [api.payments.example]
+    ports: [{number: 443, protocol: TLS}]
+    addresses: [198.51.100.0/24]
+  - name: wide
+    hosts: ["*.example.com"]
+    ports: [{number: 443, protocol: TLS}]
+  - name: labelled
+    hosts: [ml.example.net]
+    ports: [{number: 443, protocol: TLS}]
+allow:
+  - {name: everyone, from: {namespace: "*"}, to: [wide]}
+  - {name: trainers, from: {namespace: "*", workloadLabels: {app: trainer}}, to: [labelled]}
+  - {name: tenants, from: {namespace: test-app}, to: [payments, wide]}
+  - {name: batch, from: {namespace: team-b, serviceAccount: batch}, to: [payments]}
+  - {name: ml, from: {namespace: team-c}, to: [payments, labelled]}
+  - {name: ml-b, from: {namespace: team-d, workloadLabels: {app: trainer}}, to: [payments]}
+"""
+)
+RULE_NAMESPACES = ["test-app", "team-b", "team-c", "team-d"]
+export_names = st.one_of(
+    st.sampled_from([".", "~", "*", "egress", "Bad_Name", "", "a.b", *RULE_NAMESPACES]),
+    st.builds("ns-{}".format, st.integers(0, 40)),
+)
+export_entries = st.one_of(export_names, st.sampled_from([1, None, True, 2.5, {"a": "b"}, ["x"]]))
+# long lists mostly of names no rule names, with the rest scattered among them
+export_lists = st.one_of(
+    st.lists(export_entries, max_size=30),
+    st.builds(
+        lambda count, extra, at: [
+            *map("team-{}".format, range(at)),
+            *extra,
+            *map("team-{}".format, range(at, count)),
+        ],
+        st.integers(0, 400),
+        st.lists(export_entries, max_size=8),
+        st.integers(0, 400),
+    ),
+)
+exports = st.one_of(export_lists, st.sampled_from(["test-app", {"a": "b"}, 3]))
+
+
+def assert_same_export(manifest: dict[str, Any]) -> None:
+    """The default decision on ``manifest`` is the one read entry by entry, under both policies."""
+    for policy in (POLICY, EXPORT_POLICY):
+        default = judge(manifest, policy)
+        with per_item():
+            slow = judge(manifest, policy)
+        assert default.violations == slow.violations
+        assert (default.allowed, default.reason) == (slow.allowed, slow.reason)
+
+
+def export_objects(export: Any, namespace: str) -> Iterator[dict[str, Any]]:
+    """A VirtualService, ServiceEntry and DestinationRule in ``namespace``, exported as told."""
+    fqdn = EXPORT_POLICY.gateways[0].fqdn
+    yield {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "vs", "namespace": namespace},
+        "spec": {
+            "hosts": ["api.payments.example", "a.example.com", "ml.example.net"],
+            "exportTo": export,
+            "http": [
+                {"route": [{"destination": {"host": fqdn, "subset": subset}}]}
+                for subset in ("payments-0", "wide-0", "labelled-0")
+            ],
+        },
+    }
+    yield {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "se", "namespace": namespace},
+        "spec": {
+            "hosts": ["api.payments.example", "a.example.com", "ml.example.net"],
+            "addresses": ["198.51.100.7"],
+            "exportTo": export,
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "DNS",
+        },
+    }
+    yield {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "dr", "namespace": namespace},
+        "spec": {
+            "host": "api.payments.example",
+            "exportTo": export,
+            "workloadSelector": {"matchLabels": {"app": "trainer"}},
+        },
+    }
+
+
+@FAST
+@example(export=["team-c", "ns-1"], namespace="test-app")
+@example(export=["team-b", "team-c"], namespace="test-app")
+@example(export=[1, ".", None, "team-c"], namespace="team-c")
+@given(export=exports, namespace=st.sampled_from(["test-app", "team-c", "ns-1", "egress"]))
+def test_export_lists(export: Any, namespace: str) -> None:
+    for manifest in export_objects(export, namespace):
+        assert_same_export(manifest)
+
+
+@FAST
+@given(
+    export=st.lists(export_names, max_size=30),
+    namespace=st.sampled_from(["test-app", "team-c", "ns-1"]),
+)
+def test_service_export_annotation(export: list[str], namespace: str) -> None:
+    names = [name for name in export if "," not in name]
+    assert_same_export(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "svc",
+                "namespace": namespace,
+                "annotations": {services.EXPORT_TO: ",".join(names)},
+            },
+            "spec": {"type": "ExternalName", "externalName": "api.payments.example"},
+        }
+    )
+
+
+def test_a_long_export_list_asks_the_policy_a_few_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    allowed_for = Policy.allowed_for
+    monkeypatch.setattr(
+        Policy, "allowed_for", lambda self, w: asked.append(w.namespace) or allowed_for(self, w)
+    )
+    export = [f"team-{i}" for i in range(5000)] + RULE_NAMESPACES
+    vs = next(export_objects(export, "test-app"))
+    assert not judge(vs, EXPORT_POLICY).allowed
+    assert len(asked) <= len(RULE_NAMESPACES) + 2

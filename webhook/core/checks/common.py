@@ -24,7 +24,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import compress, count, repeat
 from operator import eq, itemgetter, not_, truth
 from typing import Any, TypeVar, cast
 
@@ -981,7 +981,8 @@ class Visibility:
 
     def beyond(self, namespace: str) -> bool:
         """True when namespaces other than ``namespace`` can see the object."""
-        return self.everywhere or bool(self.namespaces - {namespace})
+        # counted, not a set difference: exportTo may list hundreds of thousands of names
+        return self.everywhere or len(self.namespaces) > (namespace in self.namespaces)
 
 
 def visibility(
@@ -992,27 +993,52 @@ def visibility(
         # omitted is the mesh default, which is "*" unless MeshConfig says otherwise
         # (docs/istio-semantics.md#trap-6)
         return Visibility(True, frozenset(), explicit=False)
-    if type(value) is list and value:
-        # a list of strings (the usual case) read in C: an object may list thousands
-        try:
-            distinct = set(value)
-        except TypeError:
-            distinct = set()
-        if distinct and all(type(entry) is str for entry in distinct):
-            if "*" in distinct:
-                return Visibility(True, frozenset(), explicit=True)
-            if "." in distinct or "~" in distinct:
-                distinct = (distinct - {".", "~"}) | {namespace}
-            return Visibility(False, frozenset(distinct), explicit=True)
-    entries = reader.strings(value, path)
-    if not entries:
+    names = listed_strings(reader, value, path)
+    if names is None:
+        names = frozenset(entry for _, entry in reader.strings(value, path))
+    if not names:
         return Visibility(True, frozenset(), explicit=False)
-    names: set[str] = set()
-    for _, entry in entries:
-        if entry == "*":
-            return Visibility(True, frozenset(), explicit=True)
-        names.add(namespace if entry in (".", "~") else entry)
-    return Visibility(False, frozenset(names), explicit=True)
+    if "*" in names:
+        return Visibility(True, frozenset(), explicit=True)
+    if "." in names or "~" in names:
+        names = (names - {".", "~"}) | {namespace}
+    return Visibility(False, names, explicit=True)
+
+
+def listed_strings(reader: Reader, value: Any, path: str) -> frozenset[str] | None:
+    """The strings of a list, its other items recorded as ``Reader.strings`` does.
+
+    Passes of C: an object may list hundreds of thousands of namespaces, and only an item
+    that is no string gets a path written.  None when ``value`` is no list.
+    """
+    if type(value) is not list:
+        return None
+    try:
+        # distinct values first: a list repeating a few names is typed in a few steps
+        distinct = frozenset(value)
+    except TypeError:
+        pass
+    else:
+        if set(map(type, distinct)) <= {str}:
+            return distinct
+    is_string = list(map(issubclass, map(type, value), repeat(str)))
+    for index in compress(count(), map(not_, is_string)):
+        reader.add(f"{path}[{index}]", f"must be a string, got {type_name(value[index])}")
+    return frozenset(compress(value, is_string))
+
+
+def rule_representatives(policy: Policy, namespaces: frozenset[str]) -> Iterable[str]:
+    """The namespaces some rule names, and one of the rest (each gets only the ``*`` rules).
+
+    Every question about a namespace's rules then has as many answers as there are
+    namespaces returned: an exportTo of 100k names no rule names is asked about once.
+    """
+    named = namespaces & policy.rule_namespaces
+    if len(named) == len(namespaces):
+        return named
+    # found among the first len(named) + 1 names
+    other = next(ns for ns in namespaces if ns not in named)
+    return (*named, other)
 
 
 def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
@@ -1020,11 +1046,7 @@ def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
     if visible.everywhere:
         return policy.allowed_everywhere()
     allowed: frozenset[str] | None = None
-    # a namespace no rule names gets the '*' rules: one lookup for all of them
-    named = visible.namespaces & policy.rule_namespaces
-    if len(named) < len(visible.namespaces):
-        allowed = policy.allowed_everywhere()
-    for ns in named:
+    for ns in rule_representatives(policy, visible.namespaces):
         direct = policy.allowed_directly(ns)
         allowed = direct if allowed is None else allowed & direct
     return allowed or frozenset()

@@ -226,7 +226,7 @@ def _check_tenant(
             return
         granted = policy.services_covering(host) & allowed
         if not granted:
-            reader.add(path, _denial(policy, host, namespace, visible, allowed))
+            reader.add(path, _denial(policy, host, namespace, source, allowed))
             return
         _check_ports(reader, policy, entry.ports, granted, host=host)
 
@@ -324,11 +324,8 @@ def _check_ports(
         )
 
 
-def _denial(
-    policy: Policy, host: str, namespace: str, visible: Visibility, allowed: frozenset[str]
-) -> str:
+def _denial(policy: Policy, host: str, namespace: str, source: str, allowed: frozenset[str]) -> str:
     covering = policy.services_covering(host)
-    source = visible.describe()
     if is_wildcard(host):
         head = (
             f"the wildcard {host!r} is over-broad: no policy wildcard allowed to {source} "

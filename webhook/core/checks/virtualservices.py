@@ -35,6 +35,7 @@ from webhook.core.checks.common import (
     overbroad,
     passthrough_subset_problem,
     policy_gateway,
+    rule_representatives,
     split_authority,
     visibility,
 )
@@ -1620,7 +1621,7 @@ def _viewers_allowed(policy: Policy, visible: Visibility) -> frozenset[str]:
         # a namespace no rule names gets exactly the "*" rules
         return policy.allowed_for(Workloads(""))
     allowed: frozenset[str] | None = None
-    for ns in visible.namespaces:
+    for ns in rule_representatives(policy, visible.namespaces):
         found = policy.allowed_for(Workloads(ns))
         allowed = found if allowed is None else allowed & found
     return allowed or frozenset()
