@@ -172,6 +172,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
+    patch.setattr(virtualservices, "_repeated", lambda hosts: None)
     patch.setattr(virtualservices, "_plain_destinations", lambda memo, value, rpath: None)
     patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
     patch.setattr(common, "listed_strings", lambda reader, value, path: None)
@@ -301,6 +302,28 @@ def test_thousands_of_gateway_references(top: list[str]) -> None:
         ],
     }
     assert_same_virtual_service(spec, top, None)
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        # a name the policy lists by itself, an IP, a name under a known domain: repeated
+        ["api.payments.example"] * 3000,
+        ["10.1.2.3"] * 3000,
+        [("api.payments.example", "10.1.2.3", "h.example.com")[i % 3] for i in range(3000)],
+        # one wrong host after thousands of copies of a good one
+        [*(["api.payments.example"] * 3000), "evil.example.org"],
+        [*(["h.example.com"] * 3000), "203.0.113.9", "evil.example.org"],
+        # unique wildcards next to one the policy lists, one wrong host last
+        ["*.example.com", *(f"*.x{i}.example.com" for i in range(3000)), "evil.example.org"],
+    ],
+)
+def test_thousands_of_virtual_service_hosts_repeating(hosts: list[str]) -> None:
+    spec: dict[str, Any] = {
+        "hosts": hosts,
+        "http": [{"route": [{"destination": {"host": "api.payments.example"}}]}],
+    }
+    assert_same_virtual_service(spec, None, ["."])
 
 
 def meta(name: str) -> dict[str, Any]:

@@ -1150,6 +1150,21 @@ def _parent_keys(
     return keys
 
 
+# marks a host's own text as its key: no class of Policy.host_class starts with it
+_OWN_TEXT = "="
+# hosts read to guess whether a list repeats a few
+_SAMPLED_HOSTS = 256
+
+
+def _repeated(hosts: list[str]) -> list[str] | None:
+    """The hosts themselves as their keys when they repeat a few texts (a verdict on a host
+    depends on its text alone); None otherwise."""
+    sample = hosts[:_SAMPLED_HOSTS]
+    if len(set(sample)) * 2 > len(sample) or len(set(hosts)) * 2 > len(hosts):
+        return None
+    return hosts
+
+
 def _host_key(policy: Policy, host: str) -> Hashable:
     """``Policy.host_class`` of a name (all start with a dot); an IP or a name alone: itself."""
     if host[-1:].isdigit():
@@ -1396,7 +1411,9 @@ def _check_tenant(
     classes = many(hosts.names)
     pending = hosts.entries() if mesh_bound else ()
     names = hosts.names if mesh_bound and classes else []
-    keys = _parent_keys(policy, names) if names else None
+    keys: list[Hashable] | list[str] | None = None
+    if names:
+        keys = _repeated(names) or _parent_keys(policy, names)
     if keys is not None:
         # one host per class judged first, aside: when none is wrong, that is every verdict
         steered_by: dict[Hashable, bool] = {}
@@ -1408,10 +1425,16 @@ def _check_tenant(
         else:
             external = list(compress(names, map(steered_by.__getitem__, keys)))
             pending = ()
-    verdicts: dict[str, bool] = {}
+    verdicts: dict[Hashable, bool] = {}
     violations = reader.violations
+    # the keys found above, else each host's class (or its own text) as it is read
+    known_keys: Iterator[Hashable] = iter(keys) if keys is not None and pending else iter(())
     for path, host in pending:
-        key = None if not classes or host[-1:].isdigit() else policy.host_class(host)
+        key = next(known_keys, None)
+        if key is None and classes:
+            found = None if host[-1:].isdigit() else policy.host_class(host)
+            # a name judged alone, or an IP: the same text gets the same verdict
+            key = _OWN_TEXT + host if found is None else found
         steered = verdicts.get(key) if key is not None else None
         if steered is None:
             before = len(violations)
