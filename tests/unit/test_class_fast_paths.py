@@ -169,6 +169,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
     patch.setattr(common.AddressClasses, "one_wide", lambda self, values: None)
+    patch.setattr(common, "repeated_address_keys", lambda classes, values: None)
+    patch.setattr(serviceentries, "_plain_strings", lambda raw: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
@@ -2083,3 +2085,84 @@ def test_a_long_export_list_asks_the_policy_a_few_times(monkeypatch: pytest.Monk
     vs = next(export_objects(export, "test-app"))
     assert not judge(vs, EXPORT_POLICY).allowed
     assert len(asked) <= len(RULE_NAMESPACES) + 2
+
+
+# ServiceEntry addresses: internal, allowed and other IPs and CIDRs in split and unsplit blocks,
+# odd spellings and values that are no string
+address_entries = st.one_of(
+    addresses,
+    st.sampled_from(
+        [" 10.0.0.1", "10.0.0.1.", "198.51.100.7\n", "203.0.113.7/32", "198.51.100.7", 1, None]
+    ),
+)
+# long lists: one value repeated, a few cycled, many distinct, each with odd ones scattered in
+address_lists = st.one_of(
+    st.lists(address_entries, max_size=30),
+    st.builds(lambda value, n: [value] * n, address_entries, st.integers(32, 300)),
+    st.builds(
+        lambda values, n: values * n,
+        st.lists(address_entries, min_size=1, max_size=7),
+        st.integers(5, 60),
+    ),
+    st.builds(
+        lambda head, count: [f"{head}.{i >> 8}.{i & 255}" for i in range(count)],
+        st.sampled_from(["10.1", "198.51", "203.0", "172.16", "8.8", "192.168"]),
+        st.integers(32, 600),
+    ),
+)
+
+
+@FAST
+@example(addresses=["10.0.0.1"] * 40 + ["8.8.8.8"] * 40, namespace="test-app")
+@example(addresses=["198.51.100.7", "198.51.101.7"] * 20, namespace="egress")
+@example(addresses=["x.example.com"] * 30 + [1] + ["10.0.0.1."] * 30, namespace="test-app")
+@given(
+    addresses=st.builds(
+        lambda values, odd, at: [*values[:at], *odd, *values[at:]],
+        address_lists,
+        st.lists(address_entries, max_size=3),
+        st.integers(0, 600),
+    ),
+    namespace=st.sampled_from(["test-app", "egress"]),
+)
+def test_service_entry_addresses(addresses: list[Any], namespace: str) -> None:
+    assert_same(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": "se", "namespace": namespace},
+            "spec": {
+                "hosts": ["api.payments.example"],
+                "addresses": addresses,
+                "exportTo": ["."],
+                "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": a} for a in addresses if isinstance(a, str)],
+            },
+        }
+    )
+
+
+def test_a_long_export_list_names_the_first_namespaces_in_a_short_message() -> None:
+    export = [f"ns-{i:05}" for i in reversed(range(20_000))]
+    entry = list(export_objects(export, "test-app"))[1]
+    entry["spec"]["hosts"] = ["api.github.com"]
+    decision = judge(entry, EXPORT_POLICY)
+    assert not decision.allowed
+    named = ", ".join(f"ns-{i:05}" for i in range(10))
+    assert f"namespaces {named} and 19990 more" in decision.reason
+    assert len(decision.reason) < 4096
+    assert all(len(v.message) < 1024 for v in decision.violations)
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (2, "namespaces ns-00, ns-01"),
+        (10, "namespaces " + ", ".join(f"ns-{i:02}" for i in range(10))),
+        (12, "namespaces " + ", ".join(f"ns-{i:02}" for i in range(10)) + " and 2 more"),
+    ],
+)
+def test_visibility_names_the_first_ten_namespaces_sorted(count: int, text: str) -> None:
+    names = frozenset(f"ns-{i:02}" for i in reversed(range(count)))
+    assert common.Visibility(False, names, explicit=True).describe() == text

@@ -9,6 +9,7 @@ them here gives one wording per problem and one place to fix a semantic mistake.
 
 from __future__ import annotations
 
+import heapq
 import random
 import re
 from collections import deque
@@ -28,7 +29,7 @@ from itertools import compress, count, repeat
 from operator import eq, itemgetter, not_, truth
 from typing import Any, TypeVar, cast
 
-from webhook.core.decisions import EnoughViolations, Violation
+from webhook.core.decisions import MAX_LISTED_VIOLATIONS, EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
 from webhook.core.external_services import Gateway
 from webhook.core.hosts import (
@@ -803,24 +804,46 @@ _OCTETS = frozenset(str(i) for i in range(256))
 
 
 def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge: Judge) -> None:
-    """``judge(reader, index, value)`` for each endpoint-like value, once per ``AddressClasses``.
+    """``judge(reader, index, value)`` for each endpoint-like value, once per ``AddressClasses``
+    class, and once per value repeated.
 
-    ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in (and use
-    its text only in messages).
+    ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in, and any
+    value from its text alone (using the text only in messages).
     """
     if not many(values):
         for index, value in enumerate(values):
             judge(reader, index, value)
         return
     classes = AddressClasses(policy)
-    wide = classes.one_wide(values)
-    if wide is not None:
-        keys: list[str | None] = [wide] * len(values)
-        judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
-        return
-    # keyed as the ordered pass goes: a list breaking the policy stops at the violation limit
-    # without keying the rest
-    judge_keyed(reader, values, classes.key, judge)
+    keys = repeated_address_keys(classes, values)
+    if keys is None:
+        wide = classes.one_wide(values)
+        if wide is None:
+            # keyed as the ordered pass goes: a list breaking the policy stops at the violation
+            # limit without keying the rest
+            judge_keyed(reader, values, classes.key, judge)
+            return
+        keys = [wide] * len(values)
+    judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
+
+
+def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> list[str] | None:
+    """A class key for each value when at most half of them are distinct; else None.
+
+    Each distinct value is keyed once (``AddressClasses.keys``; one it cannot class by its own
+    text, marked) and the list mapped in C: a value listed 200k times is judged once, where
+    keying each item would cost a call per item.  With mostly distinct values the keys are
+    better built as the judging goes (``judge_keyed``), which stops at the violation limit.
+    """
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) * 2 > len(values):
+        return None
+    found = classes.keys(distinct)
+    keyed = {
+        value: _OWN + value if key is None else key
+        for value, key in zip(distinct, found, strict=True)
+    }
+    return list(map(keyed.__getitem__, values))
 
 
 def judge_keyed(
@@ -977,7 +1000,11 @@ class Visibility:
             return "every namespace" + ("" if self.explicit else " (exportTo omitted means '*')")
         if len(self.namespaces) == 1:
             return f"namespace {next(iter(self.namespaces))}"
-        return "namespaces " + ", ".join(sorted(self.namespaces))
+        # named as a denial lists violations: the first few, so that a message stays a few KB
+        # however many namespaces exportTo lists (and they are not all sorted to find them)
+        named = heapq.nsmallest(MAX_LISTED_VIOLATIONS, self.namespaces)
+        more = len(self.namespaces) - len(named)
+        return "namespaces " + ", ".join(named) + (f" and {more} more" if more else "")
 
     def beyond(self, namespace: str) -> bool:
         """True when namespaces other than ``namespace`` can see the object."""

@@ -73,29 +73,43 @@ class _Hosts:
 
 
 @dataclass(frozen=True, slots=True)
-class _Endpoints:
-    """``spec.endpoints[].address`` values and their paths (written on demand when None)."""
+class _Listed:
+    """String values of a list field and their paths (written from ``template`` when None).
 
-    addresses: list[str]
+    A long list of plain values gets no paths up front: only values reported need one.
+    """
+
+    values: list[str]
+    # the path of the value at index i: ``template.format(i)``
+    template: str
     paths: list[str] | None = None
 
     @classmethod
-    def of(cls, pairs: list[tuple[str, str]]) -> _Endpoints:
-        """From ``(path, address)`` pairs."""
-        return cls([a for _, a in pairs], [p for p, _ in pairs])
+    def of(cls, pairs: list[tuple[str, str]], template: str) -> _Listed:
+        """From ``(path, value)`` pairs."""
+        return cls([v for _, v in pairs], template, [p for p, _ in pairs])
 
     def path(self, index: int) -> str:
-        """The path of ``addresses[index]``."""
-        if self.paths is None:
-            return f"spec.endpoints[{index}].address"
-        return self.paths[index]
+        """The path of ``values[index]``."""
+        return self.template.format(index) if self.paths is None else self.paths[index]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        """``(path, address)`` of every endpoint."""
-        return ((self.path(i), a) for i, a in enumerate(self.addresses))
+        """``(path, value)`` of every value."""
+        return ((self.path(i), v) for i, v in enumerate(self.values))
 
     def __bool__(self) -> bool:
-        return bool(self.addresses)
+        return bool(self.values)
+
+
+_ADDRESS = "spec.addresses[{}]"
+_ENDPOINT = "spec.endpoints[{}].address"
+
+
+def _plain_strings(raw: Any) -> list[str] | None:
+    """``raw`` when it is a long list of strings only (no path to record for any of them)."""
+    if type(raw) is list and many(raw) and set(map(type, raw)) == {str}:
+        return cast("list[str]", raw)
+    return None
 
 
 def _plain_endpoints(raw: Any) -> list[str] | None:
@@ -114,8 +128,8 @@ class _Entry:
 
     hosts: _Hosts
     ports: tuple[_Port, ...]
-    addresses: tuple[tuple[str, str], ...]
-    endpoints: _Endpoints
+    addresses: _Listed
+    endpoints: _Listed
     resolution: str
     # (path, port) of every ``endpoints[].ports`` value: the port actually dialled there
     endpoint_ports: tuple[tuple[str, int], ...] = ()
@@ -161,13 +175,13 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         target = reader.integer(target, f"{path}.targetPort") if target is not None else None
         if number is not None:
             ports.append(_Port(path, number, protocol.upper(), target))
-    endpoints: _Endpoints | list[tuple[str, str]]
+    endpoints: _Listed | list[tuple[str, str]]
     endpoint_ports = []
     items: list[tuple[str, Mapping[str, Any]]]
     raw_endpoints = spec.get("endpoints")
     fast = _plain_endpoints(raw_endpoints)
     if fast is not None:
-        endpoints = _Endpoints(fast)
+        endpoints = _Listed(fast, _ENDPOINT)
         listed = cast("list[Mapping[str, Any]]", raw_endpoints)
         items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(listed) if "ports" in e]
     else:
@@ -184,14 +198,20 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
             number = reader.integer(value, f"{path}.ports.{key}")
             if number is not None:
                 endpoint_ports.append((f"{path}.ports.{key}", number))
+    raw_addresses = spec.get("addresses")
+    plain = _plain_strings(raw_addresses)
+    if plain is not None:
+        addresses = _Listed(plain, _ADDRESS)
+    else:
+        addresses = _Listed.of(reader.strings(raw_addresses, "spec.addresses"), _ADDRESS)
     resolution = reader.string(spec.get("resolution"), "spec.resolution") or "NONE"
     if resolution not in RESOLUTIONS:
         reader.add("spec.resolution", f"unknown resolution {resolution!r}")
     return _Entry(
         hosts=hosts,
         ports=tuple(ports),
-        addresses=tuple(reader.strings(spec.get("addresses"), "spec.addresses")),
-        endpoints=endpoints if isinstance(endpoints, _Endpoints) else _Endpoints.of(endpoints),
+        addresses=addresses,
+        endpoints=endpoints if isinstance(endpoints, _Listed) else _Listed.of(endpoints, _ENDPOINT),
         resolution=resolution,
         endpoint_ports=tuple(endpoint_ports),
     )
@@ -231,15 +251,18 @@ def _check_tenant(
         _check_ports(reader, policy, entry.ports, granted, host=host)
 
     judge_hosts(reader, policy, entry.hosts.names, judge)
-    for path, address in entry.addresses:
+
+    def judge_address(reader: Reader, index: int, address: str) -> None:
         problem = address_problem(policy, normalize(address), allowed, source)
         if problem:
-            reader.add(path, problem)
+            reader.add(entry.addresses.path(index), problem)
+
+    judge_addresses(reader, policy, entry.addresses.values, judge_address)
 
     def judge_endpoint(reader: Reader, index: int, address: str) -> None:
         destination_problem(policy, reader, address, entry.endpoints.path(index), allowed, source)
 
-    judge_addresses(reader, policy, entry.endpoints.addresses, judge_endpoint)
+    judge_addresses(reader, policy, entry.endpoints.values, judge_endpoint)
     _check_target_ports(reader, policy, entry, allowed)
 
 
@@ -251,8 +274,8 @@ def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) ->
     found: set[str] = set()
     if entry.endpoints:
         classes: set[str] = set()
-        by_block = many(entry.endpoints.addresses)
-        for address in entry.endpoints.addresses:
+        by_block = many(entry.endpoints.values)
+        for address in entry.endpoints.values:
             key = address_class(policy, address) if by_block else None
             if key is not None:
                 if key in classes:
@@ -365,12 +388,15 @@ def _check_egress_namespace(reader: Reader, policy: Policy, entry: _Entry) -> No
     if not granted:
         return
     _check_ports(reader, policy, entry.ports, granted)
-    for path, address in entry.addresses:
+
+    def judge_address(reader: Reader, index: int, address: str) -> None:
         if not policy.address_allowed(normalize(address), granted):
             reader.add(
-                path,
+                entry.addresses.path(index),
                 f"{address!r} is not an address of {policy.describe_allowed(granted)}",
             )
+
+    judge_addresses(reader, policy, entry.addresses.values, judge_address)
     for path, address in entry.endpoints:
         target = normalize(address)
         if address.startswith(UNIX_PREFIX):
