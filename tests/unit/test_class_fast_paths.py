@@ -174,6 +174,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
     patch.setattr(virtualservices._ManyRoutes, "read", _each_rule)
     patch.setattr(virtualservices, "_gateway_refs", _refs_one_by_one)
+    patch.setattr(virtualservices, "_plain_clients", lambda value, top, namespace: None)
+    patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
     patch.setattr(virtualservices, "_plain_destinations", lambda memo, value, rpath: None)
     patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
@@ -2166,3 +2168,148 @@ def test_a_long_export_list_names_the_first_namespaces_in_a_short_message() -> N
 def test_visibility_names_the_first_ten_namespaces_sorted(count: int, text: str) -> None:
     names = frozenset(f"ns-{i:02}" for i in reversed(range(count)))
     assert common.Visibility(False, names, explicit=True).describe() == text
+
+
+# matches picking gateways (the egress namespace's among them), clients and SNIs, and odd ones
+match_entries = st.one_of(
+    st.fixed_dictionaries(
+        {"port": st.just(443)},
+        optional={
+            "gateways": st.one_of(
+                st.lists(GATEWAY_REFS, max_size=3), st.sampled_from([None, "mesh", ["mesh", 7]])
+            ),
+            "sourceNamespace": st.sampled_from([None, "", "test-app", "other", 5]),
+            "sourceLabels": st.sampled_from(
+                [
+                    None,
+                    {},
+                    {"app": "trainer"},
+                    {"app": "other"},
+                    {"app": "trainer", "tier": "x"},
+                    {"tier": "x", "app": "trainer"},
+                    {"app": 1},
+                    ["app"],
+                    "app=trainer",
+                ]
+            ),
+            "sniHosts": st.sampled_from(
+                [
+                    None,
+                    [],
+                    ["api.payments.example"],
+                    ["X.Example.COM."],
+                    [" a.example.com ", "b.example.com"],
+                    [7, "x.example.com"],
+                    ["ml.example.net", "."],
+                    "x.example.com",
+                ]
+            ),
+        },
+    ),
+    st.sampled_from(["not-a-match", 3, None]),
+)
+
+
+@FAST
+@example(
+    pool=[{"port": 443, "gateways": ["mesh"], "sourceLabels": {"app": "trainer"}}],
+    picks=[0] * 40,
+    kind="http",
+    destination=("ml.example.net", ""),
+    rules=1,
+    gateways=None,
+)
+@example(
+    pool=[{"port": 443, "sniHosts": ["x.example.com"]}, {"port": 443, "sniHosts": ["a.b.c"]}],
+    picks=[0] * 39 + [1],
+    kind="tls",
+    destination=(GATEWAY, "wide-0"),
+    rules=1,
+    gateways=["mesh"],
+)
+@example(
+    pool=[{"gateways": ["tenant-gw"]}, {"gateways": ["mesh"], "sourceLabels": {"app": "trainer"}}],
+    picks=[0] * 39 + [1],
+    kind="http",
+    destination=("ml.example.net", ""),
+    rules=1,
+    gateways=["mesh"],
+)
+@example(
+    pool=[{"sniHosts": [" a.example.com "]}, {"sniHosts": []}, {"sourceLabels": {1: "x"}}],
+    picks=[0] * 40,
+    kind="tls",
+    destination=(GATEWAY, "wide-0"),
+    rules=1,
+    gateways=["mesh"],
+)
+@example(
+    pool=[{"sniHosts": ["a.example.com"]}, {"sniHosts": []}],
+    picks=[0] * 39 + [1],
+    kind="tls",
+    destination=(GATEWAY, "wide-0"),
+    rules=1,
+    gateways=["mesh"],
+)
+@example(
+    pool=[{"sourceLabels": {"app": "trainer"}}, {"sourceLabels": {1: "trainer"}}],
+    picks=[0] * 39 + [1],
+    kind="http",
+    destination=("ml.example.net", ""),
+    rules=1,
+    gateways=["mesh"],
+)
+@given(
+    pool=st.lists(match_entries, min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=common.CLASSES_FROM - 4, max_size=50),
+    kind=st.sampled_from(["http", "tcp", "tls"]),
+    destination=st.tuples(
+        st.sampled_from([GATEWAY, "api.payments.example", "ml.example.net", "reviews"]),
+        st.sampled_from(["", "v1", "wide-0", "labelled-0"]),
+    ),
+    rules=st.sampled_from([1, 2, common.CLASSES_FROM]),
+    gateways=st.sampled_from([None, ["mesh"], ["tenant-gw"], ["mesh", "egress/gw"]]),
+)
+def test_virtual_service_long_match_lists(
+    pool: list[Any],
+    picks: list[int],
+    kind: str,
+    destination: tuple[str, str],
+    rules: int,
+    gateways: list[str] | None,
+) -> None:
+    """A rule's long match list: its gateways, clients and SNIs read in passes of C, each
+    distinct client once, decide as match by match; in one rule and in a long rule list."""
+    host, subset = destination
+    rule = {
+        "match": [pool[pick % len(pool)] for pick in picks],
+        "route": [{"destination": {"host": host, "subset": subset}}],
+    }
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "ml.example.net", "reviews"],
+        kind: [rule] * rules,
+    }
+    assert_same_virtual_service(spec, gateways, ["."])
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        lambda i: {"port": 80, "gateways": ["mesh"], "authority": {"exact": "a"}},
+        lambda i: {"port": 80, "gateways": [f"mesh-{i}"], "authority": {"exact": f"a-{i}"}},
+        lambda i: {"gateways": ["mesh", "egress/gw"][i % 2 :], "sourceNamespace": f"ns-{i % 7}"},
+        lambda i: {"sourceLabels": {"app": "trainer", "i": str(i % 3)}, "sniHosts": [f"x{i}.b.c"]},
+    ],
+)
+def test_thousands_of_matches(match: Any) -> None:
+    for kind in ("http", "tls"):
+        spec: dict[str, Any] = {
+            "hosts": ["api.payments.example"],
+            kind: [
+                {
+                    "match": [match(i) for i in range(5000)],
+                    "route": [{"destination": {"host": GATEWAY, "subset": "wide-0"}}],
+                }
+            ],
+        }
+        assert_same_virtual_service(spec, ["mesh", "tenant-gw"], None)

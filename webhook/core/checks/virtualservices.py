@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import itemgetter
+from operator import itemgetter, not_
+from types import NoneType
 from typing import Any, NamedTuple, cast
 
 from webhook.core.checks import ClusterView, checks
@@ -362,6 +363,22 @@ class _Refs:
         return zip(
             map("{}[{}]".format, repeat(self.base), range(len(self.refs))), self.refs, strict=True
         )
+
+
+class _MatchRefs(_Refs):
+    """The gateway lists of a long match list, as one entry: each reference's path is built
+    only when it is reported."""
+
+    __slots__ = ("own",)
+
+    def __init__(self, rpath: str, own: list[tuple[int, list[str]]]) -> None:
+        super().__init__(rpath, list(chain.from_iterable(map(itemgetter(1), own))))
+        # (j, refs) of each match with a list of its own
+        self.own = own
+
+    def gateway_entries(self) -> Iterator[tuple[str, str]]:
+        """``(path, ref)`` of every reference, in order."""
+        return _own_entries(self.base, self.own)
 
 
 def _gateway_refs(reader: Reader, value: Any, path: str) -> tuple[_GatewayEntries, tuple[str, ...]]:
@@ -787,6 +804,9 @@ class _ManyRoutes:
         """What ``_clients`` gives for matches that name gateways or clients, and the own
         gateway lists to enter; raises ``_Unusual`` where ``_clients`` would report."""
         top = self.top
+        found = _plain_clients(matches, top, self.memo.namespace)
+        if found is not None:
+            return found
         if len(matches) == 1:
             # the usual single match, without the sets the general loop merges matches with
             match = matches[0]
@@ -1177,6 +1197,9 @@ def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
     """Every ``sniHosts`` entry of a tls rule; None if some match (or the rule) has none."""
     if not isinstance(matches, list) or not matches:
         return None
+    lists = _sni_lists(matches)
+    if lists is not None and _all_of(lists, list):
+        return _distinct_sni_hosts(lists) if all(lists) else None
     found: list[str] = []
     for match in matches:
         names = match.get("sniHosts") if isinstance(match, Mapping) else None
@@ -1184,6 +1207,25 @@ def _sni_hosts(matches: Any) -> tuple[str, ...] | None:
             return None
         found.extend(normalize(n) for n in names if isinstance(n, str))
     return tuple(found)
+
+
+def _sni_lists(matches: list[Any]) -> list[Any] | None:
+    """The ``sniHosts`` of each match of a long list of objects; None: read match by match."""
+    if type(matches) is not list or not many(matches) or not _all_of(matches, dict):
+        return None
+    return list(map(dict.get, matches, repeat("sniHosts")))
+
+
+def _distinct_sni_hosts(lists: list[list[Any]]) -> tuple[str, ...]:
+    """``_sni_hosts`` of a long match list, each distinct name once (the SNIs are only asked
+    whether all lie under a host), found in passes of C: one rule can hold 70k matches."""
+    names = list(chain.from_iterable(lists))
+    strings = dict.fromkeys(compress(names, map(isinstance, names, repeat(str))))
+    lowered = list(map(str.lower, map(str.strip, strings)))
+    if any(map(str.endswith, lowered, repeat("."))):
+        # some absolute name: normalize drops its trailing dot
+        lowered = list(map(normalize, strings))
+    return tuple(dict.fromkeys(lowered))
 
 
 def _http_extras(
@@ -1234,6 +1276,11 @@ def _clients(
     gateway_entries: _GatewayEntries,
 ) -> tuple[frozenset[str], tuple[_Source, ...]]:
     """The gateways a rule applies to and, for the mesh, which client workloads it steers."""
+    found = _plain_clients(value, top, namespace)
+    if found is not None:
+        if found[2]:
+            gateway_entries.append(_MatchRefs(rpath, found[2]))
+        return found[0], found[1]
     matches = _objects(reader, value, rpath, ".match")
     if not matches:
         return top, (_Source(namespace),)
@@ -1265,6 +1312,67 @@ def _clients(
     if not gateways:
         return top, tuple(sources)
     return frozenset(gateways | top if uses_top else gateways), tuple(sources)
+
+
+def _plain_clients(value: Any, top: frozenset[str], namespace: str) -> _Clients | None:
+    """What ``_clients`` gives a long match list whose every match it reads without a report
+    (``gateways`` a list of strings, and for the mesh ``sourceNamespace`` a string and
+    ``sourceLabels`` a map of strings, where present), and the own gateway lists to enter,
+    found in passes of C; None: read it match by match.
+
+    One rule can hold 50k matches.  Each distinct source is kept once: sources are only ever
+    intersected and described as a set (``_Memo.route_allowed``), so their multiplicity and
+    order change no verdict, while a source per match costs a lookup per match.
+    """
+    if type(value) is not list or not value or not many(value) or not _all_of(value, dict):
+        return None
+    owns: list[Any] = list(map(dict.get, value, repeat("gateways")))
+    if not set(map(type, owns)) <= {NoneType, list}:
+        return None
+    # a match with a gateway list of its own applies to it, any other to the rule's gateways
+    named = list(map(bool, owns))
+    lists: list[list[Any]] = list(compress(owns, named))
+    refs = list(chain.from_iterable(lists))
+    if not _all_of(refs, str):
+        return None
+    mesh = list(compress(compress(value, named), map(list.__contains__, lists, repeat(MESH))))
+    uses_top = len(lists) < len(value)
+    if uses_top and MESH in top:
+        mesh.extend(compress(value, map(not_, named)))
+    sources = _plain_sources(mesh, namespace)
+    if sources is None:
+        return None
+    own: list[tuple[int, list[str]]] = list(compress(enumerate(owns), named))
+    if not refs:
+        return top, sources, own
+    return frozenset(refs).union(top) if uses_top else frozenset(refs), sources, own
+
+
+# what an absent ``sourceLabels`` reads as (never written to)
+_NO_LABELS: dict[str, str] = {}
+
+
+def _plain_sources(matches: list[dict[str, Any]], namespace: str) -> tuple[_Source, ...] | None:
+    """The distinct sources of mesh matches, first seen first; None when some match's
+    ``sourceNamespace`` or ``sourceLabels`` is of a shape ``_clients`` reports."""
+    names: list[Any] = list(map(dict.get, matches, repeat("sourceNamespace")))
+    if not set(map(type, names)) <= {NoneType, str}:
+        return None
+    labels: list[Any] = list(map(dict.get, matches, repeat("sourceLabels"), repeat(_NO_LABELS)))
+    kinds = set(map(type, labels))
+    if NoneType in kinds:
+        # written out as null: read as absent
+        labels = [found or _NO_LABELS for found in labels]
+        kinds.discard(NoneType)
+    if not kinds <= {dict}:
+        return None
+    keys = list(chain.from_iterable(labels))
+    if not _all_of(keys, str) or not _all_of(
+        list(chain.from_iterable(map(dict.values, labels))), str
+    ):
+        return None
+    distinct = dict.fromkeys(zip(names, map(tuple, map(dict.items, labels)), strict=True))
+    return tuple(dict.fromkeys(_Source(name or namespace, items) for name, items in distinct))
 
 
 def _label_items(value: Any) -> tuple[tuple[str, str], ...] | None:
