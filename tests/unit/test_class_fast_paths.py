@@ -177,7 +177,9 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_plain_clients", lambda value, top, namespace: None)
     patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
-    patch.setattr(virtualservices, "_plain_destinations", lambda memo, value, rpath: None)
+    patch.setattr(
+        virtualservices, "_plain_destinations", lambda memo, value, rpath, name=".route": None
+    )
     patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
     patch.setattr(common, "listed_strings", lambda reader, value, path: None)
     patch.setattr(common, "rule_representatives", lambda policy, namespaces: namespaces)
@@ -1896,6 +1898,65 @@ def test_virtual_service_long_route_list(
     spec: dict[str, Any] = {
         "hosts": ["api.payments.example", "reviews"],
         kind: [{"route": entries}, {"route": entries[:3]}],
+    }
+    assert_same_virtual_service(spec, gateways, export)
+
+
+# names the policy lists by itself (its services, its gateways), which a long list of
+# destinations holds among names classed by their parent domain
+own_destination_hosts = st.sampled_from(["api.payments.example", "ml.example.net", GATEWAY])
+
+
+@FAST
+@example(
+    # a clean gateway and a wrong external name, each once among many others
+    pool=[GATEWAY, "api.payments.example", "x.example.com", "a.b.example.com"],
+    picks=[0] + [2, 3] * 20 + [1],
+    route=[],
+    odd=None,
+    gateways=["mesh"],
+    export=["."],
+)
+@example(
+    pool=["api.payments.example", "x.example.com", "a.b.example.com"],
+    picks=[1, 2] * 20 + [0],
+    route=["api.payments.example"],
+    odd=None,
+    gateways=["mesh"],
+    export=None,
+)
+@given(
+    pool=st.lists(
+        st.one_of(plain_destination_hosts, own_destination_hosts), min_size=1, max_size=6
+    ),
+    picks=st.lists(st.integers(0, 5), min_size=common.CLASSES_FROM - 4, max_size=60),
+    route=st.lists(st.one_of(plain_destination_hosts, own_destination_hosts), max_size=3),
+    odd=st.one_of(st.none(), st.tuples(st.integers(0, 60), route_entries)),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_long_mirrors_list(
+    pool: list[str],
+    picks: list[int],
+    route: list[str],
+    odd: tuple[int, Any] | None,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """One http rule mirroring its traffic to many destinations, all plain or one of any shape,
+    after its own route and mirror."""
+    entries: list[Any] = [{"destination": {"host": pool[pick % len(pool)]}} for pick in picks]
+    if odd is not None:
+        entries.insert(odd[0] % (len(entries) + 1), odd[1])
+    rule: dict[str, Any] = {
+        "route": [{"destination": {"host": host}} for host in route],
+        "mirrors": entries,
+    }
+    if route:
+        rule["mirror"] = {"host": route[0]}
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        "http": [rule, {"mirrors": entries[:3]}],
     }
     assert_same_virtual_service(spec, gateways, export)
 

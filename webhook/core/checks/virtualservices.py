@@ -885,12 +885,15 @@ def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]]
     return expanded, split
 
 
-def _plain_destinations(memo: _Memo, value: Any, rpath: str) -> list[tuple[str, str]] | None:
-    """What ``_destinations`` gives a long ``route`` list whose every entry names a valid
-    host and no subset, found in passes of C; None: read it entry by entry.
+def _plain_destinations(
+    memo: _Memo, value: Any, rpath: str, name: str = ".route"
+) -> list[tuple[str, str]] | None:
+    """What ``_destinations`` gives a long ``route`` or ``mirrors`` list (``name``) whose every
+    entry names a valid host and no subset, found in passes of C; None: read it entry by entry.
 
-    One tcp rule can spread its traffic over 80k destinations: per entry the general path
-    pays several calls, here each pass is one call over them all.
+    One tcp rule can spread its traffic over 80k destinations, and an http rule mirror it to
+    as many: per entry the general path pays several calls, here each pass is one call over
+    them all.
     """
     if type(value) is not list or not many(value) or not _all_of(value, dict):
         return None
@@ -911,8 +914,8 @@ def _plain_destinations(memo: _Memo, value: Any, rpath: str) -> list[tuple[str, 
         hosts = valid[0]
     elif not all_valid_names(raws):
         return None
-    # rpath is built here from a field name and an index: no braces to escape
-    paths = map(f"{rpath}.route[{{}}].destination.host".format, range(len(raws)))
+    # rpath is built here from field names and indexes: no braces to escape
+    paths = map(f"{rpath}{name}[{{}}].destination.host".format, range(len(raws)))
     return list(zip(paths, hosts, strict=True))
 
 
@@ -1246,7 +1249,12 @@ def _http_extras(
         _add_destination(reader, memo, destinations, subsets, mirror, rpath, ".mirror")
     mirrors = item.get("mirrors")
     if mirrors is not None:
-        _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
+        # mirrors are judged as the route's destinations are, after them
+        plain = _plain_destinations(memo, mirrors, rpath, ".mirrors")
+        if plain is None:
+            _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
+        else:
+            destinations.extend(plain)
     for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
         part = item.get(field_name)
         if part is None:
@@ -1740,7 +1748,21 @@ def _destination_keys(policy: Policy, hosts: list[str]) -> Sequence[Hashable]:
     wide = classes.one_wide(hosts)
     if wide is not None:
         return [wide] * len(hosts)
-    keys = _parent_keys(policy, hosts)
+    own = policy.own_names.intersection(hosts)
+    if not own:
+        keys = _parent_keys(policy, hosts)
+    else:
+        # the rule's own service or its mirror, listed by the policy, among thousands of
+        # other names: those judged alone (as host_class has it), the others by parent
+        alone = list(map(own.__contains__, hosts))
+        keys = _parent_keys(policy, list(compress(hosts, map(not_, alone))))
+        if keys is not None:
+            positions = list(compress(range(len(hosts)), alone))
+            if len(positions) * 16 > len(hosts):
+                found = iter(keys)
+                return [None if lone else next(found) for lone in alone]
+            for i in positions:
+                keys.insert(i, None)
     if keys is not None:
         return keys
     return [classes.key(host) if host[-1:].isdigit() else policy.host_class(host) for host in hosts]
