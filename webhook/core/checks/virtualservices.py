@@ -1677,7 +1677,7 @@ def _check_tenant_route(
                 f"{host!r} is not an external service {source} may reach; allowed: "
                 f"{policy.describe_allowed(allowed)}",
             )
-        elif (path, host) in route.rewrites:
+        else:
             # the rewritten Host header is what the egress gateway routes on
             route_hosts += (host,)
 
@@ -1846,6 +1846,7 @@ def _check_egress_namespace(
         else:
             route_hosts.append(host)
     everything = frozenset(policy.services)
+    steered = tuple(route_hosts)
     for route in _each_route(routes):
         # sorted: a set's order changes with the hash seed, and replicas should say the same
         contexts = [
@@ -1854,16 +1855,16 @@ def _check_egress_namespace(
             if (target := gateway_ref(ref, namespace)) is not None
             and (gateway := policy_gateway(policy, target)) is not None
         ]
-        for path, host in route.destinations + route.rewrites + route.redirects:
-            if (path, host) not in route.destinations:
+        own = len(route.destinations)
+        for index, (path, host) in enumerate(route.destinations + route.rewrites + route.redirects):
+            if index >= own:
+                # a rewrite or redirect authority: only where it leads is asked
                 if not policy.services_covering(host):
                     reader.add(path, f"{host!r} is not an external service of the policy: {known}")
                 continue
             if route.mesh:
                 if policy.services_on_gateway(host):
-                    for message in memo.gateway_problems(
-                        host, tuple(route_hosts), everything, "the mesh"
-                    ):
+                    for message in memo.gateway_problems(host, steered, everything, "the mesh"):
                         reader.add(path, message)
                 else:
                     reader.add(
