@@ -178,7 +178,9 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
     patch.setattr(
-        virtualservices, "_plain_destinations", lambda memo, value, rpath, name=".route": None
+        virtualservices,
+        "_plain_destinations",
+        lambda memo, value, rpath, subsets, name=".route": None,
     )
     patch.setattr(virtualservices, "_destination_keys", lambda policy, hosts: [None] * len(hosts))
     patch.setattr(common, "listed_strings", lambda reader, value, path: None)
@@ -2374,3 +2376,201 @@ def test_thousands_of_matches(match: Any) -> None:
             ],
         }
         assert_same_virtual_service(spec, ["mesh", "tenant-gw"], None)
+
+
+# /16 blocks of every kind of range: internal and unsplit (10.1), split by an internal /25
+# (192.168.1.128/25 in 192.168), a service's addresses (198.51.100.0/24, 203.0.113.7/32, inside
+# 172.16.0.0/12) and public space
+ADDRESS_BLOCKS = ["10.1", "192.168", "198.51", "203.0", "172.16", "8.8"]
+# texts a tcp rule can route to besides addresses: names, a name that reads like an address
+# block, short names, a gateway, CIDRs, an IPv6 address
+ODD_TCP_HOSTS = [
+    "10.1",
+    "10.1.2",
+    "reviews",
+    "x.example.net",
+    "api.payments.example",
+    GATEWAY,
+    "10.1.2.0/24",
+    "192.168.1.128/25",
+    "198.51.100.0/24",
+    "8.8.8.0/24",
+    "2001:db8::1",
+]
+
+
+def _plain_to(host: str) -> dict[str, Any]:
+    """A rule of one destination and no match: keyed like the address rules around it."""
+    return {"route": [{"destination": {"host": host}}]}
+
+
+def _address(block: str, i: int) -> str:
+    """The ``i``-th address of ``block`` (``a.b``), each distinct up to 65,536."""
+    return f"{block}.{(i >> 8) & 255}.{i & 255}"
+
+
+# where to start counting addresses: anywhere, or around the /24 192.168.1.128/25 splits
+# (the 256th to the 511th address of a block)
+address_starts = st.one_of(st.integers(0, 65_535), st.integers(200, 511))
+
+
+@FAST
+@example(
+    blocks=["192.168"],
+    count=400,
+    cycle=0,
+    start=384,
+    odd=[],
+    kind="tcp",
+    subset=None,
+    gateways=None,
+    export=["."],
+)
+@example(
+    blocks=["10.1"],
+    count=60,
+    cycle=0,
+    start=0,
+    odd=[(30, _plain_to("10.1"))],
+    kind="tcp",
+    subset=None,
+    gateways=["mesh"],
+    export=["."],
+)
+@given(
+    blocks=st.lists(st.sampled_from(ADDRESS_BLOCKS), min_size=1, max_size=3),
+    count=st.integers(common.CLASSES_FROM, 300),
+    # 0: every address unique, else cycling through that many
+    cycle=st.sampled_from([0, 1, 3, 7]),
+    start=address_starts,
+    odd=st.lists(
+        st.tuples(
+            st.integers(0, 300),
+            st.one_of(
+                st.builds(_plain_to, st.sampled_from(ODD_TCP_HOSTS)),
+                st.builds(_to, st.sampled_from(ODD_TCP_HOSTS)),
+                odd_rules,
+            ),
+        ),
+        max_size=3,
+    ),
+    kind=st.sampled_from(["tcp", "tls"]),
+    subset=st.sampled_from([None, "v1", "wide-0", [], {"a": 1}]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_rules_to_thousands_of_addresses(
+    blocks: list[str],
+    count: int,
+    cycle: int,
+    start: int,
+    odd: list[tuple[int, Any]],
+    kind: str,
+    subset: Any,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """A rule per address, unique or cycling, over blocks inside and outside the policy
+    ranges: addresses of a class get one verdict, an odd rule anywhere keeps its own."""
+    rule_list: list[Any] = []
+    for i in range(count):
+        n = start + (i % cycle if cycle else i)
+        destination: dict[str, Any] = {"host": _address(blocks[i % len(blocks)], n)}
+        if subset is not None:
+            destination["subset"] = subset
+        rule_list.append({"route": [{"destination": destination}]})
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: rule_list}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+@FAST
+@given(
+    hosts=st.lists(
+        st.one_of(
+            st.builds(_address, st.sampled_from(ADDRESS_BLOCKS), address_starts),
+            st.sampled_from(ODD_TCP_HOSTS),
+            plain_destination_hosts,
+        ),
+        min_size=common.CLASSES_FROM,
+        max_size=120,
+    ),
+    kind=st.sampled_from(["tcp", "tls"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_rules_to_addresses_and_names(
+    hosts: list[str], kind: str, gateways: list[str] | None, export: Any
+) -> None:
+    """A rule per host, addresses of every class mixed with names, CIDRs and gateways."""
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        kind: [{"route": [{"destination": {"host": host}}]} for host in hosts],
+    }
+    assert_same_virtual_service(spec, gateways, export)
+
+
+@FAST
+@given(
+    pool=st.lists(plain_destination_hosts, min_size=1, max_size=6),
+    picks=st.lists(
+        st.tuples(
+            st.integers(0, 5),
+            st.sampled_from([None, "v1", "wide-0", "labelled-0", "", 7, [], {"a": 1}]),
+        ),
+        min_size=common.CLASSES_FROM - 4,
+        max_size=60,
+    ),
+    sni=st.sampled_from([None, ["api.payments.example"], ["x.example.com"]]),
+    kind=st.sampled_from(["tcp", "tls"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_long_route_list_with_subsets(
+    pool: list[str],
+    picks: list[tuple[int, Any]],
+    sni: list[str] | None,
+    kind: str,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """One rule over many destinations naming subsets: only a gateway's are judged."""
+    entries: list[Any] = []
+    for pick, subset in picks:
+        destination: dict[str, Any] = {"host": pool[pick % len(pool)]}
+        if subset is not None:
+            destination["subset"] = subset
+        entries.append({"destination": destination, "weight": 1})
+    rule: dict[str, Any] = {"route": entries}
+    if sni is not None:
+        rule["match"] = [{"port": 443, "sniHosts": sni}]
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: [rule]}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+def test_rules_to_thousands_of_addresses_of_one_network_are_judged_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5,000 rules, each to its own pod address: one judgement for the internal network, and
+    # one for the public address among them, reported at its own path
+    rule_list = [_to(_address("10.1", i)) for i in range(5000)]
+    rule_list[4321] = _to("8.8.8.8")
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {"hosts": ["reviews"], "exportTo": ["."], "tcp": rule_list},
+    }
+    judged = 0
+    route = virtualservices._check_tenant_route
+
+    def counted(*args: Any) -> None:
+        nonlocal judged
+        judged += 1
+        route(*args)
+
+    monkeypatch.setattr(virtualservices, "_check_tenant_route", counted)
+    decision = judge(manifest, POLICY)
+    assert [v.field for v in decision.violations] == ["spec.tcp[4321].route[0].destination.host"]
+    assert judged <= 4

@@ -404,7 +404,7 @@ def _route(
     )
     subsets: list[tuple[str, str, str]] = []
     entries = item.get("route")
-    destinations = _plain_destinations(memo, entries, rpath)
+    destinations = _plain_destinations(memo, entries, rpath, subsets)
     if destinations is None:
         destinations = []
         _destinations(reader, memo, destinations, entries, rpath, ".route", subsets)
@@ -697,7 +697,9 @@ class _ManyRoutes:
         hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
         if not _all_of(hosts, str) or "" in hosts:
             return None
-        if not set(map(dict.get, targets, repeat("subset"))) <= {None, ""}:
+        # a falsy subset of any type is no subset to the general path, and a truthy one is
+        # gathered rule by rule (any(), not a set: a subset can be an unhashable list)
+        if any(map(dict.get, targets, repeat("subset"))):
             return None
         # a rule's parts depend on its count of matches only: one tuple per count
         if len(lists) == len(matches):
@@ -886,14 +888,21 @@ def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]]
 
 
 def _plain_destinations(
-    memo: _Memo, value: Any, rpath: str, name: str = ".route"
+    memo: _Memo,
+    value: Any,
+    rpath: str,
+    subsets: list[tuple[str, str, str]],
+    name: str = ".route",
 ) -> list[tuple[str, str]] | None:
     """What ``_destinations`` gives a long ``route`` or ``mirrors`` list (``name``) whose every
-    entry names a valid host and no subset, found in passes of C; None: read it entry by entry.
+    entry names a valid host, found in passes of C, the subsets of egress gateways added to
+    ``subsets``; None: read it entry by entry.
 
     One tcp rule can spread its traffic over 80k destinations, and an http rule mirror it to
     as many: per entry the general path pays several calls, here each pass is one call over
-    them all.
+    them all.  A subset of any other host is left out: only a gateway's subsets are judged (the
+    SNI they pick), the others change no verdict, and a tls route can name one for each of 40k
+    destinations.
     """
     if type(value) is not list or not many(value) or not _all_of(value, dict):
         return None
@@ -902,8 +911,6 @@ def _plain_destinations(
         return None
     raws: list[Any] = list(map(dict.get, targets, repeat("host")))
     if not _all_of(raws, str) or "" in raws:
-        return None
-    if not set(map(dict.get, targets, repeat("subset"))) <= {None, ""}:
         return None
     hosts: list[str] = raws
     if not all(map(str.__contains__, raws, repeat("."))):
@@ -914,9 +921,31 @@ def _plain_destinations(
         hosts = valid[0]
     elif not all_valid_names(raws):
         return None
+    named: list[Any] = list(map(dict.get, targets, repeat("subset")))
+    if any(named):
+        _gateway_subsets(memo.policy, hosts, named, f"{rpath}{name}", subsets)
     # rpath is built here from field names and indexes: no braces to escape
     paths = map(f"{rpath}{name}[{{}}].destination.host".format, range(len(raws)))
     return list(zip(paths, hosts, strict=True))
+
+
+def _gateway_subsets(
+    policy: Policy,
+    hosts: list[str],
+    named: list[Any],
+    base: str,
+    subsets: list[tuple[str, str, str]],
+) -> None:
+    """Add the ``(path, host, subset)`` of each entry of the list at ``base`` to an egress
+    gateway naming a subset, as ``_add_destination`` would (a subset not a string, or empty,
+    is none)."""
+    fqdns = {gateway.fqdn for gateway in policy.gateways}
+    if fqdns.isdisjoint(hosts):
+        return
+    for j in compress(range(len(hosts)), map(fqdns.__contains__, hosts)):
+        subset = named[j]
+        if isinstance(subset, str) and subset:
+            subsets.append((f"{base}[{j}].destination.subset", hosts[j], subset))
 
 
 class _Columns(NamedTuple):
@@ -1070,9 +1099,9 @@ class _Rules:
     def host_keys(self, policy: Policy) -> list[Hashable]:
         """A key per gathered host: hosts of a key get the same verdicts from the tenant check.
 
-        ``Policy.host_class`` for names (found in passes of C when every host is a plain name
-        of some parent domain), the host itself for IPs and names judged alone, and the host
-        with its role for rewrites and subsets, which are judged by their own text.
+        ``_class_keys`` (names by ``Policy.host_class``, addresses by ``AddressClasses``),
+        and the host with its role for rewrites and gateway subsets, which are judged by their
+        own text.
         """
         if self._keys is not None:
             return self._keys
@@ -1080,21 +1109,21 @@ class _Rules:
         suffix = self.reader.memo.short_suffix
         # a short name expanded is a name of the namespace's Service zone
         short = None if suffix is None else suffix[1:]
-        keys: list[Hashable] | None = _parent_keys(policy, checked, self._split, short)
-        if keys is None:
-            distinct = {host: _host_key(policy, host) for host in set(checked)}
-            keys = list(map(distinct.__getitem__, checked))
-        for parts, k in (
+        keys = _class_keys(policy, checked, self._split, short)
+        for pos, (parts, k) in enumerate(
             zip(self.parts, self.starts, strict=True) if self.subsets or self.rewrites else ()
         ):
             if parts is None:
                 continue
             targets, redirect, rewrite = parts[2], parts[3], parts[4]
             for _, subset in targets:
-                # only a gateway's subsets (and then the SNIs) are judged: a subset of another
-                # host leaves its class's verdict alone
+                # only a gateway's subsets (and then a tls rule's SNIs) are judged: a subset of
+                # another host leaves its class's verdict alone
                 if subset is not None and policy.services_on_gateway(checked[k]):
-                    keys[k] = (checked[k], subset)
+                    sni = (
+                        _sni_hosts(self.items[pos][1].get("match")) if self.kind == "tls" else None
+                    )
+                    keys[k] = (checked[k], subset, sni)
                 k += 1
             if rewrite:
                 keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)])
@@ -1188,10 +1217,34 @@ def _repeated(hosts: list[str]) -> list[str] | None:
     return hosts
 
 
-def _host_key(policy: Policy, host: str) -> Hashable:
-    """``Policy.host_class`` of a name (all start with a dot); an IP or a name alone: itself."""
+def _class_keys(
+    policy: Policy, hosts: list[str], split: list[_Split], short: str | None
+) -> list[Hashable]:
+    """A key per host, never None: hosts of a key get the same verdicts from the tenant check.
+
+    Addresses by ``AddressClasses`` (the tenant check asks of one only the policy ranges it
+    lies in: no gateway is an address), so a rule list to 60k addresses of a few blocks is
+    judged a few times; names by ``Policy.host_class`` (``_parent_keys`` when it can: ``split``
+    and ``short`` are its arguments); anything else by its own text.
+    """
+    classes = AddressClasses(policy)
+    # addresses of one cluster network first: told from names by the first and last alone
+    wide = classes.one_wide(hosts)
+    if wide is not None:
+        return [wide] * len(hosts)
+    keys = _parent_keys(policy, hosts, split, short)
+    if keys is not None:
+        return keys
+    distinct = {host: _host_key(policy, classes, host) for host in set(hosts)}
+    return list(map(distinct.__getitem__, hosts))
+
+
+def _host_key(policy: Policy, classes: AddressClasses, host: str) -> Hashable:
+    """``Policy.host_class`` of a name (all start with a dot), ``AddressClasses.key`` of an
+    address; a value judged alone: itself, marked when it ends in a digit (a name such as
+    ``10.1`` would otherwise share the key of the addresses of its block)."""
     if host[-1:].isdigit():
-        return host
+        return classes.key(host) or _OWN_TEXT + host
     key = policy.host_class(host)
     return host if key is None else key
 
@@ -1250,7 +1303,7 @@ def _http_extras(
     mirrors = item.get("mirrors")
     if mirrors is not None:
         # mirrors are judged as the route's destinations are, after them
-        plain = _plain_destinations(memo, mirrors, rpath, ".mirrors")
+        plain = _plain_destinations(memo, mirrors, rpath, subsets, ".mirrors")
         if plain is None:
             _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
         else:
