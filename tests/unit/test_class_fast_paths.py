@@ -334,6 +334,24 @@ def test_thousands_of_virtual_service_hosts_repeating(hosts: list[str]) -> None:
     assert_same_virtual_service(spec, None, ["."])
 
 
+@pytest.mark.parametrize(
+    "cycle",
+    [
+        ["api.payments.example", "h.example.com", "10.1.2.3"],
+        ["api.payments.example", "evil.example.org", "203.0.113.9", "h.example.com"],
+        ["ml.example.net", "egress-payments.egress.svc.cluster.local"],
+    ],
+)
+def test_destinations_cycling_a_few_hosts_are_judged_once_per_text(cycle: list[str]) -> None:
+    destinations = [{"destination": {"host": cycle[i % len(cycle)]}} for i in range(3000)]
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example"],
+        "http": [{"route": destinations[:40], "mirrors": destinations}],
+        "tcp": [{"route": destinations}],
+    }
+    assert_same_virtual_service(spec, None, ["."])
+
+
 def meta(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": "test-app"}
 

@@ -1796,6 +1796,10 @@ def _destination_keys(policy: Policy, hosts: list[str]) -> Sequence[Hashable]:
     """A key per destination host of one rule: hosts of a key get the same verdicts from the
     tenant check (None: judged alone).  Names by ``Policy.host_class`` (in passes of C when
     ``_parent_keys`` can), addresses by ``AddressClasses``."""
+    # a few texts repeated: a destination's verdict depends on its text alone
+    repeated = _repeated(hosts)
+    if repeated is not None:
+        return repeated
     classes = AddressClasses(policy)
     # addresses of one block first: they are told from names by the first and last alone
     wide = classes.one_wide(hosts)
