@@ -668,6 +668,9 @@ def test_sidecar_import_cover_random(entries: list[str], sample: int) -> None:
             ],
             True,
         ),
+        # two namespace parts, the root class under both; the root class only
+        ([f"{('*', '.')[i % 2]}/h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
+        ([f"*/h.p{i}.{('io', 'dev')[i % 2]}" for i in range(600)], True),
         # clean: imports from the own namespace and exclusions are checked elsewhere
         ([f"{('.', '~', '~other')[i % 3]}/h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
         # clean but for one entry far down
@@ -694,8 +697,16 @@ def test_sidecar_import_cover_random(entries: list[str], sample: int) -> None:
 )
 def test_sidecar_import_cover(entries: list[str], covered: bool) -> None:
     # the pairs of sampled namespace parts and classes cover every entry, checked in passes
-    # of C; a list with an entry outside them is keyed entry by entry
+    # of C (the root class is what is left once the names under known top-level labels are
+    # counted); a list with an entry outside them is split, or keyed entry by entry
     assert (assert_covered(entries) is not None) == covered
+    text = sidecars._wildcards_moved("\n".join(entries), len(entries))
+    assert text is not None
+    split = sidecars._split_classes(POLICY, entries, text)
+    if split is not None:
+        keys = sidecars._checked_keys(POLICY, entries)
+        assert keys is not None
+        assert_classes_of(entries, keys, split)
     spec: dict[str, Any] = {
         "egress": [{"hosts": entries}],
         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
@@ -712,53 +723,6 @@ def test_a_clean_cover_reads_no_entry_key(monkeypatch: pytest.MonkeyPatch) -> No
         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
     }
     assert judge(sidecar(spec, None), POLICY).allowed
-
-
-@pytest.mark.parametrize(
-    ("entries", "counted"),
-    [
-        # known and unknown top-level labels in turn, half of them wildcards: counted
-        (
-            [
-                f"*/h.p{i}.{_TOPS[i % 5]}" if i % 2 else f"*/*.q{i}.{_TOPS[i % 5]}"
-                for i in range(900)
-            ],
-            True,
-        ),
-        # two namespace parts, the root class under both
-        ([f"{('*', '.')[i % 2]}/h.p{i}.{_TOPS[i % 5]}" for i in range(900)], True),
-        # a root-class entry of a namespace part first seen past the sample
-        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "./h.q.io"], False),
-        # past the sample: a name under a known top-level label but another class
-        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.a.example.org"], False),
-        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/h.ml.example.net"], False),
-        # past the sample: a name under a known top-level label no sampled name is under
-        ([*(f"*/h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "*/h.q.net"], False),
-        ([*(f"*/h.p{i}.{('com', 'io')[i % 2]}" for i in range(600)), "*/*.q.local"], False),
-        # past the sample: a name without a dot, which has no class
-        ([*(f"*/h.p{i}.{_TOPS[i % 5]}" for i in range(600)), "*/localhost"], False),
-        # the root class only
-        ([f"*/h.p{i}.{('io', 'dev')[i % 2]}" for i in range(600)], True),
-    ],
-)
-def test_sidecar_import_classes_counted_with_the_root_class(
-    entries: list[str], counted: bool
-) -> None:
-    # names under top-level labels the policy does not know are the root class: what is left
-    # once the names under known top-level labels are all counted in the other classes
-    assert (assert_covered(entries) is not None) == counted
-    text = sidecars._wildcards_moved("\n".join(entries), len(entries))
-    assert text is not None
-    firsts = sidecars._split_classes(POLICY, entries, text)
-    keys = sidecars._checked_keys(POLICY, entries)
-    if firsts is not None:
-        assert keys is not None
-        assert_classes_of(entries, keys, firsts)
-    spec: dict[str, Any] = {
-        "egress": [{"hosts": entries}],
-        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
-    }
-    assert_same(sidecar(spec, None))
 
 
 @pytest.mark.parametrize(
@@ -1707,6 +1671,21 @@ def test_known_names_repeated_are_judged_once(hosts: list[str]) -> None:
     }
     assert not known & set(keys)
     assert_same(tls_service_entry("known-repeated", hosts))
+
+
+def test_items_judged_alone_are_never_skipped_in_order() -> None:
+    judged: list[int] = []
+
+    def judge(reader: common.Reader, index: int) -> None:
+        judged.append(index)
+        if index == 4:
+            reader.add(f"x[{index}]", "wrong")
+
+    reader = common.Reader()
+    common.judge_in_order(reader, [None, None, "a", "a", "b", "b", None], judge, set())
+    # None each time, a clean class once, a class with a violation each time
+    assert judged == [0, 1, 2, 4, 5, 6]
+    assert [v.field for v in reader.violations] == ["x[4]"]
 
 
 def test_chunked_keys_judge_alone_what_cannot_be_classed() -> None:

@@ -790,6 +790,17 @@ def judge_classes(
         clean.add(key)
     if not alone and len(clean) == len(firsts):
         return
+    judge_in_order(reader, keys, judge, clean)
+
+
+def judge_in_order(
+    reader: Reader,
+    keys: Iterable[Hashable],
+    judge: Callable[[Reader, int], None],
+    clean: set[Hashable],
+) -> None:
+    """``judge(reader, i)`` for each item in order but those of a class in ``clean``, which
+    grows with each class found clean (None: the item is judged alone, never skipped)."""
     violations = reader.violations
     for index, key in enumerate(keys):
         if key in clean:

@@ -27,6 +27,7 @@ from webhook.core.checks.common import (
     format_labels,
     is_managed,
     judge_classes,
+    judge_in_order,
     many,
     name_of,
     nearest_known,
@@ -207,14 +208,7 @@ def _judge_covered(
             clean.add(covered)
     if len(clean) == len(cover):
         return
-    violations = reader.violations
-    for index, key in enumerate(keys):
-        if key in clean:
-            continue
-        before = len(violations)
-        judge(reader, index)
-        if len(violations) == before:
-            clean.add(key)
+    judge_in_order(reader, keys, judge, clean)
 
 
 def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
