@@ -245,6 +245,15 @@ def assert_same_virtual_service(
         )
 
 
+def import_entries(
+    spaces: st.SearchStrategy[str], names: st.SearchStrategy[str], most: int
+) -> st.SearchStrategy[list[str]]:
+    """Lists of Sidecar imports ``namespace/name``."""
+    return st.lists(
+        st.builds(lambda ns, name: f"{ns}/{name}", spaces, names), min_size=1, max_size=most
+    )
+
+
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -400,14 +409,8 @@ def test_service_entries(
 
 @FAST
 @given(
-    entries=st.lists(
-        st.builds(
-            lambda ns, name: f"{ns}/{name}",
-            st.sampled_from(["*", ".", "egress", "~", "~other", "team-b"]),
-            names,
-        ),
-        min_size=1,
-        max_size=30,
+    entries=import_entries(
+        st.sampled_from(["*", ".", "egress", "~", "~other", "team-b"]), names, 30
     ),
     selector=st.sampled_from([None, {"app": "trainer"}]),
     listeners=st.integers(1, 3),
@@ -554,14 +557,8 @@ SPLIT_NAMES = st.one_of(
 
 @FAST
 @given(
-    entries=st.lists(
-        st.builds(
-            lambda ns, name: f"{ns}/{name}",
-            st.sampled_from(["*", ".", "egress", "a.example.com", "p1.example.com"]),
-            SPLIT_NAMES,
-        ),
-        min_size=1,
-        max_size=40,
+    entries=import_entries(
+        st.sampled_from(["*", ".", "egress", "a.example.com", "p1.example.com"]), SPLIT_NAMES, 40
     ),
     sample=st.sampled_from([1, 3, 256]),
 )
@@ -635,14 +632,8 @@ def assert_covered(
 
 @FAST
 @given(
-    entries=st.lists(
-        st.builds(
-            lambda ns, name: f"{ns}/{name}",
-            st.sampled_from(["*", ".", "egress", "a.example.com", "~", "~other"]),
-            SPLIT_NAMES,
-        ),
-        min_size=1,
-        max_size=40,
+    entries=import_entries(
+        st.sampled_from(["*", ".", "egress", "a.example.com", "~", "~other"]), SPLIT_NAMES, 40
     ),
     sample=st.sampled_from([1, 3, 256]),
 )
