@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,9 +10,12 @@ import pytest
 from tests.bench.worst_case import service_entry_endpoints, sidecar_imports, virtual_service_routes
 from tests.unit.builders import judge
 from webhook.admission.responses import review_response
+from webhook.core.checks import EmptyView
 from webhook.core.decisions import MAX_LISTED_VIOLATIONS, STOP_AFTER_VIOLATIONS
+from webhook.core.engine import decide
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
+from webhook.core.reviews import Review, review_of_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +89,45 @@ def test_audit_mode_warns_about_ten_violations_and_the_count() -> None:
     assert more > 0
     assert len(decision.warnings) == MAX_LISTED_VIOLATIONS + 1
     assert decision.warnings[-1].endswith(f"and {more} more")
+
+
+def _tenant_gateway_binding_the_egress_gateway(count: int) -> dict[str, Any]:
+    """A Gateway API Gateway asking ``count`` times for the egress gateway's Service name."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "bind", "namespace": "test-app"},
+        "spec": {
+            "gatewayClassName": "istio-remote",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            "addresses": [{"type": "Hostname", "value": "gw.egress.svc"}] * count,
+        },
+    }
+
+
+def _service_status_by_a_tenant(count: int) -> Review:
+    """A tenant's Service status update reporting ``count`` load balancer addresses."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "lb", "namespace": "test-app"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+        "status": {
+            "loadBalancer": {
+                "ingress": [{"ip": f"10.9.{i // 256}.{i % 256}"} for i in range(count)]
+            }
+        },
+    }
+    review = review_of_manifest(service, operation="UPDATE", username="alice")
+    return dataclasses.replace(review, sub_resource="status")
+
+
+def test_gateway_and_service_status_checks_stop_at_the_violation_limit() -> None:
+    # one violation per address or ingress entry: the checks stop reading at the limit
+    for decision in (
+        judge(_tenant_gateway_binding_the_egress_gateway(5000), policy()),
+        decide(_service_status_by_a_tenant(5000), policy(), view=EmptyView()),
+    ):
+        assert not decision.allowed
+        assert len(decision.violations) == STOP_AFTER_VIOLATIONS
+        assert len(decision.reason) < 4096

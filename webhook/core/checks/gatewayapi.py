@@ -175,7 +175,7 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
     namespace = review.namespace
     if review.operation == "DELETE" or policy.is_egress_namespace(namespace):
         return ()
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
     klass = reader.string(spec.get("gatewayClassName"), "spec.gatewayClassName")
     if klass in PROXY_DEPLOYING_CLASSES:

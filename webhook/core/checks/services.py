@@ -117,7 +117,7 @@ def _status_violations(review: Review) -> list[Violation]:
     """
     if review.username.startswith(PLATFORM_USER_PREFIX) or review.username in PLATFORM_USERS:
         return []
-    reader = Reader()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     status = reader.mapping((review.object or {}).get("status"), "status")
     balancer = reader.mapping(status.get("loadBalancer"), "status.loadBalancer")
     path = "status.loadBalancer.ingress"
