@@ -1658,7 +1658,7 @@ def test_known_names_repeated_are_judged_once(hosts: list[str]) -> None:
     # each distinct known name its own class, never a domain's
     known = {host for host in hosts if host in POLICY.known_domains}
     assert {key for key, host in zip(keys, hosts, strict=True) if host in known} == {
-        common._OWN + host for host in known
+        common.OWN_TEXT + host for host in known
     }
     assert not known & set(keys)
     assert_same(tls_service_entry("known-repeated", hosts))

@@ -406,8 +406,9 @@ def all_dotted(text: str) -> bool:
     return not marks.startswith(b"\n") and b"\n\n" not in marks
 
 
-# marks a name's own text as its key: no domain starts with it
-_OWN = "="
+# marks a name's own text as its key: no domain, and no class of Policy.host_class, starts
+# with it
+OWN_TEXT = "="
 
 
 def _exact_host_keys(
@@ -428,12 +429,14 @@ def _exact_host_keys(
         found = _parent_classes(policy, hosts, joined)
         if found is None or None not in found:
             return cast("list[str] | None", found)
-        return [_OWN + host if key is None else key for host, key in zip(hosts, found, strict=True)]
+        return [
+            OWN_TEXT + host if key is None else key for host, key in zip(hosts, found, strict=True)
+        ]
     known = policy.known_domains
     key = nearest_known(policy, [parent])[0]
     if parent not in known or known.isdisjoint(hosts):
         return [key] * len(hosts)
-    return [_OWN + host if host in known else key for host in hosts]
+    return [OWN_TEXT + host if host in known else key for host in hosts]
 
 
 def nearest_known(policy: Policy, domains: list[str]) -> list[str]:
@@ -851,7 +854,7 @@ def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> lis
         return None
     found = classes.keys(distinct)
     keyed = {
-        value: _OWN + value if key is None else key
+        value: OWN_TEXT + value if key is None else key
         for value, key in zip(distinct, found, strict=True)
     }
     return list(map(keyed.__getitem__, values))

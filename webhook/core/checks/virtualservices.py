@@ -23,7 +23,9 @@ from typing import Any, NamedTuple, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    CLASS_SAMPLE,
     MESH,
+    OWN_TEXT,
     AddressClasses,
     Reader,
     Visibility,
@@ -1202,16 +1204,10 @@ def _parent_keys(
     return keys
 
 
-# marks a host's own text as its key: no class of Policy.host_class starts with it
-_OWN_TEXT = "="
-# hosts read to guess whether a list repeats a few
-_SAMPLED_HOSTS = 256
-
-
 def _repeated(hosts: list[str]) -> list[str] | None:
     """The hosts themselves as their keys when they repeat a few texts (a verdict on a host
     depends on its text alone); None otherwise."""
-    sample = hosts[:_SAMPLED_HOSTS]
+    sample = hosts[:CLASS_SAMPLE]
     if len(set(sample)) * 2 > len(sample) or len(set(hosts)) * 2 > len(hosts):
         return None
     return hosts
@@ -1244,7 +1240,7 @@ def _host_key(policy: Policy, classes: AddressClasses, host: str) -> Hashable:
     address; a value judged alone: itself, marked when it ends in a digit (a name such as
     ``10.1`` would otherwise share the key of the addresses of its block)."""
     if host[-1:].isdigit():
-        return classes.key(host) or _OWN_TEXT + host
+        return classes.key(host) or OWN_TEXT + host
     key = policy.host_class(host)
     return host if key is None else key
 
@@ -1603,7 +1599,7 @@ def _check_tenant(
         if key is None and classes:
             found = None if host[-1:].isdigit() else policy.host_class(host)
             # a name judged alone, or an IP: the same text gets the same verdict
-            key = _OWN_TEXT + host if found is None else found
+            key = OWN_TEXT + host if found is None else found
         steered = verdicts.get(key) if key is not None else None
         if steered is None:
             before = len(violations)
