@@ -177,6 +177,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_plain_clients", lambda value, top, namespace: None)
     patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
+    patch.setattr(virtualservices, "_shared_parent", lambda hosts, joined: None)
     patch.setattr(
         virtualservices,
         "_plain_destinations",
@@ -2562,3 +2563,49 @@ def test_rules_to_thousands_of_addresses_of_one_network_are_judged_once(
     decision = judge(manifest, POLICY)
     assert [v.field for v in decision.violations] == ["spec.tcp[4321].route[0].destination.host"]
     assert judged <= 4
+
+
+# one label under one parent, each host its own: the shape the shared-parent path reads
+_ODD_HOSTS = [
+    "*.example.com",  # a wildcard among plain names
+    "a.b.example.com",  # one label deeper
+    "api.payments.example",  # a name the policy lists by itself
+    "x.example.org",  # another parent
+    "example.com",  # the parent itself
+    "x.example.com.",  # a trailing dot (invalid)
+    "x.1.2.3",  # a parent ending in a digit
+    "db",  # a short name
+]
+
+
+@FAST
+@given(
+    parent=st.sampled_from(PARENTS),
+    odd=st.one_of(st.none(), st.sampled_from(_ODD_HOSTS), names),
+    at=st.integers(0, 2999),
+)
+def test_hosts_of_one_parent_read_from_their_joined_text(
+    parent: str, odd: str | None, at: int
+) -> None:
+    hosts = [f"h{i}.{parent}" for i in range(3000)]
+    if odd is not None:
+        hosts[at] = odd
+    joined = "\n".join(hosts)
+    assert virtualservices._parent_keys(POLICY, hosts, joined=joined) == (
+        virtualservices._parent_keys(POLICY, hosts)
+    )
+    assert_same_virtual_service({"hosts": hosts, "tcp": [_to("10.1.2.3")]}, None, None)
+
+
+@pytest.mark.parametrize("parent", ["example.com", "1.2.3", "example.com.", "x"])
+def test_shared_parent_is_read_only_from_names_of_one_label_under_it(parent: str) -> None:
+    hosts = [f"h{i}.{parent}" for i in range(100)]
+    joined = "\n".join(hosts)
+    found = virtualservices._shared_parent(hosts, joined)
+    # a parent ending in a digit may be an address: never a class
+    assert found == (None if parent[-1].isdigit() else parent)
+    # a host one label deeper, or under another parent, anywhere: not one parent
+    for odd in (f"a.b.{parent}", f"h.{parent}x", f"h{parent}"):
+        for at in (0, 50, 99):
+            changed = [*hosts[:at], odd, *hosts[at + 1 :]]
+            assert virtualservices._shared_parent(changed, "\n".join(changed)) is None
