@@ -32,6 +32,7 @@ from webhook.core.checks.common import (
     name_of,
     nearest_known,
     selectors_may_overlap,
+    stop_on_breaking_start,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.errors import InvalidHostError
@@ -146,35 +147,50 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
-    distinct = listener_keys(raw) if type(raw) is list and many(raw) else None
-    if distinct is not None:
-        # a listener's verdict depends on its hosts alone: each distinct list is judged once
-        seen: set[str] = set()
-
-        def judge_listener(reader: Reader, index: int) -> None:
-            hosts = raw[index]["hosts"]
-            _check_listener(
-                reader, policy, f"spec.egress[{index}]", hosts, seen, allowed, source, may
-            )
-
-        judge_classes(reader, distinct, judge_listener)
+    if type(raw) is list and many(raw) and set(map(type, raw)) == {dict}:
+        # a long list of listener objects: their hosts read in C, each path written only when
+        # one of its hosts is judged
+        hosts: list[Any] = list(map(dict.get, raw, repeat("hosts")))
+        _check_listeners(reader, policy, hosts, "spec.egress[{}]".format, allowed, source, may)
         return
     read = [(p, listener.get("hosts")) for p, listener in reader.mappings(raw, "spec.egress")]
-    listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
-    if listeners and len(listeners) == len(read):
+    paths = [p for p, _ in read]
+    _check_listeners(reader, policy, [h for _, h in read], paths.__getitem__, allowed, source, may)
+
+
+def _check_listeners(
+    reader: Reader,
+    policy: Policy,
+    hosts: list[Any],
+    path_of: Callable[[int], str],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    """The ``hosts`` of each egress listener (``path_of`` its index gives its path), judged as
+    ``_check_listener`` judges them one listener after the other."""
+
+    def judge_listener(reader: Reader, index: int) -> None:
+        _check_listener(reader, policy, path_of(index), hosts[index], seen, allowed, source, may)
+
+    seen: set[str] = set()
+    if many(hosts):
+        stop_on_breaking_start(reader, judge_listener, len(hosts))
+    distinct = listener_keys(hosts) if many(hosts) else None
+    if distinct is not None:
+        # a listener's verdict depends on its hosts alone: each distinct list is judged once
+        judge_classes(reader, distinct, judge_listener)
+        return
+    if hosts and set(map(type, hosts)) == {list} and all(hosts):
         # every listener's hosts as one list: one pass of classes for the whole Sidecar
-        entries = (
-            listeners[0][1]
-            if len(listeners) == 1
-            else list(chain.from_iterable(hosts for _, hosts in listeners))
-        )
+        entries = hosts[0] if len(hosts) == 1 else list(chain.from_iterable(hosts))
         classes = import_classes(policy, entries) if many(entries) else None
         if classes is not None:
-            starts = list(accumulate((len(hosts) for _, hosts in listeners), initial=0))
+            starts = list(accumulate(map(len, hosts), initial=0))
 
             def judge(reader: Reader, index: int) -> None:
                 at = bisect_right(starts, index) - 1
-                path = f"{listeners[at][0]}.hosts[{index - starts[at]}]"
+                path = f"{path_of(at)}.hosts[{index - starts[at]}]"
                 _check_import(reader, policy, path, entries[index], allowed, source, may)
 
             keys, firsts = classes
@@ -183,9 +199,8 @@ def _check_imports(
             else:
                 judge_classes(reader, keys, judge, firsts)
             return
-    clean: set[str] = set()
-    for lpath, raw_hosts in read:
-        _check_listener(reader, policy, lpath, raw_hosts, clean, allowed, source, may)
+    for index in range(len(hosts)):
+        judge_listener(reader, index)
 
 
 def _judge_covered(
@@ -211,15 +226,12 @@ def _judge_covered(
     judge_in_order(reader, keys, judge, clean)
 
 
-def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
+def listener_keys(hosts: list[Any]) -> list[tuple[Any, ...]] | None:
     """Each egress listener's ``hosts`` as a tuple, the key of its verdict; None: read each.
 
-    Only when every listener is an object whose ``hosts`` is a list of hashable values, and at
-    most half of the lists are distinct (else the per-host classes do better).
+    Only when every listener's ``hosts`` is a list of hashable values, and at most half of the
+    lists are distinct (else the per-host classes do better).
     """
-    if set(map(type, listeners)) != {dict}:
-        return None
-    hosts: list[Any] = list(map(dict.get, listeners, repeat("hosts")))
     if set(map(type, hosts)) != {list}:
         return None
     try:
@@ -259,7 +271,8 @@ _NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"/\n")
 
 
 def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
-    """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None: read each.
+    """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None (a list
+    holding other than strings): read each.
 
     Returns the keys and, when known without reading every key, each class's index (see
     ``judge_classes``).  A verdict depends on an entry's text alone, so a list that repeats a
@@ -271,7 +284,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     (``_sampled_classes``) and keys are built only if some entry has to be judged.  Otherwise,
     when the first entries' namespace parts and classes hold every entry, counted the same way,
     their pairs are a ``Cover`` judged pair by pair (``covering_classes``); only then is the
-    text split into an entry's parts each (``_split_classes``).
+    text split into an entry's parts each (``_split_classes``).  Failing all of these (an
+    entry no class holds, say), the entries are keyed a chunk at a time as they are judged in
+    order, an entry that cannot be keyed judged alone (``ChunkedKeys``).
     """
     if not isinstance(hosts, list) or not hosts:
         return None
@@ -294,8 +309,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     if split is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), split
-    keys = _checked_keys(policy, hosts)
-    return None if keys is None else (keys, None)
+    # keyed chunk by chunk as the entries are judged in order: an entry that cannot be keyed
+    # (deep in the list, say) is judged alone, the others keyed around it
+    return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), None
 
 
 def _wildcards_moved(joined: str, count: int) -> str | None:
