@@ -1109,6 +1109,7 @@ def test_sidecar_unique_listeners(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(common, "KEYS_CHUNK", chunk)
         patch.setattr(common, "KEYS_ALONE", alone)
+        patch.setattr(sidecars, "KEYS_ALONE", alone)
         assert_same(sidecar(spec, selector))
 
 
@@ -1133,6 +1134,13 @@ def _listeners(hosts: list[list[str]]) -> list[dict[str, Any]]:
         _listeners(
             [[f"./h{i}.example.com"] if i % 50 else [f"egress/h{i}.github.io"] for i in range(9000)]
         ),
+        # listeners without hosts, or with none, amid clean ones
+        [
+            *_listeners([[f"./h{i}.example.com"] for i in range(2000)]),
+            {"port": {"number": 80}},
+            {"hosts": []},
+            *_listeners([[f"*/*.h{i}.example.com"] for i in range(2000)]),
+        ],
         # a listener that is no object, and one without hosts, after many clean ones
         [*_listeners([[f"./h{i}.example.com"] for i in range(3000)]), "x", {"port": 80}],
     ],

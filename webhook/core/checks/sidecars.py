@@ -10,7 +10,15 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import Any
@@ -19,6 +27,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     CLASS_SAMPLE,
     COUNTED_AT_MOST,
+    KEYS_ALONE,
     ChunkedKeys,
     Reader,
     classes_of_unknown_names,
@@ -168,7 +177,13 @@ def _check_listeners(
     may: str,
 ) -> None:
     """The ``hosts`` of each egress listener (``path_of`` its index gives its path), judged as
-    ``_check_listener`` judges them one listener after the other."""
+    ``_check_listener`` judges them one listener after the other.
+
+    A long list is answered by its first listeners when they break the policy from the start;
+    else judged once per distinct hosts list when those repeat, else as one list of hosts
+    (``import_classes``), and when some listener's hosts are no list of strings, as runs of
+    listeners around it.
+    """
 
     def judge_listener(reader: Reader, index: int) -> None:
         _check_listener(reader, policy, path_of(index), hosts[index], seen, allowed, source, may)
@@ -181,26 +196,71 @@ def _check_listeners(
         # a listener's verdict depends on its hosts alone: each distinct list is judged once
         judge_classes(reader, distinct, judge_listener)
         return
-    if hosts and set(map(type, hosts)) == {list} and all(hosts):
-        # every listener's hosts as one list: one pass of classes for the whole Sidecar
-        entries = hosts[0] if len(hosts) == 1 else list(chain.from_iterable(hosts))
-        classes = import_classes(policy, entries) if many(entries) else None
-        if classes is not None:
-            starts = list(accumulate(map(len, hosts), initial=0))
+    count = len(hosts)
+    if _judged_as_one_list(reader, policy, hosts, 0, count, path_of, allowed, source, may):
+        return
+    runs = _listener_runs(hosts, 0, count) if many(hosts) else [(0, count, False)]
+    for start, stop, plain in runs:
+        if not plain or not _judged_as_one_list(
+            reader, policy, hosts, start, stop, path_of, allowed, source, may
+        ):
+            for index in range(start, stop):
+                judge_listener(reader, index)
 
-            def judge(reader: Reader, index: int) -> None:
-                at = bisect_right(starts, index) - 1
-                path = f"{path_of(at)}.hosts[{index - starts[at]}]"
-                _check_import(reader, policy, path, entries[index], allowed, source, may)
 
-            keys, firsts = classes
-            if isinstance(firsts, Cover):
-                _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
-            else:
-                judge_classes(reader, keys, judge, firsts)
-            return
-    for index in range(len(hosts)):
-        judge_listener(reader, index)
+def _judged_as_one_list(
+    reader: Reader,
+    policy: Policy,
+    hosts: list[Any],
+    start: int,
+    stop: int,
+    path_of: Callable[[int], str],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> bool:
+    """Whether the listeners from ``start`` to ``stop`` were judged by one pass of classes
+    over all their hosts as one list; False: they are to be judged one by one."""
+    run = hosts[start:stop] if start or stop < len(hosts) else hosts
+    if not run or set(map(type, run)) != {list} or not all(run):
+        return False
+    entries = run[0] if len(run) == 1 else list(chain.from_iterable(run))
+    classes = import_classes(policy, entries) if many(entries) else None
+    if classes is None:
+        return False
+    starts = list(accumulate(map(len, run), initial=0))
+
+    def judge(reader: Reader, index: int) -> None:
+        at = bisect_right(starts, index) - 1
+        path = f"{path_of(start + at)}.hosts[{index - starts[at]}]"
+        _check_import(reader, policy, path, entries[index], allowed, source, may)
+
+    keys, firsts = classes
+    if isinstance(firsts, Cover):
+        _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
+    else:
+        judge_classes(reader, keys, judge, firsts)
+    return True
+
+
+def _listener_runs(hosts: list[Any], start: int, stop: int) -> Iterator[tuple[int, int, bool]]:
+    """The listeners from ``start`` to ``stop`` in runs ``(start, stop, plain)``: a plain run's
+    hosts are all non-empty lists of strings; the others are a few listeners, each to be judged
+    on its own.  Halved down to those few around each odd listener, read in C: one listener
+    without hosts deep in a long list leaves the rest judged by classes."""
+    run = hosts[start:stop]
+    if (
+        set(map(type, run)) == {list}
+        and all(run)
+        and set(map(type, chain.from_iterable(run))) == {str}
+    ):
+        yield start, stop, True
+    elif stop - start <= KEYS_ALONE:
+        yield start, stop, False
+    else:
+        middle = (start + stop) // 2
+        yield from _listener_runs(hosts, start, middle)
+        yield from _listener_runs(hosts, middle, stop)
 
 
 def _judge_covered(
