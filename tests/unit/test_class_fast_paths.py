@@ -161,6 +161,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
+    patch.setattr(sidecars, "stop_on_breaking_start", lambda reader, judge, count: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
     patch.setattr(common, "_exact_host_keys", lambda policy, hosts, joined=None: None)
@@ -1055,6 +1056,100 @@ def test_sidecar_repeated_listeners(picks: list[int], selector: dict[str, str] |
     ]
     spec: dict[str, Any] = {"egress": egress, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
     assert_same(sidecar(spec, selector))
+
+
+# listeners of their own hosts each, and the odd ones that must send a long list elsewhere
+ODD_LISTENERS: list[Any] = [
+    {"hosts": ["./*-0", "istio-system/*-0"]},
+    {"hosts": ["egress/github.io"]},
+    {"hosts": ["./*", 7]},
+    {"hosts": []},
+    {"hosts": "./*"},
+    {"port": {"number": 80}},
+    "not a listener",
+    {"hosts": [*ODD_IMPORTS[:3]]},
+]
+
+
+@st.composite
+def unique_listeners(draw: st.DrawFn) -> list[Any]:
+    """Listeners each importing hosts of its own (a few classes), odd listeners anywhere."""
+    count = draw(st.integers(1, 60))
+    width = draw(st.integers(1, 3))
+    spaces = draw(st.lists(st.sampled_from(IMPORT_SPACES), min_size=1, max_size=2, unique=True))
+    wild = draw(st.booleans())
+    listeners: list[Any] = [
+        {
+            "hosts": [
+                f"{spaces[(i + j) % len(spaces)]}/{'*.' if wild else ''}h{i}-{j}.example.com"
+                for j in range(width)
+            ],
+            "port": {"number": 443},
+        }
+        for i in range(count)
+    ]
+    odd = draw(st.lists(st.tuples(st.integers(0, count), st.sampled_from(ODD_LISTENERS))))
+    for at, listener in odd:
+        listeners.insert(at, listener)
+    return listeners
+
+
+@FAST
+@given(
+    listeners=unique_listeners(),
+    chunk=st.sampled_from([1, 4, 4096]),
+    alone=st.sampled_from([1, 3, 32]),
+    selector=st.sampled_from([None, {"app": "trainer"}]),
+)
+def test_sidecar_unique_listeners(
+    listeners: list[Any], chunk: int, alone: int, selector: dict[str, str] | None
+) -> None:
+    # many listeners of distinct hosts: read in C, their hosts judged as one list keyed in
+    # chunks around the entries that cannot be keyed; odd listeners and entries anywhere
+    spec: dict[str, Any] = {"egress": listeners, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "KEYS_CHUNK", chunk)
+        patch.setattr(common, "KEYS_ALONE", alone)
+        patch.setattr(sidecars, "KEYS_ALONE", alone)
+        assert_same(sidecar(spec, selector))
+
+
+def _listeners(hosts: list[list[str]]) -> list[dict[str, Any]]:
+    return [{"hosts": h, "port": {"number": 443}} for h in hosts]
+
+
+@pytest.mark.parametrize(
+    "listeners",
+    [
+        # breaking the policy from the first listener, beyond the stop
+        _listeners([[f"./*-{i}", f"istio-system/*-{i}"] for i in range(3000)]),
+        # the same after a clean listener, and after clean ones not quite at the stop
+        _listeners([["./*"], *([f"./*-{i}"] for i in range(3000))]),
+        _listeners([*([f"./*-{i}"] for i in range(STOP_AFTER_VIOLATIONS - 2)), ["./*"]] * 30),
+        # one bad host, one wrong-typed host, one listener breaking the policy, deep in a list
+        # of clean ones
+        _listeners([*([f"./*.h{i}.example.com"] for i in range(9000)), ["./*-bad"]]),
+        [*_listeners([[f"./h{i}.example.com"] for i in range(9000)]), {"hosts": ["./a.com", 7]}],
+        _listeners([*([f"egress/h{i}.example.com"] for i in range(9000)), ["egress/github.io"]]),
+        # clean listeners with violations in between, more of them than the stop
+        _listeners(
+            [[f"./h{i}.example.com"] if i % 50 else [f"egress/h{i}.github.io"] for i in range(9000)]
+        ),
+        # listeners without hosts, or with none, amid clean ones
+        [
+            *_listeners([[f"./h{i}.example.com"] for i in range(2000)]),
+            {"port": {"number": 80}},
+            {"hosts": []},
+            *_listeners([[f"*/*.h{i}.example.com"] for i in range(2000)]),
+        ],
+        # a listener that is no object, and one without hosts, after many clean ones
+        [*_listeners([[f"./h{i}.example.com"] for i in range(3000)]), "x", {"port": 80}],
+    ],
+)
+def test_sidecar_many_listeners(listeners: list[Any]) -> None:
+    spec: dict[str, Any] = {"egress": listeners, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    for selector in (None, {"app": "trainer"}):
+        assert_same(sidecar(spec, selector))
 
 
 SUBSET_POLICIES: list[Any] = [

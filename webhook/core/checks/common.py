@@ -25,7 +25,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress, count, repeat
+from itertools import chain, compress, count, repeat
 from operator import eq, itemgetter, not_, truth
 from typing import Any, TypeVar, cast
 
@@ -277,6 +277,8 @@ def _counted_host_classes(
 CLASS_SAMPLE = 256
 # keys are built this many items at a time while the items are judged in order
 KEYS_CHUNK = 4096
+# a chunk of at most this many items that cannot be keyed is judged item by item
+KEYS_ALONE = 32
 # classes, namespace parts and known domains each searched for in a pass over a text
 COUNTED_AT_MOST = 16
 
@@ -285,8 +287,9 @@ class ChunkedKeys(Collection[Hashable]):
     """The class keys of a list already checked, built chunk by chunk as they are read: a list
     whose classes are all clean never has its per-entry keys built at all.
 
-    ``keys_of`` gives a chunk's keys; None (it cannot class them) makes each item of the chunk
-    judged alone, so no item is ever skipped unjudged."""
+    ``keys_of`` gives a chunk's keys, the same for an item whichever chunk holds it; None (it
+    cannot class them) splits the chunk in halves, down to a few items judged alone, so an odd
+    item deep in a long list costs a few items' judgements and no item is skipped unjudged."""
 
     __slots__ = ("_hosts", "_keys_of")
 
@@ -302,11 +305,22 @@ class ChunkedKeys(Collection[Hashable]):
         return len(self._hosts)
 
     def __iter__(self) -> Iterator[Hashable]:
+        return chain.from_iterable(self.chunks())
+
+    def chunks(self) -> Iterator[list[Hashable]]:
+        """The keys, a chunk of items at a time."""
         hosts = self._hosts
         for start in range(0, len(hosts), KEYS_CHUNK):
-            chunk = hosts[start : start + KEYS_CHUNK]
-            keys = self._keys_of(chunk)
-            yield from repeat(None, len(chunk)) if keys is None else keys
+            yield self._chunk_keys(hosts[start : start + KEYS_CHUNK])
+
+    def _chunk_keys(self, chunk: Sequence[str]) -> list[Hashable]:
+        keys = self._keys_of(chunk)
+        if keys is not None:
+            return list(keys)
+        if len(chunk) <= KEYS_ALONE:
+            return [None] * len(chunk)
+        half = len(chunk) // 2
+        return self._chunk_keys(chunk[:half]) + self._chunk_keys(chunk[half:])
 
     def __contains__(self, key: object) -> bool:
         return any(k == key for k in self)
@@ -773,10 +787,15 @@ def judge_classes(
     are judged in order (violations keep the object's order), the clean classes skipped.
     ``firsts``, every class (None included) mapped to one of its items in the order the
     classes first appear, spares reading every key when the caller knows them otherwise.
+    ``ChunkedKeys`` without ``firsts`` are judged in order straight away, keyed as the pass
+    goes: a list breaking the policy stops at the violation limit without keying the rest.
     """
     if not many(keys):
         for index in range(len(keys)):
             judge(reader, index)
+        return
+    if firsts is None and isinstance(keys, ChunkedKeys):
+        judge_in_order(reader, keys, judge, set())
         return
     if firsts is None:
         firsts = first_indexes(keys if isinstance(keys, list) else list(keys))
@@ -804,14 +823,59 @@ def judge_in_order(
 ) -> None:
     """``judge(reader, i)`` for each item in order but those of a class in ``clean``, which
     grows with each class found clean (None: the item is judged alone, never skipped)."""
+    if not isinstance(keys, ChunkedKeys):
+        _judge_run(reader, keys, judge, clean, 0)
+        return
+    start = 0
+    for chunk in keys.chunks():
+        # once its classes are found clean, a chunk is passed over in C
+        if not clean.issuperset(chunk):
+            _judge_run(reader, chunk, judge, clean, start)
+        start += len(chunk)
+
+
+def _judge_run(
+    reader: Reader,
+    keys: Iterable[Hashable],
+    judge: Callable[[Reader, int], None],
+    clean: set[Hashable],
+    start: int,
+) -> None:
+    """``judge_in_order`` of a run of items, the first at ``start``."""
     violations = reader.violations
-    for index, key in enumerate(keys):
+    for index, key in enumerate(keys, start):
         if key in clean:
             continue
         before = len(violations)
         judge(reader, index)
         if key is not None and len(violations) == before:
             clean.add(key)
+
+
+def stop_on_breaking_start(
+    reader: Reader, judge: Callable[[Reader, int], None], count: int
+) -> None:
+    """Raise ``EnoughViolations`` when the first of ``count`` items, judged in order while each
+    breaks the policy, reach the reader's violation limit, with their violations recorded.
+
+    A list breaking the policy from its start is answered by its first items, as judging each
+    in order would answer it; the passes of C that class the whole list would cost more than
+    that.  The first clean item ends the trial: its violations are dropped, and the caller
+    judges the list from the start.
+    """
+    if reader.limit is None:
+        return
+    trial = Reader(limit=reader.limit - len(reader.violations))
+    try:
+        for index in range(count):
+            before = len(trial.violations)
+            judge(trial, index)
+            if len(trial.violations) == before:
+                return
+    except EnoughViolations:
+        for violation in trial.violations:
+            # the last one raises
+            reader.add(violation.field, violation.message)
 
 
 _OCTETS = frozenset(str(i) for i in range(256))

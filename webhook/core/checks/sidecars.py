@@ -10,7 +10,15 @@ Sidecar may only import the external services its workloads are allowed to reach
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import Any
@@ -19,6 +27,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     CLASS_SAMPLE,
     COUNTED_AT_MOST,
+    KEYS_ALONE,
     ChunkedKeys,
     Reader,
     classes_of_unknown_names,
@@ -32,6 +41,7 @@ from webhook.core.checks.common import (
     name_of,
     nearest_known,
     selectors_may_overlap,
+    stop_on_breaking_start,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.errors import InvalidHostError
@@ -146,46 +156,111 @@ def _check_imports(
                 f"List the hosts, e.g. './*' and '{policy.egress_namespace}/<host>'",
             )
         return
-    distinct = listener_keys(raw) if type(raw) is list and many(raw) else None
-    if distinct is not None:
-        # a listener's verdict depends on its hosts alone: each distinct list is judged once
-        seen: set[str] = set()
-
-        def judge_listener(reader: Reader, index: int) -> None:
-            hosts = raw[index]["hosts"]
-            _check_listener(
-                reader, policy, f"spec.egress[{index}]", hosts, seen, allowed, source, may
-            )
-
-        judge_classes(reader, distinct, judge_listener)
+    if type(raw) is list and many(raw) and set(map(type, raw)) == {dict}:
+        # a long list of listener objects: their hosts read in C, each path written only when
+        # one of its hosts is judged
+        hosts: list[Any] = list(map(dict.get, raw, repeat("hosts")))
+        _check_listeners(reader, policy, hosts, "spec.egress[{}]".format, allowed, source, may)
         return
     read = [(p, listener.get("hosts")) for p, listener in reader.mappings(raw, "spec.egress")]
-    listeners: list[tuple[str, list[Any]]] = [(p, h) for p, h in read if type(h) is list and h]
-    if listeners and len(listeners) == len(read):
-        # every listener's hosts as one list: one pass of classes for the whole Sidecar
-        entries = (
-            listeners[0][1]
-            if len(listeners) == 1
-            else list(chain.from_iterable(hosts for _, hosts in listeners))
-        )
-        classes = import_classes(policy, entries) if many(entries) else None
-        if classes is not None:
-            starts = list(accumulate((len(hosts) for _, hosts in listeners), initial=0))
+    paths = [p for p, _ in read]
+    _check_listeners(reader, policy, [h for _, h in read], paths.__getitem__, allowed, source, may)
 
-            def judge(reader: Reader, index: int) -> None:
-                at = bisect_right(starts, index) - 1
-                path = f"{listeners[at][0]}.hosts[{index - starts[at]}]"
-                _check_import(reader, policy, path, entries[index], allowed, source, may)
 
-            keys, firsts = classes
-            if isinstance(firsts, Cover):
-                _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
-            else:
-                judge_classes(reader, keys, judge, firsts)
-            return
-    clean: set[str] = set()
-    for lpath, raw_hosts in read:
-        _check_listener(reader, policy, lpath, raw_hosts, clean, allowed, source, may)
+def _check_listeners(
+    reader: Reader,
+    policy: Policy,
+    hosts: list[Any],
+    path_of: Callable[[int], str],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    """The ``hosts`` of each egress listener (``path_of`` its index gives its path), judged as
+    ``_check_listener`` judges them one listener after the other.
+
+    A long list is answered by its first listeners when they break the policy from the start;
+    else judged once per distinct hosts list when those repeat, else as one list of hosts
+    (``import_classes``), and when some listener's hosts are no list of strings, as runs of
+    listeners around it.
+    """
+
+    def judge_listener(reader: Reader, index: int) -> None:
+        _check_listener(reader, policy, path_of(index), hosts[index], seen, allowed, source, may)
+
+    seen: set[str] = set()
+    if many(hosts):
+        stop_on_breaking_start(reader, judge_listener, len(hosts))
+    distinct = listener_keys(hosts) if many(hosts) else None
+    if distinct is not None:
+        # a listener's verdict depends on its hosts alone: each distinct list is judged once
+        judge_classes(reader, distinct, judge_listener)
+        return
+    count = len(hosts)
+    if _judged_as_one_list(reader, policy, hosts, 0, count, path_of, allowed, source, may):
+        return
+    runs = _listener_runs(hosts, 0, count) if many(hosts) else [(0, count, False)]
+    for start, stop, plain in runs:
+        if not plain or not _judged_as_one_list(
+            reader, policy, hosts, start, stop, path_of, allowed, source, may
+        ):
+            for index in range(start, stop):
+                judge_listener(reader, index)
+
+
+def _judged_as_one_list(
+    reader: Reader,
+    policy: Policy,
+    hosts: list[Any],
+    start: int,
+    stop: int,
+    path_of: Callable[[int], str],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> bool:
+    """Whether the listeners from ``start`` to ``stop`` were judged by one pass of classes
+    over all their hosts as one list; False: they are to be judged one by one."""
+    run = hosts[start:stop] if start or stop < len(hosts) else hosts
+    if not run or set(map(type, run)) != {list} or not all(run):
+        return False
+    entries = run[0] if len(run) == 1 else list(chain.from_iterable(run))
+    classes = import_classes(policy, entries) if many(entries) else None
+    if classes is None:
+        return False
+    starts = list(accumulate(map(len, run), initial=0))
+
+    def judge(reader: Reader, index: int) -> None:
+        at = bisect_right(starts, index) - 1
+        path = f"{path_of(start + at)}.hosts[{index - starts[at]}]"
+        _check_import(reader, policy, path, entries[index], allowed, source, may)
+
+    keys, firsts = classes
+    if isinstance(firsts, Cover):
+        _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
+    else:
+        judge_classes(reader, keys, judge, firsts)
+    return True
+
+
+def _listener_runs(hosts: list[Any], start: int, stop: int) -> Iterator[tuple[int, int, bool]]:
+    """The listeners from ``start`` to ``stop`` in runs ``(start, stop, plain)``: a plain run's
+    hosts are all non-empty lists of strings; the others are a few listeners, each to be judged
+    on its own.  Halved down to those few around each odd listener, read in C: one listener
+    without hosts deep in a long list leaves the rest judged by classes."""
+    run = hosts[start:stop]
+    if (
+        set(map(type, run)) == {list}
+        and all(run)
+        and set(map(type, chain.from_iterable(run))) == {str}
+    ):
+        yield start, stop, True
+    elif stop - start <= KEYS_ALONE:
+        yield start, stop, False
+    else:
+        middle = (start + stop) // 2
+        yield from _listener_runs(hosts, start, middle)
+        yield from _listener_runs(hosts, middle, stop)
 
 
 def _judge_covered(
@@ -211,15 +286,12 @@ def _judge_covered(
     judge_in_order(reader, keys, judge, clean)
 
 
-def listener_keys(listeners: list[Any]) -> list[tuple[Any, ...]] | None:
+def listener_keys(hosts: list[Any]) -> list[tuple[Any, ...]] | None:
     """Each egress listener's ``hosts`` as a tuple, the key of its verdict; None: read each.
 
-    Only when every listener is an object whose ``hosts`` is a list of hashable values, and at
-    most half of the lists are distinct (else the per-host classes do better).
+    Only when every listener's ``hosts`` is a list of hashable values, and at most half of the
+    lists are distinct (else the per-host classes do better).
     """
-    if set(map(type, listeners)) != {dict}:
-        return None
-    hosts: list[Any] = list(map(dict.get, listeners, repeat("hosts")))
     if set(map(type, hosts)) != {list}:
         return None
     try:
@@ -259,7 +331,8 @@ _NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"/\n")
 
 
 def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
-    """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None: read each.
+    """Classes of ``egress[].hosts`` entries ``_check_import`` judges alike; None (a list
+    holding other than strings): read each.
 
     Returns the keys and, when known without reading every key, each class's index (see
     ``judge_classes``).  A verdict depends on an entry's text alone, so a list that repeats a
@@ -271,7 +344,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     (``_sampled_classes``) and keys are built only if some entry has to be judged.  Otherwise,
     when the first entries' namespace parts and classes hold every entry, counted the same way,
     their pairs are a ``Cover`` judged pair by pair (``covering_classes``); only then is the
-    text split into an entry's parts each (``_split_classes``).
+    text split into an entry's parts each (``_split_classes``).  Failing all of these (an
+    entry no class holds, say), the entries are keyed a chunk at a time as they are judged in
+    order, an entry that cannot be keyed judged alone (``ChunkedKeys``).
     """
     if not isinstance(hosts, list) or not hosts:
         return None
@@ -294,8 +369,9 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
     if split is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), split
-    keys = _checked_keys(policy, hosts)
-    return None if keys is None else (keys, None)
+    # keyed chunk by chunk as the entries are judged in order: an entry that cannot be keyed
+    # (deep in the list, say) is judged alone, the others keyed around it
+    return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), None
 
 
 def _wildcards_moved(joined: str, count: int) -> str | None:
