@@ -161,6 +161,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
+    patch.setattr(sidecars, "IMPORT_CHUNK", 1 << 60)
     patch.setattr(sidecars, "stop_on_breaking_start", lambda reader, judge, count: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
@@ -500,6 +501,67 @@ def test_sidecar_imports_by_counting(
         patch.setattr(sidecars, "CLASS_SAMPLE", sample)
         patch.setattr(common, "KEYS_CHUNK", chunk)
         assert_same(sidecar(spec, selector))
+
+
+@FAST
+@given(
+    entries=classed_imports(),
+    odd=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(ODD_IMPORTS)), max_size=6),
+    repeated=st.sampled_from([None, "egress/example.com", "./a.example.com", "*/*.example.com"]),
+    size=st.sampled_from([7, 16, 40]),
+    sample=st.sampled_from([1, 3, 256]),
+    selector=st.sampled_from([None, {"app": "trainer"}]),
+)
+def test_sidecar_imports_classed_chunk_by_chunk(
+    entries: list[str],
+    odd: list[tuple[int, str]],
+    repeated: str | None,
+    size: int,
+    sample: int,
+    selector: dict[str, str] | None,
+) -> None:
+    # a long list classed a chunk at a time: odd entries anywhere, chunks of one entry
+    # repeated (keyed by its text) next to chunks keyed by class
+    if repeated is not None:
+        entries[len(entries) // 2 : len(entries) // 2] = [repeated] * (2 * size)
+    for at, entry in odd:
+        entries.insert(at, entry)
+    spec: dict[str, Any] = {
+        "egress": [{"hosts": entries}],
+        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "IMPORT_CHUNK", size)
+        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
+        assert_same(sidecar(spec, selector))
+
+
+@pytest.mark.parametrize("at", [0, 4999, 9999])
+@pytest.mark.parametrize(
+    "odd", ["./-bad-.example.com", "egress/h.evil.test", "egress/github.io", "./h.evil.test"]
+)
+def test_one_odd_import_deep_in_a_long_list(at: int, odd: str) -> None:
+    # an entry no class of the others holds, anywhere in 10,000: judged with its own chunk
+    entries = [f"./h{i}.example.com" if i % 2 else f"*/*.w{i}.example.com" for i in range(10_000)]
+    entries[at] = odd
+    spec: dict[str, Any] = {"egress": [{"hosts": entries}]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "IMPORT_CHUNK", 1024)
+        assert_same(sidecar(spec, None))
+
+
+def test_entries_keyed_by_their_text_never_meet_a_class_of_another_chunk() -> None:
+    # an allowed name repeated (one chunk keyed by the entries' text) and names under it in
+    # the next chunk (keyed by the class of that name): the two keys differ, so the wrong
+    # imports of the second chunk are still reported
+    entries = ["egress/api.payments.example"] * 64
+    entries += [f"egress/h{i}.api.payments.example" for i in range(64)]
+    decision = judge(sidecar({"egress": [{"hosts": entries}]}, None), POLICY)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "IMPORT_CHUNK", 64)
+        chunked = judge(sidecar({"egress": [{"hosts": entries}]}, None), POLICY)
+    assert chunked.violations == decision.violations
+    assert any(v.field.endswith("hosts[64]") for v in decision.violations)
 
 
 def test_sidecar_import_classes_counted() -> None:

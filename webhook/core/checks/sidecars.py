@@ -19,15 +19,17 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from functools import partial
 from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
-from typing import Any
+from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     CLASS_SAMPLE,
     COUNTED_AT_MOST,
     KEYS_ALONE,
+    OWN_TEXT,
     ChunkedKeys,
     Reader,
     classes_of_unknown_names,
@@ -225,8 +227,9 @@ def _judged_as_one_list(
     if not run or set(map(type, run)) != {list} or not all(run):
         return False
     entries = run[0] if len(run) == 1 else list(chain.from_iterable(run))
-    classes = import_classes(policy, entries) if many(entries) else None
-    if classes is None:
+    long = len(entries) > IMPORT_CHUNK and set(map(type, entries)) == {str}
+    classes = None if long or not many(entries) else import_classes(policy, entries)
+    if classes is None and not long:
         return False
     starts = list(accumulate(map(len, run), initial=0))
 
@@ -235,6 +238,9 @@ def _judged_as_one_list(
         path = f"{path_of(start + at)}.hosts[{index - starts[at]}]"
         _check_import(reader, policy, path, entries[index], allowed, source, may)
 
+    if classes is None:
+        _judge_in_chunks(reader, policy, entries, judge, allowed, source, may)
+        return True
     keys, firsts = classes
     if isinstance(firsts, Cover):
         _judge_covered(reader, keys, judge, firsts, policy, allowed, source, may)
@@ -261,6 +267,74 @@ def _listener_runs(hosts: list[Any], start: int, stop: int) -> Iterator[tuple[in
         middle = (start + stop) // 2
         yield from _listener_runs(hosts, start, middle)
         yield from _listener_runs(hosts, middle, stop)
+
+
+# a long list of imports is classed this many entries at a time: an entry that no class of
+# the first entries holds, or that no class can hold, costs the classes of its own chunk, not
+# of the whole list (classing chunks of this size costs about what classing the whole does)
+IMPORT_CHUNK = 16384
+# the key of an entry keyed by its own text, apart from every class key (a string)
+_OwnText = tuple[str, str]
+
+
+def _judge_in_chunks(
+    reader: Reader,
+    policy: Policy,
+    entries: list[str],
+    judge: Callable[[Reader, int], None],
+    allowed: frozenset[str],
+    source: str,
+    may: str,
+) -> None:
+    """``judge(reader, i)`` for each entry, skipping those of a class found clean, the list
+    classed a chunk at a time (``import_classes`` of each), in order.
+
+    Each chunk's classes are judged by an entry of each, aside, unless an earlier chunk's
+    judged them; a chunk with a class found wrong, or with entries no class holds (judged
+    alone), is then judged in order, the clean classes skipped.  Violations keep the
+    object's order, and a list breaking the policy stops at the violation limit without
+    classing the chunks after.
+    """
+    clean: set[Hashable] = set()
+    wrong: set[Hashable] = set()
+    for start in range(0, len(entries), IMPORT_CHUNK):
+        keys, representatives = _chunk_classes(policy, entries[start : start + IMPORT_CHUNK])
+        for key, entry in representatives.items():
+            if key is None or key in clean or key in wrong:
+                continue
+            scratch = Reader()
+            _check_import(scratch, policy, "", entry, allowed, source, may)
+            (wrong if scratch.violations else clean).add(key)
+        if None in representatives or not wrong.isdisjoint(representatives):
+            judge_in_order(reader, keys, partial(_shifted, judge, start), clean)
+
+
+def _shifted(judge: Callable[[Reader, int], None], start: int, reader: Reader, index: int) -> None:
+    judge(reader, start + index)
+
+
+def _chunk_classes(
+    policy: Policy, chunk: list[str]
+) -> tuple[Collection[Hashable], dict[Hashable, str]]:
+    """The class keys of a chunk of entries (strings), in order, and each class mapped to an
+    entry of its verdict: every key of the chunk is one of these (None: some entry is judged
+    alone), though not every one need be an entry's."""
+    found = import_classes(policy, chunk)
+    if found is None:
+        # not strings after all: every entry judged alone
+        return [None] * len(chunk), {None: ""}
+    keys, firsts = found
+    if isinstance(firsts, Cover):
+        return keys, cast("dict[Hashable, str]", firsts)
+    if firsts is not None:
+        return keys, {key: chunk[index] for key, index in firsts.items()}
+    if keys is chunk:
+        # entries keyed by their own text: apart from the class keys of other chunks
+        own: list[_OwnText] = list(zip(repeat(OWN_TEXT, len(chunk)), chunk, strict=True))
+        return own, {key: key[1] for key in dict.fromkeys(own)}
+    # keyed entry by entry, those no class holds judged alone (None)
+    listed: list[Hashable] = list(keys)
+    return listed, {key: chunk[index] for key, index in first_indexes(listed).items()}
 
 
 def _judge_covered(
