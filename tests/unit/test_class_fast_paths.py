@@ -564,6 +564,33 @@ def test_entries_keyed_by_their_text_never_meet_a_class_of_another_chunk() -> No
     assert any(v.field.endswith("hosts[64]") for v in decision.violations)
 
 
+@pytest.mark.parametrize("wrong_at", [None, 0, 2500, 5999])
+def test_cover_pairs_no_entry_has_leave_the_chunk_unread(wrong_at: int | None) -> None:
+    # the tenant's own names and the egress namespace's: the cover pairs the egress
+    # namespace with the own names' class too (a wrong pair no entry has); an egress entry of
+    # that class, when there is one, is still found and reported at its place
+    entries = [
+        (f"./x{i}.a.example.edu", f"*/*.x{i}.example.com", f"egress/h{i}.example.com")[i % 3]
+        for i in range(6000)
+    ]
+    if wrong_at is not None:
+        entries[wrong_at] = f"egress/y{wrong_at}.a.example.edu"
+    spec: dict[str, Any] = {"egress": [{"hosts": entries}]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sidecars, "IMPORT_CHUNK", 1000)
+        assert_same(sidecar(spec, None))
+        chunk = entries[:1000]
+        found = sidecars.import_classes(POLICY, chunk)
+        assert found is not None and isinstance(found[1], sidecars.Cover)
+        # the egress namespace's pair with the root class (example.edu is no known domain)
+        assert "egress/" in found[1]
+        held = sidecars._holders(POLICY, chunk, {"egress/"})
+        if wrong_at is not None and wrong_at < 1000:
+            assert held == [i for i, e in enumerate(chunk) if e.startswith("egress/")]
+        else:
+            assert held == []
+
+
 def test_sidecar_import_classes_counted() -> None:
     # the counting path is taken for a long list whose classes all show early, and not when a
     # class first shows after the sample, or when an entry is odd

@@ -20,7 +20,7 @@ from collections.abc import (
     Sequence,
 )
 from functools import partial
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import add, itemgetter
 from typing import Any, cast
 
@@ -298,43 +298,89 @@ def _judge_in_chunks(
     clean: set[Hashable] = set()
     wrong: set[Hashable] = set()
     for start in range(0, len(entries), IMPORT_CHUNK):
-        keys, representatives = _chunk_classes(policy, entries[start : start + IMPORT_CHUNK])
+        chunk = entries[start : start + IMPORT_CHUNK]
+        keys, representatives, covered = _chunk_classes(policy, chunk)
         for key, entry in representatives.items():
             if key is None or key in clean or key in wrong:
                 continue
             scratch = Reader()
             _check_import(scratch, policy, "", entry, allowed, source, may)
             (wrong if scratch.violations else clean).add(key)
-        if None in representatives or not wrong.isdisjoint(representatives):
-            judge_in_order(reader, keys, partial(_shifted, judge, start), clean)
+        found_wrong = wrong.intersection(representatives)
+        if covered and found_wrong and None not in representatives:
+            # only the entries of the wrong pairs' namespace parts can be wrong
+            at = _holders(policy, chunk, found_wrong)
+            held = ChunkedKeys([chunk[i] for i in at], partial(_checked_keys, policy))
+            judge_in_order(reader, held, partial(_placed, judge, start, at), clean)
+        elif found_wrong or None in representatives:
+            judge_in_order(reader, keys, partial(_placed, judge, start, None), clean)
 
 
-def _shifted(judge: Callable[[Reader, int], None], start: int, reader: Reader, index: int) -> None:
-    judge(reader, start + index)
+def _placed(
+    judge: Callable[[Reader, int], None],
+    start: int,
+    at: list[int] | None,
+    reader: Reader,
+    index: int,
+) -> None:
+    """``judge`` of the entry at ``index`` of a chunk starting at ``start``, or of the chunk's
+    entries at ``at``."""
+    judge(reader, start + (index if at is None else at[index]))
 
 
 def _chunk_classes(
     policy: Policy, chunk: list[str]
-) -> tuple[Collection[Hashable], dict[Hashable, str]]:
+) -> tuple[Collection[Hashable], dict[Hashable, str], bool]:
     """The class keys of a chunk of entries (strings), in order, and each class mapped to an
     entry of its verdict: every key of the chunk is one of these (None: some entry is judged
-    alone), though not every one need be an entry's."""
+    alone), though not every one need be an entry's when the last answer, covered, is True
+    (a ``Cover``)."""
     found = import_classes(policy, chunk)
     if found is None:
         # not strings after all: every entry judged alone
-        return [None] * len(chunk), {None: ""}
+        return [None] * len(chunk), {None: ""}, False
     keys, firsts = found
     if isinstance(firsts, Cover):
-        return keys, cast("dict[Hashable, str]", firsts)
+        return keys, cast("dict[Hashable, str]", firsts), True
     if firsts is not None:
-        return keys, {key: chunk[index] for key, index in firsts.items()}
+        return keys, {key: chunk[index] for key, index in firsts.items()}, False
     if keys is chunk:
         # entries keyed by their own text: apart from the class keys of other chunks
         own: list[_OwnText] = list(zip(repeat(OWN_TEXT, len(chunk)), chunk, strict=True))
-        return own, {key: key[1] for key in dict.fromkeys(own)}
+        return own, {key: key[1] for key in dict.fromkeys(own)}, False
     # keyed entry by entry, those no class holds judged alone (None)
     listed: list[Hashable] = list(keys)
-    return listed, {key: chunk[index] for key, index in first_indexes(listed).items()}
+    return listed, {key: chunk[index] for key, index in first_indexes(listed).items()}, False
+
+
+def _holders(policy: Policy, entries: list[str], keys: Iterable[Hashable]) -> list[int]:
+    """The indexes of the ``entries`` (all of which a ``Cover`` holds) that may have one of
+    the ``Cover``'s ``keys``: those of the keys' namespace parts, none when no such entry has
+    one of the keys' classes.  A cover pairs each namespace part with each class, so a wrong
+    pair may be one no entry has (an egress-namespace part next to a class only the tenant's
+    own imports use).  Classes are ``nearest_known`` of the names' parents, as the cover's.
+    """
+    wanted: dict[str, set[str]] = {}
+    for key in cast("Iterable[str]", keys):
+        space, _, rest = key.partition("/")
+        if rest.startswith("*."):
+            space, rest = space + _WILD, rest[2:]
+        wanted.setdefault(space, set()).add(rest)
+    # entries a cover holds have their wildcards moved and split as the cover's were
+    text = _wildcards_moved("\n".join(entries), len(entries))
+    if text is None:
+        return list(range(len(entries)))
+    parts = text.replace("/", "\n").split("\n")
+    spaces, names = parts[0::2], parts[1::2]
+    at: list[int] = []
+    held = False
+    for space, classes in wanted.items():
+        mine = list(compress(range(len(entries)), map(space.__eq__, spaces)))
+        at += mine
+        if not held and mine:
+            parents = map(str.partition, map(names.__getitem__, mine), repeat("."))
+            held = not classes.isdisjoint(nearest_known(policy, list(map(itemgetter(2), parents))))
+    return sorted(at) if held else []
 
 
 def _judge_covered(
