@@ -227,6 +227,29 @@ def sidecar_imports_many_spaces(n: int) -> dict[str, Any]:
     return manifest
 
 
+def sidecar_imports_one_odd(n: int) -> dict[str, Any]:
+    """``sidecar_imports`` with one entry three quarters in that no class of the others holds
+    and that breaks the policy: the classes of the first entries do not hold the list."""
+    manifest = sidecar_imports(n)
+    manifest["metadata"] = _meta("one-odd")
+    manifest["spec"]["egress"][0]["hosts"][n * 3 // 4] = "egress/h.odd.test"
+    return manifest
+
+
+def sidecar_imports_mixed(n: int) -> dict[str, Any]:
+    """A Sidecar importing ``n`` hosts from its own namespace, from any and from the egress
+    namespace in turn, each part with names of its own classes: pairing every part with every
+    class (as a cover does) makes pairs no entry has, some of which break the policy."""
+    hosts = [
+        (f"./x{i}.a.com", f"*/*.x{i}.example.com", f"egress/h{i}.example.org")[i % 3]
+        for i in range(n)
+    ]
+    manifest = sidecar_imports(1)
+    manifest["metadata"] = _meta("mixed")
+    manifest["spec"]["egress"] = [{"hosts": hosts}]
+    return manifest
+
+
 def service_entry_hosts_apart(n: int) -> dict[str, Any]:
     """A ServiceEntry with ``n`` hosts told apart only near the top (``h.a.b.p7.example.org``)."""
     manifest = service_entry_hosts(1)
@@ -445,6 +468,8 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "Sidecar importing n short hosts under few top-level domains": sidecar_imports_under_tops,
     "Sidecar importing n short hosts from 20 namespace parts": sidecar_imports_many_spaces,
     "Sidecar importing n hosts apart near the top": sidecar_imports_apart,
+    "Sidecar importing n hosts, one odd entry deep in them": sidecar_imports_one_odd,
+    "Sidecar importing n hosts of three namespace parts in turn": sidecar_imports_mixed,
     "VirtualService, n routes to hosts apart near the top": virtual_service_apart,
     "ServiceEntry with one host n times": service_entry_repeated_host,
     "DestinationRule with n subsets": destination_rule_subsets,

@@ -1952,6 +1952,45 @@ def test_walking_down_agrees_with_the_definition_on_any_tree(
         ]
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(_WALK_LABELS, min_size=2, max_size=4).map(".".join), min_size=1, max_size=8),
+    st.lists(st.lists(_WALK_LABELS, min_size=2, max_size=5).map(".".join), min_size=1, max_size=40),
+    st.integers(1, 40),
+)
+def test_counted_classes_agree_with_the_definition(
+    known: list[str], names: list[str], sample: int
+) -> None:
+    # classes counted from the first names, nested ones included ("a.com" below "com"): when
+    # counting says they hold every name, each name's class is one of them and no name is
+    # one the policy knows itself
+    policy = policy_knowing(known)
+    found = common.counted_classes(policy, names[:sample], "\n".join(names), len(names))
+    if found is None:
+        return
+    for name in names:
+        assert name not in policy.known_domains
+        assert nearest_by_definition(policy, name.partition(".")[2]) in found
+    for domain, index in found.items():
+        assert nearest_by_definition(policy, names[index].partition(".")[2]) == domain
+
+
+def test_nested_classes_are_counted() -> None:
+    # names under "com" and under "example.com" below it: two classes, counted
+    policy = policy_knowing(["*.example.com", "api.github.com"])
+    names = [f"x{i}.{('a.com', 'example.com')[i % 2]}" for i in range(100)]
+    assert common.counted_classes(policy, names[:4], "\n".join(names), 100) == {
+        "com": 0,
+        "example.com": 1,
+    }
+    # a name under a known domain below "com" that is no class of the sample: not counted
+    odd = [*names, "x.github.com"]
+    assert common.counted_classes(policy, names[:4], "\n".join(odd), 101) is None
+    # a name the policy knows itself, next to its class
+    odd = [*names, "example.com"]
+    assert common.counted_classes(policy, names[:4], "\n".join(odd), 101) is None
+
+
 # top-level labels ending alike: the answers by a name's last characters must tell them apart
 _ALIKE = st.sampled_from(["io", "bio", "o", "com", "xcom", "m", "a"])
 

@@ -335,8 +335,10 @@ def counted_classes(
     of them: then those are the list's classes, and those indexes their first names.
 
     A name is in the class of a known domain when it ends with it, and neither is nor ends
-    with any known domain below it.  The root class ("", no known domain above the name) is
-    what is left: a dotted name whose top-level label the policy does not know.
+    with any known domain below it; a class may lie right below another (``example.com``
+    below ``com``), whose names then exclude its own.  The root class ("", no known domain
+    above the name) is what is left: a dotted name whose top-level label the policy does not
+    know.
     """
     parents = [name.partition(".")[2] for name in sampled]
     if "" in parents:
@@ -345,21 +347,25 @@ def counted_classes(
     for index, domain in enumerate(nearest_known(policy, parents)):
         classes.setdefault(domain, index)
     known = {domain for domain in classes if domain}
-    if len(classes) > COUNTED_AT_MOST or any(
-        a != b and a.endswith("." + b) for a in known for b in known
-    ):
-        # a name could end with two of them
+    if len(classes) > COUNTED_AT_MOST:
         return None
     # known is closed under the parent: a name at or under a known domain below a class is at
-    # or under one right below it
+    # or under one right below it, which is a class itself (nested) or holds no name (so a
+    # class further down, with a known domain in between, holds none either)
     below = [k for k in policy.known_domains if k.partition(".")[2] in known]
+    nested = [k for k in below if k in known]
     # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
     lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
-    if len(below) > COUNTED_AT_MOST or any(f".{k}\n" in lines for k in below):
+    if len(below) > COUNTED_AT_MOST or any(
+        f"\n.{k}\n" in lines if k in known else f".{k}\n" in lines for k in below
+    ):
+        # a name the policy knows, or one under a known domain that is no class
         return None
-    # a name ending with ".k" is dotted: the text without the dots added
+    # a name ending with ".k" is dotted: the text without the dots added; a name under a
+    # nested class ends with its parent class too, and is counted once, in the nested one
     text = joined_names + "\n"
     counted = sum(text.count(f".{domain}\n") for domain in known)
+    counted -= sum(text.count(f".{domain}\n") for domain in nested)
     if "" not in classes:
         return classes if counted == count else None
     # the known top-level labels: the root's children in the tree of known domains
