@@ -584,7 +584,7 @@ def test_cover_pairs_no_entry_has_leave_the_chunk_unread(wrong_at: int | None) -
         assert found is not None and isinstance(found[1], sidecars.Cover)
         # the egress namespace's pair with the root class (example.edu is no known domain)
         assert "egress/" in found[1]
-        held = sidecars._holders(POLICY, chunk, {"egress/"})
+        held = sidecars._holders(POLICY, found[1], {"egress/"})
         if wrong_at is not None and wrong_at < 1000:
             assert held == [i for i, e in enumerate(chunk) if e.startswith("egress/")]
         else:

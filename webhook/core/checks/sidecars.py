@@ -309,7 +309,7 @@ def _judge_in_chunks(
         found_wrong = wrong.intersection(representatives)
         if covered and found_wrong and None not in representatives:
             # only the entries of the wrong pairs' namespace parts can be wrong
-            at = _holders(policy, chunk, found_wrong)
+            at = _holders(policy, cast("Cover", representatives), found_wrong)
             held = ChunkedKeys([chunk[i] for i in at], partial(_checked_keys, policy))
             judge_in_order(reader, held, partial(_placed, judge, start, at), clean)
         elif found_wrong or None in representatives:
@@ -353,12 +353,12 @@ def _chunk_classes(
     return listed, {key: chunk[index] for key, index in first_indexes(listed).items()}, False
 
 
-def _holders(policy: Policy, entries: list[str], keys: Iterable[Hashable]) -> list[int]:
-    """The indexes of the ``entries`` (all of which a ``Cover`` holds) that may have one of
-    the ``Cover``'s ``keys``: those of the keys' namespace parts, none when no such entry has
-    one of the keys' classes.  A cover pairs each namespace part with each class, so a wrong
-    pair may be one no entry has (an egress-namespace part next to a class only the tenant's
-    own imports use).  Classes are ``nearest_known`` of the names' parents, as the cover's.
+def _holders(policy: Policy, cover: Cover, keys: Iterable[Hashable]) -> list[int]:
+    """The indexes of the entries ``cover`` holds that may have one of its ``keys``: those of
+    the keys' namespace parts, none when no such entry has one of the keys' classes.  A cover
+    pairs each namespace part with each class, so a wrong pair may be one no entry has (an
+    egress-namespace part next to a class only the tenant's own imports use).  Classes are
+    counted (``counted_classes``) or ``nearest_known`` of the names' parents, as the cover's.
     """
     wanted: dict[str, set[str]] = {}
     for key in cast("Iterable[str]", keys):
@@ -366,20 +366,22 @@ def _holders(policy: Policy, entries: list[str], keys: Iterable[Hashable]) -> li
         if rest.startswith("*."):
             space, rest = space + _WILD, rest[2:]
         wanted.setdefault(space, set()).add(rest)
-    # entries a cover holds have their wildcards moved and split as the cover's were
-    text = _wildcards_moved("\n".join(entries), len(entries))
-    if text is None:
-        return list(range(len(entries)))
-    parts = text.replace("/", "\n").split("\n")
+    parts = cover.text.replace("/", "\n").split("\n")
     spaces, names = parts[0::2], parts[1::2]
     at: list[int] = []
     held = False
     for space, classes in wanted.items():
-        mine = list(compress(range(len(entries)), map(space.__eq__, spaces)))
+        mine = list(compress(range(len(spaces)), map(space.__eq__, spaces)))
         at += mine
-        if not held and mine:
-            parents = map(str.partition, map(names.__getitem__, mine), repeat("."))
-            held = not classes.isdisjoint(nearest_known(policy, list(map(itemgetter(2), parents))))
+        if held or not mine:
+            continue
+        own: list[str] = list(map(names.__getitem__, mine))
+        present = counted_classes(policy, own[:CLASS_SAMPLE], "\n".join(own), len(own))
+        if present is None:
+            parents = list(map(itemgetter(2), map(str.partition, own, repeat("."))))
+            held = not classes.isdisjoint(nearest_known(policy, parents))
+        else:
+            held = not classes.isdisjoint(present)
     return sorted(at) if held else []
 
 
@@ -483,9 +485,12 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
         return ChunkedKeys(hosts, _import_keys), firsts
     cover = None if text is None else covering_classes(policy, hosts, text)
     if cover is not None:
+        cover.text = cast("str", text)
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), cover
     split = None if text is None else _split_classes(policy, hosts, text)
+    if isinstance(split, Cover):
+        split.text = cast("str", text)
     if split is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), split
@@ -563,7 +568,10 @@ _COVERED_AT_MOST = 256
 class Cover(dict[str, str]):
     """Class keys mapped to an entry of each class (one of the list's, or one made of a sampled
     namespace part and a sampled name): every entry of the list has one of these keys, though
-    not every key need be an entry's.  When each of them is judged clean, so is the list."""
+    not every key need be an entry's.  When each of them is judged clean, so is the list.
+    ``text``: the entries' joined text with the wildcards moved (``_wildcards_moved``)."""
+
+    text = ""
 
 
 ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | Cover | None]
