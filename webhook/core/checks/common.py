@@ -917,8 +917,12 @@ def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> lis
     Each distinct value is keyed once (``AddressClasses.keys``; one it cannot class by its own
     text, marked) and the list mapped in C: a value listed 200k times is judged once, where
     keying each item would cost a call per item.  With mostly distinct values the keys are
-    better built as the judging goes (``judge_keyed``), which stops at the violation limit.
+    better built as the judging goes (``judge_keyed``), which stops at the violation limit;
+    the first values tell that without hashing them all.
     """
+    sample = values[:CLASS_SAMPLE]
+    if len(set(sample)) * 2 > len(sample):
+        return None
     distinct = list(dict.fromkeys(values))
     if len(distinct) * 2 > len(values):
         return None
