@@ -150,13 +150,82 @@ def _refs_one_by_one(
     return list(entries), tuple(ref for _, ref in entries)
 
 
+class _EachHost:
+    """``ReadHosts`` as reading each entry gives it: the path of every name kept, written."""
+
+    def __init__(
+        self, names: list[str], indexes: list[int], template: str, invalid: list[Any]
+    ) -> None:
+        self.names = names
+        self.indexes = indexes
+        self.template = template
+        self.joined = None
+        self.invalid = invalid
+
+    def index(self, kept: int) -> int:
+        return self.indexes[kept]
+
+    def path(self, kept: int) -> str:
+        return self.template.format(self.indexes[kept])
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter([(self.path(k), name) for k, name in enumerate(self.names)])
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+def _read_each_host(
+    reader: common.Reader,
+    value: Any,
+    path: str,
+    *,
+    template: str | None = None,
+    defer: bool = False,
+    **options: Any,
+) -> _EachHost:
+    """``read_hosts`` the plain way: ``Reader.strings``, then ``Reader.host`` of each entry."""
+    template = path + "[{}]" if template is None else template
+    # every entry no string is recorded first, at its own index
+    entries = reader.strings(value, path)
+    each = common.Reader() if defer else reader
+    names: list[str] = []
+    indexes: list[int] = []
+    invalid: list[Any] = []
+    strings = [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if entries else []
+    for i, raw in strings:
+        host = each.host(raw, template.format(i), **options)
+        if host is None:
+            invalid.append((i, each.violations[-1]))
+        else:
+            names.append(host)
+            indexes.append(i)
+    return _EachHost(names, indexes, template, invalid if defer else [])
+
+
+def _judge_each_host(
+    reader: common.Reader, policy: Policy, hosts: _EachHost, judge: common.Judge
+) -> None:
+    """``judge_read_hosts`` the plain way: each entry read, then judged, in list order."""
+    del policy
+    pending = list(hosts.invalid)
+    for kept, name in enumerate(hosts.names):
+        while pending and pending[0][0] < hosts.indexes[kept]:
+            reader.add(pending[0][1].field, pending[0][1].message)
+            pending.pop(0)
+        judge(reader, kept, name)
+    for _, violation in pending:
+        reader.add(violation.field, violation.message)
+
+
 @contextmanager
 def per_item() -> Iterator[None]:
     """Every fast path off: each item judged on its own, as before they existed."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(serviceentries, "all_valid_names", lambda values: False)
-    patch.setattr(services, "all_valid_names", lambda values: False)
-    patch.setattr(gatewayapi, "all_valid_names", lambda values: False)
+    for module in (serviceentries, services, gatewayapi, virtualservices):
+        patch.setattr(module, "read_hosts", _read_each_host)
+    for module in (services, gatewayapi):
+        patch.setattr(module, "judge_read_hosts", _judge_each_host)
     patch.setattr(gatewayapi, "_none_names_namespace", lambda addresses, namespace: False)
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
@@ -2832,3 +2901,182 @@ def test_shared_parent_is_read_only_from_names_of_one_label_under_it(parent: str
         for at in (0, 50, 99):
             changed = [*hosts[:at], odd, *hosts[at + 1 :]]
             assert virtualservices._shared_parent(changed, "\n".join(changed)) is None
+
+
+# --- long host lists with odd entries, read a run at a time -----------------------------------
+
+# entries a long plain host list can hide: invalid names, names that normalize (upper case,
+# absolute, padded), short names and addresses a VirtualService keeps, entries of other types,
+# and valid names the policy does not allow
+_ODD_ENTRIES: list[Any] = [
+    "-bad-.example.com",
+    "a..b.example.com",
+    "",
+    "*.*.example.com",
+    "x" * 300 + ".com",
+    "UPPER.Example.com",
+    "a.example.com.",
+    " a.example.org ",
+    "API.PAYMENTS.EXAMPLE.",
+    "a.example.com..",
+    "h.evil.test",
+    "db",
+    "2001:db8::1",
+    "*",
+    "a.example.com\nb.example.com",
+    7,
+    None,
+    True,
+    {"a": 1},
+    ["x.example.com"],
+]
+odd_entries = st.sampled_from(_ODD_ENTRIES)
+
+
+@st.composite
+def lists_with_odd_entries(draw: st.DrawFn, most: int = 120) -> list[Any]:
+    """A list of valid names with odd entries anywhere: none, one, or many."""
+    hosts: list[Any] = draw(st.lists(dotted, min_size=1, max_size=most))
+    for at, entry in draw(st.lists(st.tuples(st.integers(0, most), odd_entries), max_size=40)):
+        hosts.insert(min(at, len(hosts)), entry)
+    return hosts
+
+
+@contextmanager
+def runs_of(size: int, alone: int) -> Iterator[None]:
+    """Host lists tested ``size`` entries at a time, down to ``alone`` read one by one."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(common, "HOSTS_RUN", size)
+    patch.setattr(common, "HOSTS_ALONE", alone)
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
+RUNS = st.sampled_from([(2, 1), (4, 1), (8, 2), (16, 4), (64, 16), (2048, 16)])
+
+
+def _service_entry(hosts: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("se"),
+        "spec": {
+            "hosts": hosts,
+            "exportTo": ["."],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "DNS",
+        },
+    }
+
+
+def _virtual_service(hosts: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {
+            "hosts": hosts,
+            "exportTo": ["."],
+            "http": [{"route": [{"destination": {"host": "reviews"}}]}],
+        },
+    }
+
+
+def _http_route(hosts: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": meta("rt"),
+        "spec": {
+            "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+            "hostnames": hosts,
+            "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+        },
+    }
+
+
+def _endpoint_slice(hosts: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta("es"),
+        "addressType": "FQDN",
+        "endpoints": [{"addresses": [h]} for h in hosts],
+    }
+
+
+HOST_LISTS = [_service_entry, _virtual_service, _http_route, _endpoint_slice]
+
+
+@FAST
+@example(hosts=["a.example.com", "-bad-.example.com", "b.example.com"], runs=(2, 1))
+@example(hosts=[*(["a.b.example.com"] * 9), "UPPER.Example.com", 7], runs=(4, 1))
+@given(hosts=lists_with_odd_entries(), runs=RUNS)
+def test_host_lists_with_odd_entries(hosts: list[Any], runs: tuple[int, int]) -> None:
+    with runs_of(*runs):
+        for build in HOST_LISTS:
+            assert_same(build(hosts))
+
+
+@FAST
+@given(hosts=lists_with_odd_entries(), runs=RUNS, namespace=st.sampled_from(["test-app", "egress"]))
+def test_host_lists_with_odd_entries_in_the_egress_namespace(
+    hosts: list[Any], runs: tuple[int, int], namespace: str
+) -> None:
+    with runs_of(*runs):
+        for build in (_service_entry, _virtual_service):
+            manifest = build(hosts)
+            manifest["metadata"]["namespace"] = namespace
+            assert_same(manifest)
+
+
+def _spread(entry: Any, every: int, count: int = 3000) -> list[Any]:
+    return [entry if i % every == every - 1 else f"h{i}.p{i % 7}.example.com" for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        # more odd entries than the violation limit, spread thinly, and everywhere
+        _spread("-bad-.example.com", 13),
+        _spread("-bad-.example.com", 1),
+        _spread(7, 11),
+        _spread("h.evil.test", 17),
+        # odd entries that only normalize or expand: no violation, all kept
+        _spread("UPPER.Example.com", 3),
+        _spread(" a.example.org.", 29),
+        _spread("db", 5),
+        _spread("2001:db8::1", 2),
+        # one odd entry first, in the middle, last
+        *(
+            [*(f"h{i}.p{i % 7}.example.com" for i in range(at)), odd]
+            + [f"g{i}.example.org" for i in range(5000 - at)]
+            for at in (0, 2500, 5000)
+            for odd in ("a..b.example.com", "UPPER.Example.com", None, "h.evil.test")
+        ),
+    ],
+)
+def test_long_host_lists_with_odd_entries(hosts: list[Any]) -> None:
+    for build in HOST_LISTS:
+        assert_same(build(hosts))
+    with runs_of(64, 4):
+        assert_same(_service_entry(hosts))
+
+
+@FAST
+@given(
+    kept=st.lists(st.booleans(), max_size=60),
+)
+def test_kept_entries_map_back_to_their_indexes(kept: list[bool]) -> None:
+    shifts = common._Shifts()
+    indexes = []
+    for index, keep in enumerate(kept):
+        if keep:
+            indexes.append(index)
+        else:
+            shifts.drop(len(indexes))
+    assert [shifts.index(k) for k in range(len(indexes))] == indexes
+    assert list(shifts.indexes(len(indexes))) == indexes
+    assert bool(shifts) == (not all(kept))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import random
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import (
     Callable,
@@ -24,9 +25,9 @@ from collections.abc import (
     Sized,
 )
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain, compress, count, repeat
-from operator import eq, itemgetter, not_, truth
+from operator import add, eq, itemgetter, not_, truth
 from typing import Any, TypeVar, cast
 
 from webhook.core.decisions import MAX_LISTED_VIOLATIONS, EnoughViolations, Violation
@@ -36,6 +37,7 @@ from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
     address_range,
+    all_valid_joined,
     all_valid_names,
     check_dns_name,
     covers,
@@ -228,7 +230,9 @@ def many(items: Sized) -> bool:
     return len(items) >= CLASSES_FROM
 
 
-def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Judge) -> None:
+def judge_hosts(
+    reader: Reader, policy: Policy, hosts: Sequence[str], judge: Judge, joined: str | None = None
+) -> None:
     """``judge(reader, index, host)`` for each normalized exact or wildcard host, once per class.
 
     ``judge`` must decide from the host questions ``Policy.host_class`` promises alike within a
@@ -237,12 +241,14 @@ def judge_hosts(reader: Reader, policy: Policy, hosts: Sequence[str], judge: Jud
     domains; each domain is judged once, and when all are clean the rest is passes of C.
     Thousands of hosts under as many domains (``h.p1.example.com``, ``h.p2.example.com``...)
     are classed by the nearest domain above them the policy knows (``nearest_known``).
+    ``joined``: the hosts joined by newlines, when the caller has it.
     """
     if not many(hosts):
         for index, host in enumerate(hosts):
             judge(reader, index, host)
         return
-    joined = "\n".join(hosts)
+    if joined is None:
+        joined = "\n".join(hosts)
     firsts = _counted_host_classes(policy, hosts, joined)
     if firsts is not None:
         # classes counted, none known: keys built chunk by chunk only if some host has to be
@@ -949,6 +955,323 @@ def judge_keyed(
         judge(reader, index, value)
         if found is not None and len(violations) == before:
             clean.add(found)
+
+
+# --- host lists read a run at a time ----------------------------------------------------------
+
+# a long host list that fails the whole-list test is tested this many entries at a time
+HOSTS_RUN = 2048
+# a failing run of at most this many entries is read entry by entry
+HOSTS_ALONE = 16
+# a run more than 1/_DENSE_SHARE of which was read entry by entry has odd entries everywhere:
+# the next run is read entry by entry straight away, sparing the halvings' passes
+_DENSE_SHARE = 4
+# what ``normalize`` strips around a name that is plain ASCII (a newline would split it)
+_PADDING = re.compile(r"[ \t\r\v\f]*\n[ \t\r\v\f]*")
+
+
+class _Shifts:
+    """The list index of each entry kept from a list some entries were dropped from: the
+    entry kept at position ``k`` was listed at ``k`` plus the drops before it, stored once
+    per run of drops."""
+
+    __slots__ = ("_shifts", "_starts")
+
+    def __init__(self) -> None:
+        # the kept positions where the shift grows, and the shift from there on
+        self._starts = [0]
+        self._shifts = [0]
+
+    def drop(self, kept: int) -> None:
+        """An entry dropped after ``kept`` entries were kept."""
+        if self._starts[-1] == kept:
+            self._shifts[-1] += 1
+        else:
+            self._starts.append(kept)
+            self._shifts.append(self._shifts[-1] + 1)
+
+    def __bool__(self) -> bool:
+        """Whether any entry was dropped."""
+        return self._shifts[-1] > 0
+
+    def index(self, kept: int) -> int:
+        """The list index of the entry kept at ``kept``."""
+        return kept + self._shifts[bisect_right(self._starts, kept) - 1]
+
+    def indexes(self, count: int) -> Iterator[int]:
+        """The list index of each of ``count`` kept entries, a range per run between drops."""
+        ends = [*self._starts[1:], count]
+        return chain.from_iterable(
+            map(range, map(add, self._starts, self._shifts), map(add, ends, self._shifts))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHosts:
+    """The valid hosts of a list field, normalized (``read_hosts``), and where each was listed.
+
+    ``names[k]`` is the list's entry ``k`` unless entries were dropped (``shifts``); a path is
+    written only when asked for.
+    """
+
+    names: list[str]
+    # the path of the entry at list index i: template.format(i)
+    template: str
+    shifts: _Shifts | None = None
+    # the names joined by newlines, when the whole list was read in one pass
+    joined: str | None = None
+    # (list index, violation) of each name found invalid, when deferred (``judge_read_hosts``)
+    invalid: tuple[tuple[int, Violation], ...] = ()
+
+    def index(self, kept: int) -> int:
+        """The list index of ``names[kept]``."""
+        return kept if self.shifts is None else self.shifts.index(kept)
+
+    def path(self, kept: int) -> str:
+        """The path of ``names[kept]``."""
+        return self.template.format(self.index(kept))
+
+    def paths(self) -> Iterator[str]:
+        """The path of each name, in order."""
+        count = len(self.names)
+        indexes = range(count) if self.shifts is None else self.shifts.indexes(count)
+        return map(self.template.format, indexes)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(path, name)`` of each name."""
+        return zip(self.paths(), self.names, strict=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+def read_hosts(
+    reader: Reader,
+    value: Any,
+    path: str,
+    *,
+    template: str | None = None,
+    expand_in: str | None = None,
+    cluster_domain: str = "cluster.local",
+    allow_ip: bool = False,
+    defer: bool = False,
+) -> ReadHosts:
+    """``Reader.host`` of each string of the list ``value`` (read as ``Reader.strings``), the
+    valid names kept: the names, violations and order that reading each entry gives.
+
+    A long list is tested in passes of C (``all_valid_joined``), the whole list first, then a
+    run of entries at a time, each also tried lower-cased and trimmed, as ``normalize`` would;
+    a run that fails is halved down to a few entries read one by one.  A tenant can hide one
+    invalid name among 200k: that costs a few passes over a run, not a regex per entry.
+    ``template``: the path of the entry at index i is ``template.format(i)`` (``path[i]`` when
+    None).  ``expand_in``: short names are expanded, so a name without a dot is read on its own.
+    ``defer``: the invalid names' violations are left in ``ReadHosts.invalid`` for a caller
+    that records them among its own in list order; reading stops once they are as many as the
+    reader still takes, since no later entry can be reported then.
+    """
+    template = path + "[{}]" if template is None else template
+    listed = reader.sequence(value, path)
+    items = listed if type(listed) is list else list(listed)
+    if not items:
+        return ReadHosts([], template)
+    dotted = expand_in is not None
+    if many(items):
+        joined = _joined_names(items)
+        if joined is not None and _valid_run(joined, len(items), dotted=dotted):
+            # the usual list: one pass, and no run's overhead
+            return ReadHosts(cast("list[str]", items), template, joined=joined)
+    if set(map(type, items)) != {str}:
+        # Reader.strings records every entry that is no string before any name is read
+        is_string = map(issubclass, map(type, items), repeat(str))
+        for index in compress(count(), map(not_, is_string)):
+            reader.add(template.format(index), f"must be a string, got {type_name(items[index])}")
+    into = Reader(limit=_left(reader)) if defer else reader
+    runs = _HostRuns(
+        items,
+        template,
+        partial(into.host, expand_in=expand_in, cluster_domain=cluster_domain, allow_ip=allow_ip),
+        dotted=dotted,
+    )
+    try:
+        runs.read_all()
+    except EnoughViolations:
+        if not defer:
+            raise
+    invalid = tuple(zip(runs.invalid, into.violations, strict=True)) if defer else ()
+    return ReadHosts(
+        runs.names(), template, runs.shifts or None, joined=runs.joined(), invalid=invalid
+    )
+
+
+def _left(reader: Reader) -> int | None:
+    """How many more violations ``reader`` takes before it stops the check."""
+    return None if reader.limit is None else reader.limit - len(reader.violations)
+
+
+def _joined_names(items: Sequence[Any]) -> str | None:
+    """``items`` joined by newlines; None when one is no string."""
+    try:
+        return "\n".join(items)
+    except TypeError:
+        return None
+
+
+def _valid_run(joined: str, count: int, *, dotted: bool) -> bool:
+    """Whether ``count`` names joined by newlines are all valid (and dotted, if asked)."""
+    return all_valid_joined(joined, count) and (not dotted or all_dotted(joined + "\n"))
+
+
+def _normalized_run(joined: str) -> str:
+    """``normalize`` of each of the names of ``joined``, as far as passes of C can tell: lower
+    case, ASCII spaces trimmed, one trailing dot dropped.  Names this leaves invalid are read
+    one by one, so any other difference from ``normalize`` only costs time."""
+    text = "\n" + joined.lower() + "\n"
+    if any(space in text for space in " \t\r\v\f"):
+        text = _PADDING.sub("\n", text)
+    return text.replace(".\n", "\n")[1:-1]
+
+
+class _HostRuns:
+    """``read_hosts`` of a list, a run of entries at a time."""
+
+    __slots__ = (
+        "_host",
+        "_items",
+        "_kept",
+        "_read",
+        "_template",
+        "_texts",
+        "dotted",
+        "invalid",
+        "shifts",
+    )
+
+    def __init__(
+        self,
+        items: Sequence[Any],
+        template: str,
+        host: Callable[[str, str], str | None],
+        *,
+        dotted: bool,
+    ) -> None:
+        self._items = items
+        self._template = template
+        self._host = host
+        self.dotted = dotted
+        # the names kept; None while they are the entries read so far, as listed
+        self._kept: list[str] | None = None
+        self._read = 0
+        self.shifts = _Shifts()
+        # the list index of each name found invalid
+        self.invalid: list[int] = []
+        # the names of each run joined by newlines, until one is read entry by entry
+        self._texts: list[str] | None = []
+
+    def joined(self) -> str | None:
+        """The names joined by newlines, when every run was read in passes."""
+        return None if self._texts is None else "\n".join(self._texts)
+
+    def names(self) -> list[str]:
+        """The names kept so far."""
+        if self._kept is None:
+            items = self._items
+            self._kept = cast(
+                "list[str]", items if self._read == len(items) else items[: self._read]
+            )
+        return self._kept
+
+    def read_all(self) -> None:
+        """Read every entry, a run at a time."""
+        count = len(self._items)
+        if not many(self._items):
+            self._texts = None
+            self._each(0, count)
+            return
+        dense = False
+        for start in range(0, count, HOSTS_RUN):
+            end = min(start + HOSTS_RUN, count)
+            if dense:
+                self._each(start, end)
+                # and the next run tried in passes again
+                dense = False
+                continue
+            alone = self._run(start, end)
+            dense = alone * _DENSE_SHARE > end - start
+
+    def _run(self, start: int, end: int) -> int:
+        """Read entries ``start`` to ``end``; how many were read one by one."""
+        chunk = self._items[start:end]
+        joined = _joined_names(chunk)
+        if joined is not None:
+            size = end - start
+            if _valid_run(joined, size, dotted=self.dotted):
+                if self._kept is not None:
+                    self._kept += chunk
+                self._read = end
+                self._joined_run(joined)
+                return 0
+            normalized = _normalized_run(joined)
+            if normalized != joined and _valid_run(normalized, size, dotted=self.dotted):
+                self.names().extend(normalized.split("\n"))
+                self._read = end
+                self._joined_run(normalized)
+                return 0
+        if end - start <= HOSTS_ALONE:
+            self._each(start, end)
+            return end - start
+        middle = (start + end) // 2
+        return self._run(start, middle) + self._run(middle, end)
+
+    def _joined_run(self, text: str) -> None:
+        if self._texts is not None:
+            self._texts.append(text)
+
+    def _each(self, start: int, end: int) -> None:
+        """Read entries ``start`` to ``end`` one by one, as ``Reader.host`` reads them."""
+        self._texts = None
+        items, template = self._items, self._template
+        for index in range(start, end):
+            item = items[index]
+            try:
+                host = self._host(item, template.format(index)) if isinstance(item, str) else None
+            except EnoughViolations:
+                self.invalid.append(index)
+                raise
+            if host is None:
+                kept = self.names()
+                self._read = index + 1
+                if isinstance(item, str):
+                    # recorded by the host reader: the last violation
+                    self.invalid.append(index)
+                self.shifts.drop(len(kept))
+                continue
+            if host != item or self._kept is not None:
+                self.names().append(host)
+            self._read = index + 1
+
+
+def judge_read_hosts(reader: Reader, policy: Policy, hosts: ReadHosts, judge: Judge) -> None:
+    """``judge_hosts`` of the names ``read_hosts`` kept, with the violations of the names it
+    found invalid (deferred) recorded among the judgements' in list order, as reading and
+    judging each entry in turn records them."""
+    if not hosts.invalid:
+        judge_hosts(reader, policy, hosts.names, judge, hosts.joined)
+        return
+    pending = deque(hosts.invalid)
+
+    def record_before(index: int | None) -> None:
+        while pending and (index is None or pending[0][0] < index):
+            violation = pending.popleft()[1]
+            reader.add(violation.field, violation.message)
+
+    def in_order(into: Reader, kept: int, host: str) -> None:
+        # judgements aside (one per class) record nothing of the object's
+        if into is reader:
+            record_before(hosts.index(kept))
+        judge(into, kept, host)
+
+    judge_hosts(reader, policy, hosts.names, in_order, hosts.joined)
+    record_before(None)
 
 
 # last parts of addresses and CIDRs that stay inside their /24: "7", "7/24" ... "7/32"

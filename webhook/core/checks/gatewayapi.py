@@ -25,9 +25,9 @@ from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader, judge_hosts, many
+from webhook.core.checks.common import Reader, judge_read_hosts, many, read_hosts
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import all_valid_names, is_ip, normalize
+from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -94,17 +94,9 @@ def _check_hostnames(
                 "egress policy",
             )
 
-    hostnames = spec.get("hostnames")
-    if isinstance(hostnames, list) and many(hostnames) and all_valid_names(hostnames):
-        # valid names are normalized already: judged once per parent domain
-        judge_hosts(
-            reader, policy, hostnames, lambda r, i, host: judge(r, f"spec.hostnames[{i}]", host)
-        )
-        return
-    for where, raw in reader.strings(hostnames, "spec.hostnames"):
-        host = reader.host(raw, where)
-        if host is not None:
-            judge(reader, where, host)
+    # each name is judged right after it is read: its violation comes among the judgements'
+    hosts = read_hosts(reader, spec.get("hostnames"), "spec.hostnames", defer=True)
+    judge_read_hosts(reader, policy, hosts, lambda r, i, host: judge(r, hosts.path(i), host))
 
 
 def _backend_refs(reader: Reader, spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

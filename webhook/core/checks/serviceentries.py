@@ -21,6 +21,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     UNIX_PREFIX,
     Reader,
+    ReadHosts,
     Visibility,
     address_class,
     address_problem,
@@ -32,10 +33,11 @@ from webhook.core.checks.common import (
     judge_hosts,
     many,
     overbroad,
+    read_hosts,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import all_valid_names, is_ip, is_wildcard, normalize
+from webhook.core.hosts import is_ip, is_wildcard, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -51,25 +53,6 @@ class _Port:
     protocol: str
     # where the proxy connects on the endpoint (``targetPort``), when it differs
     target: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Hosts:
-    """The valid, normalized ``spec.hosts`` and their paths (``spec.hosts[i]`` when None)."""
-
-    names: list[str]
-    paths: list[str] | None = None
-
-    def path(self, index: int) -> str:
-        """The path of ``names[index]``."""
-        return f"spec.hosts[{index}]" if self.paths is None else self.paths[index]
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        """``(path, host)`` of every host."""
-        return ((self.path(i), host) for i, host in enumerate(self.names))
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +109,7 @@ def _plain_endpoints(raw: Any) -> list[str] | None:
 class _Entry:
     """The parts of a ServiceEntry spec that decide where traffic goes."""
 
-    hosts: _Hosts
+    hosts: ReadHosts
     ports: tuple[_Port, ...]
     addresses: _Listed
     endpoints: _Listed
@@ -155,18 +138,7 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
 
 
 def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
-    raw_hosts = spec.get("hosts")
-    if isinstance(raw_hosts, list) and many(raw_hosts) and all_valid_names(raw_hosts):
-        # valid names are already normalized: no per-host regex, paths written when needed
-        hosts = _Hosts(raw_hosts)
-    else:
-        paths, names = [], []
-        for path, raw in reader.strings(raw_hosts, "spec.hosts"):
-            host = reader.host(raw, path)
-            if host is not None:
-                paths.append(path)
-                names.append(host)
-        hosts = _Hosts(names, paths)
+    hosts = read_hosts(reader, spec.get("hosts"), "spec.hosts")
     ports = []
     for path, item in reader.mappings(spec.get("ports"), "spec.ports"):
         number = reader.integer(item.get("number"), f"{path}.number")
@@ -250,7 +222,7 @@ def _check_tenant(
             return
         _check_ports(reader, policy, entry.ports, granted, host=host)
 
-    judge_hosts(reader, policy, entry.hosts.names, judge)
+    judge_hosts(reader, policy, entry.hosts.names, judge, entry.hosts.joined)
 
     def judge_address(reader: Reader, index: int, address: str) -> None:
         problem = address_problem(policy, normalize(address), allowed, source)

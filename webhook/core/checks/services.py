@@ -25,13 +25,14 @@ from webhook.core.checks.common import (
     address_problem,
     allowed_directly_for,
     judge_addresses,
-    judge_hosts,
+    judge_read_hosts,
     many,
+    read_hosts,
     visibility,
 )
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import all_valid_names, is_ip, normalize
+from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -221,12 +222,15 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     if flat is not None:
         # one address per endpoint is what controllers write: judged by class, in C where it can
         paths, values = flat
-        if fqdn and many(values) and all_valid_names(values):
+        if fqdn and many(values):
+            # each name is judged right after it is read: its violation comes among the
+            # judgements', in the endpoints' order
+            hosts = read_hosts(reader, values, "endpoints", template=_ONE_ADDRESS, defer=True)
 
             def judge_name(reader: Reader, index: int, name: str) -> None:
-                _check_name(reader, policy, name, paths[index], allowed, source)
+                _check_name(reader, policy, name, hosts.path(index), allowed, source)
 
-            judge_hosts(reader, policy, values, judge_name)
+            judge_read_hosts(reader, policy, hosts, judge_name)
             return reader.violations
         if not fqdn:
 
@@ -244,13 +248,16 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     return reader.violations
 
 
+_ONE_ADDRESS = "endpoints[{}].addresses[0]"
+
+
 class _Paths:
     """``endpoints[i].addresses[0]``, written when a violation needs it."""
 
     __slots__ = ()
 
     def __getitem__(self, index: int) -> str:
-        return f"endpoints[{index}].addresses[0]"
+        return _ONE_ADDRESS.format(index)
 
 
 def _flat_addresses(endpoints: Any) -> tuple[_Paths, list[str]] | None:

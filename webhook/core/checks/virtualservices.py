@@ -28,8 +28,8 @@ from webhook.core.checks.common import (
     OWN_TEXT,
     AddressClasses,
     Reader,
+    ReadHosts,
     Visibility,
-    all_dotted,
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
@@ -39,6 +39,7 @@ from webhook.core.checks.common import (
     overbroad,
     passthrough_subset_problem,
     policy_gateway,
+    read_hosts,
     rule_representatives,
     split_authority,
     visibility,
@@ -48,7 +49,6 @@ from webhook.core.hosts import (
     LABEL,
     MAX_HOST_LENGTH,
     VALID_NAME,
-    all_valid_joined,
     all_valid_names,
     is_ip,
     normalize,
@@ -224,59 +224,19 @@ def check_virtual_service(review: Review, policy: Policy, view: ClusterView) -> 
     return reader.violations
 
 
-class _Hosts(NamedTuple):
-    """The VirtualService's valid hosts, and their paths (None: the n-th is ``spec.hosts[n]``,
-    written only for a message), with ``joined``, the names joined by newlines, when the list
-    was read in passes of C."""
-
-    names: list[str]
-    paths: list[str] | None
-    joined: str | None = None
-
-    def entries(self) -> Iterable[tuple[str, str]]:
-        """``(path, host)`` of each host."""
-        paths = self.paths
-        if paths is None:
-            return zip(
-                map("spec.hosts[{}]".format, range(len(self.names))), self.names, strict=True
-            )
-        return zip(paths, self.names, strict=True)
-
-
-def _hosts(reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str) -> _Hosts:
-    raw_hosts = spec.get("hosts")
-    if type(raw_hosts) is list and many(raw_hosts):
-        joined = _joined(raw_hosts)
-        if (
-            joined is not None
-            and all_valid_joined(joined, len(raw_hosts))
-            and all_dotted(joined + "\n")
-        ):
-            # valid, normalized and none a short name to expand: what reader.host would
-            # return, found in a few passes of C instead of one regex call per host
-            return _Hosts(raw_hosts, None, joined)
-    names: list[str] = []
-    paths: list[str] = []
-    for path, raw in reader.strings(raw_hosts, "spec.hosts"):
-        host = reader.host(
-            raw, path, expand_in=namespace, cluster_domain=policy.cluster_domain, allow_ip=True
-        )
-        if host is not None:
-            names.append(host)
-            paths.append(path)
-    return _Hosts(names, paths)
+def _hosts(reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str) -> ReadHosts:
+    return read_hosts(
+        reader,
+        spec.get("hosts"),
+        "spec.hosts",
+        expand_in=namespace,
+        cluster_domain=policy.cluster_domain,
+        allow_ip=True,
+    )
 
 
 # Field paths are built only where a value is kept for a later message (a destination, a
 # gateway reference) or when a value has the wrong shape: a route that is fine costs no strings.
-
-
-def _joined(values: list[Any]) -> str | None:
-    """``values`` joined by newlines; None when some is not a string."""
-    try:
-        return "\n".join(values)
-    except TypeError:
-        return None
 
 
 def _is_object(value: Any) -> bool:
@@ -1540,7 +1500,7 @@ def _add_host(
 def _check_tenant(
     reader: Reader,
     memo: _Memo,
-    hosts: _Hosts,
+    hosts: ReadHosts,
     routes: _Routes,
     gateway_entries: _GatewayEntries,
     top_refs: tuple[str, ...],
@@ -1611,7 +1571,7 @@ def _check_tenant(
     # names of one Policy.host_class get one verdict (IPs, which end in a digit, stay apart):
     # a VirtualService can list 18k hosts under a few domains
     classes = many(hosts.names)
-    pending = hosts.entries() if mesh_bound else ()
+    pending = iter(hosts) if mesh_bound else ()
     names = hosts.names if mesh_bound and classes else []
     keys: list[Hashable] | list[str] | None = None
     if names:
@@ -1915,7 +1875,7 @@ def _gateway_problems(
 def _check_egress_namespace(
     reader: Reader,
     memo: _Memo,
-    hosts: _Hosts,
+    hosts: ReadHosts,
     routes: _Routes,
     gateway_entries: _GatewayEntries,
 ) -> None:
@@ -1930,7 +1890,7 @@ def _check_egress_namespace(
                 f"{ref!r} is not an egress gateway of the policy (gateways: {refs}, or mesh)",
             )
     route_hosts: list[str] = []
-    for path, host in hosts.entries():
+    for path, host in hosts:
         if is_ip(host) or not policy.services_covering(host):
             reader.add(path, f"{host!r} is not an external service of the policy: {known}")
         else:
