@@ -230,7 +230,8 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
-    patch.setattr(sidecars, "IMPORT_CHUNK", 1 << 60)
+    patch.setattr(sidecars, "CLASSED_CHUNK", 1 << 60)
+    patch.setattr(common, "CLASSED_CHUNK", 1 << 60)
     patch.setattr(sidecars, "stop_on_breaking_start", lambda reader, judge, count: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
@@ -600,7 +601,8 @@ def test_sidecar_imports_classed_chunk_by_chunk(
         "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
     }
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sidecars, "IMPORT_CHUNK", size)
+        patch.setattr(sidecars, "CLASSED_CHUNK", size)
+        patch.setattr(common, "CLASSED_CHUNK", size)
         patch.setattr(sidecars, "CLASS_SAMPLE", sample)
         assert_same(sidecar(spec, selector))
 
@@ -615,7 +617,8 @@ def test_one_odd_import_deep_in_a_long_list(at: int, odd: str) -> None:
     entries[at] = odd
     spec: dict[str, Any] = {"egress": [{"hosts": entries}]}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sidecars, "IMPORT_CHUNK", 1024)
+        patch.setattr(sidecars, "CLASSED_CHUNK", 1024)
+        patch.setattr(common, "CLASSED_CHUNK", 1024)
         assert_same(sidecar(spec, None))
 
 
@@ -627,7 +630,8 @@ def test_entries_keyed_by_their_text_never_meet_a_class_of_another_chunk() -> No
     entries += [f"egress/h{i}.api.payments.example" for i in range(64)]
     decision = judge(sidecar({"egress": [{"hosts": entries}]}, None), POLICY)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sidecars, "IMPORT_CHUNK", 64)
+        patch.setattr(sidecars, "CLASSED_CHUNK", 64)
+        patch.setattr(common, "CLASSED_CHUNK", 64)
         chunked = judge(sidecar({"egress": [{"hosts": entries}]}, None), POLICY)
     assert chunked.violations == decision.violations
     assert any(v.field.endswith("hosts[64]") for v in decision.violations)
@@ -646,7 +650,8 @@ def test_cover_pairs_no_entry_has_leave_the_chunk_unread(wrong_at: int | None) -
         entries[wrong_at] = f"egress/y{wrong_at}.a.example.edu"
     spec: dict[str, Any] = {"egress": [{"hosts": entries}]}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sidecars, "IMPORT_CHUNK", 1000)
+        patch.setattr(sidecars, "CLASSED_CHUNK", 1000)
+        patch.setattr(common, "CLASSED_CHUNK", 1000)
         assert_same(sidecar(spec, None))
         chunk = entries[:1000]
         found = sidecars.import_classes(POLICY, chunk)
@@ -1128,6 +1133,49 @@ def test_http_route_hostnames(hostnames: list[str]) -> None:
             },
         }
     )
+
+
+@FAST
+@given(
+    plain=st.lists(dotted, min_size=1, max_size=4),
+    odd=st.lists(st.tuples(st.integers(0, 150), names), max_size=6),
+    size=st.sampled_from([7, 16, 40]),
+    kind=st.sampled_from(["ServiceEntry", "HTTPRoute"]),
+)
+def test_host_lists_classed_chunk_by_chunk(
+    plain: list[str], odd: list[tuple[int, str]], size: int, kind: str
+) -> None:
+    # a long host list classed a chunk at a time: hosts of a few classes, odd ones anywhere
+    # (names the policy knows, other classes, wildcards, IPs, invalid names)
+    hosts = [f"h{i}.{plain[i % len(plain)]}" for i in range(150)]
+    for at, host in odd:
+        hosts.insert(at, host)
+    manifest = tls_service_entry("chunked", hosts)
+    if kind == "HTTPRoute":
+        manifest = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": meta("rt"),
+            "spec": {
+                "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+                "hostnames": hosts,
+                "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}],
+            },
+        }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "CLASSED_CHUNK", size)
+        assert_same(manifest)
+
+
+@pytest.mark.parametrize("at", [0, 7000, 19999])
+@pytest.mark.parametrize("odd", ["h.evil.test", "api.payments.example", "-bad-.example.com"])
+def test_one_odd_host_deep_in_a_long_list(at: int, odd: str) -> None:
+    # a host no class of the others holds, anywhere in 20,000: judged with its own chunk
+    hosts = [f"h.p{i}.example.com" for i in range(20_000)]
+    hosts[at] = odd
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "CLASSED_CHUNK", 4096)
+        assert_same(tls_service_entry("one-odd", hosts))
 
 
 # Gateway addresses: hosts in and out of the egress namespace in every spelling, IPs, odd values

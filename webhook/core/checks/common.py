@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import chain, compress, count, repeat
 from operator import add, eq, itemgetter, not_, truth
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from webhook.core.decisions import MAX_LISTED_VIOLATIONS, EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
@@ -247,6 +247,14 @@ def judge_hosts(
         for index, host in enumerate(hosts):
             judge(reader, index, host)
         return
+    if len(hosts) > CLASSED_CHUNK:
+        judge_in_chunks(
+            reader,
+            len(hosts),
+            partial(_host_chunk, policy, hosts, judge),
+            lambda reader, index: judge(reader, index, hosts[index]),
+        )
+        return
     if joined is None:
         joined = "\n".join(hosts)
     firsts = _counted_host_classes(policy, hosts, joined)
@@ -263,6 +271,104 @@ def judge_hosts(
         judge_classes(reader, keys, lambda reader, index: judge(reader, index, hosts[index]))
         return
     judge_keyed(reader, hosts, policy.host_class, judge)
+
+
+def _host_chunk(
+    policy: Policy, hosts: Sequence[str], judge: Judge, start: int, stop: int
+) -> ChunkJudgement:
+    """The classes of ``hosts[start:stop]`` as ``judge_hosts`` finds them for a whole list."""
+    chunk = hosts[start:stop]
+    joined = "\n".join(chunk)
+
+    def aside(index: int) -> Aside:
+        return lambda reader: judge(reader, start + index, chunk[index])
+
+    firsts = _counted_host_classes(policy, chunk, joined)
+    if firsts is not None:
+        keys = ChunkedKeys(chunk, partial(_exact_host_keys, policy))
+        return ChunkJudgement(keys, {key: aside(index) for key, index in firsts.items()})
+    exact = _exact_host_keys(policy, chunk, joined)
+    if exact is not None:
+        found = first_indexes(exact)
+        return ChunkJudgement(exact, {key: aside(index) for key, index in found.items()})
+    # keyed by Policy.host_class as the ordered pass goes (None: alone), apart from the keys
+    # above; a chunk breaking the policy stops at the violation limit without keying the rest
+    classed = (None if key is None else (_HOST_CLASS, key) for key in map(policy.host_class, chunk))
+    return ChunkJudgement(classed, {None: aside(0)})
+
+
+# marks a key of Policy.host_class, which other chunks' keys never meet
+_HOST_CLASS = "host_class"
+# long lists are classed this many items at a time: an item that no class of the first
+# items holds costs the classes of its own chunk, not of the whole list, and a list breaking
+# the policy stops at the violation limit before the chunks after are classed (classing
+# chunks of this size costs about what classing the whole list does)
+CLASSED_CHUNK = 16384
+# judges an item of a class on the reader it is given
+Aside = Callable[["Reader"], None]
+
+
+class ChunkJudgement(NamedTuple):
+    """How ``judge_in_chunks`` judges one chunk of a list.
+
+    ``keys``: the chunk's class keys in order (None: the item is judged alone).  ``asides``:
+    each key mapped to a judgement of an item of its class (one of the chunk's, or one made
+    up), given a reader; every key of the chunk is one of them, though not every one need be
+    an item's (None among them: some item is judged alone).  ``narrowed``: given the keys
+    found wrong, the keys and the chunk positions of the only items that can have them.
+    """
+
+    keys: Iterable[Hashable]
+    asides: Mapping[Hashable, Aside]
+    narrowed: Callable[[set[Hashable]], tuple[Iterable[Hashable], list[int]]] | None = None
+
+
+def judge_in_chunks(
+    reader: Reader,
+    count: int,
+    chunk: Callable[[int, int], ChunkJudgement],
+    judge: Callable[[Reader, int], None],
+) -> None:
+    """``judge(reader, i)`` for each of ``count`` items, skipping those of a class found
+    clean, the list classed ``CLASSED_CHUNK`` items at a time (``chunk(start, stop)``), in
+    order.
+
+    Each chunk's classes are judged aside, unless an earlier chunk's judged them; a chunk with
+    a class found wrong, or with items judged alone, is then judged in order (its items that
+    can be wrong, when it can tell), the clean classes skipped.  Violations keep the object's
+    order, and a list breaking the policy stops at the violation limit without classing the
+    chunks after.
+    """
+    clean: set[Hashable] = set()
+    wrong: set[Hashable] = set()
+    for start in range(0, count, CLASSED_CHUNK):
+        found = chunk(start, min(count, start + CLASSED_CHUNK))
+        for key, aside in found.asides.items():
+            if key is None or key in clean or key in wrong:
+                continue
+            scratch = Reader()
+            aside(scratch)
+            (wrong if scratch.violations else clean).add(key)
+        bad = wrong.intersection(found.asides)
+        alone = None in found.asides
+        if not bad and not alone:
+            continue
+        keys, at = found.keys, None
+        if not alone and found.narrowed is not None:
+            keys, at = found.narrowed(bad)
+        judge_in_order(reader, keys, partial(_placed, judge, start, at), clean)
+
+
+def _placed(
+    judge: Callable[[Reader, int], None],
+    start: int,
+    at: list[int] | None,
+    reader: Reader,
+    index: int,
+) -> None:
+    """``judge`` of the item at ``index`` of a chunk starting at ``start``, or of the chunk's
+    items at ``at``."""
+    judge(reader, start + (index if at is None else at[index]))
 
 
 def _counted_host_classes(

@@ -27,10 +27,13 @@ from typing import Any, cast
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     CLASS_SAMPLE,
+    CLASSED_CHUNK,
     COUNTED_AT_MOST,
     KEYS_ALONE,
     OWN_TEXT,
+    Aside,
     ChunkedKeys,
+    ChunkJudgement,
     Reader,
     classes_of_unknown_names,
     counted_classes,
@@ -38,6 +41,7 @@ from webhook.core.checks.common import (
     format_labels,
     is_managed,
     judge_classes,
+    judge_in_chunks,
     judge_in_order,
     many,
     name_of,
@@ -227,7 +231,7 @@ def _judged_as_one_list(
     if not run or set(map(type, run)) != {list} or not all(run):
         return False
     entries = run[0] if len(run) == 1 else list(chain.from_iterable(run))
-    long = len(entries) > IMPORT_CHUNK and set(map(type, entries)) == {str}
+    long = len(entries) > CLASSED_CHUNK and set(map(type, entries)) == {str}
     classes = None if long or not many(entries) else import_classes(policy, entries)
     if classes is None and not long:
         return False
@@ -239,7 +243,8 @@ def _judged_as_one_list(
         _check_import(reader, policy, path, entries[index], allowed, source, may)
 
     if classes is None:
-        _judge_in_chunks(reader, policy, entries, judge, allowed, source, may)
+        chunk = partial(_import_chunk, policy, entries, allowed, source, may)
+        judge_in_chunks(reader, len(entries), chunk, judge)
         return True
     keys, firsts = classes
     if isinstance(firsts, Cover):
@@ -269,88 +274,55 @@ def _listener_runs(hosts: list[Any], start: int, stop: int) -> Iterator[tuple[in
         yield from _listener_runs(hosts, middle, stop)
 
 
-# a long list of imports is classed this many entries at a time: an entry that no class of
-# the first entries holds, or that no class can hold, costs the classes of its own chunk, not
-# of the whole list (classing chunks of this size costs about what classing the whole does)
-IMPORT_CHUNK = 16384
 # the key of an entry keyed by its own text, apart from every class key (a string)
 _OwnText = tuple[str, str]
 
 
-def _judge_in_chunks(
-    reader: Reader,
+def _import_chunk(
     policy: Policy,
     entries: list[str],
-    judge: Callable[[Reader, int], None],
     allowed: frozenset[str],
     source: str,
     may: str,
-) -> None:
-    """``judge(reader, i)`` for each entry, skipping those of a class found clean, the list
-    classed a chunk at a time (``import_classes`` of each), in order.
-
-    Each chunk's classes are judged by an entry of each, aside, unless an earlier chunk's
-    judged them; a chunk with a class found wrong, or with entries no class holds (judged
-    alone), is then judged in order, the clean classes skipped.  Violations keep the
-    object's order, and a list breaking the policy stops at the violation limit without
-    classing the chunks after.
-    """
-    clean: set[Hashable] = set()
-    wrong: set[Hashable] = set()
-    for start in range(0, len(entries), IMPORT_CHUNK):
-        chunk = entries[start : start + IMPORT_CHUNK]
-        keys, representatives, covered = _chunk_classes(policy, chunk)
-        for key, entry in representatives.items():
-            if key is None or key in clean or key in wrong:
-                continue
-            scratch = Reader()
-            _check_import(scratch, policy, "", entry, allowed, source, may)
-            (wrong if scratch.violations else clean).add(key)
-        found_wrong = wrong.intersection(representatives)
-        if covered and found_wrong and None not in representatives:
-            # only the entries of the wrong pairs' namespace parts can be wrong
-            at = _holders(policy, cast("Cover", representatives), found_wrong)
-            held = ChunkedKeys([chunk[i] for i in at], partial(_checked_keys, policy))
-            judge_in_order(reader, held, partial(_placed, judge, start, at), clean)
-        elif found_wrong or None in representatives:
-            judge_in_order(reader, keys, partial(_placed, judge, start, None), clean)
-
-
-def _placed(
-    judge: Callable[[Reader, int], None],
     start: int,
-    at: list[int] | None,
-    reader: Reader,
-    index: int,
-) -> None:
-    """``judge`` of the entry at ``index`` of a chunk starting at ``start``, or of the chunk's
-    entries at ``at``."""
-    judge(reader, start + (index if at is None else at[index]))
+    stop: int,
+) -> ChunkJudgement:
+    """The classes of ``entries[start:stop]`` (strings) as ``import_classes`` finds them."""
+    chunk = entries[start:stop]
 
+    def aside(entry: str) -> Aside:
+        return lambda reader: _check_import(reader, policy, "", entry, allowed, source, may)
 
-def _chunk_classes(
-    policy: Policy, chunk: list[str]
-) -> tuple[Collection[Hashable], dict[Hashable, str], bool]:
-    """The class keys of a chunk of entries (strings), in order, and each class mapped to an
-    entry of its verdict: every key of the chunk is one of these (None: some entry is judged
-    alone), though not every one need be an entry's when the last answer, covered, is True
-    (a ``Cover``)."""
     found = import_classes(policy, chunk)
     if found is None:
         # not strings after all: every entry judged alone
-        return [None] * len(chunk), {None: ""}, False
+        return ChunkJudgement([None] * len(chunk), {None: aside("")})
     keys, firsts = found
     if isinstance(firsts, Cover):
-        return keys, cast("dict[Hashable, str]", firsts), True
+        cover = firsts
+        return ChunkJudgement(
+            keys,
+            {key: aside(entry) for key, entry in cover.items()},
+            lambda wrong: _held(policy, cover, wrong),
+        )
     if firsts is not None:
-        return keys, {key: chunk[index] for key, index in firsts.items()}, False
+        return ChunkJudgement(keys, {key: aside(chunk[index]) for key, index in firsts.items()})
     if keys is chunk:
         # entries keyed by their own text: apart from the class keys of other chunks
         own: list[_OwnText] = list(zip(repeat(OWN_TEXT, len(chunk)), chunk, strict=True))
-        return own, {key: key[1] for key in dict.fromkeys(own)}, False
+        return ChunkJudgement(own, {key: aside(key[1]) for key in dict.fromkeys(own)})
     # keyed entry by entry, those no class holds judged alone (None)
     listed: list[Hashable] = list(keys)
-    return listed, {key: chunk[index] for key, index in first_indexes(listed).items()}, False
+    found_firsts = first_indexes(listed)
+    return ChunkJudgement(listed, {key: aside(chunk[i]) for key, i in found_firsts.items()})
+
+
+def _held(
+    policy: Policy, cover: Cover, wrong: set[Hashable]
+) -> tuple[Iterable[Hashable], list[int]]:
+    """The keys and positions of the entries ``cover`` holds that may have a ``wrong`` key."""
+    at = _holders(policy, cover, wrong)
+    return ChunkedKeys(list(map(cover.entries.__getitem__, at)), partial(_checked_keys, policy)), at
 
 
 def _holders(policy: Policy, cover: Cover, keys: Iterable[Hashable]) -> list[int]:
@@ -485,12 +457,12 @@ def import_classes(policy: Policy, hosts: Any) -> ImportClasses | None:
         return ChunkedKeys(hosts, _import_keys), firsts
     cover = None if text is None else covering_classes(policy, hosts, text)
     if cover is not None:
-        cover.text = cast("str", text)
+        cover.text, cover.entries = cast("str", text), hosts
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), cover
     split = None if text is None else _split_classes(policy, hosts, text)
     if isinstance(split, Cover):
-        split.text = cast("str", text)
+        split.text, split.entries = cast("str", text), hosts
     if split is not None:
         # each condition of _checked_keys holds entry by entry, so on every chunk too
         return ChunkedKeys(hosts, lambda chunk: _checked_keys(policy, chunk)), split
@@ -569,9 +541,11 @@ class Cover(dict[str, str]):
     """Class keys mapped to an entry of each class (one of the list's, or one made of a sampled
     namespace part and a sampled name): every entry of the list has one of these keys, though
     not every key need be an entry's.  When each of them is judged clean, so is the list.
-    ``text``: the entries' joined text with the wildcards moved (``_wildcards_moved``)."""
+    ``text``: the entries' joined text with the wildcards moved (``_wildcards_moved``), and
+    ``entries`` the entries themselves."""
 
     text = ""
+    entries: list[str] = []  # noqa: RUF012  (set on each instance)
 
 
 ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | Cover | None]
