@@ -129,13 +129,13 @@ def _each_rule(
     self: virtualservices._ManyRoutes,
     reader: common.Reader,
     kind: str,
-    items: list[tuple[int, Any]],
+    objects: Any,
     base: str,
     routes: list[Any],
     gateway_entries: list[tuple[str, str]],
 ) -> None:
     """Every rule of a long list read the general way, as short lists are."""
-    for i, item in items:
+    for i, item in zip(*objects, strict=True):
         rule = virtualservices._route(
             reader, self.memo, kind, item, f"{base}[{i}]", self.top, gateway_entries
         )
