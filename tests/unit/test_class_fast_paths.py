@@ -177,6 +177,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_plain_clients", lambda value, top, namespace: None)
     patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
+    patch.setattr(virtualservices, "repeated_texts", lambda values: None)
     patch.setattr(
         virtualservices,
         "_plain_destinations",
@@ -2535,6 +2536,142 @@ def test_virtual_service_long_route_list_with_subsets(
         rule["match"] = [{"port": 443, "sniHosts": sni}]
     spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: [rule]}
     assert_same_virtual_service(spec, gateways, export)
+
+
+# rules read in passes of C but of another shape to them, hidden among plain ones: a bad or
+# empty host, a subset of the wrong type, a gateway subset, clients, a second destination
+odd_plain_rules = st.one_of(
+    st.builds(_to, st.sampled_from(["Bad_Host!", "", "x.example.net", "8.8.8.8", "reviews"])),
+    st.builds(
+        lambda subset: {"route": [{"destination": {"host": GATEWAY, "subset": subset}}]},
+        st.sampled_from([7, [], {"a": 1}, "", "wide-0", "labelled-0"]),
+    ),
+    st.just(_to("reviews", sourceNamespace="other")),
+    st.just({"match": "x", "route": [{"destination": {"host": "reviews"}}]}),
+    st.just({"route": [{"destination": {"host": "reviews"}}, {"destination": {"host": "db"}}]}),
+    st.just({"route": [{"destination": {"host": 7}}]}),
+)
+sni_matches = st.sampled_from(
+    [None, ["api.payments.example"], ["x.example.com"], ["a.wide.example"], []]
+)
+
+
+def plain_rule(host: Any, subset: Any, sni: list[str] | None) -> dict[str, Any]:
+    """A rule with one destination, and the SNIs it matches if any."""
+    destination: dict[str, Any] = {"host": host}
+    if subset is not None:
+        destination["subset"] = subset
+    rule: dict[str, Any] = {"route": [{"destination": destination}]}
+    if sni is not None:
+        rule["match"] = [{"port": 443, "sniHosts": sni}]
+    return rule
+
+
+@FAST
+@example(
+    pool=[(GATEWAY, "v1", ["api.payments.example"]), ("reviews", None, None)],
+    count=60,
+    odd=[(59, plain_rule(GATEWAY, "labelled-0", ["x.example.com"]))],
+    kind="tls",
+    gateways=["mesh"],
+    export=["."],
+)
+@example(
+    pool=[("10.1.2.3", None, None), ("reviews", "", None)],
+    count=60,
+    odd=[(60, _to("Bad_Host!"))],
+    kind="tcp",
+    gateways=None,
+    export=None,
+)
+@given(
+    pool=st.lists(
+        st.tuples(
+            plain_destination_hosts,
+            st.sampled_from([None, "v1", "wide-0", "labelled-0", ""]),
+            sni_matches,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    count=st.integers(common.CLASSES_FROM, 120),
+    odd=st.lists(st.tuples(st.integers(0, 120), odd_plain_rules), max_size=2),
+    kind=st.sampled_from(["tcp", "tls", "http"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_plain_rules_repeating_a_few_hosts(
+    pool: list[tuple[str, str | None, list[str] | None]],
+    count: int,
+    odd: list[tuple[int, Any]],
+    kind: str,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """Plain rules cycling through a few hosts, subsets and SNIs, as generated lists do: each
+    host text checked once; an odd rule anywhere keeps its own verdict at its own path."""
+    rule_list = [plain_rule(*pool[i % len(pool)]) for i in range(count)]
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: rule_list}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+def plain_rules_manifest(kind: str, rule_list: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {"hosts": ["api.payments.example"], "exportTo": ["."], kind: rule_list},
+    }
+
+
+@pytest.mark.parametrize(
+    ("odd", "field"),
+    [
+        # a subset whose services do not cover the rule's SNI, after thousands of clean ones
+        (plain_rule(GATEWAY, "wide-0", ["api.payments.example"]), "subset"),
+        (plain_rule(GATEWAY, "labelled-0", ["x.example.com"]), "subset"),
+        (plain_rule("Bad_Host!", "v1", ["x.example.com"]), "host"),
+        (plain_rule("8.8.8.8", None, None), "host"),
+        # of a shape read rule by rule, yet clean: no violation at all
+        (plain_rule(GATEWAY, 7, ["x.example.com"]), None),
+        (plain_rule(GATEWAY, {"a": 1}, ["api.payments.example"]), None),
+    ],
+)
+def test_virtual_service_plain_tls_rule_wrong_after_thousands(odd: Any, field: str | None) -> None:
+    # 3,000 tls rules to the gateway cycling two clean subset and SNI pairs, and the last odd
+    rule_list = [
+        plain_rule(GATEWAY, "v1", ["api.payments.example"])
+        if i % 2
+        else plain_rule(GATEWAY, "wide-0", ["x.example.com"])
+        for i in range(3000)
+    ]
+    rule_list.append(odd)
+    manifest = plain_rules_manifest("tls", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    expected = [] if field is None else [f"spec.tls[3000].route[0].destination.{field}"]
+    assert [v.field for v in slow.violations] == expected
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_virtual_service_plain_rules_keep_the_violation_stop(kind: str) -> None:
+    # repeated rules each wrong (a gateway subset for the wrong SNI, an address out of the
+    # cluster) mixed with clean ones: those up to the stop are reported, in order
+    pool = [
+        plain_rule(GATEWAY, "labelled-0", ["x.example.com"]),
+        plain_rule("reviews", "v1", None),
+        plain_rule("8.8.8.8", None, ["api.payments.example"]),
+    ]
+    manifest = plain_rules_manifest(kind, [pool[i % 3] for i in range(5000)])
+    fast, slow = both(manifest)
+    assert len(slow.violations) == STOP_AFTER_VIOLATIONS
+    assert fast.violations == slow.violations
+    assert fast.reason == slow.reason
+    default = judge(manifest, POLICY)
+    assert (default.violations, default.reason) == (slow.violations, slow.reason)
 
 
 def test_rules_to_thousands_of_addresses_of_one_network_are_judged_once(
