@@ -13,7 +13,7 @@ tests count host lookups: a list under a few domains costs a few lookups whateve
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -2670,6 +2670,166 @@ def test_virtual_service_plain_rules_keep_the_violation_stop(kind: str) -> None:
     assert len(slow.violations) == STOP_AFTER_VIOLATIONS
     assert fast.violations == slow.violations
     assert fast.reason == slow.reason
+    default = judge(manifest, POLICY)
+    assert (default.violations, default.reason) == (slow.violations, slow.reason)
+
+
+# http rules of one shape, as generated lists hold them: a route, and in every rule the same
+# extras (a mirror, a mirrors entry, a delegate) and a match naming its own gateways
+uniform_parts = st.fixed_dictionaries(
+    {
+        "hosts": st.lists(plain_destination_hosts, min_size=1, max_size=3),
+        "mirrors": st.lists(plain_destination_hosts, min_size=1, max_size=3),
+        "subset": st.sampled_from([None, "v1", "wide-0", "", 7]),
+        "mirror": st.booleans(),
+        "mirrors_entry": st.booleans(),
+        "delegate": st.sampled_from([None, "test-app", "other", "", "none"]),
+        "gateways": st.sampled_from(
+            [
+                None,
+                [["mesh"]],
+                [["mesh"], ["mesh", "tenant-gw"], []],
+                [["tenant-gw"]],
+                [["mesh"], ["egress/istio-egressgateway"]],
+                [None, ["mesh"]],
+            ]
+        ),
+    }
+)
+# what makes a rule of another shape among them
+odd_uniform_rules = st.one_of(
+    odd_plain_rules,
+    st.sampled_from(
+        [
+            {**_to("reviews"), "mirror": {"host": "x.example.net", "subset": "v1"}},
+            {**_to("reviews"), "mirror": {"host": 7}},
+            {**_to("reviews"), "mirrors": []},
+            {**_to("reviews"), "delegate": {}},
+            {**_to("reviews"), "delegate": {"name": "d", "namespace": 3}},
+            {**_to("reviews"), "redirect": {"authority": "x.example.net"}},
+            {**_to("reviews"), "rewrite": {"authority": "x.example.net"}},
+            {"match": [{"gateways": ["mesh"]}, {"gateways": ["tenant-gw"]}], **_to("reviews")},
+            {"match": [{"gateways": ["mesh"], "sourceNamespace": "other"}], **_to("reviews")},
+            {"match": [{"gateways": "mesh"}], **_to("reviews")},
+            {"match": [{"gateways": [7]}], **_to("reviews")},
+        ]
+    ),
+)
+
+
+def uniform_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
+    """The ``i``-th rule of a list of one shape, its hosts cycling through ``parts``'."""
+    hosts, mirrors = parts["hosts"], parts["mirrors"]
+    rule = plain_rule(hosts[i % len(hosts)], parts["subset"], None)
+    if parts["mirror"]:
+        rule["mirror"] = {"host": mirrors[i % len(mirrors)]}
+    if parts["mirrors_entry"]:
+        rule["mirrors"] = [{"destination": {"host": mirrors[-1 - i % len(mirrors)]}}]
+    delegate = parts["delegate"]
+    if delegate is not None:
+        rule["delegate"] = (
+            {"name": "d"} if delegate == "none" else {"name": "d", "namespace": delegate}
+        )
+    gateways = parts["gateways"]
+    if gateways is not None:
+        own = gateways[i % len(gateways)]
+        rule["match"] = [{"uri": {"prefix": "/"}} if own is None else {"gateways": own}]
+    return rule
+
+
+@FAST
+@example(
+    parts={
+        "hosts": ["reviews"],
+        "mirrors": ["x.example.net", "reviews"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "other",
+        "gateways": [["mesh"], ["egress/istio-egressgateway"]],
+    },
+    count=40,
+    odd=[],
+    gateways=None,
+    export=None,
+)
+@given(
+    parts=uniform_parts,
+    count=st.integers(common.CLASSES_FROM, 90),
+    odd=st.lists(st.tuples(st.integers(0, 90), odd_uniform_rules), max_size=2),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_http_rules_of_one_shape(
+    parts: dict[str, Any],
+    count: int,
+    odd: list[tuple[int, Any]],
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """http rules alike in shape (mirrors, delegate, own gateways) are read in passes of C: an
+    odd rule anywhere keeps its own verdict at its own path."""
+    rule_list = [uniform_rule(i, parts) for i in range(count)]
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], "http": rule_list}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda rule: rule["mirror"].update(host="x.example.net"), "mirror.host"),
+        (
+            lambda rule: rule["mirrors"][0]["destination"].update(host="Bad_Host!"),
+            "mirrors[0].destination.host",
+        ),
+        (lambda rule: rule["delegate"].update(namespace="other"), "delegate"),
+        # read the general way: a subset towards the gateway, a rewrite
+        (lambda rule: rule["mirror"].update(host=GATEWAY, subset="labelled-0"), "mirror.subset"),
+        (lambda rule: rule.update(rewrite={"authority": "x.example.net"}), "rewrite.authority"),
+        (lambda rule: rule["match"][0].update(gateways=["egress/gw"]), "match[0].gateways[0]"),
+    ],
+)
+def test_virtual_service_http_rule_of_one_shape_wrong_after_thousands(
+    change: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    # 3,000 clean http rules with a mirror, a mirrors entry, a delegate within the namespace
+    # and their own gateways; the last one changed: its violation alone, at its own path
+    parts = {
+        "hosts": ["reviews", "db"],
+        "mirrors": ["shadow"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "test-app",
+        "gateways": [["mesh"], ["mesh", "tenant-gw"]],
+    }
+    rule_list = [uniform_rule(i, parts) for i in range(3000)]
+    change(rule_list[-1])
+    manifest = plain_rules_manifest("http", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert [v.field for v in slow.violations] == [f"spec.http[2999].{field}"]
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+def test_virtual_service_http_rules_of_one_shape_keep_the_violation_stop() -> None:
+    # every rule mirrors out of the mesh and delegates out of the namespace: those up to the
+    # stop are reported, in order
+    parts = {
+        "hosts": ["reviews"],
+        "mirrors": ["x.example.net", "y.example.org"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "other",
+        "gateways": [["mesh"]],
+    }
+    manifest = plain_rules_manifest("http", [uniform_rule(i, parts) for i in range(3000)])
+    fast, slow = both(manifest)
+    assert len(slow.violations) == STOP_AFTER_VIOLATIONS
+    assert (fast.violations, fast.reason) == (slow.violations, slow.reason)
     default = judge(manifest, POLICY)
     assert (default.violations, default.reason) == (slow.violations, slow.reason)
 

@@ -681,27 +681,30 @@ class _ManyRoutes:
             )
 
     def _plain_rules(self, kind: str, objects: _Objects) -> tuple[_Columns, list[str]] | None:
-        """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
-        name no clients, one route entry to one destination host (a string subset allowed),
-        nothing else to gather.  None unless every rule is such a rule."""
+        """What ``_gather`` gives for a list of rules all of one plain shape, found in passes
+        of C: one route entry to one destination host (a string subset allowed), and for http
+        rules the same extras in each (one mirror, one mirrors entry, a delegate; neither
+        redirect nor rewrite); matches that name no clients, or one match per rule naming its
+        own gateways.  None unless every rule is such a rule."""
         rules: list[Any] = objects.items
         first = rules[0] if rules else {}
-        # only http rules mirror, redirect, rewrite or delegate: other rules' fields go unread
-        http = kind == "http"
         if (
             type(first) is not dict
             or "route" not in first
-            or (http and not _HTTP_EXTRAS.isdisjoint(first))
+            or (kind == "http" and ("redirect" in first or "rewrite" in first))
         ):
             # not even the first rule is plain: no need to look at the others
             return None
         if not _all_of(rules, dict):
             return None
-        if http and not _HTTP_EXTRAS.isdisjoint(chain.from_iterable(rules)):
+        # only http rules mirror, redirect, rewrite or delegate: other rules' fields go unread
+        extras = _HTTP_EXTRAS.intersection(chain.from_iterable(rules)) if kind == "http" else ()
+        if "redirect" in extras or "rewrite" in extras:
             return None
-        counts = self._match_counts(rules)
-        if counts is None:
+        found = self._match_clients(rules)
+        if found is None:
             return None
+        counts, clients = found
         routes: list[Any] = list(map(dict.get, rules, repeat("route")))
         if not _all_of(routes, list) or set(map(len, routes)) != {1}:
             return None
@@ -709,54 +712,150 @@ class _ManyRoutes:
         if not _all_of(entries, dict):
             return None
         targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
-        if not _all_of(targets, dict):
+        hosts = _plain_targets(targets)
+        if hosts is None:
             return None
-        hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
-        if not _all_of(hosts, str) or "" in hosts:
+        columns, more, delegates = self._extras(rules, extras)
+        if columns is None:
             return None
-        # a rule's parts depend on its count of matches and its subset only: a tuple per pair
         named: list[Any] = list(map(dict.get, targets, repeat("subset")))
-        distinct = set(counts)
-        parts: list[_Gathered | None]
-        if not any(named):
-            # a falsy subset of any type is no subset to the general path
-            shared: dict[Any, _Gathered] = {
-                count: (None, count, [_ROUTE_NAMES[0]], None, None, None) for count in distinct
-            }
-            parts = list(map(shared.__getitem__, counts))
-        elif set(map(type, named)) <= {NoneType, str}:
+        subsets = any(named)
+        if subsets:
             # each subset gathered as _gather gathers it (any other type is a rule of another
-            # shape to it)
+            # shape to it); a falsy subset of any type is no subset to the general path
+            if not set(map(type, named)) <= {NoneType, str}:
+                return None
             self.subset_flags.append(True)
-            pairs = list(zip(counts, named, strict=True))
-            shared = {}
-            for count, subset in set(pairs):
-                names: list[_Name] = [(_ROUTE_NAMES[0][0], subset)] if subset else [_ROUTE_NAMES[0]]
-                shared[count, subset] = (None, count, names, None, None, None)
-            parts = list(map(shared.__getitem__, pairs))
+        plain = 0
+        parts: list[_Gathered | None]
+        if clients is None and delegates is None and not more:
+            # a rule's parts depend on its count of matches and its subset only: a tuple per
+            # pair, shared
+            plain = len(set(counts))
+            keys: Sequence[Any] = counts
+            shared: dict[Any, _Gathered]
+            if subsets:
+                keys = list(zip(counts, named, strict=True))
+                shared = {
+                    (count, subset): (None, count, [_route_name(subset)], None, None, None)
+                    for count, subset in set(keys)
+                }
+            else:
+                shared = {
+                    count: (None, count, [_ROUTE_NAMES[0]], None, None, None)
+                    for count in set(counts)
+                }
+            parts = list(map(shared.__getitem__, keys))
         else:
-            return None
-        # one host per rule: rule n's is the n-th
-        return _Columns(objects.indices, parts, range(len(hosts)), len(distinct)), hosts
+            # a rule's names depend on its subset only: a list per subset
+            lists = {subset: [_route_name(subset), *more] for subset in set(named)}
+            parts = list(
+                zip(
+                    repeat(None) if clients is None else clients,
+                    counts,
+                    map(lists.__getitem__, named),
+                    repeat(None),
+                    repeat(None),
+                    repeat(None) if delegates is None else delegates,
+                    strict=False,
+                )
+            )
+        if not more:
+            # one host per rule: rule n's is the n-th
+            return _Columns(objects.indices, parts, range(len(hosts)), plain), hosts
+        width = 1 + len(more)
+        raws: list[str] = list(chain.from_iterable(zip(hosts, *columns, strict=True)))
+        return _Columns(objects.indices, parts, range(0, len(raws), width)), raws
 
-    @staticmethod
-    def _match_counts(rules: list[dict[str, Any]]) -> Sequence[int] | None:
-        """Each rule's count of matches when no match names clients (0: no match list), found
-        in passes of C; None when some does, or some match list is of an unusual shape."""
+    def _match_clients(
+        self, rules: list[dict[str, Any]]
+    ) -> tuple[Sequence[int], list[_Clients] | None] | None:
+        """Each rule's count of matches (0: no match list), and its clients when some match
+        names clients (None: no match does), found in passes of C; None when a rule then has
+        other than one match, or some match list is of an unusual shape."""
         matches: list[Any] = list(map(dict.get, rules, repeat("match")))
         absent = matches.count(None)
         if absent == len(matches):
             # tcp rules match on nothing more often than not
-            return [0] * len(matches)
+            return [0] * len(matches), None
         lists = [match for match in matches if match is not None] if absent else matches
         if not _all_of(lists, list):
             return None
         each = list(chain.from_iterable(lists))
-        if not _all_of(each, dict) or not _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
+        if not _all_of(each, dict):
             return None
-        if not absent:
-            return list(map(len, matches))
-        return [0 if match is None else len(match) for match in matches]
+        if _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
+            if not absent:
+                return list(map(len, matches)), None
+            return [0 if match is None else len(match) for match in matches], None
+        # one match per rule: one naming no clients gets what _clients gives it too
+        if absent or set(map(len, matches)) != {1}:
+            return None
+        clients = self._own_gateways(each)
+        return None if clients is None else ([1] * len(matches), clients)
+
+    def _own_gateways(self, matches: list[dict[str, Any]]) -> list[_Clients] | None:
+        """What ``_clients`` gives each rule of a single match naming its own gateways (or
+        none), sources left to the namespace, found in passes of C; each distinct list of
+        gateways read once.  None: some match is of another shape."""
+        owns: list[Any] = list(map(dict.get, matches, repeat("gateways")))
+        if not set(map(type, owns)) <= {NoneType, list}:
+            return None
+        if not _all_of(list(chain.from_iterable(filter(None, owns))), str):
+            return None
+        for field_name in ("sourceNamespace", "sourceLabels"):
+            if list(map(dict.get, matches, repeat(field_name))).count(None) != len(matches):
+                return None
+        keys = list(map(tuple, [own or () for own in owns]))
+        top, default = self.top, self._default
+        found: dict[tuple[str, ...], _Clients] = {}
+        for key in dict.fromkeys(keys):
+            gateways = frozenset(key) if key else top
+            own_refs = [(0, list(key))] if key else []
+            found[key] = (gateways, (default,) if MESH in gateways else (), own_refs)
+        return list(map(found.__getitem__, keys))
+
+    def _extras(
+        self, rules: list[dict[str, Any]], extras: Collection[str]
+    ) -> tuple[list[list[str]] | None, list[_Name], list[str] | None]:
+        """The hosts of each rule's mirror and single mirrors entry, as columns (None: some
+        rule has them otherwise), their names, and each rule's delegate namespace (None: no
+        rule delegates)."""
+        columns: list[list[str]] = []
+        more: list[_Name] = []
+        delegates = None
+        if "mirror" in extras:
+            hosts = _plain_targets(list(map(dict.get, rules, repeat("mirror"))), subsets=False)
+            if hosts is None:
+                return None, more, None
+            columns.append(hosts)
+            more.append(_MIRROR_NAME)
+        if "mirrors" in extras:
+            lists: list[Any] = list(map(dict.get, rules, repeat("mirrors")))
+            if not _all_of(lists, list) or set(map(len, lists)) != {1}:
+                return None, more, None
+            entries: list[Any] = list(map(itemgetter(0), lists))
+            if not _all_of(entries, dict):
+                return None, more, None
+            hosts = _plain_targets(
+                list(map(dict.get, entries, repeat("destination"))), subsets=False
+            )
+            if hosts is None:
+                return None, more, None
+            columns.append(hosts)
+            more.append(_MIRRORS_NAMES[0])
+        if "delegate" in extras:
+            targets: list[Any] = list(map(dict.get, rules, repeat("delegate")))
+            if not _all_of(targets, dict) or not all(targets):
+                return None, more, None
+            spaces: list[Any] = list(map(dict.get, targets, repeat("namespace")))
+            if not set(map(type, spaces)) <= {NoneType, str}:
+                return None, more, None
+            if not all(spaces):
+                # no namespace: the VirtualService's own
+                spaces = [space or self.memo.namespace for space in spaces]
+            delegates = spaces
+        return columns, more, delegates
 
     def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
         return _valid_hosts(self.memo, raws)
@@ -908,6 +1007,24 @@ class _ManyRoutes:
         if items is None:
             raise _Unusual
         return _Source(namespace or self.memo.namespace, items)
+
+
+def _route_name(subset: str | None) -> _Name:
+    """The name ``_gather`` gives a rule's first route destination with ``subset``."""
+    return (_ROUTE_NAMES[0][0], subset) if subset else _ROUTE_NAMES[0]
+
+
+def _plain_targets(targets: list[Any], subsets: bool = True) -> list[str] | None:
+    """The host of each destination when each is an object naming a host (``_gather``
+    gathers one from each), with no subset unless ``subsets``; None otherwise."""
+    if not _all_of(targets, dict):
+        return None
+    hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
+    if not _all_of(hosts, str) or "" in hosts:
+        return None
+    if not subsets and any(map(dict.get, targets, repeat("subset"))):
+        return None
+    return hosts
 
 
 def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
