@@ -2656,6 +2656,20 @@ def test_virtual_service_plain_tls_rule_wrong_after_thousands(odd: Any, field: s
     assert judge(manifest, POLICY).violations == slow.violations
 
 
+@pytest.mark.parametrize("last", [GATEWAY, "reviews"])
+def test_virtual_service_plain_tls_rules_each_with_its_own_subset(last: str) -> None:
+    # 3,000 tls rules, each to its own service with its own subset (none judged: no gateway
+    # among them), then one naming a subset of the gateway its SNI does not pass
+    rule_list = [plain_rule(f"svc-{i}", f"s-{i}", [f"svc-{i}.example.com"]) for i in range(3000)]
+    rule_list.append(plain_rule(last, "labelled-0", ["x.example.com"]))
+    manifest = plain_rules_manifest("tls", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    expected = ["spec.tls[3000].route[0].destination.subset"] if last == GATEWAY else []
+    assert [v.field for v in slow.violations] == expected
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
 @pytest.mark.parametrize("kind", ["tcp", "tls"])
 def test_virtual_service_plain_rules_keep_the_violation_stop(kind: str) -> None:
     # repeated rules each wrong (a gateway subset for the wrong SNI, an address out of the

@@ -729,23 +729,8 @@ class _ManyRoutes:
         plain = 0
         parts: list[_Gathered | None]
         if clients is None and delegates is None and not more:
-            # a rule's parts depend on its count of matches and its subset only: a tuple per
-            # pair, shared
             plain = len(set(counts))
-            keys: Sequence[Any] = counts
-            shared: dict[Any, _Gathered]
-            if subsets:
-                keys = list(zip(counts, named, strict=True))
-                shared = {
-                    (count, subset): (None, count, [_route_name(subset)], None, None, None)
-                    for count, subset in set(keys)
-                }
-            else:
-                shared = {
-                    count: (None, count, [_ROUTE_NAMES[0]], None, None, None)
-                    for count in set(counts)
-                }
-            parts = list(map(shared.__getitem__, keys))
+            parts = _plain_parts(counts, named, subsets)
         else:
             # a rule's names depend on its subset only: a list per subset
             lists = {subset: [_route_name(subset), *more] for subset in set(named)}
@@ -1009,6 +994,27 @@ class _ManyRoutes:
         return _Source(namespace or self.memo.namespace, items)
 
 
+def _plain_parts(counts: Sequence[int], named: list[Any], subsets: bool) -> list[_Gathered | None]:
+    """The parts ``_gather`` gives plain rules of these counts of matches and subsets."""
+    shared: dict[Any, _Gathered]
+    if not subsets:
+        # a rule's parts depend on its count of matches only: a tuple per count, shared
+        shared = {
+            count: (None, count, [_ROUTE_NAMES[0]], None, None, None) for count in set(counts)
+        }
+        return list(map(shared.__getitem__, counts))
+    if all(named):
+        # a subset in every rule, likely each its own: a tuple per rule, built in C
+        names = map(list, zip(zip(repeat(_ROUTE_NAMES[0][0]), named)))
+        return list(zip(repeat(None), counts, names, repeat(None), repeat(None), repeat(None)))
+    keys = list(zip(counts, named, strict=True))
+    shared = {
+        (count, subset): (None, count, [_route_name(subset)], None, None, None)
+        for count, subset in set(keys)
+    }
+    return list(map(shared.__getitem__, keys))
+
+
 def _route_name(subset: str | None) -> _Name:
     """The name ``_gather`` gives a rule's first route destination with ``subset``."""
     return (_ROUTE_NAMES[0][0], subset) if subset else _ROUTE_NAMES[0]
@@ -1106,6 +1112,11 @@ def _plain_destinations(
     return list(zip(paths, hosts, strict=True))
 
 
+def _gateway_fqdns(policy: Policy) -> frozenset[str]:
+    """The hosts ``Policy.services_on_gateway`` answers for: the egress gateways."""
+    return frozenset(gateway.fqdn for gateway in policy.gateways)
+
+
 def _gateway_subsets(
     policy: Policy,
     hosts: list[str],
@@ -1116,7 +1127,7 @@ def _gateway_subsets(
     """Add the ``(path, host, subset)`` of each entry of the list at ``base`` to an egress
     gateway naming a subset, as ``_add_destination`` would (a subset not a string, or empty,
     is none)."""
-    fqdns = {gateway.fqdn for gateway in policy.gateways}
+    fqdns = _gateway_fqdns(policy)
     if fqdns.isdisjoint(hosts):
         return
     for j in compress(range(len(hosts)), map(fqdns.__contains__, hosts)):
@@ -1295,8 +1306,10 @@ class _Rules:
         # a short name expanded is a name of the namespace's Service zone
         short = None if suffix is None else suffix[1:]
         keys = _class_keys(policy, checked, self._split, short)
+        # only a gateway's subsets are judged: with no gateway among the hosts, none counts
+        subsets = self.subsets and not _gateway_fqdns(policy).isdisjoint(checked)
         for pos, (parts, k) in enumerate(
-            zip(self.parts, self.starts, strict=True) if self.subsets or self.rewrites else ()
+            zip(self.parts, self.starts, strict=True) if subsets or self.rewrites else ()
         ):
             if parts is None:
                 continue
