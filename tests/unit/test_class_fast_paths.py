@@ -2706,6 +2706,8 @@ uniform_parts = st.fixed_dictionaries(
                 [["tenant-gw"]],
                 [["mesh"], ["egress/istio-egressgateway"]],
                 [None, ["mesh"]],
+                "unique",
+                "unique egress",
             ]
         ),
     }
@@ -2745,7 +2747,14 @@ def uniform_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
             {"name": "d"} if delegate == "none" else {"name": "d", "namespace": delegate}
         )
     gateways = parts["gateways"]
-    if gateways is not None:
+    if gateways in ("unique", "unique egress"):
+        # a list of its own per rule, with the mesh or not (now and then one of the egress
+        # namespace)
+        own = [f"gw-{i}", "mesh"] if i % 3 else [f"gw-{i}"]
+        if gateways == "unique egress" and i % 23 == 7:
+            own = [f"egress/gw-{i}"]
+        rule["match"] = [{"gateways": own}]
+    elif gateways is not None:
         own = gateways[i % len(gateways)]
         rule["match"] = [{"uri": {"prefix": "/"}} if own is None else {"gateways": own}]
     return rule
@@ -2761,6 +2770,21 @@ def uniform_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
         "mirrors_entry": True,
         "delegate": "other",
         "gateways": [["mesh"], ["egress/istio-egressgateway"]],
+    },
+    count=40,
+    odd=[],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts={
+        "hosts": ["x.example.net"],
+        "mirrors": ["reviews"],
+        "subset": None,
+        "mirror": False,
+        "mirrors_entry": False,
+        "delegate": None,
+        "gateways": "unique",
     },
     count=40,
     odd=[],
@@ -2790,6 +2814,7 @@ def test_virtual_service_http_rules_of_one_shape(
     assert_same_virtual_service(spec, gateways, export)
 
 
+@pytest.mark.parametrize("gateways", [[["mesh"], ["mesh", "tenant-gw"]], "unique"])
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -2806,7 +2831,7 @@ def test_virtual_service_http_rules_of_one_shape(
     ],
 )
 def test_virtual_service_http_rule_of_one_shape_wrong_after_thousands(
-    change: Callable[[dict[str, Any]], None], field: str
+    change: Callable[[dict[str, Any]], None], field: str, gateways: Any
 ) -> None:
     # 3,000 clean http rules with a mirror, a mirrors entry, a delegate within the namespace
     # and their own gateways; the last one changed: its violation alone, at its own path
@@ -2817,7 +2842,7 @@ def test_virtual_service_http_rule_of_one_shape_wrong_after_thousands(
         "mirror": True,
         "mirrors_entry": True,
         "delegate": "test-app",
-        "gateways": [["mesh"], ["mesh", "tenant-gw"]],
+        "gateways": gateways,
     }
     rule_list = [uniform_rule(i, parts) for i in range(3000)]
     change(rule_list[-1])

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    CLASS_SAMPLE,
     MESH,
     OWN_TEXT,
     AddressClasses,
@@ -781,8 +782,8 @@ class _ManyRoutes:
 
     def _own_gateways(self, matches: list[dict[str, Any]]) -> list[_Clients] | None:
         """What ``_clients`` gives each rule of a single match naming its own gateways (or
-        none), sources left to the namespace, found in passes of C; each distinct list of
-        gateways read once.  None: some match is of another shape."""
+        none), sources left to the namespace, found in passes of C (lists that repeat: each
+        distinct one read once).  None: some match is of another shape."""
         owns: list[Any] = list(map(dict.get, matches, repeat("gateways")))
         if not set(map(type, owns)) <= {NoneType, list}:
             return None
@@ -791,8 +792,16 @@ class _ManyRoutes:
         for field_name in ("sourceNamespace", "sourceLabels"):
             if list(map(dict.get, matches, repeat(field_name))).count(None) != len(matches):
                 return None
-        keys = list(map(tuple, [own or () for own in owns]))
         top, default = self.top, self._default
+        sample = owns[:CLASS_SAMPLE]
+        if all(owns) and len(set(map(tuple, sample))) * 2 > len(sample):
+            # distinct lists (a gateway per rule): each rule's clients built in C
+            named: list[frozenset[str]] = list(map(frozenset, owns))
+            mesh = map(frozenset.__contains__, named, repeat(MESH))
+            sources = map({True: (default,), False: ()}.__getitem__, mesh)
+            refs = map(list, zip(zip(repeat(0), owns, strict=False)))
+            return list(zip(named, sources, refs, strict=True))
+        keys = list(map(tuple, [own or () for own in owns]))
         found: dict[tuple[str, ...], _Clients] = {}
         for key in dict.fromkeys(keys):
             gateways = frozenset(key) if key else top
