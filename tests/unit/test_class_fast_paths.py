@@ -2538,6 +2538,23 @@ def test_virtual_service_long_route_list_with_subsets(
     assert_same_virtual_service(spec, gateways, export)
 
 
+@pytest.mark.parametrize("bad", ["bad_host.example.com", "a..example.com", "reviews", "8.8.8.8"])
+@pytest.mark.parametrize("field", ["route", "mirrors"])
+def test_virtual_service_long_destination_list_repeating_a_few_hosts(bad: str, field: str) -> None:
+    # one rule spreading over 3,000 destinations of two services, then one more host (invalid,
+    # a short name to expand, an address): each text looked at once, the last one too
+    services = ["db.test-app.svc.cluster.local", "cache.test-app.svc.cluster.local"]
+    hosts = [services[i % 2] for i in range(3000)] + [bad]
+    entries = [{"destination": {"host": host}} for host in hosts]
+    rule: dict[str, Any] = {"route": entries}
+    if field == "mirrors":
+        rule = {"route": [{"destination": {"host": "reviews"}}], "mirrors": entries}
+    manifest = plain_rules_manifest("http", [rule])
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
 # rules read in passes of C but of another shape to them, hidden among plain ones: a bad or
 # empty host, a subset of the wrong type, a gateway subset, clients, a second destination
 odd_plain_rules = st.one_of(

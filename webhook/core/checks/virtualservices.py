@@ -1105,13 +1105,15 @@ def _plain_destinations(
     if not _all_of(raws, str) or "" in raws:
         return None
     hosts: list[str] = raws
-    if not all(map(str.__contains__, raws, repeat("."))):
+    # a few texts repeated: each looked at once
+    texts = repeated_texts(raws) or raws
+    if not all(map(str.__contains__, texts, repeat("."))):
         # short names to expand (finding the dots alone costs less than splitting each host)
         valid = _valid_hosts(memo, raws)
         if valid is None:
             return None
         hosts = valid[0]
-    elif not all_valid_names(raws):
+    elif not all_valid_names(texts):
         return None
     named: list[Any] = list(map(dict.get, targets, repeat("subset")))
     if any(named):
