@@ -13,7 +13,7 @@ tests count host lookups: a list under a few domains costs a few lookups whateve
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -129,13 +129,13 @@ def _each_rule(
     self: virtualservices._ManyRoutes,
     reader: common.Reader,
     kind: str,
-    items: list[tuple[int, Any]],
+    objects: Any,
     base: str,
     routes: list[Any],
     gateway_entries: list[tuple[str, str]],
 ) -> None:
     """Every rule of a long list read the general way, as short lists are."""
-    for i, item in items:
+    for i, item in zip(*objects, strict=True):
         rule = virtualservices._route(
             reader, self.memo, kind, item, f"{base}[{i}]", self.top, gateway_entries
         )
@@ -250,6 +250,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(virtualservices, "_sni_lists", lambda matches: None)
     patch.setattr(virtualservices, "_repeated", lambda hosts: None)
     patch.setattr(virtualservices, "_shared_parent", lambda hosts, joined: None)
+    patch.setattr(virtualservices, "repeated_texts", lambda values: None)
     patch.setattr(
         virtualservices,
         "_plain_destinations",
@@ -2876,6 +2877,358 @@ def test_virtual_service_long_route_list_with_subsets(
         rule["match"] = [{"port": 443, "sniHosts": sni}]
     spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: [rule]}
     assert_same_virtual_service(spec, gateways, export)
+
+
+@pytest.mark.parametrize("bad", ["bad_host.example.com", "a..example.com", "reviews", "8.8.8.8"])
+@pytest.mark.parametrize("field", ["route", "mirrors"])
+def test_virtual_service_long_destination_list_repeating_a_few_hosts(bad: str, field: str) -> None:
+    # one rule spreading over 3,000 destinations of two services, then one more host (invalid,
+    # a short name to expand, an address): each text looked at once, the last one too
+    services = ["db.test-app.svc.cluster.local", "cache.test-app.svc.cluster.local"]
+    hosts = [services[i % 2] for i in range(3000)] + [bad]
+    entries = [{"destination": {"host": host}} for host in hosts]
+    rule: dict[str, Any] = {"route": entries}
+    if field == "mirrors":
+        rule = {"route": [{"destination": {"host": "reviews"}}], "mirrors": entries}
+    manifest = plain_rules_manifest("http", [rule])
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+# rules read in passes of C but of another shape to them, hidden among plain ones: a bad or
+# empty host, a subset of the wrong type, a gateway subset, clients, a second destination
+odd_plain_rules = st.one_of(
+    st.builds(_to, st.sampled_from(["Bad_Host!", "", "x.example.net", "8.8.8.8", "reviews"])),
+    st.builds(
+        lambda subset: {"route": [{"destination": {"host": GATEWAY, "subset": subset}}]},
+        st.sampled_from([7, [], {"a": 1}, "", "wide-0", "labelled-0"]),
+    ),
+    st.just(_to("reviews", sourceNamespace="other")),
+    st.just({"match": "x", "route": [{"destination": {"host": "reviews"}}]}),
+    st.just({"route": [{"destination": {"host": "reviews"}}, {"destination": {"host": "db"}}]}),
+    st.just({"route": [{"destination": {"host": 7}}]}),
+)
+sni_matches = st.sampled_from(
+    [None, ["api.payments.example"], ["x.example.com"], ["a.wide.example"], []]
+)
+
+
+def plain_rule(host: Any, subset: Any, sni: list[str] | None) -> dict[str, Any]:
+    """A rule with one destination, and the SNIs it matches if any."""
+    destination: dict[str, Any] = {"host": host}
+    if subset is not None:
+        destination["subset"] = subset
+    rule: dict[str, Any] = {"route": [{"destination": destination}]}
+    if sni is not None:
+        rule["match"] = [{"port": 443, "sniHosts": sni}]
+    return rule
+
+
+@FAST
+@example(
+    pool=[(GATEWAY, "v1", ["api.payments.example"]), ("reviews", None, None)],
+    count=60,
+    odd=[(59, plain_rule(GATEWAY, "labelled-0", ["x.example.com"]))],
+    kind="tls",
+    gateways=["mesh"],
+    export=["."],
+)
+@example(
+    pool=[("10.1.2.3", None, None), ("reviews", "", None)],
+    count=60,
+    odd=[(60, _to("Bad_Host!"))],
+    kind="tcp",
+    gateways=None,
+    export=None,
+)
+@given(
+    pool=st.lists(
+        st.tuples(
+            plain_destination_hosts,
+            st.sampled_from([None, "v1", "wide-0", "labelled-0", ""]),
+            sni_matches,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    count=st.integers(common.CLASSES_FROM, 120),
+    odd=st.lists(st.tuples(st.integers(0, 120), odd_plain_rules), max_size=2),
+    kind=st.sampled_from(["tcp", "tls", "http"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_plain_rules_repeating_a_few_hosts(
+    pool: list[tuple[str, str | None, list[str] | None]],
+    count: int,
+    odd: list[tuple[int, Any]],
+    kind: str,
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """Plain rules cycling through a few hosts, subsets and SNIs, as generated lists do: each
+    host text checked once; an odd rule anywhere keeps its own verdict at its own path."""
+    rule_list = [plain_rule(*pool[i % len(pool)]) for i in range(count)]
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], kind: rule_list}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+def plain_rules_manifest(kind: str, rule_list: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {"hosts": ["api.payments.example"], "exportTo": ["."], kind: rule_list},
+    }
+
+
+@pytest.mark.parametrize(
+    ("odd", "field"),
+    [
+        # a subset whose services do not cover the rule's SNI, after thousands of clean ones
+        (plain_rule(GATEWAY, "wide-0", ["api.payments.example"]), "subset"),
+        (plain_rule(GATEWAY, "labelled-0", ["x.example.com"]), "subset"),
+        (plain_rule("Bad_Host!", "v1", ["x.example.com"]), "host"),
+        (plain_rule("8.8.8.8", None, None), "host"),
+        # of a shape read rule by rule, yet clean: no violation at all
+        (plain_rule(GATEWAY, 7, ["x.example.com"]), None),
+        (plain_rule(GATEWAY, {"a": 1}, ["api.payments.example"]), None),
+    ],
+)
+def test_virtual_service_plain_tls_rule_wrong_after_thousands(odd: Any, field: str | None) -> None:
+    # 3,000 tls rules to the gateway cycling two clean subset and SNI pairs, and the last odd
+    rule_list = [
+        plain_rule(GATEWAY, "v1", ["api.payments.example"])
+        if i % 2
+        else plain_rule(GATEWAY, "wide-0", ["x.example.com"])
+        for i in range(3000)
+    ]
+    rule_list.append(odd)
+    manifest = plain_rules_manifest("tls", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    expected = [] if field is None else [f"spec.tls[3000].route[0].destination.{field}"]
+    assert [v.field for v in slow.violations] == expected
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+@pytest.mark.parametrize("last", [GATEWAY, "reviews"])
+def test_virtual_service_plain_tls_rules_each_with_its_own_subset(last: str) -> None:
+    # 3,000 tls rules, each to its own service with its own subset (none judged: no gateway
+    # among them), then one naming a subset of the gateway its SNI does not pass
+    rule_list = [plain_rule(f"svc-{i}", f"s-{i}", [f"svc-{i}.example.com"]) for i in range(3000)]
+    rule_list.append(plain_rule(last, "labelled-0", ["x.example.com"]))
+    manifest = plain_rules_manifest("tls", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    expected = ["spec.tls[3000].route[0].destination.subset"] if last == GATEWAY else []
+    assert [v.field for v in slow.violations] == expected
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_virtual_service_plain_rules_keep_the_violation_stop(kind: str) -> None:
+    # repeated rules each wrong (a gateway subset for the wrong SNI, an address out of the
+    # cluster) mixed with clean ones: those up to the stop are reported, in order
+    pool = [
+        plain_rule(GATEWAY, "labelled-0", ["x.example.com"]),
+        plain_rule("reviews", "v1", None),
+        plain_rule("8.8.8.8", None, ["api.payments.example"]),
+    ]
+    manifest = plain_rules_manifest(kind, [pool[i % 3] for i in range(5000)])
+    fast, slow = both(manifest)
+    assert len(slow.violations) == STOP_AFTER_VIOLATIONS
+    assert fast.violations == slow.violations
+    assert fast.reason == slow.reason
+    default = judge(manifest, POLICY)
+    assert (default.violations, default.reason) == (slow.violations, slow.reason)
+
+
+# http rules of one shape, as generated lists hold them: a route, and in every rule the same
+# extras (a mirror, a mirrors entry, a delegate) and a match naming its own gateways
+uniform_parts = st.fixed_dictionaries(
+    {
+        "hosts": st.lists(plain_destination_hosts, min_size=1, max_size=3),
+        "mirrors": st.lists(plain_destination_hosts, min_size=1, max_size=3),
+        "subset": st.sampled_from([None, "v1", "wide-0", "", 7]),
+        "mirror": st.booleans(),
+        "mirrors_entry": st.booleans(),
+        "delegate": st.sampled_from([None, "test-app", "other", "", "none"]),
+        "gateways": st.sampled_from(
+            [
+                None,
+                [["mesh"]],
+                [["mesh"], ["mesh", "tenant-gw"], []],
+                [["tenant-gw"]],
+                [["mesh"], ["egress/istio-egressgateway"]],
+                [None, ["mesh"]],
+                "unique",
+                "unique egress",
+            ]
+        ),
+    }
+)
+# what makes a rule of another shape among them
+odd_uniform_rules = st.one_of(
+    odd_plain_rules,
+    st.sampled_from(
+        [
+            {**_to("reviews"), "mirror": {"host": "x.example.net", "subset": "v1"}},
+            {**_to("reviews"), "mirror": {"host": 7}},
+            {**_to("reviews"), "mirrors": []},
+            {**_to("reviews"), "delegate": {}},
+            {**_to("reviews"), "delegate": {"name": "d", "namespace": 3}},
+            {**_to("reviews"), "redirect": {"authority": "x.example.net"}},
+            {**_to("reviews"), "rewrite": {"authority": "x.example.net"}},
+            {"match": [{"gateways": ["mesh"]}, {"gateways": ["tenant-gw"]}], **_to("reviews")},
+            {"match": [{"gateways": ["mesh"], "sourceNamespace": "other"}], **_to("reviews")},
+            {"match": [{"gateways": "mesh"}], **_to("reviews")},
+            {"match": [{"gateways": [7]}], **_to("reviews")},
+        ]
+    ),
+)
+
+
+def uniform_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
+    """The ``i``-th rule of a list of one shape, its hosts cycling through ``parts``'."""
+    hosts, mirrors = parts["hosts"], parts["mirrors"]
+    rule = plain_rule(hosts[i % len(hosts)], parts["subset"], None)
+    if parts["mirror"]:
+        rule["mirror"] = {"host": mirrors[i % len(mirrors)]}
+    if parts["mirrors_entry"]:
+        rule["mirrors"] = [{"destination": {"host": mirrors[-1 - i % len(mirrors)]}}]
+    delegate = parts["delegate"]
+    if delegate is not None:
+        rule["delegate"] = (
+            {"name": "d"} if delegate == "none" else {"name": "d", "namespace": delegate}
+        )
+    gateways = parts["gateways"]
+    if gateways in ("unique", "unique egress"):
+        # a list of its own per rule, with the mesh or not (now and then one of the egress
+        # namespace)
+        own = [f"gw-{i}", "mesh"] if i % 3 else [f"gw-{i}"]
+        if gateways == "unique egress" and i % 23 == 7:
+            own = [f"egress/gw-{i}"]
+        rule["match"] = [{"gateways": own}]
+    elif gateways is not None:
+        own = gateways[i % len(gateways)]
+        rule["match"] = [{"uri": {"prefix": "/"}} if own is None else {"gateways": own}]
+    return rule
+
+
+@FAST
+@example(
+    parts={
+        "hosts": ["reviews"],
+        "mirrors": ["x.example.net", "reviews"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "other",
+        "gateways": [["mesh"], ["egress/istio-egressgateway"]],
+    },
+    count=40,
+    odd=[],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts={
+        "hosts": ["x.example.net"],
+        "mirrors": ["reviews"],
+        "subset": None,
+        "mirror": False,
+        "mirrors_entry": False,
+        "delegate": None,
+        "gateways": "unique",
+    },
+    count=40,
+    odd=[],
+    gateways=None,
+    export=None,
+)
+@given(
+    parts=uniform_parts,
+    count=st.integers(common.CLASSES_FROM, 90),
+    odd=st.lists(st.tuples(st.integers(0, 90), odd_uniform_rules), max_size=2),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"], ["tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_http_rules_of_one_shape(
+    parts: dict[str, Any],
+    count: int,
+    odd: list[tuple[int, Any]],
+    gateways: list[str] | None,
+    export: Any,
+) -> None:
+    """http rules alike in shape (mirrors, delegate, own gateways) are read in passes of C: an
+    odd rule anywhere keeps its own verdict at its own path."""
+    rule_list = [uniform_rule(i, parts) for i in range(count)]
+    for at, rule in odd:
+        rule_list.insert(at % (count + 1), rule)
+    spec: dict[str, Any] = {"hosts": ["api.payments.example", "reviews"], "http": rule_list}
+    assert_same_virtual_service(spec, gateways, export)
+
+
+@pytest.mark.parametrize("gateways", [[["mesh"], ["mesh", "tenant-gw"]], "unique"])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda rule: rule["mirror"].update(host="x.example.net"), "mirror.host"),
+        (
+            lambda rule: rule["mirrors"][0]["destination"].update(host="Bad_Host!"),
+            "mirrors[0].destination.host",
+        ),
+        (lambda rule: rule["delegate"].update(namespace="other"), "delegate"),
+        # read the general way: a subset towards the gateway, a rewrite
+        (lambda rule: rule["mirror"].update(host=GATEWAY, subset="labelled-0"), "mirror.subset"),
+        (lambda rule: rule.update(rewrite={"authority": "x.example.net"}), "rewrite.authority"),
+        (lambda rule: rule["match"][0].update(gateways=["egress/gw"]), "match[0].gateways[0]"),
+    ],
+)
+def test_virtual_service_http_rule_of_one_shape_wrong_after_thousands(
+    change: Callable[[dict[str, Any]], None], field: str, gateways: Any
+) -> None:
+    # 3,000 clean http rules with a mirror, a mirrors entry, a delegate within the namespace
+    # and their own gateways; the last one changed: its violation alone, at its own path
+    parts = {
+        "hosts": ["reviews", "db"],
+        "mirrors": ["shadow"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "test-app",
+        "gateways": gateways,
+    }
+    rule_list = [uniform_rule(i, parts) for i in range(3000)]
+    change(rule_list[-1])
+    manifest = plain_rules_manifest("http", rule_list)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert [v.field for v in slow.violations] == [f"spec.http[2999].{field}"]
+    assert judge(manifest, POLICY).violations == slow.violations
+
+
+def test_virtual_service_http_rules_of_one_shape_keep_the_violation_stop() -> None:
+    # every rule mirrors out of the mesh and delegates out of the namespace: those up to the
+    # stop are reported, in order
+    parts = {
+        "hosts": ["reviews"],
+        "mirrors": ["x.example.net", "y.example.org"],
+        "subset": None,
+        "mirror": True,
+        "mirrors_entry": True,
+        "delegate": "other",
+        "gateways": [["mesh"]],
+    }
+    manifest = plain_rules_manifest("http", [uniform_rule(i, parts) for i in range(3000)])
+    fast, slow = both(manifest)
+    assert len(slow.violations) == STOP_AFTER_VIOLATIONS
+    assert (fast.violations, fast.reason) == (slow.violations, slow.reason)
+    default = judge(manifest, POLICY)
+    assert (default.violations, default.reason) == (slow.violations, slow.reason)
 
 
 def test_rules_to_thousands_of_addresses_of_one_network_are_judged_once(

@@ -1023,8 +1023,23 @@ def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge
     judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
 
 
+def repeated_texts(values: Sequence[str]) -> list[str] | None:
+    """The distinct values, first seen first, when the list repeats a few texts (at most half
+    of its values distinct, and of its first ``CLASS_SAMPLE``); else None.
+
+    Where a verdict depends on a value's text alone, each distinct text is then checked once
+    and the list mapped in C.  The first values show most lists of distinct texts, before
+    every value is hashed.
+    """
+    sample = values[:CLASS_SAMPLE]
+    if len(set(sample)) * 2 > len(sample):
+        return None
+    distinct = list(dict.fromkeys(values))
+    return None if len(distinct) * 2 > len(values) else distinct
+
+
 def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> list[str] | None:
-    """A class key for each value when at most half of them are distinct; else None.
+    """A class key for each value when they repeat a few texts (``repeated_texts``); else None.
 
     Each distinct value is keyed once (``AddressClasses.keys``; one it cannot class by its own
     text, marked) and the list mapped in C: a value listed 200k times is judged once, where
@@ -1032,11 +1047,8 @@ def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> lis
     better built as the judging goes (``judge_keyed``), which stops at the violation limit;
     the first values tell that without hashing them all.
     """
-    sample = values[:CLASS_SAMPLE]
-    if len(set(sample)) * 2 > len(sample):
-        return None
-    distinct = list(dict.fromkeys(values))
-    if len(distinct) * 2 > len(values):
+    distinct = repeated_texts(values)
+    if distinct is None:
         return None
     found = classes.keys(distinct)
     keyed = {

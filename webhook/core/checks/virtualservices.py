@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import itemgetter, not_
+from operator import is_, itemgetter, not_
 from types import NoneType
 from typing import Any, NamedTuple, cast
 
@@ -40,6 +40,7 @@ from webhook.core.checks.common import (
     passthrough_subset_problem,
     policy_gateway,
     read_hosts,
+    repeated_texts,
     rule_representatives,
     split_authority,
     visibility,
@@ -250,17 +251,30 @@ def _objects(
     """``(i, item)`` for each object of the list at ``prefix + name``, as ``Reader.mappings``."""
     if value is None:
         return []
-    if isinstance(value, list | tuple):
-        for item in value:
-            if type(item) is not dict and not isinstance(item, Mapping):
-                break
-        else:
-            return list(enumerate(value))
-    # some shape is wrong: let the reader report it, in its words and order
+    if type(value) is list and _all_of(value, dict):
+        return list(enumerate(value))
+    # some shape is wrong (or an object is not a dict): let the reader report it, in its words
+    # and order
     reader.mappings(value, prefix + name)
     if not isinstance(value, list | tuple):
         return []
     return [(i, item) for i, item in enumerate(value) if _is_object(item)]
+
+
+class _Objects(NamedTuple):
+    """The objects of a list and their indexes in it: a pair per item would cost more than
+    the list itself, a rule list holds 60k."""
+
+    indices: Sequence[int]
+    items: list[Mapping[str, Any]]
+
+
+def _object_columns(reader: Reader, value: Any, prefix: str) -> _Objects:
+    """``_objects`` as two columns; a list of objects alone is kept as it is."""
+    if type(value) is list and _all_of(value, dict):
+        return _Objects(range(len(value)), value)
+    found = _objects(reader, value, prefix)
+    return _Objects(list(map(itemgetter(0), found)), list(map(itemgetter(1), found)))
 
 
 def _object(reader: Reader, value: Any, prefix: str, name: str) -> Mapping[str, Any]:
@@ -292,14 +306,14 @@ def _routes(
     fast: _ManyRoutes | None = None
     for kind in _ROUTE_KINDS:
         base = f"spec.{kind}"
-        items = _objects(reader, spec.get(kind), base)
-        if many(items):
+        objects = _object_columns(reader, spec.get(kind), base)
+        if many(objects.items):
             if fast is None:
                 fast = _ManyRoutes(memo, top)
-            fast.read(reader, kind, items, base, routes, gateway_entries)
+            fast.read(reader, kind, objects, base, routes, gateway_entries)
             continue
         entries: _GatewayEntries = []
-        for i, item in items:
+        for i, item in zip(*objects, strict=True):
             routes.append(_route(reader, memo, kind, item, f"{base}[{i}]", top, entries))
         gateway_entries.extend(entries)
     return routes, gateway_entries
@@ -538,14 +552,15 @@ class _ManyRoutes:
         self,
         reader: Reader,
         kind: str,
-        items: list[tuple[int, Mapping[str, Any]]],
+        objects: _Objects,
         base: str,
         routes: _Routes,
         gateway_entries: _GatewayEntries,
     ) -> None:
-        """Append the rules of ``items`` (the list at ``base``), as one ``_Rules``."""
+        """Append the rules of ``objects`` (the list at ``base``), as one ``_Rules``."""
         self.subset_flags.clear()
-        found = self._plain_rules(kind, items)
+        items = objects.items
+        found = self._plain_rules(kind, objects)
         if found is not None:
             columns, raws = found
         else:
@@ -553,10 +568,10 @@ class _ManyRoutes:
             gather = self._gather
             starts: list[int] = []
             parts: list[_Gathered | None] = []
-            for _, item in items:
+            for item in items:
                 starts.append(len(raws))
                 parts.append(gather(kind, item, raws))
-            columns = _Columns(list(map(itemgetter(0), items)), parts, starts)
+            columns = _Columns(objects.indices, parts, starts)
         valid = self._valid_hosts(raws)
         if valid is None:
             # some host is invalid (or unusual): every rule built in order, each host checked
@@ -567,12 +582,14 @@ class _ManyRoutes:
             return
         rules = _Rules(self, kind, base, columns, *valid, items)
         memo, top, done = self.memo, self.top, rules.done
-        for pos, (i, gathered) in enumerate(zip(columns.indices, columns.parts, strict=True)):
-            if gathered is None:
-                # a rule of another shape, read the general way in its turn
-                entries = []
-                route = _route(reader, memo, kind, items[pos][1], f"{base}[{i}]", top, entries)
-                done[pos] = (route, entries)
+        # plain rules are all of the usual shape: no rule to look for
+        odd = None if columns.plain else map(is_, columns.parts, repeat(None))
+        for pos in () if odd is None else compress(range(len(items)), odd):
+            # a rule of another shape, read the general way in its turn
+            entries = []
+            rpath = f"{base}[{columns.indices[pos]}]"
+            route = _route(reader, memo, kind, items[pos], rpath, top, entries)
+            done[pos] = (route, entries)
         rules.summarize()
         routes.append(rules)
         gateway_entries.append(rules)
@@ -582,7 +599,7 @@ class _ManyRoutes:
         reader: Reader,
         kind: str,
         base: str,
-        items: list[tuple[int, Mapping[str, Any]]],
+        items: list[Mapping[str, Any]],
         columns: _Columns,
         raws: list[str],
         gateway_entries: _GatewayEntries,
@@ -593,7 +610,7 @@ class _ManyRoutes:
         for pos, (i, parts) in enumerate(zip(columns.indices, columns.parts, strict=True)):
             rpath = f"{base}[{i}]"
             if parts is None:
-                yield _route(reader, memo, kind, items[pos][1], rpath, top, gateway_entries)
+                yield _route(reader, memo, kind, items[pos], rpath, top, gateway_entries)
                 continue
             clients, count, targets, redirect, rewrite, delegate = parts
             if clients is None:
@@ -634,32 +651,34 @@ class _ManyRoutes:
                 rewrites,
                 None if delegate is None else (f"{rpath}.delegate", delegate),
                 tuple(subsets),
-                _sni_hosts(items[pos][1].get("match")) if kind == "tls" and subsets else None,
+                _sni_hosts(items[pos].get("match")) if kind == "tls" and subsets else None,
             )
 
-    def _plain_rules(
-        self, kind: str, items: list[tuple[int, Mapping[str, Any]]]
-    ) -> tuple[_Columns, list[str]] | None:
-        """What ``_gather`` gives for a list of plain rules, found in passes of C: matches that
-        name no clients, one route entry to one destination host, nothing else to gather.
-        None unless every rule is such a rule."""
-        rules: list[Any] = list(map(itemgetter(1), items))
+    def _plain_rules(self, kind: str, objects: _Objects) -> tuple[_Columns, list[str]] | None:
+        """What ``_gather`` gives for a list of rules all of one plain shape, found in passes
+        of C: one route entry to one destination host (a string subset allowed), and for http
+        rules the same extras in each (one mirror, one mirrors entry, a delegate; neither
+        redirect nor rewrite); matches that name no clients, or one match per rule naming its
+        own gateways.  None unless every rule is such a rule."""
+        rules: list[Any] = objects.items
         first = rules[0] if rules else {}
-        if type(first) is not dict or "route" not in first or not _HTTP_EXTRAS.isdisjoint(first):
+        if (
+            type(first) is not dict
+            or "route" not in first
+            or (kind == "http" and ("redirect" in first or "rewrite" in first))
+        ):
             # not even the first rule is plain: no need to look at the others
             return None
         if not _all_of(rules, dict):
             return None
-        present = set(chain.from_iterable(rules))
-        if kind == "http" and not _HTTP_EXTRAS.isdisjoint(present):
+        # only http rules mirror, redirect, rewrite or delegate: other rules' fields go unread
+        extras = _HTTP_EXTRAS.intersection(chain.from_iterable(rules)) if kind == "http" else ()
+        if "redirect" in extras or "rewrite" in extras:
             return None
-        matches: list[Any] = list(map(dict.get, rules, repeat("match")))
-        lists = [match for match in matches if match is not None]
-        if not _all_of(lists, list):
+        found = self._match_clients(rules)
+        if found is None:
             return None
-        each = list(chain.from_iterable(lists))
-        if not _all_of(each, dict) or not _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
-            return None
+        counts, clients = found
         routes: list[Any] = list(map(dict.get, rules, repeat("route")))
         if not _all_of(routes, list) or set(map(len, routes)) != {1}:
             return None
@@ -667,29 +686,145 @@ class _ManyRoutes:
         if not _all_of(entries, dict):
             return None
         targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
-        if not _all_of(targets, dict):
+        hosts = _plain_targets(targets)
+        if hosts is None:
             return None
-        hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
-        if not _all_of(hosts, str) or "" in hosts:
+        columns, more, delegates = self._extras(rules, extras)
+        if columns is None:
             return None
-        # a falsy subset of any type is no subset to the general path, and a truthy one is
-        # gathered rule by rule (any(), not a set: a subset can be an unhashable list)
-        if any(map(dict.get, targets, repeat("subset"))):
-            return None
-        # a rule's parts depend on its count of matches only: one tuple per count
-        if len(lists) == len(matches):
-            counts = list(map(len, matches))
+        named: list[Any] = list(map(dict.get, targets, repeat("subset")))
+        subsets = any(named)
+        if subsets:
+            # each subset gathered as _gather gathers it (any other type is a rule of another
+            # shape to it); a falsy subset of any type is no subset to the general path
+            if not set(map(type, named)) <= {NoneType, str}:
+                return None
+            self.subset_flags.append(True)
+        plain = 0
+        parts: list[_Gathered | None]
+        if clients is None and delegates is None and not more:
+            plain = len(set(counts))
+            parts = _plain_parts(counts, named, subsets)
         else:
-            counts = [0 if match is None else len(match) for match in matches]
-        names: list[tuple[str, str | None]] = [_ROUTE_NAMES[0]]
-        shared: dict[int, _Gathered | None] = {
-            count: (None, count, names, None, None, None) for count in set(counts)
-        }
-        parts: list[_Gathered | None] = list(map(shared.__getitem__, counts))
-        # one host per rule: rule n's is the n-th
-        return _Columns(list(map(itemgetter(0), items)), parts, range(len(hosts))), hosts
+            # a rule's names depend on its subset only: a list per subset
+            lists = {subset: [_route_name(subset), *more] for subset in set(named)}
+            parts = list(
+                zip(
+                    repeat(None) if clients is None else clients,
+                    counts,
+                    map(lists.__getitem__, named),
+                    repeat(None),
+                    repeat(None),
+                    repeat(None) if delegates is None else delegates,
+                    strict=False,
+                )
+            )
+        if not more:
+            # one host per rule: rule n's is the n-th
+            return _Columns(objects.indices, parts, range(len(hosts)), plain), hosts
+        width = 1 + len(more)
+        raws: list[str] = list(chain.from_iterable(zip(hosts, *columns, strict=True)))
+        return _Columns(objects.indices, parts, range(0, len(raws), width)), raws
 
-    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
+    def _match_clients(
+        self, rules: list[dict[str, Any]]
+    ) -> tuple[Sequence[int], list[_Clients] | None] | None:
+        """Each rule's count of matches (0: no match list), and its clients when some match
+        names clients (None: no match does), found in passes of C; None when a rule then has
+        other than one match, or some match list is of an unusual shape."""
+        matches: list[Any] = list(map(dict.get, rules, repeat("match")))
+        absent = matches.count(None)
+        if absent == len(matches):
+            # tcp rules match on nothing more often than not
+            return [0] * len(matches), None
+        lists = [match for match in matches if match is not None] if absent else matches
+        if not _all_of(lists, list):
+            return None
+        each = list(chain.from_iterable(lists))
+        if not _all_of(each, dict):
+            return None
+        if _CLIENT_FIELDS.isdisjoint(chain.from_iterable(each)):
+            if not absent:
+                return list(map(len, matches)), None
+            return [0 if match is None else len(match) for match in matches], None
+        # one match per rule: one naming no clients gets what _clients gives it too
+        if absent or set(map(len, matches)) != {1}:
+            return None
+        clients = self._own_gateways(each)
+        return None if clients is None else ([1] * len(matches), clients)
+
+    def _own_gateways(self, matches: list[dict[str, Any]]) -> list[_Clients] | None:
+        """What ``_clients`` gives each rule of a single match naming its own gateways (or
+        none), sources left to the namespace, found in passes of C (lists that repeat: each
+        distinct one read once).  None: some match is of another shape."""
+        owns: list[Any] = list(map(dict.get, matches, repeat("gateways")))
+        if not set(map(type, owns)) <= {NoneType, list}:
+            return None
+        if not _all_of(list(chain.from_iterable(filter(None, owns))), str):
+            return None
+        for field_name in ("sourceNamespace", "sourceLabels"):
+            if list(map(dict.get, matches, repeat(field_name))).count(None) != len(matches):
+                return None
+        top, default = self.top, self._default
+        sample = owns[:CLASS_SAMPLE]
+        if all(owns) and len(set(map(tuple, sample))) * 2 > len(sample):
+            # distinct lists (a gateway per rule): each rule's clients built in C
+            named: list[frozenset[str]] = list(map(frozenset, owns))
+            mesh = map(frozenset.__contains__, named, repeat(MESH))
+            sources = map({True: (default,), False: ()}.__getitem__, mesh)
+            refs = map(list, zip(zip(repeat(0), owns, strict=False)))
+            return list(zip(named, sources, refs, strict=True))
+        keys = list(map(tuple, [own or () for own in owns]))
+        found: dict[tuple[str, ...], _Clients] = {}
+        for key in dict.fromkeys(keys):
+            gateways = frozenset(key) if key else top
+            own_refs = [(0, list(key))] if key else []
+            found[key] = (gateways, (default,) if MESH in gateways else (), own_refs)
+        return list(map(found.__getitem__, keys))
+
+    def _extras(
+        self, rules: list[dict[str, Any]], extras: Collection[str]
+    ) -> tuple[list[list[str]] | None, list[_Name], list[str] | None]:
+        """The hosts of each rule's mirror and single mirrors entry, as columns (None: some
+        rule has them otherwise), their names, and each rule's delegate namespace (None: no
+        rule delegates)."""
+        columns: list[list[str]] = []
+        more: list[_Name] = []
+        delegates = None
+        if "mirror" in extras:
+            hosts = _plain_targets(list(map(dict.get, rules, repeat("mirror"))), subsets=False)
+            if hosts is None:
+                return None, more, None
+            columns.append(hosts)
+            more.append(_MIRROR_NAME)
+        if "mirrors" in extras:
+            lists: list[Any] = list(map(dict.get, rules, repeat("mirrors")))
+            if not _all_of(lists, list) or set(map(len, lists)) != {1}:
+                return None, more, None
+            entries: list[Any] = list(map(itemgetter(0), lists))
+            if not _all_of(entries, dict):
+                return None, more, None
+            hosts = _plain_targets(
+                list(map(dict.get, entries, repeat("destination"))), subsets=False
+            )
+            if hosts is None:
+                return None, more, None
+            columns.append(hosts)
+            more.append(_MIRRORS_NAMES[0])
+        if "delegate" in extras:
+            targets: list[Any] = list(map(dict.get, rules, repeat("delegate")))
+            if not _all_of(targets, dict) or not all(targets):
+                return None, more, None
+            spaces: list[Any] = list(map(dict.get, targets, repeat("namespace")))
+            if not set(map(type, spaces)) <= {NoneType, str}:
+                return None, more, None
+            if not all(spaces):
+                # no namespace: the VirtualService's own
+                spaces = [space or self.memo.namespace for space in spaces]
+            delegates = spaces
+        return columns, more, delegates
+
+    def _valid_hosts(self, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
         return _valid_hosts(self.memo, raws)
 
     def _gather(self, kind: str, item: Any, raws: list[str]) -> _Gathered | None:
@@ -841,10 +976,65 @@ class _ManyRoutes:
         return _Source(namespace or self.memo.namespace, items)
 
 
-def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
+def _plain_parts(counts: Sequence[int], named: list[Any], subsets: bool) -> list[_Gathered | None]:
+    """The parts ``_gather`` gives plain rules of these counts of matches and subsets."""
+    shared: dict[Any, _Gathered]
+    if not subsets:
+        # a rule's parts depend on its count of matches only: a tuple per count, shared
+        shared = {
+            count: (None, count, [_ROUTE_NAMES[0]], None, None, None) for count in set(counts)
+        }
+        return list(map(shared.__getitem__, counts))
+    if all(named):
+        # a subset in every rule, likely each its own: a tuple per rule, built in C
+        names = map(list, zip(zip(repeat(_ROUTE_NAMES[0][0]), named)))
+        return list(zip(repeat(None), counts, names, repeat(None), repeat(None), repeat(None)))
+    keys = list(zip(counts, named, strict=True))
+    shared = {
+        (count, subset): (None, count, [_route_name(subset)], None, None, None)
+        for count, subset in set(keys)
+    }
+    return list(map(shared.__getitem__, keys))
+
+
+def _route_name(subset: str | None) -> _Name:
+    """The name ``_gather`` gives a rule's first route destination with ``subset``."""
+    return (_ROUTE_NAMES[0][0], subset) if subset else _ROUTE_NAMES[0]
+
+
+def _plain_targets(targets: list[Any], subsets: bool = True) -> list[str] | None:
+    """The host of each destination when each is an object naming a host (``_gather``
+    gathers one from each), with no subset unless ``subsets``; None otherwise."""
+    if not _all_of(targets, dict):
+        return None
+    hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
+    if not _all_of(hosts, str) or "" in hosts:
+        return None
+    if not subsets and any(map(dict.get, targets, repeat("subset"))):
+        return None
+    return hosts
+
+
+def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
     """What ``_Memo.host`` gives for each of ``raws`` when all are valid, names (dotted)
     taken as they are and short names expanded, and each of ``raws`` split at its first
-    dot; None: check them one by one."""
+    dot (None when they repeat a few texts: then a host's text is its key, ``_class_keys``);
+    None: check them one by one."""
+    distinct = repeated_texts(raws) if many(raws) else None
+    if distinct is None:
+        return _valid_texts(memo, raws)
+    # each text checked once: 60k rules can name a handful of hosts
+    valid = _valid_texts(memo, distinct)
+    if valid is None:
+        return None
+    if valid[0] is distinct:
+        return raws, None
+    expanded = dict(zip(distinct, valid[0], strict=True))
+    return list(map(expanded.__getitem__, raws)), None
+
+
+def _valid_texts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]] | None:
+    """``_valid_hosts``, every host split."""
     if not raws:
         return raws, []
     if not all_valid_names(raws):
@@ -888,13 +1078,15 @@ def _plain_destinations(
     if not _all_of(raws, str) or "" in raws:
         return None
     hosts: list[str] = raws
-    if not all(map(str.__contains__, raws, repeat("."))):
+    # a few texts repeated: each looked at once
+    texts = repeated_texts(raws) or raws
+    if not all(map(str.__contains__, texts, repeat("."))):
         # short names to expand (finding the dots alone costs less than splitting each host)
         valid = _valid_hosts(memo, raws)
         if valid is None:
             return None
         hosts = valid[0]
-    elif not all_valid_names(raws):
+    elif not all_valid_names(texts):
         return None
     named: list[Any] = list(map(dict.get, targets, repeat("subset")))
     if any(named):
@@ -902,6 +1094,11 @@ def _plain_destinations(
     # rpath is built here from field names and indexes: no braces to escape
     paths = map(f"{rpath}{name}[{{}}].destination.host".format, range(len(raws)))
     return list(zip(paths, hosts, strict=True))
+
+
+def _gateway_fqdns(policy: Policy) -> frozenset[str]:
+    """The hosts ``Policy.services_on_gateway`` answers for: the egress gateways."""
+    return frozenset(gateway.fqdn for gateway in policy.gateways)
 
 
 def _gateway_subsets(
@@ -914,7 +1111,7 @@ def _gateway_subsets(
     """Add the ``(path, host, subset)`` of each entry of the list at ``base`` to an egress
     gateway naming a subset, as ``_add_destination`` would (a subset not a string, or empty,
     is none)."""
-    fqdns = {gateway.fqdn for gateway in policy.gateways}
+    fqdns = _gateway_fqdns(policy)
     if fqdns.isdisjoint(hosts):
         return
     for j in compress(range(len(hosts)), map(fqdns.__contains__, hosts)):
@@ -932,6 +1129,9 @@ class _Columns(NamedTuple):
     parts: list[_Gathered | None]
     # where its hosts start in the list's hosts
     starts: Sequence[int]
+    # when every rule is plain (``_ManyRoutes._plain_rules``), how many counts of matches
+    # they have; 0: gathered rule by rule
+    plain: int = 0
 
 
 def _own_entries(rpath: str, own: list[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
@@ -963,6 +1163,7 @@ class _Rules:
         "kind",
         "mesh",
         "parts",
+        "plain",
         "reader",
         "redirects",
         "refs",
@@ -978,15 +1179,15 @@ class _Rules:
         base: str,
         columns: _Columns,
         checked: list[str],
-        split: list[_Split],
-        items: list[tuple[int, Mapping[str, Any]]],
+        split: list[_Split] | None,
+        items: list[Mapping[str, Any]],
     ) -> None:
         self.reader = reader
         # the rules as written: a tls rule's SNI matches are read only when it is judged
         self.items = items
         self.kind = kind
         self.base = base
-        self.indices, self.parts, self.starts = columns
+        self.indices, self.parts, self.starts, self.plain = columns
         # what _Memo.host gives for each host gathered, in order
         self.checked = checked
         # each host as gathered split at its first dot
@@ -1004,6 +1205,10 @@ class _Rules:
 
     def summarize(self) -> None:
         """What the checks ask of the list as a whole, found in a few passes."""
+        if self.plain:
+            # no clients, gateways, delegates, redirects or rewrites: only the top gateways
+            self.mesh = self.reader.mesh_top
+            return
         usual = [parts for parts in self.parts if parts is not None]
         clients = [found for found in map(itemgetter(0), usual) if found is not None]
         refs = self.refs
@@ -1059,7 +1264,7 @@ class _Rules:
             rewrites,
             None if delegate is None else (f"{rpath}.delegate", delegate),
             tuple(subsets),
-            _sni_hosts(self.items[pos][1].get("match")) if self.kind == "tls" and subsets else None,
+            _sni_hosts(self.items[pos].get("match")) if self.kind == "tls" and subsets else None,
         )
 
     def gateway_entries(self) -> Iterator[tuple[str, str]]:
@@ -1085,8 +1290,10 @@ class _Rules:
         # a short name expanded is a name of the namespace's Service zone
         short = None if suffix is None else suffix[1:]
         keys = _class_keys(policy, checked, self._split, short)
+        # only a gateway's subsets are judged: with no gateway among the hosts, none counts
+        subsets = self.subsets and not _gateway_fqdns(policy).isdisjoint(checked)
         for pos, (parts, k) in enumerate(
-            zip(self.parts, self.starts, strict=True) if self.subsets or self.rewrites else ()
+            zip(self.parts, self.starts, strict=True) if subsets or self.rewrites else ()
         ):
             if parts is None:
                 continue
@@ -1095,9 +1302,7 @@ class _Rules:
                 # only a gateway's subsets (and then a tls rule's SNIs) are judged: a subset of
                 # another host leaves its class's verdict alone
                 if subset is not None and policy.services_on_gateway(checked[k]):
-                    sni = (
-                        _sni_hosts(self.items[pos][1].get("match")) if self.kind == "tls" else None
-                    )
+                    sni = _sni_hosts(self.items[pos].get("match")) if self.kind == "tls" else None
                     keys[k] = (checked[k], subset, sni)
                 k += 1
             if rewrite:
@@ -1109,6 +1314,9 @@ class _Rules:
         """A key per rule when all rules are alike (the same clients, kind of delegate and
         number of hosts in each place), found in passes of C: then rules of a key get the same
         verdict from the tenant check.  None when the rules differ in any of that."""
+        if self.plain:
+            # one host per rule, nothing else: alike when their matches are as many
+            return self.host_keys(policy) if self.plain == 1 else None
         if self.done:
             return None
         parts = cast("list[_Gathered]", self.parts)
@@ -1204,22 +1412,23 @@ def _shared_parent(hosts: list[str], joined: str) -> str | None:
 def _repeated(hosts: list[str]) -> list[str] | None:
     """The hosts themselves as their keys when they repeat a few texts (a verdict on a host
     depends on its text alone); None otherwise."""
-    sample = hosts[:CLASS_SAMPLE]
-    if len(set(sample)) * 2 > len(sample) or len(set(hosts)) * 2 > len(hosts):
-        return None
-    return hosts
+    return None if repeated_texts(hosts) is None else hosts
 
 
 def _class_keys(
-    policy: Policy, hosts: list[str], split: list[_Split], short: str | None
+    policy: Policy, hosts: list[str], split: list[_Split] | None, short: str | None
 ) -> list[Hashable]:
     """A key per host, never None: hosts of a key get the same verdicts from the tenant check.
 
     Addresses by ``AddressClasses`` (the tenant check asks of one only the policy ranges it
     lies in: no gateway is an address), so a rule list to 60k addresses of a few blocks is
     judged a few times; names by ``Policy.host_class`` (``_parent_keys`` when it can: ``split``
-    and ``short`` are its arguments); anything else by its own text.
+    and ``short`` are its arguments); anything else by its own text.  Hosts not split
+    repeat a few texts (``_valid_hosts``): each is its own key, judged once.
     """
+    if split is None:
+        # a copy: host_keys writes the keys of rewrites and subsets into it
+        return list(hosts)
     classes = AddressClasses(policy)
     # addresses of one cluster network first: told from names by the first and last alone
     wide = classes.one_wide(hosts)
