@@ -3481,3 +3481,24 @@ def test_kept_entries_map_back_to_their_indexes(kept: list[bool]) -> None:
     assert [shifts.index(k) for k in range(len(indexes))] == indexes
     assert list(shifts.indexes(len(indexes))) == indexes
     assert bool(shifts) == (not all(kept))
+
+
+def test_destination_paths_written_when_read_are_the_listed_ones() -> None:
+    targets = virtualservices._Targets()
+    targets.append(("spec.tcp[0].route[0].destination.host", "a.example.com"))
+    targets.add_listed(
+        ["b.example.com", "c.example.com"], "spec.tcp[0].mirrors[{}].destination.host"
+    )
+    targets.append(("spec.tcp[0].mirror.host", "d.example.com"))
+    pairs = [
+        ("spec.tcp[0].route[0].destination.host", "a.example.com"),
+        ("spec.tcp[0].mirrors[0].destination.host", "b.example.com"),
+        ("spec.tcp[0].mirrors[1].destination.host", "c.example.com"),
+        ("spec.tcp[0].mirror.host", "d.example.com"),
+    ]
+    assert list(targets) == pairs
+    assert [targets[i] for i in range(-4, 4)] == pairs + pairs
+    assert targets.hosts() == [host for _, host in pairs]
+    assert len(targets) == 4 and targets == tuple(pairs) and hash(targets) == hash(tuple(pairs))
+    with pytest.raises(IndexError):
+        targets[4]

@@ -14,12 +14,13 @@ In the egress namespace VirtualServices are the security team's two-leg routes: 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, compress, repeat
 from operator import is_, itemgetter, not_
 from types import NoneType
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast, overload
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
@@ -73,12 +74,93 @@ class _Source(NamedTuple):
     labels: tuple[tuple[str, str], ...] = ()
 
 
+class _Targets(Sequence[tuple[str, str]]):
+    """``(path, host)`` of each destination of a rule, in order; the paths of a long list read
+    in passes of C (``_plain_destinations``) are written only when read: a tcp rule can list
+    80k destinations, and writing a path each cost more than judging them."""
+
+    __slots__ = ("_count", "_parts", "_starts")
+
+    def __init__(self) -> None:
+        # each part: the hosts, and their paths or the template of their paths
+        self._parts: list[tuple[list[str], list[str] | str]] = []
+        self._starts: list[int] = []
+        self._count = 0
+
+    def append(self, pair: tuple[str, str]) -> None:
+        """Add one destination and its path."""
+        if not self._parts or isinstance(self._parts[-1][1], str):
+            self._starts.append(self._count)
+            self._parts.append(([], []))
+        hosts, paths = self._parts[-1]
+        hosts.append(pair[1])
+        cast("list[str]", paths).append(pair[0])
+        self._count += 1
+
+    def add_listed(self, hosts: list[str], template: str) -> None:
+        """Add ``hosts``, the path of the n-th being ``template.format(n)``."""
+        self._starts.append(self._count)
+        self._parts.append((hosts, template))
+        self._count += len(hosts)
+
+    def hosts(self) -> list[str]:
+        """The hosts alone, no path written."""
+        if len(self._parts) == 1:
+            return self._parts[0][0]
+        return list(chain.from_iterable(hosts for hosts, _ in self._parts))
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        at = bisect_right(self._starts, index) - 1
+        hosts, paths = self._parts[at]
+        offset = index - self._starts[at]
+        path = paths.format(offset) if isinstance(paths, str) else paths[offset]
+        return path, hosts[offset]
+
+    def __eq__(self, other: object) -> bool:
+        # as the tuple of pairs it stands for
+        if isinstance(other, _Targets | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for hosts, paths in self._parts:
+            if isinstance(paths, str):
+                yield from zip(map(paths.format, range(len(hosts))), hosts, strict=True)
+            else:
+                yield from zip(paths, hosts, strict=True)
+
+
+def _hosts_of(destinations: Sequence[tuple[str, str]]) -> list[str]:
+    """The hosts of ``(path, host)`` pairs, no path written for ``_Targets``."""
+    if isinstance(destinations, _Targets):
+        return destinations.hosts()
+    return list(map(itemgetter(1), destinations))
+
+
 class _Route(NamedTuple):
     """One http/tls/tcp rule reduced to what matters for egress."""
 
     gateways: frozenset[str]
     sources: tuple[_Source, ...]
-    destinations: tuple[tuple[str, str], ...]
+    destinations: Sequence[tuple[str, str]]
     redirects: tuple[tuple[str, str], ...]
     rewrites: tuple[tuple[str, str], ...]
     delegate: tuple[str, str] | None
@@ -393,10 +475,12 @@ def _route(
     )
     subsets: list[tuple[str, str, str]] = []
     entries = item.get("route")
-    destinations = _plain_destinations(memo, entries, rpath, subsets)
-    if destinations is None:
-        destinations = []
+    destinations = _Targets()
+    plain = _plain_destinations(memo, entries, rpath, subsets)
+    if plain is None:
         _destinations(reader, memo, destinations, entries, rpath, ".route", subsets)
+    else:
+        destinations.add_listed(*plain)
     redirects: list[tuple[str, str]] = []
     rewrites: list[tuple[str, str]] = []
     delegate = None
@@ -408,7 +492,7 @@ def _route(
     return _Route(
         gateways,
         sources,
-        tuple(destinations),
+        destinations,
         tuple(redirects),
         tuple(rewrites),
         delegate,
@@ -1058,10 +1142,11 @@ def _plain_destinations(
     rpath: str,
     subsets: list[tuple[str, str, str]],
     name: str = ".route",
-) -> list[tuple[str, str]] | None:
+) -> tuple[list[str], str] | None:
     """What ``_destinations`` gives a long ``route`` or ``mirrors`` list (``name``) whose every
-    entry names a valid host, found in passes of C, the subsets of egress gateways added to
-    ``subsets``; None: read it entry by entry.
+    entry names a valid host, found in passes of C, as the hosts and the template of their
+    paths (``_Targets.add_listed``), the subsets of egress gateways added to ``subsets``;
+    None: read it entry by entry.
 
     One tcp rule can spread its traffic over 80k destinations, and an http rule mirror it to
     as many: per entry the general path pays several calls, here each pass is one call over
@@ -1092,8 +1177,7 @@ def _plain_destinations(
     if any(named):
         _gateway_subsets(memo.policy, hosts, named, f"{rpath}{name}", subsets)
     # rpath is built here from field names and indexes: no braces to escape
-    paths = map(f"{rpath}{name}[{{}}].destination.host".format, range(len(raws)))
-    return list(zip(paths, hosts, strict=True))
+    return hosts, f"{rpath}{name}[{{}}].destination.host"
 
 
 def _gateway_fqdns(policy: Policy) -> frozenset[str]:
@@ -1491,7 +1575,7 @@ def _http_extras(
     memo: _Memo,
     item: Mapping[str, Any],
     rpath: str,
-    destinations: list[tuple[str, str]],
+    destinations: _Targets,
     redirects: list[tuple[str, str]],
     rewrites: list[tuple[str, str]],
     subsets: list[tuple[str, str, str]],
@@ -1509,7 +1593,7 @@ def _http_extras(
         if plain is None:
             _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
         else:
-            destinations.extend(plain)
+            destinations.add_listed(*plain)
     for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
         part = item.get(field_name)
         if part is None:
@@ -1651,7 +1735,7 @@ def _label_items(value: Any) -> tuple[tuple[str, str], ...] | None:
 def _destinations(
     reader: Reader,
     memo: _Memo,
-    found: list[tuple[str, str]],
+    found: _Targets,
     items: Any,
     rpath: str,
     name: str,
@@ -1671,7 +1755,7 @@ def _destinations(
 def _add_destination(
     reader: Reader,
     memo: _Memo,
-    found: list[tuple[str, str]],
+    found: _Targets,
     subsets: list[tuple[str, str, str]] | None,
     target: Mapping[str, Any],
     prefix: str,
@@ -1688,7 +1772,7 @@ def _add_destination(
 def _add_host(
     reader: Reader,
     memo: _Memo,
-    found: list[tuple[str, str]],
+    found: list[tuple[str, str]] | _Targets,
     value: Any,
     prefix: str,
     name: str = "",
@@ -1883,7 +1967,7 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
         else:
             if route.delegate is not None:
                 return False
-            hosts = map(itemgetter(1), route.destinations + route.rewrites)
+            hosts = chain(_hosts_of(route.destinations), map(itemgetter(1), route.rewrites))
         for host in hosts:
             if policy.services_on_gateway(host):
                 return False
@@ -1897,7 +1981,8 @@ def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
     """One host per key of a long list's destinations and rewrites (redirects left out):
     whether it is a gateway or in the cluster is the same for every host of a key."""
     for route, _ in rules.done.values():
-        yield from map(itemgetter(1), route.destinations + route.rewrites)
+        yield from _hosts_of(route.destinations)
+        yield from map(itemgetter(1), route.rewrites)
     checked, keys = rules.checked, rules.host_keys(policy)
     if rules.redirects:
         redirects: set[int] = set()
@@ -1962,7 +2047,7 @@ def _check_tenant_route(
     destinations = route.destinations
     if many(destinations):
         # a rule can list 80k destinations among a few classes: each class judged once
-        keys = _destination_keys(policy, list(map(itemgetter(1), destinations)))
+        keys = _destination_keys(policy, _hosts_of(destinations))
         judge_classes(reader, keys, lambda into, i: judge(into, *destinations[i]))
     else:
         for path, host in destinations:
@@ -2115,7 +2200,9 @@ def _check_egress_namespace(
             and (gateway := policy_gateway(policy, target)) is not None
         ]
         own = len(route.destinations)
-        for index, (path, host) in enumerate(route.destinations + route.rewrites + route.redirects):
+        for index, (path, host) in enumerate(
+            chain(route.destinations, route.rewrites, route.redirects)
+        ):
             if index >= own:
                 # a rewrite or redirect authority: only where it leads is asked
                 if not policy.services_covering(host):
