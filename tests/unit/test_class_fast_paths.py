@@ -3502,3 +3502,13 @@ def test_destination_paths_written_when_read_are_the_listed_ones() -> None:
     assert len(targets) == 4 and targets == tuple(pairs) and hash(targets) == hash(tuple(pairs))
     with pytest.raises(IndexError):
         targets[4]
+
+
+def test_paths_of_a_long_list_of_strings_are_written_when_read() -> None:
+    values = [f"10.0.0.{i}" for i in range(40)]
+    pathed = common.Reader().strings(values, "endpoints[0].addresses")
+    pairs = [(f"endpoints[0].addresses[{i}]", value) for i, value in enumerate(values)]
+    assert isinstance(pathed, common.Pathed)
+    assert list(pathed) == pairs and list(pathed) == pairs  # read again, the same
+    assert [pathed[i] for i in (0, 39, -1, -40)] == [pairs[0], pairs[39], pairs[39], pairs[0]]
+    assert list(pathed[3:5]) == pairs[3:5] and len(pathed) == 40

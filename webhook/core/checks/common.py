@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import chain, compress, count, repeat
 from operator import add, eq, itemgetter, not_, truth
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from webhook.core.decisions import MAX_LISTED_VIOLATIONS, EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
@@ -79,6 +79,36 @@ def type_name(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     return "null" if value is None else type(value).__name__
+
+
+class Pathed(Sequence[tuple[str, str]]):
+    """``(path[i], item)`` for each item of a list, each path written only when read: a check
+    that stops at the violation limit leaves the paths of the rest of a long list unwritten."""
+
+    __slots__ = ("_items", "_path")
+
+    def __init__(self, items: list[str], path: str) -> None:
+        self._items = items
+        self._path = path
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        item = self._items[index]
+        return f"{self._path}[{index % len(self._items)}]", item
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        paths = map("{}[{}]".format, repeat(self._path), range(len(self._items)))
+        return zip(paths, self._items, strict=True)
 
 
 @dataclass(slots=True)
@@ -152,14 +182,12 @@ class Reader:
         self.add(path, f"must be a string, got {type_name(value)}")
         return None
 
-    def strings(self, value: Any, path: str) -> list[tuple[str, str]]:
+    def strings(self, value: Any, path: str) -> Sequence[tuple[str, str]]:
         """``(path[i], item)`` for each string of a list, recording non-strings."""
         if value is None:
             return []
         if type(value) is list and many(value) and set(map(type, value)) == {str}:
-            return list(
-                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
-            )
+            return Pathed(value, path)
         found: list[tuple[str, str]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"

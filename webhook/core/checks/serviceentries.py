@@ -13,7 +13,7 @@ policy's own external services.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -68,7 +68,7 @@ class _Listed:
     paths: list[str] | None = None
 
     @classmethod
-    def of(cls, pairs: list[tuple[str, str]], template: str) -> _Listed:
+    def of(cls, pairs: Sequence[tuple[str, str]], template: str) -> _Listed:
         """From ``(path, value)`` pairs."""
         return cls([v for _, v in pairs], template, [p for p, _ in pairs])
 
