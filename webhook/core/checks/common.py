@@ -81,13 +81,16 @@ def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-class Pathed(Sequence[tuple[str, str]]):
+_Item = TypeVar("_Item")
+
+
+class Pathed(Sequence[tuple[str, _Item]]):
     """``(path[i], item)`` for each item of a list, each path written only when read: a check
     that stops at the violation limit leaves the paths of the rest of a long list unwritten."""
 
     __slots__ = ("_items", "_path")
 
-    def __init__(self, items: list[str], path: str) -> None:
+    def __init__(self, items: list[_Item], path: str) -> None:
         self._items = items
         self._path = path
 
@@ -95,18 +98,18 @@ class Pathed(Sequence[tuple[str, str]]):
         return len(self._items)
 
     @overload
-    def __getitem__(self, index: int) -> tuple[str, str]: ...
+    def __getitem__(self, index: int) -> tuple[str, _Item]: ...
 
     @overload
-    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, _Item]]: ...
 
-    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+    def __getitem__(self, index: int | slice) -> tuple[str, _Item] | Sequence[tuple[str, _Item]]:
         if isinstance(index, slice):
             return list(self)[index]
         item = self._items[index]
         return f"{self._path}[{index % len(self._items)}]", item
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def __iter__(self) -> Iterator[tuple[str, _Item]]:
         paths = map("{}[{}]".format, repeat(self._path), range(len(self._items)))
         return zip(paths, self._items, strict=True)
 
@@ -155,15 +158,13 @@ class Reader:
         self.add(path, f"must be a list, got {type_name(value)}")
         return ()
 
-    def mappings(self, value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    def mappings(self, value: Any, path: str) -> Sequence[tuple[str, Mapping[str, Any]]]:
         """``(path[i], item)`` for each object of a list, recording non-objects."""
         if value is None:
             return []
         if type(value) is list and many(value) and set(map(type, value)) == {dict}:
-            # a long list of objects: the paths written in C
-            return list(
-                zip(map("{}[{}]".format, repeat(path), range(len(value))), value, strict=True)
-            )
+            # a long list of objects: each path written in C when it is read
+            return Pathed(value, path)
         found: list[tuple[str, Mapping[str, Any]]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
