@@ -544,8 +544,12 @@ class Cover(dict[str, str]):
     ``text``: the entries' joined text with the wildcards moved (``_wildcards_moved``), and
     ``entries`` the entries themselves."""
 
-    text = ""
-    entries: list[str] = []  # noqa: RUF012  (set on each instance)
+    __slots__ = ("entries", "text")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self.entries: list[str] = []
 
 
 ImportClasses = tuple[Collection[Hashable], dict[Hashable, int] | Cover | None]
