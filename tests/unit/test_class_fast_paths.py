@@ -26,6 +26,7 @@ from webhook.core.checks import (
     common,
     destinationrules,
     gatewayapi,
+    networkpolicies,
     serviceentries,
     services,
     sidecars,
@@ -218,6 +219,23 @@ def _judge_each_host(
         reader.add(violation.field, violation.message)
 
 
+def _read_each_item(items: Any, plain: Any, read_one: Callable[[int], Any]) -> common.Kept[Any]:
+    """``read_kept`` the plain way: every item read on its own."""
+    del plain
+    values = []
+    indexes = []
+    for index in range(len(items)):
+        value = read_one(index)
+        if value is not None:
+            values.append(value)
+            indexes.append(index)
+    shifts = common._Shifts()
+    for kept, index in enumerate(indexes):
+        while shifts.index(kept) < index:
+            shifts.drop(kept)
+    return common.Kept(values, shifts)
+
+
 @contextmanager
 def per_item() -> Iterator[None]:
     """Every fast path off: each item judged on its own, as before they existed."""
@@ -227,6 +245,12 @@ def per_item() -> Iterator[None]:
     for module in (services, gatewayapi):
         patch.setattr(module, "judge_read_hosts", _judge_each_host)
     patch.setattr(gatewayapi, "_none_names_namespace", lambda addresses, namespace: False)
+    patch.setattr(gatewayapi, "_nothing_to_report", lambda namespace, addresses: None)
+    patch.setattr(services, "_ip_chunks", lambda policy, items: None)
+    patch.setattr(services, "_endpoint_chunks", lambda policy, endpoints, fqdn: None)
+    patch.setattr(serviceentries, "read_kept", _read_each_item)
+    patch.setattr(serviceentries, "_plain_endpoints", lambda raw: None)
+    patch.setattr(networkpolicies, "_peer_classes", lambda classes, peers: [None] * len(peers))
     patch.setattr(sidecars, "import_classes", lambda policy, hosts: None)
     patch.setattr(sidecars, "_split_classes", lambda policy, hosts, joined: None)
     patch.setattr(sidecars, "listener_keys", lambda listeners: None)
@@ -3512,3 +3536,253 @@ def test_paths_of_a_long_list_of_strings_are_written_when_read() -> None:
     assert list(pathed) == pairs and list(pathed) == pairs  # read again, the same
     assert [pathed[i] for i in (0, 39, -1, -40)] == [pairs[0], pairs[39], pairs[39], pairs[0]]
     assert list(pathed[3:5]) == pairs[3:5] and len(pathed) == 40
+
+
+# --- long lists of objects with odd items, read a run at a time -------------------------------
+
+
+@contextmanager
+def item_runs_of(size: int, alone: int) -> Iterator[None]:
+    """Lists of objects tried ``size`` items at a time, halved down to ``alone`` items."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(common, "ITEMS_RUN", size)
+    patch.setattr(common, "ITEMS_ALONE", alone)
+    patch.setattr(common, "KEYS_CHUNK", size)
+    patch.setattr(common, "KEYS_ALONE", alone)
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
+# items no class pass reads: of another type, without the field, the field null or of another
+# type, or a shape the fast path does not take (two addresses, none)
+_ODD_OBJECTS: list[Any] = [None, 7, "x", True, ["a"], {}]
+_ODD_FIELDS: list[Any] = [None, 7, True, ["10.1.2.3"], {"a": 1}, ""]
+
+
+def _items(field: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.builds(lambda value: {field: value}, values)
+
+
+def _endpoints(items: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": meta("ep"),
+        "subsets": [{"addresses": items, "notReadyAddresses": items[::-1]}],
+    }
+
+
+def _endpoint_slice(fqdn: bool) -> Callable[[list[Any]], dict[str, Any]]:
+    def build(items: list[Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta("es"),
+            "addressType": "FQDN" if fqdn else "IPv4",
+            "endpoints": items,
+        }
+
+    return build
+
+
+def _service_entry_endpoints(items: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("se"),
+        "spec": {
+            "hosts": ["db.example.com"],
+            "exportTo": ["."],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "resolution": "STATIC",
+            "endpoints": items,
+        },
+    }
+
+
+def _network_policy(items: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta("np"),
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": items}]},
+    }
+
+
+def _gateway_addresses(items: list[Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": meta("gw"),
+        "spec": {
+            "gatewayClassName": "istio-remote",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            "addresses": items,
+        },
+    }
+
+
+# the object, its plain items (a few values, so classes repeat), its odd items
+_in_block = st.builds(lambda c, d: f"10.1.{c}.{d}", st.integers(0, 3), octets)
+_OBJECT_LISTS: dict[str, tuple[Callable[[list[Any]], dict[str, Any]], Any, Any]] = {
+    "Endpoints": (
+        _endpoints,
+        _items("ip", st.one_of(_in_block, addresses)),
+        st.one_of(st.sampled_from(_ODD_OBJECTS), _items("ip", st.sampled_from(_ODD_FIELDS))),
+    ),
+    "EndpointSlice FQDN": (
+        _endpoint_slice(fqdn=True),
+        st.builds(lambda name: {"addresses": [name]}, st.one_of(dotted, names)),
+        st.one_of(
+            st.sampled_from(_ODD_OBJECTS),
+            _items("addresses", st.sampled_from([*_ODD_FIELDS, [], ["a.example.com", "db"]])),
+            st.builds(lambda name: {"addresses": [name]}, st.sampled_from(_ODD_ENTRIES)),
+        ),
+    ),
+    "EndpointSlice IPv4": (
+        _endpoint_slice(fqdn=False),
+        st.builds(lambda ip: {"addresses": [ip]}, st.one_of(_in_block, addresses)),
+        st.one_of(
+            st.sampled_from(_ODD_OBJECTS),
+            _items("addresses", st.sampled_from([*_ODD_FIELDS, [], ["10.1.2.3", "8.8.8.8"]])),
+        ),
+    ),
+    "ServiceEntry endpoints": (
+        _service_entry_endpoints,
+        st.one_of(
+            _items("address", st.one_of(_in_block, addresses, dotted)),
+            st.builds(
+                lambda a, port: {"address": a, "ports": {"tls": port}},
+                _in_block,
+                st.sampled_from([443, 8443]),
+            ),
+        ),
+        st.one_of(
+            st.sampled_from([*_ODD_OBJECTS, {"ports": {"tls": 9443}}, {"ports": 7}]),
+            _items("address", st.sampled_from(_ODD_FIELDS)),
+        ),
+    ),
+    "NetworkPolicy peers": (
+        _network_policy,
+        st.one_of(
+            st.builds(lambda c: {"ipBlock": {"cidr": c}}, st.one_of(_in_block, addresses)),
+            st.just({"podSelector": {}}),
+        ),
+        st.one_of(
+            st.sampled_from([*_ODD_OBJECTS, {"ipBlock": 7}, {"ipBlock": {}}]),
+            st.builds(lambda c: {"ipBlock": {"cidr": c}}, st.sampled_from(_ODD_FIELDS)),
+            st.builds(
+                lambda c: {"ipBlock": {"cidr": c}}, st.sampled_from([" 10.1.2.3", "8.8.8.8"])
+            ),
+        ),
+    ),
+    "Gateway API addresses": (
+        _gateway_addresses,
+        st.builds(lambda name: {"type": "Hostname", "value": name}, dotted),
+        st.one_of(
+            st.sampled_from(_ODD_OBJECTS),
+            _items("value", st.sampled_from(_ODD_FIELDS)),
+            st.builds(
+                lambda name, kind: {"type": kind, "value": name},
+                st.sampled_from(["gw.egress.svc", "GW.Egress", "egress-payments.egress.svc"]),
+                st.sampled_from(["Hostname", "IPAddress", "NamedAddress"]),
+            ),
+        ),
+    ),
+}
+
+
+@st.composite
+def lists_with_odd_items(draw: st.DrawFn, plain: Any, odd: Any, most: int = 80) -> list[Any]:
+    """A list of plain items with odd ones anywhere: none, one, a few, or more than the
+    violation limit."""
+    items: list[Any] = draw(st.lists(plain, min_size=1, max_size=most))
+    many_odd = draw(st.sampled_from([0, 1, 3, 12, STOP_AFTER_VIOLATIONS + 5]))
+    for _ in range(many_odd):
+        at = draw(st.integers(0, len(items)))
+        items.insert(at, draw(odd))
+    return items
+
+
+ITEM_RUNS = st.sampled_from([(2, 1), (4, 1), (8, 2), (16, 4), (64, 16), (4096, 32)])
+
+
+@pytest.mark.parametrize("kind", list(_OBJECT_LISTS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), runs=ITEM_RUNS)
+def test_object_lists_with_odd_items(kind: str, data: st.DataObject, runs: tuple[int, int]) -> None:
+    # odd items anywhere among plain ones: the plain runs read in passes, the odd items alone,
+    # the violations (their texts, paths, order and the stop) those of reading each item
+    build, plain, odd = _OBJECT_LISTS[kind]
+    items = data.draw(lists_with_odd_items(plain, odd))
+    with item_runs_of(*runs):
+        assert_same(build(items))
+
+
+def _one_odd(count: int, at: int, odd: Any, plain: Callable[[int], Any]) -> list[Any]:
+    items = [plain(i) for i in range(count)]
+    items[at] = odd
+    return items
+
+
+_THOUSANDS: list[tuple[Callable[[list[Any]], dict[str, Any]], Callable[[int], Any]]] = [
+    (_endpoints, lambda i: {"ip": f"10.1.{i // 256 % 256}.{i % 256}"}),
+    (_endpoints, lambda i: {"ip": f"198.51.{i // 256 % 256}.{i % 256}"}),
+    (_endpoint_slice(fqdn=True), lambda i: {"addresses": [f"e{i}.example.com"]}),
+    (_endpoint_slice(fqdn=False), lambda i: {"addresses": [f"10.1.{i // 256 % 256}.{i % 256}"]}),
+    (_service_entry_endpoints, lambda i: {"address": f"198.51.100.{i % 256}"}),
+    (_network_policy, lambda i: {"ipBlock": {"cidr": f"10.{i // 256 % 256}.{i % 256}.0/24"}}),
+    (_gateway_addresses, lambda i: {"type": "Hostname", "value": f"gw{i}.example.com"}),
+]
+
+
+@pytest.mark.parametrize(("build", "plain"), _THOUSANDS)
+@pytest.mark.parametrize("at", [0, 2500, 4999])
+@pytest.mark.parametrize("odd", [None, 7, {}, "x"])
+def test_one_odd_item_among_thousands(
+    build: Callable[[list[Any]], dict[str, Any]], plain: Callable[[int], Any], at: int, odd: Any
+) -> None:
+    assert_same(build(_one_odd(5000, at, odd, plain)))
+
+
+@pytest.mark.parametrize(("build", "plain"), _THOUSANDS)
+@pytest.mark.parametrize("every", [1, 2, 7, 61])
+def test_odd_items_spread_thinly_and_everywhere(
+    build: Callable[[list[Any]], dict[str, Any]], plain: Callable[[int], Any], every: int
+) -> None:
+    # more odd items than the violation limit, or one in every few
+    items = [None if i % every == every - 1 else plain(i) for i in range(3000)]
+    assert_same(build(items))
+
+
+def test_read_in_runs_covers_every_item_once_in_order() -> None:
+    items = [0, 1, None, 3, 4, 5, None, None, 8, 9, 10]
+
+    def read(start: int, end: int) -> list[int] | None:
+        piece = items[start:end]
+        return None if None in piece else piece
+
+    pieces = list(common.read_in_runs(len(items), read, run=4, alone=1))
+    assert [(start, end) for start, end, _ in pieces] == [
+        (0, 2),
+        (2, 3),
+        (3, 4),
+        (4, 6),
+        (6, 7),
+        (7, 8),
+        (8, 11),
+    ]
+    # half of the second run was left to read alone: the third is left whole, untried
+    assert [found for _, _, found in pieces] == [[0, 1], None, [3], [4, 5], None, None, None]
+    # one odd item: the rest read in passes, the next run tried again
+    items[6:8] = [6, 7]
+    sparse = list(common.read_in_runs(len(items), read, run=8, alone=1))
+    assert sparse == [
+        (0, 2, [0, 1]),
+        (2, 3, None),
+        (3, 4, [3]),
+        (4, 8, [4, 5, 6, 7]),
+        (8, 11, [8, 9, 10]),
+    ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import chain, compress, count, repeat
 from operator import add, eq, itemgetter, not_, truth
-from typing import Any, NamedTuple, TypeVar, cast, overload
+from typing import Any, Generic, NamedTuple, TypeVar, cast, overload
 
 from webhook.core.decisions import MAX_LISTED_VIOLATIONS, EnoughViolations, Violation
 from webhook.core.errors import InvalidHostError
@@ -114,6 +114,12 @@ class Pathed(Sequence[tuple[str, _Item]]):
         return zip(paths, self._items, strict=True)
 
 
+def is_object(value: Any) -> bool:
+    """Whether a decoded JSON value is an object."""
+    # decoded JSON objects are dicts: the exact type test spares the ABC check
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 @dataclass(slots=True)
 class Reader:
     """Reads fields of an untyped object and records a violation for each wrong shape.
@@ -168,11 +174,19 @@ class Reader:
         found: list[tuple[str, Mapping[str, Any]]] = []
         for i, item in enumerate(self.sequence(value, path)):
             where = f"{path}[{i}]"
-            if type(item) is dict or isinstance(item, Mapping):
+            if is_object(item):
                 found.append((where, item))
             else:
                 self.add(where, f"must be an object, got {type_name(item)}")
         return found
+
+    def non_objects(self, items: list[Any], path: str) -> None:
+        """Record what ``mappings`` records for each item of a list that is no object, all
+        before any object is read, as ``mappings`` does; found in passes of C."""
+        if set(map(type, items)) == {dict}:
+            return
+        for index in compress(count(), map(not_, map(is_object, items))):
+            self.add(f"{path}[{index}]", f"must be an object, got {type_name(items[index])}")
 
     def string(self, value: Any, path: str) -> str | None:
         """``value`` if it is a string; None if absent or (with a violation) of another type."""
@@ -424,44 +438,91 @@ KEYS_ALONE = 32
 COUNTED_AT_MOST = 16
 
 
+# a run more than 1/_DENSE_SHARE of which was left to read item by item has odd items
+# everywhere: the next run is left whole straight away, sparing the halvings' passes
+_DENSE_SHARE = 4
+
+_Read = TypeVar("_Read")
+
+
+def read_in_runs(
+    count: int, read: Callable[[int, int], _Read | None], *, run: int, alone: int
+) -> Iterator[tuple[int, int, _Read | None]]:
+    """The pieces of a list of ``count`` items, in order: ``(start, end, found)`` for each
+    piece ``read(start, end)`` could read in passes of C (``found``, its answer), and
+    ``(start, end, None)`` for each piece of items to read one by one.
+
+    The list is tried ``run`` items at a time, and a run that fails is halved down to pieces
+    of at most ``alone`` items: one odd item among thousands (a null, a number, a missing
+    field) costs a few passes over its run and a few items read alone, not the whole list.
+    A run mostly left to read alone has odd items everywhere: the next one is left whole.
+    Lazy: a caller that stops early (the violation limit) reads no further run.
+    """
+    dense = False
+    for start in range(0, count, run):
+        end = min(start + run, count)
+        if dense:
+            # and the next run tried in passes again
+            dense = False
+            yield start, end, None
+            continue
+        left = 0
+        for piece in _halved(start, end, read, alone):
+            if piece[2] is None:
+                left += piece[1] - piece[0]
+            yield piece
+        dense = left * _DENSE_SHARE > end - start
+
+
+def _halved(
+    start: int, end: int, read: Callable[[int, int], _Read | None], alone: int
+) -> Iterator[tuple[int, int, _Read | None]]:
+    """``read_in_runs`` of one run."""
+    found = read(start, end)
+    if found is not None or end - start <= alone:
+        yield start, end, found
+        return
+    middle = (start + end) // 2
+    yield from _halved(start, middle, read, alone)
+    yield from _halved(middle, end, read, alone)
+
+
 class ChunkedKeys(Collection[Hashable]):
-    """The class keys of a list already checked, built chunk by chunk as they are read: a list
-    whose classes are all clean never has its per-entry keys built at all.
+    """The class keys of a list, built chunk by chunk as they are read: a list whose classes
+    are all clean never has its per-entry keys built at all.
 
     ``keys_of`` gives a chunk's keys, the same for an item whichever chunk holds it; None (it
-    cannot class them) splits the chunk in halves, down to a few items judged alone, so an odd
-    item deep in a long list costs a few items' judgements and no item is skipped unjudged."""
+    cannot class them: an odd item among them) splits the chunk in halves (``read_in_runs``),
+    down to a few items judged alone, so an odd item deep in a long list costs a few items'
+    judgements and no item is skipped unjudged."""
 
-    __slots__ = ("_hosts", "_keys_of")
+    __slots__ = ("_items", "_keys_of")
 
     def __init__(
         self,
-        hosts: Sequence[str],
-        keys_of: Callable[[Sequence[str]], Iterable[Hashable] | None],
+        items: Sequence[Any],
+        keys_of: Callable[[Sequence[Any]], Iterable[Hashable] | None],
     ) -> None:
-        self._hosts = hosts
+        self._items = items
         self._keys_of = keys_of
 
     def __len__(self) -> int:
-        return len(self._hosts)
+        return len(self._items)
 
     def __iter__(self) -> Iterator[Hashable]:
         return chain.from_iterable(self.chunks())
 
     def chunks(self) -> Iterator[list[Hashable]]:
-        """The keys, a chunk of items at a time."""
-        hosts = self._hosts
-        for start in range(0, len(hosts), KEYS_CHUNK):
-            yield self._chunk_keys(hosts[start : start + KEYS_CHUNK])
-
-    def _chunk_keys(self, chunk: Sequence[str]) -> list[Hashable]:
-        keys = self._keys_of(chunk)
-        if keys is not None:
-            return list(keys)
-        if len(chunk) <= KEYS_ALONE:
-            return [None] * len(chunk)
-        half = len(chunk) // 2
-        return self._chunk_keys(chunk[:half]) + self._chunk_keys(chunk[half:])
+        """The keys, a piece of the list at a time (None for each item judged alone)."""
+        items, keys_of = self._items, self._keys_of
+        pieces = read_in_runs(
+            len(items),
+            lambda start, end: keys_of(items[start:end]),
+            run=KEYS_CHUNK,
+            alone=KEYS_ALONE,
+        )
+        for start, end, keys in pieces:
+            yield [None] * (end - start) if keys is None else list(keys)
 
     def __contains__(self, key: object) -> bool:
         return any(k == key for k in self)
@@ -570,6 +631,13 @@ def all_dotted(text: str) -> bool:
 # marks a name's own text as its key: no domain, and no class of Policy.host_class, starts
 # with it
 OWN_TEXT = "="
+
+
+def exact_host_keys(policy: Policy, names: Sequence[str], joined: str) -> list[str] | None:
+    """``judge_hosts``'s class keys of valid, normalized names (``all_valid_joined`` of
+    ``joined``, the names joined by newlines); None: class them one by one.  A chunk's keys
+    for ``ChunkedKeys``: the same for a name whichever chunk holds it."""
+    return _exact_host_keys(policy, names, joined)
 
 
 def _exact_host_keys(
@@ -1044,9 +1112,12 @@ def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge
     if keys is None:
         wide = classes.one_wide(values)
         if wide is None:
-            # keyed as the ordered pass goes: a list breaking the policy stops at the violation
-            # limit without keying the rest
-            judge_keyed(reader, values, classes.key, judge)
+            # keyed a chunk at a time as the ordered pass goes: a list breaking the policy
+            # stops at the violation limit without keying the rest
+            chunked = ChunkedKeys(values, partial(address_keys, classes))
+            judge_classes(
+                reader, chunked, lambda reader, index: judge(reader, index, values[index])
+            )
             return
         keys = [wide] * len(values)
     judge_classes(reader, keys, lambda reader, index: judge(reader, index, values[index]))
@@ -1067,13 +1138,20 @@ def repeated_texts(values: Sequence[str]) -> list[str] | None:
     return None if len(distinct) * 2 > len(values) else distinct
 
 
+def address_keys(classes: AddressClasses, values: Sequence[str]) -> list[str | None]:
+    """A class key for each value as ``judge_addresses`` classes them (None: judged alone),
+    for a chunk of ``ChunkedKeys``."""
+    keys = repeated_address_keys(classes, values)
+    return classes.keys(values) if keys is None else list(keys)
+
+
 def repeated_address_keys(classes: AddressClasses, values: Sequence[str]) -> list[str] | None:
     """A class key for each value when they repeat a few texts (``repeated_texts``); else None.
 
     Each distinct value is keyed once (``AddressClasses.keys``; one it cannot class by its own
     text, marked) and the list mapped in C: a value listed 200k times is judged once, where
     keying each item would cost a call per item.  With mostly distinct values the keys are
-    better built as the judging goes (``judge_keyed``), which stops at the violation limit;
+    better built a chunk at a time as the judging goes, which stops at the violation limit;
     the first values tell that without hashing them all.
     """
     distinct = repeated_texts(values)
@@ -1104,15 +1182,66 @@ def judge_keyed(
             clean.add(found)
 
 
+# --- lists read a run at a time ---------------------------------------------------------------
+
+# a list an odd item keeps from being read whole is read this many items at a time
+ITEMS_RUN = 2048
+# ... and a failing run halved down to this many items, read one by one
+ITEMS_ALONE = 16
+
+_Value = TypeVar("_Value")
+
+
+@dataclass(frozen=True, slots=True)
+class Kept(Generic[_Value]):
+    """The values a list's items gave (``read_kept``), and where each was listed: the value
+    kept at ``k`` is item ``k`` unless items that gave none were dropped (``shifts``)."""
+
+    values: list[_Value]
+    shifts: _Shifts | None = None
+
+    def index(self, kept: int) -> int:
+        """The list index of ``values[kept]``."""
+        return kept if self.shifts is None else self.shifts.index(kept)
+
+
+def read_kept(
+    items: Sequence[Any],
+    plain: Callable[[Sequence[Any]], list[_Value] | None],
+    read_one: Callable[[int], _Value | None],
+) -> Kept[_Value]:
+    """The value of each item of a list, as ``read_one(index)`` reads it (recording the item's
+    violations; None: it gives no value, and is dropped).
+
+    ``plain(items)`` gives the values of items that all read without a violation, in passes
+    of C; None when one of them is odd.  For a list it cannot read whole: it is tried a run at
+    a time (``read_in_runs``), and the items of a piece ``plain`` cannot read are read one by
+    one, so a tenant hiding one odd item among 100k costs a few passes, not 100k reads.
+    """
+    values: list[_Value] = []
+    shifts = _Shifts()
+    pieces = read_in_runs(
+        len(items), lambda start, end: plain(items[start:end]), run=ITEMS_RUN, alone=ITEMS_ALONE
+    )
+    for start, end, found in pieces:
+        if found is not None:
+            values += found
+            continue
+        for index in range(start, end):
+            value = read_one(index)
+            if value is None:
+                shifts.drop(len(values))
+            else:
+                values.append(value)
+    return Kept(values, shifts or None)
+
+
 # --- host lists read a run at a time ----------------------------------------------------------
 
 # a long host list that fails the whole-list test is tested this many entries at a time
 HOSTS_RUN = 2048
 # a failing run of at most this many entries is read entry by entry
 HOSTS_ALONE = 16
-# a run more than 1/_DENSE_SHARE of which was read entry by entry has odd entries everywhere:
-# the next run is read entry by entry straight away, sparing the halvings' passes
-_DENSE_SHARE = 4
 # what ``normalize`` strips around a name that is plain ASCII (a newline would split it)
 _PADDING = re.compile(r"[ \t\r\v\f]*\n[ \t\r\v\f]*")
 
@@ -1334,40 +1463,31 @@ class _HostRuns:
             self._texts = None
             self._each(0, count)
             return
-        dense = False
-        for start in range(0, count, HOSTS_RUN):
-            end = min(start + HOSTS_RUN, count)
-            if dense:
+        for start, end, read in read_in_runs(count, self._run, run=HOSTS_RUN, alone=HOSTS_ALONE):
+            if read is None:
                 self._each(start, end)
-                # and the next run tried in passes again
-                dense = False
-                continue
-            alone = self._run(start, end)
-            dense = alone * _DENSE_SHARE > end - start
 
-    def _run(self, start: int, end: int) -> int:
-        """Read entries ``start`` to ``end``; how many were read one by one."""
+    def _run(self, start: int, end: int) -> bool | None:
+        """Read entries ``start`` to ``end`` in passes if they are all valid names; None: not
+        read."""
         chunk = self._items[start:end]
         joined = _joined_names(chunk)
-        if joined is not None:
-            size = end - start
-            if _valid_run(joined, size, dotted=self.dotted):
-                if self._kept is not None:
-                    self._kept += chunk
-                self._read = end
-                self._joined_run(joined)
-                return 0
-            normalized = _normalized_run(joined)
-            if normalized != joined and _valid_run(normalized, size, dotted=self.dotted):
-                self.names().extend(normalized.split("\n"))
-                self._read = end
-                self._joined_run(normalized)
-                return 0
-        if end - start <= HOSTS_ALONE:
-            self._each(start, end)
-            return end - start
-        middle = (start + end) // 2
-        return self._run(start, middle) + self._run(middle, end)
+        if joined is None:
+            return None
+        size = end - start
+        if _valid_run(joined, size, dotted=self.dotted):
+            if self._kept is not None:
+                self._kept += chunk
+            self._read = end
+            self._joined_run(joined)
+            return True
+        normalized = _normalized_run(joined)
+        if normalized != joined and _valid_run(normalized, size, dotted=self.dotted):
+            self.names().extend(normalized.split("\n"))
+            self._read = end
+            self._joined_run(normalized)
+            return True
+        return None
 
     def _joined_run(self, text: str) -> None:
         if self._texts is not None:
@@ -1491,7 +1611,19 @@ class AddressClasses:
         wide = self.one_wide(values)
         if wide is not None:
             return [wide] * len(values)
-        return list(map(self.key, values))
+        if not many(values):
+            return list(map(self.key, values))
+        # one odd value among thousands of one block: the others still keyed a piece at a time
+        keys: list[str | None] = []
+        pieces = read_in_runs(
+            len(values),
+            lambda start, end: self.one_wide(values[start:end]),
+            run=KEYS_CHUNK,
+            alone=KEYS_ALONE,
+        )
+        for start, end, wide in pieces:
+            keys += map(self.key, values[start:end]) if wide is None else repeat(wide, end - start)
+        return keys
 
     def one_wide(self, values: Sequence[str]) -> str | None:
         """A key for every value when all lie in the unsplit /8 or /16 block of the first.

@@ -20,12 +20,21 @@ waypoint is ambient, which no Sidecar governs, and an east-west gateway passes m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import Reader, judge_read_hosts, many, read_hosts
+from webhook.core.checks.common import (
+    ChunkedKeys,
+    Reader,
+    is_object,
+    judge_classes,
+    judge_read_hosts,
+    many,
+    read_hosts,
+)
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
@@ -179,36 +188,67 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
             "the guardrail, or use the egress gateway",
         )
     addresses = spec.get("addresses")
-    if _none_names_namespace(addresses, policy.egress_namespace):
-        addresses = None
+    namespace = policy.egress_namespace
+    if type(addresses) is list and many(addresses):
+        if _none_names_namespace(addresses, namespace):
+            return reader.violations
+        listed: list[Any] = addresses
+
+        def judge(reader: Reader, index: int) -> None:
+            address = listed[index]
+            if is_object(address):
+                _check_address(reader, address, f"spec.addresses[{index}]", namespace)
+
+        reader.non_objects(listed, "spec.addresses")
+
+        # a piece proven to hold nothing to report is one class, judged clean once
+        keys_of = partial(_nothing_to_report, namespace)
+        judge_classes(reader, ChunkedKeys(addresses, keys_of), judge)
+        return reader.violations
     for where, address in reader.mappings(addresses, "spec.addresses"):
-        value = reader.string(address.get("value"), f"{where}.value")
-        if not value or address.get("type", "IPAddress") == "IPAddress":
-            continue
-        host = normalize(value)
-        if _in_namespace(host, policy.egress_namespace):
-            reader.add(
-                f"{where}.value",
-                f"binds the Gateway to {host!r} in the egress namespace, so its listeners and "
-                "routes would program the egress gateway's pods; egress gateways are "
-                "configured from the egress policy only",
-            )
+        _check_address(reader, address, where, namespace)
     return reader.violations
+
+
+def _check_address(reader: Reader, address: Mapping[str, Any], where: str, namespace: str) -> None:
+    """An address may not be a host of the egress namespace."""
+    value = reader.string(address.get("value"), f"{where}.value")
+    if not value or address.get("type", "IPAddress") == "IPAddress":
+        return
+    host = normalize(value)
+    if _in_namespace(host, namespace):
+        reader.add(
+            f"{where}.value",
+            f"binds the Gateway to {host!r} in the egress namespace, so its listeners and "
+            "routes would program the egress gateway's pods; egress gateways are "
+            "configured from the egress policy only",
+        )
 
 
 def _none_names_namespace(addresses: Any, namespace: str) -> bool:
     """Whether a long list of address objects is proven, in passes of C, to hold no host of
     ``namespace`` and nothing else to report: then none of thousands is read on its own.
+    """
+    if type(addresses) is not list or not many(addresses):
+        return False
+    return _nothing_to_report(namespace, addresses) is not None
+
+
+def _nothing_to_report(namespace: str, addresses: Sequence[Any]) -> list[bool] | None:
+    """One key for each of a piece of a list of addresses proven, in passes of C, to hold no
+    host of ``namespace`` and nothing else to report; None: read them one by one.
 
     A host of the namespace holds ".namespace" once normalized, and normalizing only
     lower-cases and trims: the lower-cased text of all values holds it too.
     """
-    if type(addresses) is not list or not many(addresses) or set(map(type, addresses)) != {dict}:
-        return False
+    if set(map(type, addresses)) != {dict}:
+        return None
     values = list(map(dict.get, addresses, repeat("value")))
     if not set(map(type, values)) <= {str, type(None)}:
-        return False
-    return f".{namespace}" not in "\n".join(filter(None, values)).lower()
+        return None
+    if f".{namespace}" in "\n".join(filter(None, values)).lower():
+        return None
+    return [True] * len(addresses)
 
 
 def _in_namespace(host: str, namespace: str) -> bool:

@@ -14,12 +14,20 @@ too: a platform's own default-deny egress policy adds up with tenant ones the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import AddressClasses, Reader, judge_classes, many
+from webhook.core.checks.common import (
+    AddressClasses,
+    ChunkedKeys,
+    Reader,
+    is_object,
+    judge_classes,
+    many,
+)
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -46,13 +54,15 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
                 "namespaces or in-cluster ipBlocks the workloads need",
             )
         peers = rule.get("to")
-        if isinstance(peers, list) and many(peers) and set(map(type, peers)) == {dict}:
-            classes = AddressClasses(policy)
+        if isinstance(peers, list) and many(peers):
 
             def judge(reader: Reader, index: int, where: str = where, peers: Any = peers) -> None:
-                _check_peer(reader, policy, peers[index], f"{where}.to[{index}]")
+                peer = peers[index]
+                if is_object(peer):
+                    _check_peer(reader, policy, peer, f"{where}.to[{index}]")
 
-            judge_classes(reader, _peer_classes(classes, peers), judge)
+            reader.non_objects(peers, f"{where}.to")
+            judge_classes(reader, _peer_classes(AddressClasses(policy), peers), judge)
             continue
         for at, peer in reader.mappings(peers, f"{where}.to"):
             _check_peer(reader, policy, peer, at)
@@ -67,24 +77,28 @@ def _governs_egress(reader: Reader, spec: Mapping[str, Any]) -> bool:
     return any(t == EGRESS for _, t in types)
 
 
-def _peer_classes(classes: AddressClasses, peers: list[dict[str, Any]]) -> list[str | None]:
-    """``_peer_class`` of each peer, in passes of C when every one is an ipBlock with a cidr."""
+def _peer_classes(classes: AddressClasses, peers: list[Any]) -> Collection[Hashable]:
+    """Keys of peers ``_check_peer`` judges alike, in passes of C: no ipBlock (never a
+    violation), or one address class.  A list some odd peers keep from being keyed whole (a
+    null, a number, an ipBlock without a cidr, a peer of another kind among ipBlocks) is
+    keyed a chunk at a time, those peers judged alone."""
+    keys = _block_keys(classes, peers)
+    return ChunkedKeys(peers, partial(_block_keys, classes)) if keys is None else keys
+
+
+def _block_keys(classes: AddressClasses, peers: Sequence[Any]) -> list[str | None] | None:
+    """The keys of peers that are all ipBlocks with a cidr, or all without an ipBlock."""
+    if set(map(type, peers)) != {dict}:
+        return None
     blocks: list[Any] = list(map(dict.get, peers, repeat("ipBlock")))
-    if set(map(type, blocks)) == {dict}:
-        cidrs: list[Any] = list(map(dict.get, blocks, repeat("cidr")))
-        if set(map(type, cidrs)) == {str}:
-            return classes.keys(cidrs)
-    return [_peer_class(classes, peer) for peer in peers]
-
-
-def _peer_class(classes: AddressClasses, peer: Mapping[str, Any]) -> str | None:
-    """Peers ``_check_peer`` judges alike: no ipBlock (never a violation), or one address class."""
-    block = peer.get("ipBlock")
-    if block is None:
-        return "no ipBlock"
-    cidr = block.get("cidr") if type(block) is dict else None
-    # the check strips the CIDR: only an unpadded one keeps its class
-    return classes.key(cidr) if type(cidr) is str else None
+    kinds = set(map(type, blocks))
+    if kinds == {type(None)}:
+        return ["no ipBlock"] * len(peers)
+    if kinds != {dict}:
+        return None
+    cidrs: list[Any] = list(map(dict.get, blocks, repeat("cidr")))
+    # the check strips the CIDR: only an unpadded one keeps its class (``classes.keys``)
+    return classes.keys(cidrs) if set(map(type, cidrs)) == {str} else None
 
 
 def _check_peer(reader: Reader, policy: Policy, peer: Mapping[str, Any], path: str) -> None:

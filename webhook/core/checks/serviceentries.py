@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, count, repeat
+from operator import contains
 from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     UNIX_PREFIX,
+    Kept,
     Reader,
     ReadHosts,
     Visibility,
@@ -29,11 +32,13 @@ from webhook.core.checks.common import (
     destination_problem,
     egress_fqdns,
     gateways_covered_by,
+    is_object,
     judge_addresses,
     judge_hosts,
     many,
     overbroad,
     read_hosts,
+    read_kept,
     visibility,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -63,9 +68,11 @@ class _Listed:
     """
 
     values: list[str]
-    # the path of the value at index i: ``template.format(i)``
+    # the path of the item at list index i: ``template.format(i)``
     template: str
     paths: list[str] | None = None
+    # where each value was listed, when items that gave none were dropped
+    kept: Kept[str] | None = None
 
     @classmethod
     def of(cls, pairs: Sequence[tuple[str, str]], template: str) -> _Listed:
@@ -74,7 +81,9 @@ class _Listed:
 
     def path(self, index: int) -> str:
         """The path of ``values[index]``."""
-        return self.template.format(index) if self.paths is None else self.paths[index]
+        if self.paths is not None:
+            return self.paths[index]
+        return self.template.format(index if self.kept is None else self.kept.index(index))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """``(path, value)`` of every value."""
@@ -97,12 +106,40 @@ def _plain_strings(raw: Any) -> list[str] | None:
 
 def _plain_endpoints(raw: Any) -> list[str] | None:
     """Every address when ``raw`` is a list of objects each with a non-empty string address."""
-    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+    if not isinstance(raw, list):
         return None
-    addresses = [e.get("address") for e in raw]
-    if not all(type(a) is str and a for a in addresses):
+    # type passes in C: a ServiceEntry can list 60k endpoints
+    if raw and set(map(type, raw)) != {dict}:
+        return None
+    addresses = list(map(dict.get, raw, repeat("address")))
+    if addresses and (set(map(type, addresses)) != {str} or not all(addresses)):
         return None
     return cast("list[str]", addresses)
+
+
+def _with_ports(raw: list[Any], *, objects: bool) -> Iterable[int]:
+    """The index of each object of a list of endpoints that sets ``ports`` (``objects``: the
+    items are known to be objects)."""
+    if objects or set(map(type, raw)) <= {dict}:
+        # tested in C: a ServiceEntry can list 60k endpoints
+        return compress(count(), map(contains, raw, repeat("ports")))
+    return (i for i, e in enumerate(raw) if isinstance(e, Mapping) and "ports" in e)
+
+
+def _read_endpoints(reader: Reader, raw: list[Any]) -> _Listed:
+    """The endpoint addresses of a list of endpoints ``_plain_endpoints`` cannot read whole,
+    each item's violations recorded."""
+
+    def read_one(index: int) -> str | None:
+        item = raw[index]
+        if not is_object(item):
+            return None
+        return reader.string(item.get("address"), f"spec.endpoints[{index}].address") or None
+
+    reader.non_objects(raw, "spec.endpoints")
+
+    kept = read_kept(raw, _plain_endpoints, read_one)
+    return _Listed(kept.values, _ENDPOINT, kept=kept if kept.shifts else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +188,13 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     endpoint_ports = []
     items: list[tuple[str, Mapping[str, Any]]]
     raw_endpoints = spec.get("endpoints")
-    fast = _plain_endpoints(raw_endpoints)
-    if fast is not None:
-        endpoints = _Listed(fast, _ENDPOINT)
-        listed = cast("list[Mapping[str, Any]]", raw_endpoints)
-        items = [(f"spec.endpoints[{i}]", e) for i, e in enumerate(listed) if "ports" in e]
+    if type(raw_endpoints) is list:
+        fast = _plain_endpoints(raw_endpoints)
+        endpoints = (
+            _Listed(fast, _ENDPOINT) if fast is not None else _read_endpoints(reader, raw_endpoints)
+        )
+        with_ports = _with_ports(raw_endpoints, objects=fast is not None)
+        items = [(f"spec.endpoints[{i}]", raw_endpoints[i]) for i in with_ports]
     else:
         endpoints = []
         items = []

@@ -14,17 +14,23 @@ checked, recognised by username (a ``managed-by`` label is writable by anyone).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    AddressClasses,
+    ChunkedKeys,
     Reader,
+    address_keys,
     address_problem,
     allowed_directly_for,
+    exact_host_keys,
+    is_object,
     judge_addresses,
+    judge_classes,
     judge_read_hosts,
     many,
     read_hosts,
@@ -32,7 +38,7 @@ from webhook.core.checks.common import (
 )
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import is_ip, normalize
+from webhook.core.hosts import all_valid_joined, is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -174,21 +180,47 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
+            at = f"{where}.{key}"
             ips = _plain_ips(items)
             if ips is not None:
 
-                def judge(reader: Reader, index: int, ip: str, at: str = f"{where}.{key}") -> None:
+                def judge(reader: Reader, index: int, ip: str, at: str = at) -> None:
                     _check_address(reader, policy, ip, f"{at}[{index}].ip", allowed, source)
 
                 judge_addresses(reader, policy, ips, judge)
                 continue
-            for at, address in reader.mappings(items, f"{where}.{key}"):
-                ip = reader.string(address.get("ip"), f"{at}.ip")
-                if ip is None:
-                    reader.add(f"{at}.ip", "every endpoint address needs an ip")
-                    continue
-                _check_address(reader, policy, ip, f"{at}.ip", allowed, source)
+            keys = _ip_chunks(policy, items)
+            if keys is not None:
+
+                def judge_item(
+                    reader: Reader, index: int, at: str = at, items: Any = items
+                ) -> None:
+                    address = items[index]
+                    if is_object(address):
+                        _read_address(reader, policy, address, f"{at}[{index}]", allowed, source)
+
+                reader.non_objects(cast("list[Any]", items), at)
+                judge_classes(reader, keys, judge_item)
+                continue
+            for where_item, address in reader.mappings(items, at):
+                _read_address(reader, policy, address, where_item, allowed, source)
     return reader.violations
+
+
+def _read_address(
+    reader: Reader,
+    policy: Policy,
+    address: Mapping[str, Any],
+    path: str,
+    allowed: frozenset[str],
+    source: str,
+) -> None:
+    """Read and check one ``addresses[]`` item of an Endpoints subset."""
+    ip = reader.string(address.get("ip"), f"{path}.ip")
+    if ip is None:
+        reader.add(f"{path}.ip", "every endpoint address needs an ip")
+        return
+    _check_address(reader, policy, ip, f"{path}.ip", allowed, source)
 
 
 def _plain_ips(items: Any) -> list[str] | None:
@@ -202,6 +234,21 @@ def _plain_ips(items: Any) -> list[str] | None:
         return None
     ips = list(map(dict.get, items, repeat("ip")))
     return cast("list[str]", ips) if set(map(type, ips)) == {str} else None
+
+
+def _ip_chunks(policy: Policy, items: Any) -> ChunkedKeys | None:
+    """Class keys of a long list of addresses ``_plain_ips`` cannot read whole, a chunk at a
+    time: an odd address (a null ip, a number) is judged alone, not the whole list item by
+    item.  None: a short list, or no list."""
+    if type(items) is not list or not many(items):
+        return None
+    classes = AddressClasses(policy)
+
+    def keys_of(chunk: Sequence[Any]) -> list[str | None] | None:
+        ips = _plain_ips(chunk)
+        return None if ips is None else address_keys(classes, ips)
+
+    return ChunkedKeys(items, keys_of)
 
 
 @checks("discovery.k8s.io", "EndpointSlice")
@@ -239,13 +286,65 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
 
             judge_addresses(reader, policy, values, judge_ip)
             return reader.violations
-    for where, endpoint in reader.mappings(obj.get("endpoints"), "endpoints"):
-        for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
-            if fqdn:
-                _check_name(reader, policy, address, at, allowed, source)
-            else:
-                _check_address(reader, policy, address, at, allowed, source)
+    endpoints = obj.get("endpoints")
+    keys = _endpoint_chunks(policy, endpoints, fqdn=fqdn)
+    if keys is not None:
+        listed = cast("list[Any]", endpoints)
+
+        def judge_endpoint(reader: Reader, index: int) -> None:
+            endpoint = listed[index]
+            if is_object(endpoint):
+                where = f"endpoints[{index}]"
+                _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn)
+
+        reader.non_objects(listed, "endpoints")
+        judge_classes(reader, keys, judge_endpoint)
+        return reader.violations
+    for where, endpoint in reader.mappings(endpoints, "endpoints"):
+        _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn)
     return reader.violations
+
+
+def _read_endpoint(
+    reader: Reader,
+    policy: Policy,
+    endpoint: Mapping[str, Any],
+    where: str,
+    allowed: frozenset[str],
+    source: str,
+    *,
+    fqdn: bool,
+) -> None:
+    """Read and check the addresses of one ``endpoints[]`` item of an EndpointSlice."""
+    for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
+        if fqdn:
+            _check_name(reader, policy, address, at, allowed, source)
+        else:
+            _check_address(reader, policy, address, at, allowed, source)
+
+
+def _endpoint_chunks(policy: Policy, endpoints: Any, *, fqdn: bool) -> ChunkedKeys | None:
+    """Class keys of a long list of endpoints ``_flat_addresses`` cannot read whole, a chunk
+    at a time: an odd endpoint (no address, two, a null) is judged alone, not the whole list
+    endpoint by endpoint.  None: a short list, or no list."""
+    if type(endpoints) is not list or not many(endpoints):
+        return None
+    classes = AddressClasses(policy)
+
+    def keys_of(chunk: Sequence[Any]) -> list[str] | list[str | None] | None:
+        flat = _flat_addresses(chunk)
+        if flat is None:
+            return None
+        values = flat[1]
+        if not fqdn:
+            return address_keys(classes, values)
+        # a name whose class is clean is skipped: only valid, normalized names may be
+        joined = "\n".join(values)
+        if not all_valid_joined(joined, len(values)):
+            return None
+        return exact_host_keys(policy, values, joined)
+
+    return ChunkedKeys(endpoints, keys_of)
 
 
 _ONE_ADDRESS = "endpoints[{}].addresses[0]"
