@@ -259,6 +259,9 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "stop_on_breaking_start", lambda reader, judge, count: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
+    patch.setattr(
+        destinationrules, "chunked_subset_classes", lambda policy, subsets, gateways: None
+    )
     patch.setattr(common, "_exact_host_keys", lambda policy, hosts, joined=None: None)
     patch.setattr(common, "_counted_host_classes", lambda policy, hosts, joined: None)
     patch.setattr(Policy, "host_class", lambda self, host, wildcards=False: None)
@@ -1478,6 +1481,81 @@ def test_destination_rule_subset_classes(
             },
         }
     )
+
+
+_ODD_TUNNELS: list[Any] = [
+    None,
+    7,
+    "",
+    "-bad-.example.com",
+    "8.8.8.8",
+    "evil.test",
+    "api.payments.example",
+    {"host": "x"},
+]
+
+
+@FAST
+@given(
+    odd=st.lists(
+        st.tuples(
+            st.integers(0, 200),
+            st.sampled_from(_ODD_TUNNELS),
+            st.sampled_from(["target", "no tunnel", "tunnel not an object", "policy"]),
+        ),
+        max_size=8,
+    ),
+    host=st.sampled_from(["svc.example.com", *(gw.fqdn for gw in POLICY.gateways)]),
+    namespace=st.sampled_from(["test-app", "egress"]),
+    chunk=st.sampled_from([40, 64, 4096]),
+)
+def test_destination_rule_subsets_classed_around_odd_ones(
+    odd: list[tuple[int, Any, str]], host: str, namespace: str, chunk: int
+) -> None:
+    # subsets of a few classes, with odd ones anywhere: a null, numeric, invalid or disallowed
+    # tunnel target, a subset without a tunnel, a tunnel or trafficPolicy of another type
+    subsets: list[dict[str, Any]] = [
+        {
+            "name": f"s{i}",
+            "trafficPolicy": {
+                "tunnel": {"targetHost": f"t{i}.example.com", "targetPort": 443},
+                "tls": {"mode": "SIMPLE", "sni": f"t{i}.example.com"},
+            },
+        }
+        for i in range(200)
+    ]
+    for at, value, how in odd:
+        subset: dict[str, Any] = {"name": f"odd{at}", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}
+        if how == "target":
+            subset["trafficPolicy"]["tunnel"] = {"targetHost": value, "targetPort": 443}
+        elif how == "tunnel not an object":
+            subset["trafficPolicy"]["tunnel"] = value
+        elif how == "policy":
+            subset["trafficPolicy"] = value
+        subsets.insert(at, subset)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "KEYS_CHUNK", chunk)
+        assert_same(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": {"name": "dr", "namespace": namespace},
+                "spec": {"host": host, "subsets": subsets},
+            }
+        )
+
+
+def test_chunks_of_subsets_keyed_by_other_parts_never_share_a_key() -> None:
+    # a chunk whose subsets all have port settings and one whose subsets have none: their keys
+    # are made of other parts, so none is taken for the other's
+    plain = {"tunnel": {"targetHost": "t.example.com", "targetPort": 443}}
+    ported = {**plain, "portLevelSettings": [{"port": {"number": 1}}]}
+    first = destinationrules._signed_subset_classes(POLICY, False, [{"trafficPolicy": plain}] * 40)
+    second = destinationrules._signed_subset_classes(
+        POLICY, False, [{"trafficPolicy": ported}] * 40
+    )
+    assert first is not None and second is not None
+    assert set(first).isdisjoint(second)
 
 
 def test_repeated_elements_keep_the_violation_stop() -> None:

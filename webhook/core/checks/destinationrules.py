@@ -10,11 +10,14 @@ rule with a ``workloadSelector`` may not be exported beyond its namespace (Istio
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from itertools import repeat
+from functools import partial
+from itertools import chain, compress, repeat
+from operator import is_
 from typing import Any
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    ChunkedKeys,
     Reader,
     destination_problem,
     gateways_covered_by,
@@ -64,6 +67,8 @@ def check_destination_rule(
     gateways = gateways_covered_by(policy, host) if host is not None else ()
     raw_subsets: Any = spec.get("subsets")
     keys: Sequence[Hashable] | None = subset_classes(policy, raw_subsets, bool(gateways))
+    if keys is None:
+        keys = chunked_subset_classes(policy, raw_subsets, bool(gateways))
     if keys is None:
         keys = subset_keys(raw_subsets)
     groups: list[tuple[Hashable, int, list[tuple[str, Mapping[str, Any]]] | None]] | None = None
@@ -137,12 +142,34 @@ def check_destination_rule(
         before = len(violations)
         for path, traffic in items:
             judge(reader, path, traffic)
-        if len(violations) == before:
+        if key is not None and len(violations) == before:
             clean.add(key)
     return reader.violations
 
 
-def subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashable] | None:
+def chunked_subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashable] | None:
+    """``subset_classes`` a chunk at a time, a chunk it cannot class halved down to a few
+    subsets judged alone (None): one subset naming a null, numeric or invalid tunnel target
+    among 17k leaves the others classed.  Only for a long list of objects; None when most
+    subsets are judged alone (their reprs key them better, ``subset_keys``)."""
+    if type(subsets) is not list or not many(subsets) or set(map(type, subsets)) != {dict}:
+        return None
+    keys = list(ChunkedKeys(subsets, partial(_signed_subset_classes, policy, gateways)))
+    return None if keys.count(None) * 2 > len(keys) else keys
+
+
+def _signed_subset_classes(
+    policy: Policy, gateways: bool, subsets: Sequence[Any]
+) -> list[Hashable] | None:
+    """``subset_classes`` of a chunk, each key paired with the parts it is made of: a part
+    alike in a whole chunk is left out of its keys, so chunks' keys of other parts never meet."""
+    found = subset_classes(policy, subsets, gateways, signed=True)
+    return None if found is None else list(found)
+
+
+def subset_classes(
+    policy: Policy, subsets: Any, gateways: bool, *, signed: bool = False
+) -> list[Hashable] | None:
     """The class of each subset's verdict, its names judged by ``name_classes``; None: unsure.
 
     Only for a long list of objects whose trafficPolicies are objects with alike tunnels (all
@@ -157,9 +184,11 @@ def subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashabl
         return None
     # parts alike in every subset are left out of the keys
     parts: list[list[Any]] = []
+    names: list[str] = []
     ports: list[Any] = list(map(dict.get, traffic, repeat("portLevelSettings")))
     if set(map(type, ports)) != {type(None)}:
         parts.append(list(map(repr, ports)))
+        names.append("ports")
     tunnels: list[Any] = list(map(dict.get, traffic, repeat("tunnel")))
     kinds = set(map(type, tunnels))
     if kinds == {dict}:
@@ -167,9 +196,11 @@ def subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashabl
         if targets is None:
             return None
         parts.append(targets)
+        names.append("tunnel")
         if not all(tunnels):
             # an empty tunnel is none (the egress namespace may have none)
             parts.append(list(map(bool, tunnels)))
+            names.append("some tunnel")
     elif kinds != {type(None)}:
         return None
     if gateways:
@@ -182,17 +213,25 @@ def subset_classes(policy: Policy, subsets: Any, gateways: bool) -> list[Hashabl
                 if snis is None:
                     return None
                 parts.append(snis)
+                names.append("sni")
             parts.append(list(map(repr, map(dict.get, tls, repeat("mode")))))
+            names.append("mode")
         elif kinds != {type(None)}:
             return None
+    if signed:
+        return list(zip(repeat(tuple(names), len(subsets)), *parts, strict=True))
     if len(parts) == 1:
         return parts[0]
     return list(zip(*parts, strict=True)) if parts else [()] * len(subsets)
 
 
 def _read_clean(subsets: list[dict[str, Any]], keys: Sequence[Hashable]) -> bool:
-    """Whether every subset reads without a shape problem, one read per key."""
-    for index in dict(zip(keys, range(len(keys)), strict=True)).values():
+    """Whether every subset reads without a shape problem, one read per key (each subset of
+    key None read on its own)."""
+    firsts = dict(zip(keys, range(len(keys)), strict=True))
+    firsts.pop(None, None)
+    alone = compress(range(len(keys)), map(is_, repeat(None), keys))
+    for index in chain(firsts.values(), alone):
         scratch = Reader()
         _subset_policies(scratch, index, subsets[index])
         if scratch.violations:
@@ -224,7 +263,7 @@ def _read_subsets(
             continue
         before = len(violations)
         groups.append((key, index, _subset_policies(reader, index, subsets[index])))
-        if len(violations) == before:
+        if key is not None and len(violations) == before:
             clean.add(key)
     return groups
 
