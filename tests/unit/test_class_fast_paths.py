@@ -575,20 +575,27 @@ def classed_imports(draw: st.DrawFn) -> list[str]:
 @FAST
 @given(
     entries=classed_imports(),
-    odd=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(ODD_IMPORTS)), max_size=2),
+    odd=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(ODD_IMPORTS)), max_size=6),
+    repeated=st.sampled_from([None, "egress/example.com", "./a.example.com", "*/*.example.com"]),
     sample=st.sampled_from([1, 3, 256]),
     chunk=st.sampled_from([1, 5, 4096]),
+    size=st.sampled_from([7, 16, 40, 1 << 30]),
     selector=st.sampled_from([None, {"app": "trainer"}]),
 )
 def test_sidecar_imports_by_counting(
     entries: list[str],
     odd: list[tuple[int, str]],
+    repeated: str | None,
     sample: int,
     chunk: int,
+    size: int,
     selector: dict[str, str] | None,
 ) -> None:
     # long lists of a few classes: classes read from the first entries (however few), keys
-    # built in chunks, odd entries anywhere
+    # built in chunks, the list classed a chunk of ``size`` at a time, odd entries anywhere,
+    # chunks of one entry repeated (keyed by its text) next to chunks keyed by class
+    if repeated is not None:
+        entries[len(entries) // 2 : len(entries) // 2] = [repeated] * 14
     for at, entry in odd:
         entries.insert(at, entry)
     spec: dict[str, Any] = {
@@ -598,40 +605,8 @@ def test_sidecar_imports_by_counting(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sidecars, "CLASS_SAMPLE", sample)
         patch.setattr(common, "KEYS_CHUNK", chunk)
-        assert_same(sidecar(spec, selector))
-
-
-@FAST
-@given(
-    entries=classed_imports(),
-    odd=st.lists(st.tuples(st.integers(0, 119), st.sampled_from(ODD_IMPORTS)), max_size=6),
-    repeated=st.sampled_from([None, "egress/example.com", "./a.example.com", "*/*.example.com"]),
-    size=st.sampled_from([7, 16, 40]),
-    sample=st.sampled_from([1, 3, 256]),
-    selector=st.sampled_from([None, {"app": "trainer"}]),
-)
-def test_sidecar_imports_classed_chunk_by_chunk(
-    entries: list[str],
-    odd: list[tuple[int, str]],
-    repeated: str | None,
-    size: int,
-    sample: int,
-    selector: dict[str, str] | None,
-) -> None:
-    # a long list classed a chunk at a time: odd entries anywhere, chunks of one entry
-    # repeated (keyed by its text) next to chunks keyed by class
-    if repeated is not None:
-        entries[len(entries) // 2 : len(entries) // 2] = [repeated] * (2 * size)
-    for at, entry in odd:
-        entries.insert(at, entry)
-    spec: dict[str, Any] = {
-        "egress": [{"hosts": entries}],
-        "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
-    }
-    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sidecars, "CLASSED_CHUNK", size)
         patch.setattr(common, "CLASSED_CHUNK", size)
-        patch.setattr(sidecars, "CLASS_SAMPLE", sample)
         assert_same(sidecar(spec, selector))
 
 
