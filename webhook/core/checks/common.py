@@ -1350,6 +1350,24 @@ def read_hosts(
     items = listed if type(listed) is list else list(listed)
     if not items:
         return ReadHosts([], template)
+    if not many(items) and not defer and set(map(type, items)) == {str}:
+        # an everyday object's few hosts: read one by one, with no run's machinery
+        host = reader.host
+        names: list[str] = []
+        shifts = _Shifts()
+        for index, raw in enumerate(items):
+            checked = host(
+                raw,
+                template.format(index),
+                expand_in=expand_in,
+                cluster_domain=cluster_domain,
+                allow_ip=allow_ip,
+            )
+            if checked is None:
+                shifts.drop(len(names))
+            else:
+                names.append(checked)
+        return ReadHosts(names, template, shifts or None)
     dotted = expand_in is not None
     if many(items):
         joined = _joined_names(items)

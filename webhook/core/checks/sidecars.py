@@ -195,6 +195,11 @@ def _check_listeners(
         _check_listener(reader, policy, path_of(index), hosts[index], seen, allowed, source, may)
 
     seen: set[str] = set()
+    if not many(hosts) and not many(range(sum(len(h) for h in hosts if type(h) is list))):
+        # an everyday Sidecar's few listeners and hosts: judged one after the other
+        for index in range(len(hosts)):
+            judge_listener(reader, index)
+        return
     if many(hosts):
         stop_on_breaking_start(reader, judge_listener, len(hosts))
     distinct = listener_keys(hosts) if many(hosts) else None

@@ -97,6 +97,11 @@ class _Targets(Sequence[tuple[str, str]]):
         cast("list[str]", paths).append(pair[0])
         self._count += 1
 
+    def extend(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Add destinations and their paths."""
+        for pair in pairs:
+            self.append(pair)
+
     def add_listed(self, hosts: list[str], template: str) -> None:
         """Add ``hosts``, the path of the n-th being ``template.format(n)``."""
         self._starts.append(self._count)
@@ -146,6 +151,10 @@ class _Targets(Sequence[tuple[str, str]]):
                 yield from zip(map(paths.format, range(len(hosts))), hosts, strict=True)
             else:
                 yield from zip(paths, hosts, strict=True)
+
+
+# destinations as they are gathered: a list, or a _Targets once a long list is among them
+_Found = list[tuple[str, str]] | _Targets
 
 
 def _hosts_of(destinations: Sequence[tuple[str, str]]) -> list[str]:
@@ -351,8 +360,13 @@ class _Objects(NamedTuple):
     items: list[Mapping[str, Any]]
 
 
+_NO_OBJECTS = _Objects((), [])
+
+
 def _object_columns(reader: Reader, value: Any, prefix: str) -> _Objects:
     """``_objects`` as two columns; a list of objects alone is kept as it is."""
+    if value is None:
+        return _NO_OBJECTS
     if type(value) is list and _all_of(value, dict):
         return _Objects(range(len(value)), value)
     found = _objects(reader, value, prefix)
@@ -387,8 +401,11 @@ def _routes(
     gateway_entries: _GatewayEntries = []
     fast: _ManyRoutes | None = None
     for kind in _ROUTE_KINDS:
+        value = spec.get(kind)
+        if value is None:
+            continue
         base = f"spec.{kind}"
-        objects = _object_columns(reader, spec.get(kind), base)
+        objects = _object_columns(reader, value, base)
         if many(objects.items):
             if fast is None:
                 fast = _ManyRoutes(memo, top)
@@ -475,24 +492,28 @@ def _route(
     )
     subsets: list[tuple[str, str, str]] = []
     entries = item.get("route")
-    destinations = _Targets()
+    # an everyday rule's few destinations are a list; a long list read in C keeps its paths
+    # unwritten (_Targets)
+    destinations: _Found
     plain = _plain_destinations(memo, entries, rpath, subsets)
     if plain is None:
+        destinations = []
         _destinations(reader, memo, destinations, entries, rpath, ".route", subsets)
     else:
+        destinations = _Targets()
         destinations.add_listed(*plain)
     redirects: list[tuple[str, str]] = []
     rewrites: list[tuple[str, str]] = []
     delegate = None
     # only http rules mirror, redirect, rewrite or delegate, and most do none of it
     if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
-        delegate = _http_extras(
+        delegate, destinations = _http_extras(
             reader, memo, item, rpath, destinations, redirects, rewrites, subsets
         )
     return _Route(
         gateways,
         sources,
-        destinations,
+        destinations if isinstance(destinations, _Targets) else tuple(destinations),
         tuple(redirects),
         tuple(rewrites),
         delegate,
@@ -1575,12 +1596,13 @@ def _http_extras(
     memo: _Memo,
     item: Mapping[str, Any],
     rpath: str,
-    destinations: _Targets,
+    destinations: _Found,
     redirects: list[tuple[str, str]],
     rewrites: list[tuple[str, str]],
     subsets: list[tuple[str, str, str]],
-) -> tuple[str, str] | None:
-    """Add an http rule's mirrors, redirect and rewrite authorities; its delegate, if any."""
+) -> tuple[tuple[str, str] | None, _Found]:
+    """Add an http rule's mirrors, redirect and rewrite authorities: its delegate, if any,
+    and its destinations (a ``_Targets`` once a long mirrors list is among them)."""
     mirror = item.get("mirror")
     if mirror is not None:
         mirror = _object(reader, mirror, rpath, ".mirror")
@@ -1593,6 +1615,10 @@ def _http_extras(
         if plain is None:
             _destinations(reader, memo, destinations, mirrors, rpath, ".mirrors", subsets)
         else:
+            if not isinstance(destinations, _Targets):
+                listed = _Targets()
+                listed.extend(destinations)
+                destinations = listed
             destinations.add_listed(*plain)
     for field_name, found in (("redirect", redirects), ("rewrite", rewrites)):
         part = item.get(field_name)
@@ -1610,8 +1636,8 @@ def _http_extras(
         target = _object(reader, target, rpath, ".delegate")
         if target:
             dns = _string(reader, target.get("namespace"), rpath, ".delegate.namespace")
-            return f"{rpath}.delegate", dns or memo.namespace
-    return None
+            return (f"{rpath}.delegate", dns or memo.namespace), destinations
+    return None, destinations
 
 
 def _clients(
@@ -1735,7 +1761,7 @@ def _label_items(value: Any) -> tuple[tuple[str, str], ...] | None:
 def _destinations(
     reader: Reader,
     memo: _Memo,
-    found: _Targets,
+    found: _Found,
     items: Any,
     rpath: str,
     name: str,
@@ -1755,7 +1781,7 @@ def _destinations(
 def _add_destination(
     reader: Reader,
     memo: _Memo,
-    found: _Targets,
+    found: _Found,
     subsets: list[tuple[str, str, str]] | None,
     target: Mapping[str, Any],
     prefix: str,
@@ -1772,7 +1798,7 @@ def _add_destination(
 def _add_host(
     reader: Reader,
     memo: _Memo,
-    found: list[tuple[str, str]] | _Targets,
+    found: _Found,
     value: Any,
     prefix: str,
     name: str = "",
