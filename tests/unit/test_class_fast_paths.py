@@ -1096,17 +1096,7 @@ def test_many_hosts_under_few_domains_cost_few_lookups(
     # three domains the policy allows: every host clean, so one lookup per domain
     domains = ["example.com", "b.example.com", "a.example.org"]
     hosts = [f"h{i}.{domains[i % 3]}" for i in range(n)]
-    entry = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": meta("se"),
-        "spec": {
-            "hosts": hosts,
-            "exportTo": ["."],
-            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
-            "resolution": "DNS",
-        },
-    }
+    entry = _service_entry(hosts)
     sidecar = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",
