@@ -34,6 +34,7 @@ from webhook.core.checks.common import (
     egress_fqdns,
     gateway_ref,
     gateway_subset_problem,
+    is_object,
     judge_classes,
     many,
     nearest_known,
@@ -331,11 +332,6 @@ def _hosts(reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: s
 # gateway reference) or when a value has the wrong shape: a route that is fine costs no strings.
 
 
-def _is_object(value: Any) -> bool:
-    # exact dicts are what JSON gives; the ABC check is the slow path for other mappings
-    return type(value) is dict or isinstance(value, Mapping)
-
-
 def _objects(
     reader: Reader, value: Any, prefix: str, name: str = ""
 ) -> list[tuple[int, Mapping[str, Any]]]:
@@ -349,7 +345,7 @@ def _objects(
     reader.mappings(value, prefix + name)
     if not isinstance(value, list | tuple):
         return []
-    return [(i, item) for i, item in enumerate(value) if _is_object(item)]
+    return [(i, item) for i, item in enumerate(value) if is_object(item)]
 
 
 class _Objects(NamedTuple):
@@ -375,7 +371,7 @@ def _object_columns(reader: Reader, value: Any, prefix: str) -> _Objects:
 
 def _object(reader: Reader, value: Any, prefix: str, name: str) -> Mapping[str, Any]:
     """``value`` if it is an object, as ``Reader.mapping``."""
-    if value is None or _is_object(value):
+    if value is None or is_object(value):
         return value or {}
     return reader.mapping(value, prefix + name)
 
@@ -1772,7 +1768,7 @@ def _destinations(
         target = entry.get("destination")
         if target is None:
             continue
-        if not _is_object(target):
+        if not is_object(target):
             reader.mapping(target, f"{rpath}{name}[{j}].destination")
             continue
         _add_destination(reader, memo, found, subsets, target, rpath, f"{name}[{j}].destination")
