@@ -24,6 +24,7 @@ from webhook.admission.logs import (
     JsonLineHandler,
     configure_logging,
     gunicorn_log_config,
+    sole_line_handler,
 )
 
 pytestmark = pytest.mark.unit
@@ -215,3 +216,111 @@ def test_lines_arriving_apart_share_a_write_instead_of_waking_the_writer_each() 
     assert binary.writes <= elapsed / JsonLineHandler.BATCH_SECONDS + 2
     assert binary.writes < 400 / 4
     handler.close()
+
+
+def sole_handler_logger(path: Path, name: str) -> tuple[logging.Logger, JsonLineHandler, Any]:
+    logger, handler, stream = line_handler(path)
+    child = logging.getLogger(f"{logger.name}.{name}")
+    child.handlers = []
+    child.propagate = True
+    child.filters = []
+    return child, handler, stream
+
+
+def test_a_sole_line_handler_gets_the_line_handed_to_it_unchanged(tmp_path: Path) -> None:
+    """The direct path (no record) writes the line the record's route writes."""
+    child, handler, stream = sole_handler_logger(tmp_path / "direct.log", "direct")
+    assert sole_line_handler(child) is handler
+    fields = {"uid": "u1", "decision": "allow", "latency_ms": 0.012, "when": datetime.date.today()}
+    DecisionLog(child).write(fields)
+    child.addFilter(lambda record: True)  # the ordinary route from here on
+    assert sole_line_handler(child) is None
+    DecisionLog(child).write(fields)
+    handler.flush()
+    direct, routed = (
+        orjson.loads(line) for line in (tmp_path / "direct.log").read_bytes().splitlines()
+    )
+    del direct["time"], routed["time"]
+    assert direct == routed
+    assert direct["logger"] == child.name and direct["when"] == str(datetime.date.today())
+    handler.close()
+    stream.close()
+
+
+def _with_second_handler(child: logging.Logger) -> None:
+    child.addHandler(logging.NullHandler())
+
+
+def _with_logger_filter(child: logging.Logger) -> None:
+    child.addFilter(lambda record: True)
+
+
+def _with_handler_filter(child: logging.Logger) -> None:
+    child.parent.handlers[0].addFilter(lambda record: True)  # type: ignore[union-attr]
+
+
+def _with_handler_level(child: logging.Logger) -> None:
+    child.parent.handlers[0].setLevel(logging.WARNING)  # type: ignore[union-attr]
+
+
+def _with_other_formatter(child: logging.Logger) -> None:
+    child.parent.handlers[0].setFormatter(logging.Formatter())  # type: ignore[union-attr]
+
+
+def _not_propagating(child: logging.Logger) -> None:
+    child.propagate = False
+
+
+def _disabled(child: logging.Logger) -> None:
+    child.disabled = True
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _with_second_handler,
+        _with_logger_filter,
+        _with_handler_filter,
+        _with_handler_level,
+        _with_other_formatter,
+        _not_propagating,
+        _disabled,
+    ],
+)
+def test_anything_but_a_sole_line_handler_takes_the_records_route(
+    tmp_path: Path, change: Any
+) -> None:
+    child, handler, stream = sole_handler_logger(tmp_path / "routes.log", "routes")
+    change(child)
+    assert sole_line_handler(child) is None
+    handler.close()
+    stream.close()
+    child.disabled = False
+
+
+def test_a_filter_on_the_way_still_drops_decision_lines(tmp_path: Path) -> None:
+    child, handler, stream = sole_handler_logger(tmp_path / "dropped.log", "dropped")
+    handler.addFilter(lambda record: getattr(record, "fields", {}).get("decision") != "allow")
+    log = DecisionLog(child)
+    log.write({"decision": "allow"})
+    log.write({"decision": "deny"})
+    handler.flush()
+    (line,) = (tmp_path / "dropped.log").read_bytes().splitlines()
+    assert orjson.loads(line)["decision"] == "deny"
+    handler.close()
+    stream.close()
+
+
+@pytest.mark.parametrize("served", ["configure_logging", "gunicorn_log_config"])
+def test_the_served_logging_configurations_hand_decision_lines_over_directly(
+    served: str,
+) -> None:
+    if served == "configure_logging":
+        configure_logging("info", io.StringIO())
+    else:
+        logging.config.dictConfig(gunicorn_log_config("info"))
+    try:
+        decisions = logging.getLogger("webhook.admission.decisions")
+        assert sole_line_handler(decisions) is logging.getLogger().handlers[0]
+    finally:
+        configure_logging("warning", io.StringIO())

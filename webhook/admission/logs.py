@@ -3,11 +3,13 @@
 Structured fields travel in ``extra={"fields": {...}}``; the formatter merges them into the line.
 Only adapters log; the core returns values.
 
-The decision line is written for every review, so it has a lean path: ``DecisionLog`` hands the
-logger a ready record instead of going through ``Logger.info`` (which looks up the caller's
-frame, file, thread and process names for fields the JSON line never shows), and the formatter
-renders the timestamp's seconds once per second.  Handlers, levels and filters apply as to any
-record, so log configuration and ``caplog`` see decision lines as before.
+The decision line is written for every review, so it has a lean path.  When the line would
+reach one ``JsonLineHandler`` and nothing else (the served configuration), ``DecisionLog``
+formats the fields and queues the line on that handler itself; otherwise it hands the logger a
+ready record instead of going through ``Logger.info`` (which looks up the caller's frame, file,
+thread and process names for fields the JSON line never shows).  Either way levels, handlers
+and filters decide as for any record, so log configuration and ``caplog`` see decision lines as
+before.  The formatter renders the timestamp's seconds once per second.
 
 Lines reach the stream through ``JsonLineHandler``: request threads format and queue a line, and
 one writer thread writes whatever has queued in a single ``write``.  Through a ``StreamHandler``
@@ -34,7 +36,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from queue import SimpleQueue
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
@@ -67,17 +69,37 @@ class JsonFormatter(logging.Formatter):
 
     def format_bytes(self, record: logging.LogRecord) -> bytes:
         """The record as a JSON line, UTF-8 encoded, without the newline."""
-        entry: dict[str, Any] = {
-            "time": self.timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
+        return self.line(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            fields if isinstance(fields, dict) else None,
+            self.formatException(record.exc_info) if record.exc_info else None,
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        name: str,
+        message: str,
+        fields: Mapping[str, Any] | None,
+        exception: str | None = None,
+    ) -> bytes:
+        """One JSON line, UTF-8 encoded, without the newline: what ``format_bytes`` writes for
+        a record of these values."""
+        entry: dict[str, Any] = {
+            "time": self.timestamp(created),
+            "level": level,
+            "logger": name,
+            "message": message,
+        }
+        if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if exception:
+            entry["exception"] = exception
         # default=str: a stray non-JSON value must not lose the log line
         return orjson.dumps(entry, default=str)
 
@@ -139,6 +161,15 @@ class JsonLineHandler(logging.Handler):
         if passed:
             self.emit(record)
         return passed
+
+    def write_line(self, name: str, message: str, fields: Mapping[str, Any]) -> None:
+        """Queue an INFO line of ``fields`` as ``emit`` would for such a record, without one."""
+        try:
+            formatter = cast(JsonFormatter, self.formatter)
+            line = formatter.line(time.time(), "info", name, message, fields)
+            self._enqueue(line + b"\n")
+        except Exception:
+            self.handleError(_Record(name, logging.INFO, message, fields))
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record's line for the writer."""
@@ -248,8 +279,43 @@ class DecisionLog:
     def write(self, fields: Mapping[str, Any]) -> None:
         """Log ``fields`` as one decision line (when INFO is enabled for the logger)."""
         logger = self.logger
-        if logger.isEnabledFor(logging.INFO):
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = sole_line_handler(logger)
+        if handler is not None:
+            handler.write_line(logger.name, self.message, fields)
+        else:
             logger.handle(_Record(logger.name, logging.INFO, self.message, fields))
+
+
+def sole_line_handler(logger: logging.Logger) -> JsonLineHandler | None:
+    """The one handler an INFO record of ``logger`` would reach, when handing it the line
+    directly writes what ``Logger.handle`` would: a ``JsonLineHandler`` with the JSON formatter,
+    no filter on the way, nothing else listening.  None otherwise (a test's ``caplog``, a
+    second handler, a filter), and the record takes the ordinary route.
+
+    The walk is ``Logger.callHandlers``' own and runs on every line, so a handler added or
+    removed at any time is seen at once; what it spares is the record, two filter passes and
+    the formatter's reading of it (measured: 2-3 µs of a unique review's 50).
+    """
+    if logger.disabled or logger.filters:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if (
+        type(found) is not JsonLineHandler
+        or found.filters
+        or found.level > logging.INFO
+        or type(found.formatter) is not JsonFormatter
+    ):
+        return None
+    return found
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

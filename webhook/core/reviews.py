@@ -80,7 +80,9 @@ class Review:
 
 def parse_review(body: Any) -> Review:
     """Check the shape of a decoded AdmissionReview v1 and return its request as a Review."""
-    if not isinstance(body, Mapping):
+    # every review passes here: JSON objects decode to dict, and the exact-type test spares the
+    # slower Mapping (ABC) test for them; other mappings still pass it
+    if type(body) is not dict and not isinstance(body, Mapping):
         raise ReviewError("the body must be a JSON object (an AdmissionReview)")
     if body.get("kind") != "AdmissionReview":
         raise ReviewError(f"expected kind AdmissionReview, got {body.get('kind')!r}")
@@ -89,40 +91,44 @@ def parse_review(body: Any) -> Review:
             f"expected apiVersion {ADMISSION_API_VERSION}, got {body.get('apiVersion')!r}"
         )
     raw = body.get("request")
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise ReviewError("the AdmissionReview has no request")
     request = cast(AdmissionRequest, raw)
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise ReviewError("the AdmissionReview request has no uid")
     kind = request.get("kind")
-    if not isinstance(kind, Mapping) or not isinstance(kind.get("kind"), str):
+    if type(kind) is not dict and not isinstance(kind, Mapping):
+        raise ReviewError("the AdmissionReview request has no kind")
+    kind_name = kind.get("kind")
+    if not isinstance(kind_name, str):
         raise ReviewError("the AdmissionReview request has no kind")
     operation = request.get("operation")
     # a list or object here is unhashable: test the type before the set lookup
     if not isinstance(operation, str) or operation not in OPERATIONS:
         raise ReviewError(f"unknown operation {operation!r}")
     obj = request.get("object")
+    if obj is not None and type(obj) is not dict and not isinstance(obj, Mapping):
+        raise ReviewError("request.object must be an object or null")
     old = request.get("oldObject")
-    for label, value in (("object", obj), ("oldObject", old)):
-        if value is not None and not isinstance(value, Mapping):
-            raise ReviewError(f"request.{label} must be an object or null")
+    if old is not None and type(old) is not dict and not isinstance(old, Mapping):
+        raise ReviewError("request.oldObject must be an object or null")
     user = request.get("userInfo") or {}
-    if not isinstance(user, Mapping):
+    if type(user) is not dict and not isinstance(user, Mapping):
         raise ReviewError("request.userInfo must be an object")
     groups = user.get("groups") or []
     return Review(
         uid=uid,
         group=str(kind.get("group", "")),
         version=str(kind.get("version", "")),
-        kind=str(kind["kind"]),
+        kind=kind_name,
         operation=operation,
         namespace=str(request.get("namespace") or ""),
         name=str(request.get("name") or _name_of(obj) or _name_of(old) or ""),
         object=obj,
         old_object=old,
         username=str(user.get("username", "")),
-        groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
+        groups=tuple(map(str, groups)) if isinstance(groups, list) else (),
         dry_run=bool(request.get("dryRun", False)),
         sub_resource=str(request.get("subResource") or ""),
     )
