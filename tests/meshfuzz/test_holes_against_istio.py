@@ -13,8 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.meshfuzz.differential import MeshView, Oracle, decide_object, leaks
-from tests.meshfuzz.worlds import World, worlds
+from tests.meshfuzz.differential import (
+    MeshView,
+    Oracle,
+    Probe,
+    decide_object,
+    leaks,
+    proxies,
+    simulate,
+)
+from tests.meshfuzz.worlds import MIXED, ROOT, Source, World, make_world, worlds
+from webhook.core.policy_parsing import parse_policy
 
 pytestmark = pytest.mark.mesh
 
@@ -174,3 +183,112 @@ def test_hole_is_a_real_path_in_istio_and_admission_closes_it(
     view = MeshView(world.baseline)
     decisions = [decide_object(world, obj, view) for obj in objects]
     assert not all(d.allowed for d in decisions), found[0][2]
+
+
+# the firewall post's policy with the cluster's ranges declared, as a real deployment writes it:
+# the gateway's pod and Service addresses are then internal like every other
+FIREWALL_INTERNAL = make_world(
+    "istio-egress-firewall-internal",
+    parse_policy(
+        (ROOT / "policies" / "istio-egress-firewall.yaml")
+        .read_text()
+        .replace("    mode: enforce\n", "    mode: enforce\n    internalNetworks: [10.0.0.0/8]\n")
+    ),
+)
+TEAM_A = Source("team-a")
+BAR_HELLO = Probe(TEAM_A, "", 443, "tcp", "tls", "10.96.200.1", "a.bar.com")
+
+
+def _alias_entry(endpoint: str, **spec: Any) -> dict[str, Any]:
+    return _object(
+        "ServiceEntry",
+        "team-a",
+        {
+            "hosts": ["alias.team-a.svc.cluster.local"],
+            "ports": [{"number": 443, "name": "tcp", "protocol": "TCP", "targetPort": 8443}],
+            "endpoints": [{"address": endpoint}],
+            "exportTo": ["."],
+            **spec,
+        },
+    )
+
+
+def test_dns_alias_hands_the_client_hello_to_the_egress_gateway(oracle: Oracle) -> None:
+    """team-a may not reach *.bar.com, which the shared gateway passes on its SNI alone: an
+    entry resolving to the gateway's name forwards team-a's own ClientHello there untouched."""
+    world = WORLDS["istio-egress-firewall"]
+    entry = _alias_entry(FIREWALL_GW, resolution="DNS")
+    (result,) = simulate(world, oracle, [entry], [BAR_HELLO])
+    assert result["host"] == FIREWALL_GW, result
+    (leg,) = result["legs"]
+    assert (leg["sni"], leg["transport"]["mode"]) == ("a.bar.com", "DISABLE"), leg
+    assert not decide_object(world, entry, MeshView(world.baseline)).allowed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: an alias by the gateway's address, which admission cannot tell from any other "
+    "internal address (docs/security-model.md#known-limits)",
+)
+def test_address_alias_of_the_egress_gateway_is_denied(oracle: Oracle) -> None:
+    world = FIREWALL_INTERNAL
+    gateway_pod = next(p["ip"] for p in proxies(world) if p["kind"] == "gateway")
+    entry = _alias_entry(gateway_pod, resolution="STATIC")
+    found = leaks(world, oracle, [entry])
+    assert any(p.source == TEAM_A and "a.bar.com" in why for p, _, why in found), found
+    assert not decide_object(world, entry, MeshView(world.baseline)).allowed
+
+
+# the mixed world plus a service reached by address that only team-a may reach directly
+VAULT = make_world(
+    "mixed-vault",
+    parse_policy(
+        MIXED.replace(
+            "allow:\n",
+            "  - {name: vault, hosts: [vault.vendor.example],\n"
+            "     ports: [{number: 5432, protocol: TCP}], addresses: [198.51.100.0/24]}\n"
+            "allow:\n  - {name: vault-a, from: {namespace: team-a}, to: [vault]}\n",
+        ),
+        name="mixed-vault",
+    ),
+)
+
+
+def test_endpoint_of_a_service_another_namespace_imports_is_judged_for_it(oracle: Oracle) -> None:
+    """team-a's hand-written endpoint to an address only team-a may reach, and team-b's Sidecar
+    importing team-a's Services: team-b's pods reach the address directly."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "vault", "namespace": "team-a"},
+        "spec": {
+            "clusterIP": "10.96.60.10",
+            "ports": [{"name": "tcp-5432", "port": 5432, "targetPort": 5432, "protocol": "TCP"}],
+        },
+    }
+    endpoint = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "vault-1",
+            "namespace": "team-a",
+            "labels": {"kubernetes.io/service-name": "vault"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["198.51.100.7"]}],
+        "ports": [{"name": "tcp-5432", "port": 5432, "protocol": "TCP"}],
+    }
+    importer = _object(
+        "Sidecar",
+        "team-b",
+        {
+            "workloadSelector": {"labels": {"app": "stranger"}},
+            "egress": [{"hosts": ["./*", "team-a/*"]}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    )
+    objects = [service, endpoint, importer]
+    found = leaks(VAULT, oracle, objects)
+    assert any(p.source.namespace == "team-b" for p, _, _ in found), found
+    view = MeshView(VAULT.baseline)
+    assert [decide_object(VAULT, o, view).allowed for o in objects] == [True, False, True]

@@ -184,7 +184,8 @@ def endpoints(*ips: str, namespace: str = "team-a", not_ready: tuple[str, ...] =
         (("203.0.113.7",), "team-a", False),
         (("10.1.2.3", "203.0.113.7"), "team-a", False),
         (("169.254.169.254",), "team-a", False),
-        (("192.0.2.5",), "billing", True),
+        # payments is billing's alone, but any namespace importing the Service would reach it
+        (("192.0.2.5",), "billing", False),
         (("192.0.2.5",), "team-a", False),
         # shop may reach payments only from labelled workloads: not directly
         (("192.0.2.5",), "shop", False),
@@ -262,8 +263,13 @@ def test_hand_written_endpoint_slices_must_stay_internal_or_allowed(
     assert decision.allowed is allowed, decision.reason
 
 
-def test_fqdn_slice_allowed_directly_in_its_namespace_is_allowed() -> None:
-    assert judge(slice_of("FQDN", "pay.example.net", namespace="billing"), ADDRESSED).allowed
+def test_endpoint_allowed_only_to_its_own_namespace_is_denied() -> None:
+    """Found with Istio's simulation: billing's Service was imported by another namespace's
+    Sidecar (``billing/*``), whose pods then reached payments directly; the Service's exportTo
+    is not on the endpoint, so only a destination every namespace may reach is safe there."""
+    decision = judge(slice_of("FQDN", "pay.example.net", namespace="billing"), ADDRESSED)
+    assert fields(decision) == ["endpoints[0].addresses[0]"]
+    assert "declare a ServiceEntry with exportTo" in decision.reason
 
 
 def test_endpoint_slice_from_the_slice_controller_is_trusted() -> None:

@@ -353,3 +353,112 @@ def test_workload_entry_with_an_internal_address_is_admitted() -> None:
     manifest = _object("WorkloadEntry", "team-a", {"address": "10.1.2.3", "labels": {"app": "db"}})
     decision = judge(manifest, parse_policy(MIXED))
     assert decision.allowed, decision.reason
+
+
+def _alias(kind: str, spec: dict[str, Any], api: str = "networking.istio.io/v1") -> dict[str, Any]:
+    return {**_object(kind, "team-a", spec), "apiVersion": api}
+
+
+_OPAQUE = [{"number": 443, "name": "tcp", "protocol": "TCP"}]
+_ALIASES = {
+    "ExternalName Service": (
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "alias", "namespace": "team-a"},
+            "spec": {"type": "ExternalName", "externalName": FIREWALL_GATEWAY},
+        },
+        "spec.externalName",
+    ),
+    "FQDN EndpointSlice": (
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "alias", "namespace": "team-a"},
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [FIREWALL_GATEWAY]}],
+        },
+        "endpoints[0].addresses[0]",
+    ),
+    "ServiceEntry DNS endpoint": (
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["alias.team-a.svc.cluster.local"],
+                "ports": _OPAQUE,
+                "resolution": "DNS",
+                "endpoints": [{"address": FIREWALL_GATEWAY}],
+            },
+        ),
+        "spec.endpoints[0].address",
+    ),
+    "ServiceEntry host resolved by DNS on a TCP port": (
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["other.istio-egress.svc.cluster.local"],
+                "ports": _OPAQUE,
+                "resolution": "DNS",
+            },
+        ),
+        "spec.hosts[0]",
+    ),
+    "WorkloadEntry": (_alias("WorkloadEntry", {"address": FIREWALL_GATEWAY}), "spec.address"),
+    "DestinationRule tunnel": (
+        _alias(
+            "DestinationRule",
+            {
+                "host": "proxy",
+                "trafficPolicy": {
+                    "tunnel": {
+                        "protocol": "CONNECT",
+                        "targetHost": FIREWALL_GATEWAY,
+                        "targetPort": 443,
+                    }
+                },
+            },
+        ),
+        "spec.trafficPolicy.tunnel.targetHost",
+    ),
+}
+
+
+@pytest.mark.parametrize(("manifest", "field"), _ALIASES.values(), ids=_ALIASES.keys())
+def test_tenant_alias_for_a_name_of_the_egress_namespace_is_denied(
+    firewall: Policy, manifest: dict[str, Any], field: str
+) -> None:
+    """The gateway passes *.bar.com on its SNI alone: an alias whose destination is the gateway
+    hands team-a's own ClientHello for a.bar.com to it, past the routes that keep team-a out."""
+    assert_denied_at(judge(manifest, firewall), field, "is in the egress namespace")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        # the Banzai post's own entry: HTTP is matched by Host, and the gateway wants mTLS there
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["httpbin.istio-egress.svc.cluster.local"],
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                "resolution": "DNS",
+            },
+        ),
+        # a name of the tenant's own namespace stays an ordinary internal destination
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["alias.team-a.svc.cluster.local"],
+                "ports": _OPAQUE,
+                "resolution": "DNS",
+                "endpoints": [{"address": "db.team-a.svc.cluster.local"}],
+            },
+        ),
+    ],
+    ids=["http entry for an egress-namespace name", "alias inside the tenant namespace"],
+)
+def test_internal_aliases_that_cannot_reach_a_passthrough_server_are_admitted(
+    firewall: Policy, manifest: dict[str, Any]
+) -> None:
+    decision = judge(manifest, firewall)
+    assert decision.allowed, decision.reason

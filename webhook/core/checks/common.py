@@ -1851,6 +1851,30 @@ def gateways_covered_by(policy: Policy, host: str) -> tuple[Gateway, ...]:
     return tuple(gw for gw in policy.gateways if covers(host, gw.fqdn))
 
 
+def names_egress_namespace(policy: Policy, host: str) -> bool:
+    """Whether a normalized cluster name is a Service of the egress namespace (or below one).
+
+    The egress gateways forward a wildcard TLS service on its SNI alone (``PASSTHROUGH``: no
+    identity reaches them), so which workloads may use one is decided by the sidecars' generated
+    routes only.  A tenant entry whose destination is the gateway's name hands the app's own
+    ClientHello to the gateway past those routes; the gateways' names are internal, so
+    ``is_internal`` alone would let it through.
+    """
+    zone = f".svc.{policy.cluster_domain}"
+    namespaces = {policy.egress_namespace, *(gw.namespace for gw in policy.gateways)}
+    return any(host.endswith(f".{namespace}{zone}") for namespace in namespaces)
+
+
+def egress_namespace_destination(name: str) -> str:
+    """Why a tenant entry may not send traffic to a name of the egress namespace."""
+    return (
+        f"{name!r} is in the egress namespace: traffic sent there directly skips the routes "
+        "that decide which workloads may use each egress gateway (a wildcard TLS service "
+        "passes the gateway on its SNI alone); call the external host itself and the "
+        "generated routes take it to the gateway"
+    )
+
+
 def egress_fqdns(policy: Policy, services: Iterable[str]) -> str:
     """The egress gateway FQDNs of ``services``, for "route through ..." hints."""
     fqdns = sorted({policy.services[s].gateway.fqdn for s in services if s in policy.services})
@@ -1907,7 +1931,11 @@ def destination_problem(
             reader.add(path, problem)
         return
     name = reader.host(value, path)
-    if name is None or policy.is_internal(name):
+    if name is None:
+        return
+    if policy.is_internal(name):
+        if names_egress_namespace(policy, name):
+            reader.add(path, egress_namespace_destination(name))
         return
     if overbroad(name) or name.startswith("*."):
         reader.add(path, f"{name!r} is a wildcard; a destination must be one host")

@@ -31,11 +31,13 @@ from webhook.core.checks.common import (
     allowed_directly_for,
     destination_problem,
     egress_fqdns,
+    egress_namespace_destination,
     gateways_covered_by,
     is_object,
     judge_addresses,
     judge_hosts,
     many,
+    names_egress_namespace,
     overbroad,
     read_hosts,
     read_kept,
@@ -233,6 +235,14 @@ def _check_tenant(
 ) -> None:
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
+    # resolved by DNS, the host itself is where the proxy connects; on a port not matched by
+    # name the app's own bytes (its ClientHello) arrive there as they are.  The Banzai post's
+    # HTTP entry for a name of the egress namespace stays: the gateway wants mTLS on it
+    opaque = (
+        entry.resolution in ("DNS", "DNS_ROUND_ROBIN")
+        and not entry.endpoints.values
+        and any(port.protocol.upper() not in _L7_PROTOCOLS for port in entry.ports)
+    )
 
     def judge(reader: Reader, index: int, host: str) -> None:
         path = entry.hosts.path(index)
@@ -246,6 +256,8 @@ def _check_tenant(
             )
             return
         if policy.is_internal(host):
+            if opaque and names_egress_namespace(policy, host):
+                reader.add(path, egress_namespace_destination(host))
             # the name is the cluster's; where it leads is judged through endpoints/addresses
             return
         if overbroad(host):

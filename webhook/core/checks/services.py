@@ -27,12 +27,14 @@ from webhook.core.checks.common import (
     address_keys,
     address_problem,
     allowed_directly_for,
+    egress_namespace_destination,
     exact_host_keys,
     is_object,
     judge_addresses,
     judge_classes,
     judge_read_hosts,
     many,
+    names_egress_namespace,
     read_hosts,
     visibility,
 )
@@ -98,7 +100,12 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
             reader.add("spec.externalName", problem)
         return reader.violations
     target = reader.host(raw, "spec.externalName")
-    if target is None or policy.is_internal(target):
+    if target is None:
+        return reader.violations
+    if policy.is_internal(target):
+        # the security team's own aliases for the gateways live in the egress namespace
+        if not policy.is_egress_namespace(namespace) and names_egress_namespace(policy, target):
+            reader.add("spec.externalName", egress_namespace_destination(target))
         return reader.violations
     covering = policy.services_covering(target) & allowed
     if not covering:
@@ -165,6 +172,25 @@ def _check_ports(
             )
 
 
+def _endpoint_audience(policy: Policy) -> tuple[frozenset[str], str]:
+    """What hand-written endpoints may name, and who that is, for messages.
+
+    The Service an endpoint belongs to decides who sees it (its ``networking.istio.io/exportTo``
+    annotation, every namespace when omitted), and an Endpoints or EndpointSlice object cannot
+    show that Service; either can change without the other.  So an external address there must
+    be allowed directly to every namespace: any Sidecar importing the Service (``team-a/*``)
+    reaches it.  A ServiceEntry with ``exportTo`` says who sees it and is judged for exactly them.
+    """
+    return policy.allowed_everywhere(), "every namespace"
+
+
+# why a hand-written endpoint is judged for every namespace, and what to write instead
+_AUDIENCE_HINT = (
+    "; its Service may be seen and imported by any namespace, which the endpoint cannot show "
+    "(declare a ServiceEntry with exportTo to limit who sees the destination)"
+)
+
+
 @checks("", "Endpoints")
 def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """Hand-written Endpoints may only list internal or directly allowed addresses."""
@@ -175,8 +201,7 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     if review.object is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
-    allowed = policy.allowed_directly(review.namespace)
-    source = f"namespace {review.namespace}"
+    allowed, source = _endpoint_audience(policy)
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
@@ -262,8 +287,9 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     if obj is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
-    allowed = policy.allowed_directly(review.namespace)
-    source = f"namespace {review.namespace}"
+    allowed, source = _endpoint_audience(policy)
+    # the security team's own aliases for the gateways live in the egress namespace
+    tenant = not policy.is_egress_namespace(review.namespace)
     fqdn = obj.get("addressType") == "FQDN"
     flat = _flat_addresses(obj.get("endpoints"))
     if flat is not None:
@@ -275,7 +301,7 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             hosts = read_hosts(reader, values, "endpoints", template=_ONE_ADDRESS, defer=True)
 
             def judge_name(reader: Reader, index: int, name: str) -> None:
-                _check_name(reader, policy, name, hosts.path(index), allowed, source)
+                _check_name(reader, policy, name, hosts.path(index), allowed, source, tenant=tenant)
 
             judge_read_hosts(reader, policy, hosts, judge_name)
             return reader.violations
@@ -295,13 +321,15 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             endpoint = listed[index]
             if is_object(endpoint):
                 where = f"endpoints[{index}]"
-                _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn)
+                _read_endpoint(
+                    reader, policy, endpoint, where, allowed, source, fqdn=fqdn, tenant=tenant
+                )
 
         reader.non_objects(listed, "endpoints")
         judge_classes(reader, keys, judge_endpoint)
         return reader.violations
     for where, endpoint in reader.mappings(endpoints, "endpoints"):
-        _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn)
+        _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn, tenant=tenant)
     return reader.violations
 
 
@@ -314,11 +342,12 @@ def _read_endpoint(
     source: str,
     *,
     fqdn: bool,
+    tenant: bool,
 ) -> None:
     """Read and check the addresses of one ``endpoints[]`` item of an EndpointSlice."""
     for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
         if fqdn:
-            _check_name(reader, policy, address, at, allowed, source)
+            _check_name(reader, policy, address, at, allowed, source, tenant=tenant)
         else:
             _check_address(reader, policy, address, at, allowed, source)
 
@@ -388,7 +417,8 @@ def _check_address(
         reader.add(
             path,
             f"{problem}; a hand-written endpoint sends mesh traffic straight there, bypassing "
-            "the egress gateway (declare cluster ranges in the policy's internalNetworks)",
+            "the egress gateway (declare cluster ranges in the policy's internalNetworks)"
+            + _AUDIENCE_HINT,
         )
 
 
@@ -399,14 +429,20 @@ def _check_name(
     path: str,
     allowed: frozenset[str],
     source: str,
+    *,
+    tenant: bool,
 ) -> None:
     host = reader.host(name, path)
-    if host is None or policy.is_internal(host):
+    if host is None:
+        return
+    if policy.is_internal(host):
+        if tenant and names_egress_namespace(policy, host):
+            reader.add(path, egress_namespace_destination(host))
         return
     if host.startswith("*.") or not policy.services_covering(host) & allowed:
         reader.add(
             path,
             f"a hand-written endpoint sends mesh traffic straight to {host!r}, bypassing the "
             f"egress gateway; it is not an external service {source} may reach directly "
-            f"(allowed: {policy.describe_allowed(allowed)})",
+            f"(allowed: {policy.describe_allowed(allowed)})" + _AUDIENCE_HINT,
         )
