@@ -70,6 +70,7 @@ def values_schema() -> dict[str, Any]:
             "port": {"type": "integer", "minimum": 1024, "maximum": 65535},
             "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 30},
             "gatewayAPI": {"type": "boolean"},
+            "workers": {"type": "integer", "minimum": 1, "maximum": 64},
             "threads": {"type": "integer", "minimum": 1, "maximum": 256},
             "logLevel": _LOG_LEVEL,
             "logAllowed": {"type": "boolean"},

@@ -58,9 +58,10 @@ class Settings:
     policy_file: Path | None = None
     policy_configmap: ConfigMapRef | None = None
     kubeconfig: Path | None = None
-    # one worker process with threads: the metrics, the policy and its watcher live in one
-    # process, and the decision itself is microseconds, so more processes buy little (measured
-    # in tests/bench/bench_service.py)
+    # one worker process with threads: the policy and its watcher live in one process, and the
+    # decision itself is microseconds, so more processes buy little (measured in
+    # tests/bench/bench_service.py); with several, each keeps its own policy and watcher, and
+    # /metrics sums every worker's counts
     workers: int = 1
     threads: int = 8
     keepalive: int = DEFAULT_KEEPALIVE_SECONDS

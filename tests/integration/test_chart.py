@@ -192,6 +192,27 @@ def test_webhook_deployment_runs_serve_on_the_mounted_certificate(rendered: Obje
     assert volumes["certs"]["secret"]["secretName"] == f"{RELEASE}-tls"
 
 
+@pytest.mark.parametrize("workers", [None, 2])
+def test_webhook_workers_write_their_metric_files_to_the_writable_tmp(
+    render: Render, workers: int | None
+) -> None:
+    objects = render(*([f"--set=webhook.workers={workers}"] if workers else []))
+    deployment = _one(objects, "Deployment", RELEASE)
+    container = _container(deployment)
+    assert f"--workers={workers or 1}" in container["args"]
+    # the root filesystem is read-only: with several workers, the server's private metrics
+    # directory is made under /tmp, the emptyDir
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+
+
+def test_values_refuse_no_webhook_worker(helm: Path) -> None:
+    assert "schema" in _refusal(helm, "--set=webhook.workers=0")
+
+
 def test_webhook_probes_are_https_readyz_and_healthz(rendered: Objects) -> None:
     container = _container(_one(rendered, "Deployment", RELEASE))
     ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
 from gunicorn.workers.gthread import ThreadWorker
+from prometheus_client import values
 
 from webhook.admission.logs import configure_logging
+from webhook.admission.metrics import MULTIPROC_DIR_ENV
 from webhook.admission.server import WebhookServer
 from webhook.policy_runtime import StaticPolicySource, embedded_policy_text
 from webhook.settings import Settings
@@ -96,3 +100,34 @@ def test_no_access_line_is_built_while_the_access_logger_drops_it(
         # the logger applied gunicorn's logging configuration to the whole process
         configure_logging("warning", io.StringIO())
     assert len(built) == 1
+
+
+def test_one_worker_makes_no_metrics_directory(tmp_path: Path) -> None:
+    srv = server(tmp_path)
+    srv.cfg.on_starting(None)
+    assert srv._metrics_dir is None
+    text = srv.load().test_client().get("/metrics").data.decode()
+    assert "egress_guard_admission_requests_total" in text  # the in-process registry, as ever
+    srv.cfg.on_exit(None)
+
+
+def test_several_workers_share_a_directory_made_before_forking_and_removed_at_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the worker's switch to shared values must not outlive the test
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, "")
+    srv = server(tmp_path, workers=2)
+    srv.cfg.on_starting(None)
+    directory = srv._metrics_dir
+    assert directory is not None and directory.is_dir()
+    try:
+        text = srv.load().test_client().get("/metrics").data.decode()
+    finally:
+        values.close_all_multiprocess_files()
+    assert text.count("\negress_guard_policy_info{") == 1
+    assert 'egress_guard_policy_reloads_total{result="success"} 1.0' in text
+    srv.cfg.child_exit(None, SimpleNamespace(pid=os.getpid()))
+    assert any(directory.iterdir()), "an exited worker's counts stay in the totals"
+    srv.cfg.on_exit(None)
+    assert not directory.exists()

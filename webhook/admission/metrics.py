@@ -1,22 +1,75 @@
 """Prometheus metrics of the webhook, on a registry of their own per app.
 
-A registry per app (not the global default) lets tests build many apps in one process.  The
-service runs one worker process with threads, so one in-process registry sees every request and
-prometheus-client's multiprocess mode is not needed.
+A registry per app (not the global default) lets tests build many apps in one process.  With one
+worker process (the default) the counters live in that registry and nothing else is involved.
+With several, a scrape is answered by whichever worker takes the connection, so every worker
+must report the sum over all of them: the counters and histograms are then kept in
+prometheus-client's multiprocess mode, in files of a directory private to the server
+(``create_shared_dir``, made by the master before it forks), and each worker's registry reads
+them all with the library's ``MultiProcessCollector``.  The files of a worker that exited stay,
+so the totals never go down.  The policy gauges are computed at scrape time from the answering
+worker's own policy store and exported once, not once per worker.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from webhook.policy_runtime import PolicyStore, ReloadResult
 
 # the decision is microseconds; transport dominates, so the interesting range is 0.1-50 ms
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# prometheus-client's documented switch to multiprocess mode: where every process keeps its files
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def create_shared_dir() -> Path:
+    """A new, empty directory only this user can read, for the workers' metric files.
+
+    Fresh at every start, so files of an earlier run never count; under ``TMPDIR`` (``/tmp``,
+    the chart's writable emptyDir, by default).
+    """
+    return Path(tempfile.mkdtemp(prefix="egress-guard-metrics-"))
+
+
+def remove_shared_dir(directory: Path) -> None:
+    """Remove the directory and every worker's files (the server is exiting)."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exited(directory: Path, pid: int) -> None:
+    """The library's bookkeeping for a worker that exited.
+
+    It drops only the files of "live" gauges, which count running processes alone; the exited
+    worker's counters and histograms stay in the totals, so they never go down.
+    """
+    mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+
+
+def keep_values_in(directory: Path) -> None:
+    """Make every metric value this process creates from now on live in ``directory``.
+
+    prometheus-client picks its value class once, when ``prometheus_client.values`` is imported,
+    from the ``PROMETHEUS_MULTIPROC_DIR`` environment variable (its documented switch, meant to
+    be set before the program starts).  Here the directory only exists once the master has
+    created it, long after the import, so the worker sets that same variable (where the
+    multiprocess values also look for their files) and has the library make its own choice
+    again.  Metrics read ``values.ValueClass`` whenever they create a value (every new label set
+    too), so every metric built in this process afterwards writes to the shared files.  This
+    does not depend on what was imported first, and a one-worker server never comes here.
+    """
+    os.environ[MULTIPROC_DIR_ENV] = str(directory)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 class _PolicyCollector(Collector):
@@ -81,47 +134,58 @@ class _ExceptionCollector(Collector):
 
 
 class Metrics:
-    """The webhook's metrics."""
+    """The webhook's metrics; ``registry`` is what ``/metrics`` exports.
 
-    def __init__(self) -> None:
+    With ``shared_dir`` (several workers), this process's metric values are kept in that
+    directory's files from then on (``keep_values_in``), and ``registry`` exports the sum over
+    every worker's files, and the policy gauges once.
+    """
+
+    def __init__(self, shared_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        # the shared files hold each metric once per worker; registered here as well, they
+        # would be exported a second time with this worker's values alone
+        own = self.registry if shared_dir is None else None
+        if shared_dir is not None:
+            keep_values_in(shared_dir)
+            MultiProcessCollector(self.registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "egress_guard_admission_requests",
             "Admission reviews answered, by endpoint, kind, operation and decision.",
             ["endpoint", "kind", "operation", "decision"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "egress_guard_admission_duration_seconds",
             "Time to answer an admission review, body read to response built.",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
         self.bad_requests = Counter(
             "egress_guard_admission_bad_requests",
             "Requests refused before any decision (malformed, too large, wrong type).",
             ["endpoint", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.reloads = Counter(
             "egress_guard_policy_reloads",
             "Policy updates, by result (success or failure).",
             ["result"],
-            registry=self.registry,
+            registry=own,
         )
         self.cert_reloads = Counter(
             "egress_guard_certificate_reloads",
             "Serving certificate reloads, by result (success or failure).",
             ["result"],
-            registry=self.registry,
+            registry=own,
         )
         self.decision_cache = Counter(
             "egress_guard_decision_cache",
             "Decision cache lookups, by result (hit or miss); reviews not worth caching are "
             "not counted.",
             ["result"],
-            registry=self.registry,
+            registry=own,
         )
         # touch the label sets so every series exists from the first scrape
         for result in ("success", "failure"):

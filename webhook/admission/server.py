@@ -5,7 +5,10 @@ Choices, all measured on a 2-core machine against a real kube-apiserver:
   server pays a TLS handshake per review (+5.5 ms per create against +2.4 ms with keep-alive);
 - keep-alive above the API server's 90 s idle timeout, so it reuses connections;
 - one worker process with threads by default: the policy, its watcher, the decision log and the
-  Prometheus registry live in one process, and the decision itself is microseconds;
+  Prometheus registry live in one process, and the decision itself is microseconds; with
+  several workers each keeps its own policy and watcher, and the metrics are summed over the
+  workers through prometheus-client's multiprocess mode, in a private directory the master
+  creates before forking and removes at exit (``webhook.admission.metrics``);
 - no control socket (gunicorn 25+ creates one under the home directory by default, which fails on a
   read-only root filesystem);
 - the SSL context comes from ``ReloadingServerContext``, so rotated certificate files are served
@@ -33,6 +36,7 @@ import gc
 import logging
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from wsgiref.types import WSGIApplication
 
@@ -42,7 +46,12 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from webhook.admission.app import create_app
 from webhook.admission.logs import gunicorn_log_config
-from webhook.admission.metrics import Metrics
+from webhook.admission.metrics import (
+    Metrics,
+    create_shared_dir,
+    remove_shared_dir,
+    worker_exited,
+)
 from webhook.admission.worker import fair_worker
 from webhook.core.checks import ClusterView, EmptyView
 from webhook.core.policy_admission import ClusterObjects
@@ -107,6 +116,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         self._metrics: Metrics | None = None
         self._tls: ReloadingServerContext | None = None
         self._source: PolicySource | None = None
+        # the workers' metric files, with several workers; made by the master before it forks
+        self._metrics_dir: Path | None = None
         super().__init__(prog="egress-guard serve")
 
     def gunicorn_options(self) -> dict[str, Any]:
@@ -130,6 +141,9 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "proc_name": "egress-guard",
             "ssl_context": self._ssl_context,
             "worker_exit": self._worker_exit,
+            "on_starting": self._on_starting,
+            "child_exit": self._child_exit,
+            "on_exit": self._on_exit,
         }
 
     def load_config(self) -> None:
@@ -139,7 +153,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
 
     def load(self) -> WSGIApplication:
         """Build the service in the worker process: metrics, policy store and source, app."""
-        metrics = Metrics()
+        metrics = Metrics(self._metrics_dir)
         store = PolicyStore()
         metrics.watch(store)
         self._metrics = metrics
@@ -152,7 +166,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         view = self._view_factory(self.settings) if self._view_factory else EmptyView()
         self._view = view
         if self.settings.workers > 1:
-            logger.warning("several workers: each keeps its own metrics and policy watcher")
+            logger.info("several workers: each keeps its own policy and policy watcher")
         app = self._app_factory(self.settings, store, metrics, view)
         tune_gc()
         return app
@@ -192,6 +206,24 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         # gunicorn calls this for every accepted connection, in the worker
         del config, default_factory
         return self._tls_context().current()
+
+    def _on_starting(self, server: Any) -> None:
+        # in the master, before any worker forks: every worker must find the directory
+        del server
+        if self.settings.workers > 1 and self._metrics_dir is None:
+            self._metrics_dir = create_shared_dir()
+
+    def _child_exit(self, server: Any, worker: Any) -> None:
+        # in the master, for each worker that exited, killed ones included
+        del server
+        if self._metrics_dir is not None:
+            worker_exited(self._metrics_dir, worker.pid)
+
+    def _on_exit(self, server: Any) -> None:
+        del server
+        if self._metrics_dir is not None:
+            remove_shared_dir(self._metrics_dir)
+            self._metrics_dir = None
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
         del server, worker
