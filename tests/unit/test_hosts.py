@@ -145,6 +145,20 @@ def test_trie_covering_agrees_with_brute_force(patterns: list[str], host: str) -
 
 
 @settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(_pattern, max_size=12), hosts=st.lists(_pattern, max_size=6))
+def test_trie_answers_stay_right_when_services_share_names_and_sets(
+    patterns: list[str], hosts: list[str]
+) -> None:
+    """A policy's services hold many hosts each: the trie shares one answer set between the
+    names of one service, and no answer may leak into another's."""
+    trie = HostTrie.build((p, i % 3) for i, p in enumerate(patterns))
+    for host in hosts:
+        expected = {i % 3 for i, p in enumerate(patterns) if covers(p, host)}
+        assert trie.covering(host) == expected
+        assert trie.under(host) == {i % 3 for i, p in enumerate(patterns) if covers(host, p)}
+
+
+@settings(max_examples=300, deadline=None)
 @given(patterns=st.lists(_pattern, max_size=12), query=_pattern)
 def test_trie_under_agrees_with_brute_force(patterns: list[str], query: str) -> None:
     trie = HostTrie.build((p, i) for i, p in enumerate(patterns))

@@ -16,7 +16,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from webhook.core.errors import InvalidHostError
 
@@ -185,7 +185,18 @@ class HostTrie(Generic[T]):
     times faster than linked nodes (a 100k-host policy compiles in a fraction of the time).
     """
 
-    __slots__ = ("_below", "_everything", "_exact", "_frozen", "_star", "_wild", "_wild_depths")
+    __slots__ = (
+        "_below",
+        "_covers",
+        "_everything",
+        "_exact",
+        "_frozen",
+        "_star",
+        "_star_set",
+        "_wild",
+        "_wild_depths",
+        "_wild_sets",
+    )
 
     def __init__(self) -> None:
         self._exact: dict[str, list[T]] = {}
@@ -197,6 +208,12 @@ class HostTrie(Generic[T]):
         # suffix -> values of every pattern strictly below it, filled by freeze()
         self._below: dict[str, frozenset[T]] = {}
         self._everything: frozenset[T] = frozenset()
+        # filled by freeze(): the answers of ``covering`` as ready sets, so a lookup that finds
+        # one exact name and no wildcard builds nothing; equal sets are shared (a service's
+        # hosts all map to one), and the lists they were built from are dropped
+        self._covers: dict[str, frozenset[T]] = {}
+        self._wild_sets: dict[str, frozenset[T]] = {}
+        self._star_set: frozenset[T] = frozenset()
         self._frozen = False
 
     def add(self, pattern: str, value: T) -> None:
@@ -254,12 +271,16 @@ class HostTrie(Generic[T]):
             everything.update(values)
         self._everything = frozenset(everything)
         self._wild_depths = frozenset(name.count(".") for name in self._wild)
+        self._covers = _as_shared_sets(self._exact)
+        self._exact = {}
+        self._wild_sets = {name: frozenset(values) for name, values in self._wild.items()}
+        self._star_set = frozenset(self._star)
         self._frozen = True
         return self
 
     def exact_names(self) -> Iterable[str]:
         """Every exact (non-wildcard) pattern."""
-        return self._exact.keys()
+        return self._covers.keys() if self._frozen else self._exact.keys()
 
     def suffixes(self) -> Iterable[str]:
         """Every suffix a lookup answers differently from its parent: wildcard and import keys."""
@@ -268,24 +289,29 @@ class HostTrie(Generic[T]):
     def covering(self, host: str) -> frozenset[T]:
         """Values whose pattern covers ``host`` (exact or wildcard host, normalized).
 
-        Built without a generator, since most checks ask it once per host; only on a frozen
-        trie (``build`` freezes): it reads what ``freeze`` precomputes.
+        Only on a frozen trie (``build`` freezes): it reads the sets ``freeze`` precomputes, and
+        most lookups (one exact name, or none, and no wildcard) return one of them as it is.
         """
         if not self._frozen:
             raise RuntimeError("HostTrie.covering needs a frozen trie")
-        found: list[T] = list(self._star)
+        star = self._star_set
         if host == "*":
-            return frozenset(found)
+            return star
         if host[:2] == "*.":
             # "*.a.foo.com" is covered by "*.a.foo.com" and "*.foo.com", never by "a.foo.com"
             suffix = host[2:]
+            found = star
         else:
-            exact = self._exact.get(host)
-            if exact is not None:
-                found += exact
+            exact = self._covers.get(host)
+            if exact is None:
+                found = star
+            elif star:
+                found = exact | star
+            else:
+                found = exact
             dot = host.find(".")
             suffix = host[dot + 1 :] if dot >= 0 else ""
-        wild, depths = self._wild, self._wild_depths
+        wild, depths = self._wild_sets, self._wild_depths
         # only suffixes with as many dots as some wildcard's are probed: in a big policy most
         # probes would miss, each a cache miss in a dictionary of tens of thousands of keys
         depth = suffix.count(".")
@@ -293,11 +319,11 @@ class HostTrie(Generic[T]):
             if depth in depths:
                 values = wild.get(suffix)
                 if values is not None:
-                    found += values
+                    found = found | values
             dot = suffix.find(".")
             suffix = suffix[dot + 1 :] if dot >= 0 else ""
             depth -= 1
-        return frozenset(found)
+        return found
 
     def under(self, pattern: str) -> frozenset[T]:
         """Values registered at hosts that ``pattern`` imports (Sidecar semantics).
@@ -309,7 +335,7 @@ class HostTrie(Generic[T]):
             return self._everything
         if pattern.startswith("*."):
             return self._below.get(pattern[2:], frozenset())
-        return frozenset(self._exact.get(pattern, ()))
+        return self._covers.get(pattern, frozenset())
 
     @classmethod
     def build(cls, items: Iterable[tuple[str, T]]) -> HostTrie[T]:
@@ -331,6 +357,24 @@ class HostTrie(Generic[T]):
             else:
                 values.append(value)
         return trie.freeze()
+
+
+def _as_shared_sets(table: dict[str, list[T]]) -> dict[str, frozenset[T]]:
+    """``table`` with every list turned into a set, in place (a 100k-name policy would hold a
+    second dictionary and 100k sets at once); a name of one value, nearly every name, gets the
+    one set of that value."""
+    singles: dict[T, frozenset[T]] = {}
+    sets = cast(dict[str, Any], table)
+    for name, values in table.items():
+        if len(values) == 1:
+            value = values[0]
+            found = singles.get(value)
+            if found is None:
+                found = singles[value] = frozenset(values)
+            sets[name] = found
+        else:
+            sets[name] = frozenset(values)
+    return cast(dict[str, frozenset[T]], sets)
 
 
 _NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_-.*\n"
