@@ -24,6 +24,7 @@ from tests.e2e.scenarios import (
     assert_admitted,
     assert_denied,
     ensure_namespace,
+    remove,
     run,
     wait_for,
 )
@@ -259,6 +260,58 @@ def test_service_external_ips_are_refused(derived: Kubectl, namespace: str) -> N
         "spec": {"ports": [{"port": 443}], "externalIPs": ["203.0.113.10"]},
     }
     assert_denied(create(derived, service), "CVE-2020-8554")
+
+
+def test_service_entry_at_an_address_of_the_egress_namespace_is_refused(
+    derived: Kubectl, namespace: str
+) -> None:
+    """The webhook watches the egress namespace's Pods and Services: the cluster IP the API
+    server gives a new Service there is refused, within moments, as a tenant's endpoint (it
+    would reach the egress gateway past the routes that guard it)."""
+    ensure_namespace(derived, EGRESS_NAMESPACE)
+    gateway = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "e2e-gateway-address", "namespace": EGRESS_NAMESPACE},
+        "spec": {"selector": {"app": "e2e-gateway-address"}, "ports": [{"port": 443}]},
+    }
+    assert_admitted(apply(derived, gateway))
+    try:
+        cluster_ip = derived(
+            "get",
+            "service",
+            "-n",
+            EGRESS_NAMESPACE,
+            "e2e-gateway-address",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ).stdout.strip()
+        assert cluster_ip, "the API server gave the Service no cluster IP"
+        entry = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": "gateway-alias", "namespace": namespace},
+            "spec": {
+                "hosts": [f"alias.{namespace}.svc.cluster.local"],
+                "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": cluster_ip}],
+                "exportTo": ["."],
+            },
+        }
+        alias = "an address of an egress gateway's namespace"
+        outcomes: list[Outcome] = []
+
+        def refused_as_alias() -> bool:
+            outcome = run(derived, "create", "--dry-run=server", "-f", "-", input=json.dumps(entry))
+            outcomes.append(outcome)
+            return alias in outcome.errors
+
+        waited = wait_for(refused_as_alias, 10.0, "the webhook to see the Service's address")
+        print(f"refused {waited:.2f}s after the Service was created")
+        assert_denied(outcomes[-1], cluster_ip, alias)
+    finally:
+        remove(derived, gateway)
 
 
 def test_service_entry_for_a_pod_dns_name_is_refused(derived: Kubectl, namespace: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tests.meshfuzz.worlds import Source, World
+from webhook.core.checks.egress_addresses import object_addresses
 from webhook.core.decisions import Decision
 from webhook.core.engine import decide
 from webhook.core.hosts import is_cluster_internal, is_ip, normalize
@@ -45,22 +46,32 @@ KUBE_KINDS = frozenset({"Namespace", "Service", "Pod", "Endpoints", "EndpointSli
 
 
 class MeshView:
-    """The cluster as the webhook's informer sees it: the managed Sidecars plus admitted ones."""
+    """The cluster as the webhook's informers see it: the managed Sidecars plus admitted ones,
+    and the addresses of the modelled pods (sidecars, gateways) and Services."""
 
-    def __init__(self, baseline: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(self, world: World) -> None:
         self._sidecars: dict[str, list[Mapping[str, Any]]] = {}
-        for manifest in baseline:
+        self._addresses: dict[str, set[str]] = {}
+        for pod in proxies(world):
+            self._addresses.setdefault(pod["namespace"], set()).add(pod["ip"])
+        for manifest in (*world.baseline, *kube_objects(world)):
             self.add(manifest)
 
     def add(self, manifest: Mapping[str, Any]) -> None:
         """Record an object the API server stored."""
+        ns = manifest["metadata"].get("namespace", "")
         if manifest.get("kind") == "Sidecar":
-            ns = manifest["metadata"]["namespace"]
             self._sidecars.setdefault(ns, []).append(manifest)
+        elif manifest.get("kind") in ("Pod", "Service"):
+            self._addresses.setdefault(ns, set()).update(object_addresses(manifest))
 
     def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         """Sidecar objects currently in ``namespace``."""
         return tuple(self._sidecars.get(namespace, ()))
+
+    def namespace_addresses(self, namespace: str) -> frozenset[str]:
+        """The addresses of the pods and Services in ``namespace`` (the world is known whole)."""
+        return frozenset(self._addresses.get(namespace, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +476,7 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
         named.append(objects)
     flat = [o for objects in named for o in objects]
     accepted = iter(istio_accepts(oracle, flat) if flat else [])
-    view = MeshView(world.baseline)
+    view = MeshView(world)
     admitted_attempts: list[list[Manifest]] = []
     for objects in named:
         kept: list[Manifest] = []

@@ -180,7 +180,7 @@ def test_hole_is_a_real_path_in_istio_and_admission_closes_it(
     world: World = WORLDS[world_name]
     found = leaks(world, oracle, objects)
     assert found, "Istio no longer opens a path with these objects: the hole is not real"
-    view = MeshView(world.baseline)
+    view = MeshView(world)
     decisions = [decide_object(world, obj, view) for obj in objects]
     assert not all(d.allowed for d in decisions), found[0][2]
 
@@ -222,21 +222,74 @@ def test_dns_alias_hands_the_client_hello_to_the_egress_gateway(oracle: Oracle) 
     assert result["host"] == FIREWALL_GW, result
     (leg,) = result["legs"]
     assert (leg["sni"], leg["transport"]["mode"]) == ("a.bar.com", "DISABLE"), leg
-    assert not decide_object(world, entry, MeshView(world.baseline)).allowed
+    assert not decide_object(world, entry, MeshView(world)).allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: an alias by the gateway's address, which admission cannot tell from any other "
-    "internal address (docs/security-model.md#known-limits)",
-)
-def test_address_alias_of_the_egress_gateway_is_denied(oracle: Oracle) -> None:
+def _plain_tls(host: str) -> dict[str, Any]:
+    """A DestinationRule turning auto mTLS off towards ``host``: the gateway pod is in the mesh,
+    so the sidecar would otherwise wrap the app's ClientHello in mTLS the gateway cannot route."""
+    return _object(
+        "DestinationRule",
+        "team-a",
+        {"host": host, "trafficPolicy": {"tls": {"mode": "DISABLE"}}, "exportTo": ["."]},
+        name="plain",
+    )
+
+
+def _alias_service_and_slice(address: str) -> list[dict[str, Any]]:
+    """A selector-less Service of team-a whose hand-made EndpointSlice is ``address``."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "alias", "namespace": "team-a"},
+        "spec": {
+            "clusterIP": "10.96.77.10",
+            "ports": [{"name": "tcp-443", "port": 443, "targetPort": 8443, "protocol": "TCP"}],
+        },
+    }
+    endpoint = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "alias-1",
+            "namespace": "team-a",
+            "labels": {"kubernetes.io/service-name": "alias"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address]}],
+        "ports": [{"name": "tcp-443", "port": 8443, "protocol": "TCP"}],
+    }
+    return [service, endpoint, _plain_tls("alias.team-a.svc.cluster.local")]
+
+
+def _alias_workload(address: str) -> list[dict[str, Any]]:
+    """A WorkloadEntry at ``address`` that team-a's own ``db`` Service selects."""
+    spec = {"address": address, "labels": {"app": "db"}, "ports": {"tcp-443": 8443}}
+    return [_object("WorkloadEntry", "team-a", spec), _plain_tls("db.team-a.svc.cluster.local")]
+
+
+# tenant objects putting a given address behind a name team-a's pods may call
+ADDRESS_ALIASES = {
+    "ServiceEntry STATIC endpoint": lambda a: [_alias_entry(a, resolution="STATIC")],
+    "Service with a hand-made EndpointSlice": _alias_service_and_slice,
+    "WorkloadEntry selected by a Service": _alias_workload,
+}
+
+
+@pytest.mark.parametrize("aliasing", ADDRESS_ALIASES.values(), ids=ADDRESS_ALIASES.keys())
+def test_address_alias_of_the_egress_gateway_is_denied(oracle: Oracle, aliasing: Any) -> None:
+    """team-a's objects put the gateway pod's address behind a name: Istio hands team-a's own
+    ClientHello for a.bar.com to the gateway, and admission refuses one of the objects, knowing
+    the egress namespace's addresses from its cluster view."""
     world = FIREWALL_INTERNAL
     gateway_pod = next(p["ip"] for p in proxies(world) if p["kind"] == "gateway")
-    entry = _alias_entry(gateway_pod, resolution="STATIC")
-    found = leaks(world, oracle, [entry])
+    objects = aliasing(gateway_pod)
+    found = leaks(world, oracle, objects)
     assert any(p.source == TEAM_A and "a.bar.com" in why for p, _, why in found), found
-    assert not decide_object(world, entry, MeshView(world.baseline)).allowed
+    view = MeshView(world)
+    decisions = [decide_object(world, o, view) for o in objects]
+    assert not all(d.allowed for d in decisions)
+    assert any("an address of an egress gateway's namespace" in d.reason for d in decisions)
 
 
 # the mixed world plus a service reached by address that only team-a may reach directly
@@ -290,5 +343,5 @@ def test_endpoint_of_a_service_another_namespace_imports_is_judged_for_it(oracle
     objects = [service, endpoint, importer]
     found = leaks(VAULT, oracle, objects)
     assert any(p.source.namespace == "team-b" for p, _, _ in found), found
-    view = MeshView(VAULT.baseline)
+    view = MeshView(VAULT)
     assert [decide_object(VAULT, o, view).allowed for o in objects] == [True, False, True]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -29,6 +29,10 @@ class FakeWatch:
 
     def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         return [s for s in self._sidecars if s["metadata"]["namespace"] == namespace]
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        del namespace
+        return frozenset() if self.synced else None
 
 
 def sidecar(

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.unit.builders import judge
 from webhook.core.checks import (
+    ClusterView,
     common,
     destinationrules,
     gatewayapi,
@@ -246,8 +247,8 @@ def per_item() -> Iterator[None]:
         patch.setattr(module, "judge_read_hosts", _judge_each_host)
     patch.setattr(gatewayapi, "_none_names_namespace", lambda addresses, namespace: False)
     patch.setattr(gatewayapi, "_nothing_to_report", lambda namespace, addresses: None)
-    patch.setattr(services, "_ip_chunks", lambda policy, items: None)
-    patch.setattr(services, "_endpoint_chunks", lambda policy, endpoints, fqdn: None)
+    patch.setattr(services, "_ip_chunks", lambda policy, items, cuts: None)
+    patch.setattr(services, "_endpoint_chunks", lambda policy, endpoints, fqdn, cuts: None)
     patch.setattr(serviceentries, "read_kept", _read_each_item)
     patch.setattr(serviceentries, "_plain_endpoints", lambda raw: None)
     patch.setattr(networkpolicies, "_peer_classes", lambda classes, peers: [None] * len(peers))
@@ -309,20 +310,20 @@ def classes_at_every_size() -> Iterator[None]:
         patch.undo()
 
 
-def both(manifest: dict[str, Any]) -> tuple[Decision, Decision]:
+def both(manifest: dict[str, Any], view: ClusterView | None = None) -> tuple[Decision, Decision]:
     with classes_at_every_size():
-        fast = judge(manifest, POLICY)
+        fast = judge(manifest, POLICY, view=view)
     with per_item():
-        slow = judge(manifest, POLICY)
+        slow = judge(manifest, POLICY, view=view)
     return fast, slow
 
 
-def assert_same(manifest: dict[str, Any]) -> None:
-    fast, slow = both(manifest)
+def assert_same(manifest: dict[str, Any], view: ClusterView | None = None) -> None:
+    fast, slow = both(manifest, view)
     assert fast.violations == slow.violations
     assert (fast.allowed, fast.reason) == (slow.allowed, slow.reason)
     # and as deployed: short lists item by item, long ones by class
-    default = judge(manifest, POLICY)
+    default = judge(manifest, POLICY, view=view)
     assert default.violations == slow.violations
     assert (default.allowed, default.reason) == (slow.allowed, slow.reason)
 
@@ -1018,6 +1019,86 @@ def test_endpoint_slices(values: list[str], fqdn: bool) -> None:
             "endpoints": [{"addresses": [v]} for v in values],
         }
     )
+
+
+class EgressAddressView:
+    """The egress namespace's pods and Services hold a few addresses, inside the blocks the
+    generated values fall in (so a class they share must be split around them)."""
+
+    HELD = frozenset({"10.1.100.7", "10.0.1.9", "192.168.1.200", "172.16.0.4", "2001:db8::1"})
+
+    def sidecars(self, namespace: str) -> list[Any]:
+        del namespace
+        return []
+
+    def namespace_addresses(self, namespace: str) -> frozenset[str] | None:
+        return self.HELD if namespace == "egress" else None
+
+
+HELD_VIEW = EgressAddressView()
+near_held = st.one_of(
+    st.sampled_from(sorted(EgressAddressView.HELD)),
+    st.builds(lambda d: f"10.1.100.{d}", octets),
+    st.builds(lambda d, n: f"10.1.100.{d}/{n}", octets, st.integers(24, 32)),
+    st.builds(lambda c, d: f"10.1.{c}.{d}", octets, octets),
+    st.builds(lambda d: f"10.0.1.{d}", octets),
+)
+
+
+@FAST
+@example(values=["10.1.100.6", "10.1.100.7"], resolution="STATIC")
+@example(values=["10.1.100.6", "10.1.100.0/29"], resolution="NONE")
+@given(
+    values=st.lists(st.one_of(near_held, near_held, addresses), min_size=1, max_size=40),
+    resolution=st.sampled_from(["STATIC", "NONE"]),
+)
+def test_lists_near_egress_addresses(values: list[str], resolution: str) -> None:
+    # the blocks holding an egress address are split around it: a value of the same class
+    # judged clean never lets the egress address itself through
+    spec: dict[str, Any] = {
+        "hosts": ["legacy.test-app.svc.cluster.local"],
+        "exportTo": ["."],
+        "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+        "resolution": resolution,
+    }
+    if resolution == "NONE":
+        spec["addresses"] = values
+    else:
+        spec["endpoints"] = [{"address": v} for v in values]
+    se = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": meta("se"),
+        "spec": spec,
+    }
+    assert_same(se, HELD_VIEW)
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": meta("ep"),
+        "subsets": [{"addresses": [{"ip": v} for v in values]}],
+    }
+    assert_same(endpoints, HELD_VIEW)
+    slices = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta("es"),
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [v]} for v in values],
+    }
+    assert_same(slices, HELD_VIEW)
+
+
+def test_egress_addresses_split_their_blocks() -> None:
+    classes = common.AddressClasses(
+        POLICY, frozenset(common.blocks_of(10 << 24 | 1 << 16 | 100 << 8 | 7))
+    )
+    assert classes.key("10.1.100.7") == "=10.1.100.7"
+    assert classes.key("10.1.100.6") == "=10.1.100.6"
+    assert classes.key("10.1.99.6") == "10.1.99"
+    assert classes.key("10.2.99.6") == "10.2"
+    assert classes.one_wide(["10.1.1.1", "10.1.2.2"]) is None
+    assert common.AddressClasses(POLICY).key("10.1.100.6") == "10.1"
 
 
 @settings(max_examples=1000, deadline=None)

@@ -193,6 +193,43 @@ spec:
     assert "Sidecar test-app/default" in result.stdout
 
 
+def test_check_uses_pods_and_services_among_the_manifests_as_the_cluster(tmp_path: Path) -> None:
+    # the egress namespace's Service among the manifests: an endpoint at its cluster IP is the
+    # egress gateway itself; without it, offline check cannot tell and skips the rule
+    gateway = """
+apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-egress}
+spec:
+  clusterIP: 10.97.0.10
+  ports: [{name: tls, port: 443}]
+"""
+    alias = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: alias, namespace: team-a}
+spec:
+  hosts: [alias.team-a.svc.cluster.local]
+  exportTo: ["."]
+  ports: [{number: 443, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.97.0.10}]
+"""
+    policy = write(
+        tmp_path,
+        "p.yaml",
+        Path(FIREWALL)
+        .read_text()
+        .replace("    mode: enforce\n", "    mode: enforce\n    internalNetworks: [10.0.0.0/8]\n"),
+    )
+    alone = run("check", "--policy", policy, write(tmp_path, "a.yaml", alias))
+    assert alone.exit_code == 0, alone.stdout
+    both = run("check", "--policy", policy, write(tmp_path, "g.yaml", gateway + "---" + alias))
+    assert both.exit_code == 1
+    assert "DENY ServiceEntry team-a/alias" in both.stdout
+    assert "an address of an egress gateway's namespace" in both.stdout
+
+
 # --- explain ---------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from webhook.admission.app import create_app
 from webhook.admission.decision_cache import (
     IGNORED_METADATA,
     DecisionCache,
+    _Recording,
     cache_key,
     digest,
     likely_repeated,
@@ -142,14 +143,25 @@ class FakeSidecarView:
         self.objects = list(objects)
         self.generation = 0
         self.reads = 0
+        # namespace -> the addresses its Pods and Services hold (none given: unknown)
+        self.addresses: dict[str, set[str]] = {}
 
     def add(self, obj: Mapping[str, Any]) -> None:
         self.objects.append(obj)
         self.generation += 1
 
+    def hold(self, namespace: str, address: str) -> None:
+        """A Pod or Service of ``namespace`` takes ``address``, as an informer event reports."""
+        self.addresses.setdefault(namespace, set()).add(address)
+        self.generation += 1
+
     def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         self.reads += 1
         return [o for o in self.objects if o["metadata"]["namespace"] == namespace]
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        self.reads += 1
+        return frozenset(self.addresses.get(namespace, ())) if self.addresses else None
 
 
 class GenerationlessView(FakeSidecarView):
@@ -506,6 +518,46 @@ def test_decisions_that_never_read_the_view_survive_its_changes() -> None:
     assert hit is True
     assert view.reads == 0
     assert decider.calls == 1
+
+
+def endpoint_entry(address: str) -> dict[str, Any]:
+    """A tenant ServiceEntry whose one STATIC endpoint is ``address``."""
+    entry = service_entry("legacy.team-a.svc.cluster.local")
+    entry["spec"] = {
+        **entry["spec"],
+        "resolution": "STATIC",
+        "endpoints": [{"address": address}],
+    }
+    return entry
+
+
+def test_an_address_decision_is_reused_only_while_the_egress_addresses_are_unchanged() -> None:
+    # the read of the egress namespace's addresses must be recorded like a read of Sidecars:
+    # a gateway pod taking the endpoint's address makes the cached allow stale
+    view = FakeSidecarView()
+    view.hold("external", "10.96.0.20")
+    cache, decider, _ = cache_for(view)
+    text = POLICY.format(allowed="httpbin", mode="enforce") + "internalNetworks: [10.0.0.0/8]\n"
+    p = parse_policy(text, name="internal")
+    review = se_review(endpoint_entry("10.60.0.12"), dry_run=True)
+    first, _ = cache.decide(review, p)
+    assert first.allowed
+    _, hit = cache.decide(replace(review, uid="uid-2"), p)
+    assert hit is True
+    view.hold("external", "10.60.0.12")
+    now, hit = cache.decide(replace(review, uid="uid-3"), p)
+    assert hit is False
+    assert not now.allowed
+    assert "10.60.0.12 (namespace external)" in now.reason
+    assert decider.calls == 2
+
+
+def test_the_recording_view_notes_a_read_of_namespace_addresses() -> None:
+    view = FakeSidecarView()
+    view.hold("external", "10.96.0.20")
+    recording = _Recording(view)
+    assert recording.namespace_addresses("external") == {"10.96.0.20"}
+    assert recording.consulted
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +54,10 @@ class SpyView:
         if self.fail:
             raise RuntimeError("the view broke")
         return ()
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        del namespace
+        return None
 
 
 def handler(view: SpyView, mutated: list[bool] | None = None) -> tuple[ReviewHandler, Metrics]:

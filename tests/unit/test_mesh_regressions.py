@@ -432,6 +432,85 @@ def test_tenant_alias_for_a_name_of_the_egress_namespace_is_denied(
     assert_denied_at(judge(manifest, firewall), field, "is in the egress namespace")
 
 
+# the gateway's pod and Service as the webhook's cluster view reports them
+_GATEWAY_POD, _GATEWAY_SERVICE = "10.60.0.14", "10.97.0.10"
+
+
+class _EgressView:
+    def sidecars(self, namespace: str) -> list[Any]:
+        del namespace
+        return []
+
+    def namespace_addresses(self, namespace: str) -> frozenset[str] | None:
+        found = {"istio-egress": frozenset({_GATEWAY_POD, _GATEWAY_SERVICE})}
+        return found.get(namespace, frozenset())
+
+
+_ADDRESS_ALIASES = {
+    "ServiceEntry STATIC endpoint": (
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["alias.team-a.svc.cluster.local"],
+                "ports": _OPAQUE,
+                "resolution": "STATIC",
+                "endpoints": [{"address": _GATEWAY_POD}],
+            },
+        ),
+        "spec.endpoints[0].address",
+    ),
+    "ServiceEntry NONE addresses": (
+        _alias(
+            "ServiceEntry",
+            {
+                "hosts": ["alias.team-a.svc.cluster.local"],
+                "ports": _OPAQUE,
+                "resolution": "NONE",
+                "addresses": ["10.97.0.0/24"],
+            },
+        ),
+        "spec.addresses[0]",
+    ),
+    "EndpointSlice": (
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "alias", "namespace": "team-a"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [_GATEWAY_POD]}],
+        },
+        "endpoints[0].addresses[0]",
+    ),
+    "Endpoints": (
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "alias", "namespace": "team-a"},
+            "subsets": [{"addresses": [{"ip": _GATEWAY_SERVICE}]}],
+        },
+        "subsets[0].addresses[0].ip",
+    ),
+    "WorkloadEntry": (
+        _alias("WorkloadEntry", {"address": _GATEWAY_POD, "labels": {"app": "db"}}),
+        "spec.address",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"), _ADDRESS_ALIASES.values(), ids=_ADDRESS_ALIASES.keys()
+)
+def test_tenant_alias_at_an_address_of_the_egress_namespace_is_denied(
+    manifest: dict[str, Any], field: str
+) -> None:
+    """The same alias by the gateway pod's or Service's address, which the webhook learns from
+    its cluster view (the addresses are internal like every pod's)."""
+    policy = parse_policy(FIREWALL + "internalNetworks: [10.0.0.0/8]\n")
+    assert judge(manifest, policy).allowed, "offline, without the addresses, the rule is skipped"
+    decision = judge(manifest, policy, view=_EgressView())
+    assert_denied_at(decision, field, "an address of an egress gateway's namespace")
+
+
 @pytest.mark.parametrize(
     "manifest",
     [

@@ -24,20 +24,22 @@ costs more than the cache ever gives back (measured in tests/bench/bench_service
 review handler also leaves out bodies of a mebibyte or more: their digest costs milliseconds each
 time, and such objects are rarely sent twice.
 
-Decisions that read the cluster view (the Sidecar check asks which Sidecars already exist) are
-tied to the view's ``generation``, which the informer-fed view bumps on every event: such an
-entry is a hit only while the generation is the one read *before* deciding, so a Sidecar created
-or deleted meanwhile can never be answered from a stale entry.  A view without a generation makes
+Decisions that read the cluster view (the Sidecar check asks which Sidecars already exist, the
+endpoint checks which addresses the egress namespace holds) are tied to the view's
+``generation``, which the informer-fed view bumps on every event: such an entry is a hit only
+while the generation is the one read *before* deciding, so a Sidecar or gateway pod created or
+deleted meanwhile can never be answered from a stale entry.  A view without a generation makes
 those decisions uncacheable.  Whether a decision read the view is recorded per call rather than
 inferred from its kind, so a future check that consults the view is covered without a list to
-keep in sync.
+keep in sync; every view method must be overridden in ``_Recording`` for that (its
+``__getattr__`` would forward a new one unrecorded).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +141,11 @@ class _Recording:
         """The wrapped view's Sidecars, noting the read."""
         self.consulted = True
         return self.view.sidecars(namespace)
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        """The wrapped view's addresses of ``namespace``, noting the read."""
+        self.consulted = True
+        return self.view.namespace_addresses(namespace)
 
     def __getattr__(self, name: str) -> Any:
         # checks ask what kind of view they read (a watch that is synced, say): answer as the

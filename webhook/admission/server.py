@@ -86,7 +86,8 @@ def tune_gc() -> None:
 
 
 SourceFactory = Callable[[Settings], PolicySource]
-ViewFactory = Callable[[Settings], ClusterView]
+# the view may follow the policy store (the namespaces whose addresses it watches)
+ViewFactory = Callable[[Settings, PolicyStore], ClusterView]
 ObjectsFactory = Callable[[Settings], ClusterObjects]
 # any WSGI application: egress-guard's is flask behind its review middleware, and the benchmarks
 # serve a plain WSGI callable too, to measure the stack without flask
@@ -163,7 +164,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         self._source = source
         # the Sidecars already in the cluster, for checks that depend on them (an informer
         # cache in a cluster; nothing offline)
-        view = self._view_factory(self.settings) if self._view_factory else EmptyView()
+        view = self._view_factory(self.settings, store) if self._view_factory else EmptyView()
         self._view = view
         if self.settings.workers > 1:
             logger.info("several workers: each keeps its own policy and policy watcher")

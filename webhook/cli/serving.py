@@ -21,6 +21,7 @@ from webhook.policy_runtime import (
     EMBEDDED_POLICY,
     FilePolicySource,
     PolicySource,
+    PolicyStore,
     StaticPolicySource,
     embedded_policy_text,
 )
@@ -49,13 +50,14 @@ def _cache_dir() -> Path:
     return path
 
 
-def sidecar_view(settings: Settings) -> ClusterView:
-    """The cluster's Sidecars from an informer cache (``webhook.kube``), started and synced."""
+def sidecar_view(settings: Settings, store: PolicyStore) -> ClusterView:
+    """The cluster's Sidecars, and the addresses of the namespaces ``store``'s policy names for
+    its gateways, from informer caches (``webhook.kube``), started and synced."""
     from webhook.kube.client import load_api_client
     from webhook.kube.cluster_view import SidecarView
 
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
-    return SidecarView(load_api_client(kubeconfig)).start()
+    return SidecarView(load_api_client(kubeconfig)).start().follow(store)
 
 
 def listed_objects(settings: Settings) -> ClusterObjects:
@@ -132,8 +134,8 @@ def source_for(settings: Settings) -> PolicySource:
 @click.option(
     "--cluster-view/--no-cluster-view",
     default=None,
-    help="Watch the cluster's Sidecars for the checks that depend on them "
-    "(default: on with --policy-configmap, off otherwise).",
+    help="Watch the cluster's Sidecars, and the Pods and Services of the egress namespace, for "
+    "the checks that depend on them (default: on with --policy-configmap, off otherwise).",
 )
 @click.option(
     "--security-team-user",

@@ -8,7 +8,7 @@ imports) imports them all, so the registry is complete wherever ``decide`` can b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,12 +21,19 @@ class ClusterView(Protocol):
     """What some checks need to know about objects already in the cluster.
 
     Istio picks one Sidecar per workload by age and selector, so whether a new Sidecar is
-    ambiguous depends on the others; the Kubernetes adapter answers from an informer cache, the
-    CLI from the manifests it was given.
+    ambiguous depends on the others; and a tenant destination at an address of the egress
+    namespace reaches an egress gateway past the routes that guard it.  The Kubernetes adapter
+    answers from informer caches, the CLI from the manifests it was given.
     """
 
     def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         """Sidecar objects currently in ``namespace``."""
+        ...
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        """The IP addresses the Pods (``status.podIPs``) and Services (``spec.clusterIPs``) of
+        ``namespace`` hold now; None when the view cannot tell (it does not watch them, or its
+        watch has not listed them yet)."""
         ...
 
 
@@ -37,6 +44,11 @@ class EmptyView:
         """No Sidecars anywhere."""
         del namespace
         return ()
+
+    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
+        """Unknown: nothing is watched."""
+        del namespace
+        return None
 
 
 Check = Callable[[Review, Policy, ClusterView], Iterable[Violation]]

@@ -1096,18 +1096,25 @@ def stop_on_breaking_start(
 _OCTETS = frozenset(str(i) for i in range(256))
 
 
-def judge_addresses(reader: Reader, policy: Policy, values: Sequence[str], judge: Judge) -> None:
+def judge_addresses(
+    reader: Reader,
+    policy: Policy,
+    values: Sequence[str],
+    judge: Judge,
+    cuts: frozenset[Block] = frozenset(),
+) -> None:
     """``judge(reader, index, value)`` for each endpoint-like value, once per ``AddressClasses``
     class, and once per value repeated.
 
     ``judge`` must decide an IPv4 address or CIDR from the policy ranges it lies in, and any
-    value from its text alone (using the text only in messages).
+    value from its text alone (using the text only in messages); ``cuts``, blocks holding
+    addresses it also tells apart (``AddressClasses``).
     """
     if not many(values):
         for index, value in enumerate(values):
             judge(reader, index, value)
         return
-    classes = AddressClasses(policy)
+    classes = AddressClasses(policy, cuts)
     keys = repeated_address_keys(classes, values)
     if keys is None:
         wide = classes.one_wide(values)
@@ -1593,6 +1600,15 @@ def _all_match(lines: re.Pattern[str], values: Sequence[str]) -> bool:
     return joined.count("\n") == len(values) - 1 and lines.fullmatch(joined + "\n") is not None
 
 
+# an IPv4 block: (prefix length 8, 16 or 24, the address >> 32 - prefix length)
+Block = tuple[int, int]
+
+
+def blocks_of(address: int) -> tuple[Block, Block, Block]:
+    """The /8, /16 and /24 blocks holding IPv4 address ``address``."""
+    return (8, address >> 24), (16, address >> 16), (24, address >> 8)
+
+
 class AddressClasses:
     """Keys of IPv4 addresses and CIDRs the policy judges alike, for one object's values.
 
@@ -1601,12 +1617,18 @@ class AddressClasses:
     starts or ends inside that block (``Policy.splits_block``), and its key is ``a.b``; else
     those containing its /24 when none ends inside that, key ``a.b.c``.  Other values (names,
     IPv6, wider CIDRs, odd spellings) get None and are judged alone.
+
+    ``cuts`` are blocks holding single addresses the judgement also tells apart (the egress
+    namespace's, ``webhook.core.checks.egress_addresses``): a block holding one is split like
+    one a policy range ends inside, and each value of such a /24 is its own class (its text),
+    so a long list of them is still judged once per distinct value.
     """
 
-    __slots__ = ("_narrow", "_policy", "_wide")
+    __slots__ = ("_cuts", "_narrow", "_policy", "_wide")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, cuts: frozenset[Block] = frozenset()) -> None:
         self._policy = policy
+        self._cuts = cuts
         # "a.b" -> its /16 unsplit?  None: not two canonical octets
         self._wide: dict[str, bool | None] = {}
         # "a.b.c" of a split /16 -> its /24 unsplit?
@@ -1617,31 +1639,69 @@ class AddressClasses:
         block, _, last = value.rpartition(".")
         if last not in _IN_BLOCK:
             return None
-        return self._block_key(block)
+        key = self._block_key(block)
+        if key is None and self._cuts and self._holds(block):
+            return OWN_TEXT + value
+        return key
+
+    def _holds(self, block: str) -> bool:
+        """Whether the /24 ``block`` (``a.b.c``) holds one of the cut addresses."""
+        number = plain_ipv4(block + ".0")
+        return number is not None and (24, number >> 8) in self._cuts
+
+    def _split(self, block: int, bits: int) -> bool:
+        return self._policy.splits_block(block, bits) or (bits, block) in self._cuts
 
     def keys(self, values: Sequence[str]) -> list[str | None]:
         """A key for each value, the same for values ``key`` gives the same (or ``one_wide``).
 
         Addresses of one unsplit /8 or /16 block (pods of one cluster network) are recognized
-        by one regular expression over them all, in C; others are keyed one by one (splitting
-        them all in C would cost as much).  An Endpoints can list 138k addresses.
+        by one regular expression over them all, in C; so are those of a /16 split by a cut
+        address, keyed by their /24 blocks in C (``_cut_wide``); others are keyed one by one
+        (splitting them all in C would cost as much).  An Endpoints can list 138k addresses.
         """
-        wide = self.one_wide(values)
-        if wide is not None:
-            return [wide] * len(values)
+        found = self._run_keys(values)
+        if found is not None:
+            return found
         if not many(values):
             return list(map(self.key, values))
         # one odd value among thousands of one block: the others still keyed a piece at a time
         keys: list[str | None] = []
         pieces = read_in_runs(
             len(values),
-            lambda start, end: self.one_wide(values[start:end]),
+            lambda start, end: self._run_keys(values[start:end]),
             run=KEYS_CHUNK,
             alone=KEYS_ALONE,
         )
-        for start, end, wide in pieces:
-            keys += map(self.key, values[start:end]) if wide is None else repeat(wide, end - start)
+        for start, end, run in pieces:
+            keys += map(self.key, values[start:end]) if run is None else run
         return keys
+
+    def _run_keys(self, values: Sequence[str]) -> list[str | None] | None:
+        """The keys of a run of values read in passes of C, or None."""
+        wide = self.one_wide(values)
+        if wide is not None:
+            return [wide] * len(values)
+        return self._cut_wide(values) if self._cuts and values else None
+
+    def _cut_wide(self, values: Sequence[str]) -> list[str | None] | None:
+        """``key`` of every value when all lie in one /16 block holding a cut address: each
+        /24 block keyed once, and the values of one holding a cut address by their text, in
+        passes of C.  Without it a long list near an egress gateway's address (a tenant's pods
+        of the same node range) would be keyed value by value."""
+        wide = values[0].rpartition(".")[0].rpartition(".")[0]
+        number = plain_ipv4(wide + ".0.0")
+        if (
+            number is None
+            or (16, number >> 16) not in self._cuts
+            or not values[-1].startswith(wide + ".")
+            or not _all_match(_in_wide(wide), values)
+        ):
+            return None
+        blocks = list(map(itemgetter(0), map(str.rpartition, values, repeat("."))))
+        # a block holding a cut address is left out: its values default to their own text
+        by_block = {b: self._block_key(b) for b in set(blocks) if not self._holds(b)}
+        return list(map(by_block.get, blocks, map(OWN_TEXT.__add__, values)))
 
     def one_wide(self, values: Sequence[str]) -> str | None:
         """A key for every value when all lie in the unsplit /8 or /16 block of the first.
@@ -1653,11 +1713,7 @@ class AddressClasses:
             return None
         first, last = values[0], values[-1]
         head = first.partition(".")[0]
-        if (
-            head in _OCTETS
-            and last.startswith(head + ".")
-            and not self._policy.splits_block(int(head), 8)
-        ):
+        if head in _OCTETS and last.startswith(head + ".") and not self._split(int(head), 8):
             return head if _all_match(_in_head(head), values) else None
         wide = first.rpartition(".")[0].rpartition(".")[0]
         if not last.startswith(wide + ".") or self._block_key(wide + ".0") != wide:
@@ -1672,7 +1728,7 @@ class AddressClasses:
         unsplit = self._wide.get(wide, False)
         if unsplit is False and wide not in self._wide:
             number = plain_ipv4(wide + ".0.0")
-            unsplit = None if number is None else not self._policy.splits_block(number >> 16, 16)
+            unsplit = None if number is None else not self._split(number >> 16, 16)
             self._wide[wide] = unsplit
         if unsplit:
             return wide
@@ -1681,7 +1737,7 @@ class AddressClasses:
         narrow = self._narrow.get(block)
         if narrow is None:
             number = plain_ipv4(block + ".0")
-            narrow = number is not None and not self._policy.splits_block(number >> 8)
+            narrow = number is not None and not self._split(number >> 8, 24)
             self._narrow[block] = narrow
         return block if narrow else None
 

@@ -5,7 +5,8 @@ or addresses without going through the egress gateway, so the gateway's identity
 it.  It is therefore judged against the rules that need no identity (``Policy.allowed_directly``),
 for every namespace the entry is visible to (``exportTo``).  The real destination is what the proxy
 connects to: endpoints, addresses, and with ``resolution: NONE`` whatever IP the client dialled
-(docs/istio-semantics.md#trap-1, trap 2).
+(docs/istio-semantics.md#trap-1, trap 2).  None of those may be an address the egress
+namespace's Pods and Services hold (``egress_addresses``): that is the egress gateway itself.
 
 In the egress namespace ServiceEntries belong to the security team and may only describe the
 policy's own external services.
@@ -43,6 +44,7 @@ from webhook.core.checks.common import (
     read_kept,
     visibility,
 )
+from webhook.core.checks.egress_addresses import EgressAddresses, egress_addresses
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, is_wildcard, normalize
 from webhook.core.policy import Policy
@@ -160,7 +162,6 @@ class _Entry:
 @checks("networking.istio.io", "ServiceEntry")
 def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """A ServiceEntry may only add destinations its viewers are allowed to reach directly."""
-    del view
     if review.operation == "DELETE":
         # removing a registry entry never opens a path
         return ()
@@ -171,7 +172,8 @@ def check_service_entry(review: Review, policy: Policy, view: ClusterView) -> It
         _check_egress_namespace(reader, policy, entry)
     else:
         visible = visibility(reader, spec.get("exportTo"), review.namespace)
-        _check_tenant(reader, policy, entry, review.namespace, visible)
+        held = egress_addresses(policy, view, review.namespace) if _dials_ips(entry) else None
+        _check_tenant(reader, policy, entry, review.namespace, visible, held)
     _check_resolution(reader, policy, entry)
     return reader.violations
 
@@ -230,8 +232,21 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     )
 
 
+def _dials_ips(entry: _Entry) -> bool:
+    """Whether the entry may send traffic to an address it lists: its endpoints, and with
+    resolution NONE its ``addresses``, which the proxy then passes to the original destination
+    (with STATIC or DNS they are only the virtual IPs it captures, and traffic goes to the
+    endpoints)."""
+    return bool(entry.endpoints) or (entry.resolution == "NONE" and bool(entry.addresses))
+
+
 def _check_tenant(
-    reader: Reader, policy: Policy, entry: _Entry, namespace: str, visible: Visibility
+    reader: Reader,
+    policy: Policy,
+    entry: _Entry,
+    namespace: str,
+    visible: Visibility,
+    held: EgressAddresses | None,
 ) -> None:
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
@@ -275,17 +290,29 @@ def _check_tenant(
 
     judge_hosts(reader, policy, entry.hosts.names, judge, entry.hosts.joined)
 
+    # with resolution NONE the addresses are where traffic goes, else only virtual IPs
+    held_at = held if entry.resolution == "NONE" else None
+
     def judge_address(reader: Reader, index: int, address: str) -> None:
-        problem = address_problem(policy, normalize(address), allowed, source)
+        # the egress gateway itself first: the most telling reason for such an address
+        problem = held_at.problem(address) if held_at is not None else None
+        problem = problem or address_problem(policy, normalize(address), allowed, source)
         if problem:
             reader.add(entry.addresses.path(index), problem)
 
-    judge_addresses(reader, policy, entry.addresses.values, judge_address)
+    at_cuts = held_at.cuts if held_at is not None else frozenset()
+    judge_addresses(reader, policy, entry.addresses.values, judge_address, at_cuts)
 
     def judge_endpoint(reader: Reader, index: int, address: str) -> None:
-        destination_problem(policy, reader, address, entry.endpoints.path(index), allowed, source)
+        path = entry.endpoints.path(index)
+        problem = held.problem(address) if held is not None else None
+        if problem:
+            reader.add(path, problem)
+        else:
+            destination_problem(policy, reader, address, path, allowed, source)
 
-    judge_addresses(reader, policy, entry.endpoints.values, judge_endpoint)
+    cuts = held.cuts if held is not None else frozenset()
+    judge_addresses(reader, policy, entry.endpoints.values, judge_endpoint, cuts)
     _check_target_ports(reader, policy, entry, allowed)
 
 

@@ -6,7 +6,8 @@ selector-less Service with hand-written Endpoints sends traffic to whatever addr
 either opens a direct path (no egress gateway, no identity check) that ``REGISTRY_ONLY`` happily
 allows.  So they are held to the bar of direct paths: ``allowed_directly`` for the namespace, and,
 since Services are exported to every namespace unless ``networking.istio.io/exportTo`` says
-otherwise, for every namespace that can see them.
+otherwise, for every namespace that can see them.  One at an address of the egress namespace
+reaches the egress gateway past its routes (``egress_addresses``).
 
 Endpoints written by the control plane mirror pods and Services, so only other writers are
 checked, recognised by username (a ``managed-by`` label is writable by anyone).
@@ -22,6 +23,7 @@ from typing import Any, cast
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     AddressClasses,
+    Block,
     ChunkedKeys,
     Reader,
     address_keys,
@@ -38,6 +40,7 @@ from webhook.core.checks.common import (
     read_hosts,
     visibility,
 )
+from webhook.core.checks.egress_addresses import EgressAddresses, egress_addresses
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import all_valid_joined, is_ip, normalize
@@ -59,7 +62,6 @@ CONTROL_PLANE_USERS = frozenset(
 @checks("", "Service", subresources=("status",))
 def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """An ExternalName Service may only name an allowed external host (or a cluster name)."""
-    del view
     if review.operation == "DELETE":
         return ()
     if review.sub_resource == "status":
@@ -95,7 +97,9 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
     audience = namespace if not visible.beyond(namespace) else visible.describe()
     name = normalize(raw)
     if is_ip(name):
-        problem = address_problem(policy, name, allowed, audience)
+        held = egress_addresses(policy, view, namespace)
+        problem = held.problem(name) if held is not None else None
+        problem = problem or address_problem(policy, name, allowed, audience)
         if problem:
             reader.add("spec.externalName", problem)
         return reader.violations
@@ -194,7 +198,6 @@ _AUDIENCE_HINT = (
 @checks("", "Endpoints")
 def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """Hand-written Endpoints may only list internal or directly allowed addresses."""
-    del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
     reader = Reader(limit=STOP_AFTER_VIOLATIONS)
@@ -202,6 +205,8 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
         reader.add("", "the request carries no object to check")
         return reader.violations
     allowed, source = _endpoint_audience(policy)
+    held = _held(review, policy, view)
+    cuts = held.cuts if held is not None else frozenset()
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
@@ -210,11 +215,12 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
             if ips is not None:
 
                 def judge(reader: Reader, index: int, ip: str, at: str = at) -> None:
-                    _check_address(reader, policy, ip, f"{at}[{index}].ip", allowed, source)
+                    where = f"{at}[{index}].ip"
+                    _check_address(reader, policy, ip, where, allowed, source, held)
 
-                judge_addresses(reader, policy, ips, judge)
+                judge_addresses(reader, policy, ips, judge, cuts)
                 continue
-            keys = _ip_chunks(policy, items)
+            keys = _ip_chunks(policy, items, cuts)
             if keys is not None:
 
                 def judge_item(
@@ -222,13 +228,14 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
                 ) -> None:
                     address = items[index]
                     if is_object(address):
-                        _read_address(reader, policy, address, f"{at}[{index}]", allowed, source)
+                        where = f"{at}[{index}]"
+                        _read_address(reader, policy, address, where, allowed, source, held)
 
                 reader.non_objects(cast("list[Any]", items), at)
                 judge_classes(reader, keys, judge_item)
                 continue
             for where_item, address in reader.mappings(items, at):
-                _read_address(reader, policy, address, where_item, allowed, source)
+                _read_address(reader, policy, address, where_item, allowed, source, held)
     return reader.violations
 
 
@@ -239,13 +246,14 @@ def _read_address(
     path: str,
     allowed: frozenset[str],
     source: str,
+    held: EgressAddresses | None,
 ) -> None:
     """Read and check one ``addresses[]`` item of an Endpoints subset."""
     ip = reader.string(address.get("ip"), f"{path}.ip")
     if ip is None:
         reader.add(f"{path}.ip", "every endpoint address needs an ip")
         return
-    _check_address(reader, policy, ip, f"{path}.ip", allowed, source)
+    _check_address(reader, policy, ip, f"{path}.ip", allowed, source, held)
 
 
 def _plain_ips(items: Any) -> list[str] | None:
@@ -261,13 +269,13 @@ def _plain_ips(items: Any) -> list[str] | None:
     return cast("list[str]", ips) if set(map(type, ips)) == {str} else None
 
 
-def _ip_chunks(policy: Policy, items: Any) -> ChunkedKeys | None:
+def _ip_chunks(policy: Policy, items: Any, cuts: frozenset[Block]) -> ChunkedKeys | None:
     """Class keys of a long list of addresses ``_plain_ips`` cannot read whole, a chunk at a
     time: an odd address (a null ip, a number) is judged alone, not the whole list item by
     item.  None: a short list, or no list."""
     if type(items) is not list or not many(items):
         return None
-    classes = AddressClasses(policy)
+    classes = AddressClasses(policy, cuts)
 
     def keys_of(chunk: Sequence[Any]) -> list[str | None] | None:
         ips = _plain_ips(chunk)
@@ -279,7 +287,6 @@ def _ip_chunks(policy: Policy, items: Any) -> ChunkedKeys | None:
 @checks("discovery.k8s.io", "EndpointSlice")
 def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """Hand-written EndpointSlices may only list internal or directly allowed destinations."""
-    del view
     if review.operation == "DELETE" or review.username in CONTROL_PLANE_USERS:
         return ()
     reader = Reader(limit=STOP_AFTER_VIOLATIONS)
@@ -291,6 +298,8 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     # the security team's own aliases for the gateways live in the egress namespace
     tenant = not policy.is_egress_namespace(review.namespace)
     fqdn = obj.get("addressType") == "FQDN"
+    held = None if fqdn else _held(review, policy, view)
+    cuts = held.cuts if held is not None else frozenset()
     flat = _flat_addresses(obj.get("endpoints"))
     if flat is not None:
         # one address per endpoint is what controllers write: judged by class, in C where it can
@@ -308,12 +317,12 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
         if not fqdn:
 
             def judge_ip(reader: Reader, index: int, address: str) -> None:
-                _check_address(reader, policy, address, paths[index], allowed, source)
+                _check_address(reader, policy, address, paths[index], allowed, source, held)
 
-            judge_addresses(reader, policy, values, judge_ip)
+            judge_addresses(reader, policy, values, judge_ip, cuts)
             return reader.violations
     endpoints = obj.get("endpoints")
-    keys = _endpoint_chunks(policy, endpoints, fqdn=fqdn)
+    keys = _endpoint_chunks(policy, endpoints, fqdn=fqdn, cuts=cuts)
     if keys is not None:
         listed = cast("list[Any]", endpoints)
 
@@ -322,14 +331,16 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             if is_object(endpoint):
                 where = f"endpoints[{index}]"
                 _read_endpoint(
-                    reader, policy, endpoint, where, allowed, source, fqdn=fqdn, tenant=tenant
+                    reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
                 )
 
         reader.non_objects(listed, "endpoints")
         judge_classes(reader, keys, judge_endpoint)
         return reader.violations
     for where, endpoint in reader.mappings(endpoints, "endpoints"):
-        _read_endpoint(reader, policy, endpoint, where, allowed, source, fqdn=fqdn, tenant=tenant)
+        _read_endpoint(
+            reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
+        )
     return reader.violations
 
 
@@ -340,6 +351,7 @@ def _read_endpoint(
     where: str,
     allowed: frozenset[str],
     source: str,
+    held: EgressAddresses | None,
     *,
     fqdn: bool,
     tenant: bool,
@@ -349,16 +361,18 @@ def _read_endpoint(
         if fqdn:
             _check_name(reader, policy, address, at, allowed, source, tenant=tenant)
         else:
-            _check_address(reader, policy, address, at, allowed, source)
+            _check_address(reader, policy, address, at, allowed, source, held)
 
 
-def _endpoint_chunks(policy: Policy, endpoints: Any, *, fqdn: bool) -> ChunkedKeys | None:
+def _endpoint_chunks(
+    policy: Policy, endpoints: Any, *, fqdn: bool, cuts: frozenset[Block]
+) -> ChunkedKeys | None:
     """Class keys of a long list of endpoints ``_flat_addresses`` cannot read whole, a chunk
     at a time: an odd endpoint (no address, two, a null) is judged alone, not the whole list
     endpoint by endpoint.  None: a short list, or no list."""
     if type(endpoints) is not list or not many(endpoints):
         return None
-    classes = AddressClasses(policy)
+    classes = AddressClasses(policy, cuts)
 
     def keys_of(chunk: Sequence[Any]) -> list[str] | list[str | None] | None:
         flat = _flat_addresses(chunk)
@@ -411,7 +425,13 @@ def _check_address(
     path: str,
     allowed: frozenset[str],
     source: str,
+    held: EgressAddresses | None,
 ) -> None:
+    # the egress gateway itself first: the most telling reason for such an address
+    problem = held.problem(address) if held is not None else None
+    if problem:
+        reader.add(path, problem)
+        return
     problem = address_problem(policy, address.strip(), allowed, source)
     if problem:
         reader.add(
@@ -420,6 +440,11 @@ def _check_address(
             "the egress gateway (declare cluster ranges in the policy's internalNetworks)"
             + _AUDIENCE_HINT,
         )
+
+
+def _held(review: Review, policy: Policy, view: ClusterView) -> EgressAddresses | None:
+    """The egress namespace's addresses a tenant's endpoints may not list (None: no rule)."""
+    return egress_addresses(policy, view, review.namespace)
 
 
 def _check_name(

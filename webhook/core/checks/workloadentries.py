@@ -2,7 +2,8 @@
 
 A tenant ServiceEntry for a cluster-looking name can select WorkloadEntries whose ``address`` is any
 IP or DNS name (docs/istio-semantics.md#workloadentry, trap 1): the address is where traffic really
-goes, so it must be internal or allowed directly to the namespace.
+goes, so it must be internal or allowed directly to the namespace, and no address of the egress
+namespace (``egress_addresses``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import UNIX_PREFIX, Reader, destination_problem
+from webhook.core.checks.egress_addresses import egress_addresses
 from webhook.core.decisions import Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
@@ -20,7 +22,6 @@ from webhook.core.reviews import Review
 @checks("networking.istio.io", "WorkloadEntry", "WorkloadGroup")
 def check_workload_entry(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
     """The address of a WorkloadEntry (or WorkloadGroup template) must be an allowed place."""
-    del view
     if review.operation == "DELETE":
         return ()
     reader = Reader()
@@ -38,7 +39,12 @@ def check_workload_entry(review: Review, policy: Policy, view: ClusterView) -> I
         path = "spec.template"
         spec = reader.mapping(spec.get("template"), path)
     address = reader.string(spec.get("address"), f"{path}.address")
-    if address and _outside(policy, address):
+    held = egress_addresses(policy, view, namespace) if address else None
+    problem = held.problem(address) if held is not None and address else None
+    if problem:
+        # the egress gateway itself: the most telling reason for such an address
+        reader.add(f"{path}.address", problem)
+    elif address and _outside(policy, address):
         reader.add(
             f"{path}.address",
             f"{address!r} is outside the cluster, and a WorkloadEntry is dialled on whatever "
