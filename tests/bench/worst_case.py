@@ -107,6 +107,23 @@ def pod_containers(n: int) -> dict[str, Any]:
     }
 
 
+def service_entry_ipv6_endpoints(n: int) -> dict[str, Any]:
+    """A tenant ServiceEntry with ``n`` static IPv6 endpoints, each in a /64 of its own."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": _meta("many-ipv6-endpoints"),
+        "spec": {
+            "hosts": ["db.example.net"],
+            "exportTo": ["."],
+            "location": "MESH_EXTERNAL",
+            "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::1"} for i in range(n)],
+        },
+    }
+
+
 def service_entry_endpoints(n: int) -> dict[str, Any]:
     """A tenant ServiceEntry with ``n`` static endpoints outside the allow list."""
     return {
@@ -446,7 +463,7 @@ externalServices:
   - name: example
     hosts: ["*.example.com", "*.example.org", "*.example.net", "*.example0.com"]
     ports: [{number: 443, protocol: TLS}, {number: 5432, protocol: TCP}]
-    addresses: [203.0.0.0/16]
+    addresses: [203.0.0.0/16, "2001:db8::/32"]
 internalNetworks: [10.0.0.0/8]
 allow:
   - {name: tenants, from: {namespace: test-app}, to: [example]}
@@ -461,6 +478,7 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "Pod with n containers": pod_containers,
     "Pod, one container with n env vars": pod_env,
     "ServiceEntry with n endpoints": service_entry_endpoints,
+    "ServiceEntry with n IPv6 endpoints": service_entry_ipv6_endpoints,
     "ServiceEntry with n hosts": service_entry_hosts,
     "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,
     "ServiceEntry with n hosts apart near the top": service_entry_hosts_apart,

@@ -13,6 +13,7 @@ tests count host lookups: a list under a few domains costs a few lookups whateve
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,7 +35,13 @@ from webhook.core.checks import (
     virtualservices,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Decision
-from webhook.core.hosts import MAX_HOST_LENGTH, VALID_NAME, all_valid_names, is_service_name
+from webhook.core.hosts import (
+    MAX_HOST_LENGTH,
+    VALID_NAME,
+    all_valid_names,
+    ipv6_numbers,
+    is_service_name,
+)
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
 
@@ -45,12 +52,12 @@ POLICY = parse_policy(
 apiVersion: egress-guard.dev/v1alpha1
 kind: EgressPolicy
 egress: {namespace: egress}
-internalNetworks: [10.0.0.0/8, 192.168.1.128/25]
+internalNetworks: [10.0.0.0/8, 192.168.1.128/25, "fd00::/8"]
 externalServices:
   - name: payments
     hosts: [api.payments.example]
     ports: [{number: 443, protocol: TLS}]
-    addresses: [198.51.100.0/24, 203.0.113.7/32]
+    addresses: [198.51.100.0/24, 203.0.113.7/32, "2001:db8:1::/48", "2001:db8::5/128"]
   - name: wide
     hosts: ["*.example.com", "*.a.example.org"]
     ports: [{number: 443, protocol: TLS}]
@@ -123,6 +130,33 @@ addresses = st.one_of(
     ),
     st.sampled_from(
         ["10.0.0.0/8", "0.0.0.0/0", "2001:db8::1", "01.2.3.4", "1.2.3", "x.example.com"]
+    ),
+    # IPv6: inside, at and beside the bounds of the policy's ranges, other spellings, odd ones
+    st.builds(
+        lambda a, b: f"2001:db8:{a:x}::{b:x}",
+        st.sampled_from([0, 1, 2, 0xFFFF]),
+        st.sampled_from([0, 1, 4, 5, 6, 0xFFFF]),
+    ),
+    st.builds(lambda b: f"fd00::{b:x}", st.integers(0, 0xFFFF)),
+    st.builds(lambda b: f"fe00::{b:x}", st.integers(0, 3)),
+    st.sampled_from(
+        [
+            "2001:DB8::5",
+            "2001:0db8:0000::0005",
+            "2001:db8:0:0:0:0:0:5",
+            "2001:db8:1:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8:2::",
+            "::ffff:a00:1",
+            "::ffff:10.0.0.1",
+            "::",
+            "::1",
+            "2001:db8::zz",
+            "2001:db8:::1",
+            "1::2::3",
+            "fe80::1%eth0",
+            "2001:db8:1::/64",
+            "::/0",
+        ]
     ),
 )
 
@@ -983,7 +1017,10 @@ def test_address_keys_of_a_list(values: list[str]) -> None:
     # NetworkPolicies alike
     keys = common.AddressClasses(POLICY).keys(values)
     each = [common.AddressClasses(POLICY).key(v) for v in values]
-    assert [k is None for k in keys] == [k is None for k in each]
+    # IPv6 addresses are classed in lists only (by the interval of range bounds they lie in)
+    assert [k is None for k, v in zip(keys, values, strict=True) if ":" not in v] == [
+        k is None for k, v in zip(each, values, strict=True) if ":" not in v
+    ]
     key_of: dict[str, str | None] = {}
     for key, own in zip(keys, each, strict=True):
         if own is not None:
@@ -1025,7 +1062,9 @@ class EgressAddressView:
     """The egress namespace's pods and Services hold a few addresses, inside the blocks the
     generated values fall in (so a class they share must be split around them)."""
 
-    HELD = frozenset({"10.1.100.7", "10.0.1.9", "192.168.1.200", "172.16.0.4", "2001:db8::1"})
+    HELD = frozenset(
+        {"10.1.100.7", "10.0.1.9", "192.168.1.200", "172.16.0.4", "2001:db8::1", "fd00::7"}
+    )
 
     def sidecars(self, namespace: str) -> list[Any]:
         del namespace
@@ -1042,6 +1081,10 @@ near_held = st.one_of(
     st.builds(lambda d, n: f"10.1.100.{d}/{n}", octets, st.integers(24, 32)),
     st.builds(lambda c, d: f"10.1.{c}.{d}", octets, octets),
     st.builds(lambda d: f"10.0.1.{d}", octets),
+    st.builds(lambda d: f"fd00::{d:x}", st.integers(0, 9)),
+    st.builds(lambda d: f"2001:db8::{d:x}", st.integers(0, 2)),
+    # 10.1.100.7 as an IPv4-mapped IPv6 address, and its neighbour
+    st.sampled_from(["::ffff:a01:6407", "::ffff:a01:6408", "FD00::7", "fd00:0::7"]),
 )
 
 
@@ -3910,3 +3953,62 @@ def test_read_in_runs_covers_every_item_once_in_order() -> None:
         (4, 8, [4, 5, 6, 7]),
         (8, 11, [8, 9, 10]),
     ]
+
+
+def _parsed(text: str) -> int | None:
+    try:
+        return int(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+hextets = st.text(alphabet="0123456789abcdefABCDEF", max_size=5)
+
+
+@settings(max_examples=3000, deadline=None)
+@example(text="1:2:3:4:5:6:7::")
+@example(text="::1:2:3:4:5:6:7:8")
+@example(text="00001::")
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789abcdefABCDEF:", min_size=2, max_size=39),
+        st.lists(hextets, min_size=1, max_size=10).map(":".join),
+    )
+)
+def test_ipv6_numbers_reads_hex_colon_addresses_as_ipaddress_does(text: str) -> None:
+    """IPv6 keys of a list are read with inet_pton (C) and judged with ipaddress: for values of
+    hex digits and colons the two accept the same texts as the same addresses."""
+    parsed = _parsed(text)
+    assert ipv6_numbers([text]) == (None if parsed is None else [parsed])
+    assert ipv6_numbers([text, "::1"]) == (None if parsed is None else [parsed, 1])
+
+
+def test_ipv6_numbers_reads_hex_colon_lines_only() -> None:
+    assert ipv6_numbers(["::1", "::ffff:10.0.0.1"]) is None
+    assert ipv6_numbers(["fe80::1%eth0"]) is None
+    assert ipv6_numbers(["2001:db8::/64"]) is None
+    assert ipv6_numbers(["::1\n::2"]) is None
+    assert ipv6_numbers(["2001:DB8::5"]) == [0x20010DB8 << 96 | 5]
+
+
+def test_v6_classes_part_at_range_bounds_and_cut_addresses() -> None:
+    held = 0x20010DB8 << 96 | 0x1234
+    classes = common.AddressClasses(POLICY, frozenset({(128, held)}))
+    values = [
+        "2001:db8::4",
+        "2001:db8::5",
+        "2001:db8::6",
+        "2001:db8::1233",
+        "2001:db8::1234",
+        "2001:db8::1235",
+        "2001:db8:1::1",
+        "2001:db8:1:ffff::9",
+        "2001:db8:2::",
+        "fd00::1",
+        "fdff:ffff::1",
+    ]
+    a, b, c, c2, d, e, f, f2, g, h, h2 = classes.keys(values)
+    # range bounds (::5/128, the /48, fd00::/8) and the cut address part the classes
+    assert len({a, b, c, d, e, f, g, h}) == 8
+    assert (c, f, h) == (c2, f2, h2)
+    assert None not in (a, b, c, d, e, f, g, h)

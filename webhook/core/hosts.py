@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+
+# inet_pton only: a pure text-to-bytes function (no socket is opened), the one IPv6 parser in C
+import socket
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Generic, TypeVar, cast
 
 from webhook.core.errors import InvalidHostError
@@ -72,6 +75,29 @@ def address_range(text: str) -> tuple[int, int, int] | None:
     except ValueError:
         return None
     return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+# lines of hex digits and colons: IPv6 addresses that inet_pton and ipaddress read alike (no
+# embedded IPv4, zone or prefix length; tests/unit/test_class_fast_paths.py holds it)
+_HEX_COLON_LINES = re.compile(r"(?:[0-9a-fA-F:]{2,39}\n)*")
+_PACKED_V6 = partial(socket.inet_pton, socket.AF_INET6)
+
+
+def ipv6_numbers(values: Sequence[str]) -> list[int] | None:
+    """Every value as the integer of the IPv6 address it writes in hex digits and colons; None
+    when one is anything else (an embedded IPv4 address, a zone, a prefix, not an address).
+
+    The same addresses ``address_range`` reads, in passes of C: ``ipaddress`` costs about
+    10 µs per address, and a ServiceEntry can list 100k endpoints.
+    """
+    joined = "\n".join(values)
+    # a value holding a newline would pass for two
+    if joined.count("\n") != len(values) - 1 or not _HEX_COLON_LINES.fullmatch(joined + "\n"):
+        return None
+    try:
+        return list(map(int.from_bytes, map(_PACKED_V6, values)))
+    except OSError:
+        return None
 
 
 def is_ip(host: str) -> bool:

@@ -169,6 +169,7 @@ class Policy:
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
+    _v6_bounds: tuple[int, ...] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
     _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
@@ -200,6 +201,7 @@ class Policy:
             *(a for v in self.services.values() for a in v.addresses),
         ]
         object.__setattr__(self, "_cut_blocks", frozenset(_cut_blocks(ranges)))
+        object.__setattr__(self, "_v6_bounds", _v6_bounds(ranges))
         object.__setattr__(self, "_own_names", frozenset((*trie.exact_names(), *fqdns, zone)))
         object.__setattr__(
             self,
@@ -304,6 +306,13 @@ class Policy:
         or 24.
         """
         return (bits, block) in self._cut_blocks
+
+    @property
+    def v6_bounds(self) -> tuple[int, ...]:
+        """Where an IPv6 address enters or leaves a policy range (a range's first address and
+        the one after its last), sorted: addresses between two neighbours lie inside the same
+        ranges (internal networks, service addresses), so the policy judges them alike."""
+        return self._v6_bounds
 
     @property
     def own_names(self) -> frozenset[str]:
@@ -536,6 +545,16 @@ def _cut_blocks(ranges: Iterable[str]) -> Iterator[tuple[int, int]]:
                 yield bits, first >> shift
             if last & inside != inside:
                 yield bits, last >> shift
+
+
+def _v6_bounds(ranges: Iterable[str]) -> tuple[int, ...]:
+    """``Policy.v6_bounds`` of ``ranges``."""
+    bounds: set[int] = set()
+    for text in ranges:
+        net = address_range(text)
+        if net is not None and net[0] == 6:
+            bounds.update((net[1], net[2] + 1))
+    return tuple(sorted(bounds))
 
 
 def _suffixes(name: str) -> list[str]:

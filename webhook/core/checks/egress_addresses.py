@@ -62,7 +62,8 @@ class EgressAddresses:
     v6: tuple[int, ...] = ()
     # (IP version, address) -> "10.0.0.5 (namespace istio-egress)", for messages
     names: Mapping[tuple[int, int], str] = field(default_factory=dict)
-    # the IPv4 blocks holding an address (``AddressClasses`` tells their values apart)
+    # the IPv4 blocks holding an address, and each IPv6 address as (128, it): what
+    # ``AddressClasses`` tells apart
     cuts: frozenset[Block] = frozenset()
     waiting: bool = False
 
@@ -162,5 +163,11 @@ def _indexed(known: tuple[tuple[str, frozenset[str]], ...]) -> EgressAddresses:
         v4=v4,
         v6=tuple(sorted(a for v, a in names if v == 6)),
         names=names,
-        cuts=frozenset(block for address in v4 for block in blocks_of(address)),
+        cuts=frozenset(
+            (
+                *(block for address in v4 for block in blocks_of(address)),
+                # an IPv6 address is told apart as an interval of its own (AddressClasses)
+                *((128, address) for v, address in names if v == 6),
+            )
+        ),
     )
