@@ -360,6 +360,60 @@ def network_policy_peers(n: int) -> dict[str, Any]:
     }
 
 
+def network_policy_wide_peers(n: int) -> dict[str, Any]:
+    """A NetworkPolicy whose egress rule has ``n`` ipBlock peers wider than a /24, all apart."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta("many-wide-peers"),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": f"10.{(i >> 7) & 255}.{(i & 127) * 2}.0/23"}}
+                        for i in range(n)
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def network_policy_ipv6_peers(n: int) -> dict[str, Any]:
+    """A NetworkPolicy whose egress rule has ``n`` IPv6 ipBlock peers, each a /64 of its own."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta("many-ipv6-peers"),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64"}}
+                        for i in range(n)
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def endpoint_slice_ipv6(n: int) -> dict[str, Any]:
+    """A hand-written IPv6 EndpointSlice with ``n`` endpoints of one address each."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _meta("many-ipv6"),
+        "addressType": "IPv6",
+        "ports": [{"port": 443}],
+        "endpoints": [{"addresses": [f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::1"]} for i in range(n)],
+    }
+
+
 def endpoints_addresses(n: int) -> dict[str, Any]:
     """Hand-written Endpoints with ``n`` addresses."""
     return {
@@ -464,7 +518,7 @@ externalServices:
     hosts: ["*.example.com", "*.example.org", "*.example.net", "*.example0.com"]
     ports: [{number: 443, protocol: TLS}, {number: 5432, protocol: TCP}]
     addresses: [203.0.0.0/16, "2001:db8::/32"]
-internalNetworks: [10.0.0.0/8]
+internalNetworks: [10.0.0.0/8, "fd00::/8"]
 allow:
   - {name: tenants, from: {namespace: test-app}, to: [example]}
 """
@@ -479,6 +533,9 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "Pod, one container with n env vars": pod_env,
     "ServiceEntry with n endpoints": service_entry_endpoints,
     "ServiceEntry with n IPv6 endpoints": service_entry_ipv6_endpoints,
+    "NetworkPolicy with n IPv6 ipBlock peers": network_policy_ipv6_peers,
+    "NetworkPolicy with n ipBlock peers wider than a /24": network_policy_wide_peers,
+    "EndpointSlice with n IPv6 endpoints": endpoint_slice_ipv6,
     "ServiceEntry with n hosts": service_entry_hosts,
     "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,
     "ServiceEntry with n hosts apart near the top": service_entry_hosts_apart,

@@ -38,8 +38,9 @@ from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Decision
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
+    address_range,
+    address_ranges,
     all_valid_names,
-    ipv6_numbers,
     is_service_name,
 )
 from webhook.core.policy import Policy
@@ -292,6 +293,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(sidecars, "CLASSED_CHUNK", 1 << 60)
     patch.setattr(common, "CLASSED_CHUNK", 1 << 60)
     patch.setattr(sidecars, "stop_on_breaking_start", lambda reader, judge, count: None)
+    patch.setattr(networkpolicies, "stop_on_breaking_start", lambda reader, judge, count: None)
     patch.setattr(destinationrules, "subset_keys", lambda subsets: None)
     patch.setattr(destinationrules, "subset_classes", lambda policy, subsets, gateways: None)
     patch.setattr(
@@ -1017,10 +1019,9 @@ def test_address_keys_of_a_list(values: list[str]) -> None:
     # NetworkPolicies alike
     keys = common.AddressClasses(POLICY).keys(values)
     each = [common.AddressClasses(POLICY).key(v) for v in values]
-    # IPv6 addresses are classed in lists only (by the interval of range bounds they lie in)
-    assert [k is None for k, v in zip(keys, values, strict=True) if ":" not in v] == [
-        k is None for k, v in zip(each, values, strict=True) if ":" not in v
-    ]
+    # a list classes at least what single values class: wider CIDRs and IPv6 addresses are
+    # classed in lists only (by where they lie among the policy's range bounds)
+    assert all(k is not None for k, own in zip(keys, each, strict=True) if own is not None)
     key_of: dict[str, str | None] = {}
     for key, own in zip(keys, each, strict=True):
         if own is not None:
@@ -3969,26 +3970,55 @@ hextets = st.text(alphabet="0123456789abcdefABCDEF", max_size=5)
 @example(text="1:2:3:4:5:6:7::")
 @example(text="::1:2:3:4:5:6:7:8")
 @example(text="00001::")
+@example(text="10.1.2.3/08")
+@example(text="10.1.2.3/0")
+@example(text="::/0")
 @given(
-    text=st.one_of(
-        st.text(alphabet="0123456789abcdefABCDEF:", min_size=2, max_size=39),
-        st.lists(hextets, min_size=1, max_size=10).map(":".join),
+    text=st.builds(
+        lambda address, prefix: address + prefix,
+        st.one_of(
+            st.text(alphabet="0123456789abcdefABCDEF:", min_size=2, max_size=39),
+            st.lists(hextets, min_size=1, max_size=10).map(":".join),
+            st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+            st.sampled_from(["01.2.3.4", "1.2.3.04", "0.0.0.0", "255.255.255.255"]),
+        ),
+        st.one_of(
+            st.just(""),
+            st.integers(0, 140).map(lambda n: f"/{n}"),
+            st.sampled_from(["/", "/08", "/0032", "/ 8", "/+8", "/255.0.0.0", "/-1"]),
+        ),
     )
 )
-def test_ipv6_numbers_reads_hex_colon_addresses_as_ipaddress_does(text: str) -> None:
-    """IPv6 keys of a list are read with inet_pton (C) and judged with ipaddress: for values of
-    hex digits and colons the two accept the same texts as the same addresses."""
-    parsed = _parsed(text)
-    assert ipv6_numbers([text]) == (None if parsed is None else [parsed])
-    assert ipv6_numbers([text, "::1"]) == (None if parsed is None else [parsed, 1])
+def test_address_ranges_read_what_address_range_reads(text: str) -> None:
+    """Address lists are keyed from inet_pton (C) and judged with ipaddress: on the texts the
+    first reads (dotted quads, hex digits and colons, a decimal prefix length) both read the
+    same range, and the first reads nothing the second refuses."""
+    found = address_ranges([text])
+    if found is not None:
+        version, (first,), (last,) = found
+        assert address_range(text) == (version, first, last)
+    elif ":" in text and "/" not in text:
+        # every IPv6 address of hex digits and colons is read
+        assert address_range(text) is None
 
 
-def test_ipv6_numbers_reads_hex_colon_lines_only() -> None:
-    assert ipv6_numbers(["::1", "::ffff:10.0.0.1"]) is None
-    assert ipv6_numbers(["fe80::1%eth0"]) is None
-    assert ipv6_numbers(["2001:db8::/64"]) is None
-    assert ipv6_numbers(["::1\n::2"]) is None
-    assert ipv6_numbers(["2001:DB8::5"]) == [0x20010DB8 << 96 | 5]
+def test_address_ranges_read_plain_addresses_and_cidrs_of_one_version_only() -> None:
+    assert address_ranges(["::1", "::ffff:10.0.0.1"]) is None
+    assert address_ranges(["fe80::1%eth0"]) is None
+    assert address_ranges(["::1", "10.0.0.1"]) is None
+    assert address_ranges(["::1\n::2"]) is None
+    assert address_ranges(["10.0.0.0/"]) is None
+    assert address_ranges(["10.0.0.0/255.0.0.0"]) is None
+    assert address_ranges(["2001:DB8::5", "2001:db8::/32"]) == (
+        6,
+        [0x20010DB8 << 96 | 5, 0x20010DB8 << 96],
+        [0x20010DB8 << 96 | 5, (0x20010DB8 + 1 << 96) - 1],
+    )
+    assert address_ranges(["10.1.2.3/8", "10.0.0.1"]) == (
+        4,
+        [10 << 24, 10 << 24 | 1],
+        [(11 << 24) - 1, 10 << 24 | 1],
+    )
 
 
 def test_v6_classes_part_at_range_bounds_and_cut_addresses() -> None:

@@ -169,7 +169,7 @@ class Policy:
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
-    _v6_bounds: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _address_bounds: dict[int, tuple[int, ...]] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
     _resolved: dict[tuple[str, ...], Policy] = field(init=False, repr=False, compare=False)
 
@@ -201,7 +201,7 @@ class Policy:
             *(a for v in self.services.values() for a in v.addresses),
         ]
         object.__setattr__(self, "_cut_blocks", frozenset(_cut_blocks(ranges)))
-        object.__setattr__(self, "_v6_bounds", _v6_bounds(ranges))
+        object.__setattr__(self, "_address_bounds", _address_bounds(ranges))
         object.__setattr__(self, "_own_names", frozenset((*trie.exact_names(), *fqdns, zone)))
         object.__setattr__(
             self,
@@ -307,12 +307,14 @@ class Policy:
         """
         return (bits, block) in self._cut_blocks
 
-    @property
-    def v6_bounds(self) -> tuple[int, ...]:
-        """Where an IPv6 address enters or leaves a policy range (a range's first address and
-        the one after its last), sorted: addresses between two neighbours lie inside the same
-        ranges (internal networks, service addresses), so the policy judges them alike."""
-        return self._v6_bounds
+    def address_bounds(self, version: int) -> tuple[int, ...]:
+        """Where an address of IP ``version`` enters or leaves a policy range (a range's first
+        address and the one after its last), sorted, with 1 and the last address: between two
+        neighbours, addresses lie inside the same ranges (internal networks, service
+        addresses), so a CIDR's first and last address placed between the same neighbours as
+        another's mean the policy judges the two alike (and only ``0/0`` starts before 1 and
+        ends at the last address)."""
+        return self._address_bounds[version]
 
     @property
     def own_names(self) -> frozenset[str]:
@@ -547,14 +549,14 @@ def _cut_blocks(ranges: Iterable[str]) -> Iterator[tuple[int, int]]:
                 yield bits, last >> shift
 
 
-def _v6_bounds(ranges: Iterable[str]) -> tuple[int, ...]:
-    """``Policy.v6_bounds`` of ``ranges``."""
-    bounds: set[int] = set()
+def _address_bounds(ranges: Iterable[str]) -> dict[int, tuple[int, ...]]:
+    """``Policy.address_bounds`` of ``ranges``, by IP version."""
+    bounds: dict[int, set[int]] = {4: {1, (1 << 32) - 1}, 6: {1, (1 << 128) - 1}}
     for text in ranges:
         net = address_range(text)
-        if net is not None and net[0] == 6:
-            bounds.update((net[1], net[2] + 1))
-    return tuple(sorted(bounds))
+        if net is not None:
+            bounds[net[0]].update((net[1], net[2] + 1))
+    return {version: tuple(sorted(found)) for version, found in bounds.items()}
 
 
 def _suffixes(name: str) -> list[str]:

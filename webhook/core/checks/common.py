@@ -37,12 +37,12 @@ from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
     address_range,
+    address_ranges,
     all_valid_joined,
     all_valid_names,
     check_dns_name,
     covers,
     expand_short_name,
-    ipv6_numbers,
     is_ip,
     is_wildcard,
     normalize,
@@ -1095,8 +1095,8 @@ def stop_on_breaking_start(
 
 
 _OCTETS = frozenset(str(i) for i in range(256))
-# the class key of the IPv6 addresses in one interval of ``AddressClasses._v6_keys``
-_V6_KEY = "v6/{}".format
+# the class keys of ``AddressClasses._interval_keys``, by IP version
+_INTERVAL_KEYS = {4: "4/{}/{}".format, 6: "6/{}/{}".format}
 
 
 def judge_addresses(
@@ -1639,8 +1639,8 @@ class AddressClasses:
         self._wide: dict[str, bool | None] = {}
         # "a.b.c" of a split /16 -> its /24 unsplit?
         self._narrow: dict[str, bool] = {}
-        # where IPv6 classes part (``_v6_keys``), read once
-        self._bounds: tuple[int, ...] | None = None
+        # by IP version, where interval classes part (``_interval_keys``), read once
+        self._bounds: dict[int, tuple[int, ...]] = {}
 
     def key(self, value: str) -> str | None:
         """The class of ``value``, or None."""
@@ -1664,9 +1664,11 @@ class AddressClasses:
         """A key for each value, the same for values ``key`` gives the same (or ``one_wide``).
 
         Addresses of one unsplit /8 or /16 block (pods of one cluster network) are recognized
-        by one regular expression over them all, in C; so are those of a /16 split by a cut
-        address, keyed by their /24 blocks in C (``_cut_wide``); others are keyed one by one
-        (splitting them all in C would cost as much).  An Endpoints can list 138k addresses.
+        by one regular expression over them all, in C; other plain addresses and CIDRs of one
+        IP version are keyed by where they lie among the policy's range bounds, in C too
+        (``_interval_keys``); IPv4 and IPv6 ones listed in turn, each version apart; what is
+        left (odd spellings among them) a piece at a time.  An Endpoints can list 138k
+        addresses.
         """
         found = self._run_keys(values)
         if found is not None:
@@ -1693,9 +1695,7 @@ class AddressClasses:
         wide = self.one_wide(values)
         if wide is not None:
             return [wide] * len(values)
-        if values and ":" in values[0]:
-            return self._v6_keys(values)
-        return self._cut_wide(values) if self._cuts and values else None
+        return self._interval_keys(values)
 
     def _by_family(self, values: Sequence[str]) -> list[str | None] | None:
         """``keys`` of IPv4 and IPv6 addresses listed in turn: each family keyed apart, then
@@ -1704,54 +1704,47 @@ class AddressClasses:
         six = [":" in value for value in values]
         if all(six) or not any(six):
             return None
-        v6 = self._v6_keys(list(compress(values, six)))
+        v6 = self._interval_keys(list(compress(values, six)))
         if v6 is None:
             return None
         v4 = iter(self.keys(list(compress(values, map(not_, six)))))
         ordered = iter(v6)
         return [next(ordered) if is_v6 else next(v4) for is_v6 in six]
 
-    def _v6_keys(self, values: Sequence[str]) -> list[str | None] | None:
-        """Keys of IPv6 addresses: the interval between two bounds of the policy's IPv6 ranges
-        (``Policy.v6_bounds``) each lies in, a cut address an interval of its own; None unless
-        every value is an address of hex digits and colons.
+    def _interval_keys(self, values: Sequence[str]) -> list[str | None] | None:
+        """Keys of addresses or CIDRs of one IP version (``address_ranges``): where the first and
+        the last address of each lie among the bounds of the policy's ranges
+        (``Policy.address_bounds``) and the cut addresses (each an interval of its own); None
+        unless every value is a plain address or CIDR of one version.
 
-        Addresses of one interval lie inside the same ranges, so they are judged alike; the
-        values are parsed (``inet_pton``) and placed (``bisect``) in C, so 100k endpoints
-        anywhere are a handful of classes instead of 100k parses by ``ipaddress``.
+        Values keyed alike lie inside the same ranges, contain the same cut addresses and
+        cover everything or not alike, so they are judged alike.  Parsed (``inet_pton``) and
+        placed (``bisect``) in C: 100k endpoints or ipBlocks anywhere are a handful of classes
+        instead of 100k parses by ``ipaddress``.
         """
-        numbers = ipv6_numbers(values)
-        if numbers is None:
+        found = address_ranges(values)
+        if found is None:
             return None
-        return list(map(_V6_KEY, map(partial(bisect_right, self._v6_bounds()), numbers)))
+        version, firsts, lasts = found
+        place = partial(bisect_right, self._interval_bounds(version))
+        starts = list(map(place, firsts))
+        # addresses alone are placed once each
+        ends = starts if firsts is lasts else list(map(place, lasts))
+        key = _INTERVAL_KEYS[version]
+        if starts.count(starts[0]) == len(starts) and ends.count(ends[0]) == len(ends):
+            # all in one class, as a list inside one allowed range is: no key built per value
+            return [key(starts[0], ends[0])] * len(starts)
+        return list(map(key, starts, ends))
 
-    def _v6_bounds(self) -> tuple[int, ...]:
-        bounds = self._bounds
+    def _interval_bounds(self, version: int) -> tuple[int, ...]:
+        bounds = self._bounds.get(version)
         if bounds is None:
             # a cut address a is the interval [a, a + 1)
-            cut = [a for bits, a in self._cuts if bits == 128]
-            bounds = tuple(sorted({*self._policy.v6_bounds, *cut, *(a + 1 for a in cut)}))
-            self._bounds = bounds
+            bits = 32 if version == 4 else 128
+            cut = [a for at, a in self._cuts if at == bits]
+            policy = self._policy.address_bounds(version)
+            bounds = self._bounds[version] = tuple(sorted({*policy, *cut, *(a + 1 for a in cut)}))
         return bounds
-
-    def _cut_wide(self, values: Sequence[str]) -> list[str | None] | None:
-        """``key`` of every value when all lie in one /16 block holding a cut address: each
-        /24 block keyed once, and the values of one holding a cut address by their text, in
-        passes of C.  Without it a long list near an egress gateway's address (a tenant's pods
-        of the same node range) would be keyed value by value."""
-        wide = values[0].rpartition(".")[0].rpartition(".")[0]
-        number = plain_ipv4(wide + ".0.0")
-        if (
-            number is None
-            or (16, number >> 16) not in self._cuts
-            or not values[-1].startswith(wide + ".")
-            or not _all_match(_in_wide(wide), values)
-        ):
-            return None
-        blocks = list(map(itemgetter(0), map(str.rpartition, values, repeat("."))))
-        # a block holding a cut address is left out: its values default to their own text
-        by_block = {b: self._block_key(b) for b in set(blocks) if not self._holds(b)}
-        return list(map(by_block.get, blocks, map(OWN_TEXT.__add__, values)))
 
     def one_wide(self, values: Sequence[str]) -> str | None:
         """A key for every value when all lie in the unsplit /8 or /16 block of the first.

@@ -62,7 +62,7 @@ class EgressAddresses:
     v6: tuple[int, ...] = ()
     # (IP version, address) -> "10.0.0.5 (namespace istio-egress)", for messages
     names: Mapping[tuple[int, int], str] = field(default_factory=dict)
-    # the IPv4 blocks holding an address, and each IPv6 address as (128, it): what
+    # the IPv4 blocks holding an address, and each address as (32 or 128, it): what
     # ``AddressClasses`` tells apart
     cuts: frozenset[Block] = frozenset()
     waiting: bool = False
@@ -166,8 +166,8 @@ def _indexed(known: tuple[tuple[str, frozenset[str]], ...]) -> EgressAddresses:
         cuts=frozenset(
             (
                 *(block for address in v4 for block in blocks_of(address)),
-                # an IPv6 address is told apart as an interval of its own (AddressClasses)
-                *((128, address) for v, address in names if v == 6),
+                # each address is told apart as an interval of its own (AddressClasses)
+                *((32 if v == 4 else 128, address) for v, address in names),
             )
         ),
     )

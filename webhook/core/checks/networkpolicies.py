@@ -27,6 +27,7 @@ from webhook.core.checks.common import (
     is_object,
     judge_classes,
     many,
+    stop_on_breaking_start,
 )
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
@@ -62,6 +63,8 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
                     _check_peer(reader, policy, peer, f"{where}.to[{index}]")
 
             reader.non_objects(peers, f"{where}.to")
+            # a list breaking the policy from its start is answered by its first peers
+            stop_on_breaking_start(reader, judge, len(peers))
             judge_classes(reader, _peer_classes(AddressClasses(policy), peers), judge)
             continue
         for at, peer in reader.mappings(peers, f"{where}.to"):
