@@ -107,41 +107,38 @@ def pod_containers(n: int) -> dict[str, Any]:
     }
 
 
-def service_entry_ipv6_endpoints(n: int) -> dict[str, Any]:
-    """A tenant ServiceEntry with ``n`` static IPv6 endpoints, each in a /64 of its own."""
+def _static_service_entry(name: str, endpoints: list[dict[str, Any]]) -> dict[str, Any]:
+    """A tenant ServiceEntry of ``db.example.net`` with these static endpoints."""
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
-        "metadata": _meta("many-ipv6-endpoints"),
+        "metadata": _meta(name),
         "spec": {
             "hosts": ["db.example.net"],
             "exportTo": ["."],
             "location": "MESH_EXTERNAL",
             "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
             "resolution": "STATIC",
-            "endpoints": [{"address": f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::1"} for i in range(n)],
+            "endpoints": endpoints,
         },
     }
+
+
+def service_entry_ipv6_endpoints(n: int) -> dict[str, Any]:
+    """A tenant ServiceEntry with ``n`` static IPv6 endpoints, each in a /64 of its own."""
+    addresses = [f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::1" for i in range(n)]
+    return _static_service_entry("many-ipv6-endpoints", [{"address": a} for a in addresses])
 
 
 def service_entry_endpoints(n: int) -> dict[str, Any]:
     """A tenant ServiceEntry with ``n`` static endpoints outside the allow list."""
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": _meta("many-endpoints"),
-        "spec": {
-            "hosts": ["db.example.net"],
-            "exportTo": ["."],
-            "location": "MESH_EXTERNAL",
-            "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
-            "resolution": "STATIC",
-            "endpoints": [
-                {"address": f"203.0.{(i >> 8) & 255}.{i & 255}", "labels": {"i": str(i)}}
-                for i in range(n)
-            ],
-        },
-    }
+    return _static_service_entry(
+        "many-endpoints",
+        [
+            {"address": f"203.0.{(i >> 8) & 255}.{i & 255}", "labels": {"i": str(i)}}
+            for i in range(n)
+        ],
+    )
 
 
 def service_entry_hosts(n: int) -> dict[str, Any]:
@@ -339,79 +336,56 @@ def destination_rule_subsets(n: int) -> dict[str, Any]:
     }
 
 
-def network_policy_peers(n: int) -> dict[str, Any]:
-    """A NetworkPolicy whose egress rule has ``n`` ipBlock peers."""
+def _network_policy(name: str, cidrs: list[str]) -> dict[str, Any]:
+    """A NetworkPolicy whose egress rule has an ipBlock peer for each of ``cidrs``."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta("many-peers"),
+        "metadata": _meta(name),
         "spec": {
             "podSelector": {},
             "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {"ipBlock": {"cidr": f"10.{(i >> 8) & 255}.{i & 255}.0/24"}}
-                        for i in range(n)
-                    ]
-                }
-            ],
+            "egress": [{"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]}],
         },
     }
+
+
+def network_policy_peers(n: int) -> dict[str, Any]:
+    """A NetworkPolicy whose egress rule has ``n`` ipBlock peers."""
+    return _network_policy("many-peers", [f"10.{(i >> 8) & 255}.{i & 255}.0/24" for i in range(n)])
 
 
 def network_policy_wide_peers(n: int) -> dict[str, Any]:
     """A NetworkPolicy whose egress rule has ``n`` ipBlock peers wider than a /24, all apart."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta("many-wide-peers"),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {"ipBlock": {"cidr": f"10.{(i >> 7) & 255}.{(i & 127) * 2}.0/23"}}
-                        for i in range(n)
-                    ]
-                }
-            ],
-        },
-    }
+    return _network_policy(
+        "many-wide-peers", [f"10.{(i >> 7) & 255}.{(i & 127) * 2}.0/23" for i in range(n)]
+    )
 
 
 def network_policy_ipv6_peers(n: int) -> dict[str, Any]:
     """A NetworkPolicy whose egress rule has ``n`` IPv6 ipBlock peers, each a /64 of its own."""
+    return _network_policy(
+        "many-ipv6-peers", [f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(n)]
+    )
+
+
+def _endpoint_slice(name: str, address_type: str, addresses: list[str]) -> dict[str, Any]:
+    """A hand-written EndpointSlice with an endpoint of one address for each of ``addresses``."""
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta("many-ipv6-peers"),
-        "spec": {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {"ipBlock": {"cidr": f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64"}}
-                        for i in range(n)
-                    ]
-                }
-            ],
-        },
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _meta(name),
+        "addressType": address_type,
+        "ports": [{"port": 443}],
+        "endpoints": [{"addresses": [address]} for address in addresses],
     }
 
 
 def endpoint_slice_ipv6(n: int) -> dict[str, Any]:
     """A hand-written IPv6 EndpointSlice with ``n`` endpoints of one address each."""
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": _meta("many-ipv6"),
-        "addressType": "IPv6",
-        "ports": [{"port": 443}],
-        "endpoints": [{"addresses": [f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::1"]} for i in range(n)],
-    }
+    return _endpoint_slice(
+        "many-ipv6", "IPv6", [f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::1" for i in range(n)]
+    )
 
 
 def endpoints_addresses(n: int) -> dict[str, Any]:
@@ -431,14 +405,7 @@ def endpoints_addresses(n: int) -> dict[str, Any]:
 
 def endpoint_slice_fqdns(n: int) -> dict[str, Any]:
     """A hand-written FQDN EndpointSlice with ``n`` endpoints of one name each."""
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": _meta("many-names"),
-        "addressType": "FQDN",
-        "ports": [{"port": 443}],
-        "endpoints": [{"addresses": [f"e{i}.example.com"]} for i in range(n)],
-    }
+    return _endpoint_slice("many-names", "FQDN", [f"e{i}.example.com" for i in range(n)])
 
 
 def gateway_servers(n: int) -> dict[str, Any]:

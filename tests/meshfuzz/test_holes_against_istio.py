@@ -236,30 +236,41 @@ def _plain_tls(host: str) -> dict[str, Any]:
     )
 
 
-def _alias_service_and_slice(address: str) -> list[dict[str, Any]]:
-    """A selector-less Service of team-a whose hand-made EndpointSlice is ``address``."""
+def _selectorless_service(
+    name: str, cluster_ip: str, address: str, port: int, target: int
+) -> list[dict[str, Any]]:
+    """A selector-less Service of team-a, and its hand-made EndpointSlice to ``address``."""
+    port_name = f"tcp-{port}"
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "alias", "namespace": "team-a"},
+        "metadata": {"name": name, "namespace": "team-a"},
         "spec": {
-            "clusterIP": "10.96.77.10",
-            "ports": [{"name": "tcp-443", "port": 443, "targetPort": 8443, "protocol": "TCP"}],
+            "clusterIP": cluster_ip,
+            "ports": [{"name": port_name, "port": port, "targetPort": target, "protocol": "TCP"}],
         },
     }
     endpoint = {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": "alias-1",
+            "name": f"{name}-1",
             "namespace": "team-a",
-            "labels": {"kubernetes.io/service-name": "alias"},
+            "labels": {"kubernetes.io/service-name": name},
         },
         "addressType": "IPv4",
         "endpoints": [{"addresses": [address]}],
-        "ports": [{"name": "tcp-443", "port": 8443, "protocol": "TCP"}],
+        "ports": [{"name": port_name, "port": target, "protocol": "TCP"}],
     }
-    return [service, endpoint, _plain_tls("alias.team-a.svc.cluster.local")]
+    return [service, endpoint]
+
+
+def _alias_service_and_slice(address: str) -> list[dict[str, Any]]:
+    """A selector-less Service of team-a whose hand-made EndpointSlice is ``address``."""
+    return [
+        *_selectorless_service("alias", "10.96.77.10", address, 443, 8443),
+        _plain_tls("alias.team-a.svc.cluster.local"),
+    ]
 
 
 def _alias_workload(address: str) -> list[dict[str, Any]]:
@@ -310,27 +321,7 @@ VAULT = make_world(
 def test_endpoint_of_a_service_another_namespace_imports_is_judged_for_it(oracle: Oracle) -> None:
     """team-a's hand-written endpoint to an address only team-a may reach, and team-b's Sidecar
     importing team-a's Services: team-b's pods reach the address directly."""
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "vault", "namespace": "team-a"},
-        "spec": {
-            "clusterIP": "10.96.60.10",
-            "ports": [{"name": "tcp-5432", "port": 5432, "targetPort": 5432, "protocol": "TCP"}],
-        },
-    }
-    endpoint = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "vault-1",
-            "namespace": "team-a",
-            "labels": {"kubernetes.io/service-name": "vault"},
-        },
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["198.51.100.7"]}],
-        "ports": [{"name": "tcp-5432", "port": 5432, "protocol": "TCP"}],
-    }
+    service, endpoint = _selectorless_service("vault", "10.96.60.10", "198.51.100.7", 5432, 5432)
     importer = _object(
         "Sidecar",
         "team-b",
