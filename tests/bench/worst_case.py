@@ -52,6 +52,34 @@ def _meta(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE, "labels": {"app": name}}
 
 
+def _tcp_fan_out(name: str, destinations: list[str]) -> dict[str, Any]:
+    """A VirtualService of tcp rules, each to 50 of ``destinations`` (a weighted fan-out)."""
+    rules = [
+        {"route": [{"destination": {"host": host}} for host in destinations[i : i + 50]]}
+        for i in range(0, len(destinations), 50)
+    ]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": _meta(name),
+        "spec": {"hosts": ["db.example.net"], "exportTo": ["."], "tcp": rules},
+    }
+
+
+def virtual_service_fan_out(n: int) -> dict[str, Any]:
+    """tcp rules of 50 internal IPv4 destinations each, ``n`` destinations in all."""
+    return _tcp_fan_out(
+        "many-fan-outs", [f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}" for i in range(n)]
+    )
+
+
+def virtual_service_ipv6_fan_out(n: int) -> dict[str, Any]:
+    """tcp rules of 50 internal IPv6 destinations each, ``n`` destinations in all."""
+    return _tcp_fan_out(
+        "many-ipv6-fan-outs", [f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::1" for i in range(n)]
+    )
+
+
 def virtual_service_routes(n: int) -> dict[str, Any]:
     """A VirtualService with ``n`` HTTP routes over ``n`` hosts, each to a different service."""
     return {
@@ -493,6 +521,8 @@ allow:
 
 BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "VirtualService, n routes and hosts": virtual_service_routes,
+    "VirtualService, tcp rules of 50 of n destinations": virtual_service_fan_out,
+    "VirtualService, tcp rules of 50 of n IPv6 destinations": virtual_service_ipv6_fan_out,
     "VirtualService, n routes to hosts under as many domains": virtual_service_own_domains,
     "Sidecar importing n hosts": sidecar_imports,
     "Sidecar importing n hosts under as many domains": sidecar_imports_own_domains,

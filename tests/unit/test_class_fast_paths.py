@@ -305,6 +305,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(common.AddressClasses, "key", lambda self, value: None)
     patch.setattr(common.AddressClasses, "keys", lambda self, values: [None] * len(values))
     patch.setattr(common.AddressClasses, "one_wide", lambda self, values: None)
+    patch.setattr(common.AddressClasses, "interval_keys", lambda self, values: None)
     patch.setattr(common, "repeated_address_keys", lambda classes, values: None)
     patch.setattr(serviceentries, "_plain_strings", lambda raw: None)
     patch.setattr(destinationrules, "_target_class", lambda policy, target: None)
@@ -2904,6 +2905,8 @@ def test_thousands_of_matches(match: Any) -> None:
 # (192.168.1.128/25 in 192.168), a service's addresses (198.51.100.0/24, 203.0.113.7/32, inside
 # 172.16.0.0/12) and public space
 ADDRESS_BLOCKS = ["10.1", "192.168", "198.51", "203.0", "172.16", "8.8"]
+# IPv6: internal (fd00::/8), around 2001:db8::5/128 and inside 2001:db8:1::/48, public space
+ADDRESS_BLOCKS_V6 = ["fd00", "2001:db8", "2001:db8:1", "2001:db9"]
 # texts a tcp rule can route to besides addresses: names, a name that reads like an address
 # block, short names, a gateway, CIDRs, an IPv6 address
 ODD_TCP_HOSTS = [
@@ -2927,7 +2930,10 @@ def _plain_to(host: str) -> dict[str, Any]:
 
 
 def _address(block: str, i: int) -> str:
-    """The ``i``-th address of ``block`` (``a.b``), each distinct up to 65,536."""
+    """The ``i``-th address of ``block`` (``a.b``, or an IPv6 prefix), each distinct up to
+    65,536."""
+    if ":" in block:
+        return f"{block}::{i:x}"
     return f"{block}.{(i >> 8) & 255}.{i & 255}"
 
 
@@ -2960,7 +2966,10 @@ address_starts = st.one_of(st.integers(0, 65_535), st.integers(200, 511))
     export=["."],
 )
 @given(
-    blocks=st.lists(st.sampled_from(ADDRESS_BLOCKS), min_size=1, max_size=3),
+    blocks=st.one_of(
+        st.lists(st.sampled_from(ADDRESS_BLOCKS), min_size=1, max_size=3),
+        st.lists(st.sampled_from(ADDRESS_BLOCKS_V6), min_size=1, max_size=3),
+    ),
     count=st.integers(common.CLASSES_FROM, 300),
     # 0: every address unique, else cycling through that many
     cycle=st.sampled_from([0, 1, 3, 7]),
@@ -3012,6 +3021,7 @@ def test_virtual_service_rules_to_thousands_of_addresses(
     hosts=st.lists(
         st.one_of(
             st.builds(_address, st.sampled_from(ADDRESS_BLOCKS), address_starts),
+            st.builds(_address, st.sampled_from(ADDRESS_BLOCKS_V6), st.integers(0, 9)),
             st.sampled_from(ODD_TCP_HOSTS),
             plain_destination_hosts,
         ),
@@ -4042,3 +4052,58 @@ def test_v6_classes_part_at_range_bounds_and_cut_addresses() -> None:
     assert len({a, b, c, d, e, f, g, h}) == 8
     assert (c, f, h) == (c2, f2, h2)
     assert None not in (a, b, c, d, e, f, g, h)
+
+
+fan_out_entries = st.one_of(
+    st.builds(lambda host: {"destination": {"host": host}}, plain_destination_hosts),
+    st.builds(
+        lambda host: {"destination": {"host": host}},
+        st.builds(_address, st.sampled_from(ADDRESS_BLOCKS_V6), st.integers(0, 9)),
+    ),
+    st.builds(
+        lambda host, subset: {"destination": {"host": host, "subset": subset}},
+        plain_destination_hosts,
+        st.sampled_from([None, "", "v1", "wide-0", 7, []]),
+    ),
+    st.sampled_from(
+        [{}, {"destination": None}, {"destination": {"host": ""}}, {"weight": 5}, None, 3]
+    ),
+)
+
+
+_FAN_OUT = [{"destination": {"host": f"10.1.0.{i}"}} for i in range(7)]
+
+
+@FAST
+@example(
+    rules=[[*_FAN_OUT, {"destination": {"host": GATEWAY, "subset": []}}]] * 32,
+    kind="tcp",
+    gateways=None,
+    export=["."],
+)
+@example(
+    rules=[[*_FAN_OUT, {"destination": {"host": ""}}]] * 32,
+    kind="tcp",
+    gateways=None,
+    export=["."],
+)
+@given(
+    rules=st.lists(
+        st.lists(fan_out_entries, min_size=6, max_size=12),
+        min_size=common.CLASSES_FROM,
+        max_size=common.CLASSES_FROM + 4,
+    ),
+    kind=st.sampled_from(["tcp", "tls", "http"]),
+    gateways=st.sampled_from([None, ["mesh"], ["mesh", "tenant-gw"]]),
+    export=st.sampled_from([["."], None]),
+)
+def test_virtual_service_rules_fanning_out_to_many_destinations(
+    rules: list[list[Any]], kind: str, gateways: list[str] | None, export: Any
+) -> None:
+    """Rules of 6 to 12 route entries (read column by column from 8 on), some odd, in a list
+    long enough to be read as columns."""
+    spec: dict[str, Any] = {
+        "hosts": ["api.payments.example", "reviews"],
+        kind: [{"route": entries} for entries in rules],
+    }
+    assert_same_virtual_service(spec, gateways, export)

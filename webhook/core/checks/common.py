@@ -1095,7 +1095,7 @@ def stop_on_breaking_start(
 
 
 _OCTETS = frozenset(str(i) for i in range(256))
-# the class keys of ``AddressClasses._interval_keys``, by IP version
+# the class keys of ``AddressClasses.interval_keys``, by IP version
 _INTERVAL_KEYS = {4: "4/{}/{}".format, 6: "6/{}/{}".format}
 
 
@@ -1639,7 +1639,7 @@ class AddressClasses:
         self._wide: dict[str, bool | None] = {}
         # "a.b.c" of a split /16 -> its /24 unsplit?
         self._narrow: dict[str, bool] = {}
-        # by IP version, where interval classes part (``_interval_keys``), read once
+        # by IP version, where interval classes part (``interval_keys``), read once
         self._bounds: dict[int, tuple[int, ...]] = {}
 
     def key(self, value: str) -> str | None:
@@ -1666,7 +1666,7 @@ class AddressClasses:
         Addresses of one unsplit /8 or /16 block (pods of one cluster network) are recognized
         by one regular expression over them all, in C; other plain addresses and CIDRs of one
         IP version are keyed by where they lie among the policy's range bounds, in C too
-        (``_interval_keys``); IPv4 and IPv6 ones listed in turn, each version apart; what is
+        (``interval_keys``); IPv4 and IPv6 ones listed in turn, each version apart; what is
         left (odd spellings among them) a piece at a time.  An Endpoints can list 138k
         addresses.
         """
@@ -1695,7 +1695,7 @@ class AddressClasses:
         wide = self.one_wide(values)
         if wide is not None:
             return [wide] * len(values)
-        return self._interval_keys(values)
+        return self.interval_keys(values)
 
     def _by_family(self, values: Sequence[str]) -> list[str | None] | None:
         """``keys`` of IPv4 and IPv6 addresses listed in turn: each family keyed apart, then
@@ -1704,14 +1704,14 @@ class AddressClasses:
         six = [":" in value for value in values]
         if all(six) or not any(six):
             return None
-        v6 = self._interval_keys(list(compress(values, six)))
+        v6 = self.interval_keys(list(compress(values, six)))
         if v6 is None:
             return None
         v4 = iter(self.keys(list(compress(values, map(not_, six)))))
         ordered = iter(v6)
         return [next(ordered) if is_v6 else next(v4) for is_v6 in six]
 
-    def _interval_keys(self, values: Sequence[str]) -> list[str | None] | None:
+    def interval_keys(self, values: Sequence[str]) -> list[str | None] | None:
         """Keys of addresses or CIDRs of one IP version (``address_ranges``): where the first and
         the last address of each lie among the bounds of the policy's ranges
         (``Policy.address_bounds``) and the cut addresses (each an interval of its own); None
