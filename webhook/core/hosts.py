@@ -132,7 +132,7 @@ def address_ranges(values: Sequence[str]) -> tuple[int, list[int], list[int]] | 
     parts = list(map(str.partition, values, repeat("/")))
     addresses = list(map(itemgetter(0), parts))
     prefixes = list(map(itemgetter(2), parts))
-    if not _all_lines(lines, addresses) or not _all_lines(_PREFIX_LINES, prefixes):
+    if not all_lines(lines, addresses) or not all_lines(_PREFIX_LINES, prefixes):
         return None
     width = _WIDTH[version]
     # "a/" is no CIDR; "a" is one of the full length
@@ -173,7 +173,7 @@ def _numbers(version: int, addresses: Sequence[str]) -> list[int] | None:
         return None
 
 
-def _all_lines(lines: re.Pattern[str], values: Sequence[str]) -> bool:
+def all_lines(lines: re.Pattern[str], values: Sequence[str]) -> bool:
     """Whether every value, on a line of its own, matches ``lines``."""
     joined = "\n".join(values)
     # a value holding a newline would pass for two

@@ -38,6 +38,7 @@ from webhook.core.hosts import (
     VALID_NAME,
     address_range,
     address_ranges,
+    all_lines,
     all_valid_joined,
     all_valid_names,
     check_dns_name,
@@ -1596,13 +1597,6 @@ def _in_head(head: str) -> re.Pattern[str]:
     return _lines(rf"{re.escape(head)}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
-def _all_match(lines: re.Pattern[str], values: Sequence[str]) -> bool:
-    """Whether every value, on a line of its own, matches ``lines``."""
-    joined = "\n".join(values)
-    # a value holding a newline would pass for two
-    return joined.count("\n") == len(values) - 1 and lines.fullmatch(joined + "\n") is not None
-
-
 # an IPv4 block: (prefix length 8, 16 or 24, the address >> 32 - prefix length); a cut IPv6
 # address is the block (128, the address)
 Block = tuple[int, int]
@@ -1757,11 +1751,11 @@ class AddressClasses:
         first, last = values[0], values[-1]
         head = first.partition(".")[0]
         if head in _OCTETS and last.startswith(head + ".") and not self._split(int(head), 8):
-            return head if _all_match(_in_head(head), values) else None
+            return head if all_lines(_in_head(head), values) else None
         wide = first.rpartition(".")[0].rpartition(".")[0]
         if not last.startswith(wide + ".") or self._block_key(wide + ".0") != wide:
             return None
-        return wide if _all_match(_in_wide(wide), values) else None
+        return wide if all_lines(_in_wide(wide), values) else None
 
     def _block_key(self, block: str) -> str | None:
         """The class of the values whose last part (one in ``_IN_BLOCK``) follows ``block``."""

@@ -1162,20 +1162,30 @@ _ROUTE_COLUMNS_FROM = 8
 _NO_SUBSET = frozenset((type(None), str))
 
 
+def _destination_columns(entries: list[Any]) -> tuple[list[Any], list[str]] | None:
+    """The ``destination`` of every entry of a route-like list and its ``host``, when each entry
+    is an object whose destination is an object naming a non-empty host string; else None."""
+    if not _all_of(entries, dict):
+        return None
+    targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
+    if not _all_of(targets, dict):
+        return None
+    hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
+    if not _all_of(hosts, str) or "" in hosts:
+        return None
+    return targets, hosts
+
+
 def _plain_route(raws: list[str], names: list[_Name], entries: Any) -> bool:
     """Gather a long route whose every entry names a destination host and no subset, in passes
     of C (``_gather`` reads entries one by one: rules of 50 destinations, 80k in all, took
     it 50 ms); False, gathering nothing, for any other route."""
     if type(entries) is not list or not _ROUTE_COLUMNS_FROM <= len(entries) <= len(_ROUTE_NAMES):
         return False
-    if not _all_of(entries, dict):
+    columns = _destination_columns(entries)
+    if columns is None:
         return False
-    targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
-    if not _all_of(targets, dict):
-        return False
-    hosts: list[Any] = list(map(dict.get, targets, repeat("host")))
-    if not _all_of(hosts, str) or "" in hosts:
-        return False
+    targets, hosts = columns
     # no subset: absent, null or "" (a subset of another type makes the rule unusual)
     subsets: list[Any] = list(map(dict.get, targets, repeat("subset")))
     if any(subsets) or not set(map(type, subsets)) <= _NO_SUBSET:
@@ -1185,19 +1195,23 @@ def _plain_route(raws: list[str], names: list[_Name], entries: Any) -> bool:
     return True
 
 
+def _hex_colon_addresses(values: list[str]) -> bool:
+    """Whether every value is a plain IPv6 address (no CIDR) that ``address_ranges`` reads."""
+    found = address_ranges(values)
+    # the same list for starts and ends: no value is a range
+    return found is not None and found[1] is found[2]
+
+
 def _names_and_ipv6(raws: list[str]) -> list[str] | None:
     """``_Memo.host`` of each of ``raws`` when each is a valid dotted name or an IPv6 address
     of hex digits and colons (``address_ranges``; valid as written, lower-cased as
     ``Reader.host`` gives it); None otherwise.  Without it each IPv6 destination is parsed by
     ``ipaddress`` on its own."""
-    if ":" in raws[0] and ":" in raws[-1]:
-        # all addresses, most likely: checked whole, lower-cased in one pass over their text
-        found = address_ranges(raws)
-        if found is not None and found[1] is found[2]:
-            return "\n".join(raws).lower().split("\n")
+    # all addresses, most likely: checked whole, lower-cased in one pass over their text
+    if ":" in raws[0] and ":" in raws[-1] and _hex_colon_addresses(raws):
+        return "\n".join(raws).lower().split("\n")
     six = [":" in raw for raw in raws]
-    found = address_ranges(list(compress(raws, six)))
-    if found is None or found[1] is not found[2]:
+    if not _hex_colon_addresses(list(compress(raws, six))):
         return None
     names = list(compress(raws, map(not_, six)))
     if names and (
@@ -1226,15 +1240,13 @@ def _plain_destinations(
     SNI they pick), the others change no verdict, and a tls route can name one for each of 40k
     destinations.
     """
-    if type(value) is not list or not many(value) or not _all_of(value, dict):
+    if type(value) is not list or not many(value):
         return None
-    targets: list[Any] = list(map(dict.get, value, repeat("destination")))
-    if not _all_of(targets, dict):
+    columns = _destination_columns(value)
+    if columns is None:
         return None
-    raws: list[Any] = list(map(dict.get, targets, repeat("host")))
-    if not _all_of(raws, str) or "" in raws:
-        return None
-    hosts: list[str] = raws
+    targets, raws = columns
+    hosts = raws
     # a few texts repeated: each looked at once
     texts = repeated_texts(raws) or raws
     if not all(map(str.__contains__, texts, repeat("."))):
