@@ -10,6 +10,7 @@ proves the writer uses the CRD's field names.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import time
 from typing import Any
@@ -215,3 +216,70 @@ def test_audit_pass_writes_the_report_warns_and_removes_it_once_fixed(
     assert not [f for f in result.findings if f.namespace == namespace]
     gone = kubectl("get", "reports.openreports.io", "-n", namespace, "-o", "name")
     assert gone.stdout.strip() == ""
+
+
+def test_audit_finds_an_entry_whose_address_a_gateway_pod_took_later(
+    bare_control_plane: ControlPlane,
+) -> None:
+    """A tenant entry admitted at a free in-cluster address reaches the egress gateway once a
+    gateway pod holds that address: the audit reads the pod's address from its own listing."""
+    kubectl = bare_control_plane.kubectl
+    suffix = secrets.token_hex(3)
+    tenant, egress = f"tenant-{suffix}", f"egress-{suffix}"
+    for namespace in (tenant, egress):
+        kubectl("create", "namespace", namespace, check=True)
+    address = f"10.{int(suffix[:2], 16)}.{int(suffix[2:4], 16)}.{int(suffix[4:], 16)}"
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "legacy", "namespace": tenant},
+        "spec": {
+            "hosts": [f"legacy.{tenant}.svc.cluster.local"],
+            "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": address}],
+            "exportTo": ["."],
+        },
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(entry), check=True)
+    policy = parse_policy(
+        f"""
+egress: {{namespace: {egress}}}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - {{name: api, hosts: [api.example.com], ports: [{{number: 443, protocol: TLS}}]}}
+allow:
+  - {{name: everyone, from: {{namespace: "*"}}, to: [api]}}
+"""
+    )
+    api = load_api_client(str(bare_control_plane.kubeconfig))
+    auditor = Auditor(
+        objects=ListedObjects(api),
+        policy=lambda: policy,
+        metrics=AuditMetrics(CollectorRegistry()),
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
+
+    def tenant_findings() -> list[tuple[str, str]]:
+        result = auditor.run_once()
+        assert result is not None
+        return [(f.name, f.field) for f in result.findings if f.namespace == tenant]
+
+    assert tenant_findings() == []
+    gateway = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gateway", "namespace": egress},
+        "spec": {
+            "serviceAccountName": "default",
+            "containers": [{"name": "istio-proxy", "image": "registry.k8s.io/pause:3.10"}],
+        },
+    }
+    kubectl("create", "-f", "-", input=yaml.safe_dump(gateway), check=True)
+    # what the kubelet reports once the pod runs (the harness has no kubelet)
+    running = {"status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}}
+    kubectl(
+        "patch", "pod", "gateway", "-n", egress, "--subresource=status", "--type=merge",
+        "-p", json.dumps(running), check=True,
+    )  # fmt: skip
+    assert tenant_findings() == [("legacy", "spec.endpoints[0].address")]

@@ -217,3 +217,69 @@ def test_audit_table_json_and_exit_code_for_ci() -> None:
     assert data["objectsInBreach"] == 1
     assert data["findings"][0]["field"] == "spec.hosts[0]"
     assert data["findings"][0]["kind"] == "ServiceEntry"
+
+
+ALIAS_POLICY = """
+egress: {namespace: egress}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - {name: api, hosts: [api.example.com], ports: [{number: 443, protocol: TLS}]}
+allow:
+  - {name: team-a, from: {namespace: team-a}, to: [api]}
+"""
+
+
+def static_entry(address: str) -> dict[str, Any]:
+    """A tenant entry sending to one in-cluster address, as admitted while it was free."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "legacy", "namespace": "team-a", "uid": "uid-legacy"},
+        "spec": {
+            "hosts": ["legacy.team-a.svc.cluster.local"],
+            "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": address}],
+            "exportTo": ["."],
+        },
+    }
+
+
+def pod(namespace: str, ip: str, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"pod-{ip}", "namespace": namespace},
+        "spec": {"containers": [{"name": "proxy", "image": "istio/proxyv2"}]},
+        "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def alias_findings(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    result = audit(objects, parse_policy(ALIAS_POLICY), now=T0)
+    return [(f.name, f.field) for f in result.findings if f.kind == "ServiceEntry"]
+
+
+def test_an_address_a_gateway_pod_took_after_admission_is_found_by_the_audit() -> None:
+    tenant = static_entry("10.60.0.12")
+    # admitted while no pod of the egress namespace held the address
+    assert alias_findings([tenant, pod("egress", "10.60.0.13")]) == []
+    # the gateway pod restarted at the address the tenant named: the entry now reaches it
+    found = alias_findings([tenant, pod("egress", "10.60.0.12")])
+    assert found == [("legacy", "spec.endpoints[0].address")]
+    message = audit([tenant, pod("egress", "10.60.0.12")], parse_policy(ALIAS_POLICY), now=T0)
+    assert any("egress gateway" in f.message for f in message.findings)
+
+
+def test_the_audit_view_counts_only_the_egress_namespaces_live_addresses() -> None:
+    tenant = static_entry("10.60.0.12")
+    # a tenant pod at the address, or a gateway pod that has finished, is no alias
+    assert alias_findings([tenant, pod("team-b", "10.60.0.12")]) == []
+    assert alias_findings([tenant, pod("egress", "10.60.0.12", phase="Succeeded")]) == []
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "gateway", "namespace": "egress"},
+        "spec": {"clusterIP": "10.60.0.12", "clusterIPs": ["10.60.0.12"]},
+    }
+    assert alias_findings([tenant, service]) == [("legacy", "spec.endpoints[0].address")]

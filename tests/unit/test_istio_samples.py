@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from tests.istio_module import istio_module_dir
-from webhook.cli.checking import ManifestView
 from webhook.core.admitting import admit
+from webhook.core.checks.listed_view import ListedView
 from webhook.core.decisions import Decision
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reviews import Review, review_of_manifest
@@ -88,9 +88,9 @@ def _corpus(samples: Path) -> tuple[list[tuple[Key, Review]], set[str]]:
     return reviews, skipped
 
 
-def _view(reviews: Sequence[tuple[Key, Review]]) -> ManifestView:
+def _view(reviews: Sequence[tuple[Key, Review]]) -> ListedView:
     sidecars = [r.object for _, r in reviews if r.kind == "Sidecar" and r.object is not None]
-    return ManifestView({NAMESPACE: sidecars} if sidecars else {})
+    return ListedView({NAMESPACE: sidecars} if sidecars else {})
 
 
 @pytest.fixture(scope="module")

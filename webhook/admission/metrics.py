@@ -191,8 +191,9 @@ class Metrics:
         for result in ("success", "failure"):
             self.reloads.labels(result)
             self.cert_reloads.labels(result)
-        for result in ("hit", "miss"):
-            self.decision_cache.labels(result)
+        # kept: labels() takes a lock and builds a key, and a lookup is counted on every review
+        self._cache_hits = self.decision_cache.labels("hit")
+        self._cache_misses = self.decision_cache.labels("miss")
 
     def watch(self, store: PolicyStore) -> None:
         """Export the store's policy gauges and count its reloads."""
@@ -206,7 +207,7 @@ class Metrics:
 
     def decision_cache_lookup(self, hit: bool) -> None:
         """Count one decision cache lookup."""
-        self.decision_cache.labels("hit" if hit else "miss").inc()
+        (self._cache_hits if hit else self._cache_misses).inc()
 
     def certificate_reloaded(self, ok: bool, error: str) -> None:
         """Count one certificate reload."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import click
@@ -22,29 +21,11 @@ from webhook.cli.common import (
     read,
 )
 from webhook.core.admitting import admit
-from webhook.core.checks.egress_addresses import object_addresses
+from webhook.core.checks.listed_view import listed_view
 from webhook.core.errors import ReviewError
 from webhook.core.reviews import OPERATIONS, Operation, Review, parse_review, review_of_manifest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestView:
-    """The cluster as the manifests given to ``check`` describe it (their Sidecars, and the
-    addresses their Pods and Services hold)."""
-
-    by_namespace: Mapping[str, Sequence[Mapping[str, Any]]]
-    addresses: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    def sidecars(self, namespace: str) -> Sequence[Mapping[str, Any]]:
-        """Sidecars among the manifests, in ``namespace``."""
-        return self.by_namespace.get(namespace, ())
-
-    def namespace_addresses(self, namespace: str) -> Collection[str] | None:
-        """Addresses of the Pods and Services among the manifests, in ``namespace``; unknown
-        (the rule is skipped) when the manifests hold none of them."""
-        return self.addresses.get(namespace)
 
 
 def _documents(text: str, source: str) -> Iterator[Mapping[str, Any]]:
@@ -87,20 +68,6 @@ def _reviews(
     return reviews
 
 
-def _view(reviews: Sequence[tuple[Review, str]]) -> ManifestView:
-    sidecars: dict[str, list[Mapping[str, Any]]] = {}
-    addresses: dict[str, set[str]] = {}
-    for review, _ in reviews:
-        obj = review.object
-        if obj is None or review.operation == "DELETE":
-            continue
-        if review.kind == "Sidecar":
-            sidecars.setdefault(review.namespace, []).append(obj)
-        elif review.kind in ("Pod", "Service") and not review.group:
-            addresses.setdefault(review.namespace, set()).update(object_addresses(obj))
-    return ManifestView(sidecars, {ns: frozenset(found) for ns, found in addresses.items()})
-
-
 @main.command()
 @POLICY_OPTION
 @AT_OPTION
@@ -127,7 +94,7 @@ def check(
     # the policy in force at that instant: live exceptions grant, ended ones do not
     policy = load_policy(policy_path).at(instant(at))
     reviews = _reviews(manifests, cast(Operation, operation.upper()), namespace)
-    view = _view(reviews)
+    view = listed_view(review for review, _ in reviews)
     denied = False
     for review, _ in reviews:
         decision = admit(review, policy, view=view)

@@ -5,7 +5,9 @@ place; Gatekeeper's audit and Kyverno's background scans exist for exactly that.
 dict as the API returns it) becomes a CREATE review, the form that judges the whole object rather
 than what an update adds, and goes through the same ``decide`` the webhook uses, on the policy
 ``at(now)``: one truth, many doors.  Objects the controller owns are skipped (it restores them),
-and so are kinds egress-guard does not govern.
+and so are kinds egress-guard does not govern.  The checks that read the cluster (which
+Sidecars exist, which addresses the egress namespace holds) read it from the objects listed,
+as they are now rather than when each object was admitted.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from webhook.core.checks import REGISTRY, ClusterView, EmptyView
+from webhook.core.checks import REGISTRY, ClusterView
 from webhook.core.checks.common import is_managed
+from webhook.core.checks.listed_view import listed_view
 from webhook.core.engine import decide
 from webhook.core.exemptions import target_namespace
 from webhook.core.policy import Policy
@@ -145,13 +148,15 @@ def audit(
     earlier = (
         policy.at(min(e.expires for e in expired) - timedelta(microseconds=1)) if expired else None
     )
-    cluster = view or EmptyView()
+    listed = [(obj, review_of_existing(obj)) for obj in objects]
+    # without a view of its own, the cluster is what the pass lists: an address a gateway pod
+    # took after a tenant object named it is found here, not at admission
+    cluster = view if view is not None else listed_view(review for _, review in listed)
     findings: list[Finding] = []
     breaching: list[ObjectRef] = []
     judged = skipped = 0
     per_namespace: dict[str, int] = {}
-    for obj in objects:
-        review = review_of_existing(obj)
+    for obj, review in listed:
         if not is_audited(review) or is_managed(obj):
             skipped += 1
             continue
