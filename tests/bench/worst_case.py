@@ -397,6 +397,34 @@ def network_policy_ipv6_peers(n: int) -> dict[str, Any]:
     )
 
 
+def network_policy_families_in_turn(n: int) -> dict[str, Any]:
+    """A NetworkPolicy whose ``n`` ipBlock peers are an IPv4 /24 and an IPv6 /64 in turn."""
+    return _network_policy(
+        "peers-in-turn",
+        [
+            f"10.{(i >> 8) & 255}.{i & 255}.0/24"
+            if i % 2
+            else f"fd00:{i >> 16:x}:{i & 0xFFFF:x}::/64"
+            for i in range(n)
+        ],
+    )
+
+
+def service_entry_families_in_turn(n: int) -> dict[str, Any]:
+    """A tenant ServiceEntry whose ``n`` static endpoints are IPv4 and IPv6 addresses in turn."""
+    return _static_service_entry(
+        "endpoints-in-turn",
+        [
+            {
+                "address": f"203.0.{(i >> 8) & 255}.{i & 255}"
+                if i % 2
+                else f"2001:db8::{i >> 16:x}:{i & 0xFFFF:x}"
+            }
+            for i in range(n)
+        ],
+    )
+
+
 def _endpoint_slice(name: str, address_type: str, addresses: list[str]) -> dict[str, Any]:
     """A hand-written EndpointSlice with an endpoint of one address for each of ``addresses``."""
     return {
@@ -532,6 +560,8 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "ServiceEntry with n IPv6 endpoints": service_entry_ipv6_endpoints,
     "NetworkPolicy with n IPv6 ipBlock peers": network_policy_ipv6_peers,
     "NetworkPolicy with n ipBlock peers wider than a /24": network_policy_wide_peers,
+    "NetworkPolicy with n ipBlock peers, IPv4 and IPv6 in turn": network_policy_families_in_turn,
+    "ServiceEntry with n endpoints, IPv4 and IPv6 in turn": service_entry_families_in_turn,
     "EndpointSlice with n IPv6 endpoints": endpoint_slice_ipv6,
     "ServiceEntry with n hosts": service_entry_hosts,
     "ServiceEntry with n hosts under as many domains": service_entry_hosts_own_domains,

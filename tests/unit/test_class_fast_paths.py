@@ -4107,3 +4107,70 @@ def test_virtual_service_rules_fanning_out_to_many_destinations(
         kind: [{"route": entries} for entries in rules],
     }
     assert_same_virtual_service(spec, gateways, export)
+
+
+# --- IPv4 and IPv6 listed in turn ---------------------------------------------------------------
+
+
+@FAST
+@example(values=["10.1.2.3", "fd00::1", "10.1.2.0/24", "fd00::/64"])
+@example(values=["10.1.2.3", "fd00:12345::1", "10.1.2.4"])
+@example(values=["10.1.2.03", "fd00::1"])
+@given(values=st.lists(addresses, min_size=1, max_size=30))
+def test_values_bulk_keys_class_alike_are_judged_alike(values: list[str]) -> None:
+    bulk = common.AddressClasses(POLICY).bulk_keys(values)
+    if bulk is None:
+        return
+    verdicts: dict[str | None, bool] = {}
+    for value, key in zip(values, bulk, strict=True):
+        alone = judge(_network_policy([value]), POLICY).allowed
+        assert verdicts.setdefault(key, alone) == alone, (key, value)
+    peers = _network_policy(values)
+    with classes_at_every_size():
+        assert judge(peers, POLICY).allowed == all(verdicts.values())
+
+
+def _families_in_turn(count: int, odd_at: set[int]) -> list[str]:
+    """IPv4 /24s and IPv6 /64s in turn, all internal; an unparsable IPv6 CIDR at ``odd_at``."""
+    return [
+        f"fd00:{i:x}12345::/64"
+        if i in odd_at
+        else (f"10.{i >> 8 & 255}.{i & 255}.0/24" if i % 2 else f"fd00:{i:x}::/64")
+        for i in range(count)
+    ]
+
+
+def _network_policy(cidrs: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta("np"),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": c}} for c in cidrs]}],
+        },
+    }
+
+
+@pytest.mark.parametrize("odd_at", [set(), {1601}, {2, 3}, set(range(400, 2000, 2))])
+def test_families_in_turn_with_odd_cidrs_deep_are_keyed_a_run_at_a_time(
+    odd_at: set[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cidrs = _families_in_turn(2000, odd_at)
+    with item_runs_of(64, 4):
+        assert_same(_network_policy(cidrs))
+        parsed: list[str] = []
+        own_key = common.AddressClasses.key
+
+        def counted(self: common.AddressClasses, value: str) -> str | None:
+            parsed.append(value)
+            return own_key(self, value)
+
+        monkeypatch.setattr(common.AddressClasses, "key", counted)
+        decision = judge(_network_policy(cidrs), POLICY)
+    assert decision.allowed == (not odd_at)
+    # the runs without an odd value are keyed in passes over both families: no value is
+    # parsed alone but near an odd one, and the judging stops at the violation limit
+    # without keying the runs after it
+    assert len(parsed) <= 64 * min(len(odd_at), 2) + 2 * STOP_AFTER_VIOLATIONS

@@ -125,7 +125,11 @@ def address_ranges(values: Sequence[str]) -> tuple[int, list[int], list[int]] | 
             return None
         numbers = _numbers(version, values)
         return None if numbers is None else (version, numbers, numbers)
-    if joined.count("/") == len(values) and _CIDR_LINES[version].fullmatch(joined + "\n"):
+    if joined.count("/") == len(values):
+        # a prefix length on each value (or a value with two: no CIDR), read whole; this also
+        # turns away a list of the other version at its first value, not after splitting all
+        if _CIDR_LINES[version].fullmatch(joined + "\n") is None:
+            return None
         # CIDRs alone, each with a prefix length: split in one pass over the joined text
         pieces = joined.replace("/", "\n").split("\n")
         return _cidr_ranges(version, pieces[0::2], pieces[1::2])

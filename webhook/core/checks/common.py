@@ -1676,7 +1676,7 @@ class AddressClasses:
         keys: list[str | None] = []
         pieces = read_in_runs(
             len(values),
-            lambda start, end: self._run_keys(values[start:end]),
+            lambda start, end: self.bulk_keys(values[start:end]),
             run=KEYS_CHUNK,
             alone=KEYS_ALONE,
         )
@@ -1684,26 +1684,36 @@ class AddressClasses:
             keys += map(self.key, values[start:end]) if run is None else run
         return keys
 
+    def bulk_keys(self, values: Sequence[str]) -> list[str | None] | None:
+        """``keys`` when they can all be read in passes of C (one version, or IPv4 and IPv6
+        listed in turn), else None: the caller reads the list in pieces."""
+        found = self._run_keys(values)
+        return found if found is not None else self._by_family(values, bulk=True)
+
     def _run_keys(self, values: Sequence[str]) -> list[str | None] | None:
-        """The keys of a run of values read in passes of C, or None."""
+        """The keys of a run of values of one IP version read in passes of C, or None."""
         wide = self.one_wide(values)
         if wide is not None:
             return [wide] * len(values)
         return self.interval_keys(values)
 
-    def _by_family(self, values: Sequence[str]) -> list[str | None] | None:
+    def _by_family(self, values: Sequence[str], *, bulk: bool = False) -> list[str | None] | None:
         """``keys`` of IPv4 and IPv6 addresses listed in turn: each family keyed apart, then
-        put back in order; None when not both families are there, or the IPv6 values are not
-        all plain addresses.  Without it every IPv6 value among IPv4 ones is parsed alone."""
+        put back in order; None when not both families are there, or the IPv6 values (with
+        ``bulk``, the IPv4 ones too) are not all plain addresses.  Without it every IPv6 value
+        among IPv4 ones is parsed alone."""
         six = [":" in value for value in values]
         if all(six) or not any(six):
             return None
         v6 = self.interval_keys(list(compress(values, six)))
         if v6 is None:
             return None
-        v4 = iter(self.keys(list(compress(values, map(not_, six)))))
-        ordered = iter(v6)
-        return [next(ordered) if is_v6 else next(v4) for is_v6 in six]
+        fours = list(compress(values, map(not_, six)))
+        v4 = self._run_keys(fours) if bulk else self.keys(fours)
+        if v4 is None:
+            return None
+        ordered, fourth = iter(v6), iter(v4)
+        return [next(ordered) if is_v6 else next(fourth) for is_v6 in six]
 
     def interval_keys(self, values: Sequence[str]) -> list[str | None] | None:
         """Keys of addresses or CIDRs of one IP version (``address_ranges``): where the first and

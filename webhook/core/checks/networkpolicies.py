@@ -85,12 +85,17 @@ def _peer_classes(classes: AddressClasses, peers: list[Any]) -> Collection[Hasha
     violation), or one address class.  A list some odd peers keep from being keyed whole (a
     null, a number, an ipBlock without a cidr, a peer of another kind among ipBlocks) is
     keyed a chunk at a time, those peers judged alone."""
-    keys = _block_keys(classes, peers)
+    keys = _block_keys(classes, peers, bulk=True)
     return ChunkedKeys(peers, partial(_block_keys, classes)) if keys is None else keys
 
 
-def _block_keys(classes: AddressClasses, peers: Sequence[Any]) -> list[str | None] | None:
-    """The keys of peers that are all ipBlocks with a cidr, or all without an ipBlock."""
+def _block_keys(
+    classes: AddressClasses, peers: Sequence[Any], *, bulk: bool = False
+) -> list[str | None] | None:
+    """The keys of peers that are all ipBlocks with a cidr, or all without an ipBlock; with
+    ``bulk``, only when every cidr is keyed in passes of C (``AddressClasses.bulk_keys``): a
+    long list some cidrs keep from that is keyed a chunk at a time as the judging goes, which
+    stops at the violation limit."""
     if set(map(type, peers)) != {dict}:
         return None
     blocks: list[Any] = list(map(dict.get, peers, repeat("ipBlock")))
@@ -101,7 +106,9 @@ def _block_keys(classes: AddressClasses, peers: Sequence[Any]) -> list[str | Non
         return None
     cidrs: list[Any] = list(map(dict.get, blocks, repeat("cidr")))
     # the check strips the CIDR: only an unpadded one keeps its class (``classes.keys``)
-    return classes.keys(cidrs) if set(map(type, cidrs)) == {str} else None
+    if set(map(type, cidrs)) != {str}:
+        return None
+    return classes.bulk_keys(cidrs) if bulk else classes.keys(cidrs)
 
 
 def _check_peer(reader: Reader, policy: Policy, peer: Mapping[str, Any], path: str) -> None:
