@@ -511,6 +511,11 @@ class ChunkedKeys(Collection[Hashable]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @staticmethod
+    def spans_chunks(count: int) -> bool:
+        """Whether a list of ``count`` items is keyed in more than one chunk."""
+        return count > KEYS_CHUNK
+
     def __iter__(self) -> Iterator[Hashable]:
         return chain.from_iterable(self.chunks())
 

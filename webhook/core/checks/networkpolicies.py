@@ -84,9 +84,14 @@ def _peer_classes(classes: AddressClasses, peers: list[Any]) -> Collection[Hasha
     """Keys of peers ``_check_peer`` judges alike, in passes of C: no ipBlock (never a
     violation), or one address class.  A list some odd peers keep from being keyed whole (a
     null, a number, an ipBlock without a cidr, a peer of another kind among ipBlocks) is
-    keyed a chunk at a time, those peers judged alone."""
+    keyed a chunk at a time, those peers judged alone; so is any list longer than a chunk,
+    so that an unparsable cidr deep in it costs no pass over the whole list first, and the
+    judging stops at the violation limit without keying the rest."""
+    chunked = ChunkedKeys(peers, partial(_block_keys, classes))
+    if ChunkedKeys.spans_chunks(len(peers)):
+        return chunked
     keys = _block_keys(classes, peers, bulk=True)
-    return ChunkedKeys(peers, partial(_block_keys, classes)) if keys is None else keys
+    return chunked if keys is None else keys
 
 
 def _block_keys(
