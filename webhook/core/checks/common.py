@@ -36,6 +36,7 @@ from webhook.core.external_services import Gateway
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
     VALID_NAME,
+    AddressRanges,
     address_range,
     address_ranges,
     all_lines,
@@ -1720,29 +1721,34 @@ class AddressClasses:
         ordered, fourth = iter(v6), iter(v4)
         return [next(ordered) if is_v6 else next(fourth) for is_v6 in six]
 
-    def interval_keys(self, values: Sequence[str]) -> list[str | None] | None:
+    def interval_keys(
+        self, values: Sequence[str], known: AddressRanges | None = None
+    ) -> list[str | None] | None:
         """Keys of addresses or CIDRs of one IP version (``address_ranges``): where the first and
         the last address of each lie among the bounds of the policy's ranges
         (``Policy.address_bounds``) and the cut addresses (each an interval of its own); None
-        unless every value is a plain address or CIDR of one version.
+        unless every value is a plain address or CIDR of one version.  ``known``: what
+        ``address_ranges`` gave for these values already (a caller that validated them).
 
         Values keyed alike lie inside the same ranges, contain the same cut addresses and
         cover everything or not alike, so they are judged alike.  Parsed (``inet_pton``) and
         placed (``bisect``) in C: 100k endpoints or ipBlocks anywhere are a handful of classes
         instead of 100k parses by ``ipaddress``.
         """
-        found = address_ranges(values)
+        found = address_ranges(values) if known is None else known
         if found is None:
             return None
         version, firsts, lasts = found
         place = partial(bisect_right, self._interval_bounds(version))
+        key = _INTERVAL_KEYS[version]
+        lowest, highest = place(min(firsts)), place(max(lasts))
+        if lowest == highest:
+            # all in one interval, as a list inside one allowed range is (each value's first
+            # address is at most its last): none placed nor keyed one by one
+            return [key(lowest, lowest)] * len(firsts)
         starts = list(map(place, firsts))
         # addresses alone are placed once each
         ends = starts if firsts is lasts else list(map(place, lasts))
-        key = _INTERVAL_KEYS[version]
-        if starts.count(starts[0]) == len(starts) and ends.count(ends[0]) == len(ends):
-            # all in one class, as a list inside one allowed range is: no key built per value
-            return [key(starts[0], ends[0])] * len(starts)
         return list(map(key, starts, ends))
 
     def _interval_bounds(self, version: int) -> tuple[int, ...]:

@@ -52,6 +52,7 @@ from webhook.core.hosts import (
     LABEL,
     MAX_HOST_LENGTH,
     VALID_NAME,
+    AddressRanges,
     address_ranges,
     all_valid_names,
     is_ip,
@@ -209,6 +210,7 @@ class _Memo:
         "domain",
         "namespace",
         "policy",
+        "ranges",
         "short_suffix",
         "viewers",
     )
@@ -224,6 +226,8 @@ class _Memo:
         # services every other namespace that sees the VirtualService may reach (None: private)
         self.viewers: frozenset[str] | None = None
         self.short_suffix = _short_name_suffix(namespace, self.domain)
+        # a list of destination addresses and the ranges it was read as, to class it by
+        self.ranges: tuple[list[str], AddressRanges] | None = None
 
     def host(self, reader: Reader, value: str, path: str) -> str | None:
         """``reader.host`` for a route destination, remembered when valid."""
@@ -1142,8 +1146,15 @@ def _valid_texts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split]]
     if not raws:
         return raws, []
     if not all_valid_names(raws):
-        hosts = _names_and_ipv6(raws)
-        return None if hosts is None else (hosts, list(map(str.partition, hosts, repeat("."))))
+        read = _names_and_ipv6(raws)
+        if read is None:
+            return None
+        hosts, found = read
+        if found is not None:
+            # addresses alone: classed later by the same ranges, and split at no dot
+            memo.ranges = (hosts, found)
+            return hosts, list(zip(hosts, repeat(""), repeat("")))
+        return hosts, list(map(str.partition, hosts, repeat(".")))
     # one pass over the hosts (scattered in memory: each pass costs) finds the dots and
     # the parent domains the tenant check keys hosts by
     split = list(map(str.partition, raws, repeat(".")))
@@ -1195,23 +1206,28 @@ def _plain_route(raws: list[str], names: list[_Name], entries: Any) -> bool:
     return True
 
 
-def _hex_colon_addresses(values: list[str]) -> bool:
-    """Whether every value is a plain IPv6 address (no CIDR) that ``address_ranges`` reads."""
+def _hex_colon_addresses(values: list[str]) -> AddressRanges | None:
+    """``address_ranges`` of the values when every one is a plain IPv6 address (no CIDR) it
+    reads; else None."""
     found = address_ranges(values)
     # the same list for starts and ends: no value is a range
-    return found is not None and found[1] is found[2]
+    return found if found is not None and found[1] is found[2] else None
 
 
-def _names_and_ipv6(raws: list[str]) -> list[str] | None:
+def _names_and_ipv6(raws: list[str]) -> tuple[list[str], AddressRanges | None] | None:
     """``_Memo.host`` of each of ``raws`` when each is a valid dotted name or an IPv6 address
     of hex digits and colons (``address_ranges``; valid as written, lower-cased as
-    ``Reader.host`` gives it); None otherwise.  Without it each IPv6 destination is parsed by
-    ``ipaddress`` on its own."""
+    ``Reader.host`` gives it), and when all are addresses the ranges they were read as;
+    None otherwise.  Without it each IPv6 destination is parsed by ``ipaddress`` on its own."""
     # all addresses, most likely: checked whole, lower-cased in one pass over their text
-    if ":" in raws[0] and ":" in raws[-1] and _hex_colon_addresses(raws):
-        return "\n".join(raws).lower().split("\n")
+    found = _hex_colon_addresses(raws) if ":" in raws[0] and ":" in raws[-1] else None
+    if found is not None:
+        joined = "\n".join(raws)
+        lowered = joined.lower()
+        # mostly written in lower case already: the same strings, none made anew
+        return (raws if lowered == joined else lowered.split("\n")), found
     six = [":" in raw for raw in raws]
-    if not _hex_colon_addresses(list(compress(raws, six))):
+    if _hex_colon_addresses(list(compress(raws, six))) is None:
         return None
     names = list(compress(raws, map(not_, six)))
     if names and (
@@ -1219,7 +1235,8 @@ def _names_and_ipv6(raws: list[str]) -> list[str] | None:
         or "" in map(itemgetter(1), map(str.partition, names, repeat(".")))
     ):
         return None
-    return [raw.lower() if address else raw for raw, address in zip(raws, six, strict=True)]
+    hosts = [raw.lower() if address else raw for raw, address in zip(raws, six, strict=True)]
+    return hosts, None
 
 
 def _plain_destinations(
@@ -1457,7 +1474,9 @@ class _Rules:
         suffix = self.reader.memo.short_suffix
         # a short name expanded is a name of the namespace's Service zone
         short = None if suffix is None else suffix[1:]
-        keys = _class_keys(policy, checked, self._split, short)
+        ranges = self.reader.memo.ranges
+        known = ranges[1] if ranges is not None and ranges[0] is checked else None
+        keys = _class_keys(policy, checked, self._split, short, known)
         # only a gateway's subsets are judged: with no gateway among the hosts, none counts
         subsets = self.subsets and not _gateway_fqdns(policy).isdisjoint(checked)
         for pos, (parts, k) in enumerate(
@@ -1584,7 +1603,11 @@ def _repeated(hosts: list[str]) -> list[str] | None:
 
 
 def _class_keys(
-    policy: Policy, hosts: list[str], split: list[_Split] | None, short: str | None
+    policy: Policy,
+    hosts: list[str],
+    split: list[_Split] | None,
+    short: str | None,
+    known: AddressRanges | None = None,
 ) -> list[Hashable]:
     """A key per host, never None: hosts of a key get the same verdicts from the tenant check.
 
@@ -1603,7 +1626,7 @@ def _class_keys(
     if wide is not None:
         return [wide] * len(hosts)
     # then addresses anywhere (IPv6 ones too), by the policy ranges they lie in
-    found = classes.interval_keys(hosts)
+    found = classes.interval_keys(hosts, known)
     if found is not None:
         return list(found)
     keys = _parent_keys(policy, hosts, split, short)
