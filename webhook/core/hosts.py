@@ -308,6 +308,7 @@ class HostTrie(Generic[T]):
         "_star_set",
         "_wild",
         "_wild_depths",
+        "_wild_least",
         "_wild_sets",
     )
 
@@ -318,6 +319,8 @@ class HostTrie(Generic[T]):
         self._star: list[T] = []
         # the dot counts of the wildcards' suffixes, filled by freeze()
         self._wild_depths: frozenset[int] = frozenset()
+        # the fewest dots of a wildcard's suffix: shorter suffixes are never probed
+        self._wild_least = 0
         # suffix -> values of every pattern strictly below it, filled by freeze()
         self._below: dict[str, frozenset[T]] = {}
         self._everything: frozenset[T] = frozenset()
@@ -384,6 +387,7 @@ class HostTrie(Generic[T]):
             everything.update(values)
         self._everything = frozenset(everything)
         self._wild_depths = frozenset(name.count(".") for name in self._wild)
+        self._wild_least = min(self._wild_depths, default=0)
         self._covers = _as_shared_sets(self._exact)
         self._exact = {}
         self._wild_sets = {name: frozenset(values) for name, values in self._wild.items()}
@@ -426,9 +430,11 @@ class HostTrie(Generic[T]):
             suffix = host[dot + 1 :] if dot >= 0 else ""
         wild, depths = self._wild_sets, self._wild_depths
         # only suffixes with as many dots as some wildcard's are probed: in a big policy most
-        # probes would miss, each a cache miss in a dictionary of tens of thousands of keys
+        # probes would miss, each a cache miss in a dictionary of tens of thousands of keys;
+        # and the walk ends below the shallowest wildcard (none: no walk)
         depth = suffix.count(".")
-        while suffix:
+        least = self._wild_least if wild else len(suffix)
+        while suffix and depth >= least:
             if depth in depths:
                 values = wild.get(suffix)
                 if values is not None:
