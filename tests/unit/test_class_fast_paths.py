@@ -282,6 +282,7 @@ def per_item() -> Iterator[None]:
         patch.setattr(module, "judge_read_hosts", _judge_each_host)
     patch.setattr(gatewayapi, "_none_names_namespace", lambda addresses, namespace: False)
     patch.setattr(gatewayapi, "_nothing_to_report", lambda namespace, addresses: None)
+    patch.setattr(gatewayapi, "_plain_backends", lambda rules: None)
     patch.setattr(services, "_ip_chunks", lambda policy, items, cuts: None)
     patch.setattr(services, "_endpoint_chunks", lambda policy, endpoints, fqdn, cuts: None)
     patch.setattr(serviceentries, "read_kept", _read_each_item)
@@ -4174,3 +4175,70 @@ def test_families_in_turn_with_odd_cidrs_deep_are_keyed_a_run_at_a_time(
     # parsed alone but near an odd one, and the judging stops at the violation limit
     # without keying the runs after it
     assert len(parsed) <= 64 * min(len(odd_at), 2) + 2 * STOP_AFTER_VIOLATIONS
+
+
+# --- route backends ----------------------------------------------------------------------------
+
+_backends = st.one_of(
+    st.just({"name": "reviews", "port": 9080}),
+    st.just({"name": "reviews", "kind": "Service", "group": "core"}),
+    st.just({"name": "db.example.com", "kind": "ServiceEntry", "group": "networking.istio.io"}),
+    st.just({"name": "pool", "kind": "InferencePool", "group": "inference.networking.k8s.io"}),
+    st.sampled_from(["api.example.com", "evil.example.org", "10.1.2.3", "", "Bad Name"]).map(
+        lambda name: {"name": name, "kind": "Hostname", "group": "networking.istio.io"}
+    ),
+    st.just({"name": "x", "kind": "Service", "group": "apps"}),
+    st.just({"name": "x", "kind": ["Service"]}),
+    st.just({"name": "x", "filters": [{"requestMirror": {"backendRef": {"name": "m"}}}]}),
+    st.just({"name": "x", "filters": {}}),
+    st.sampled_from([None, 7, "x"]),
+)
+_rules = st.one_of(
+    st.lists(_backends, max_size=3).map(lambda refs: {"backendRefs": refs}),
+    st.just({}),
+    st.just({"backendRefs": None}),
+    st.just({"backendRefs": {"name": "x"}}),
+    st.just({"filters": [{"requestMirror": {"backendRef": {"name": "m", "kind": "Hostname"}}}]}),
+    st.just({"filters": []}),
+    st.sampled_from([None, 7]),
+)
+
+
+@FAST
+@given(
+    rules=st.lists(_rules, min_size=1, max_size=40), kind=st.sampled_from(["UDPRoute", "HTTPRoute"])
+)
+def test_route_backends(rules: list[Any], kind: str) -> None:
+    assert_same(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": kind,
+            "metadata": meta("rt"),
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": rules},
+        }
+    )
+
+
+@pytest.mark.parametrize("count", [40, 5000])
+def test_plain_route_backends_are_judged_alike_at_any_count(count: int) -> None:
+    rules = [
+        {
+            "backendRefs": [
+                {"name": f"svc-{i}", "port": 53},
+                {"name": "evil.example.org", "kind": "Hostname", "group": "networking.istio.io"},
+            ]
+            if i % 97 == 5
+            else [{"name": f"svc-{i}", "port": 53}]
+        }
+        for i in range(count)
+    ]
+    manifest = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "UDPRoute",
+        "metadata": meta("rt"),
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": rules},
+    }
+    assert gatewayapi._plain_backends(rules) is not None
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert fast.violations and fast.violations[0].field.startswith("spec.rules[5].backendRefs[1]")
