@@ -484,6 +484,19 @@ def gateway_servers(n: int) -> dict[str, Any]:
     }
 
 
+def udp_route_rules(n: int) -> dict[str, Any]:
+    """A Gateway API UDPRoute with ``n`` rules, each to a Service backend of its own."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "UDPRoute",
+        "metadata": _meta("many-rules"),
+        "spec": {
+            "parentRefs": [{"name": "dns-gateway"}],
+            "rules": [{"backendRefs": [{"name": f"dns-{i}", "port": 53}]} for i in range(n)],
+        },
+    }
+
+
 def gateway_api_addresses(n: int) -> dict[str, Any]:
     """A Gateway API Gateway asking for ``n`` addresses, each a host of its own."""
     return {
@@ -580,6 +593,7 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "EndpointSlice with n FQDN endpoints": endpoint_slice_fqdns,
     "Gateway with n servers": gateway_servers,
     "Gateway API Gateway with n addresses": gateway_api_addresses,
+    "Gateway API UDPRoute with n rules": udp_route_rules,
     "EnvoyFilter with n patches": envoy_filter_patches,
     "WorkloadEntry with n labels": workload_entry_labels,
 }
