@@ -331,9 +331,15 @@ def run_python_client(
 # --- in-process measurements -------------------------------------------------------------------
 
 
-def per_call_us(func: Callable[[], object], *, min_seconds: float = 0.3) -> float:
-    """Mean µs per call of ``func``, the best of seven timed batches (the machine's neighbours
-    slow whole tenths of a second down: the fastest batch is the code's own cost)."""
+def per_call_us(
+    func: Callable[[], object], *, batch_seconds: float = 0.01, batches: int = 40
+) -> float:
+    """Mean µs per call of ``func``, in the fastest of ``batches`` short timed batches.
+
+    The machine's neighbours slow it down for whole tenths of a second at a time, long enough
+    to spoil every one of a few long batches; the fastest of many short ones is the code's own
+    cost, as ``timeit`` advises.
+    """
     func()
     n = 1
     while True:
@@ -341,11 +347,11 @@ def per_call_us(func: Callable[[], object], *, min_seconds: float = 0.3) -> floa
         for _ in range(n):
             func()
         elapsed = time.perf_counter() - started
-        if elapsed > min_seconds / 3:
+        if elapsed > batch_seconds:
             break
         n *= 2
     best = elapsed
-    for _ in range(6):
+    for _ in range(batches - 1):
         started = time.perf_counter()
         for _ in range(n):
             func()
