@@ -21,6 +21,7 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from tests.e2e.harness import ControlPlane
+from tests.manifests import static_service_entry
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import ReportFlavour
 from webhook.kube.audit_listing import ListedObjects, governed_resources
@@ -229,18 +230,7 @@ def test_audit_finds_an_entry_whose_address_a_gateway_pod_took_later(
     for namespace in (tenant, egress):
         kubectl("create", "namespace", namespace, check=True)
     address = f"10.{int(suffix[:2], 16)}.{int(suffix[2:4], 16)}.{int(suffix[4:], 16)}"
-    entry = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": {"name": "legacy", "namespace": tenant},
-        "spec": {
-            "hosts": [f"legacy.{tenant}.svc.cluster.local"],
-            "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
-            "resolution": "STATIC",
-            "endpoints": [{"address": address}],
-            "exportTo": ["."],
-        },
-    }
+    entry = static_service_entry("legacy", tenant, address)
     kubectl("apply", "-f", "-", input=yaml.safe_dump(entry), check=True)
     policy = parse_policy(
         f"""

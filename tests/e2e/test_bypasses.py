@@ -28,6 +28,7 @@ from tests.e2e.scenarios import (
     run,
     wait_for,
 )
+from tests.manifests import static_service_entry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -287,18 +288,7 @@ def test_service_entry_at_an_address_of_the_egress_namespace_is_refused(
             "jsonpath={.spec.clusterIP}",
         ).stdout.strip()
         assert cluster_ip, "the API server gave the Service no cluster IP"
-        entry = {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "ServiceEntry",
-            "metadata": {"name": "gateway-alias", "namespace": namespace},
-            "spec": {
-                "hosts": [f"alias.{namespace}.svc.cluster.local"],
-                "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
-                "resolution": "STATIC",
-                "endpoints": [{"address": cluster_ip}],
-                "exportTo": ["."],
-            },
-        }
+        entry = static_service_entry("gateway-alias", namespace, cluster_ip)
         alias = "an address of an egress gateway's namespace"
         outcomes: list[Outcome] = []
 

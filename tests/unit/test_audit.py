@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.manifests import static_service_entry
 from webhook.core.audit import AUDIT_USER, audit, audit_json, audit_table, exit_code, rule_of
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import MAX_RESULTS, ReportFlavour, build_reports, summarize
@@ -231,18 +232,7 @@ allow:
 
 def static_entry(address: str) -> dict[str, Any]:
     """A tenant entry sending to one in-cluster address, as admitted while it was free."""
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": {"name": "legacy", "namespace": "team-a", "uid": "uid-legacy"},
-        "spec": {
-            "hosts": ["legacy.team-a.svc.cluster.local"],
-            "ports": [{"number": 443, "name": "tcp", "protocol": "TCP"}],
-            "resolution": "STATIC",
-            "endpoints": [{"address": address}],
-            "exportTo": ["."],
-        },
-    }
+    return static_service_entry("legacy", "team-a", address)
 
 
 def pod(namespace: str, ip: str, phase: str = "Running") -> dict[str, Any]:
