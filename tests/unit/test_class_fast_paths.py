@@ -42,6 +42,7 @@ from webhook.core.hosts import (
     address_ranges,
     all_valid_names,
     is_service_name,
+    normalize,
 )
 from webhook.core.policy import Policy
 from webhook.core.policy_parsing import parse_policy
@@ -1304,6 +1305,24 @@ _GATEWAY_ADDRESS_VALUES = st.one_of(
     addresses,
     st.sampled_from(
         ["gw.egress", "GW.Egress.svc", " gw.egress.svc.cluster.local. ", "a.egress-x", "egress"]
+    ),
+    # the namespace as a label elsewhere, or followed by what only sometimes makes it one
+    st.sampled_from(
+        [
+            "x1.egress.external.svc",
+            "egress.example.com",
+            "a.egress.",
+            "a.egress..",
+            ".egress",
+            "a.egress .svc",
+            "\ta.egress\u3000",
+            "a.egress.svcx",
+            "a.egress.svc.",
+            "x\na.egress",
+            "a\n.egress",
+            "a.egress\n.svc",
+            "a.b.egress",
+        ]
     ),
     st.none(),
     st.integers(),
@@ -4242,3 +4261,22 @@ def test_plain_route_backends_are_judged_alike_at_any_count(count: int) -> None:
     fast, slow = both(manifest)
     assert fast.violations == slow.violations
     assert fast.violations and fast.violations[0].field.startswith("spec.rules[5].backendRefs[1]")
+
+
+@FAST
+@example(value="a.egress")
+@example(value=" A.EGRESS.SVC. ")
+@example(value="\u3000a.egress\u3000")
+@given(
+    value=st.lists(
+        st.sampled_from(
+            ["a", "egress", "EGRESS", "svc", "x", ".", "..", " ", "\t", "\n", "\u3000"]
+        ),
+        max_size=8,
+    ).map("".join)
+)
+def test_addresses_proven_clean_hold_no_host_of_the_namespace(value: str) -> None:
+    # the proof may send a clean list to be read value by value, never pass a namespace host
+    in_namespace = gatewayapi._in_namespace(normalize(value), "egress")
+    proven = gatewayapi._nothing_to_report("egress", [{"value": value, "type": "Hostname"}])
+    assert not (in_namespace and proven is not None)

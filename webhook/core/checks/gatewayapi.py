@@ -20,8 +20,9 @@ waypoint is ambient, which no Sidecar governs, and an east-west gateway passes m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from itertools import chain, compress, product, repeat
 from operator import not_
 from typing import Any
@@ -315,9 +316,23 @@ def _nothing_to_report(namespace: str, addresses: Sequence[Any]) -> list[bool] |
     values = list(map(dict.get, addresses, repeat("value")))
     if not set(map(type, values)) <= {str, type(None)}:
         return None
-    if f".{namespace}" in "\n".join(filter(None, values)).lower():
+    present = list(filter(None, values))
+    text = "\n".join(present).lower()
+    if f".{namespace}" in text and (
+        # a value holding a newline would pass for two lines
+        text.count("\n") != len(present) - 1 or _namespace_hosts(namespace).search(text)
+    ):
         return None
     return [True] * len(addresses)
+
+
+@lru_cache(maxsize=64)
+def _namespace_hosts(namespace: str) -> re.Pattern[str]:
+    """Lines of lower-cased values that ``_in_namespace`` may take for a host of
+    ``namespace`` once normalized (trimmed, one trailing dot dropped): the second label the
+    namespace, then the end or ``svc``.  Wider than that never matters: a line it finds only
+    sends the list to be read value by value, and ``x.egress.example.com`` no longer does."""
+    return re.compile(rf"^\s*[^.\n]*\.{re.escape(namespace)}(?:\.?\s*$|\.svc(?:[.\s]|$))", re.M)
 
 
 def _in_namespace(host: str, namespace: str) -> bool:
