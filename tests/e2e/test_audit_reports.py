@@ -21,7 +21,7 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from tests.e2e.harness import ControlPlane
-from tests.manifests import static_service_entry
+from tests.manifests import pod, static_service_entry
 from webhook.core.policy_parsing import parse_policy
 from webhook.core.reports import ReportFlavour
 from webhook.kube.audit_listing import ListedObjects, governed_resources
@@ -256,15 +256,7 @@ allow:
         return [(f.name, f.field) for f in result.findings if f.namespace == tenant]
 
     assert tenant_findings() == []
-    gateway = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "gateway", "namespace": egress},
-        "spec": {
-            "serviceAccountName": "default",
-            "containers": [{"name": "istio-proxy", "image": "registry.k8s.io/pause:3.10"}],
-        },
-    }
+    gateway = pod(egress, "gateway")
     kubectl("create", "-f", "-", input=yaml.safe_dump(gateway), check=True)
     # what the kubelet reports once the pod runs (the harness has no kubelet)
     running = {"status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}}

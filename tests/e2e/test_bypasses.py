@@ -28,13 +28,12 @@ from tests.e2e.scenarios import (
     run,
     wait_for,
 )
-from tests.manifests import static_service_entry
+from tests.manifests import pod, static_service_entry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TENANT = "e2e-tenant"
 EGRESS_NAMESPACE = "external"  # the banzai-demo policy's
-PAUSE = "registry.k8s.io/pause:3.10"
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +101,6 @@ def default_sidecar(namespace: str) -> dict[str, Any]:
             "egress": [{"hosts": ["./*", "istio-system/*"]}],
             "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
         },
-    }
-
-
-def pod(namespace: str, name: str = "app") -> dict[str, Any]:
-    """A Pod as a user writes it; the injector adds the proxy where it serves the namespace."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        # The harness runs the API server without the ServiceAccount admission plugin, so the
-        # default it would fill in is written here (the injected token volume needs it).
-        "spec": {"serviceAccountName": "default", "containers": [{"name": "app", "image": PAUSE}]},
     }
 
 

@@ -20,10 +20,10 @@ import yaml
 from tests.e2e.harness import ControlPlane, Injector, Kubectl, Webhook, create_namespace
 from tests.e2e.scenarios import Outcome, apply, assert_admitted, assert_denied, run, wait_for
 from tests.istio_module import istio_module_dir
+from tests.manifests import pod as bare_pod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-PAUSE = "registry.k8s.io/pause:3.10"
 STATUS = "sidecar.istio.io/status"
 
 
@@ -58,19 +58,6 @@ def enforced(cluster: Kubectl, new_namespace: Callable[..., str]) -> Callable[..
         return namespace
 
     return make
-
-
-def bare_pod(namespace: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A Pod as a user writes it: no proxy, no injection annotations."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "namespace": namespace, "labels": dict(labels or {})},
-        # The harness runs the API server without the ServiceAccount admission plugin (no
-        # controller-manager mints tokens), so the default it would fill in is written here;
-        # the injected token volume is invalid without it.
-        "spec": {"serviceAccountName": "default", "containers": [{"name": "app", "image": PAUSE}]},
-    }
 
 
 def create(kubectl: Kubectl, manifest: Mapping[str, Any]) -> Outcome:
