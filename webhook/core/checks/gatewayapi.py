@@ -140,12 +140,14 @@ def _backend_refs(
             yield from mirrors(filters, f"{where}.filters")
 
 
-# backends whose traffic other checks judge (the Service's or ServiceEntry's own), by (group, kind)
-_FOLLOWED = frozenset(
-    {(group, "Service") for group in CORE_GROUPS}
-    | {(ISTIO_GROUP, "ServiceEntry")}
-    | {(group, "InferencePool") for group in INFERENCE_GROUPS}
-)
+def _followed(group: Any, kind: Any) -> bool:
+    """Whether a backend of this group and kind sends to a Service, ServiceEntry or inference
+    pool, whose traffic other checks judge."""
+    return (
+        (group in CORE_GROUPS and kind == "Service")
+        or (group == ISTIO_GROUP and kind == "ServiceEntry")
+        or (group in INFERENCE_GROUPS and kind == "InferencePool")
+    )
 
 
 def _plain_backends(rules: Any) -> Iterator[tuple[str, Mapping[str, Any]]] | None:
@@ -176,10 +178,12 @@ def _plain_backends(rules: Any) -> Iterator[tuple[str, Mapping[str, Any]]] | Non
     kinds = list(map(dict.get, refs, repeat("kind"), repeat("Service")))
     if not set(map(type, groups)) | set(map(type, kinds)) <= {str}:
         return None
-    if all(pair in _FOLLOWED for pair in product(set(groups), set(kinds))):
+    if all(_followed(*pair) for pair in product(set(groups), set(kinds))):
         # a few groups and kinds, every pair of them followed: nothing to judge
         return iter(())
-    followed = list(map(_FOLLOWED.__contains__, zip(groups, kinds, strict=True)))
+    # each distinct pair asked once, the list mapped in C
+    passed = {pair for pair in set(zip(groups, kinds, strict=True)) if _followed(*pair)}
+    followed = list(map(passed.__contains__, zip(groups, kinds, strict=True)))
     if all(followed):
         return iter(())
     # the rule and place in it of each backend, only when some backend is to be judged
@@ -203,11 +207,7 @@ def _check_backend(
     """Services, ServiceEntries and inference pools are checked elsewhere; Hostname here."""
     group = ref.get("group", "")
     kind = ref.get("kind", "Service")
-    if (group in CORE_GROUPS and kind == "Service") or (
-        group == ISTIO_GROUP and kind == "ServiceEntry"
-    ):
-        return
-    if group in INFERENCE_GROUPS and kind == "InferencePool":
+    if _followed(group, kind):
         return
     if group != ISTIO_GROUP or kind != "Hostname":
         reader.add(
