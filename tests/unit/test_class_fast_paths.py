@@ -766,6 +766,51 @@ SPLIT_NAMES = st.one_of(
 @FAST
 @given(
     entries=import_entries(
+        st.sampled_from(["*", ".", "egress", "a.example.com", "team-a"]), SPLIT_NAMES, 40
+    ),
+    picks=st.lists(st.integers(0, 10**6), max_size=4),
+)
+def test_cover_holders_agree_with_the_definition(entries: list[str], picks: list[int]) -> None:
+    # the entries a cover holds for some of its keys: every entry of the keys' namespace parts
+    # when one entry of them has one of the keys, else none
+    found = sidecars.import_classes(POLICY, entries)
+    text = sidecars._wildcards_moved("\n".join(entries), len(entries))
+    if found is None or text is None or not isinstance(found[1], sidecars.Cover):
+        cover = sidecars.covering_classes(POLICY, entries, text) if text else None
+    else:
+        cover = found[1]
+    if cover is None:
+        return
+    cover.text, cover.entries = text, entries
+    keys = _checked_keys_of(entries)
+    cover_keys = sorted(cover)
+    wrong = {cover_keys[i % len(cover_keys)] for i in picks}
+    spaces = {
+        k.partition("/")[0] + ("*" if k.partition("/")[2].startswith("*.") else "") for k in wrong
+    }
+    expected = (
+        [i for i, k in enumerate(keys) if _space_of(entries[i]) in spaces]
+        if any(k in wrong for k in keys)
+        else []
+    )
+    assert sidecars._holders(POLICY, cover, wrong) == expected
+
+
+def _checked_keys_of(entries: list[str]) -> list[str]:
+    keys = sidecars._checked_keys(POLICY, entries)
+    assert keys is not None
+    return keys
+
+
+def _space_of(entry: str) -> str:
+    """An entry's namespace part, "*" appended for a wildcard name (as in a key)."""
+    space, _, name = entry.partition("/")
+    return space + ("*" if name.startswith("*.") else "")
+
+
+@FAST
+@given(
+    entries=import_entries(
         st.sampled_from(["*", ".", "egress", "a.example.com", "p1.example.com"]), SPLIT_NAMES, 40
     ),
     sample=st.sampled_from([1, 3, 256]),

@@ -564,26 +564,28 @@ def counted_classes(
     # class further down, with a known domain in between, holds none either)
     below = [k for k in policy.known_domains if k.partition(".")[2] in known]
     nested = [k for k in below if k in known]
-    # each name as ".name": ".k\n" finds a name that is k or ends with ".k" in one search
-    lines = "\n." + joined_names.replace("\n", "\n.") + "\n"
+    # every name between newlines: "\nk\n" finds a name that is k, ".k\n" one ending with ".k"
+    # (no match of either starts at the first newline or ends at a name's own end)
+    text = "\n" + joined_names + "\n"
     if len(below) > COUNTED_AT_MOST or any(
-        f"\n.{k}\n" in lines if k in known else f".{k}\n" in lines for k in below
+        f"\n{k}\n" in text or (k not in known and f".{k}\n" in text) for k in below
     ):
         # a name the policy knows, or one under a known domain that is no class
         return None
-    # a name ending with ".k" is dotted: the text without the dots added; a name under a
-    # nested class ends with its parent class too, and is counted once, in the nested one
-    text = joined_names + "\n"
+    # a name under a nested class ends with its parent class too, and is counted once, in
+    # the nested one
     counted = sum(text.count(f".{domain}\n") for domain in known)
     counted -= sum(text.count(f".{domain}\n") for domain in nested)
     if "" not in classes:
         return classes if counted == count else None
     # the known top-level labels: the root's children in the tree of known domains
     tops = list(policy.known_tree)
-    if len(tops) > COUNTED_AT_MOST or sum(lines.count(f".{top}\n") for top in tops) != counted:
+    if len(tops) > COUNTED_AT_MOST or counted != sum(
+        text.count(f".{top}\n") + text.count(f"\n{top}\n") for top in tops
+    ):
         return None
     # the rest are under top-level labels the policy does not know, and dotted
-    return classes if all_dotted(text) else None
+    return classes if all_dotted(text[1:]) else None
 
 
 def classes_of_unknown_names(

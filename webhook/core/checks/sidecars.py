@@ -9,6 +9,7 @@ Sidecar may only import the external services its workloads are allowed to reach
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import (
     Callable,
@@ -336,6 +337,9 @@ def _holders(policy: Policy, cover: Cover, keys: Iterable[Hashable]) -> list[int
     pairs each namespace part with each class, so a wrong pair may be one no entry has (an
     egress-namespace part next to a class only the tenant's own imports use).  Classes are
     counted (``counted_classes``) or ``nearest_known`` of the names' parents, as the cover's.
+
+    Only the names of the keys' namespace parts are read out of the text (one search each);
+    the whole text is split only when one of them may be held.
     """
     wanted: dict[str, set[str]] = {}
     for key in cast("Iterable[str]", keys):
@@ -343,23 +347,25 @@ def _holders(policy: Policy, cover: Cover, keys: Iterable[Hashable]) -> list[int
         if rest.startswith("*."):
             space, rest = space + _WILD, rest[2:]
         wanted.setdefault(space, set()).add(rest)
-    parts = cover.text.replace("/", "\n").split("\n")
-    spaces, names = parts[0::2], parts[1::2]
-    at: list[int] = []
+    # every line is "space/name" without another '/' or newline (``_wildcards_moved``)
+    lines = "\n" + cover.text
     held = False
     for space, classes in wanted.items():
-        mine = list(compress(range(len(spaces)), map(space.__eq__, spaces)))
-        at += mine
-        if held or not mine:
+        own: list[str] = re.findall("\n" + re.escape(space) + "/([^\n]*)", lines)
+        if not own:
             continue
-        own: list[str] = list(map(names.__getitem__, mine))
         present = counted_classes(policy, own[:CLASS_SAMPLE], "\n".join(own), len(own))
         if present is None:
             parents = list(map(itemgetter(2), map(str.partition, own, repeat("."))))
             held = not classes.isdisjoint(nearest_known(policy, parents))
         else:
             held = not classes.isdisjoint(present)
-    return sorted(at) if held else []
+        if held:
+            break
+    if not held:
+        return []
+    spaces = cover.text.replace("/", "\n").split("\n")[0::2]
+    return list(compress(range(len(spaces)), map(wanted.__contains__, spaces)))
 
 
 def _judge_covered(
