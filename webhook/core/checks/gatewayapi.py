@@ -14,7 +14,9 @@ what a VirtualService does:
 Backends of kind Service and ServiceEntry are fine here: those objects are checked on their own.
 A Gateway of class ``istio`` is the tenant's own ingress: it opens no egress by itself, what it
 forwards comes from the routes attached to it, which are judged here; istiod's Deployment for it
-is recognised by author (``istiod_gateways``).  Waypoint and east-west classes are refused: a
+is recognised by author (``istiod_gateways``), and what the Gateway hands that Deployment (the
+proxy image annotation, the pods' labels and annotations, a ``parametersRef`` overlay) is
+judged here.  Waypoint and east-west classes are refused: a
 waypoint is ambient, which no Sidecar governs, and an east-west gateway passes mesh traffic on.
 """
 
@@ -37,6 +39,8 @@ from webhook.core.checks.common import (
     many,
     read_hosts,
 )
+from webhook.core.checks.injection import STATUS
+from webhook.core.checks.pods import check_capture_metadata
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.hosts import is_ip, normalize
 from webhook.core.policy import Policy
@@ -257,6 +261,7 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
             "traffic would escape the egress allow list; run gateways in a namespace outside "
             "the guardrail, or use the egress gateway",
         )
+    _check_infrastructure(reader, policy, review.object, spec)
     addresses = spec.get("addresses")
     namespace = policy.egress_namespace
     if type(addresses) is list and many(addresses):
@@ -278,6 +283,51 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
     for where, address in reader.mappings(addresses, "spec.addresses"):
         _check_address(reader, address, where, namespace)
     return reader.violations
+
+
+def _check_infrastructure(
+    reader: Reader, policy: Policy, obj: Mapping[str, Any] | None, spec: Mapping[str, Any]
+) -> None:
+    """What the controller copies from a Gateway into the proxy it deploys for it.
+
+    istiod renders the Deployment from its template and the Gateway: ``metadata.annotations``
+    choose the proxy image (``sidecar.istio.io/proxyImage``), the labels and annotations of
+    ``spec.infrastructure`` (or, without them, the Gateway's own) become the pods', and a
+    ``parametersRef`` ConfigMap is merged over the rendered objects.  That proxy is never
+    captured and runs as UID 1337, so these are judged like a pod's own, with the egress
+    gateways' selectors and a hand-written injector status refused besides.
+    """
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    meta = reader.mapping(meta, "metadata")
+    infra = reader.mapping(spec.get("infrastructure"), "spec.infrastructure")
+    if infra.get("parametersRef") is not None:
+        reader.add(
+            "spec.infrastructure.parametersRef",
+            "istiod merges the referenced ConfigMap over the gateway proxy's Deployment (its "
+            "command, image and containers included) and renders again whenever the ConfigMap "
+            "changes, which egress-guard does not see; that proxy runs uncaptured as UID 1337, "
+            "so remove the reference (class-wide settings belong in the GatewayClass defaults "
+            "the platform team keeps)",
+        )
+    for path, fields in (("metadata", meta), ("spec.infrastructure", infra)):
+        labels = reader.labels(fields.get("labels"), f"{path}.labels") or {}
+        annotations = reader.labels(fields.get("annotations"), f"{path}.annotations") or {}
+        check_capture_metadata(reader, path, labels, annotations)
+        if STATUS in annotations:
+            reader.add(
+                f"{path}.annotations[{STATUS}]",
+                "is written by the Istio injector; on the gateway's pods it claims an "
+                "injection that never happened; remove it",
+            )
+        for gw in policy.gateways:
+            if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
+                reader.add(
+                    f"{path}.labels",
+                    f"give the gateway's pods the selector of the egress gateway {gw.ref}, so "
+                    "the egress namespace's Gateway would program this proxy too, which runs "
+                    "uncaptured and without the egress gateway's authorization; remove them",
+                )
+                break
 
 
 def _check_address(reader: Reader, address: Mapping[str, Any], where: str, namespace: str) -> None:

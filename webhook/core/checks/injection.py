@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, Protocol, runtime_checkable
 
 from webhook.core.checks import ClusterView
 from webhook.core.checks.common import Reader, many
+from webhook.core.checks.istiod_gateways import gateway_name
 from webhook.core.decisions import Violation
 from webhook.core.reviews import Review
 
 PROXY = "istio-proxy"
 STATUS = "sidecar.istio.io/status"
 REGISTRY_ONLY = "REGISTRY_ONLY"
+# names the injector gives its containers (enable-core-dump only with the enableCoreDump option)
+INJECTED_CONTAINERS = frozenset({PROXY, "istio-init", "istio-validation", "enable-core-dump"})
 
 
 @runtime_checkable
@@ -52,7 +55,8 @@ def pod_invariants(review: Review, view: ClusterView) -> list[Violation]:
     if review.kind != "Pod" or review.operation != "CREATE" or review.sub_resource:
         return []
     obj = review.object
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, Mapping) or is_istiod_gateway_pod(obj):
+        # a gateway proxy routes on its own config and is never captured: nothing to inject
         return []
     found = []
     missing = missing_proxy(obj)
@@ -93,6 +97,34 @@ def missing_proxy(pod: Mapping[str, Any]) -> str | None:
             "pod's traffic to it; let the injector add the proxy"
         )
     return None
+
+
+def is_istiod_gateway_pod(pod: Mapping[str, Any]) -> bool:
+    """A Pod of a Gateway API Gateway deployed by istiod: its labels, and the proxy alone.
+
+    istiod renders these with injection off and the ``istio-proxy`` container written out, so
+    no injector status names it.  Only istiod and Kubernetes' controllers may write objects
+    carrying those labels (``istiod_gateways.authorship_violations``), and the Gateway's own
+    fields that reach the Deployment are judged (``gatewayapi.check_gateway``).
+    """
+    meta = pod.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    spec = pod.get("spec")
+    return (
+        isinstance(labels, Mapping)
+        and gateway_name(labels) is not None
+        and isinstance(spec, Mapping)
+        and proxy_alone(spec)
+    )
+
+
+def proxy_alone(spec: Mapping[str, Any]) -> bool:
+    """The pod runs the proxy alone: one container, ``istio-proxy``, and injected init ones."""
+    # two names tell that it is not alone, however many containers there are
+    alone = list(islice(container_names(spec.get("containers")), 2)) == [PROXY]
+    return alone and all(
+        map(INJECTED_CONTAINERS.__contains__, container_names(spec.get("initContainers")))
+    )
 
 
 def container_names(value: Any) -> Iterable[Any]:

@@ -2,12 +2,14 @@
 
 A tenant's own ingress gateway opens no egress by itself: what it forwards comes from the routes
 attached to it, which are judged already.  Its proxy, though, is a gateway: deployed by istiod
-with the ``gateway`` injection template, running as UID 1337 and never captured, which the pod
-rules refuse to tenants.  So those objects are recognised by who writes them: istiod writes the
+with injection off and the proxy written out by its ``kube-gateway`` template (older Istio: the
+``gateway`` injection template), running as UID 1337 and never captured, which the pod rules
+refuse to tenants.  So those objects are recognised by who writes them: istiod writes the
 Deployment, Kubernetes' controllers derive the ReplicaSet and the Pods; anyone else writing an
 object that carries istiod's gateway labels is refused (change the Gateway instead).  With that
 authorship held, the pod rules may treat a pod with those labels and only the proxy in it as a
-gateway pod.
+gateway pod, and what the Gateway hands istiod for it is judged on the Gateway
+(``gatewayapi``).
 """
 
 from __future__ import annotations

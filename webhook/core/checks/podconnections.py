@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import Reader
-from webhook.core.checks.pods import INJECTED_CONTAINERS
+from webhook.core.checks.injection import INJECTED_CONTAINERS
 from webhook.core.decisions import Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import yaml
@@ -27,9 +26,10 @@ import yaml
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode, many, type_name
 from webhook.core.checks.injection import (
+    INJECTED_CONTAINERS,
     STATUS,
-    container_names,
     pod_invariants,
+    proxy_alone,
     status_names,
 )
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
@@ -38,16 +38,13 @@ from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
 PROXY_ID = 1337
+PROXY_CONTAINER = "istio-proxy"
 INJECT = "sidecar.istio.io/inject"
 TEMPLATES = "inject.istio.io/templates"
 PROXY_CONFIG = "proxy.istio.io/config"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 INCLUDE_OUTBOUND_IPS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
 
-# names the injector gives its containers (enable-core-dump only with the enableCoreDump option)
-INJECTED_CONTAINERS = frozenset(
-    {"istio-proxy", "istio-init", "istio-validation", "enable-core-dump"}
-)
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 # injectRequired() in istio/istio pkg/kube/inject/inject.go: these values inject, "" means the
 # namespace default; anything else ("false", "no", "False", "off", typos) skips injection
@@ -186,14 +183,15 @@ def pod_violations(
     annotations = (
         reader.labels(shape.metadata.get("annotations"), f"{shape.meta_path}.annotations") or {}
     )
-    gateway = _is_egress_gateway(policy, namespace, labels, shape) or _is_istiod_gateway(
-        labels, shape
-    )
+    istiod_gateway = not policy.is_egress_namespace(namespace) and _is_istiod_gateway(labels, shape)
+    gateway = istiod_gateway or _is_egress_gateway(policy, namespace, labels, shape)
     injected = frozenset() if shape.template else _injected_names(annotations)
     if not gateway:
         _check_injection(reader, shape, labels, annotations)
         _check_gateway_lookalike(reader, policy, namespace, labels, shape)
-    _check_capture(reader, shape, labels, annotations)
+    if istiod_gateway:
+        _check_istiod_gateway(reader, policy, labels, shape)
+    check_capture_metadata(reader, shape.meta_path, labels, annotations)
     skipped = (injected | {"istio-proxy"}) if gateway else injected
     _check_spec(reader, shape, skipped, gateway)
     return reader.violations
@@ -252,7 +250,7 @@ def _is_egress_gateway(
         for gw in policy.gateways
     ):
         return False
-    return _proxy_alone(shape.spec)
+    return proxy_alone(shape.spec)
 
 
 def _check_gateway_lookalike(
@@ -285,6 +283,54 @@ def _pod_labels(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return labels if isinstance(labels, Mapping) else {}
 
 
+# istiod's gateway template runs the image's entrypoint with these first arguments (older
+# Istio: the injector's gateway template adds them at Pod creation, the Deployment has none)
+GATEWAY_PROXY_ARGS = ("proxy", "router")
+
+
+def _check_istiod_gateway(
+    reader: Reader, policy: Policy, labels: Mapping[str, str], shape: PodShape
+) -> None:
+    """An istiod gateway pod outside the egress namespace runs istiod's proxy as rendered, and
+    no Gateway of the egress namespace selects it.
+
+    Its proxy is never captured, so its routes are all that keeps it in: Gateways select pods
+    in every namespace, and one of the egress namespace's would give this proxy the egress
+    gateway's listeners without the egress gateway's AuthorizationPolicy.  A command, or
+    arguments other than istiod's, mean the Deployment was rewritten (a ``parametersRef``
+    overlay): whatever runs then is not a proxy configured by istiod.
+    """
+    for gw in policy.gateways:
+        if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
+            reader.add(
+                f"{shape.meta_path}.labels",
+                f"carries the selector of the egress gateway {gw.ref}, so the egress "
+                "namespace's Gateway programs this gateway proxy too, which runs uncaptured "
+                "outside the egress namespace and without the egress gateway's authorization; "
+                "remove those labels from the Gateway",
+            )
+            break
+    for where, container in reader.mappings(
+        shape.spec.get("containers"), f"{shape.spec_path}.containers"
+    ):
+        if container.get("name") != PROXY_CONTAINER:
+            continue
+        if container.get("command") is not None:
+            reader.add(
+                f"{where}.command",
+                "replaces the entrypoint of the gateway proxy, which runs uncaptured as UID "
+                "1337: istiod's template sets none; remove the override",
+            )
+        args = container.get("args")
+        if args is not None and (type(args) is not list or tuple(args[:2]) != GATEWAY_PROXY_ARGS):
+            reader.add(
+                f"{where}.args",
+                "are not the arguments istiod gives a gateway proxy ('proxy', 'router', ...), "
+                "so what runs uncaptured as UID 1337 is not a proxy configured by istiod; "
+                "remove the override",
+            )
+
+
 def _is_istiod_gateway(labels: Mapping[str, str], shape: PodShape) -> bool:
     """A pod of a Gateway API Gateway deployed by istiod: its labels, and the proxy alone.
 
@@ -293,16 +339,7 @@ def _is_istiod_gateway(labels: Mapping[str, str], shape: PodShape) -> bool:
     """
     if gateway_name(labels) is None:
         return False
-    return _proxy_alone(shape.spec)
-
-
-def _proxy_alone(spec: Mapping[str, Any]) -> bool:
-    """The pod runs the proxy alone: one container, ``istio-proxy``, and injected init ones."""
-    # two names tell that it is not alone, however many containers there are
-    alone = list(islice(container_names(spec.get("containers")), 2)) == ["istio-proxy"]
-    return alone and all(
-        map(INJECTED_CONTAINERS.__contains__, container_names(spec.get("initContainers")))
-    )
+    return proxy_alone(shape.spec)
 
 
 def _check_injection(
@@ -343,14 +380,15 @@ def _check_injection(
         )
 
 
-def _check_capture(
+def check_capture_metadata(
     reader: Reader,
-    shape: PodShape,
+    meta_path: str,
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
 ) -> None:
-    """Nothing narrows what iptables hands to the proxy, or replaces the proxy."""
-    meta = f"{shape.meta_path}.annotations"
+    """Nothing in a pod's labels and annotations (under ``meta_path``) narrows what iptables
+    hands to the proxy, or replaces or reconfigures the proxy."""
+    meta = f"{meta_path}.annotations"
     for key, effect in SHRINKING_ANNOTATIONS.items():
         value = annotations.get(key)
         if value is not None and value.strip():
@@ -377,7 +415,7 @@ def _check_capture(
     mode_label = ambient_mode(labels)
     if mode_label is not None:
         reader.add(
-            f"{shape.meta_path}.labels[{DATAPLANE_MODE}]",
+            f"{meta_path}.labels[{DATAPLANE_MODE}]",
             f"{mode_label!r} enrols the pod in the ambient data plane, which ignores Sidecar "
             "resources and exportTo, and so the egress allow list; remove the label",
         )

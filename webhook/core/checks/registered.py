@@ -11,6 +11,7 @@ from webhook.core.checks import (  # noqa: F401
     podconnections,
     pods,
     proxyconfigs,
+    requestauthentications,
     serviceentries,
     services,
     sidecars,
