@@ -580,9 +580,9 @@ def counted_classes(
         return classes if counted == count else None
     # the known top-level labels: the root's children in the tree of known domains
     tops = list(policy.known_tree)
-    if len(tops) > COUNTED_AT_MOST or counted != sum(
-        text.count(f".{top}\n") + text.count(f"\n{top}\n") for top in tops
-    ):
+    # (a name that is a known top-level label itself goes uncounted here, but it is no dotted
+    # name, which the last test refuses)
+    if len(tops) > COUNTED_AT_MOST or counted != sum(text.count(f".{top}\n") for top in tops):
         return None
     # the rest are under top-level labels the policy does not know, and dotted
     return classes if all_dotted(text[1:]) else None
