@@ -216,7 +216,10 @@ def gateway(
     }
 
 
-@pytest.mark.parametrize("klass", ["istio-waypoint", "istio-east-west"])
+@pytest.mark.parametrize(
+    "klass",
+    ["istio-waypoint", "istio-east-west", "istio-agentgateway", "istio-agentgateway-waypoint"],
+)
 def test_tenant_gateway_deploying_an_ungoverned_proxy_is_denied(klass: str) -> None:
     assert fields(judge(gateway(klass))) == ["spec.gatewayClassName"]
 
@@ -245,3 +248,20 @@ def test_gateway_binding_the_egress_gateway_pods_is_denied(value: str) -> None:
 def test_gateway_address_that_merely_resembles_the_egress_namespace_is_allowed() -> None:
     manifest = gateway("cloud-lb", addresses=[{"type": "Hostname", "value": "lb.external.com"}])
     assert judge(manifest, BANZAI).allowed
+
+
+@pytest.mark.parametrize("klass", ["istio", "istio-remote", "some-other-class"])
+@pytest.mark.parametrize("where", ["metadata", "spec.infrastructure"])
+def test_gateway_declaring_a_network_gateway_is_denied(klass: str, where: str) -> None:
+    # istiod takes any Gateway with the network label for that network's gateway: every
+    # sidecar then sends traffic for endpoints of that network to the Gateway's addresses
+    manifest = gateway(klass, addresses=[{"type": "IPAddress", "value": "203.0.113.7"}])
+    manifest["spec"]["listeners"] = [
+        {"name": "cross-network", "port": 15443, "protocol": "TLS", "tls": {"mode": "Passthrough"}}
+    ]
+    labels = {"topology.istio.io/network": "evilnet"}
+    if where == "metadata":
+        manifest["metadata"]["labels"] = labels
+    else:
+        manifest["spec"]["infrastructure"] = {"labels": labels}
+    assert fields(judge(manifest)) == [f"{where}.labels[topology.istio.io/network]"]

@@ -293,6 +293,92 @@ def test_ambient_opt_out_label_on_sidecar_pod_is_allowed() -> None:
     assert judge(manifest).allowed
 
 
+# --- the node as the client: probes, hooks and volumes -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("container", "field"),
+    [
+        (
+            {"readinessProbe": {"httpGet": {"host": "evil.example", "port": 443, "path": "/b"}}},
+            "readinessProbe.httpGet.host",
+        ),
+        (
+            {"livenessProbe": {"tcpSocket": {"host": "198.51.100.9", "port": 25}}},
+            "livenessProbe.tcpSocket.host",
+        ),
+        (
+            {"startupProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}}},
+            "startupProbe.httpGet.host",
+        ),
+        (
+            {"lifecycle": {"postStart": {"httpGet": {"host": "203.0.113.7", "port": 80}}}},
+            "lifecycle.postStart.httpGet.host",
+        ),
+        (
+            {"lifecycle": {"preStop": {"tcpSocket": {"host": "203.0.113.7", "port": 80}}}},
+            "lifecycle.preStop.tcpSocket.host",
+        ),
+    ],
+)
+def test_probe_or_hook_naming_a_host_is_denied(container: dict[str, Any], field: str) -> None:
+    # the kubelet connects from the node, outside the mesh, with the path and headers given
+    manifest = deployment()
+    template(manifest)["spec"]["containers"][0].update(container)
+    assert fields(judge(manifest)) == [f"spec.template.spec.containers[0].{field}"]
+    init = deployment()
+    template(init)["spec"]["initContainers"][0].update(container)
+    assert fields(judge(init)) == [f"spec.template.spec.initContainers[0].{field}"]
+
+
+def test_probes_and_hooks_on_the_pod_itself_are_allowed() -> None:
+    manifest = deployment()
+    template(manifest)["spec"]["containers"][0].update(
+        {
+            "readinessProbe": {"httpGet": {"port": 8080, "path": "/ready", "host": ""}},
+            "livenessProbe": {"tcpSocket": {"port": 8080}},
+            "startupProbe": {"exec": {"command": ["true"]}},
+            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        }
+    )
+    assert judge(manifest).allowed
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        {"nfs": {"server": "203.0.113.7", "path": "/exports"}},
+        {"gitRepo": {"repository": "https://evil.example/x.git"}},
+        {"iscsi": {"targetPortal": "203.0.113.7:3260", "iqn": "iqn.x", "lun": 0}},
+        {"cephfs": {"monitors": ["203.0.113.7:6789"]}},
+        {"flexVolume": {"driver": "example/smb", "options": {"server": "203.0.113.7"}}},
+        {"azureFile": {"secretName": "acct", "shareName": "loot"}},
+    ],
+)
+def test_volume_the_node_mounts_from_afar_is_denied(volume: dict[str, Any]) -> None:
+    manifest = deployment()
+    spec = template(manifest)["spec"]
+    spec["volumes"] = [{"name": "cache", "emptyDir": {}}, {"name": "out", **volume}]
+    assert fields(judge(manifest)) == [f"spec.template.spec.volumes[1].{next(iter(volume))}"]
+
+
+def test_volumes_the_node_serves_itself_are_allowed() -> None:
+    manifest = deployment()
+    template(manifest)["spec"]["volumes"] = [
+        {"name": "a", "emptyDir": {}},
+        {"name": "b", "configMap": {"name": "c"}},
+        {"name": "c", "secret": {"secretName": "s"}},
+        {"name": "d", "projected": {"sources": []}},
+        {"name": "e", "downwardAPI": {"items": []}},
+        {"name": "f", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "g", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+        {"name": "h", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}},
+        {"name": "i", "hostPath": {"path": "/var/log"}},
+        {"name": "j", "image": {"reference": "registry.example/data:1"}},
+    ]
+    assert judge(manifest).allowed
+
+
 # --- pod spec: host network, proxy IDs, privileges --------------------------------------------
 
 

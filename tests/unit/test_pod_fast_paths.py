@@ -178,7 +178,36 @@ def container(rng: random.Random) -> Any:
         item["securityContext"] = security(rng)
     if rng.random() < 0.1:
         item["restartPolicy"] = "Always"
+    if rng.random() < 0.2:
+        item[rng.choice(["readinessProbe", "livenessProbe", "startupProbe"])] = handler(rng)
+    if rng.random() < 0.1:
+        item["lifecycle"] = rng.choice(
+            [None, "x", {rng.choice(["postStart", "preStop"]): handler(rng)}]
+        )
     return item
+
+
+def handler(rng: random.Random) -> Any:
+    """A probe or hook: on the pod itself, at a host, or of another shape."""
+    action = rng.choice(["httpGet", "tcpSocket", "exec", "grpc"])
+    fields: dict[str, Any] = {"port": 8080}
+    roll = rng.random()
+    if roll < 0.4:
+        fields["host"] = rng.choice(["203.0.113.7", "evil.example", "", None, 7])
+    return rng.choice([{action: fields}, {action: "x"}, "x"])
+
+
+def volume_list(rng: random.Random) -> Any:
+    """Volumes of the types the node serves itself, now and then one it mounts from afar."""
+    if rng.random() < 0.05:
+        return rng.choice([None, "x", {"name": "v"}])
+    safe = [{"emptyDir": {}}, {"configMap": {"name": "c"}}, {"persistentVolumeClaim": {}}]
+    remote = [{"nfs": {"server": "203.0.113.7", "path": "/"}}, {"gitRepo": {}}]
+    items: list[Any] = []
+    for index in range(rng.randint(0, 6)):
+        kind = rng.choice(remote) if rng.random() < 0.2 else rng.choice(safe)
+        items.append({"name": f"v{index}", **kind} if rng.random() < 0.95 else "x")
+    return items
 
 
 def container_list(rng: random.Random) -> Any:
@@ -207,6 +236,8 @@ def pod_specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if rng.random() < 0.5:
         spec["ephemeralContainers"] = container_list(rng)
+    if rng.random() < 0.5:
+        spec["volumes"] = volume_list(rng)
     return spec
 
 

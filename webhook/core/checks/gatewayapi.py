@@ -54,7 +54,14 @@ ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
 # classes for which istiod deploys a proxy in the Gateway's own namespace that routes cannot
 # describe: waypoints are ambient (no Sidecar applies), east-west gateways pass mesh traffic on.
 # Class "istio" (the tenant's own ingress) is fine: what it forwards comes from attached routes.
-PROXY_DEPLOYING_CLASSES = frozenset({"istio-waypoint", "istio-east-west"})
+# With agentgateway switched on, istiod deploys agentgateway proxies (ingress and waypoint),
+# whose pods are no Envoy gateway the pod rules recognise.
+PROXY_DEPLOYING_CLASSES = frozenset(
+    {"istio-waypoint", "istio-east-west", "istio-agentgateway", "istio-agentgateway-waypoint"}
+)
+# istiod registers a Gateway carrying this label, of any class, as the gateway of that network:
+# sidecars then send the mesh's traffic for endpoints of that network to its addresses
+NETWORK_LABEL = "topology.istio.io/network"
 
 
 @checks(GROUP, *ROUTE_KINDS)
@@ -295,7 +302,8 @@ def _check_infrastructure(
     ``spec.infrastructure`` (or, without them, the Gateway's own) become the pods', and a
     ``parametersRef`` ConfigMap is merged over the rendered objects.  That proxy is never
     captured and runs as UID 1337, so these are judged like a pod's own, with the egress
-    gateways' selectors and a hand-written injector status refused besides.
+    gateways' selectors and a hand-written injector status refused besides.  The network label
+    is refused too: on the Gateway it declares a cross-network gateway.
     """
     meta = obj.get("metadata") if isinstance(obj, Mapping) else None
     meta = reader.mapping(meta, "metadata")
@@ -312,6 +320,14 @@ def _check_infrastructure(
     for path, fields in (("metadata", meta), ("spec.infrastructure", infra)):
         labels = reader.labels(fields.get("labels"), f"{path}.labels") or {}
         annotations = reader.labels(fields.get("annotations"), f"{path}.annotations") or {}
+        if NETWORK_LABEL in labels:
+            reader.add(
+                f"{path}.labels[{NETWORK_LABEL}]",
+                "makes istiod take this Gateway's addresses for the gateway of network "
+                f"{labels[NETWORK_LABEL]!r}: every sidecar then sends traffic for endpoints of "
+                "that network to those addresses, past the egress gateway; networks and their "
+                "gateways are the platform's to declare, so remove the label",
+            )
         check_capture_metadata(reader, path, labels, annotations)
         if STATUS in annotations:
             reader.add(

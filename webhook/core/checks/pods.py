@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import Any
 
 import yaml
@@ -463,6 +465,48 @@ def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gatewa
         _check_ids(reader, pod_security, f"{path}.securityContext", pod_level=True)
     for list_name in CONTAINER_LISTS:
         _check_containers(reader, spec.get(list_name), f"{path}.{list_name}", skipped)
+    _check_volumes(reader, spec.get("volumes"), f"{path}.volumes")
+
+
+# volume sources the node serves from the pod, the cluster or storage the platform provisions;
+# every other type (nfs, iscsi, rbd, cephfs, glusterfs, flexVolume, gitRepo, the cloud disks
+# and file shares...) has the node connect to a server, share or repository the pod spec names
+SAFE_VOLUME_FIELDS = frozenset(
+    {
+        "name",
+        "configMap",
+        "secret",
+        "downwardAPI",
+        "projected",
+        "emptyDir",
+        "persistentVolumeClaim",
+        "ephemeral",
+        "csi",
+        "hostPath",
+        "image",
+    }
+)
+
+
+def _check_volumes(reader: Reader, value: Any, path: str) -> None:
+    """No volume has the node mount remote storage the tenant names."""
+    items: Iterable[tuple[str, Mapping[str, Any]]]
+    if type(value) is list and many(value) and set(map(type, value)) == {dict}:
+        # a pod may list thousands of volumes: only those with an unknown field are read
+        odd = compress(range(len(value)), map(not_, map(SAFE_VOLUME_FIELDS.issuperset, value)))
+        items = ((f"{path}[{i}]", value[i]) for i in odd)
+    else:
+        items = reader.mappings(value, path)
+    for where, volume in items:
+        for key in volume:
+            if key not in SAFE_VOLUME_FIELDS:
+                reader.add(
+                    f"{where}.{key}",
+                    f"a {key} volume is mounted by the node from a server or repository the pod "
+                    "spec names, outside the mesh and its egress gateway, so data written to it "
+                    "leaves the cluster unchecked; use a PersistentVolumeClaim (storage the "
+                    "platform provisions) instead",
+                )
 
 
 def _check_containers(reader: Reader, value: Any, path: str, skipped: frozenset[str]) -> None:
@@ -487,6 +531,13 @@ def _check_container(
     name = container.get("name")
     if name in skipped:
         return
+    for path, host in _handler_hosts(container):
+        reader.add(
+            f"{where}.{path}.host",
+            f"{host!r}: the kubelet runs this probe or hook from the node, outside the mesh and "
+            "its egress gateway, to whatever host is named here (with the path and headers "
+            "written here); leave host unset to reach the pod itself",
+        )
     if name in INJECTED_CONTAINERS:
         reader.add(
             f"{where}.name",
@@ -497,6 +548,61 @@ def _check_container(
     security = reader.mapping(container.get("securityContext"), f"{where}.securityContext")
     _check_ids(reader, security, f"{where}.securityContext", pod_level=False)
     _check_privileges(reader, security, f"{where}.securityContext")
+
+
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+HOOKS = ("postStart", "preStop")
+# the handlers the kubelet runs as a network client; exec and grpc reach the pod itself
+NETWORK_ACTIONS = ("httpGet", "tcpSocket")
+HANDLER_FIELDS = frozenset((*PROBES, "lifecycle"))
+
+
+def _handler_hosts(container: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(path, host)`` of each probe or lifecycle hook of ``container`` that names a host."""
+    lifecycle = container.get("lifecycle")
+    hooks = lifecycle if isinstance(lifecycle, Mapping) else {}
+    handlers = [(key, container.get(key)) for key in PROBES]
+    handlers += [(f"lifecycle.{key}", hooks.get(key)) for key in HOOKS]
+    for path, handler in handlers:
+        if not isinstance(handler, Mapping):
+            continue
+        for action in NETWORK_ACTIONS:
+            fields = handler.get(action)
+            if isinstance(fields, Mapping) and fields.get("host") not in (None, ""):
+                yield f"{path}.{action}", fields["host"]
+
+
+def _names_a_host(container: Mapping[str, Any]) -> bool:
+    """Whether ``_handler_hosts`` finds anything, read with no path written: a long container
+    list of probed containers asks it of each one."""
+    if HANDLER_FIELDS.isdisjoint(container):
+        return False
+    for key in PROBES:
+        handler = container.get(key)
+        if handler and _acts_on_a_host(handler):
+            return True
+    hooks = container.get("lifecycle")
+    if hooks and (type(hooks) is dict or isinstance(hooks, Mapping)):
+        for key in HOOKS:
+            handler = hooks.get(key)
+            if handler and _acts_on_a_host(handler):
+                return True
+    return False
+
+
+def _acts_on_a_host(handler: Any) -> bool:
+    # decoded JSON holds dicts: the exact-type test spares the slower Mapping (ABC) test
+    if type(handler) is not dict and not isinstance(handler, Mapping):
+        return False
+    for action in NETWORK_ACTIONS:
+        fields = handler.get(action)
+        if (
+            fields
+            and (type(fields) is dict or isinstance(fields, Mapping))
+            and fields.get("host") not in (None, "")
+        ):
+            return True
+    return False
 
 
 def _suspect_containers(value: Any, skipped: frozenset[str]) -> Iterator[int] | None:
@@ -539,7 +645,11 @@ def _suspects(
             except RecursionError:
                 # nested deeper than a comparison may go (the plain reading never compares)
                 pass
-        if name not in named and _clean_security(container.get("securityContext"), safe):
+        if (
+            name not in named
+            and _clean_security(container.get("securityContext"), safe)
+            and not _names_a_host(container)
+        ):
             clean[name] = container
             continue
         yield index
