@@ -221,6 +221,8 @@ def test_injection_label_true_overrides_annotation_false() -> None:
         ("inject.istio.io/templates", "gateway"),
         ("inject.istio.io/templates", "grpc-agent"),
         ("inject.istio.io/templates", "sidecar,gateway"),
+        ("inject.istio.io/templates", "spire"),
+        ("inject.istio.io/templates", "sidecar,spire,grpc-agent"),
         ("ambient.istio.io/redirection", "disabled"),
         ("sidecar.istio.io/status", STATUS),
     ],
@@ -249,6 +251,18 @@ def test_bypass_annotation_on_template_is_denied(key: str, value: str) -> None:
         ("proxy.istio.io/config", "holdApplicationUntilProxyStarts: true\nconcurrency: 2\n"),
         ("proxy.istio.io/config", '{"terminationDrainDuration": "30s"}'),
         ("proxy.istio.io/config", ""),
+        # Istio's per-pod DNS proxying, lifecycle switches, tracing rate, image variants
+        (
+            "proxy.istio.io/config",
+            'proxyMetadata: {ISTIO_META_DNS_CAPTURE: "true", ISTIO_META_DNS_AUTO_ALLOCATE: "true"}',
+        ),
+        ("proxy.istio.io/config", 'proxyMetadata: {EXIT_ON_ZERO_ACTIVE_CONNECTIONS: "true"}'),
+        (
+            "proxy.istio.io/config",
+            "tracing: {sampling: 100.0, customTags: {team: {literal: {value: a}}}}",
+        ),
+        ("proxy.istio.io/config", "image: {imageType: distroless}"),
+        ("inject.istio.io/templates", "sidecar,spire"),
     ],
 )
 def test_harmless_sidecar_annotation_is_allowed(key: str, value: str) -> None:
@@ -265,6 +279,11 @@ def test_harmless_sidecar_annotation_is_allowed(key: str, value: str) -> None:
         "interceptionMode: NONE",
         "tracing:\n  zipkin:\n    address: collector.evil.example:9411\n",
         '{"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "false"}}',
+        '{"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true", "PILOT_ADDRESS": "x:15012"}}',
+        '{"proxyMetadata": "ISTIO_META_DNS_CAPTURE=true"}',
+        "tracing: {sampling: 1, zipkin: {address: collector.evil.example:9411}}",
+        "image: {imageType: custom}",
+        "image: {imageType: debug, hub: evil.example}",
         '{"discoveryAddress": "evil.example:15012"}',
         '{"holdApplicationUntilProxyStarts": true, "interceptionMode": "NONE"}',
         "{not yaml",

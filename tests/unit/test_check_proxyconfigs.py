@@ -28,12 +28,22 @@ def proxy_config(spec: dict[str, Any], namespace: str = "test-app") -> dict[str,
 
 def test_environment_variables_are_denied() -> None:
     manifest = proxy_config({"environmentVariables": {"ISTIO_META_DNS_CAPTURE": "false"}})
-    assert_denied_at(judge(manifest, BANZAI), "spec.environmentVariables", "proxyMetadata")
+    assert_denied_at(
+        judge(manifest, BANZAI), "spec.environmentVariables.ISTIO_META_DNS_CAPTURE", "proxyMetadata"
+    )
+    manifest = proxy_config({"environmentVariables": {"PILOT_ADDRESS": "evil.example:15012"}})
+    assert_denied_at(judge(manifest, BANZAI), "spec.environmentVariables.PILOT_ADDRESS", "agent")
 
 
-def test_image_type_is_denied() -> None:
-    manifest = proxy_config({"image": {"imageType": "debug"}})
+def test_dns_proxying_and_lifecycle_variables_are_allowed() -> None:
+    variables = {"ISTIO_META_DNS_CAPTURE": "true", "EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "true"}
+    assert judge(proxy_config({"environmentVariables": variables}), BANZAI).allowed
+
+
+def test_image_other_than_a_variant_of_the_mesh_image_is_denied() -> None:
+    manifest = proxy_config({"image": {"imageType": "custom"}})
     assert_denied_at(judge(manifest, BANZAI), "spec.image", "image")
+    assert judge(proxy_config({"image": {"imageType": "debug"}}), BANZAI).allowed
 
 
 def test_unknown_fields_are_denied() -> None:

@@ -43,6 +43,9 @@ PROXY_ID = 1337
 PROXY_CONTAINER = "istio-proxy"
 INJECT = "sidecar.istio.io/inject"
 TEMPLATES = "inject.istio.io/templates"
+# templates merged after the sidecar one that only add to it: Istio's SPIRE integration mounts
+# the SPIFFE workload socket into the proxy
+ADDED_TEMPLATES = frozenset({"spire"})
 PROXY_CONFIG = "proxy.istio.io/config"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 INCLUDE_OUTBOUND_IPS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
@@ -118,6 +121,29 @@ SAFE_PROXY_CONFIG_KEYS = frozenset(
         "proxyStatsMatcher",
         "extraStatTags",
     }
+)
+
+# agent variables that only change its lifecycle or the pod's DNS handling: with DNS capture the
+# agent answers the app's queries (narrowing where they go), without it they go out as before
+# (None: any value)
+SAFE_PROXY_METADATA: Mapping[str, frozenset[str] | None] = {
+    "ISTIO_META_DNS_CAPTURE": frozenset({"true"}),
+    "ISTIO_META_DNS_AUTO_ALLOCATE": frozenset({"true"}),
+    "EXIT_ON_ZERO_ACTIVE_CONNECTIONS": None,
+    "MINIMUM_DRAIN_DURATION": None,
+}
+# the sampling rate and tags of the mesh's tracer; a tracer address would be dialled uncaptured
+SAFE_TRACING_KEYS = frozenset({"sampling", "customTags", "maxPathTagLength"})
+# variants of the mesh's own proxy image (a tag suffix); hub and tag stay the mesh's
+PROXY_IMAGE_TYPES = frozenset({"default", "debug", "distroless"})
+SAFE_METADATA_TEXT = ", ".join(
+    key if values is None else f"{key}={'|'.join(sorted(values))}"
+    for key, values in sorted(SAFE_PROXY_METADATA.items())
+)
+SAFE_PROXY_CONFIG_TEXT = (
+    f"{', '.join(sorted(SAFE_PROXY_CONFIG_KEYS))}, proxyMetadata {SAFE_METADATA_TEXT}, "
+    f"tracing {', '.join(sorted(SAFE_TRACING_KEYS))} "
+    f"and image.imageType {', '.join(sorted(PROXY_IMAGE_TYPES))}"
 )
 
 BYPASS_HINT = "route the traffic through the mesh and ask for the destination in the egress policy"
@@ -366,12 +392,15 @@ def _check_injection(
             "empty keep injection)",
         )
     templates = annotations.get(TEMPLATES)
-    if templates is not None and {t.strip() for t in templates.split(",")} != {"sidecar"}:
+    if templates is not None and {t.strip() for t in templates.split(",")} - ADDED_TEMPLATES != {
+        "sidecar"
+    }:
         reader.add(
             f"{meta}.annotations[{TEMPLATES}]",
-            f"injection template(s) {templates!r} replace the sidecar template; templates such "
-            "as 'gateway' or 'grpc-agent' set up no traffic capture, so the pod's traffic skips "
-            "the egress allow list; remove the annotation",
+            f"injection template(s) {templates!r} are not the sidecar template (with "
+            f"{', '.join(sorted(ADDED_TEMPLATES))} at most); templates such as 'gateway' or "
+            "'grpc-agent' set up no traffic capture or replace what the sidecar template "
+            "injects, so the pod's traffic can skip the egress allow list; use 'sidecar'",
         )
     if shape.template and STATUS in annotations:
         reader.add(
@@ -438,15 +467,59 @@ def _check_proxy_config(reader: Reader, meta: str, raw: str | None) -> None:
     if not isinstance(config, Mapping):
         reader.add(where, "must be a ProxyConfig object")
         return
-    unsafe = sorted(str(k) for k in config if k not in SAFE_PROXY_CONFIG_KEYS)
+    unsafe = unsafe_proxy_config(config)
     if unsafe:
         reader.add(
             where,
             f"sets {', '.join(unsafe)}; ProxyConfig fields can switch off traffic capture "
             "(interceptionMode), change the proxy's agent or bootstrap, or make the uncaptured "
-            "proxy send data to any address; only "
-            f"{', '.join(sorted(SAFE_PROXY_CONFIG_KEYS))} may be set per pod",
+            f"proxy send data to any address; only {SAFE_PROXY_CONFIG_TEXT} may be set per pod",
         )
+
+
+def unsafe_proxy_config(config: Mapping[Any, Any]) -> list[str]:
+    """The fields of a ProxyConfig (annotation or resource) a tenant may not set, sorted."""
+    unsafe: list[str] = []
+    for key in sorted(config, key=str):
+        value = config[key]
+        if key in SAFE_PROXY_CONFIG_KEYS:
+            continue
+        if key == "proxyMetadata":
+            unsafe += unsafe_proxy_environment(value, "proxyMetadata")
+        elif key == "tracing":
+            if not isinstance(value, Mapping):
+                unsafe.append("tracing")
+            else:
+                unsafe += [
+                    f"tracing.{k}" for k in sorted(value, key=str) if k not in SAFE_TRACING_KEYS
+                ]
+        elif key == "image":
+            if not _official_image_type(value):
+                unsafe.append("image")
+        else:
+            unsafe.append(str(key))
+    return unsafe
+
+
+def unsafe_proxy_environment(value: Any, field: str) -> list[str]:
+    """The variables of the agent's environment (``proxyMetadata``) a tenant may not set."""
+    if not isinstance(value, Mapping):
+        return [field]
+    unsafe = []
+    for key in sorted(value, key=str):
+        values = SAFE_PROXY_METADATA.get(key, frozenset())
+        if values is not None and value[key] not in values:
+            unsafe.append(f"{field}.{key}")
+    return unsafe
+
+
+def _official_image_type(value: Any) -> bool:
+    """``image: {imageType: ...}`` naming a variant of the mesh's own proxy image."""
+    return (
+        isinstance(value, Mapping)
+        and set(value) <= {"imageType"}
+        and value.get("imageType", "default") in PROXY_IMAGE_TYPES
+    )
 
 
 def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gateway: bool) -> None:
