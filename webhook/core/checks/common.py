@@ -1817,11 +1817,15 @@ class Visibility:
     everywhere: bool
     namespaces: frozenset[str]
     explicit: bool
+    # what sets it, for messages: the field, or the annotation of a Kubernetes Service
+    field: str = "exportTo"
 
     def describe(self) -> str:
         """``every namespace (exportTo omitted)``, ``namespace team-a``... for messages."""
         if self.everywhere:
-            return "every namespace" + ("" if self.explicit else " (exportTo omitted means '*')")
+            return "every namespace" + (
+                "" if self.explicit else f" ({self.field} omitted means '*')"
+            )
         if len(self.namespaces) == 1:
             return f"namespace {next(iter(self.namespaces))}"
         # named as a denial lists violations: the first few, so that a message stays a few KB
@@ -1837,23 +1841,28 @@ class Visibility:
 
 
 def visibility(
-    reader: Reader, value: Any, namespace: str, path: str = "spec.exportTo"
+    reader: Reader,
+    value: Any,
+    namespace: str,
+    path: str = "spec.exportTo",
+    field: str = "exportTo",
 ) -> Visibility:
-    """Who sees an object: omitted or ``*`` = everyone, ``.``/``~`` = own namespace, else names."""
+    """Who sees an object: omitted or ``*`` = everyone, ``.``/``~`` = own namespace, else names.
+    ``field`` names what sets it in messages."""
     if value is None:
         # omitted is the mesh default, which is "*" unless MeshConfig says otherwise
         # (docs/istio-semantics.md#trap-6)
-        return Visibility(True, frozenset(), explicit=False)
+        return Visibility(True, frozenset(), explicit=False, field=field)
     names = listed_strings(reader, value, path)
     if names is None:
         names = frozenset(entry for _, entry in reader.strings(value, path))
     if not names:
-        return Visibility(True, frozenset(), explicit=False)
+        return Visibility(True, frozenset(), explicit=False, field=field)
     if "*" in names:
-        return Visibility(True, frozenset(), explicit=True)
+        return Visibility(True, frozenset(), explicit=True, field=field)
     if "." in names or "~" in names:
         names = (names - {".", "~"}) | {namespace}
-    return Visibility(False, names, explicit=True)
+    return Visibility(False, names, explicit=True, field=field)
 
 
 def listed_strings(reader: Reader, value: Any, path: str) -> frozenset[str] | None:

@@ -34,8 +34,9 @@ _URL = re.compile(
     r"(?i)(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?(?:[/?#][^\s\\]*)?"
 )
 HINT = (
-    "put the keys inline (jwks), serve them from a Service of the cluster, or ask for the host "
-    "in the egress policy for the whole namespace"
+    "put the keys inline (jwks), serve them from a Service of the cluster (named in full, "
+    "name.namespace.svc.<cluster domain>: istiod resolves short names in its own namespace), or "
+    "ask for the host in the egress policy for the whole namespace"
 )
 
 

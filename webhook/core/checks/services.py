@@ -92,6 +92,7 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
         None if export is None else [e.strip() for e in export.split(",") if e.strip()],
         namespace,
         f"metadata.annotations[{EXPORT_TO}]",
+        f"the {EXPORT_TO} annotation",
     )
     allowed = policy.allowed_directly(namespace) & allowed_directly_for(policy, visible)
     audience = namespace if not visible.beyond(namespace) else visible.describe()

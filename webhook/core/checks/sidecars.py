@@ -751,10 +751,19 @@ def _check_import(
         return
     if dns != "*" and not policy.is_internal(dns) and not policy.services_covering(dns) & allowed:
         # defense in depth: imports nothing today but would import any future entry for it
+        domain = policy.cluster_domain
+        in_cluster_domain = dns.removeprefix("*.") == domain or dns.endswith(f".{domain}")
+        hint = (
+            f" (only names under svc.{domain} are the cluster's Services, other names under "
+            f"{domain} such as pod records resolve to any address the name spells: import "
+            f"'{ns_part}/*.svc.{domain}' for the Services)"
+            if in_cluster_domain
+            else ""
+        )
         reader.add(
             path,
-            f"{entry!r} names {dns!r}, which is not an external service {source} may reach; "
-            f"allowed for {source}: {may}",
+            f"{entry!r} names {dns!r}, which is not an external service {source} may "
+            f"reach{hint}; allowed for {source}: {may}",
         )
 
 
