@@ -572,3 +572,57 @@ def test_a_port_refusal_names_the_service_and_its_ports(
     decision = judge(entry(spec, namespace=namespace), policy)
     assert not decision.allowed
     assert message in (decision.reason or ""), decision.reason
+
+
+# --- entries whose endpoints are the calling pod's own loopback -------------------------------
+
+
+def in_pod(hosts: list[str], *addresses: str, **spec: Any) -> dict[str, Any]:
+    """A STATIC entry at loopback addresses, as Istio's local ext-authz sample writes it."""
+    return {
+        "hosts": hosts,
+        "endpoints": [{"address": a} for a in addresses or ("127.0.0.1",)],
+        "ports": [{"number": 8000, "name": "http", "protocol": "HTTP"}],
+        "resolution": "STATIC",
+        **spec,
+    }
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # the sample itself: exported everywhere, a name nobody else uses
+        in_pod(["ext-authz-http.local"]),
+        in_pod(["ext-authz-grpc.local"], "127.0.0.1", "::1"),
+        in_pod(["helper.local"], "127.0.0.53"),
+        # kept in the namespace, any name: only its own pods send there, to themselves
+        in_pod(["api.github.com"], exportTo=["."]),
+    ],
+)
+def test_entry_at_the_pods_own_loopback_is_allowed(spec: dict[str, Any], policy: Policy) -> None:
+    decision = judge(entry(spec, namespace="team-c"), policy)
+    assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        # seen by other namespaces: their traffic for a name they use would go to loopback
+        (in_pod(["status.example.org"]), "other namespaces use"),
+        (in_pod(["db.team-b.svc.cluster.local"]), "other namespaces use"),
+        (
+            in_pod(["istio-egressgateway.egress.svc.cluster.local"], exportTo=["."]),
+            "egress gateway",
+        ),
+        # one endpoint off the pod, or not STATIC: judged as any entry
+        (in_pod(["x.local"], "127.0.0.1", "203.0.113.7", exportTo=["."]), "not an external"),
+        (in_pod(["x.local"], "::ffff:127.0.0.1", exportTo=["."]), "not an external"),
+        (in_pod(["x.local"], exportTo=["."], resolution="DNS"), "not an external"),
+    ],
+)
+def test_loopback_entries_that_reach_further_are_denied(
+    spec: dict[str, Any], words: str, policy: Policy
+) -> None:
+    decision = judge(entry(spec, namespace="team-c"), policy)
+    assert not decision.allowed
+    assert words in (decision.reason or ""), decision.reason

@@ -248,6 +248,9 @@ def _check_tenant(
     visible: Visibility,
     held: EgressAddresses | None,
 ) -> None:
+    if _in_pod(entry):
+        _check_in_pod(reader, policy, entry, visible.beyond(namespace))
+        return
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
     # resolved by DNS, the host itself is where the proxy connects; on a port not matched by
@@ -314,6 +317,54 @@ def _check_tenant(
     cuts = held.cuts if held is not None else frozenset()
     judge_addresses(reader, policy, entry.endpoints.values, judge_endpoint, cuts)
     _check_target_ports(reader, policy, entry, allowed)
+
+
+_DIGITS_AND_DOTS = b"0123456789."
+
+
+def _in_pod(entry: _Entry) -> bool:
+    """Whether every connection the entry makes goes to the calling pod itself: STATIC, every
+    endpoint a loopback address (how a pod reaches a helper beside it, such as a local ext-authz
+    server).  Its hosts then only name that helper for the pod's own proxy."""
+    values = entry.endpoints.values
+    if entry.resolution != "STATIC" or not values:
+        return False
+    # in passes of C (the list may hold 100k endpoints): each value is "::1" or "127." and
+    # digits and dots, which is a loopback address or none at all (Istio and Envoy refuse it);
+    # other spellings of a loopback address are judged as any address
+    first = values[0]
+    if first != "::1" and not first.startswith("127."):
+        return False
+    ipv6 = values.count("::1")
+    if ipv6 + sum(map(str.startswith, values, repeat("127."))) != len(values):
+        return False
+    marks = "\n".join(values).encode().translate(None, _DIGITS_AND_DOTS)
+    return marks.count(b":") == 2 * ipv6 and len(marks) == len(values) - 1 + 2 * ipv6
+
+
+def _check_in_pod(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -> None:
+    """An entry whose endpoints are the pod's own loopback reaches nothing outside.  The egress
+    gateways' names stay the platform's; and seen ``beyond`` its namespace, it may not take a
+    name of the cluster or of the policy, which other namespaces' pods would then send to
+    their own loopback instead."""
+
+    def judge(reader: Reader, index: int, host: str) -> None:
+        captured = () if host == "*" else gateways_covered_by(policy, host)
+        if captured:
+            reader.add(
+                entry.hosts.path(index),
+                f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
+                "may define entries for it",
+            )
+        elif beyond and (host == "*" or policy.is_internal(host) or policy.services_covering(host)):
+            reader.add(
+                entry.hosts.path(index),
+                f"{host!r} is a name other namespaces use, and this entry, seen beyond its "
+                "namespace, would send their traffic for it to their own loopback; add "
+                "exportTo: ['.']",
+            )
+
+    judge_hosts(reader, policy, entry.hosts.names, judge, entry.hosts.joined)
 
 
 def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) -> frozenset[str]:
