@@ -50,9 +50,11 @@ def check_network_policy(review: Review, policy: Policy, view: ClusterView) -> I
         if rule.get("to") in (None, []):
             reader.add(
                 f"{where}.to",
-                "an egress rule without peers allows every destination, which cancels the "
-                "NetworkPolicy egress-guard generates (it adds up with it); name the pods, "
-                "namespaces or in-cluster ipBlocks the workloads need",
+                "an egress rule without peers allows every destination on its ports (DNS to "
+                "any server included, which carries data out), and NetworkPolicies add up, so "
+                "it cancels every default-deny egress policy of the namespace, egress-guard's "
+                "or the platform's; name the pods, namespaces or in-cluster ipBlocks the "
+                "workloads need (for DNS, kube-dns by namespaceSelector and podSelector)",
             )
         peers = rule.get("to")
         if isinstance(peers, list) and many(peers):

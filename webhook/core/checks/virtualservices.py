@@ -222,7 +222,9 @@ class _Memo:
         self._hosts: dict[str, str] = {}
         self._sources: dict[_Source, tuple[frozenset[str], str]] = {}
         self._allowed: dict[tuple[bool, tuple[_Source, ...]], tuple[frozenset[str], str]] = {}
-        self._gateways: dict[tuple[str, tuple[str, ...], frozenset[str], str], tuple[str, ...]] = {}
+        self._gateways: dict[
+            tuple[str, tuple[str, ...], frozenset[str], str, str | None], tuple[str, ...]
+        ] = {}
         # services every other namespace that sees the VirtualService may reach (None: private)
         self.viewers: frozenset[str] | None = None
         self.short_suffix = _short_name_suffix(namespace, self.domain)
@@ -284,14 +286,19 @@ class _Memo:
         return found
 
     def gateway_problems(
-        self, fqdn: str, route_hosts: tuple[str, ...], allowed: frozenset[str], source: str
+        self,
+        fqdn: str,
+        route_hosts: tuple[str, ...],
+        allowed: frozenset[str],
+        source: str,
+        namespace: str | None = None,
     ) -> tuple[str, ...]:
         """``_gateway_problems``, once per distinct question."""
-        key = (fqdn, route_hosts, allowed, source)
+        key = (fqdn, route_hosts, allowed, source, namespace)
         found = self._gateways.get(key)
         if found is None:
             found = self._gateways[key] = _gateway_problems(
-                self.policy, fqdn, route_hosts, allowed, source
+                self.policy, fqdn, route_hosts, allowed, source, namespace
             )
         return found
 
@@ -2139,7 +2146,7 @@ def _check_tenant_route(
 
     def judge(into: Reader, path: str, host: str) -> None:
         if policy.services_on_gateway(host):
-            for message in memo.gateway_problems(host, route_hosts, allowed, source):
+            for message in memo.gateway_problems(host, route_hosts, allowed, source, namespace):
                 into.add(path, message)
         elif is_ip(host) and not policy.is_internal_address(host):
             into.add(path, f"{host!r} is an IP address outside the cluster; name a service")
@@ -2254,9 +2261,15 @@ def _hijack(policy: Policy, host: str, external: tuple[str, ...]) -> str:
 
 
 def _gateway_problems(
-    policy: Policy, fqdn: str, route_hosts: tuple[str, ...], allowed: frozenset[str], source: str
+    policy: Policy,
+    fqdn: str,
+    route_hosts: tuple[str, ...],
+    allowed: frozenset[str],
+    source: str,
+    namespace: str | None = None,
 ) -> tuple[str, ...]:
-    """Why routing ``route_hosts`` from ``source`` to the egress gateway ``fqdn`` is wrong."""
+    """Why routing ``route_hosts`` from ``source`` (of ``namespace``) to the egress gateway
+    ``fqdn`` is wrong."""
     carried = policy.services_on_gateway(fqdn)
     if not route_hosts:
         if frozenset(carried) & allowed:
@@ -2278,9 +2291,28 @@ def _gateway_problems(
         elif not carriers & allowed:
             problems.append(
                 f"{host!r} through {fqdn} is not allowed for {source}; they may reach "
-                f"{policy.describe_allowed(allowed)}"
+                f"{policy.describe_allowed(allowed)}{_labelled_hint(policy, namespace, carriers)}"
             )
     return tuple(problems)
+
+
+def _labelled_hint(policy: Policy, namespace: str | None, services: frozenset[str]) -> str:
+    """How a route could be narrowed to the workloads of ``namespace`` a label rule allows."""
+    if namespace is None:
+        return ""
+    labelled = sorted(
+        {
+            ", ".join(f"{k}: {v}" for k, v in sorted(rule.source.workload_labels.items()))
+            for rule in policy.rules_for_namespace(namespace)
+            if not services.isdisjoint(rule.services) and rule.source.workload_labels
+        }
+    )
+    if not labelled:
+        return ""
+    return (
+        f" (workloads labelled {' or '.join('{' + each + '}' for each in labelled)} may: give the "
+        "route's match sourceLabels with those labels)"
+    )
 
 
 # --- the egress namespace -----------------------------------------------------------------------
