@@ -1915,6 +1915,15 @@ def allowed_directly_for(policy: Policy, visible: Visibility) -> frozenset[str]:
 # --- selectors and labels ---------------------------------------------------------------------
 
 
+def egress_gateway_selecting(policy: Policy, labels: Mapping[str, Any]) -> Gateway | None:
+    """The egress gateway whose selector pods with ``labels`` satisfy (the egress namespace's
+    Gateway for it selects them, in any namespace); None when there is none."""
+    for gateway in policy.gateways:
+        if gateway.selector and all(labels.get(k) == v for k, v in gateway.selector.items()):
+            return gateway
+    return None
+
+
 def selectors_may_overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """Whether one pod could carry both selectors: no key demands two different values."""
     return all(b[k] == v for k, v in a.items() if k in b)

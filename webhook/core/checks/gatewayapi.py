@@ -33,6 +33,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     ChunkedKeys,
     Reader,
+    egress_gateway_selecting,
     is_object,
     judge_classes,
     judge_read_hosts,
@@ -335,15 +336,14 @@ def _check_infrastructure(
                 "is written by the Istio injector; on the gateway's pods it claims an "
                 "injection that never happened; remove it",
             )
-        for gw in policy.gateways:
-            if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
-                reader.add(
-                    f"{path}.labels",
-                    f"give the gateway's pods the selector of the egress gateway {gw.ref}, so "
-                    "the egress namespace's Gateway would program this proxy too, which runs "
-                    "uncaptured and without the egress gateway's authorization; remove them",
-                )
-                break
+        selected = egress_gateway_selecting(policy, labels)
+        if selected is not None:
+            reader.add(
+                f"{path}.labels",
+                f"give the gateway's pods the selector of the egress gateway {selected.ref}, so "
+                "the egress namespace's Gateway would program this proxy too, which runs "
+                "uncaptured and without the egress gateway's authorization; remove them",
+            )
 
 
 def _check_address(reader: Reader, address: Mapping[str, Any], where: str, namespace: str) -> None:

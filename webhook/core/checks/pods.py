@@ -26,7 +26,14 @@ from typing import Any
 import yaml
 
 from webhook.core.checks import ClusterView, checks
-from webhook.core.checks.common import DATAPLANE_MODE, Reader, ambient_mode, many, type_name
+from webhook.core.checks.common import (
+    DATAPLANE_MODE,
+    Reader,
+    ambient_mode,
+    egress_gateway_selecting,
+    many,
+    type_name,
+)
 from webhook.core.checks.injection import (
     INJECTED_CONTAINERS,
     STATUS,
@@ -273,10 +280,7 @@ def _is_egress_gateway(
     """
     if not policy.is_egress_namespace(namespace):
         return False
-    if not any(
-        gw.selector and all(labels.get(k) == v for k, v in gw.selector.items())
-        for gw in policy.gateways
-    ):
+    if egress_gateway_selecting(policy, labels) is None:
         return False
     return proxy_alone(shape.spec)
 
@@ -291,15 +295,14 @@ def _check_gateway_lookalike(
     """
     if not policy.is_egress_namespace(namespace):
         return
-    for gw in policy.gateways:
-        if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
-            reader.add(
-                f"{shape.meta_path}.labels",
-                f"carries the labels of the egress gateway {gw.ref}, whose Service would send "
-                "the mesh's egress traffic to this pod; only a pod running the gateway proxy "
-                "alone may carry them",
-            )
-            return
+    selected = egress_gateway_selecting(policy, labels)
+    if selected is not None:
+        reader.add(
+            f"{shape.meta_path}.labels",
+            f"carries the labels of the egress gateway {selected.ref}, whose Service would send "
+            "the mesh's egress traffic to this pod; only a pod running the gateway proxy "
+            "alone may carry them",
+        )
 
 
 def _pod_labels(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -328,16 +331,15 @@ def _check_istiod_gateway(
     arguments other than istiod's, mean the Deployment was rewritten (a ``parametersRef``
     overlay): whatever runs then is not a proxy configured by istiod.
     """
-    for gw in policy.gateways:
-        if gw.selector and all(labels.get(k) == v for k, v in gw.selector.items()):
-            reader.add(
-                f"{shape.meta_path}.labels",
-                f"carries the selector of the egress gateway {gw.ref}, so the egress "
-                "namespace's Gateway programs this gateway proxy too, which runs uncaptured "
-                "outside the egress namespace and without the egress gateway's authorization; "
-                "remove those labels from the Gateway",
-            )
-            break
+    selected = egress_gateway_selecting(policy, labels)
+    if selected is not None:
+        reader.add(
+            f"{shape.meta_path}.labels",
+            f"carries the selector of the egress gateway {selected.ref}, so the egress "
+            "namespace's Gateway programs this gateway proxy too, which runs uncaptured "
+            "outside the egress namespace and without the egress gateway's authorization; "
+            "remove those labels from the Gateway",
+        )
     for where, container in reader.mappings(
         shape.spec.get("containers"), f"{shape.spec_path}.containers"
     ):
