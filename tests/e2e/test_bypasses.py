@@ -425,6 +425,31 @@ def test_gateway_api_gateway_rewriting_its_proxy_is_refused(
     assert_denied(create(derived, gateway), needle)
 
 
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (
+            {"readinessProbe": {"httpGet": {"host": "203.0.113.7", "port": 80, "path": "/x"}}},
+            "kubelet",
+        ),
+        ({"volume": {"name": "out", "nfs": {"server": "203.0.113.7", "path": "/"}}}, "node"),
+    ],
+)
+def test_pod_making_the_node_a_client_is_refused(
+    derived: Kubectl, ready_namespace: str, change: dict[str, Any], needle: str
+) -> None:
+    # the kubelet probes, and mounts volumes, from the node: outside the mesh and its policies
+    manifest = pod(ready_namespace, "node-client")
+    spec = manifest["spec"]
+    change = dict(change)
+    volume = change.pop("volume", None)
+    if volume is not None:
+        spec["volumes"] = [volume]
+        spec["containers"][0]["volumeMounts"] = [{"name": "out", "mountPath": "/out"}]
+    spec["containers"][0].update(change)
+    assert_denied(create(derived, manifest), needle)
+
+
 def request_authentication(namespace: str, rule: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "security.istio.io/v1",
