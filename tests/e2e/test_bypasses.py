@@ -189,6 +189,22 @@ def test_pod_without_the_injected_proxy_is_refused(
     assert_denied(create(derived, pod(namespace)), "injector did not run")
 
 
+def test_pod_with_a_decoy_injector_status_is_refused_before_injection(
+    derived: Kubectl, ready_namespace: str
+) -> None:
+    # Istio's injector would take the Pod for injected, merge its istio-proxy (a command of
+    # the author's choosing) over the real one and write a status naming it: the mutating
+    # webhook, called before the injector, refuses it as written
+    manifest = pod(ready_namespace, "decoy")
+    manifest["metadata"]["annotations"] = {
+        "sidecar.istio.io/status": json.dumps({"containers": ["decoy"], "initContainers": None})
+    }
+    manifest["spec"]["containers"].append(
+        {"name": "istio-proxy", "image": PAUSE, "command": ["/pause"]}
+    )
+    assert_denied(create(derived, manifest), "before injection", "sidecar.istio.io/status")
+
+
 def test_injected_pod_is_admitted(derived: Kubectl, ready_namespace: str) -> None:
     assert_admitted(create(derived, pod(ready_namespace)))
 

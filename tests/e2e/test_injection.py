@@ -149,23 +149,27 @@ def test_a_new_namespace_labelled_by_egress_guard_gets_its_pods_injected(
     assert_istio_injected(stored_pod(cluster, namespace, "app"))
 
 
-def test_a_hand_written_proxy_is_replaced_by_istios_injector(
+def test_a_hand_written_proxy_is_refused_before_istios_injector(
     cluster: Kubectl, enforced: Callable[..., str]
 ) -> None:
-    """A look-alike proxy with a forged status annotation does not survive injection.
+    """A look-alike proxy with a forged status annotation never reaches the injector.
 
-    Istio's injector does not skip a Pod that carries ``sidecar.istio.io/status``: it injects
-    again and its template wins over the containers the status names.
+    With a status naming ``istio-proxy`` Istio's injector injects again and its template wins;
+    with a status naming anything else it merges the Pod's own ``istio-proxy`` over its
+    template and writes a status naming it.  egress-guard's mutating webhook, called first,
+    refuses the Pod as its author wrote it, in either case.
     """
     namespace = enforced({"istio-injection": "enabled"})
-    forged = bare_pod(namespace)
-    forged["metadata"]["annotations"] = {
-        STATUS: json.dumps({"initContainers": [], "containers": ["istio-proxy"]})
-    }
-    forged["spec"]["containers"].append(
-        {"name": "istio-proxy", "image": "docker.io/library/busybox:1.36", "command": ["sleep"]}
-    )
-    assert_admitted(create(cluster, forged))
+    for named in (["istio-proxy"], ["decoy"]):
+        forged = bare_pod(namespace)
+        forged["metadata"]["annotations"] = {
+            STATUS: json.dumps({"initContainers": [], "containers": named})
+        }
+        forged["spec"]["containers"].append(
+            {"name": "istio-proxy", "image": "docker.io/library/busybox:1.36", "command": ["sleep"]}
+        )
+        assert_denied(create(cluster, forged), "before injection")
+    assert_admitted(create(cluster, bare_pod(namespace)))
     assert_istio_injected(stored_pod(cluster, namespace, "app"))
 
 

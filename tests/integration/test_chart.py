@@ -755,3 +755,15 @@ def test_the_wheel_carries_the_package_data_and_the_cli(tmp_path: Path) -> None:
         } <= names
         [entry_points] = [n for n in names if n.endswith("entry_points.txt")]
         assert "egress-guard = webhook.cli:main" in archive.read(entry_points).decode()
+
+
+@pytest.mark.parametrize("release", ["egress-guard", "blue", "zz-top"])
+def test_the_mutating_configuration_sorts_before_istios_injector(
+    render: Render, release: str
+) -> None:
+    # Kubernetes calls mutating webhooks by configuration name: egress-guard's must see Pods
+    # before the injector ("istio-sidecar-injector", "istio-revision-tag-default"...) does
+    [mutating] = [o for o in render(release=release) if o["kind"] == "MutatingWebhookConfiguration"]
+    name = mutating["metadata"]["name"]
+    assert name < "istio", name
+    assert release in name

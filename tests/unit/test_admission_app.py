@@ -327,6 +327,19 @@ def test_mutate_without_changes_has_no_patch() -> None:
     assert body["response"] == {"uid": "8d1f-uid", "allowed": True}
 
 
+def test_a_refusing_mutation_denies_with_its_reason() -> None:
+    client = make_app(
+        mutator=lambda r, p: Mutation(refusal="carries the injector's marks")
+    ).test_client()
+    status, body = post(client, "/mutate", review(service_entry("httpbin.org"), uid="m-2"))
+    assert status == 200
+    response = body["response"]
+    assert response["uid"] == "m-2"
+    assert response["allowed"] is False
+    assert "refused before injection: carries the injector's marks" in response["status"]["message"]
+    assert "patch" not in response
+
+
 def test_a_crashing_mutation_admits_unchanged_with_a_warning() -> None:
     def mutator(rev: Review, policy: Policy) -> Mutation:
         raise KeyError("boom")

@@ -74,3 +74,20 @@ def test_objects_without_a_mutation_get_the_validating_decision() -> None:
 def test_deletes_are_not_mutated() -> None:
     review = review_of_manifest(sidecar(), operation="DELETE")
     assert admit(review, BANZAI) == decide(review, BANZAI)
+
+
+def test_a_pod_arriving_with_the_injectors_marks_is_refused_offline_too() -> None:
+    # the mutating webhook refuses it before injection; offline admit answers the same
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "namespace": "test-app",
+            "annotations": {"sidecar.istio.io/status": '{"containers": ["decoy"]}'},
+        },
+        "spec": {"containers": [{"name": "istio-proxy", "image": "evil.example/shell"}]},
+    }
+    decision = admit(review_of_manifest(manifest), BANZAI)
+    assert not decision.allowed
+    assert "refused before injection" in (decision.reason or "")

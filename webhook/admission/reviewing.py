@@ -254,6 +254,12 @@ class ReviewHandler:
                 logger.exception("mutation failed", extra={"fields": {"uid": review.uid}})
                 warnings = ("egress-guard: mutation failed; object admitted unchanged",)
                 verdict = "error"
+            else:
+                if mutation.refusal:
+                    message = f"{review.subject} is refused before injection: {mutation.refusal}"
+                    body = review_response(review.uid, allowed=False, message=message)
+                    self.finish("mutate", review, loaded, "deny", message, started)
+                    return body
         body = review_response(review.uid, allowed=True, warnings=warnings, patch=patch)
         reason = f"{len(patch)} patch operation(s)" if patch else "no change"
         self.finish("mutate", review, loaded, verdict, reason, started)

@@ -36,6 +36,8 @@ def admit(review: Review, policy: Policy, *, view: ClusterView = _EMPTY_VIEW) ->
     The mutation's warnings are kept with the decision, as the API server shows both.
     """
     mutation = mutate(review, policy)
+    if mutation.refusal:
+        return Decision(False, f"{review.subject} is refused before injection: {mutation.refusal}")
     decision = decide(_patched(review, mutation), policy, view=view)
     if not mutation.warnings:
         return decision
