@@ -49,9 +49,9 @@ def request_authentication(*rules: dict[str, Any], namespace: str = "shop") -> d
         {"issuer": "x", "jwksUri": "HTTPS://LOGIN.EXAMPLE.COM:443/keys?v=1"},
         # discovery at an allowed issuer
         {"issuer": "https://login.example.com/realms/shop"},
-        # a Service of the cluster, by name or by an internal address
-        {"issuer": "x", "jwksUri": "http://keycloak.auth.svc.cluster.local:8080/certs"},
-        {"issuer": "x", "jwksUri": "http://10.1.2.3:8080/certs"},
+        # a Service of a platform namespace the guardrail excludes
+        {"issuer": "x", "jwksUri": "http://keycloak.istio-system.svc.cluster.local:8080/certs"},
+        {"issuer": "http://idp.kube-system.svc.cluster.local"},
         # inline keys and no URI: nothing is fetched; an issuer that is no URL is not fetched
         {"issuer": "https://evil.example", "jwks": '{"keys": []}'},
         {"issuer": "testing@secure.istio.io"},
@@ -91,6 +91,28 @@ def test_key_sets_fetched_from_allowed_places_pass(rule: dict[str, Any]) -> None
             "every workload",
         ),
         ({"issuer": "x", "jwksUri": "http://93.184.216.34/k"}, "spec.jwtRules[0].jwksUri", "93."),
+        # a tenant's Service (or pod address) could answer with a redirect to any host, or a
+        # discovery document naming one: istiod follows both
+        (
+            {"issuer": "x", "jwksUri": "http://keys.shop.svc.cluster.local/jwks?d=1"},
+            "spec.jwtRules[0].jwksUri",
+            "redirects",
+        ),
+        (
+            {"issuer": "http://disco.shop.svc.cluster.local"},
+            "spec.jwtRules[0].issuer",
+            "discovery documents",
+        ),
+        (
+            {"issuer": "x", "jwksUri": "http://10.1.2.3:8080/certs"},
+            "spec.jwtRules[0].jwksUri",
+            "pod",
+        ),
+        (
+            {"issuer": "x", "jwksUri": "http://svc.cluster.local/k"},
+            "spec.jwtRules[0].jwksUri",
+            "redirects",
+        ),
         # pod-DNS names spell any address
         (
             {"issuer": "x", "jwksUri": "http://93-184-216-34.shop.pod.cluster.local/k"},

@@ -8,10 +8,14 @@ choosing is a request to any host, carrying whatever the tenant writes into it. 
 fetch modes a proxy fetches ``jwksUri`` through the mesh's cluster for its host, inline keys or
 not; the hybrid mode falls back to istiod when there is no such cluster.)
 
-So the host of every URL that is fetched must name a Service of the cluster, or be allowed to
-every workload of the namespace (a namespace-wide rule: the fetch carries no label and no
-identity the egress gateway could check).  A URL egress-guard cannot read with certainty is
-refused rather than guessed at.
+istiod follows redirects (up to ten, to any host) and trusts the ``jwks_uri`` of a discovery
+document, so whoever serves the URL chooses where istiod goes next.  The host of every URL that
+is fetched must therefore name a Service of a namespace the guardrail excludes (the platform's,
+such as an identity provider run beside istiod; a tenant's own Service could redirect anywhere),
+or be allowed to every workload of the namespace (a namespace-wide rule: the fetch carries no
+label and no identity the egress gateway could check).  IP addresses are refused: one inside the
+cluster may be a tenant's pod.  A URL egress-guard cannot read with certainty is refused rather
+than guessed at.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ _URL = re.compile(
     r"(?i)(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?(?:[/?#][^\s\\]*)?"
 )
 HINT = (
-    "put the keys inline (jwks), serve them from a Service of the cluster (named in full, "
-    "name.namespace.svc.<cluster domain>: istiod resolves short names in its own namespace), or "
-    "ask for the host in the egress policy for the whole namespace"
+    "put the keys inline (jwks), serve them from a Service of a platform namespace the "
+    "guardrail excludes (named in full, name.namespace.svc.<cluster domain>), or ask for the "
+    "host in the egress policy for the whole namespace"
 )
 
 
@@ -80,12 +84,10 @@ def _check_url(reader: Reader, policy: Policy, namespace: str, where: str, url: 
     port = int(raw_port) if raw_port else DEFAULT_PORTS[scheme.lower()]
     host = raw_host.strip("[]").lower()
     if is_ip(host):
-        if policy.is_internal_address(host):
-            return
         reader.add(
             where,
-            f"{url!r} makes istiod fetch from {host}, outside the cluster and past the egress "
-            f"gateway; {HINT}",
+            f"{url!r} makes istiod fetch from the address {host}, which may be anyone's (a "
+            f"pod's, or outside the cluster), past the egress gateway; {HINT}",
         )
         return
     try:
@@ -93,7 +95,18 @@ def _check_url(reader: Reader, policy: Policy, namespace: str, where: str, url: 
     except InvalidHostError:
         reader.add(where, f"{url!r} names no valid host; {HINT}")
         return
-    if policy.is_internal(name) or _allowed(policy, namespace, name, port):
+    if policy.is_internal(name):
+        served = _service_namespace(policy, name)
+        if served is not None and policy.is_excluded(served):
+            return
+        reader.add(
+            where,
+            f"{url!r} makes istiod fetch from {name}, served from a namespace the guardrail "
+            "governs: istiod follows that server's redirects and discovery documents to any "
+            f"host, past the egress gateway; {HINT}",
+        )
+        return
+    if _allowed(policy, namespace, name, port):
         return
     reader.add(
         where,
@@ -101,6 +114,12 @@ def _check_url(reader: Reader, policy: Policy, namespace: str, where: str, url: 
         "outside the egress gateway, and the egress policy does not allow that host to every "
         f"workload of the namespace; {HINT}",
     )
+
+
+def _service_namespace(policy: Policy, name: str) -> str | None:
+    """The namespace of ``service.namespace.svc.<domain>`` (None for other cluster names)."""
+    labels = name.removesuffix(f".svc.{policy.cluster_domain}").split(".")
+    return labels[1] if len(labels) == 2 and name != labels[0] else None
 
 
 def _allowed(policy: Policy, namespace: str, host: str, port: int) -> bool:
