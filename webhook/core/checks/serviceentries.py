@@ -365,6 +365,12 @@ def _check_in_pod(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -
             )
 
     judge_hosts(reader, policy, entry.hosts.names, judge, entry.hosts.joined)
+    if beyond and entry.addresses:
+        reader.add(
+            entry.addresses.path(0),
+            "virtual addresses of an entry seen beyond its namespace capture other namespaces' "
+            "traffic to them and send it to their own loopback; add exportTo: ['.']",
+        )
 
 
 def _outside_services(policy: Policy, entry: _Entry, allowed: frozenset[str]) -> frozenset[str]:
