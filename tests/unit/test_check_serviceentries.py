@@ -610,6 +610,7 @@ def test_entry_at_the_pods_own_loopback_is_allowed(spec: dict[str, Any], policy:
         # seen by other namespaces: their traffic for a name they use would go to loopback
         (in_pod(["status.example.org"]), "other namespaces use"),
         (in_pod(["db.team-b.svc.cluster.local"]), "other namespaces use"),
+        (in_pod(["x.local"], addresses=["0.0.0.0/0"]), "other namespaces' traffic"),
         (
             in_pod(["istio-egressgateway.egress.svc.cluster.local"], exportTo=["."]),
             "egress gateway",
