@@ -173,6 +173,44 @@ def test_a_hand_written_proxy_is_refused_before_istios_injector(
     assert_istio_injected(stored_pod(cluster, namespace, "app"))
 
 
+def test_annotation_text_that_rewrites_the_injected_proxy_is_refused(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """Istio's injector writes a log level into its template unescaped: a second line becomes a
+    command of istio-proxy.  The Pod that comes back from Istio's own injector is refused for
+    the annotation and for the command the injector really wrote."""
+    namespace = enforced({"istio-injection": "enabled"})
+    forged = bare_pod(namespace)
+    forged["metadata"]["annotations"] = {
+        "sidecar.istio.io/logLevel": "info\n    command:\n    - sh\n    - -c\n    - sleep 1"
+    }
+    assert_denied(
+        create(cluster, forged),
+        "annotations[sidecar.istio.io/logLevel]",
+        # the injected proxy is the second container: the injector took the command
+        "spec.containers[1].command",
+    )
+    assert_admitted(create(cluster, bare_pod(namespace)))
+
+
+def test_a_tenant_sidecar_started_before_capture_is_refused(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """Without native sidecars for the proxy, Istio's injector runs istio-init after the pod's
+    own init containers: a restartable one keeps connections it opened before capture."""
+    namespace = enforced({"istio-injection": "enabled"})
+    tunnel = bare_pod(namespace)
+    tunnel["metadata"]["annotations"] = {"sidecar.istio.io/nativeSidecar": "false"}
+    tunnel["spec"]["initContainers"] = [
+        {
+            "name": "tunnel",
+            "image": tunnel["spec"]["containers"][0]["image"],
+            "restartPolicy": "Always",
+        }
+    ]
+    assert_denied(create(cluster, tunnel), "spec.initContainers[0].restartPolicy")
+
+
 def test_native_sidecar_injection_is_admitted(
     throwaway_control_plane: ControlPlane, tmp_path: Path
 ) -> None:

@@ -377,7 +377,10 @@ def test_long_lists_keep_the_violation_stop_and_the_whole_update() -> None:
 def test_clean_long_lists_are_clean() -> None:
     clean = {"name": "app", "securityContext": {"runAsUser": 0, "capabilities": {"add": ["CHOWN"]}}}
     spec = {
-        "containers": [{"name": "istio-proxy"}, *[copy.deepcopy(clean) for _ in range(2000)]],
+        "containers": [
+            {"name": "istio-proxy", "args": ["proxy", "sidecar"]},
+            *[copy.deepcopy(clean) for _ in range(2000)],
+        ],
         "initContainers": [{"name": "i", "securityContext": {"capabilities": {"add": ["X"] * 99}}}],
     }
     assert judge(pod(spec), POLICY).violations == ()

@@ -41,6 +41,11 @@ from webhook.core.checks.injection import (
     proxy_alone,
     status_names,
 )
+from webhook.core.checks.injector_inputs import (
+    PROXY_IMAGE_TYPES,
+    check_injected_containers,
+    check_template_values,
+)
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
@@ -127,24 +132,31 @@ SAFE_PROXY_CONFIG_KEYS = frozenset(
         "drainDuration",
         "proxyStatsMatcher",
         "extraStatTags",
+        # response and request header hardening (server, request-id, debug and metadata-exchange
+        # headers): what the proxy writes into requests, never where they go
+        "proxyHeaders",
+        # how many proxies in front a gateway trusts for client addresses and certificates
+        "gatewayTopology",
+        # reserved in the API since Envoy dropped hot restart: accepted and ignored
+        "parentShutdownDuration",
     }
 )
 
 # agent variables that only change its lifecycle or the pod's DNS handling: with DNS capture the
-# agent answers the app's queries (narrowing where they go), without it they go out as before
-# (None: any value)
-SAFE_PROXY_METADATA: Mapping[str, frozenset[str] | None] = {
+# agent answers the app's queries (narrowing where they go), without it they go out as before.
+# Each value is held to its own grammar: the injector writes it unescaped into the template
+# (``injector_inputs``), where free text could add fields to istio-init or istio-proxy.
+GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")
+SAFE_PROXY_METADATA: Mapping[str, frozenset[str] | re.Pattern[str]] = {
     "ISTIO_META_DNS_CAPTURE": frozenset({"true"}),
     "ISTIO_META_DNS_AUTO_ALLOCATE": frozenset({"true"}),
-    "EXIT_ON_ZERO_ACTIVE_CONNECTIONS": None,
-    "MINIMUM_DRAIN_DURATION": None,
+    "EXIT_ON_ZERO_ACTIVE_CONNECTIONS": frozenset({"true", "false"}),
+    "MINIMUM_DRAIN_DURATION": GO_DURATION,
 }
 # the sampling rate and tags of the mesh's tracer; a tracer address would be dialled uncaptured
 SAFE_TRACING_KEYS = frozenset({"sampling", "customTags", "maxPathTagLength"})
-# variants of the mesh's own proxy image (a tag suffix); hub and tag stay the mesh's
-PROXY_IMAGE_TYPES = frozenset({"default", "debug", "distroless"})
 SAFE_METADATA_TEXT = ", ".join(
-    key if values is None else f"{key}={'|'.join(sorted(values))}"
+    f"{key}=<duration>" if isinstance(values, re.Pattern) else f"{key}={'|'.join(sorted(values))}"
     for key, values in sorted(SAFE_PROXY_METADATA.items())
 )
 SAFE_PROXY_CONFIG_TEXT = (
@@ -227,6 +239,8 @@ def pod_violations(
     if istiod_gateway:
         _check_istiod_gateway(reader, policy, labels, shape)
     check_capture_metadata(reader, shape.meta_path, labels, annotations)
+    if injected and not gateway:
+        check_injected_containers(reader, shape.spec, shape.spec_path, injected)
     skipped = (injected | {"istio-proxy"}) if gateway else injected
     _check_spec(reader, shape, skipped, gateway)
     return reader.violations
@@ -444,6 +458,7 @@ def check_capture_metadata(
     for key, effect in PROXY_REPLACING_ANNOTATIONS.items():
         if key in annotations:
             reader.add(f"{meta}[{key}]", f"{effect}; remove it")
+    check_template_values(reader, meta, annotations, judged=PROXY_REPLACING_ANNOTATIONS.keys())
     _check_proxy_config(reader, meta, annotations.get(PROXY_CONFIG))
     mode_label = ambient_mode(labels)
     if mode_label is not None:
@@ -479,25 +494,35 @@ def _check_proxy_config(reader: Reader, meta: str, raw: str | None) -> None:
         )
 
 
+def field_name(key: Any) -> str:
+    """A ProxyConfig field as its JSON name: Istio reads the annotation with protobuf's JSON
+    parser, which takes the proto name (``custom_tags``) for the JSON one (``customTags``)."""
+    head, *rest = str(key).split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def unsafe_proxy_config(config: Mapping[Any, Any]) -> list[str]:
     """The fields of a ProxyConfig (annotation or resource) a tenant may not set, sorted."""
     unsafe: list[str] = []
     for key in sorted(config, key=str):
         value = config[key]
-        if key in SAFE_PROXY_CONFIG_KEYS:
+        name = field_name(key)
+        if name in SAFE_PROXY_CONFIG_KEYS:
             continue
-        if key == "proxyMetadata":
-            unsafe += unsafe_proxy_environment(value, "proxyMetadata")
-        elif key == "tracing":
+        if name == "proxyMetadata":
+            unsafe += unsafe_proxy_environment(value, str(key))
+        elif name == "tracing":
             if not isinstance(value, Mapping):
-                unsafe.append("tracing")
+                unsafe.append(str(key))
             else:
                 unsafe += [
-                    f"tracing.{k}" for k in sorted(value, key=str) if k not in SAFE_TRACING_KEYS
+                    f"{key}.{k}"
+                    for k in sorted(value, key=str)
+                    if field_name(k) not in SAFE_TRACING_KEYS
                 ]
-        elif key == "image":
+        elif name == "image":
             if not _official_image_type(value):
-                unsafe.append("image")
+                unsafe.append(str(key))
         else:
             unsafe.append(str(key))
     return unsafe
@@ -509,19 +534,23 @@ def unsafe_proxy_environment(value: Any, field: str) -> list[str]:
         return [field]
     unsafe = []
     for key in sorted(value, key=str):
-        values = SAFE_PROXY_METADATA.get(key, frozenset())
-        if values is not None and value[key] not in values:
+        allowed = SAFE_PROXY_METADATA.get(key, frozenset())
+        given = value[key]
+        if isinstance(allowed, re.Pattern):
+            safe = isinstance(given, str) and allowed.fullmatch(given) is not None
+        else:
+            safe = given in allowed
+        if not safe:
             unsafe.append(f"{field}.{key}")
     return unsafe
 
 
 def _official_image_type(value: Any) -> bool:
     """``image: {imageType: ...}`` naming a variant of the mesh's own proxy image."""
-    return (
-        isinstance(value, Mapping)
-        and set(value) <= {"imageType"}
-        and value.get("imageType", "default") in PROXY_IMAGE_TYPES
-    )
+    if not isinstance(value, Mapping):
+        return False
+    fields = {field_name(key): given for key, given in value.items()}
+    return set(fields) <= {"imageType"} and fields.get("imageType", "default") in PROXY_IMAGE_TYPES
 
 
 def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gateway: bool) -> None:
