@@ -309,3 +309,47 @@ def test_the_entrypoint_rule_leaves_the_policy_alone() -> None:
     before = copy.deepcopy(BANZAI)
     judge(injected_pod())
     assert before == BANZAI
+
+
+# --- the injector's volumes ------------------------------------------------------------------
+
+
+def _with_injected_volumes(pod: dict[str, Any]) -> dict[str, Any]:
+    status = json.loads(pod["metadata"]["annotations"]["sidecar.istio.io/status"])
+    pod["spec"].setdefault("volumes", []).extend(
+        {"name": name, "emptyDir": {}} for name in status["volumes"]
+    )
+    proxy = _container(pod, "istio-proxy")
+    proxy["volumeMounts"] = [{"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}]
+    return pod
+
+
+@pytest.mark.parametrize("where", ["containers", "initContainers", "ephemeralContainers"])
+def test_a_pod_container_mounting_the_proxys_volume_is_denied(where: str) -> None:
+    pod = _with_injected_volumes(injected_pod())
+    mount = {"name": "istio-envoy", "mountPath": "/proxy"}
+    pod["spec"].setdefault(where, []).append(
+        {"name": "peek", "image": "x", "volumeMounts": [mount]}
+    )
+    decision = judge(pod)
+    index = len(pod["spec"][where]) - 1
+    assert fields(decision) == [f"spec.{where}[{index}].volumeMounts[0].name"]
+
+
+def test_the_proxy_mounting_its_own_volumes_is_allowed() -> None:
+    decision = judge(_with_injected_volumes(injected_pod()))
+    assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize("name", ["istio-envoy", "workload-socket", "istio-token"])
+def test_a_template_volume_named_as_the_injectors_is_denied(name: str) -> None:
+    manifest = deployment()
+    template(manifest)["spec"]["volumes"] = [{"name": name, "emptyDir": {}}]
+    assert fields(judge(manifest)) == ["spec.template.spec.volumes[0].name"]
+
+
+def test_template_volumes_of_the_pods_own_are_allowed() -> None:
+    manifest = deployment()
+    template(manifest)["spec"]["volumes"] = [{"name": "cache", "emptyDir": {}}]
+    decision = judge(manifest)
+    assert decision.allowed, decision.reason

@@ -137,8 +137,11 @@ def container_names(value: Any) -> Iterable[Any]:
     return (container.get("name") for _, container in Reader().mappings(value, ""))
 
 
-def status_names(raw: str | None) -> frozenset[str]:
-    """Container names the injector's status annotation lists (empty when unreadable)."""
+def status_names(
+    raw: str | None, keys: tuple[str, ...] = ("containers", "initContainers")
+) -> frozenset[str]:
+    """Names the injector's status annotation lists under ``keys`` (empty when unreadable):
+    its containers by default, or its ``volumes``."""
     if not raw:
         return frozenset()
     try:
@@ -148,7 +151,7 @@ def status_names(raw: str | None) -> frozenset[str]:
     if not isinstance(status, Mapping):
         return frozenset()
     names: set[str] = set()
-    for key in ("containers", "initContainers"):
+    for key in keys:
         value = status.get(key)
         if isinstance(value, list):
             names.update(v for v in value if isinstance(v, str))

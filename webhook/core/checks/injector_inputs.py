@@ -124,20 +124,88 @@ INJECTED_ARGS: Final[Mapping[str, tuple[str, ...]]] = {
     "istio-validation": ("istio-iptables",),
 }
 INIT: Final = "istio-init"
+# volumes of the sidecar template: the proxy's bootstrap and sockets (istio-envoy), its
+# certificates and the SDS socket (workload-socket, workload-certs, credential-socket), its
+# token for istiod, the pod's labels and annotations it reads at start
+INJECTED_VOLUMES: Final = frozenset(
+    {
+        "istio-envoy",
+        "istio-data",
+        "istio-podinfo",
+        "istio-token",
+        "istiod-ca-cert",
+        "istio-ca-crl",
+        "istio-certs",
+        "workload-socket",
+        "credential-socket",
+        "workload-certs",
+        "custom-bootstrap-volume",
+        "lightstep-certs",
+    }
+)
+INJECTED_VOLUMES_TEXT: Final = (
+    "the volumes the injector adds are the proxy's own (its bootstrap and xDS socket, the "
+    "workload's certificates and SDS socket, its token for istiod); a container of the pod "
+    "writing there can rewrite the bootstrap the uncaptured proxy starts from or act as the "
+    "proxy"
+)
 
 
 def check_injected_containers(
-    reader: Reader, spec: Mapping[str, Any], path: str, injected: frozenset[str]
+    reader: Reader,
+    spec: Mapping[str, Any],
+    path: str,
+    injected: frozenset[str],
+    volumes: frozenset[str],
 ) -> None:
     """The containers the injector added (``injected``, from its status) run what its template
-    gives them, and no tenant container starts for good before capture is in place."""
-    for list_name in ("initContainers", "containers"):
-        for where, container in reader.mappings(spec.get(list_name), f"{path}.{list_name}"):
+    gives them, the pod's own containers keep out of its ``volumes``, and no tenant container
+    starts for good before capture is in place."""
+    for list_name in ("initContainers", "containers", "ephemeralContainers"):
+        containers = spec.get(list_name)
+        if type(containers) is not list:
+            continue
+        for index, container in enumerate(containers):
+            if type(container) is not dict:
+                continue
             name = container.get("name")
-            if name in injected and name in INJECTED_ARGS:
-                _check_entrypoint(reader, container, where, INJECTED_ARGS[name])
+            if name in injected:
+                if name in INJECTED_ARGS and list_name != "ephemeralContainers":
+                    where = f"{path}.{list_name}[{index}]"
+                    _check_entrypoint(reader, container, where, INJECTED_ARGS[name])
+            elif volumes and container.get("volumeMounts") is not None:
+                _check_mounts(reader, container, f"{path}.{list_name}[{index}]", volumes)
     if INIT in injected:
         _check_started_before_capture(reader, spec.get("initContainers"), path, injected)
+
+
+def check_template_volumes(reader: Reader, spec: Mapping[str, Any], path: str) -> None:
+    """A template names none of the injector's volumes: the injector merges its own into a
+    volume of the same name, which the pod's containers then share with the proxy."""
+    volumes = spec.get("volumes")
+    if type(volumes) is not list:
+        return
+    for index, volume in enumerate(volumes):
+        if isinstance(volume, Mapping) and volume.get("name") in INJECTED_VOLUMES:
+            reader.add(
+                f"{path}.volumes[{index}].name",
+                f"{volume.get('name')!r}: {INJECTED_VOLUMES_TEXT}; rename the volume",
+            )
+
+
+def _check_mounts(
+    reader: Reader, container: Mapping[str, Any], where: str, volumes: frozenset[str]
+) -> None:
+    mounts = container.get("volumeMounts")
+    if type(mounts) is not list:
+        return
+    for index, mount in enumerate(mounts):
+        if isinstance(mount, Mapping) and mount.get("name") in volumes:
+            reader.add(
+                f"{where}.volumeMounts[{index}].name",
+                f"{mount.get('name')!r}: {INJECTED_VOLUMES_TEXT}; mount a volume of the pod's "
+                "own instead",
+            )
 
 
 def _check_entrypoint(

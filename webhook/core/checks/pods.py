@@ -45,6 +45,7 @@ from webhook.core.checks.injector_inputs import (
     PROXY_IMAGE_TYPES,
     check_injected_containers,
     check_template_values,
+    check_template_volumes,
 )
 from webhook.core.checks.istiod_gateways import authorship_violations, gateway_name
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
@@ -240,7 +241,10 @@ def pod_violations(
         _check_istiod_gateway(reader, policy, labels, shape)
     check_capture_metadata(reader, shape.meta_path, labels, annotations)
     if injected and not gateway:
-        check_injected_containers(reader, shape.spec, shape.spec_path, injected)
+        volumes = status_names(annotations.get(STATUS), ("volumes",))
+        check_injected_containers(reader, shape.spec, shape.spec_path, injected, volumes)
+    if shape.template and not gateway:
+        check_template_volumes(reader, shape.spec, shape.spec_path)
     skipped = (injected | {"istio-proxy"}) if gateway else injected
     _check_spec(reader, shape, skipped, gateway)
     return reader.violations
