@@ -211,6 +211,20 @@ def test_a_tenant_sidecar_started_before_capture_is_refused(
     assert_denied(create(cluster, tunnel), "spec.initContainers[0].restartPolicy")
 
 
+def test_a_container_mounting_the_proxys_bootstrap_volume_is_refused(
+    cluster: Kubectl, enforced: Callable[..., str]
+) -> None:
+    """The app names ``istio-envoy``, a volume only Istio's injector adds: the API server's own
+    validation, which runs before validating webhooks, finds it after injection, so the
+    refusal comes from egress-guard, for the mount."""
+    namespace = enforced({"istio-injection": "enabled"})
+    peek = bare_pod(namespace)
+    peek["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}
+    ]
+    assert_denied(create(cluster, peek), "spec.containers[0].volumeMounts[0].name")
+
+
 def test_native_sidecar_injection_is_admitted(
     throwaway_control_plane: ControlPlane, tmp_path: Path
 ) -> None:
