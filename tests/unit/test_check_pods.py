@@ -392,10 +392,47 @@ def test_volumes_the_node_serves_itself_are_allowed() -> None:
         {"name": "f", "persistentVolumeClaim": {"claimName": "data"}},
         {"name": "g", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
         {"name": "h", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True}},
-        {"name": "i", "hostPath": {"path": "/var/log"}},
         {"name": "j", "image": {"reference": "registry.example/data:1"}},
     ]
     assert judge(manifest).allowed
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # the container runtime's socket: ``ctr run --net-host`` starts a container no
+        # admission sees, on the node's network
+        "/run/containerd/containerd.sock",
+        # a hostNetwork static pod written here runs even when its mirror Pod is refused
+        "/etc/kubernetes/manifests",
+        # with SYS_ADMIN, nsenter into the node's or another pod's network namespace
+        "/proc",
+        "/run/netns",
+        "/var/log",
+    ],
+)
+@pytest.mark.parametrize("read_only", [False, True])
+def test_host_path_volume_is_denied(path: str, read_only: bool) -> None:
+    # read-only does not help: connect() on a unix socket works on a read-only mount
+    manifest = deployment()
+    source: dict[str, Any] = {"path": path}
+    if read_only:
+        source["readOnly"] = True
+    spec = template(manifest)["spec"]
+    spec["volumes"] = [{"name": "cache", "emptyDir": {}}, {"name": "node", "hostPath": source}]
+    decision = judge(manifest)
+    assert fields(decision) == ["spec.template.spec.volumes[1].hostPath"]
+    assert "container runtime" in decision.reason
+    assert "emptyDir or a PersistentVolumeClaim" in decision.reason
+
+
+def test_host_path_volume_on_a_pod_is_denied() -> None:
+    pod = injected_pod()
+    pod["spec"]["volumes"] = [
+        {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
+        {"name": "sock", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}},
+    ]
+    assert fields(judge(pod)) == ["spec.volumes[1].hostPath"]
 
 
 # --- pod spec: host network, proxy IDs, privileges --------------------------------------------
@@ -405,6 +442,42 @@ def test_host_network_is_denied() -> None:
     manifest = deployment()
     template(manifest)["spec"]["hostNetwork"] = True
     assert fields(judge(manifest)) == ["spec.template.spec.hostNetwork"]
+
+
+@pytest.mark.parametrize(
+    ("key", "opens"),
+    [("hostPID", "process namespace"), ("hostIPC", "IPC namespace")],
+)
+@pytest.mark.parametrize("kind", ["Deployment", "Pod"])
+def test_host_pid_and_ipc_are_denied(key: str, opens: str, kind: str) -> None:
+    manifest = deployment() if kind == "Deployment" else injected_pod()
+    spec = template(manifest)["spec"] if kind == "Deployment" else manifest["spec"]
+    spec[key] = True
+    decision = judge(manifest)
+    prefix = "spec.template.spec" if kind == "Deployment" else "spec"
+    assert fields(decision) == [f"{prefix}.{key}"]
+    assert opens in decision.reason
+    assert "platform namespace" in decision.reason
+
+
+@pytest.mark.parametrize("key", ["hostPID", "hostIPC", "hostNetwork"])
+def test_host_namespaces_set_false_are_allowed(key: str) -> None:
+    manifest = deployment()
+    template(manifest)["spec"][key] = False
+    assert judge(manifest).allowed
+
+
+def test_host_pid_on_a_cron_job_template_is_denied() -> None:
+    job_template = copy.deepcopy(template(deployment()))
+    job_template["spec"]["hostPID"] = True
+    job_template["spec"]["restartPolicy"] = "Never"
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "test-app"},
+        "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": job_template}}},
+    }
+    assert fields(judge(cron)) == ["spec.jobTemplate.spec.template.spec.hostPID"]
 
 
 @pytest.mark.parametrize(
@@ -465,6 +538,104 @@ def test_container_with_network_capability_is_denied(cap: str) -> None:
     assert fields(decision) == [
         "spec.template.spec.containers[1].securityContext.capabilities.add[0]"
     ]
+    assert "iptables rules or send raw packets" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "cap",
+    [
+        # nsenter into the node's or the egress gateway's network namespace
+        "SYS_ADMIN",
+        # with shareProcessNamespace, drive the uncaptured proxy
+        "SYS_PTRACE",
+        "cap_sys_admin",
+        " Sys_Ptrace ",
+        "BPF",
+        "SYS_MODULE",
+        "SYS_TIME",
+        "NET_BROADCAST",
+        "PERFMON",
+        "DAC_READ_SEARCH",
+        # names no runtime knows today are refused as well
+        "CHECKPOINT_RESTORE_2",
+        "CAP_CAP_CHOWN",
+        "CHOWNS",
+        "",
+    ],
+)
+def test_capability_beyond_pod_security_baseline_is_denied(cap: str) -> None:
+    manifest = deployment()
+    security = template(manifest)["spec"]["containers"][0]["securityContext"]
+    security["capabilities"] = {"drop": ["ALL"], "add": ["NET_BIND_SERVICE", cap]}
+    decision = judge(manifest)
+    assert fields(decision) == [
+        "spec.template.spec.containers[0].securityContext.capabilities.add[1]"
+    ]
+    assert "Pod Security baseline" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "cap",
+    [
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+        "cap_setuid",
+        " CAP_NET_BIND_SERVICE ",
+        "Kill",
+    ],
+)
+def test_pod_security_baseline_capabilities_are_allowed(cap: str) -> None:
+    manifest = deployment()
+    template(manifest)["spec"]["containers"][1]["securityContext"]["capabilities"] = {"add": [cap]}
+    decision = judge(manifest)
+    assert decision.allowed, decision.reason
+
+
+def test_sys_admin_with_host_pid_names_both() -> None:
+    manifest = deployment()
+    spec = template(manifest)["spec"]
+    spec["hostPID"] = True
+    spec["containers"][0]["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN", "SYS_PTRACE"]}
+    assert fields(judge(manifest)) == [
+        "spec.template.spec.hostPID",
+        "spec.template.spec.containers[0].securityContext.capabilities.add[0]",
+        "spec.template.spec.containers[0].securityContext.capabilities.add[1]",
+    ]
+
+
+def test_injected_containers_keep_their_capabilities() -> None:
+    # istio-init adds NET_ADMIN and NET_RAW; in TPROXY mode the proxy adds NET_ADMIN too
+    pod = injected_pod()
+    proxy = pod["spec"]["containers"][-1]
+    proxy["securityContext"]["capabilities"] = {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+    assert judge(pod).allowed
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("seccompProfile", {"type": "Unconfined"}),
+        ("appArmorProfile", {"type": "Unconfined"}),
+        ("procMount", "Unmasked"),
+    ],
+)
+def test_unconfined_profiles_and_proc_mount_are_left_to_pod_security(key: str, value: Any) -> None:
+    # no path to the network on their own once host namespaces, hostPath and capabilities
+    # beyond the baseline are refused; Pod Security baseline judges them
+    manifest = deployment()
+    template(manifest)["spec"]["containers"][0]["securityContext"][key] = value
+    assert judge(manifest).allowed
 
 
 def test_privileged_init_container_is_denied() -> None:

@@ -4,7 +4,9 @@
 (docs/istio-semantics.md#traffic-capture, traps 12 and 16).  A compromised tenant who can write a
 Deployment can switch injection off, shrink what iptables captures, swap the proxy, run as the
 proxy's UID/GID 1337 (which iptables lets through), rewrite the rules with ``NET_ADMIN``, or leave
-the pod's network namespace altogether.  Each of those is refused here, in the pod template (so the
+the pod's network namespace altogether: directly (``hostNetwork``) or through the node (its process
+namespace, its files and sockets, capabilities beyond Pod Security baseline's), which no sidecar
+and no NetworkPolicy covers.  Each of those is refused here, in the pod template (so the
 developer hears it at ``kubectl apply``) and again on the Pod itself.
 
 The Istio injector is a mutating webhook and runs before validation, so a Pod CREATE may already
@@ -68,12 +70,37 @@ CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 # namespace default; anything else ("false", "no", "False", "off", typos) skips injection
 INJECTING_VALUES = frozenset({"", "y", "yes", "true", "on"})
 CAPTURING_MODES = frozenset({"REDIRECT", "TPROXY"})
-DANGEROUS_CAPABILITIES = frozenset({"NET_ADMIN", "NET_RAW", "ALL"})
-# the newline before a line of an upper-cased, newline-joined ``add`` list that may name one of
-# them: ``[^\S\n]`` is whitespace but the newline, and ``\s`` is what ``str.strip`` strips
-_DANGEROUS_LINE = re.compile(
-    r"\n(?=[^\S\n]*(?:CAP_)?(?:"
-    + "|".join(map(re.escape, sorted(DANGEROUS_CAPABILITIES)))
+# Pod Security baseline's capabilities: the only ones ``capabilities.add`` may name.  Beyond
+# them a container can enter other network namespaces (SYS_ADMIN, with SYS_PTRACE for a
+# process's), drive the uncaptured proxy (SYS_PTRACE), load kernel code (SYS_MODULE, BPF) or
+# rewrite the pod's iptables rules (NET_ADMIN), past the sidecar and the NetworkPolicy layer; an
+# allow list also refuses names the runtime learns after this list was written
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+BASELINE_CAPABILITIES_TEXT = ", ".join(sorted(BASELINE_CAPABILITIES))
+# refused ones that touch the pod's own network: their message says so
+NETWORK_CAPABILITIES = frozenset({"NET_ADMIN", "NET_RAW", "ALL"})
+# the newline before a line of an upper-cased, newline-joined ``add`` list that names none of
+# the baseline's, the final newline apart: ``[^\S\n]`` is whitespace but the newline, and ``\s``
+# is what ``str.strip`` strips
+_REFUSED_LINE = re.compile(
+    r"\n(?!\Z)(?![^\S\n]*(?:CAP_)?(?:"
+    + "|".join(map(re.escape, sorted(BASELINE_CAPABILITIES)))
     + r")[^\S\n]*\n)"
 )
 
@@ -557,8 +584,27 @@ def _official_image_type(value: Any) -> bool:
     return set(fields) <= {"imageType"} and fields.get("imageType", "default") in PROXY_IMAGE_TYPES
 
 
+# the node's namespaces besides its network, as hostNetwork is judged: each is a way onto the
+# node, whose network namespace no sidecar and no NetworkPolicy covers
+HOST_NAMESPACES: Mapping[str, str] = {
+    "hostPID": (
+        "shares the node's process namespace: a container can then enter the network namespace "
+        "of any process on the node (the node's own, or the egress gateway's) or drive other "
+        "pods' uncaptured proxies, past the sidecar, the egress allow list and the "
+        "NetworkPolicy layer; remove it (node agents belong in a platform namespace)"
+    ),
+    "hostIPC": (
+        "shares the node's IPC namespace (System V shared memory, message queues, the node's "
+        "/dev/shm) with the node's processes and every other hostIPC pod, a channel to "
+        "programs outside the mesh that no sidecar sees; remove it (node agents belong in a "
+        "platform namespace)"
+    ),
+}
+
+
 def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gateway: bool) -> None:
-    """Host networking, the proxy's UID/GID and network privileges stay out of tenant hands."""
+    """Host networking and namespaces, the proxy's UID/GID and network privileges stay out of
+    tenant hands."""
     spec, path = shape.spec, shape.spec_path
     host_network = spec.get("hostNetwork")
     if host_network not in (None, False):
@@ -567,6 +613,9 @@ def _check_spec(reader: Reader, shape: PodShape, skipped: frozenset[str], gatewa
             "puts the pod on the node's network, where no sidecar is injected and no iptables "
             "rule captures its traffic, so the egress allow list does not apply; remove it",
         )
+    for key, effect in HOST_NAMESPACES.items():
+        if spec.get(key) not in (None, False):
+            reader.add(f"{path}.{key}", effect)
     pod_security = reader.mapping(spec.get("securityContext"), f"{path}.securityContext")
     if not gateway:
         # pod-level IDs apply to every container, including ephemeral ones added later
@@ -590,14 +639,26 @@ SAFE_VOLUME_FIELDS = frozenset(
         "persistentVolumeClaim",
         "ephemeral",
         "csi",
-        "hostPath",
         "image",
     }
+)
+HOST_PATH_MESSAGE = (
+    "a hostPath volume opens the node's files and sockets to the pod: the container runtime's "
+    "socket, the static pod manifests and /proc let it start containers or join network "
+    "namespaces that no admission and no sidecar sees (the node's, the egress gateway's), past "
+    "the egress allow list and the NetworkPolicy layer, even read-only (a unix socket still "
+    "connects); use an emptyDir or a PersistentVolumeClaim, or run node agents in a platform "
+    "namespace"
+)
+REMOTE_VOLUME_MESSAGE = (
+    "a {key} volume is mounted by the node from a server or repository the pod spec names, "
+    "outside the mesh and its egress gateway, so data written to it leaves the cluster "
+    "unchecked; use a PersistentVolumeClaim (storage the platform provisions) instead"
 )
 
 
 def _check_volumes(reader: Reader, value: Any, path: str) -> None:
-    """No volume has the node mount remote storage the tenant names."""
+    """No volume has the node mount remote storage the tenant names, or its own files."""
     items: Iterable[tuple[str, Mapping[str, Any]]]
     if type(value) is list and many(value) and set(map(type, value)) == {dict}:
         # a pod may list thousands of volumes: only those with an unknown field are read
@@ -607,14 +668,10 @@ def _check_volumes(reader: Reader, value: Any, path: str) -> None:
         items = reader.mappings(value, path)
     for where, volume in items:
         for key in volume:
-            if key not in SAFE_VOLUME_FIELDS:
-                reader.add(
-                    f"{where}.{key}",
-                    f"a {key} volume is mounted by the node from a server or repository the pod "
-                    "spec names, outside the mesh and its egress gateway, so data written to it "
-                    "leaves the cluster unchecked; use a PersistentVolumeClaim (storage the "
-                    "platform provisions) instead",
-                )
+            if key == "hostPath":
+                reader.add(f"{where}.{key}", HOST_PATH_MESSAGE)
+            elif key not in SAFE_VOLUME_FIELDS:
+                reader.add(f"{where}.{key}", REMOTE_VOLUME_MESSAGE.format(key=key))
 
 
 def _check_containers(reader: Reader, value: Any, path: str, skipped: frozenset[str]) -> None:
@@ -734,7 +791,7 @@ def _suspects(
 ) -> Iterator[int]:
     # the last container of each name found clean: an equal one is clean too
     clean: dict[Any, dict[str, Any]] = {}
-    # capabilities seen not to be one of the dangerous ones
+    # capabilities seen to be allowed
     safe: set[str] = set()
     for index, container in enumerate(containers):
         if type(container) is not dict:
@@ -795,7 +852,7 @@ def _clean_security(security: Any, safe: set[str]) -> bool:
         # an unhashable item, which is not a string
         return False
     for cap in add:
-        if type(cap) is not str or _is_dangerous(cap):
+        if type(cap) is not str or _is_refused(cap):
             return False
         safe.add(cap)
     return True
@@ -840,7 +897,8 @@ def _check_ids(reader: Reader, security: Mapping[str, Any], path: str, *, pod_le
 
 
 def _check_privileges(reader: Reader, security: Mapping[str, Any], path: str) -> None:
-    """No container may rewrite the pod's iptables rules or craft raw packets."""
+    """No container may rewrite the pod's iptables rules, craft raw packets or hold a
+    capability beyond Pod Security baseline's."""
     if security.get("privileged") not in (None, False):
         reader.add(
             f"{path}.privileged",
@@ -853,27 +911,43 @@ def _check_privileges(reader: Reader, security: Mapping[str, Any], path: str) ->
     candidates = _capability_candidates(add, where)
     found = reader.strings(add, where) if candidates is None else candidates
     for where, cap in found:
-        if _is_dangerous(cap):
-            reader.add(
-                where,
-                f"{cap} lets the container rewrite the pod's iptables rules or send raw "
-                "packets, so its traffic can skip the sidecar and the egress allow list; drop "
-                "it (the mesh's own init container already has what capture needs)",
-            )
+        name = _capability_name(cap)
+        if name not in BASELINE_CAPABILITIES:
+            reader.add(where, _capability_message(cap, name))
 
 
-def _is_dangerous(cap: str) -> bool:
-    return cap.strip().upper().removeprefix("CAP_") in DANGEROUS_CAPABILITIES
+def _capability_name(cap: str) -> str:
+    return cap.strip().upper().removeprefix("CAP_")
+
+
+def _is_refused(cap: str) -> bool:
+    return _capability_name(cap) not in BASELINE_CAPABILITIES
+
+
+def _capability_message(cap: str, name: str) -> str:
+    if name in NETWORK_CAPABILITIES:
+        return (
+            f"{cap} lets the container rewrite the pod's iptables rules or send raw packets, "
+            "so its traffic can skip the sidecar and the egress allow list; drop it (the "
+            "mesh's own init container already has what capture needs)"
+        )
+    return (
+        f"{cap} is not among Pod Security baseline's capabilities "
+        f"({BASELINE_CAPABILITIES_TEXT}); the others let a container enter "
+        "other network namespaces (SYS_ADMIN, SYS_PTRACE: the node's, the egress gateway's), "
+        "drive the uncaptured proxy (SYS_PTRACE) or load kernel code (SYS_MODULE, BPF), past "
+        "the sidecar, the egress allow list and the NetworkPolicy layer; drop it"
+    )
 
 
 def _capability_candidates(add: Any, path: str) -> Iterator[tuple[str, str]] | None:
-    """``(path[i], item)`` for the items of a long ``add`` list that may be dangerous, in order.
+    """``(path[i], item)`` for the items of a long ``add`` list that may be refused, in order.
 
     None for a short list or one holding other things, read item by item.  A 3 MiB container
     can add a quarter of a million capabilities: they are joined, upper-cased and scanned in C
-    for a line naming a dangerous one (``CAP_`` and surrounding whitespace allowed), so a clean
-    list costs no Python per item and paths are written only for the candidates found, which
-    are judged as before.
+    for a line naming none of the allowed ones (``CAP_`` and surrounding whitespace allowed),
+    so a clean list costs no Python per item and paths are written only for the candidates
+    found, which are judged as before.
     """
     if type(add) is not list or not many(add):
         return None
@@ -889,9 +963,9 @@ def _capability_candidates(add: Any, path: str) -> Iterator[tuple[str, str]] | N
 
 
 def _line_numbers(text: str) -> Iterator[int]:
-    """The number of each line (from 0) ``_DANGEROUS_LINE`` finds the newline before."""
+    """The number of each line (from 0) ``_REFUSED_LINE`` finds the newline before."""
     line = last = 0
-    for match in _DANGEROUS_LINE.finditer(text):
+    for match in _REFUSED_LINE.finditer(text):
         line += text.count("\n", last, match.start())
         last = match.start()
         yield line
