@@ -160,10 +160,7 @@ def review_of_manifest(
     kind = str(manifest.get("kind", ""))
     # like kubectl: the namespace the manifest names wins; ``namespace`` only fills in for
     # objects that name none, so a bundle spanning namespaces is judged where it will land
-    if kind == "Namespace":
-        ns = ""
-    else:
-        ns = str(meta.get("namespace") or namespace or "default")
+    ns = "" if kind == "Namespace" else str(meta.get("namespace") or namespace or "default")
     obj = None if operation == "DELETE" else manifest
     old = manifest if operation in ("DELETE", "UPDATE") else None
     return Review(
