@@ -71,11 +71,17 @@ def test_external_hostname_backend_is_denied(kind: str) -> None:
     decision = judge(route([hostname("evil.example.com")], kind=kind, parents=MESH_PARENT))
     assert fields(decision) == ["spec.rules[0].backendRefs[0].name"]
     assert "skipping the egress gateway" in decision.reason
+    assert "ask for the destination in the egress policy" in decision.reason
 
 
 def test_even_an_allowed_host_as_hostname_backend_outside_egress_namespace_is_denied() -> None:
     # service1.foo.com is allowed to everyone, but through the gateway, not straight out
-    assert not judge(route([hostname("service1.foo.com")], parents=SE_PARENT)).allowed
+    decision = judge(route([hostname("service1.foo.com")], parents=SE_PARENT))
+    (violation,) = decision.violations
+    # the destination is granted already: the advice is the way there, not the policy
+    assert f"through the egress gateway {EGRESS_GW}" in violation.message
+    assert "call the host itself" in violation.message
+    assert "egress policy" not in violation.message
 
 
 @pytest.mark.parametrize(

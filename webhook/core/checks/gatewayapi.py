@@ -9,7 +9,11 @@ what a VirtualService does:
 - a backend of kind ``Hostname`` (group ``networking.istio.io``) names any host; outside the
   egress namespace an external one sends mesh traffic straight out, skipping the egress gateway;
 - ``hostnames`` of a mesh-attached route claim hosts for the whole mesh;
-- a route attached to a Gateway in the egress namespace programs the egress gateway itself.
+- a route attached to a Gateway in the egress namespace programs the egress gateway itself, and
+  so does one attached to a ListenerSet there, or a ListenerSet lending its listeners to such a
+  Gateway;
+- a listener asking for ``auto-passthrough`` in its TLS options is an ``AUTO_PASSTHROUGH``
+  server, where the client's SNI picks the destination and no route is consulted.
 
 Backends of kind Service and ServiceEntry are fine here: those objects are checked on their own.
 A Gateway of class ``istio`` is the tenant's own ingress: it opens no egress by itself, what it
@@ -33,6 +37,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     ChunkedKeys,
     Reader,
+    egress_fqdns,
     egress_gateway_selecting,
     is_object,
     judge_classes,
@@ -106,7 +111,7 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
         _check_hostnames(reader, policy, spec, namespace)
     refs = _plain_backends(spec.get("rules"))
     for where, ref in _backend_refs(reader, spec) if refs is None else refs:
-        _check_backend(reader, policy, ref, where, in_egress)
+        _check_backend(reader, policy, ref, where, namespace)
     return reader.violations
 
 
@@ -224,7 +229,7 @@ def _plain_backends(rules: Any) -> Iterator[tuple[str, Mapping[str, Any]]] | Non
 
 
 def _check_backend(
-    reader: Reader, policy: Policy, ref: Mapping[str, Any], where: str, in_egress: bool
+    reader: Reader, policy: Policy, ref: Mapping[str, Any], where: str, namespace: str
 ) -> None:
     """Services, ServiceEntries and inference pools are checked elsewhere; Hostname here."""
     group = ref.get("group", "")
@@ -249,15 +254,28 @@ def _check_backend(
     checked = reader.host(name, f"{where}.name")
     if checked is None or policy.is_internal(checked):
         return
-    if in_egress and policy.services_covering(checked) and not checked.startswith("*"):
+    covering = policy.services_covering(checked)
+    if policy.is_egress_namespace(namespace) and covering and not checked.startswith("*"):
         # the gateway leg: the egress gateway forwards to a host of the allow list
+        return
+    head = (
+        f"a Hostname backend sends the route's traffic straight to {checked!r}, skipping the "
+        "egress gateway and the egress allow list"
+    )
+    reachable = covering & policy.allowed_for_some(namespace)
+    if reachable:
+        # the destination is granted already: only the way there is wrong
+        reader.add(
+            f"{where}.name",
+            f"{head}; workloads of {namespace} may reach it through the egress gateway "
+            f"{egress_fqdns(policy, reachable)}: have them call the host itself (their "
+            "sidecars send it there) instead of using a Hostname backend",
+        )
         return
     gateways = ", ".join(gw.fqdn for gw in policy.gateways) or "the egress gateway"
     reader.add(
         f"{where}.name",
-        f"a Hostname backend sends the route's traffic straight to {checked!r}, skipping the "
-        f"egress gateway and the egress allow list; send it to {gateways} and ask for the "
-        "destination in the egress policy",
+        f"{head}; send it to {gateways} and ask for the destination in the egress policy",
     )
 
 
