@@ -71,11 +71,17 @@ def test_external_hostname_backend_is_denied(kind: str) -> None:
     decision = judge(route([hostname("evil.example.com")], kind=kind, parents=MESH_PARENT))
     assert fields(decision) == ["spec.rules[0].backendRefs[0].name"]
     assert "skipping the egress gateway" in decision.reason
+    assert "ask for the destination in the egress policy" in decision.reason
 
 
 def test_even_an_allowed_host_as_hostname_backend_outside_egress_namespace_is_denied() -> None:
     # service1.foo.com is allowed to everyone, but through the gateway, not straight out
-    assert not judge(route([hostname("service1.foo.com")], parents=SE_PARENT)).allowed
+    decision = judge(route([hostname("service1.foo.com")], parents=SE_PARENT))
+    (violation,) = decision.violations
+    # the destination is granted already: the advice is the way there, not the policy
+    assert f"through the egress gateway {EGRESS_GW}" in violation.message
+    assert "call the host itself" in violation.message
+    assert "egress policy" not in violation.message
 
 
 @pytest.mark.parametrize(
@@ -265,3 +271,136 @@ def test_gateway_declaring_a_network_gateway_is_denied(klass: str, where: str) -
     else:
         manifest["spec"]["infrastructure"] = {"labels": labels}
     assert fields(judge(manifest)) == [f"{where}.labels[topology.istio.io/network]"]
+
+
+# --- listeners and ListenerSets ----------------------------------------------------------------
+
+AUTO = {"gateway.istio.io/listener-protocol": "auto-passthrough"}
+OPTION_FIELD = "spec.listeners[1].tls.options[gateway.istio.io/listener-protocol]"
+
+
+def passthrough(options: dict[str, str] | None = None) -> dict[str, Any]:
+    tls: dict[str, Any] = {"mode": "Passthrough"}
+    if options is not None:
+        tls["options"] = options
+    return {"name": "sni", "port": 15443, "protocol": "TLS", "hostname": "*.local", "tls": tls}
+
+
+@pytest.mark.parametrize("namespace", ["team-a", "istio-egress"])
+def test_gateway_listener_asking_for_auto_passthrough_is_denied(namespace: str) -> None:
+    # istiod serves it as AUTO_PASSTHROUGH, refused on classic Gateways in every namespace
+    manifest = gateway("istio", namespace)
+    manifest["spec"]["listeners"].append(passthrough(AUTO))
+    decision = judge(manifest)
+    assert fields(decision) == [OPTION_FIELD]
+    assert "AUTO_PASSTHROUGH" in decision.reason
+
+
+@pytest.mark.parametrize("options", [None, {"gateway.istio.io/listener-protocol": "tls"}, {}])
+def test_plain_passthrough_listener_is_allowed(options: dict[str, str] | None) -> None:
+    manifest = gateway("istio")
+    manifest["spec"]["listeners"].append(passthrough(options))
+    assert judge(manifest).allowed
+
+
+def listener_set(
+    kind: str = "ListenerSet",
+    namespace: str = "team-a",
+    parent: dict[str, Any] | None = None,
+    listeners: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    group = API.rsplit("/", 1)[0]
+    api = f"{group}/v1" if kind == "ListenerSet" else "gateway.networking.x-k8s.io/v1alpha1"
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": "ls", "namespace": namespace},
+        "spec": {
+            "parentRef": parent if parent is not None else {"name": "shared"},
+            "listeners": listeners
+            if listeners is not None
+            else [{"name": "https", "port": 8443, "protocol": "HTTPS", "hostname": "a.example"}],
+        },
+    }
+
+
+LISTENER_SET_KINDS = ["ListenerSet", "XListenerSet"]
+
+
+@pytest.mark.parametrize("kind", LISTENER_SET_KINDS)
+def test_listener_set_on_a_tenant_gateway_is_allowed(kind: str) -> None:
+    assert judge(listener_set(kind)).allowed
+    other = {"name": "shared", "namespace": "team-b", "kind": "Gateway"}
+    assert judge(listener_set(kind, parent=other)).allowed
+
+
+@pytest.mark.parametrize("kind", LISTENER_SET_KINDS)
+def test_listener_set_on_a_gateway_in_the_egress_namespace_is_denied(kind: str) -> None:
+    parent = {"name": "egress", "namespace": "istio-egress"}
+    decision = judge(listener_set(kind, parent=parent))
+    assert fields(decision) == ["spec.parentRef.namespace"]
+    assert "egress namespace istio-egress" in decision.reason
+
+
+def test_listener_set_in_the_egress_namespace_is_judged_by_author() -> None:
+    # the egress namespace is the security team's: its own ListenerSets are not judged by parent
+    parent = {"name": "egress", "namespace": "istio-egress"}
+    decision = judge(listener_set(namespace="istio-egress", parent=parent))
+    assert "spec.parentRef.namespace" not in fields(decision)
+
+
+@pytest.mark.parametrize("kind", LISTENER_SET_KINDS)
+def test_listener_set_entry_asking_for_auto_passthrough_is_denied(kind: str) -> None:
+    manifest = listener_set(kind)
+    manifest["spec"]["listeners"].append(passthrough(AUTO))
+    assert fields(judge(manifest)) == [OPTION_FIELD]
+
+
+def test_listener_set_declaring_a_network_is_denied() -> None:
+    # istiod reads the ListenerSet's own labels: a TLS listener on 15443 becomes AUTO_PASSTHROUGH
+    manifest = listener_set(listeners=[passthrough()])
+    manifest["metadata"]["labels"] = {"topology.istio.io/network": "evilnet"}
+    assert fields(judge(manifest)) == ["metadata.labels[topology.istio.io/network]"]
+
+
+def test_listener_set_delete_is_allowed() -> None:
+    parent = {"name": "egress", "namespace": "istio-egress"}
+    assert judge(listener_set(parent=parent), operation="DELETE").allowed
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        {"kind": "ListenerSet", "name": "ls", "namespace": "istio-egress"},
+        {
+            "group": "gateway.networking.x-k8s.io",
+            "kind": "XListenerSet",
+            "name": "ls",
+            "namespace": "istio-egress",
+        },
+    ],
+)
+@pytest.mark.parametrize("kind", ["HTTPRoute", "TLSRoute"])
+def test_route_attaching_to_a_listener_set_in_the_egress_namespace_is_denied(
+    kind: str, parent: dict[str, Any]
+) -> None:
+    decision = judge(route([{"name": "web", "port": 443}], kind=kind, parents=[parent]))
+    assert fields(decision) == ["spec.parentRefs[0].namespace"]
+    assert f"a {parent['kind']} in the egress namespace" in decision.reason
+
+
+def test_route_attaching_to_a_tenant_listener_set_is_allowed() -> None:
+    parents = [{"kind": "ListenerSet", "name": "ls"}]
+    assert judge(route([{"name": "web", "port": 443}], parents=parents)).allowed
+
+
+@pytest.mark.parametrize("kind", ["Gateway", "ListenerSet"])
+def test_long_listener_lists_are_judged_like_short_ones(kind: str) -> None:
+    listeners = [passthrough({"x": "y"}) | {"name": f"l{i}"} for i in range(500)]
+    manifest = gateway("istio") if kind == "Gateway" else listener_set()
+    manifest["spec"]["listeners"] = listeners
+    assert judge(manifest).allowed
+    listeners[321] = passthrough(AUTO)
+    assert fields(judge(manifest)) == [
+        "spec.listeners[321].tls.options[gateway.istio.io/listener-protocol]"
+    ]

@@ -154,3 +154,13 @@ def test_malformed_selector_is_denied_with_a_field(selector: Any, shared: Policy
     decision = judge(gateway(selector), shared)
     assert not decision.allowed
     assert decision.violations[0].field == "spec.selector"
+
+
+def test_overlap_with_several_egress_gateways_is_one_violation(dedicated: Policy) -> None:
+    # banzai-demo runs a gateway per service: the same fix is named once, with every gateway
+    decision = judge(gateway({"app": "istio-ingressgateway"}, namespace="test-app"), dedicated)
+    (violation,) = decision.violations
+    assert violation.field == "spec.selector"
+    assert "egress gateways" in violation.message
+    assert violation.message.count("can match") == 1
+    assert all(gw.ref in violation.message for gw in dedicated.gateways)

@@ -387,6 +387,21 @@ def test_service_account_rule_suggests_the_egress_gateway(policy: Policy) -> Non
     assert "istio-egressgateway.egress.svc.cluster.local" in message
 
 
+@pytest.mark.parametrize("host", ["api.payments.example", "*.partner.example"])
+def test_entry_exported_too_far_for_an_allowed_host_names_the_fix(
+    host: str, policy: Policy
+) -> None:
+    # allowed to team-a, wildcard or not: the audience is what is wrong, and exportTo fixes it
+    spec = {"hosts": [host], "ports": TLS, "resolution": "DNS"}
+    (violation,) = judge(entry(spec), policy).violations
+    assert "set exportTo: ['.']" in violation.message
+    assert "over-broad" not in violation.message
+    # one parenthesis, not one inside another
+    assert "every namespace (exportTo omitted means '*')," in violation.message
+    assert violation.message.count("(") == 1
+    assert judge(entry(private(hosts=[host])), policy).allowed
+
+
 def test_visibility_is_judged_for_every_namespace_that_sees_it(policy: Policy) -> None:
     # team-a may reach payments, team-b only through its service account: exporting to
     # team-b hands team-b a direct path

@@ -112,6 +112,17 @@ def test_externalname_must_be_allowed_directly_to_every_namespace_that_sees_it(
     assert decision.allowed is allowed, decision.reason
 
 
+@pytest.mark.parametrize("export_to", [None, "*", ".,team-b"])
+def test_externalname_exported_too_far_for_an_allowed_host_names_the_annotation(
+    export_to: str | None,
+) -> None:
+    decision = judge(external_name("api.foo.com", "team-a", export_to), FIREWALL)
+    (violation,) = decision.violations
+    assert violation.field == "spec.externalName"
+    assert 'add the annotation networking.istio.io/exportTo: "."' in violation.message
+    assert "egress policy" not in violation.message
+
+
 def test_externalname_on_an_unlisted_port_is_denied() -> None:
     decision = judge(external_name("service1.foo.com", ports=[443, 22]), FIREWALL)
     assert fields(decision) == ["spec.ports[1].port"]

@@ -103,6 +103,23 @@ def test_check_reads_stdin_and_applies_the_namespace_flag() -> None:
     assert "ALLOW ServiceEntry kube-system/evil: namespace kube-system is excluded" in result.stdout
 
 
+def test_check_namespace_flag_does_not_override_the_manifests_namespace() -> None:
+    # kube-system is excluded: judged there, the entry would pass; it lands in team-a
+    manifest = "---\n".join([DENIED_SE, NAMESPACE_OBJECT])
+    result = run("check", "--policy", FIREWALL, "-n", "kube-system", "-", stdin=manifest)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("DENY ServiceEntry team-a/evil: ")
+    assert lines[1].startswith("ALLOW Namespace team-a: ")
+
+
+NAMESPACE_OBJECT = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {istio-injection: enabled}}
+"""
+
+
 def test_check_reports_audit_mode_as_audit_and_exits_zero(tmp_path: Path) -> None:
     audit = Path(FIREWALL).read_text().replace("mode: enforce", "mode: audit")
     result = run(

@@ -83,8 +83,17 @@ READS: Mapping[Kind, tuple[Path, ...]] = {
     **{("extensions.istio.io", kind): SPEC_READS for kind in ("WasmPlugin", "TrafficExtension")},
     **{
         ("gateway.networking.k8s.io", kind): SPEC_READS
-        for kind in ("Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute")
+        for kind in (
+            "Gateway",
+            "ListenerSet",
+            "HTTPRoute",
+            "GRPCRoute",
+            "TCPRoute",
+            "TLSRoute",
+            "UDPRoute",
+        )
     },
+    ("gateway.networking.x-k8s.io", "XListenerSet"): SPEC_READS,
 }
 
 # kinds whose check answers nothing for these users, whatever the operation

@@ -23,8 +23,10 @@ from webhook.core.checks import INTERCEPTIONS, WRITES
 from webhook.core.managed import MANAGED_KINDS
 from webhook.core.mutations import MUTATED
 
-# registered only where the Gateway API CRDs are installed (the chart's webhook.gatewayAPI)
+# registered only where the Gateway API CRDs are installed (the chart's webhook.gatewayAPI),
+# the experimental channel's group with them
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_GROUPS = frozenset({GATEWAY_API_GROUP, "gateway.networking.x-k8s.io"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +113,8 @@ def chart_rules() -> dict[str, list[dict[str, Any]]]:
     """The rules as the chart ships them: Gateway API rules apart, added when enabled."""
     targets = validated_targets()
     return {
-        "validating": rules(t for t in targets if t.group != GATEWAY_API_GROUP),
-        "validatingGatewayAPI": rules(t for t in targets if t.group == GATEWAY_API_GROUP),
+        "validating": rules(t for t in targets if t.group not in GATEWAY_API_GROUPS),
+        "validatingGatewayAPI": rules(t for t in targets if t.group in GATEWAY_API_GROUPS),
         "validatingMatchConditions": validating_match_conditions(),
         "mutating": rules(mutated_targets()),
     }

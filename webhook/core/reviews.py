@@ -149,13 +149,18 @@ def review_of_manifest(
     namespace: str | None = None,
     username: str = "egress-guard-check",
 ) -> Review:
-    """A Review for a manifest read from disk, as ``kubectl apply`` would submit it."""
+    """A Review for a manifest read from disk, as ``kubectl apply`` would submit it.
+
+    ``namespace`` is the namespace for objects whose manifest names none.
+    """
     api_version = str(manifest.get("apiVersion", ""))
     group, _, version = api_version.rpartition("/")
     meta = manifest.get("metadata") if isinstance(manifest.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
     kind = str(manifest.get("kind", ""))
-    ns = namespace or str(meta.get("namespace") or ("" if kind == "Namespace" else "default"))
+    # like kubectl: the namespace the manifest names wins; ``namespace`` only fills in for
+    # objects that name none, so a bundle spanning namespaces is judged where it will land
+    ns = "" if kind == "Namespace" else str(meta.get("namespace") or namespace or "default")
     obj = None if operation == "DELETE" else manifest
     old = manifest if operation in ("DELETE", "UPDATE") else None
     return Review(

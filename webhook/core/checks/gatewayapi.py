@@ -9,7 +9,11 @@ what a VirtualService does:
 - a backend of kind ``Hostname`` (group ``networking.istio.io``) names any host; outside the
   egress namespace an external one sends mesh traffic straight out, skipping the egress gateway;
 - ``hostnames`` of a mesh-attached route claim hosts for the whole mesh;
-- a route attached to a Gateway in the egress namespace programs the egress gateway itself.
+- a route attached to a Gateway in the egress namespace programs the egress gateway itself, and
+  so does one attached to a ListenerSet there, or a ListenerSet lending its listeners to such a
+  Gateway;
+- a listener asking for ``auto-passthrough`` in its TLS options is an ``AUTO_PASSTHROUGH``
+  server, where the client's SNI picks the destination and no route is consulted.
 
 Backends of kind Service and ServiceEntry are fine here: those objects are checked on their own.
 A Gateway of class ``istio`` is the tenant's own ingress: it opens no egress by itself, what it
@@ -33,6 +37,7 @@ from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
     ChunkedKeys,
     Reader,
+    egress_fqdns,
     egress_gateway_selecting,
     is_object,
     judge_classes,
@@ -48,6 +53,9 @@ from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
 GROUP = "gateway.networking.k8s.io"
+# the experimental group: Istio releases before ListenerSet reached the standard channel read
+# XListenerSet there
+X_GROUP = "gateway.networking.x-k8s.io"
 ISTIO_GROUP = "networking.istio.io"
 CORE_GROUPS = frozenset({"", "core"})
 INFERENCE_GROUPS = frozenset({"inference.networking.k8s.io", "inference.networking.x-k8s.io"})
@@ -60,6 +68,13 @@ ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
 PROXY_DEPLOYING_CLASSES = frozenset(
     {"istio-waypoint", "istio-east-west", "istio-agentgateway", "istio-agentgateway-waypoint"}
 )
+# route parents whose listeners a Gateway's proxy serves: a ListenerSet lends its listeners to
+# the Gateway it names, so a route attached to one programs that Gateway's proxy
+GATEWAY_PARENTS = frozenset({(GROUP, "Gateway"), (GROUP, "ListenerSet"), (X_GROUP, "XListenerSet")})
+LISTENER_SET_KINDS = ((GROUP, "ListenerSet"), (X_GROUP, "XListenerSet"))
+# a listener TLS option that makes istiod emit an AUTO_PASSTHROUGH server, whatever tls.mode says
+LISTENER_PROTOCOL = "gateway.istio.io/listener-protocol"
+AUTO_PASSTHROUGH = "auto-passthrough"
 # istiod registers a Gateway carrying this label, of any class, as the gateway of that network:
 # sidecars then send the mesh's traffic for endpoints of that network to its addresses
 NETWORK_LABEL = "topology.istio.io/network"
@@ -83,12 +98,12 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
             group == ISTIO_GROUP and kind == "ServiceEntry"
         ):
             mesh_parent = True
-        elif group == GROUP and kind == "Gateway" and not in_egress:
+        elif (group, kind) in GATEWAY_PARENTS and not in_egress:
             parent_ns = parent.get("namespace", namespace)
             if isinstance(parent_ns, str) and policy.is_egress_namespace(parent_ns):
                 reader.add(
                     f"{where}.namespace",
-                    f"attaches the route to a Gateway in the egress namespace {parent_ns}, "
+                    f"attaches the route to a {kind} in the egress namespace {parent_ns}, "
                     "which would program the egress gateway itself; egress routes are "
                     "generated from the egress policy: ask for the destination there",
                 )
@@ -96,7 +111,7 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
         _check_hostnames(reader, policy, spec, namespace)
     refs = _plain_backends(spec.get("rules"))
     for where, ref in _backend_refs(reader, spec) if refs is None else refs:
-        _check_backend(reader, policy, ref, where, in_egress)
+        _check_backend(reader, policy, ref, where, namespace)
     return reader.violations
 
 
@@ -214,7 +229,7 @@ def _plain_backends(rules: Any) -> Iterator[tuple[str, Mapping[str, Any]]] | Non
 
 
 def _check_backend(
-    reader: Reader, policy: Policy, ref: Mapping[str, Any], where: str, in_egress: bool
+    reader: Reader, policy: Policy, ref: Mapping[str, Any], where: str, namespace: str
 ) -> None:
     """Services, ServiceEntries and inference pools are checked elsewhere; Hostname here."""
     group = ref.get("group", "")
@@ -239,15 +254,28 @@ def _check_backend(
     checked = reader.host(name, f"{where}.name")
     if checked is None or policy.is_internal(checked):
         return
-    if in_egress and policy.services_covering(checked) and not checked.startswith("*"):
+    covering = policy.services_covering(checked)
+    if policy.is_egress_namespace(namespace) and covering and not checked.startswith("*"):
         # the gateway leg: the egress gateway forwards to a host of the allow list
+        return
+    head = (
+        f"a Hostname backend sends the route's traffic straight to {checked!r}, skipping the "
+        "egress gateway and the egress allow list"
+    )
+    reachable = covering & policy.allowed_for_some(namespace)
+    if reachable:
+        # the destination is granted already: only the way there is wrong
+        reader.add(
+            f"{where}.name",
+            f"{head}; workloads of {namespace} may reach it through the egress gateway "
+            f"{egress_fqdns(policy, reachable)}: have them call the host itself (their "
+            "sidecars send it there) instead of using a Hostname backend",
+        )
         return
     gateways = ", ".join(gw.fqdn for gw in policy.gateways) or "the egress gateway"
     reader.add(
         f"{where}.name",
-        f"a Hostname backend sends the route's traffic straight to {checked!r}, skipping the "
-        f"egress gateway and the egress allow list; send it to {gateways} and ask for the "
-        "destination in the egress policy",
+        f"{head}; send it to {gateways} and ask for the destination in the egress policy",
     )
 
 
@@ -256,10 +284,14 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
     """Tenant Gateways may not deploy an ungoverned proxy or bind the egress gateway's pods."""
     del view
     namespace = review.namespace
-    if review.operation == "DELETE" or policy.is_egress_namespace(namespace):
+    if review.operation == "DELETE":
         return ()
     reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     spec = reader.spec(review.object)
+    # refused in the egress namespace too, as AUTO_PASSTHROUGH is on classic Gateways
+    _check_listeners(reader, spec)
+    if policy.is_egress_namespace(namespace):
+        return reader.violations
     klass = reader.string(spec.get("gatewayClassName"), "spec.gatewayClassName")
     if klass in PROXY_DEPLOYING_CLASSES:
         reader.add(
@@ -291,6 +323,89 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
     for where, address in reader.mappings(addresses, "spec.addresses"):
         _check_address(reader, address, where, namespace)
     return reader.violations
+
+
+@checks(GROUP, "ListenerSet")
+@checks(X_GROUP, "XListenerSet")
+def check_listener_set(review: Review, policy: Policy, view: ClusterView) -> Iterable[Violation]:
+    """A ListenerSet adds listeners to the Gateway it names, in any namespace that Gateway's
+    ``allowedListeners`` admits: it may not name one in the egress namespace, and its listeners
+    meet the rules of a Gateway's own."""
+    del view
+    if review.operation == "DELETE":
+        return ()
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
+    spec = reader.spec(review.object)
+    namespace = review.namespace
+    parent = reader.mapping(spec.get("parentRef"), "spec.parentRef")
+    # istiod attaches a ListenerSet only to a parent of kind Gateway (the default)
+    is_gateway = (parent.get("group", GROUP), parent.get("kind", "Gateway")) == (GROUP, "Gateway")
+    parent_ns = parent.get("namespace", namespace)
+    if (
+        is_gateway
+        and isinstance(parent_ns, str)
+        and parent_ns != namespace
+        and policy.is_egress_namespace(parent_ns)
+    ):
+        reader.add(
+            "spec.parentRef.namespace",
+            f"adds listeners to a Gateway in the egress namespace {parent_ns}, so the routes "
+            "attached to them would program the egress gateway itself; egress gateways are "
+            "configured from the egress policy only: ask for the destination there",
+        )
+    meta = review.object.get("metadata") if isinstance(review.object, Mapping) else None
+    labels = reader.labels(reader.mapping(meta, "metadata").get("labels"), "metadata.labels")
+    if labels and NETWORK_LABEL in labels:
+        reader.add(
+            f"metadata.labels[{NETWORK_LABEL}]",
+            "makes istiod serve this ListenerSet's TLS passthrough listener on the network "
+            "gateway port (15443) as AUTO_PASSTHROUGH, which lets clients pick any destination "
+            "through SNI; networks and their gateways are the platform's to declare, so remove "
+            "the label",
+        )
+    _check_listeners(reader, spec)
+    return reader.violations
+
+
+def _check_listeners(reader: Reader, spec: Mapping[str, Any]) -> None:
+    """Listeners of a Gateway or ListenerSet: no auto-passthrough.
+
+    istiod turns a listener whose TLS options ask for ``auto-passthrough`` into an
+    ``AUTO_PASSTHROUGH`` server: the client's SNI picks the destination, with no route to judge.
+    """
+    listeners = spec.get("listeners")
+    if _no_auto_passthrough(listeners):
+        return
+    for where, listener in reader.mappings(listeners, "spec.listeners"):
+        tls = listener.get("tls")
+        if tls is None:
+            continue
+        tls = reader.mapping(tls, f"{where}.tls")
+        options = tls.get("options")
+        if options is None:
+            continue
+        options = reader.mapping(options, f"{where}.tls.options")
+        if options.get(LISTENER_PROTOCOL) == AUTO_PASSTHROUGH:
+            reader.add(
+                f"{where}.tls.options[{LISTENER_PROTOCOL}]",
+                "auto-passthrough makes istiod serve this listener as AUTO_PASSTHROUGH, which "
+                "lets clients pick any destination through SNI, with no route to check; use "
+                "tls.mode Passthrough with a TLSRoute, or Terminate",
+            )
+
+
+def _no_auto_passthrough(listeners: Any) -> bool:
+    """Whether a long list of listener objects is proven, in passes of C, to hold nothing
+    ``_check_listeners`` reports: then none of thousands gets a path of its own."""
+    if type(listeners) is not list or not many(listeners) or set(map(type, listeners)) != {dict}:
+        return False
+    tls = [t for t in map(dict.get, listeners, repeat("tls")) if t is not None]
+    if not set(map(type, tls)) <= {dict}:
+        return False
+    options = [o for o in map(dict.get, tls, repeat("options")) if o is not None]
+    if not set(map(type, options)) <= {dict}:
+        return False
+    return AUTO_PASSTHROUGH not in map(dict.get, options, repeat(LISTENER_PROTOCOL))
 
 
 def _check_infrastructure(

@@ -13,7 +13,7 @@ from typing import Any
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import Reader, format_labels, selectors_may_overlap
-from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
+from webhook.core.decisions import MAX_LISTED_VIOLATIONS, STOP_AFTER_VIOLATIONS, Violation
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -45,16 +45,23 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
             "included; select your own gateway pods",
         )
     else:
-        for gateway in policy.gateways:
-            if selectors_may_overlap(selector, gateway.known_labels):
-                reader.add(
-                    "spec.selector",
-                    f"selector {format_labels(selector)} can match the pods of the egress gateway "
-                    f"{gateway.ref} {format_labels(gateway.known_labels)} (Gateways select pods "
-                    "in every namespace); use a selector that differs on one of those labels, "
-                    "e.g. istio: ingressgateway (the policy's egress.gatewayLabels names more "
-                    "labels egress gateway pods carry)",
-                )
+        matched = [gw for gw in policy.gateways if selectors_may_overlap(selector, gw.known_labels)]
+        if matched:
+            # one violation naming them all: the fix is the same for every one
+            named = ", ".join(
+                f"{gw.ref} {format_labels(gw.known_labels)}"
+                for gw in matched[:MAX_LISTED_VIOLATIONS]
+            )
+            more = len(matched) - MAX_LISTED_VIOLATIONS
+            which = "gateway" if len(matched) == 1 else "gateways"
+            reader.add(
+                "spec.selector",
+                f"selector {format_labels(selector)} can match the pods of the egress {which} "
+                f"{named}{f' and {more} more' if more > 0 else ''} (Gateways select pods in "
+                "every namespace); use a selector that differs on one of those labels, e.g. "
+                "istio: ingressgateway (the policy's egress.gatewayLabels names more labels "
+                "egress gateway pods carry)",
+            )
     _check_servers(reader, spec)
     return reader.violations
 

@@ -456,23 +456,24 @@ def _check_ports(
 
 def _denial(policy: Policy, host: str, namespace: str, source: str, allowed: frozenset[str]) -> str:
     covering = policy.services_covering(host)
-    if is_wildcard(host):
-        head = (
-            f"the wildcard {host!r} is over-broad: no policy wildcard allowed to {source} "
-            "covers it, and a wildcard entry trusts the Host/SNI the client chooses"
-        )
-    elif covering & policy.allowed_directly(namespace):
+    if covering & policy.allowed_directly(namespace):
+        # the host (or wildcard) is the namespace's own to reach: only the audience is wrong
         return (
             f"{host!r} is allowed to namespace {namespace}, but this ServiceEntry is visible to "
-            f"{source}, which may not reach it; set exportTo: ['.'] "
-            f"(allowed to {source}: {policy.describe_allowed(allowed)})"
+            f"{source}, which would all reach it directly, past the egress gateway; set "
+            "exportTo: ['.']"
         )
-    elif covering & policy.allowed_for_some(namespace):
+    if covering & policy.allowed_for_some(namespace):
         return (
             f"{host!r} is allowed only to some workloads or service accounts of {namespace}; a "
             "ServiceEntry in a tenant namespace bypasses the egress gateway's identity check, so "
             "only rules without workloadLabels or serviceAccount count. Use a Sidecar import and "
             f"route through the egress gateway {egress_fqdns(policy, covering)} instead"
+        )
+    if is_wildcard(host):
+        head = (
+            f"the wildcard {host!r} is over-broad: no policy wildcard allowed to {source} "
+            "covers it, and a wildcard entry trusts the Host/SNI the client chooses"
         )
     else:
         head = f"{host!r} is not an external service allowed to {source}"

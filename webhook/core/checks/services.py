@@ -113,6 +113,15 @@ def check_service(review: Review, policy: Policy, view: ClusterView) -> Iterable
             reader.add("spec.externalName", egress_namespace_destination(target))
         return reader.violations
     covering = policy.services_covering(target) & allowed
+    if not covering and policy.services_covering(target) & policy.allowed_directly(namespace):
+        # the namespace may reach it directly: only the audience is wrong
+        reader.add(
+            "spec.externalName",
+            f"{target!r} is allowed to namespace {namespace}, but this ExternalName Service "
+            f"is visible to {audience}, which would all reach it directly, past the egress "
+            f'gateway; add the annotation {EXPORT_TO}: "."',
+        )
+        return reader.violations
     if not covering:
         reader.add(
             "spec.externalName",
