@@ -75,6 +75,16 @@ ALLOWED = {
     "workload selector kept in its namespace": dr(
         host="web", workloadSelector={"matchLabels": {"app": "web"}}, exportTo=["."]
     ),
+    # istiod keeps a rule with a workloadSelector private whatever exportTo says
+    "workload selector, exportTo omitted": dr(
+        host="web", workloadSelector={"matchLabels": {"app": "web"}}
+    ),
+    "workload selector, exportTo empty": dr(
+        host="web", workloadSelector={"matchLabels": {"app": "web"}}, exportTo=[]
+    ),
+    "workload selector exported to its own namespace by name": dr(
+        host="web", workloadSelector={"matchLabels": {"app": "web"}}, exportTo=["team-a"]
+    ),
 }
 
 
@@ -147,9 +157,14 @@ DENIED: dict[str, tuple[dict[str, Any], str, str]] = {
         "pastebin.com",
     ),
     "workload selector exported everywhere": (
-        dr(host="web", workloadSelector={"matchLabels": {"app": "web"}}),
+        dr(host="web", workloadSelector={"matchLabels": {"app": "web"}}, exportTo=["*"]),
         "spec.exportTo",
-        "own namespace",
+        "private to its namespace",
+    ),
+    "workload selector exported to another namespace": (
+        dr(host="web", workloadSelector={"matchLabels": {"app": "web"}}, exportTo=[".", "team-b"]),
+        "spec.exportTo",
+        "set exportTo: ['.']",
     ),
 }
 

@@ -77,6 +77,27 @@ def test_public_name_for_the_mesh_alone_is_still_denied(policy: Policy) -> None:
     assert not judge(public(gateways=["mesh"]), policy).allowed
 
 
-def test_public_name_rewritten_out_is_denied(policy: Policy) -> None:
+def test_public_name_rewritten_for_an_in_cluster_service_is_allowed(policy: Policy) -> None:
+    # the rewrite only changes the Host header productpage receives; nothing leaves
     manifest = public(http=[to("productpage", rewrite={"authority": "pastebin.com"})])
-    assert not judge(manifest, policy).allowed
+    decision = judge(manifest, policy)
+    assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        to("productpage", mirror={"host": "pastebin.com"}, rewrite={"authority": "pastebin.com"}),
+        to("productpage", mirror={"host": PAYMENTS_GW}, rewrite={"authority": "pastebin.com"}),
+        to(
+            "productpage",
+            headers={"request": {"set": {"Host": "pastebin.com"}}},
+            mirror={"host": PAYMENTS_GW},
+        ),
+    ],
+    ids=["mirror out", "mirror to a gateway", "header rewrite, mirror to a gateway"],
+)
+def test_public_name_rewritten_where_the_host_picks_the_upstream_is_denied(
+    policy: Policy, route: dict[str, Any]
+) -> None:
+    assert not judge(public(http=[route]), policy).allowed

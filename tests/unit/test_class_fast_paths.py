@@ -1932,6 +1932,11 @@ odd_rules = st.one_of(
                 {"mirror": {"host": "x.example.net"}},
                 {"rewrite": {"authority": "x.example.net"}},
                 {"delegate": {"name": "d", "namespace": "other"}},
+                # authority headers are rewrites too; other headers change nothing
+                {"headers": {"request": {"set": {"Host": "x.example.net"}}}},
+                {"headers": {"request": {"add": {":authority": "reviews"}}}},
+                {"headers": {"request": {"set": {"x-team": "a"}}}},
+                {"headers": {"request": {"set": ["host"]}}},
             ]
         ),
     ),
@@ -2053,6 +2058,18 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     hosts=["reviews"],
     gateways=None,
     export=None,
+)
+@example(
+    parts={**ALIKE_FINE, "hosts": "gateway"},
+    count=40,
+    odd=[
+        (7, {**_to(GATEWAY), "headers": {"request": {"set": {"Host": "x.example.net"}}}}),
+        (20, {**_to("reviews"), "headers": {"request": {"set": {"x-team": "a"}}}}),
+    ],
+    kind="http",
+    hosts=["api.payments.example"],
+    gateways=None,
+    export=["."],
 )
 @given(
     parts=alike_parts,

@@ -168,6 +168,7 @@ class Policy:
     _known_tree: list[KnownTree] = field(init=False, repr=False, compare=False)
     _service_zone: str = field(init=False, repr=False, compare=False)
     _dot_zone: str = field(init=False, repr=False, compare=False)
+    _egress_zones: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _cut_blocks: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
     _address_bounds: dict[int, tuple[int, ...]] = field(init=False, repr=False, compare=False)
     # effective policies by live exception names, shared by a policy and all its resolutions
@@ -196,6 +197,8 @@ class Policy:
         fqdns = [gw.fqdn for gw in self._gateways]
         object.__setattr__(self, "_service_zone", zone)
         object.__setattr__(self, "_dot_zone", "." + zone)
+        spaces = sorted({self.egress_namespace, *(gw.namespace for gw in self._gateways)})
+        object.__setattr__(self, "_egress_zones", tuple(f".{ns}.{zone}" for ns in spaces))
         ranges = [
             *self.internal_networks,
             *(a for v in self.services.values() for a in v.addresses),
@@ -292,6 +295,11 @@ class Policy:
         return namespace == self.egress_namespace
 
     # --- hosts ------------------------------------------------------------------------------
+
+    @property
+    def egress_zones(self) -> tuple[str, ...]:
+        """``.<namespace>.svc.<domain>`` of the egress namespace and of every gateway's."""
+        return self._egress_zones
 
     def is_internal(self, host: str) -> bool:
         """A normalized host naming a Service of the cluster (pod-DNS names are not)."""

@@ -4,7 +4,8 @@ Two fields matter for egress (docs/istio-semantics.md#destinationrule):
 ``trafficPolicy.tunnel.targetHost`` makes the rule's host a CONNECT/POST proxy to a second
 destination, so that target must be allowed directly; and a ``tls.mode`` other than ``ISTIO_MUTUAL``
 towards an egress gateway replaces the mesh mTLS the gateway reads the client's identity from.  A
-rule with a ``workloadSelector`` may not be exported beyond its namespace (Istio rejects it).
+rule with a ``workloadSelector`` is private to its namespace (istiod makes it so), and one that
+says otherwise in ``exportTo`` is refused as Istio's validation refuses it.
 """
 
 from __future__ import annotations
@@ -87,13 +88,16 @@ def check_destination_rule(
                 f"{host!r} is neither an external service nor an egress gateway of the policy: "
                 f"{policy.describe_allowed(policy.services)}",
             )
-    if spec.get("workloadSelector") is not None:
-        visible = visibility(reader, spec.get("exportTo"), namespace)
+    export_to = spec.get("exportTo")
+    # istiod keeps a rule with a workloadSelector private to its namespace whatever exportTo
+    # says, and its validation refuses an explicit wider one: omitted (or empty) is '.'
+    if spec.get("workloadSelector") is not None and export_to not in (None, []):
+        visible = visibility(reader, export_to, namespace)
         if visible.beyond(namespace):
             reader.add(
                 "spec.exportTo",
-                "a DestinationRule with a workloadSelector may only be exported to its own "
-                "namespace; set exportTo: ['.']",
+                "a DestinationRule with a workloadSelector is private to its namespace, and "
+                "Istio refuses a wider exportTo; set exportTo: ['.'] or leave it out",
             )
     allowed = policy.allowed_directly(namespace)
     source = f"namespace {namespace}"

@@ -5,8 +5,10 @@ reached), but it can *steer*: send traffic for an external host straight out ins
 egress gateway, mirror it to another destination, hand it to a gateway that carries another service,
 or, exported to every namespace, hijack other tenants' calls
 (docs/istio-semantics.md#virtualservice-exportto, trap 7).  So every destination of every route is
-checked: ``route``, ``mirror(s)``, ``redirect``/``rewrite`` authorities and ``delegate``
-(docs/istio-semantics.md#virtualservice-destinations).
+checked: ``route``, ``mirror(s)``, ``redirect``/``rewrite`` authorities (and the ``host`` or
+``:authority`` request headers that rewrite it too) and ``delegate``
+(docs/istio-semantics.md#virtualservice-destinations).  A rewrite is judged where the Host picks
+the upstream (docs/istio-semantics.md#virtualservice-authority).
 
 In the egress namespace VirtualServices are the security team's two-leg routes: from sidecars
 (``mesh``) to a policy egress gateway, and from that gateway to the services it carries.
@@ -63,6 +65,10 @@ from webhook.core.reviews import Review
 
 _ROUTE_KINDS = ("http", "tls", "tcp")
 _HTTP_EXTRAS = frozenset(("mirror", "mirrors", "redirect", "rewrite", "delegate"))
+# request headers Istio turns into a rewrite of the authority, as ``rewrite.authority`` is
+# (compared case-folded: a superset of the ASCII case-insensitive match Istio makes)
+_AUTHORITY_HEADERS = frozenset(("host", ":authority"))
+_HEADER_OPERATIONS = ("set", "add")
 
 
 # _Source and _Route are NamedTuples rather than frozen dataclasses: one of each is built per
@@ -518,6 +524,8 @@ def _route(
         delegate, destinations = _http_extras(
             reader, memo, item, rpath, destinations, redirects, rewrites, subsets
         )
+    if kind == "http":
+        _header_authorities(reader, memo, item, entries, rpath, rewrites)
     return _Route(
         gateways,
         sources,
@@ -798,6 +806,9 @@ class _ManyRoutes:
         entries: list[Any] = list(map(itemgetter(0), routes))
         if not _all_of(entries, dict):
             return None
+        if kind == "http" and not (_plain_entry_headers(rules) and _plain_entry_headers(entries)):
+            # an authority header is a rewrite, which a plain rule has none of
+            return None
         targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
         hosts = _plain_targets(targets)
         if hosts is None:
@@ -963,7 +974,7 @@ class _ManyRoutes:
             else:
                 raise _Unusual
             names: list[_Name] = []
-            entries = item.get("route")
+            entries = route_entries = item.get("route")
             if entries is not None and _plain_route(raws, names, entries):
                 entries = None
             if entries is not None:
@@ -995,6 +1006,12 @@ class _ManyRoutes:
                         names.append((_ROUTE_NAMES[j][0], subset))
                     else:
                         names.append(_ROUTE_NAMES[j])
+            if kind == "http" and (
+                # an authority header is a rewrite: such a rule is read the general way
+                ("headers" in item and not _plain_headers(item["headers"]))
+                or (route_entries and not _plain_entry_headers(route_entries))
+            ):
+                raise _Unusual
             redirect = rewrite = delegate = None
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 target = item.get("mirror")
@@ -1492,6 +1509,7 @@ class _Rules:
             if parts is None:
                 continue
             targets, redirect, rewrite = parts[2], parts[3], parts[4]
+            first = k
             for _, subset in targets:
                 # only a gateway's subsets (and then a tls rule's SNIs) are judged: a subset of
                 # another host leaves its class's verdict alone
@@ -1500,7 +1518,10 @@ class _Rules:
                     keys[k] = (checked[k], subset, sni)
                 k += 1
             if rewrite:
-                keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)])
+                # whether the rewrite is judged at all depends on the rule's destinations
+                # (_host_picks_upstream): rules of a key must agree on it too
+                picks = parts[5] is not None or _leaves_services(policy, checked[first:k])
+                keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)], picks)
         self._keys = keys
         return keys
 
@@ -1735,6 +1756,93 @@ def _http_extras(
             dns = _string(reader, target.get("namespace"), rpath, ".delegate.namespace")
             return (f"{rpath}.delegate", dns or memo.namespace), destinations
     return None, destinations
+
+
+def _header_authorities(
+    reader: Reader,
+    memo: _Memo,
+    item: Mapping[str, Any],
+    entries: Any,
+    rpath: str,
+    rewrites: list[tuple[str, str]],
+) -> None:
+    """Add the authorities an http rule's ``headers`` and its ``route[].headers`` set: Istio
+    turns a request header ``host`` or ``:authority`` (``set`` or ``add``) into the same Host
+    rewrite as ``rewrite.authority`` (docs/istio-semantics.md#virtualservice-destinations)."""
+    headers = item.get("headers")
+    if headers is not None:
+        _headers_authorities(reader, memo, headers, rpath, rewrites)
+    for j, value in _entry_headers(entries):
+        _headers_authorities(reader, memo, value, f"{rpath}.route[{j}]", rewrites)
+
+
+def _entry_headers(entries: Any) -> list[tuple[int, Any]]:
+    """``(j, headers)`` of each route entry with a ``headers`` field (in a pass of C for a
+    list of objects; shape problems of the entries are the destinations' to report)."""
+    if type(entries) is not list:
+        return []
+    if _all_of(entries, dict):
+        flags = list(map(dict.__contains__, entries, repeat("headers")))
+        if True not in flags:
+            return []
+        return [(j, entries[j]["headers"]) for j in compress(range(len(entries)), flags)]
+    return [
+        (j, entry["headers"])
+        for j, entry in enumerate(entries)
+        if is_object(entry) and "headers" in entry
+    ]
+
+
+def _headers_authorities(
+    reader: Reader, memo: _Memo, value: Any, prefix: str, rewrites: list[tuple[str, str]]
+) -> None:
+    """Add the authority headers of one ``headers`` field at ``prefix``."""
+    request = _object(
+        reader,
+        _object(reader, value, prefix, ".headers").get("request"),
+        prefix,
+        ".headers.request",
+    )
+    for operation in _HEADER_OPERATIONS:
+        name = f".headers.request.{operation}"
+        for key, raw in _object(reader, request.get(operation), prefix, name).items():
+            if isinstance(key, str) and key.casefold() in _AUTHORITY_HEADERS:
+                path = f"{prefix}{name}[{key}]"
+                authority = reader.string(raw, path)
+                if authority:
+                    _add_host(reader, memo, rewrites, split_authority(authority), path)
+
+
+def _plain_headers(value: Any) -> bool:
+    """Whether a ``headers`` field is of the usual shape and sets no authority: the fast paths
+    leave such a field unread (``_header_authorities`` finds nothing in it either)."""
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    request = value.get("request")
+    if request is None:
+        return True
+    if type(request) is not dict:
+        return False
+    for operation in _HEADER_OPERATIONS:
+        values = request.get(operation)
+        if values is None:
+            continue
+        if type(values) is not dict:
+            return False
+        for key in values:
+            if type(key) is not str or key.casefold() in _AUTHORITY_HEADERS:
+                return False
+    return True
+
+
+def _plain_entry_headers(entries: list[Any]) -> bool:
+    """Whether no entry of a list of objects carries a ``headers`` field but a plain one."""
+    flags = list(map(dict.__contains__, entries, repeat("headers")))
+    if True not in flags:
+        return True
+    return all(map(_plain_headers, map(dict.get, compress(entries, flags), repeat("headers"))))
 
 
 def _clients(
@@ -2077,7 +2185,8 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
 
     Bound to ``mesh`` and to a tenant gateway, with every route, mirror and rewrite staying in
     the cluster: sidecars calling the name reach the app itself, nothing leaves.  Redirects are
-    answered to the client, whose next request meets its own sidecar.
+    answered to the client, whose next request meets its own sidecar; a rewrite counts only
+    where the Host picks the upstream (``_host_picks_upstream``).
     """
     if top_refs.count(MESH) == len(top_refs):
         return False
@@ -2090,7 +2199,9 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
         else:
             if route.delegate is not None:
                 return False
-            hosts = chain(_hosts_of(route.destinations), map(itemgetter(1), route.rewrites))
+            hosts = _hosts_of(route.destinations)
+            if route.rewrites and _host_picks_upstream(policy, route):
+                hosts = chain(hosts, map(itemgetter(1), route.rewrites))
         for host in hosts:
             if policy.services_on_gateway(host):
                 return False
@@ -2101,21 +2212,58 @@ def _serves_own_public_name(policy: Policy, top_refs: tuple[str, ...], routes: _
 
 
 def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
-    """One host per key of a long list's destinations and rewrites (redirects left out):
-    whether it is a gateway or in the cluster is the same for every host of a key."""
+    """One host per key of a long list's destinations and rewrites (redirects, and rewrites
+    where the Host picks no upstream, left out): whether it is a gateway or in the cluster is
+    the same for every host of a key."""
     for route, _ in rules.done.values():
         yield from _hosts_of(route.destinations)
-        yield from map(itemgetter(1), route.rewrites)
+        if route.rewrites and _host_picks_upstream(policy, route):
+            yield from map(itemgetter(1), route.rewrites)
     checked, keys = rules.checked, rules.host_keys(policy)
-    if rules.redirects:
-        redirects: set[int] = set()
+    if rules.redirects or rules.rewrites:
+        skipped: set[int] = set()
         for parts, k in zip(rules.parts, rules.starts, strict=True):
-            if parts is not None and parts[3]:
-                redirects.add(k + len(parts[2]))
-        picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in redirects}
+            if parts is None:
+                continue
+            at = k + len(parts[2])
+            if parts[3]:
+                skipped.add(at)
+                at += 1
+            # a rewrite's key says whether its Host picks the upstream (_Rules.host_keys)
+            if parts[4] and not cast("tuple[str, str, bool]", keys[at])[2]:
+                skipped.add(at)
+        picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in skipped}
     else:
         picked = dict(zip(keys, checked, strict=True))
     yield from picked.values()
+
+
+def _leaves_services(policy: Policy, hosts: Iterable[str]) -> bool:
+    """Whether some of ``hosts`` is not surely a Service of a tenant, where the Host header
+    decides nothing about the upstream.
+
+    A destination's cluster is the one of its exact name.  A cluster name (``svc.<domain>``),
+    written without a wildcard and outside the egress namespaces, is a Kubernetes Service (its
+    pods), an ExternalName alias (the cluster of a name the Services check judged) or a
+    ServiceEntry of that exact name, which connects to endpoints or the dialled address:
+    none of them routes on the Host header.  Everything else may: an egress gateway routes on
+    it, a wildcard entry resolved per request (``DYNAMIC_DNS``) connects to it, and an address
+    or an external name is judged as leaving the cluster.
+    """
+    zones = policy.egress_zones
+    is_internal, on_gateway = policy.is_internal, policy.services_on_gateway
+    for host in hosts:
+        if not is_internal(host) or "*" in host or host.endswith(zones) or on_gateway(host):
+            return True
+    return False
+
+
+def _host_picks_upstream(policy: Policy, route: _Route) -> bool:
+    """Whether an authority rewrite on ``route`` can change where its traffic goes: a
+    destination (mirrors included) may leave the cluster or reach an egress gateway, or the
+    route delegates to destinations this check does not see.  Otherwise the rewrite only
+    changes the Host header a tenant's Service receives."""
+    return route.delegate is not None or _leaves_services(policy, _hosts_of(route.destinations))
 
 
 def _check_tenant_route(
@@ -2130,8 +2278,9 @@ def _check_tenant_route(
     hijack = exported and bool(external) and route.mesh
     route_hosts = external
     # a redirect is answered to the client, whose next request meets its own sidecar: only
-    # rewrites change where this proxy sends traffic
-    for path, host in route.rewrites:
+    # rewrites change where this proxy sends traffic, and only where the Host picks the upstream
+    rewrites = route.rewrites if route.rewrites and _host_picks_upstream(policy, route) else ()
+    for path, host in rewrites:
         if is_ip(host) or policy.is_internal(host):
             continue
         if not policy.services_covering(host) & allowed:
@@ -2155,7 +2304,14 @@ def _check_tenant_route(
                 into.add(path, _hijack(policy, host, external))
         else:
             covering = policy.services_covering(host)
-            if covering:
+            if covering and not route.mesh:
+                # a gateway's leg: the traffic is the gateway's, whoever sent it there
+                on = _gateway_names(route, namespace)
+                message = (
+                    f"{host!r} is outside the mesh: this route on {on} would send traffic "
+                    f"straight out to it; route to {egress_fqdns(policy, covering)} instead"
+                )
+            elif covering:
                 message = (
                     f"{host!r} is outside the mesh: traffic from {source} to it must go through "
                     f"the egress gateway; route to {egress_fqdns(policy, covering)} instead"
@@ -2251,12 +2407,25 @@ def _viewers_allowed(policy: Policy, visible: Visibility) -> frozenset[str]:
     return allowed or frozenset()
 
 
+def _gateway_names(route: _Route, namespace: str) -> str:
+    """The gateways a route applies to, as ``namespace/name``."""
+    named = sorted(
+        {f"{ref[0]}/{ref[1]}" for ref in map(gateway_ref, route.gateways, repeat(namespace)) if ref}
+    )
+    return ("gateway " if len(named) == 1 else "gateways ") + ", ".join(named)
+
+
 def _hijack(policy: Policy, host: str, external: tuple[str, ...]) -> str:
     covering = frozenset().union(*(policy.services_covering(h) for h in external))
+    # for the tenant's own public name (no service of the policy) no gateway is the answer
+    fix = (
+        f"route it to {egress_fqdns(policy, covering)} or set exportTo: ['.']"
+        if covering
+        else "set exportTo: ['.']"
+    )
     return (
         f"this VirtualService is visible to other namespaces (exportTo omitted or not '.'), so it "
-        f"would steer their traffic for {', '.join(external)} to {host!r}; route it to the egress "
-        f"gateway {egress_fqdns(policy, covering)} or set exportTo: ['.']"
+        f"would steer their traffic for {', '.join(external)} to {host!r}; {fix}"
     )
 
 
