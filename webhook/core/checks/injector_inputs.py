@@ -174,7 +174,7 @@ def check_injected_containers(
                     where = f"{path}.{list_name}[{index}]"
                     _check_entrypoint(reader, container, where, INJECTED_ARGS[name])
             elif volumes and container.get("volumeMounts") is not None:
-                _check_mounts(reader, container, f"{path}.{list_name}[{index}]", volumes)
+                check_mounts(reader, container, f"{path}.{list_name}[{index}]", volumes)
     if INIT in injected:
         _check_started_before_capture(reader, spec.get("initContainers"), path, injected)
 
@@ -193,9 +193,10 @@ def check_template_volumes(reader: Reader, spec: Mapping[str, Any], path: str) -
             )
 
 
-def _check_mounts(
+def check_mounts(
     reader: Reader, container: Mapping[str, Any], where: str, volumes: frozenset[str]
 ) -> None:
+    """A container of the pod's own mounts none of the injector's ``volumes``."""
     mounts = container.get("volumeMounts")
     if type(mounts) is not list:
         return
