@@ -157,6 +157,8 @@ class _Entry:
     resolution: str
     # (path, port) of every ``endpoints[].ports`` value: the port actually dialled there
     endpoint_ports: tuple[tuple[str, int], ...] = ()
+    # endpoints taken from the namespace's pods and WorkloadEntries (judged on their own)
+    selects_workloads: bool = False
 
 
 @checks("networking.istio.io", "ServiceEntry")
@@ -222,6 +224,7 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
     resolution = reader.string(spec.get("resolution"), "spec.resolution") or "NONE"
     if resolution not in RESOLUTIONS:
         reader.add("spec.resolution", f"unknown resolution {resolution!r}")
+    selector = reader.mapping(spec.get("workloadSelector"), "spec.workloadSelector")
     return _Entry(
         hosts=hosts,
         ports=tuple(ports),
@@ -229,6 +232,7 @@ def _read(reader: Reader, spec: Mapping[str, Any]) -> _Entry:
         endpoints=endpoints if isinstance(endpoints, _Listed) else _Listed.of(endpoints, _ENDPOINT),
         resolution=resolution,
         endpoint_ports=tuple(endpoint_ports),
+        selects_workloads=bool(selector.get("labels")),
     )
 
 
@@ -250,6 +254,13 @@ def _check_tenant(
 ) -> None:
     if _in_pod(entry):
         _check_in_pod(reader, policy, entry, visible.beyond(namespace))
+        return
+    if (
+        entry.resolution == "STATIC"
+        and any(not policy.is_internal(host) for host in entry.hosts.names)
+        and _in_cluster(policy, entry, held)
+    ):
+        _check_in_cluster(reader, policy, entry, visible.beyond(namespace))
         return
     allowed = allowed_directly_for(policy, visible)
     source = visible.describe()
@@ -340,6 +351,75 @@ def _in_pod(entry: _Entry) -> bool:
         return False
     marks = "\n".join(values).encode().translate(None, _DIGITS_AND_DOTS)
     return marks.count(b":") == 2 * ipv6 and len(marks) == len(values) - 1 + 2 * ipv6
+
+
+class _Outside(Exception):
+    """An endpoint of the entry lies outside the cluster's networks."""
+
+
+def _in_cluster(policy: Policy, entry: _Entry, held: EgressAddresses | None) -> bool:
+    """Whether every connection the entry makes stays in the cluster's networks: STATIC, and its
+    endpoints all addresses of ``internalNetworks`` (an on-premises database, a VM) that no
+    egress gateway holds, or no endpoints and a workload selector (the namespace's own pods and
+    WorkloadEntries, whose addresses are judged on their own).  Its hosts then only name
+    those destinations; which host a client asked for no longer decides where it goes."""
+    if entry.resolution != "STATIC":
+        return False
+    values = entry.endpoints.values
+    if not values:
+        return entry.selects_workloads
+    if entry.selects_workloads:
+        return False
+
+    def probe(reader: Reader, index: int, value: str) -> None:
+        del reader, index
+        if value.startswith(UNIX_PREFIX):
+            return
+        address = normalize(value)
+        if not is_ip(address) or not policy.is_internal_address(address):
+            raise _Outside
+        if held is not None and held.problem(value):
+            raise _Outside
+
+    cuts = held.cuts if held is not None else frozenset()
+    try:
+        judge_addresses(Reader(), policy, values, probe, cuts)
+    except _Outside:
+        return False
+    return True
+
+
+def _check_in_cluster(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -> None:
+    """An entry whose connections all stay in the cluster's networks (``_in_cluster``) may
+    give them an outside name.  The egress gateways' names stay the platform's; seen ``beyond``
+    its namespace, a name the policy allows (or under which it allows some) or a virtual
+    address would take other namespaces' egress for it to these endpoints."""
+
+    def judge(reader: Reader, index: int, host: str) -> None:
+        captured = () if host == "*" else gateways_covered_by(policy, host)
+        if captured:
+            reader.add(
+                entry.hosts.path(index),
+                f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
+                "may define entries for it",
+            )
+        elif beyond and (
+            host == "*" or policy.services_covering(host) or policy.services_imported_by(host)
+        ):
+            reader.add(
+                entry.hosts.path(index),
+                f"{host!r} names an external service of the egress policy, and this entry, seen "
+                "beyond its namespace, would send other namespaces' traffic for it to "
+                "addresses of the cluster; add exportTo: ['.']",
+            )
+
+    judge_hosts(reader, policy, entry.hosts.names, judge, entry.hosts.joined)
+    if beyond and entry.addresses:
+        reader.add(
+            entry.addresses.path(0),
+            "virtual addresses of an entry seen beyond its namespace capture other namespaces' "
+            "traffic to them; add exportTo: ['.']",
+        )
 
 
 def _check_in_pod(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -> None:
