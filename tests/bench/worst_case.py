@@ -102,6 +102,93 @@ def virtual_service_routes(n: int) -> dict[str, Any]:
     }
 
 
+# the allowing policy's egress gateway (ALLOWING_POLICY below): an authority rewrite on a route
+# to it picks the upstream, so the rewrite is judged
+EGRESS_GATEWAY = "istio-egressgateway.egress.svc.cluster.local"
+
+
+def _in_cluster(i: int) -> str:
+    return f"dest-{i}"
+
+
+def _to_gateway(i: int) -> str:
+    return EGRESS_GATEWAY
+
+
+def _external(i: int) -> str:
+    return f"d{i}.example.net"
+
+
+def _rewriting(
+    name: str,
+    n: int,
+    destination: Callable[[int], str],
+    rewrite: Callable[[dict[str, Any], str], None],
+) -> dict[str, Any]:
+    """``virtual_service_routes(n)`` with route ``i`` to ``destination(i)``, its authority
+    rewritten to a name of its own by ``rewrite(rule, authority)``."""
+    manifest = virtual_service_routes(n)
+    manifest["metadata"] = _meta(name)
+    for i, rule in enumerate(manifest["spec"]["http"]):
+        rule["route"][0]["destination"]["host"] = destination(i)
+        rewrite(rule, f"a{i}.example.com")
+    return manifest
+
+
+def _rewrite_authority(rule: dict[str, Any], authority: str) -> None:
+    rule["rewrite"] = {"authority": authority}
+
+
+def _set_host(rule: dict[str, Any], authority: str) -> None:
+    rule["headers"] = {"request": {"set": {"Host": authority}}}
+
+
+def _add_entry_authority(rule: dict[str, Any], authority: str) -> None:
+    rule["route"][0]["headers"] = {"request": {"add": {":authority": authority}}}
+
+
+def virtual_service_rewrites(n: int) -> dict[str, Any]:
+    """``n`` routes to services of the namespace, each rewriting the authority to a name of its
+    own: the Host picks no upstream there, so no rewrite is judged."""
+    return _rewriting("rewrites", n, _in_cluster, _rewrite_authority)
+
+
+def virtual_service_rewrites_to_gateway(n: int) -> dict[str, Any]:
+    """``n`` routes to the egress gateway, each rewriting the authority to a name of its own:
+    every rewrite is judged."""
+    return _rewriting("rewrites-to-gateway", n, _to_gateway, _rewrite_authority)
+
+
+def virtual_service_rewrites_to_external(n: int) -> dict[str, Any]:
+    """``n`` routes each to an external host of its own, each rewriting the authority to a name
+    of its own: every rewrite is judged."""
+    return _rewriting("rewrites-to-external", n, _external, _rewrite_authority)
+
+
+def virtual_service_host_headers(n: int) -> dict[str, Any]:
+    """``n`` routes to services of the namespace, each setting the ``Host`` request header (an
+    authority rewrite) to a name of its own."""
+    return _rewriting("host-headers", n, _in_cluster, _set_host)
+
+
+def virtual_service_host_headers_to_gateway(n: int) -> dict[str, Any]:
+    """``n`` routes to the egress gateway, each setting the ``Host`` request header to a name of
+    its own: every rewrite is judged."""
+    return _rewriting("host-headers-to-gateway", n, _to_gateway, _set_host)
+
+
+def virtual_service_entry_authorities_to_gateway(n: int) -> dict[str, Any]:
+    """``n`` routes to the egress gateway, each route entry adding an ``:authority`` request
+    header of its own: every rewrite is judged."""
+    return _rewriting("entry-authorities", n, _to_gateway, _add_entry_authority)
+
+
+def virtual_service_entry_authorities(n: int) -> dict[str, Any]:
+    """``n`` routes to services of the namespace, each route entry adding an ``:authority``
+    request header of its own."""
+    return _rewriting("entry-authorities-in-cluster", n, _in_cluster, _add_entry_authority)
+
+
 def sidecar_imports(n: int) -> dict[str, Any]:
     """A Sidecar importing ``n`` hosts (half exact names, half wildcards)."""
     hosts = [f"./h{i}.example.com" if i % 2 else f"*/*.w{i}.example.com" for i in range(n)]
@@ -565,6 +652,25 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "VirtualService, tcp rules of 50 of n destinations": virtual_service_fan_out,
     "VirtualService, tcp rules of 50 of n IPv6 destinations": virtual_service_ipv6_fan_out,
     "VirtualService, n routes to hosts under as many domains": virtual_service_own_domains,
+    "VirtualService, n routes rewriting the authority, in the cluster": virtual_service_rewrites,
+    "VirtualService, n routes rewriting the authority, to the egress gateway": (
+        virtual_service_rewrites_to_gateway
+    ),
+    "VirtualService, n routes rewriting the authority, to external hosts": (
+        virtual_service_rewrites_to_external
+    ),
+    "VirtualService, n routes setting the Host header, in the cluster": (
+        virtual_service_host_headers
+    ),
+    "VirtualService, n routes setting the Host header, to the egress gateway": (
+        virtual_service_host_headers_to_gateway
+    ),
+    "VirtualService, n route entries adding :authority, in the cluster": (
+        virtual_service_entry_authorities
+    ),
+    "VirtualService, n route entries adding :authority, to the egress gateway": (
+        virtual_service_entry_authorities_to_gateway
+    ),
     "Sidecar importing n hosts": sidecar_imports,
     "Sidecar importing n hosts under as many domains": sidecar_imports_own_domains,
     "Pod with n containers": pod_containers,

@@ -1760,8 +1760,45 @@ destinations = st.one_of(
     st.just("not-an-object"),
     st.none(),
 )
+# request headers: host and :authority (any case) set or added rewrite the authority as
+# rewrite.authority does; other headers, other operations and odd shapes change nothing or are
+# reported
+header_values = st.dictionaries(
+    st.sampled_from(["Host", "host", ":authority", "HOST", "x-team"]),
+    st.sampled_from(
+        ["api.payments.example", "reviews:8080", "x.example.net", "", ":80", "[2001:db8::1]:443", 7]
+    ),
+    max_size=2,
+)
+header_fields = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "request": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "set": header_values,
+                        "add": header_values,
+                        "remove": st.just(["host"]),
+                    },
+                ),
+                st.sampled_from(["x", None, {"set": ["host"]}]),
+            ),
+            "response": st.just({"set": {"host": "x.example.net"}}),
+        },
+    ),
+    st.sampled_from(["x", None]),
+)
 route_entries = st.one_of(
-    st.fixed_dictionaries({}, optional={"destination": destinations, "weight": st.just(50)}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "destination": destinations,
+            "weight": st.just(50),
+            "headers": header_fields,
+        },
+    ),
     st.just(3),
 )
 matches = st.one_of(
@@ -1801,6 +1838,7 @@ rules = st.one_of(
             "mirrors": st.one_of(st.lists(route_entries, max_size=2), st.just("x")),
             "redirect": authorities,
             "rewrite": authorities,
+            "headers": header_fields,
             "delegate": st.one_of(
                 st.fixed_dictionaries(
                     {"name": st.just("d")},
@@ -1870,7 +1908,14 @@ def test_virtual_service_plain_rules(
 # a pool of rules of the usual shapes (and a few odd ones), repeated into lists around the
 # length from which long rule lists are read in one loop
 usual_rules = st.fixed_dictionaries(
-    {"route": st.lists(st.fixed_dictionaries({"destination": destinations}), max_size=2)},
+    {
+        "route": st.lists(
+            st.fixed_dictionaries(
+                {"destination": destinations}, optional={"headers": header_fields}
+            ),
+            max_size=2,
+        )
+    },
     optional={
         "match": st.lists(
             st.fixed_dictionaries(
@@ -1883,6 +1928,7 @@ usual_rules = st.fixed_dictionaries(
         "mirrors": st.lists(st.fixed_dictionaries({"destination": destinations}), max_size=2),
         "redirect": authorities,
         "rewrite": authorities,
+        "headers": header_fields,
         "delegate": st.sampled_from([{"name": "d"}, {"name": "d", "namespace": "other"}]),
     },
 )
@@ -1906,8 +1952,13 @@ def test_virtual_service_many_rules(
     assert_same_virtual_service(spec, gateways, export)
 
 
+# the ways a rule rewrites its authority: rewrite.authority, the host or :authority request
+# header on the rule or on its route entry, and two of them at once
+REWRITE_FORMS = ["rewrite", "Host", ":authority", "entry", "both"]
+
 # rules generated alike over many services, as tools write them: one destination (or more, a
-# mirror, a delegate, its own match gateways) per rule, each host unique under a few domains
+# mirror, a delegate, its own match gateways, an authority rewrite) per rule, each host unique
+# under a few domains
 alike_parts = st.fixed_dictionaries(
     {
         "hosts": st.sampled_from(
@@ -1920,7 +1971,10 @@ alike_parts = st.fixed_dictionaries(
         "source": st.sampled_from([None, "other", "labels", "some labels"]),
         "delegate": st.sampled_from([None, "test-app", "other", "some"]),
         "redirect": st.booleans(),
-        "rewrite": st.sampled_from([None, "reviews", "api.payments.example"]),
+        "rewrite": st.sampled_from(
+            [None, "reviews", "api.payments.example", "each", "each-port", "some", "others"]
+        ),
+        "rewrite_as": st.sampled_from(REWRITE_FORMS),
     }
 )
 odd_rules = st.one_of(
@@ -1961,7 +2015,22 @@ ALIKE_FINE: dict[str, Any] = {
     "delegate": None,
     "redirect": False,
     "rewrite": None,
+    "rewrite_as": "rewrite",
 }
+
+
+def rewrite_authority(i: int, rule: dict[str, Any], authority: str, form: str) -> None:
+    """Have ``rule`` rewrite its authority to ``authority`` in ``form`` (``REWRITE_FORMS``)."""
+    if form in ("rewrite", "both"):
+        rule["rewrite"] = {"authority": authority}
+    if form == "Host":
+        rule["headers"] = {"request": {"set": {"Host": authority, "x-id": str(i)}}}
+    elif form == ":authority":
+        rule["headers"] = {"request": {"add": {":authority": authority}, "remove": ["x-id"]}}
+    elif form in ("entry", "both"):
+        # the entry's own header after the rule's rewrite: another host of another class
+        host = authority if form == "entry" else f"e-{i}.b.example.com"
+        rule["route"][0]["headers"] = {"request": {"set": {"host": host}}}
 
 
 def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
@@ -2008,8 +2077,19 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
         rule["delegate"] = {"name": f"d-{i}", "namespace": delegate}
     if parts["redirect"]:
         rule["redirect"] = {"authority": f"r-{i}.example.org:443"}
-    if parts["rewrite"] is not None:
-        rule["rewrite"] = {"authority": parts["rewrite"]}
+    authority = {
+        # a name of its own under a domain the policy allows, with a port, under a domain it
+        # does not know (judged: a violation where the Host picks the upstream), or mixed, the
+        # first rules fine (a class found clean early must not stand for a later bad one)
+        "each": f"r-{i}.example.com",
+        "each-port": f"r-{i}.a.example.org:8443",
+        "others": f"r-{i}.example.edu",
+        "some": (
+            f"r-{i}.example.com" if i % 7 != 3 else ["x.example.net", "10.0.0.1", "reviews"][i % 3]
+        ),
+    }.get(parts["rewrite"], parts["rewrite"])
+    if authority is not None:
+        rewrite_authority(i, rule, authority, parts["rewrite_as"])
     return rule
 
 
@@ -2070,6 +2150,26 @@ def alike_rule(i: int, parts: dict[str, Any]) -> dict[str, Any]:
     hosts=["api.payments.example"],
     gateways=None,
     export=["."],
+)
+@example(
+    # rewrites judged (to the gateway), a few of them to a service not allowed: rules of
+    # another class, after rules found clean
+    parts={**ALIKE_FINE, "hosts": "gateway", "rewrite": "some", "rewrite_as": "Host"},
+    count=40,
+    odd=[],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
+)
+@example(
+    parts={**ALIKE_FINE, "hosts": "mixed", "rewrite": "others", "rewrite_as": "both"},
+    count=40,
+    odd=[(9, {**_to("reviews"), "headers": {"request": {"set": {"Host": "x.example.net"}}}})],
+    kind="http",
+    hosts=["reviews"],
+    gateways=None,
+    export=None,
 )
 @given(
     parts=alike_parts,
@@ -2132,6 +2232,64 @@ def test_virtual_service_alike_rules_keep_the_violation_stop() -> None:
     assert len(slow.violations) == STOP_AFTER_VIOLATIONS
     assert fast.violations == slow.violations
     assert judge(manifest, POLICY).violations == slow.violations
+
+
+@pytest.mark.parametrize("form", REWRITE_FORMS)
+@pytest.mark.parametrize(
+    ("destination", "rewrite", "odd_host"),
+    [
+        (GATEWAY, "each", None),
+        ("svc", "others", None),
+        # a host the namespace's workloads may not reach through the gateway, deep in the list
+        (GATEWAY, "each", "ml.example.net"),
+    ],
+)
+def test_virtual_service_thousands_of_rules_each_rewriting_the_authority(
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+    destination: str,
+    rewrite: str,
+    odd_host: str | None,
+) -> None:
+    # every rule to the egress gateway, rewriting the authority to a name of its own: the
+    # gateway carries each rewritten name, and each is asked of on its own, not with the
+    # VirtualService's hosts again for every rule (n rules of n hosts asked n * n times);
+    # to in-cluster services no rewrite is judged, whatever it names
+    n = 2000
+    parts = {**ALIKE_FINE, "hosts": "short", "rewrite": rewrite, "rewrite_as": form}
+    rule_list = [alike_rule(i, parts) for i in range(n)]
+    for rule in rule_list:
+        if destination != "svc":
+            rule["route"][0]["destination"]["host"] = destination
+    manifest = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta("vs"),
+        "spec": {
+            "hosts": [f"svc-{i}.example.com" for i in range(n)],
+            "exportTo": ["."],
+            "http": rule_list,
+        },
+    }
+    if odd_host is not None:
+        manifest["spec"]["hosts"][1234] = odd_host
+    asked = 0
+    real = virtualservices._gateway_problems
+
+    def counting(
+        policy: Policy, fqdn: str, route_hosts: tuple[str, ...], *args: Any
+    ) -> tuple[str, ...]:
+        nonlocal asked
+        asked += len(route_hosts)
+        return real(policy, fqdn, route_hosts, *args)
+
+    monkeypatch.setattr(virtualservices, "_gateway_problems", counting)
+    fast, slow = both(manifest)
+    assert fast.violations == slow.violations
+    assert judge(manifest, POLICY).violations == slow.violations
+    assert bool(slow.violations) == (odd_host is not None)
+    # the hosts once and each rewrite once (twice in the "both" form), per way of deciding
+    assert asked <= 3 * 3 * n
 
 
 def tls_service_entry(name: str, hosts: list[str]) -> dict[str, Any]:

@@ -301,6 +301,11 @@ class Policy:
         """``.<namespace>.svc.<domain>`` of the egress namespace and of every gateway's."""
         return self._egress_zones
 
+    @property
+    def service_zone(self) -> str:
+        """``svc.<domain>``: ``is_internal`` holds of it and of the names under it."""
+        return self._service_zone
+
     def is_internal(self, host: str) -> bool:
         """A normalized host naming a Service of the cluster (pod-DNS names are not)."""
         # is_service_name unrolled (a property test holds them equal): called once per host

@@ -20,7 +20,7 @@ from bisect import bisect_right
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import is_, itemgetter, not_
+from operator import is_, is_not, itemgetter, not_, or_
 from types import NoneType
 from typing import Any, NamedTuple, cast, overload
 
@@ -298,15 +298,28 @@ class _Memo:
         allowed: frozenset[str],
         source: str,
         namespace: str | None = None,
+        more: tuple[str, ...] = (),
     ) -> tuple[str, ...]:
-        """``_gateway_problems``, once per distinct question."""
+        """``_gateway_problems`` of ``route_hosts + more``, once per distinct question.
+
+        ``more`` are a route's own rewritten hosts.  ``_gateway_problems`` asks of each host
+        of a non-empty list on its own, so they are looked up one by one after the shared
+        hosts: keyed with them, a rewrite of its own in each of 12k rules asked about the
+        VirtualService's 12k hosts again for each rule.
+        """
         key = (fqdn, route_hosts, allowed, source, namespace)
         found = self._gateways.get(key)
         if found is None:
             found = self._gateways[key] = _gateway_problems(
                 self.policy, fqdn, route_hosts, allowed, source, namespace
             )
-        return found
+        if not more:
+            return found
+        # an empty list has problems of its own (the gateway's services), a longer one not
+        problems = list(found) if route_hosts else []
+        for host in more:
+            problems.extend(self.gateway_problems(fqdn, (host,), allowed, source, namespace))
+        return tuple(problems)
 
 
 @checks("networking.istio.io", "VirtualService")
@@ -617,7 +630,10 @@ def _authority(part: Any) -> str | None:
 
 # what a rule of the usual shape holds, gathered before anything is reported: its clients (None:
 # no match names any, then the rule's count of matches says its sources), the (name, subset) of
-# each destination, the redirect and rewrite hosts, and the delegate's namespace
+# each destination, the redirect host, the field of each authority rewrite within the rule
+# (``.rewrite.authority``, then the authority headers in ``_header_authorities``'s order), and
+# the delegate's namespace; the hosts of the destinations, redirect and rewrites follow one
+# another in that order in the list's hosts
 # the gateways and sources of a rule whose matches name some, and its own gateway lists
 _Clients = tuple[frozenset[str], tuple[_Source, ...], list[tuple[int, list[str]]]]
 _Gathered = tuple[
@@ -625,9 +641,12 @@ _Gathered = tuple[
     int,
     list[_Name],
     str | None,
-    str | None,
+    tuple[str, ...],
     str | None,
 ]
+# the rewrite of a rule that has none, and of one rewriting ``rewrite.authority`` alone
+_NO_REWRITES: tuple[str, ...] = ()
+_REWRITE_AUTHORITY = (".rewrite.authority",)
 
 
 class _ManyRoutes:
@@ -751,25 +770,25 @@ class _ManyRoutes:
                     if subset is not None:
                         subsets.append((f"{rpath}{name}.subset", checked, subset))
             redirects: tuple[tuple[str, str], ...] = ()
-            rewrites: tuple[tuple[str, str], ...] = ()
+            rewrites: list[tuple[str, str]] = []
             if redirect:
                 path = f"{rpath}.redirect.authority"
                 checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
                     redirects = ((path, checked),)
-            if rewrite:
-                path = f"{rpath}.rewrite.authority"
+            for name in rewrite:
+                path = f"{rpath}{name}"
                 checked = host(reader, raws[k], path)
                 k += 1
                 if checked is not None:
-                    rewrites = ((path, checked),)
+                    rewrites.append((path, checked))
             yield _Route(
                 gateways,
                 sources,
                 tuple(destinations),
                 redirects,
-                rewrites,
+                tuple(rewrites),
                 None if delegate is None else (f"{rpath}.delegate", delegate),
                 tuple(subsets),
                 _sni_hosts(items[pos].get("match")) if kind == "tls" and subsets else None,
@@ -778,15 +797,16 @@ class _ManyRoutes:
     def _plain_rules(self, kind: str, objects: _Objects) -> tuple[_Columns, list[str]] | None:
         """What ``_gather`` gives for a list of rules all of one plain shape, found in passes
         of C: one route entry to one destination host (a string subset allowed), and for http
-        rules the same extras in each (one mirror, one mirrors entry, a delegate; neither
-        redirect nor rewrite); matches that name no clients, or one match per rule naming its
-        own gateways.  None unless every rule is such a rule."""
+        rules the same extras in each (one mirror, one mirrors entry, a delegate, no redirect)
+        and the same authority rewrites (``rewrite.authority``, headers setting the same
+        authority headers: ``_rewrite_columns``); matches that name no clients, or one match
+        per rule naming its own gateways.  None unless every rule is such a rule."""
         rules: list[Any] = objects.items
         first = rules[0] if rules else {}
         if (
             type(first) is not dict
             or "route" not in first
-            or (kind == "http" and ("redirect" in first or "rewrite" in first))
+            or (kind == "http" and "redirect" in first)
         ):
             # not even the first rule is plain: no need to look at the others
             return None
@@ -794,7 +814,7 @@ class _ManyRoutes:
             return None
         # only http rules mirror, redirect, rewrite or delegate: other rules' fields go unread
         extras = _HTTP_EXTRAS.intersection(chain.from_iterable(rules)) if kind == "http" else ()
-        if "redirect" in extras or "rewrite" in extras:
+        if "redirect" in extras:
             return None
         found = self._match_clients(rules)
         if found is None:
@@ -806,9 +826,14 @@ class _ManyRoutes:
         entries: list[Any] = list(map(itemgetter(0), routes))
         if not _all_of(entries, dict):
             return None
-        if kind == "http" and not (_plain_entry_headers(rules) and _plain_entry_headers(entries)):
-            # an authority header is a rewrite, which a plain rule has none of
-            return None
+        rewrites: tuple[str, ...] = _NO_REWRITES
+        rewritten: list[list[str]] = []
+        if kind == "http":
+            # every rule's rewrites of the same fields, or some rule read the slow way
+            found_rewrites = _rewrite_columns(rules, entries, "rewrite" in extras)
+            if found_rewrites is None:
+                return None
+            rewrites, rewritten = found_rewrites
         targets: list[Any] = list(map(dict.get, entries, repeat("destination")))
         hosts = _plain_targets(targets)
         if hosts is None:
@@ -826,7 +851,7 @@ class _ManyRoutes:
             self.subset_flags.append(True)
         plain = 0
         parts: list[_Gathered | None]
-        if clients is None and delegates is None and not more:
+        if clients is None and delegates is None and not more and not rewrites:
             plain = len(set(counts))
             parts = _plain_parts(counts, named, subsets)
         else:
@@ -838,16 +863,17 @@ class _ManyRoutes:
                     counts,
                     map(lists.__getitem__, named),
                     repeat(None),
-                    repeat(None),
+                    repeat(rewrites),
                     repeat(None) if delegates is None else delegates,
                     strict=False,
                 )
             )
-        if not more:
+        if not more and not rewrites:
             # one host per rule: rule n's is the n-th
             return _Columns(objects.indices, parts, range(len(hosts)), plain), hosts
-        width = 1 + len(more)
-        raws: list[str] = list(chain.from_iterable(zip(hosts, *columns, strict=True)))
+        # each rule's hosts in _gather's order: destination, mirrors, rewrites
+        width = 1 + len(more) + len(rewrites)
+        raws: list[str] = list(chain.from_iterable(zip(hosts, *columns, *rewritten, strict=True)))
         return _Columns(objects.indices, parts, range(0, len(raws), width)), raws
 
     def _match_clients(
@@ -1006,13 +1032,17 @@ class _ManyRoutes:
                         names.append((_ROUTE_NAMES[j][0], subset))
                     else:
                         names.append(_ROUTE_NAMES[j])
+            redirect = rewrite = delegate = None
+            headers: tuple[list[str], list[str]] | None = None
             if kind == "http" and (
-                # an authority header is a rewrite: such a rule is read the general way
                 ("headers" in item and not _plain_headers(item["headers"]))
                 or (route_entries and not _plain_entry_headers(route_entries))
             ):
-                raise _Unusual
-            redirect = rewrite = delegate = None
+                # authority headers: rewrites, gathered after rewrite.authority
+                headers = ([], [])
+                _header_rewrites(item.get("headers"), "", *headers)
+                for j, value in _entry_headers(route_entries):
+                    _header_rewrites(value, f".route[{j}]", *headers)
             if kind == "http" and not _HTTP_EXTRAS.isdisjoint(item):
                 target = item.get("mirror")
                 if target is not None:
@@ -1038,9 +1068,14 @@ class _ManyRoutes:
             return None
         if redirect:
             raws.append(redirect)
+        rewrites = _NO_REWRITES
         if rewrite:
             raws.append(rewrite)
-        return clients, count, names, redirect, rewrite, delegate
+            rewrites = _REWRITE_AUTHORITY
+        if headers is not None and headers[0]:
+            raws.extend(headers[1])
+            rewrites = (*rewrites, *headers[0])
+        return clients, count, names, redirect, rewrites, delegate
 
     def _clients(
         self, matches: list[dict[str, Any]]
@@ -1114,16 +1149,19 @@ def _plain_parts(counts: Sequence[int], named: list[Any], subsets: bool) -> list
     if not subsets:
         # a rule's parts depend on its count of matches only: a tuple per count, shared
         shared = {
-            count: (None, count, [_ROUTE_NAMES[0]], None, None, None) for count in set(counts)
+            count: (None, count, [_ROUTE_NAMES[0]], None, _NO_REWRITES, None)
+            for count in set(counts)
         }
         return list(map(shared.__getitem__, counts))
     if all(named):
         # a subset in every rule, likely each its own: a tuple per rule, built in C
         names = map(list, zip(zip(repeat(_ROUTE_NAMES[0][0]), named)))
-        return list(zip(repeat(None), counts, names, repeat(None), repeat(None), repeat(None)))
+        return list(
+            zip(repeat(None), counts, names, repeat(None), repeat(_NO_REWRITES), repeat(None))
+        )
     keys = list(zip(counts, named, strict=True))
     shared = {
-        (count, subset): (None, count, [_route_name(subset)], None, None, None)
+        (count, subset): (None, count, [_route_name(subset)], None, _NO_REWRITES, None)
         for count, subset in set(keys)
     }
     return list(map(shared.__getitem__, keys))
@@ -1145,6 +1183,94 @@ def _plain_targets(targets: list[Any], subsets: bool = True) -> list[str] | None
     if not subsets and any(map(dict.get, targets, repeat("subset"))):
         return None
     return hosts
+
+
+def _rewrite_columns(
+    rules: list[dict[str, Any]], entries: list[dict[str, Any]], rewrite: bool
+) -> tuple[tuple[str, ...], list[list[str]]] | None:
+    """The authority rewrites of plain http rules (each with one route entry, ``entries``)
+    when every rule rewrites the same fields (``rewrite.authority``: ``rewrite`` when some rule
+    has the field; authority headers), found in passes of C: the fields within a rule, in
+    ``_gather``'s order, and the rewritten hosts of each field, rule by rule.  ((), []): no
+    rule rewrites; None: the rules differ, or some field is of another shape (``_gather``
+    reads such a rule on its own).
+
+    Generated routes can each rewrite the authority to the service they stand for: gathered
+    one by one, 14k such rules cost more than the rest of the decision."""
+    names: list[str] = []
+    columns: list[list[str]] = []
+    if rewrite:
+        parts: list[Any] = list(map(dict.get, rules, repeat("rewrite")))
+        if not _all_of(parts, dict):
+            return None
+        authorities: list[Any] = list(map(dict.get, parts, repeat("authority")))
+        if authorities.count(None) != len(authorities):
+            hosts = _authority_hosts(authorities)
+            if hosts is None:
+                return None
+            names.append(_REWRITE_AUTHORITY[0])
+            columns.append(hosts)
+    for values, prefix in ((rules, ""), (entries, ".route[0]")):
+        flags = list(map(dict.__contains__, values, repeat("headers")))
+        if True not in flags:
+            continue
+        if False not in flags:
+            found = _header_columns(list(map(itemgetter("headers"), values)), prefix)
+            if found is not None:
+                names.extend(found[0])
+                columns.extend(found[1])
+                continue
+        if not _plain_entry_headers(values):
+            # authority headers in some rules only, or of other shapes
+            return None
+    return tuple(names), columns
+
+
+def _authority_hosts(authorities: list[Any]) -> list[str] | None:
+    """``split_authority`` of each authority when all are strings naming a host; else None."""
+    if not _all_of(authorities, str) or "" in authorities:
+        return None
+    joined = "".join(authorities)
+    if ":" not in joined and "[" not in joined:
+        # no port and no address in brackets: each authority is its host
+        return authorities
+    hosts = list(map(split_authority, authorities))
+    return None if "" in hosts else hosts
+
+
+def _header_columns(values: list[Any], prefix: str) -> tuple[list[str], list[list[str]]] | None:
+    """``_header_rewrites`` of the ``headers`` field of each of many rules or route entries
+    (``prefix``: their field within a rule) when every field sets the same headers in the
+    same order, in passes of C: the fields of the authority headers, and their hosts rule by
+    rule; None otherwise."""
+    if not _all_of(values, dict):
+        return None
+    requests: list[Any] = list(map(dict.get, values, repeat("request")))
+    if not _all_of(requests, dict):
+        return None
+    names: list[str] = []
+    columns: list[list[str]] = []
+    for operation in _HEADER_OPERATIONS:
+        found: list[Any] = list(map(dict.get, requests, repeat(operation)))
+        if found.count(None) == len(found):
+            continue
+        if not _all_of(found, dict):
+            return None
+        # the header names each sets, in order: one tuple for all, or rules of other shapes
+        shapes = set(map(tuple, found))
+        if len(shapes) != 1:
+            return None
+        for key in shapes.pop():
+            if type(key) is not str:
+                return None
+            if key.casefold() not in _AUTHORITY_HEADERS:
+                continue
+            hosts = _authority_hosts(list(map(itemgetter(key), found)))
+            if hosts is None:
+                return None
+            names.append(f"{prefix}.headers.request.{operation}[{key}]")
+            columns.append(hosts)
+    return names, columns
 
 
 def _valid_hosts(memo: _Memo, raws: list[str]) -> tuple[list[str], list[_Split] | None] | None:
@@ -1459,12 +1585,12 @@ class _Rules:
             if subset is not None:
                 subsets.append((f"{rpath}{name}.subset", host, subset))
         redirects: tuple[tuple[str, str], ...] = ()
-        rewrites: tuple[tuple[str, str], ...] = ()
         if redirect:
             redirects = ((f"{rpath}.redirect.authority", checked[k]),)
             k += 1
-        if rewrite:
-            rewrites = ((f"{rpath}.rewrite.authority", checked[k]),)
+        rewrites = tuple(
+            zip(map(rpath.__add__, rewrite), checked[k : k + len(rewrite)], strict=True)
+        )
         return _Route(
             gateways,
             sources,
@@ -1488,9 +1614,11 @@ class _Rules:
     def host_keys(self, policy: Policy) -> list[Hashable]:
         """A key per gathered host: hosts of a key get the same verdicts from the tenant check.
 
-        ``_class_keys`` (names by ``Policy.host_class``, addresses by ``AddressClasses``),
-        and the host with its role for rewrites and gateway subsets, which are judged by their
-        own text.
+        ``_class_keys`` (names by ``Policy.host_class``, addresses by ``AddressClasses``);
+        a gateway subset with its host, subset and SNIs, and a rewrite as a rewrite: of its
+        host's class where the Host picks the upstream (the tenant check asks of it what it
+        asks of a destination's host: internal, covered, carried by a gateway), else of none,
+        as nothing is asked of it.
         """
         if self._keys is not None:
             return self._keys
@@ -1503,9 +1631,12 @@ class _Rules:
         keys = _class_keys(policy, checked, self._split, short, known)
         # only a gateway's subsets are judged: with no gateway among the hosts, none counts
         subsets = self.subsets and not _gateway_fqdns(policy).isdisjoint(checked)
-        for pos, (parts, k) in enumerate(
-            zip(self.parts, self.starts, strict=True) if subsets or self.rewrites else ()
-        ):
+        each = subsets or self.rewrites
+        if self.rewrites and not subsets and isinstance(self.starts, range):
+            # rules of one shape (_plain_rules): each role at the same offset in every rule
+            self._rewrite_keys(policy, keys, self.starts.step)
+            each = False
+        for pos, (parts, k) in enumerate(zip(self.parts, self.starts, strict=True) if each else ()):
             if parts is None:
                 continue
             targets, redirect, rewrite = parts[2], parts[3], parts[4]
@@ -1521,9 +1652,38 @@ class _Rules:
                 # whether the rewrite is judged at all depends on the rule's destinations
                 # (_host_picks_upstream): rules of a key must agree on it too
                 picks = parts[5] is not None or _leaves_services(policy, checked[first:k])
-                keys[k + bool(redirect)] = ("rewrite", checked[k + bool(redirect)], picks)
+                k += bool(redirect)
+                for at in range(k, k + len(rewrite)):
+                    keys[at] = ("rewrite", keys[at], True) if picks else _UNPICKED
         self._keys = keys
         return keys
+
+    def _rewrite_keys(self, policy: Policy, keys: list[Hashable], width: int) -> None:
+        """``host_keys``'s keys of the rewrites of rules of one shape, ``width`` hosts each,
+        in passes of C: one by one, 14k rules each rewriting the authority cost a few calls
+        each."""
+        checked = self.checked
+        _, _, targets, redirect, rewrite, _ = cast("_Gathered", self.parts[0])
+        # as _host_picks_upstream: a delegate, or a destination that may leave the services
+        delegates = map(itemgetter(5), cast("list[_Gathered]", self.parts))
+        picks: list[bool] = list(map(is_not, delegates, repeat(None)))
+        for offset in range(len(targets)):
+            picks = list(map(or_, picks, _leaving(policy, checked[offset::width])))
+        start = len(targets) + bool(redirect)
+        for offset in range(start, start + len(rewrite)):
+            classes = keys[offset::width]
+            if True not in picks:
+                # no rule's Host picks its upstream (all to the namespace's services)
+                keys[offset::width] = [_UNPICKED] * len(picks)
+            elif False not in picks:
+                # a key per class, shared: rules of a class then compare as the same object
+                wrapped = {key: ("rewrite", key, True) for key in set(classes)}
+                keys[offset::width] = list(map(wrapped.__getitem__, classes))
+            else:
+                keys[offset::width] = [
+                    ("rewrite", key if picked else None, picked)
+                    for key, picked in zip(classes, picks, strict=True)
+                ]
 
     def rule_keys(self, policy: Policy) -> list[Hashable] | None:
         """A key per rule when all rules are alike (the same clients, kind of delegate and
@@ -1553,12 +1713,19 @@ class _Rules:
         kinds = (None in delegates) + (namespace in delegates)
         if len(delegates) > kinds:
             kinds += 1
-        targets = set(map(len, map(itemgetter(2), parts)))
-        redirects = set(map(bool, map(itemgetter(3), parts)))
-        rewrites = set(map(bool, map(itemgetter(4), parts)))
-        if kinds != 1 or len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
+        if kinds != 1:
             return None
-        width = targets.pop() + redirects.pop() + rewrites.pop()
+        if isinstance(self.starts, range):
+            # rules of one shape (_plain_rules): as many hosts in each place in every rule
+            _, _, names, redirect, rewrite, _ = parts[0]
+            width = len(names) + bool(redirect) + len(rewrite)
+        else:
+            targets = set(map(len, map(itemgetter(2), parts)))
+            redirects = set(map(bool, map(itemgetter(3), parts)))
+            rewrites = set(map(len, map(itemgetter(4), parts)))
+            if len(targets) != 1 or len(redirects) != 1 or len(rewrites) != 1:
+                return None
+            width = targets.pop() + redirects.pop() + rewrites.pop()
         keys = self.host_keys(policy)
         if len(keys) != width * len(parts):
             return None
@@ -1567,7 +1734,13 @@ class _Rules:
         if width == 1:
             # a host per rule: its key is the rule's
             return keys
-        return list(zip(*[iter(keys)] * width, strict=True))
+        # a place whose key is the same in every rule tells no two rules apart (every rule to
+        # the egress gateway, or rewrites where the Host picks no upstream): left out
+        columns = [keys[offset::width] for offset in range(width)]
+        varying = [column for column in columns if column.count(column[0]) != len(column)]
+        if len(varying) == 1:
+            return varying[0]
+        return list(zip(*varying, strict=True)) if varying else [()] * len(parts)
 
 
 # a host split at its first dot (str.partition)
@@ -1580,12 +1753,15 @@ def _parent_keys(
     split: list[_Split] | None = None,
     short: str | None = None,
     joined: str | None = None,
+    *,
+    listed: bool = False,
 ) -> list[Hashable] | None:
     """``Policy.host_class`` of each host less its leading dot, found in passes of C; None
     unless every host is a name with a parent domain that is its class (no IP, no wildcard, no
     name the policy lists by itself).  ``split``: the hosts as written partitioned at their
     first dot, ``short`` the parent domain of those without a dot (expanded short names);
-    ``joined``: the hosts joined by newlines, when the caller has it."""
+    ``joined``: the hosts joined by newlines, when the caller has it; ``listed``: the names
+    the policy lists get their parent too (the caller keys them apart)."""
     if split is None and joined is not None:
         parent = _shared_parent(hosts, joined)
         if parent is not None and policy.own_names.isdisjoint(hosts):
@@ -1601,9 +1777,18 @@ def _parent_keys(
         return None
     if any(map(str.isdigit, "".join(map(itemgetter(-1), distinct)))):
         return None
-    if "*" in "".join(map(itemgetter(0), split)) or not policy.own_names.isdisjoint(hosts):
+    if "*" in "".join(map(itemgetter(0), split)):
+        return None
+    if not listed and not policy.own_names.isdisjoint(hosts):
         return None
     if len(distinct) > 1 and policy.known_domains.isdisjoint(hosts):
+        if len(distinct) * 2 <= len(keys):
+            # a few domains (destinations and their rewrites): each looked up once
+            domains = list(distinct)
+            nearer: dict[Hashable, Hashable] = dict(
+                zip(domains, nearest_known(policy, domains), strict=True)
+            )
+            return list(map(nearer.__getitem__, keys))
         # hosts under thousands of domains: classed by the nearest domain the policy knows
         return list(nearest_known(policy, cast("list[str]", keys)))
     return keys
@@ -1657,7 +1842,14 @@ def _class_keys(
     found = classes.interval_keys(hosts, known)
     if found is not None:
         return list(found)
-    keys = _parent_keys(policy, hosts, split, short)
+    own = policy.own_names.intersection(hosts)
+    keys = _parent_keys(policy, hosts, split, short, listed=True)
+    if keys is not None and own:
+        # the egress gateway (or a name the policy lists) among names of a few parents, as
+        # when every rule routes to the gateway and rewrites the authority: the listed names
+        # keyed by their own text, the others by their parent
+        alone: dict[str, Hashable] = {host: OWN_TEXT + host for host in own}
+        return list(map(alone.get, hosts, keys))
     if keys is not None:
         return keys
     distinct = {host: _host_key(policy, classes, host) for host in set(hosts)}
@@ -1811,6 +2003,38 @@ def _headers_authorities(
                 authority = reader.string(raw, path)
                 if authority:
                     _add_host(reader, memo, rewrites, split_authority(authority), path)
+
+
+def _header_rewrites(value: Any, prefix: str, names: list[str], hosts: list[str]) -> None:
+    """Gather the authorities one ``headers`` field sets, as ``_headers_authorities`` finds
+    them: each one's field within the rule (``prefix``: the route entry's, or "") and host.
+    Raises ``_Unusual`` where ``_headers_authorities`` would report a shape."""
+    if value is None:
+        return
+    if type(value) is not dict:
+        raise _Unusual
+    request = value.get("request")
+    if request is None:
+        return
+    if type(request) is not dict:
+        raise _Unusual
+    for operation in _HEADER_OPERATIONS:
+        values = request.get(operation)
+        if values is None:
+            continue
+        if type(values) is not dict:
+            raise _Unusual
+        for key, raw in values.items():
+            if type(key) is not str:
+                raise _Unusual
+            if key.casefold() not in _AUTHORITY_HEADERS:
+                continue
+            if type(raw) is not str:
+                raise _Unusual
+            host = split_authority(raw) if raw else None
+            if host:
+                names.append(f"{prefix}.headers.request.{operation}[{key}]")
+                hosts.append(host)
 
 
 def _plain_headers(value: Any) -> bool:
@@ -2165,7 +2389,7 @@ def _check_tenant_rules(
             _check_tenant_route(reader, memo, done[pos][0], external, exported)
             continue
         clients, count, targets, redirect, rewrite, delegate = parts
-        end = k + len(targets) + (1 if redirect else 0) + (1 if rewrite else 0)
+        end = k + len(targets) + (1 if redirect else 0) + len(rewrite)
         key = (
             count if clients is None else (MESH in clients[0], clients[1]),
             None if delegate is None else delegate == namespace,
@@ -2230,8 +2454,8 @@ def _served_hosts(policy: Policy, rules: _Rules) -> Iterable[str]:
                 skipped.add(at)
                 at += 1
             # a rewrite's key says whether its Host picks the upstream (_Rules.host_keys)
-            if parts[4] and not cast("tuple[str, str, bool]", keys[at])[2]:
-                skipped.add(at)
+            if parts[4] and not cast("tuple[str, Hashable, bool]", keys[at])[2]:
+                skipped.update(range(at, at + len(parts[4])))
         picked = {keys[k]: checked[k] for k in range(len(checked)) if k not in skipped}
     else:
         picked = dict(zip(keys, checked, strict=True))
@@ -2258,6 +2482,48 @@ def _leaves_services(policy: Policy, hosts: Iterable[str]) -> bool:
     return False
 
 
+# the key of a rewrite where the Host picks no upstream: nothing is asked of its host
+_UNPICKED = ("rewrite", None, False)
+
+
+def _leaving(policy: Policy, hosts: list[str]) -> list[bool]:
+    """``_leaves_services`` of each host on its own, in passes over them all."""
+    distinct = repeated_texts(hosts) if many(hosts) else None
+    if distinct is not None:
+        # a few texts repeated (every rule to the egress gateway): each looked at once
+        found = dict(zip(distinct, _leaving(policy, distinct), strict=True))
+        return list(map(found.__getitem__, hosts))
+    if _tenant_services(policy, hosts):
+        return [False] * len(hosts)
+    zones = policy.egress_zones
+    return list(
+        map(
+            any,
+            zip(
+                map(not_, map(policy.is_internal, hosts)),
+                map(str.__contains__, hosts, repeat("*")),
+                map(str.endswith, hosts, repeat(zones)),
+                map(policy.services_on_gateway, hosts),
+                strict=True,
+            ),
+        )
+    )
+
+
+def _tenant_services(policy: Policy, hosts: list[str]) -> bool:
+    """Whether ``_leaves_services`` is false of every host, read from their joined text: each
+    ends in the Service zone and none in an egress zone, no wildcard, no gateway."""
+    lines = "\n".join(hosts) + "\n"
+    # a line per host, each ending with the zone (valid names hold no newline of their own)
+    if lines.count("\n") != len(hosts) or "*" in lines:
+        return False
+    if lines.count(f".{policy.service_zone}\n") != len(hosts):
+        return False
+    if any(map(lines.__contains__, map("{}\n".format, policy.egress_zones))):
+        return False
+    return _gateway_fqdns(policy).isdisjoint(hosts)
+
+
 def _host_picks_upstream(policy: Policy, route: _Route) -> bool:
     """Whether an authority rewrite on ``route`` can change where its traffic goes: a
     destination (mirrors included) may leave the cluster or reach an egress gateway, or the
@@ -2276,7 +2542,8 @@ def _check_tenant_route(
     policy, namespace = memo.policy, memo.namespace
     allowed, source = memo.route_allowed(route)
     hijack = exported and bool(external) and route.mesh
-    route_hosts = external
+    # the rewritten hosts the gateway routes on, after the steered ones
+    rewritten: list[str] = []
     # a redirect is answered to the client, whose next request meets its own sidecar: only
     # rewrites change where this proxy sends traffic, and only where the Host picks the upstream
     rewrites = route.rewrites if route.rewrites and _host_picks_upstream(policy, route) else ()
@@ -2291,11 +2558,13 @@ def _check_tenant_route(
             )
         else:
             # the rewritten Host header is what the egress gateway routes on
-            route_hosts += (host,)
+            rewritten.append(host)
+    more = tuple(rewritten)
 
     def judge(into: Reader, path: str, host: str) -> None:
         if policy.services_on_gateway(host):
-            for message in memo.gateway_problems(host, route_hosts, allowed, source, namespace):
+            problems = memo.gateway_problems(host, external, allowed, source, namespace, more)
+            for message in problems:
                 into.add(path, message)
         elif is_ip(host) and not policy.is_internal_address(host):
             into.add(path, f"{host!r} is an IP address outside the cluster; name a service")
@@ -2447,9 +2716,27 @@ def _gateway_problems(
             f"{fqdn} is the egress gateway of {policy.describe_allowed(carried)}, which "
             f"{source} may not reach; allowed: {policy.describe_allowed(allowed)}",
         )
+    # hosts of a class are carried by the same gateways' services (_destination_keys): each
+    # class asked once, and when every one is carried and allowed no host is looked at again
+    # (a VirtualService of 12k hosts routed to the gateway)
+    keys: Sequence[Hashable] = (
+        _destination_keys(policy, list(route_hosts))
+        if many(route_hosts)
+        else [None] * len(route_hosts)
+    )
+    firsts = dict(zip(keys, route_hosts, strict=True))
+    found = {
+        key: frozenset(s for s in carried if policy.service_hosts_covering(s, host))
+        for key, host in firsts.items()
+        if key is not None
+    }
+    if None not in firsts and all(map(allowed.__and__, found.values())):
+        return ()
     problems: list[str] = []
-    for host in route_hosts:
-        carriers = frozenset(s for s in carried if policy.service_hosts_covering(s, host))
+    for key, host in zip(keys, route_hosts, strict=True):
+        carriers = None if key is None else found[key]
+        if carriers is None:
+            carriers = frozenset(s for s in carried if policy.service_hosts_covering(s, host))
         if not carriers:
             covering = policy.services_covering(host)
             problems.append(
