@@ -68,6 +68,8 @@ from webhook.tls import generate_files
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILE = ROOT / "policies" / "banzai-demo.yaml"
+# compiles per allow-list size, the best kept
+COMPILE_TRIES = 3
 
 LUA = r"""
 local entries = {}
@@ -506,20 +508,24 @@ def lookups_and_compiles(sizes: Sequence[int]) -> list[dict[str, float]]:
         doc = policy_document(size)
         text = yaml.safe_dump(doc, sort_keys=False)
         json_text = orjson.dumps(doc).decode()
-        started = time.perf_counter()
-        load_document(text)
-        yaml_s = time.perf_counter() - started
-        started, cpu_started = time.perf_counter(), time.process_time()
-        loaded = load_document(json_text)
-        json_s = time.perf_counter() - started
-        started = time.perf_counter()
-        policy = build_policy(loaded)
-        build_s = time.perf_counter() - started
-        cpu_s = time.process_time() - cpu_started
+        yaml_s = json_s = build_s = cpu_s = index_s = float("inf")
         pairs = [(h, svc["name"]) for svc in doc["externalServices"] for h in svc["hosts"]]
-        started = time.perf_counter()
-        HostTrie.build(pairs)
-        index_s = time.perf_counter() - started
+        # best of a few tries, as the worst-case table: a burst of other work on the machine
+        # only ever adds to a single-shot figure
+        for _ in range(COMPILE_TRIES):
+            started = time.perf_counter()
+            load_document(text)
+            yaml_s = min(yaml_s, time.perf_counter() - started)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            loaded = load_document(json_text)
+            json_s = min(json_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            policy = build_policy(loaded)
+            build_s = min(build_s, time.perf_counter() - started)
+            cpu_s = min(cpu_s, time.process_time() - cpu_started)
+            started = time.perf_counter()
+            HostTrie.build(pairs)
+            index_s = min(index_s, time.perf_counter() - started)
         hosts = [h for h, _ in pairs]
         queries = []
         for _ in range(2000):
@@ -907,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "Compile = parse + schema and semantic checks + indexes, as the worker does it on a "
         "policy update (its GC setting included). `policy.json` text is parsed with orjson, "
-        "`policy.yaml` with libyaml.",
+        f"`policy.yaml` with libyaml. Each figure is the best of {COMPILE_TRIES} compiles.",
         "",
         "| hosts | lookup µs | JSON parse ms | YAML parse ms | checks+indexes ms "
         "| trie alone ms | compile from JSON ms | its CPU ms | compile from YAML ms |",

@@ -389,6 +389,18 @@ def _in_cluster(policy: Policy, entry: _Entry, held: EgressAddresses | None) -> 
     return True
 
 
+def _names_a_gateway(reader: Reader, policy: Policy, entry: _Entry, index: int, host: str) -> bool:
+    """The egress gateways' names stay the platform's, whatever an entry's endpoints are."""
+    captured = () if host == "*" else gateways_covered_by(policy, host)
+    if captured:
+        reader.add(
+            entry.hosts.path(index),
+            f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
+            "may define entries for it",
+        )
+    return bool(captured)
+
+
 def _check_in_cluster(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -> None:
     """An entry whose connections all stay in the cluster's networks (``_in_cluster``) may
     give them an outside name.  The egress gateways' names stay the platform's; seen ``beyond``
@@ -396,14 +408,9 @@ def _check_in_cluster(reader: Reader, policy: Policy, entry: _Entry, beyond: boo
     address would take other namespaces' egress for it to these endpoints."""
 
     def judge(reader: Reader, index: int, host: str) -> None:
-        captured = () if host == "*" else gateways_covered_by(policy, host)
-        if captured:
-            reader.add(
-                entry.hosts.path(index),
-                f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
-                "may define entries for it",
-            )
-        elif beyond and (
+        if _names_a_gateway(reader, policy, entry, index, host):
+            return
+        if beyond and (
             host == "*" or policy.services_covering(host) or policy.services_imported_by(host)
         ):
             reader.add(
@@ -429,14 +436,9 @@ def _check_in_pod(reader: Reader, policy: Policy, entry: _Entry, beyond: bool) -
     their own loopback instead."""
 
     def judge(reader: Reader, index: int, host: str) -> None:
-        captured = () if host == "*" else gateways_covered_by(policy, host)
-        if captured:
-            reader.add(
-                entry.hosts.path(index),
-                f"{host!r} covers the egress gateway {captured[0].fqdn}; only the platform team "
-                "may define entries for it",
-            )
-        elif beyond and (host == "*" or policy.is_internal(host) or policy.services_covering(host)):
+        if _names_a_gateway(reader, policy, entry, index, host):
+            return
+        if beyond and (host == "*" or policy.is_internal(host) or policy.services_covering(host)):
             reader.add(
                 entry.hosts.path(index),
                 f"{host!r} is a name other namespaces use, and this entry, seen beyond its "
