@@ -174,7 +174,12 @@ def test_mesh_tls_route_hostnames_must_be_allowed_to_the_namespace(
             parents=parents,
             hostnames=hosts,
         )
-        assert judge(manifest).allowed is allowed
+        decision = judge(manifest)
+        assert decision.allowed is allowed
+        if not allowed:
+            assert "leave hostnames out (the route then matches its parent's own names)" in (
+                decision.reason
+            )
 
 
 @pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])

@@ -135,8 +135,10 @@ def _check_hostnames(
             reader.add(
                 where,
                 f"a TLSRoute attached to a mesh Service steers every sidecar's TLS for "
-                f"{host!r}, which is not an external service any workload of {namespace} may "
-                f"reach (allowed: {policy.describe_allowed(allowed)}); ask for it in the "
+                f"{host!r} (on a parent without a virtual IP, to whatever address it is sent), "
+                f"which is not an external service any workload of {namespace} may reach "
+                f"(allowed: {policy.describe_allowed(allowed)}); leave hostnames out (the "
+                "route then matches its parent's own names) or ask for the host in the "
                 "egress policy",
             )
 
