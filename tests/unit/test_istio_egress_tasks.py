@@ -2,12 +2,18 @@
 
 The shapes restate, in short form, the objects of the egress tasks in Istio's documentation:
 registry entries for outside hosts and a route with a timeout ("Accessing External Services"),
-TLS origination by the sidecar, the egress gateway programmed by hand, wildcard hosts, an
-``ExternalName`` alias and an outside HTTPS proxy. ``POLICY`` allows every host they name to
+TLS origination by the sidecar, the egress gateway programmed by hand (HTTP and HTTPS), wildcard
+hosts, an ``ExternalName`` alias, an outside HTTPS proxy, and the two ways around the sidecar
+the tasks show (narrowed capture, ``ALLOW_ANY``). ``POLICY`` allows every host they name to
 namespace ``shop``, so a refusal is right only where the object reaches further than ``shop``
-(an omitted ``exportTo`` is public), sends ``shop``'s calls past the egress gateway, or does what
-egress-guard does itself (programming the egress gateway). Each such refusal has to tell the
-developer what to do instead; the rest must pass.
+(an omitted ``exportTo`` is public), sends ``shop``'s calls past the egress gateway or its
+sidecar, or does what egress-guard does itself (programming the egress gateway). Each such
+refusal has to tell the developer what to do instead; the rest must pass.
+
+Admitted is not always effective: ``shop``'s calls to an allowed host go to the egress gateway
+by the generated VirtualService, so a DestinationRule of ``shop`` for the host itself (TLS
+origination) is never looked up for them; the gateway originates TLS when the policy says so
+(``tlsOrigination``).
 """
 
 from __future__ import annotations
@@ -263,8 +269,75 @@ spec:
                 GATEWAY_LEG.format(route="egress-guard-cnn"),
             ),
         ),
+        (
+            f"the HTTPS variant: both legs matched on SNI ({gateway_ns})",
+            f"""
+kind: VirtualService
+metadata: {{name: https-cnn-through-egress-gateway}}
+spec:
+  hosts: [edition.cnn.com]
+  exportTo: ["."]
+  gateways: [mesh, istio-egressgateway]
+  tls:
+    - match: [{{gateways: [mesh], port: 443, sniHosts: [edition.cnn.com]}}]
+      route: [{{destination: {{host: {gateway}, port: {{number: 443}}}}}}]
+    - match: [{{gateways: [istio-egressgateway], port: 443, sniHosts: [edition.cnn.com]}}]
+      route: [{{destination: {{host: edition.cnn.com, port: {{number: 443}}}}}}]
+""",
+            False,
+            (GATEWAY_LEG.format(route="egress-guard-cnn"),),
+        ),
+        (
+            f"mesh mTLS to the egress gateway, with the host as SNI ({gateway_ns})",
+            f"""
+kind: DestinationRule
+metadata: {{name: egressgateway-for-cnn}}
+spec:
+  host: {gateway}
+  subsets:
+    - name: cnn
+      trafficPolicy:
+        portLevelSettings:
+          - port: {{number: 80}}
+            tls: {{mode: ISTIO_MUTUAL, sni: edition.cnn.com}}
+""",
+            True,
+            (),
+        ),
     ]
 
+
+DIRECT_ACCESS: Final[list[Case]] = [
+    (
+        "capture narrowed to the cluster's ranges",
+        """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleep}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  template:
+    metadata:
+      labels: {app: sleep}
+      annotations: {traffic.sidecar.istio.io/includeOutboundIPRanges: "10.0.0.1/24"}
+    spec:
+      containers: [{name: sleep, image: curlimages/curl, command: [/bin/sleep, infinity]}]
+""",
+        False,
+        ("traffic to every other address skips the sidecar", "remove it or set '*'"),
+    ),
+    (
+        "every destination let through by the sidecar",
+        """
+kind: Sidecar
+metadata: {name: default}
+spec:
+  outboundTrafficPolicy: {mode: ALLOW_ANY}
+""",
+        False,
+        ("only REGISTRY_ONLY is allowed",),
+    ),
+]
 
 WILDCARD_HOSTS: Final[list[Case]] = [
     (
@@ -396,6 +469,7 @@ CASES: Final = (
     + WILDCARD_HOSTS
     + KUBERNETES_EXTERNALNAME
     + EXTERNAL_HTTPS_PROXY
+    + DIRECT_ACCESS
 )
 
 
