@@ -12,7 +12,7 @@ refusal has to tell the developer what to do instead; the rest must pass.
 
 Admitted is not always effective: ``shop``'s calls to an allowed host go to the egress gateway
 by the generated VirtualService, so a DestinationRule of ``shop`` for the host itself (TLS
-origination) is never looked up for them; the gateway originates TLS when the policy says so
+origination) shapes no cluster they use; the gateway originates TLS when the policy says so
 (``tlsOrigination``).
 """
 
