@@ -80,7 +80,8 @@ def _egress_gateway_hint(policy: Policy, namespace: str) -> str:
         )
     return (
         "egress-guard programs the egress gateways from the egress policy: calls from "
-        f"namespace {namespace} to what it may reach ({policy.describe_allowed(allowed)}) "
+        f"namespace {namespace} to what the policy lets its workloads reach "
+        f"({policy.describe_allowed(allowed)}) "
         "already go through them, with no Gateway, VirtualService or DestinationRule of yours; "
         "for another host, ask the security team to add it to the policy"
     )
