@@ -37,6 +37,8 @@ pytestmark = pytest.mark.unit
 
 POLICY: Final = Path(__file__).resolve().parents[2] / "policies" / "banzai-demo.yaml"
 NAMESPACE: Final = "test-app"
+# Every directory of samples/ with Kubernetes manifests but builder, certs and wasm_modules
+# (no manifests), cicd (a Skaffold file) and kind-lb (a script).
 SAMPLE_DIRS: Final = (
     "bookinfo",
     "httpbin",
