@@ -37,8 +37,10 @@ pytestmark = pytest.mark.unit
 
 POLICY: Final = Path(__file__).resolve().parents[2] / "policies" / "banzai-demo.yaml"
 NAMESPACE: Final = "test-app"
-# Every directory of samples/ with Kubernetes manifests but builder, certs and wasm_modules
-# (no manifests), cicd (a Skaffold file) and kind-lb (a script).
+# The directories of samples/ without Kubernetes manifests: no YAML (builder, certs,
+# wasm_modules, kind-lb) or a Skaffold file (cicd).
+OTHER_DIRS: Final = frozenset({"builder", "certs", "wasm_modules", "kind-lb", "cicd"})
+# Every other directory of samples/.
 SAMPLE_DIRS: Final = (
     "bookinfo",
     "httpbin",
@@ -211,6 +213,14 @@ def decisions() -> dict[Key, Decision]:
         assert key not in decided, f"{key} appears twice"
         decided[key] = admit(review, policy, view=view)
     return decided
+
+
+def test_every_sample_directory_is_decided_or_holds_no_manifests() -> None:
+    samples = istio_module_dir() / "samples"
+    found = {path.name for path in samples.iterdir() if path.is_dir()}
+    assert found == set(SAMPLE_DIRS) | OTHER_DIRS
+    for name in OTHER_DIRS - {"cicd"}:
+        assert not [*(samples / name).rglob("*.yaml"), *(samples / name).rglob("*.yml")], name
 
 
 def test_the_corpus_is_read_whole(decisions: Mapping[Key, Any]) -> None:
