@@ -247,3 +247,22 @@ def test_wildcard_tls_passthrough_to_the_gateway_is_allowed_only_in_the_egress_n
     banzai_dr = dr("external")
     banzai_dr["spec"]["host"] = banzai_gw
     assert not decide(review_of_manifest(banzai_dr), banzai).allowed
+
+
+def test_a_namespace_wide_mtls_off_rule_is_told_to_narrow_its_host(policy: Policy) -> None:
+    # Istio's own "mTLS off" rule (host '*.local') covers the egress gateway by accident
+    denied = decide(
+        review_of_manifest(dr(host="*.local", trafficPolicy={"tls": {"mode": "DISABLE"}})),
+        policy,
+    )
+    assert not denied.allowed
+    assert "narrow spec.host '*.local' to your own services" in denied.reason
+    assert "'*.team-a.svc.cluster.local'" in denied.reason
+    # and the narrowed rule it suggests passes
+    narrowed = dr(host="*.team-a.svc.cluster.local", trafficPolicy={"tls": {"mode": "DISABLE"}})
+    assert decide(review_of_manifest(narrowed), policy).allowed
+    # the gateway named exactly gets no such hint: its rule is about the gateway
+    exact = decide(
+        review_of_manifest(dr(host=GATEWAY, trafficPolicy={"tls": {"mode": "DISABLE"}})), policy
+    )
+    assert "narrow spec.host" not in exact.reason

@@ -161,17 +161,44 @@ def test_backend_level_request_mirror_is_checked() -> None:
         ("team-a", ["upstream.team-a.svc.cluster.local"], True),
     ],
 )
-def test_mesh_route_hostnames_must_be_allowed_to_the_namespace(
+def test_mesh_tls_route_hostnames_must_be_allowed_to_the_namespace(
     namespace: str, hosts: list[str], allowed: bool
 ) -> None:
+    # a mesh TLSRoute's hostnames are its sidecar route's SNI match: on a parent without a
+    # virtual IP they catch connections to any address carrying that SNI
     for parents in (MESH_PARENT, SE_PARENT):
         manifest = route(
             [{"name": "upstream", "port": 443}],
+            kind="TLSRoute",
             namespace=namespace,
             parents=parents,
             hostnames=hosts,
         )
-        assert judge(manifest).allowed is allowed
+        decision = judge(manifest)
+        assert decision.allowed is allowed
+        if not allowed:
+            assert "leave hostnames out (the route then matches its parent's own names)" in (
+                decision.reason
+            )
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
+def test_mesh_http_route_hostnames_reach_no_sidecar(kind: str) -> None:
+    # istiod names an HTTP or gRPC route on a mesh parent after the parent alone and drops its
+    # hostnames there; they only matter on the Gateway parents of the same route (ingress)
+    for parents in (MESH_PARENT, SE_PARENT, [*MESH_PARENT, {"name": "web"}]):
+        manifest = route(
+            [{"name": "upstream", "port": 443}],
+            kind=kind,
+            namespace="team-b",
+            parents=parents,
+            hostnames=["api.foo.com", "*.example.com"],
+        )
+        decision = judge(manifest)
+        assert decision.allowed, decision.reason
+    # what the route sends to is still judged
+    manifest = route([hostname("api.foo.com")], kind=kind, namespace="team-b", parents=MESH_PARENT)
+    assert not judge(manifest).allowed
 
 
 def test_ingress_route_hostnames_are_not_egress() -> None:

@@ -164,3 +164,20 @@ def test_overlap_with_several_egress_gateways_is_one_violation(dedicated: Policy
     assert "egress gateways" in violation.message
     assert violation.message.count("can match") == 1
     assert all(gw.ref in violation.message for gw in dedicated.gateways)
+
+
+def test_a_gateway_on_the_egress_gateway_is_told_what_egress_guard_does_instead(
+    dedicated: Policy,
+) -> None:
+    # Istio's egress-gateway task has the tenant program the gateway; egress-guard does it
+    selector = {"gateway-name": "egress-httpbin", "gateway-type": "egress"}
+    denied = judge(gateway(selector, namespace="test-app"), dedicated)
+    assert not denied.allowed
+    assert "egress-guard programs the egress gateways from the egress policy" in denied.reason
+    assert "calls from namespace test-app to what the policy lets its workloads reach" in (
+        denied.reason
+    )
+    assert "httpbin (httpbin.org, www.httpbin.org)" in denied.reason
+    # a namespace the policy lets reach nothing is sent to the security team
+    other = judge(gateway(selector, namespace="other"), dedicated)
+    assert "lets namespace other reach no external service: ask the security team" in (other.reason)

@@ -1,7 +1,7 @@
 """The per-class fast paths of the list checks agree with judging every item on its own.
 
 ServiceEntry hosts and endpoints, Sidecar imports, VirtualService hosts, NetworkPolicy peers,
-Endpoints, EndpointSlices, HTTPRoute hostnames and DestinationRule tunnels judge one item per
+Endpoints, EndpointSlices, TLSRoute hostnames and DestinationRule tunnels judge one item per
 class (``Policy.host_class``, ``AddressClasses``) and validate names in bulk
 (``all_valid_names``); exportTo lists are read in C and asked about once per namespace some
 rule names plus once for all the others.  Here random objects mixing
@@ -1286,11 +1286,11 @@ def test_many_hosts_under_few_domains_cost_few_lookups(
 
 @FAST
 @given(hostnames=st.lists(names, min_size=1, max_size=30))
-def test_http_route_hostnames(hostnames: list[str]) -> None:
+def test_tls_route_hostnames(hostnames: list[str]) -> None:
     assert_same(
         {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TLSRoute",
             "metadata": meta("rt"),
             "spec": {
                 "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
@@ -1306,7 +1306,7 @@ def test_http_route_hostnames(hostnames: list[str]) -> None:
     plain=st.lists(dotted, min_size=1, max_size=4),
     odd=st.lists(st.tuples(st.integers(0, 150), names), max_size=6),
     size=st.sampled_from([7, 16, 40]),
-    kind=st.sampled_from(["ServiceEntry", "HTTPRoute"]),
+    kind=st.sampled_from(["ServiceEntry", "TLSRoute"]),
 )
 def test_host_lists_classed_chunk_by_chunk(
     plain: list[str], odd: list[tuple[int, str]], size: int, kind: str
@@ -1317,10 +1317,10 @@ def test_host_lists_classed_chunk_by_chunk(
     for at, host in odd:
         hosts.insert(at, host)
     manifest = tls_service_entry("chunked", hosts)
-    if kind == "HTTPRoute":
+    if kind == "TLSRoute":
         manifest = {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": "TLSRoute",
             "metadata": meta("rt"),
             "spec": {
                 "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
@@ -3827,10 +3827,11 @@ def _virtual_service(hosts: list[Any]) -> dict[str, Any]:
     }
 
 
-def _http_route(hosts: list[Any]) -> dict[str, Any]:
+def _tls_route(hosts: list[Any]) -> dict[str, Any]:
+    # a mesh TLSRoute: its hostnames are judged (an HTTPRoute's reach no sidecar)
     return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "TLSRoute",
         "metadata": meta("rt"),
         "spec": {
             "parentRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
@@ -3850,7 +3851,7 @@ def _endpoint_slice(hosts: list[Any]) -> dict[str, Any]:
     }
 
 
-HOST_LISTS = [_service_entry, _virtual_service, _http_route, _endpoint_slice]
+HOST_LISTS = [_service_entry, _virtual_service, _tls_route, _endpoint_slice]
 
 
 @FAST

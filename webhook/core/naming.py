@@ -11,6 +11,9 @@ import re
 
 from webhook.core.external_services import ExternalService
 
+# every object the generator writes is named with it
+PREFIX = "egress-guard-"
+
 
 def dns_label(text: str) -> str:
     """``text`` as a DNS label: lower case, runs of anything else become one dash."""
@@ -24,3 +27,9 @@ def gateway_subset(service: ExternalService, index: int) -> str:
     and authorizes on, so routes naming it are judged by the service it stands for.
     """
     return dns_label(f"{service.name}-{index}")
+
+
+def tenant_route_name(service: str) -> str:
+    """The VirtualService the generator writes in each namespace allowed ``service``: it sends
+    the namespace's calls to the service's hosts to the egress gateway (messages name it)."""
+    return f"{PREFIX}{service}"

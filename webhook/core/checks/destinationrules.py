@@ -341,10 +341,20 @@ def _check_tls(
         # through to a PASSTHROUGH server that routes (and authorizes) on its SNI instead
         return
     if mode is not None and mode != ISTIO_MUTUAL:
+        hint = "use ISTIO_MUTUAL (or leave tls unset)"
+        raw_host = spec.get("host")
+        if isinstance(raw_host, str) and raw_host.startswith("*") and not egress_ns:
+            # a namespace-wide rule ("mTLS off for my services", host '*.local') covers the
+            # gateway by accident: narrowing the host keeps what the developer meant
+            hint += (
+                f", or narrow spec.host {raw_host!r} to your own services, e.g. "
+                f"'*.{namespace}.svc.{policy.cluster_domain}', so that it does not cover the "
+                "egress gateway"
+            )
         reader.add(
             f"{path}.tls.mode",
             f"{mode!r} towards the egress gateway {fqdn} replaces the mesh mTLS the gateway "
-            "reads the caller's identity from; use ISTIO_MUTUAL (or leave tls unset)",
+            f"reads the caller's identity from; {hint}",
         )
 
 

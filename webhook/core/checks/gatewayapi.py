@@ -75,6 +75,12 @@ LISTENER_SET_KINDS = ((GROUP, "ListenerSet"), (X_GROUP, "XListenerSet"))
 # a listener TLS option that makes istiod emit an AUTO_PASSTHROUGH server, whatever tls.mode says
 LISTENER_PROTOCOL = "gateway.istio.io/listener-protocol"
 AUTO_PASSTHROUGH = "auto-passthrough"
+# route kinds whose hostnames reach a sidecar through a mesh parent (a Service or ServiceEntry).
+# istiod names the sidecar route after the parent alone (<name>.<ns>.svc.<domain>, or the
+# ServiceEntry's hosts) and drops an HTTPRoute's or GRPCRoute's hostnames there; a TLSRoute's
+# become the route's SNI match, which on a parent without a virtual IP catches connections to
+# any address with that SNI (docs/istio-semantics.md#mesh-route-hostnames)
+SNI_MATCHING_KINDS = frozenset({"TLSRoute"})
 # istiod registers a Gateway carrying this label, of any class, as the gateway of that network:
 # sidecars then send the mesh's traffic for endpoints of that network to its addresses
 NETWORK_LABEL = "topology.istio.io/network"
@@ -107,7 +113,7 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
                     "which would program the egress gateway itself; egress routes are "
                     "generated from the egress policy: ask for the destination there",
                 )
-    if mesh_parent:
+    if mesh_parent and review.kind in SNI_MATCHING_KINDS:
         _check_hostnames(reader, policy, spec, namespace)
     refs = _plain_backends(spec.get("rules"))
     for where, ref in _backend_refs(reader, spec) if refs is None else refs:
@@ -118,7 +124,8 @@ def check_route(review: Review, policy: Policy, view: ClusterView) -> Iterable[V
 def _check_hostnames(
     reader: Reader, policy: Policy, spec: Mapping[str, Any], namespace: str
 ) -> None:
-    """Hostnames of a mesh-attached route must be allowed to some workload of the namespace."""
+    """Hostnames of a mesh-attached TLSRoute must be allowed to some workload of the namespace:
+    they are the SNI names its sidecar route matches."""
     allowed = policy.allowed_for_some(namespace)
 
     def judge(reader: Reader, where: str, host: str) -> None:
@@ -127,9 +134,11 @@ def _check_hostnames(
         if not policy.services_covering(host) & allowed:
             reader.add(
                 where,
-                f"a route attached to a mesh Service steers every sidecar's traffic for "
-                f"{host!r}, which is not an external service any workload of {namespace} may "
-                f"reach (allowed: {policy.describe_allowed(allowed)}); ask for it in the "
+                f"a TLSRoute attached to a mesh Service steers every sidecar's TLS for "
+                f"{host!r} (on a parent without a virtual IP, to whatever address it is sent), "
+                f"which is not an external service any workload of {namespace} may reach "
+                f"(allowed: {policy.describe_allowed(allowed)}); leave hostnames out (the "
+                "route then matches its parent's own names) or ask for the host in the "
                 "egress policy",
             )
 

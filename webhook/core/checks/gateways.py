@@ -58,12 +58,33 @@ def check_gateway(review: Review, policy: Policy, view: ClusterView) -> Iterable
                 "spec.selector",
                 f"selector {format_labels(selector)} can match the pods of the egress {which} "
                 f"{named}{f' and {more} more' if more > 0 else ''} (Gateways select pods in "
-                "every namespace); use a selector that differs on one of those labels, e.g. "
+                f"every namespace); {_egress_gateway_hint(policy, review.namespace)}; for an "
+                "ingress gateway, use a selector that differs on one of those labels, e.g. "
                 "istio: ingressgateway (the policy's egress.gatewayLabels names more labels "
                 "egress gateway pods carry)",
             )
     _check_servers(reader, spec)
     return reader.violations
+
+
+def _egress_gateway_hint(policy: Policy, namespace: str) -> str:
+    """What a developer following Istio's egress-gateway task does instead: egress-guard
+    writes the gateway's Gateway, routes and DestinationRules from the policy, and the
+    namespace's calls to what it may reach already go through them."""
+    allowed = policy.allowed_for_some(namespace)
+    if not allowed:
+        return (
+            "egress-guard programs the egress gateways from the egress policy, which lets "
+            f"namespace {namespace} reach no external service: ask the security team to add "
+            "the host to it"
+        )
+    return (
+        "egress-guard programs the egress gateways from the egress policy: calls from "
+        f"namespace {namespace} to what the policy lets its workloads reach "
+        f"({policy.describe_allowed(allowed)}) "
+        "already go through them, with no Gateway, VirtualService or DestinationRule of yours; "
+        "for another host, ask the security team to add it to the policy"
+    )
 
 
 def _check_servers(reader: Reader, spec: Mapping[str, Any]) -> None:

@@ -60,6 +60,7 @@ from webhook.core.hosts import (
     is_ip,
     normalize,
 )
+from webhook.core.naming import tenant_route_name
 from webhook.core.policy import Policy, Workloads
 from webhook.core.reviews import Review
 
@@ -2532,6 +2533,26 @@ def _host_picks_upstream(policy: Policy, route: _Route) -> bool:
     return route.delegate is not None or _leaves_services(policy, _hosts_of(route.destinations))
 
 
+def _generated_route_hint(policy: Policy, host: str, services: frozenset[str], source: str) -> str:
+    """What to do instead of a mesh route straight out to a host its sources may reach.
+
+    The generator already writes, in every namespace some rule allows a service, a
+    VirtualService sending the service's hosts to the egress gateway (``desired/tenants.py``).
+    Sidecars keep one VirtualService per host, the oldest
+    (docs/istio-semantics.md#virtualservice-exportto), which is that one: the developer's own
+    route for the host is not needed, and a timeout or retry added in a second one would not
+    apply."""
+    routes = ", ".join(tenant_route_name(s) for s in sorted(services))
+    return (
+        f"{host!r} is outside the mesh: traffic from {source} to it must go through the egress "
+        f"gateway, and egress-guard's VirtualService {routes} in this namespace already sends "
+        f"it there: call {host} with no route of your own (sidecars use the oldest "
+        f"VirtualService of a host, that one, so timeouts and retries for it belong in the "
+        f"application), or route to {egress_fqdns(policy, services)} with that "
+        f"VirtualService's subset and port"
+    )
+
+
 def _check_tenant_route(
     reader: Reader,
     memo: _Memo,
@@ -2580,6 +2601,17 @@ def _check_tenant_route(
                     f"{host!r} is outside the mesh: this route on {on} would send traffic "
                     f"straight out to it; route to {egress_fqdns(policy, covering)} instead"
                 )
+                mine = covering & policy.allowed_for_some(namespace)
+                if mine:
+                    # Istio's egress-gateway task writes this leg: the generator already did
+                    routes = ", ".join(tenant_route_name(s) for s in sorted(mine))
+                    message += (
+                        f" (calls from namespace {namespace} already go through the egress "
+                        f"gateway, by egress-guard's VirtualService {routes}: no route of yours "
+                        "on an egress gateway is needed)"
+                    )
+            elif covering & allowed:
+                message = _generated_route_hint(policy, host, covering & allowed, source)
             elif covering:
                 message = (
                     f"{host!r} is outside the mesh: traffic from {source} to it must go through "

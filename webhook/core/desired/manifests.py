@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.hosts import is_wildcard, wildcard_suffix
+from webhook.core.naming import PREFIX as PREFIX  # re-exported: every generated name
 from webhook.core.naming import dns_label
 from webhook.core.policy import SERVICE_LABEL, ExternalService, Port
 
@@ -19,7 +20,6 @@ MANAGED_BY = "egress-guard"
 REVISION_ANNOTATION = "egress-guard.io/policy-revision"
 DEFAULT_SIDECAR = "egress-guard-default"
 NETWORK_POLICY = "egress-guard-egress"
-PREFIX = "egress-guard-"
 MESH_NAMESPACE = "istio-system"
 MAX_NAME = 63
 NETWORKING = "networking.istio.io/v1"

@@ -17,14 +17,13 @@ from webhook.core.desired.manifests import (
     MESH_NAMESPACE,
     NETWORK_POLICY,
     NETWORKING,
-    PREFIX,
     Manifest,
     Names,
     meta,
     port_kind,
     tcp_host,
 )
-from webhook.core.naming import gateway_subset
+from webhook.core.naming import gateway_subset, tenant_route_name
 from webhook.core.policy import REGISTRY_ONLY, AllowRule, ExternalService, Policy, Port, Workloads
 
 # above this many distinct label sets in one namespace the union closure is skipped (warned)
@@ -163,7 +162,7 @@ def _tenant_route(
     return {
         "apiVersion": NETWORKING,
         "kind": "VirtualService",
-        "metadata": meta(f"{PREFIX}{svc.name}", namespace, svc.name),
+        "metadata": meta(tenant_route_name(svc.name), namespace, svc.name),
         "spec": spec,
     }
 
