@@ -254,3 +254,18 @@ def test_objects_istio_rejects_are_left_out_of_the_mesh(mesh_oracle: Oracle) -> 
     sim = mesh_oracle.simulate(world)
     assert [r.name for r in sim.rejected] == ["api-example-com"]
     assert sim.results[0].verdict == "blocked"
+
+
+def test_a_call_to_a_sidecar_pod_ends_at_that_pod(mesh_oracle: Oracle) -> None:
+    """An entry whose endpoint is another sidecar's pod (a ``workloadSelector``): the call ends
+    at that pod's own application, captured by its inbound listener; that proxy's outbound
+    listeners, which would send a Host of an external service onwards, never see it."""
+    server = Proxy("server", "apps", "10.0.0.3", {"app": "server"}, "server-sa")
+    entry = _se("api.example.com", 80, "HTTP")
+    entry["spec"] |= {"resolution": "STATIC", "workloadSelector": {"labels": {"app": "server"}}}
+    config = (_sidecar("ALLOW_ANY"), entry)
+    world = World(config, (), (CLIENT, server), (Call("client", "api.example.com", 80, "http"),))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.host, got.port) == ("direct", "10.0.0.3", 80), got.describe()
+    assert got.gateway is None
+    assert [leg.proxy for leg in got.legs] == ["client"]

@@ -455,7 +455,11 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// proxyBehind returns the modelled proxy owning one of the endpoints.
+// proxyBehind returns the modelled gateway owning one of the endpoints. A
+// sidecar's pod is not followed: a call to its address is captured by the
+// pod's inbound listener and handed to the pod's own application, while its
+// outbound listeners see only what that application dials itself. The call
+// ends there, inside the mesh, at the pod's address.
 func (w *world) proxyBehind(endpoints []string) (*Proxy, int) {
 	names := make([]string, 0, len(w.proxies))
 	for n := range w.proxies {
@@ -468,7 +472,7 @@ func (w *world) proxyBehind(endpoints []string) (*Proxy, int) {
 			continue
 		}
 		for _, n := range names {
-			if w.proxies[n].IP == h {
+			if w.proxies[n].IP == h && w.proxies[n].Kind == "gateway" {
 				port, _ := strconv.Atoi(p)
 				return w.proxies[n], port
 			}
