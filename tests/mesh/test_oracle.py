@@ -269,3 +269,44 @@ def test_a_call_to_a_sidecar_pod_ends_at_that_pod(mesh_oracle: Oracle) -> None:
     assert (got.verdict, got.host, got.port) == ("direct", "10.0.0.3", 80), got.describe()
     assert got.gateway is None
     assert [leg.proxy for leg in got.legs] == ["client"]
+
+
+def test_a_gateway_api_route_given_as_config_takes_effect(mesh_oracle: Oracle) -> None:
+    """istiod reads Gateway API routes from the Kubernetes client, not the config store: the
+    oracle must hand them over as such, or a route is validated and then silently ignored."""
+    web = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {
+            "clusterIP": "10.96.0.30",
+            "selector": {"app": "client"},
+            "ports": [{"name": "http-web", "port": 80, "targetPort": 80, "protocol": "TCP"}],
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {
+                            "group": "networking.istio.io",
+                            "kind": "Hostname",
+                            "name": "api.example.com",
+                            "port": 80,
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    config = (_sidecar("REGISTRY_ONLY"), _se("api.example.com", 80, "HTTP"), route)
+    call = Call("client", "web.apps.svc.cluster.local", 80, "http", address="10.96.0.30")
+    world = World(config, (web,), (CLIENT,), (call,))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.host, got.port) == ("direct", "api.example.com", 80), got.describe()
+    assert got.legs[0].route == "apps.web.0"

@@ -64,7 +64,11 @@ func simulate(t *testing.T, req Request) Response {
 			rejected = append(rejected, r)
 		}
 	}
-	kubeText, err := normalizeKube(req.Kube)
+	gatewayAPI, err := gatewayAPIObjects(req.Config, rejected)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	kubeText, err := normalizeKube(req.Kube + "\n---\n" + gatewayAPI)
 	if err != nil {
 		return Response{Error: err.Error()}
 	}
@@ -103,6 +107,44 @@ func simulate(t *testing.T, req Request) Response {
 		results = append(results, w.run(c))
 	}
 	return Response{Rejected: rejected, Results: results}
+}
+
+// gatewayAPIObjects returns the Gateway API objects of the config that passed
+// validation, as YAML documents. istiod's Gateway API controller reads routes,
+// Gateways and ReferenceGrants from the Kubernetes client's informers, not from
+// the config store, so they must be Kubernetes objects too (Istio's own
+// simulation tests pass them both ways); given only as config they would be
+// validated and then silently ignored.
+func gatewayAPIObjects(config string, rejected []ObjectReport) (string, error) {
+	docs, err := splitYAML(config)
+	if err != nil {
+		return "", err
+	}
+	refused := map[string]bool{}
+	for _, r := range rejected {
+		refused[r.Kind+"/"+r.Namespace+"/"+r.Name] = true
+	}
+	var out []string
+	for _, d := range docs {
+		api, _ := d["apiVersion"].(string)
+		if !strings.HasPrefix(api, "gateway.networking.k8s.io/") &&
+			!strings.HasPrefix(api, "gateway.networking.x-k8s.io/") {
+			continue
+		}
+		meta, _ := d["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
+		namespace, _ := meta["namespace"].(string)
+		kind, _ := d["kind"].(string)
+		if refused[kind+"/"+orDefault(namespace, "default")+"/"+name] {
+			continue
+		}
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return "", err
+		}
+		out = append(out, string(b))
+	}
+	return strings.Join(out, "---\n"), nil
 }
 
 // normalizeKube drops empty documents: the fake client rejects them.
