@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tests.meshfuzz.refs import rename
 from tests.meshfuzz.worlds import Source, World
 from webhook.core.checks.egress_addresses import object_addresses
 from webhook.core.decisions import Decision
@@ -280,8 +281,9 @@ def _protocol(port: int) -> tuple[str, str]:
     return "tcp", "plaintext"
 
 
-def named_hosts(objects: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Concrete external-looking names and addresses the objects mention (probed too)."""
+def named_hosts(objects: Iterable[Mapping[str, Any]], domain: str = "cluster.local") -> set[str]:
+    """Concrete external-looking names and addresses the objects mention, hand-written endpoint
+    addresses (a headless Service's sidecar listens on each) and tenant Services' names."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -300,6 +302,11 @@ def named_hosts(objects: Iterable[Mapping[str, Any]]) -> set[str]:
 
     for obj in objects:
         walk(obj.get("spec"))
+        walk(obj.get("endpoints"))
+        walk(obj.get("subsets"))
+        if obj.get("kind") == "Service":
+            meta = obj["metadata"]
+            found.add(f"{meta['name']}.{meta.get('namespace', 'default')}.svc.{domain}")
     return {h for h in found if not h.startswith("*")}
 
 
@@ -454,7 +461,7 @@ def leaks(
     world: World, oracle: Oracle, tenant: Sequence[Manifest]
 ) -> list[tuple[Probe, Mapping[str, Any], str]]:
     """Unsafe calls in the baseline mesh plus ``tenant`` objects."""
-    probe_list = probes(world, named_hosts(tenant))
+    probe_list = probes(world, named_hosts(tenant, world.policy.cluster_domain))
     results = simulate(world, oracle, tenant, probe_list)
     found = []
     for probe, result in zip(probe_list, results, strict=True):
@@ -470,9 +477,8 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
     named: list[list[Manifest]] = []
     for n, attempt in enumerate(attempts):
         objects = [copy.deepcopy(o) for o in attempt]
-        for obj in objects:
-            # attempts share the mesh: give their objects distinct names
-            obj["metadata"]["name"] = f"{obj['metadata']['name']}-a{n}"
+        # attempts share the mesh: give their objects distinct names (references follow)
+        rename(objects, f"-a{n}")
         named.append(objects)
     flat = [o for objects in named for o in objects]
     accepted = iter(istio_accepts(oracle, flat) if flat else [])
