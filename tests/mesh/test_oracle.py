@@ -310,3 +310,27 @@ def test_a_gateway_api_route_given_as_config_takes_effect(mesh_oracle: Oracle) -
     (got,) = mesh_oracle.simulate(world).results
     assert (got.verdict, got.host, got.port) == ("direct", "api.example.com", 80), got.describe()
     assert got.legs[0].route == "apps.web.0"
+
+
+def test_tls_inside_a_proxy_protocol_wrapper_is_read(mesh_oracle: Oracle) -> None:
+    """A DestinationRule's ``proxyProtocol`` wraps the cluster's TLS in a PROXY protocol
+    socket; the connection still carries that mTLS and SNI after the header, so the oracle
+    must not read it as the client's own bytes."""
+    config = _two_leg(["apps"])
+    rule = next(o for o in config if o["kind"] == "DestinationRule")
+    rule["spec"]["subsets"][0]["trafficPolicy"]["proxyProtocol"] = {"version": "V1"}
+    world = World(
+        tuple(config),
+        (_gateway_service(),),
+        (GATEWAY, CLIENT),
+        (Call("client", "api.example.com", 443, tls="tls"),),
+    )
+    (got,) = mesh_oracle.simulate(world).results
+    transport = got.legs[0].transport
+    assert transport is not None
+    assert (transport.mode, transport.sni, transport.proxy_protocol) == (
+        "ISTIO_MUTUAL",
+        "api.example.com",
+        True,
+    ), got.describe()
+    assert got.gateway is not None and got.gateway.tls_mode == "ISTIO_MUTUAL"

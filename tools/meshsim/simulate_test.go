@@ -12,8 +12,10 @@ import (
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	proxyprotocol "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -534,11 +536,11 @@ func clusterType(c *cluster.Cluster) string {
 // (and the SNI) without changing the cluster's name.
 func transportOf(c *cluster.Cluster) *Transport {
 	if ts := c.GetTransportSocket(); ts != nil {
-		return upstreamTLS(ts.GetTypedConfig().GetValue(), ts.GetName())
+		return socketTLS(ts)
 	}
 	for _, m := range c.GetTransportSocketMatches() {
 		if m.GetName() == "tlsMode-istio" {
-			t := upstreamTLS(m.GetTransportSocket().GetTypedConfig().GetValue(), m.GetTransportSocket().GetName())
+			t := socketTLS(m.GetTransportSocket())
 			if t.Mode == "ISTIO_MUTUAL" {
 				t.Mode = "AUTO"
 			}
@@ -547,6 +549,25 @@ func transportOf(c *cluster.Cluster) *Transport {
 	}
 	return &Transport{Mode: "DISABLE"}
 }
+
+// socketTLS reads the TLS of a transport socket, looking inside the PROXY
+// protocol wrapper a DestinationRule's proxyProtocol puts around it: the
+// connection still carries that TLS (its mode and SNI), after the header.
+func socketTLS(ts *core.TransportSocket) *Transport {
+	if ts.GetName() == proxyProtocolSocket {
+		wrapper := &proxyprotocol.ProxyProtocolUpstreamTransport{}
+		if err := proto.Unmarshal(ts.GetTypedConfig().GetValue(), wrapper); err != nil {
+			return &Transport{Mode: "UNKNOWN", ProxyProtocol: true}
+		}
+		t := socketTLS(wrapper.GetTransportSocket())
+		t.ProxyProtocol = true
+		return t
+	}
+	return upstreamTLS(ts.GetTypedConfig().GetValue(), ts.GetName())
+}
+
+// proxyProtocolSocket is Envoy's upstream PROXY protocol transport socket.
+const proxyProtocolSocket = "envoy.transport_sockets.upstream_proxy_protocol"
 
 func upstreamTLS(raw []byte, name string) *Transport {
 	if !strings.Contains(name, "tls") {
