@@ -84,6 +84,13 @@ def _endpoint_ips(world: World) -> list[str]:
     return outside * 2 + _egress_ips(world) + tenant_pods + tenant_service_ips(world)[:1]
 
 
+def _target_ports(world: World) -> list[int]:
+    """Ports an endpoint may be dialled on: the world's, and the egress gateways' container
+    ports (Istio's gateway chart maps privileged ports to unprivileged ones)."""
+    numbers = {p.number for s in world.policy.services.values() for p in s.ports}
+    return sorted(set(world.ports) | {n + 8000 if n < 1024 else n for n in numbers})
+
+
 def _gateway_refs(world: World) -> list[str]:
     """``namespace/name`` of the Istio Gateways the policy generates (the egress gateways')."""
     return [
@@ -109,7 +116,7 @@ def service_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
             "protocol": protocol,
         }
         if draw(st.booleans()) and resolution != "NONE":
-            port["targetPort"] = draw(_port_number(world))
+            port["targetPort"] = draw(st.sampled_from(_target_ports(world)))
         ports.append(port)
     spec: dict[str, Any] = {
         "hosts": hosts,
@@ -122,12 +129,12 @@ def service_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
             st.lists(st.sampled_from(world.addresses), min_size=1, max_size=2, unique=True)
         )
     if resolution in ("STATIC", "DNS", "DNS_ROUND_ROBIN") and draw(st.booleans()):
-        pool = world.addresses if resolution == "STATIC" else world.hosts
+        pool = [*world.addresses, *_egress_ips(world)] if resolution == "STATIC" else world.hosts
         endpoints = []
         for address in draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2, unique=True)):
             endpoint: dict[str, Any] = {"address": address.split("/")[0]}
             if draw(st.booleans()):
-                endpoint["ports"] = {ports[0]["name"]: draw(_port_number(world))}
+                endpoint["ports"] = {ports[0]["name"]: draw(st.sampled_from(_target_ports(world)))}
             endpoints.append(endpoint)
         spec["endpoints"] = endpoints[:1] if resolution == "DNS_ROUND_ROBIN" else endpoints
         for endpoint in spec["endpoints"]:
@@ -408,12 +415,18 @@ def workload_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
     address = draw(
         st.sampled_from(
             [_inside(a) for a in world.addresses] * 2
+            + _egress_ips(world)
             + [h for h in world.hosts if not h.startswith("*")]
         )
     )
     # app=db: the label the namespace's own Service selects, so its ports lead to the address
     labels = dict(draw(st.sampled_from((*world.label_sets, (("app", "db"),)))))
-    body = {"address": address, "labels": labels}
+    body: dict[str, Any] = {"address": address, "labels": labels}
+    if draw(st.booleans()):
+        # the namespace's db Service names its ports tcp-N: map one to another port
+        body["ports"] = {
+            f"tcp-{draw(_port_number(world))}": draw(st.sampled_from(_target_ports(world)))
+        }
     if draw(st.booleans()):
         return {
             "apiVersion": NETWORKING,
@@ -425,7 +438,10 @@ def workload_entry(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
         "apiVersion": NETWORKING,
         "kind": "WorkloadGroup",
         "metadata": _meta("wg", namespace),
-        "spec": {"metadata": {"labels": labels}, "template": {"address": address}},
+        "spec": {
+            "metadata": {"labels": labels},
+            "template": {k: v for k, v in body.items() if k != "labels"},
+        },
     }
 
 
@@ -573,7 +589,7 @@ def kube_service(draw: st.DrawFn, world: World, namespace: str) -> list[Manifest
             port["name"] = f"p-{number}"
             port["appProtocol"] = draw(st.sampled_from(APP_PROTOCOLS))
         # the fake registry does no defaulting: the target port is always written
-        port["targetPort"] = draw(st.sampled_from((number, number, *world.ports)))
+        port["targetPort"] = draw(st.sampled_from((number, number, *_target_ports(world))))
         ports.append(port)
     spec: dict[str, Any] = {"ports": ports}
     selector = draw(st.sampled_from(("none", "none", "db", "labels")))
