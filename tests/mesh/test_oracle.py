@@ -334,3 +334,14 @@ def test_tls_inside_a_proxy_protocol_wrapper_is_read(mesh_oracle: Oracle) -> Non
         True,
     ), got.describe()
     assert got.gateway is not None and got.gateway.tls_mode == "ISTIO_MUTUAL"
+
+
+def test_a_cluster_without_endpoints_reaches_nothing(mesh_oracle: Oracle) -> None:
+    """A STATIC entry whose ``workloadSelector`` picks no pod: Envoy has no host to connect
+    to, so the call is reset there instead of reaching the entry's name."""
+    entry = _se("db.example.com", 5432, "TCP")
+    entry["spec"] |= {"resolution": "STATIC", "workloadSelector": {"labels": {"app": "none"}}}
+    world = World((_sidecar("REGISTRY_ONLY"), entry), (), (CLIENT,), (Call("client", "", 5432),))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.reason) == ("blocked", "cluster has no endpoints"), got.describe()
+    assert got.legs[0].cluster == "outbound|5432||db.example.com"

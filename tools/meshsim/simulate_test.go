@@ -421,6 +421,12 @@ func (w *world) run(c Call) CallResult {
 			return res
 		}
 		// Does the cluster lead to another proxy we model (an egress gateway)?
+		if l.ClusterType == "EDS" && len(l.Endpoints) == 0 {
+			// Envoy has no host to connect to (a ServiceEntry whose workloadSelector
+			// picks no pod, a Service without endpoints): the connection is reset.
+			res.Verdict, res.Reason = "blocked", "cluster has no endpoints"
+			return res
+		}
 		next, nextPort := w.proxyBehind(l.Endpoints)
 		if next == nil {
 			res.Verdict = "direct"
