@@ -218,15 +218,19 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     held = _held(review, policy, view)
     cuts = held.cuts if held is not None else frozenset()
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
+        # the allowed external services the subset's addresses are, whose ports it may name
+        reached: set[str] = set()
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
             at = f"{where}.{key}"
             ips = _plain_ips(items)
             if ips is not None:
 
-                def judge(reader: Reader, index: int, ip: str, at: str = at) -> None:
+                def judge(
+                    reader: Reader, index: int, ip: str, at: str = at, reached: set[str] = reached
+                ) -> None:
                     where = f"{at}[{index}].ip"
-                    _check_address(reader, policy, ip, where, allowed, source, held)
+                    _check_address(reader, policy, ip, where, allowed, source, held, reached)
 
                 judge_addresses(reader, policy, ips, judge, cuts)
                 continue
@@ -234,19 +238,46 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
             if keys is not None:
 
                 def judge_item(
-                    reader: Reader, index: int, at: str = at, items: Any = items
+                    reader: Reader,
+                    index: int,
+                    at: str = at,
+                    items: Any = items,
+                    reached: set[str] = reached,
                 ) -> None:
                     address = items[index]
                     if is_object(address):
                         where = f"{at}[{index}]"
-                        _read_address(reader, policy, address, where, allowed, source, held)
+                        _read_address(
+                            reader, policy, address, where, allowed, source, held, reached
+                        )
 
                 reader.non_objects(cast("list[Any]", items), at)
                 judge_classes(reader, keys, judge_item)
                 continue
             for where_item, address in reader.mappings(items, at):
-                _read_address(reader, policy, address, where_item, allowed, source, held)
+                _read_address(reader, policy, address, where_item, allowed, source, held, reached)
+        _check_endpoint_ports(reader, policy, reached, subset.get("ports"), f"{where}.ports")
     return reader.violations
+
+
+def _check_endpoint_ports(
+    reader: Reader, policy: Policy, reached: set[str], ports: Any, path: str
+) -> None:
+    """Hand-written endpoints at an allowed external address are dialled on their own ports
+    (Envoy connects to the endpoint's port, not the Service's): each must be a port of the
+    allowed services those addresses are, or the address is reached on any port it names."""
+    if not reached or ports is None:
+        return
+    numbers = frozenset().union(*(policy.services[s].port_numbers for s in reached))
+    for where, port in reader.mappings(ports, path):
+        number = port.get("port")
+        if isinstance(number, int) and not isinstance(number, bool) and number not in numbers:
+            reader.add(
+                f"{where}.port",
+                f"the proxy would connect to port {number} of "
+                f"{policy.describe_allowed(reached)}, which is not one of its ports "
+                f"({', '.join(map(str, sorted(numbers)))})",
+            )
 
 
 def _read_address(
@@ -257,13 +288,14 @@ def _read_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
+    reached: set[str] | None = None,
 ) -> None:
     """Read and check one ``addresses[]`` item of an Endpoints subset."""
     ip = reader.string(address.get("ip"), f"{path}.ip")
     if ip is None:
         reader.add(f"{path}.ip", "every endpoint address needs an ip")
         return
-    _check_address(reader, policy, ip, f"{path}.ip", allowed, source, held)
+    _check_address(reader, policy, ip, f"{path}.ip", allowed, source, held, reached)
 
 
 def _plain_ips(items: Any) -> list[str] | None:
@@ -304,6 +336,18 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     if obj is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
+    # the allowed external services the slice's addresses are, whose ports it may name
+    reached: set[str] = set()
+    _judge_slice_addresses(reader, review, policy, view, reached)
+    _check_endpoint_ports(reader, policy, reached, obj.get("ports"), "ports")
+    return reader.violations
+
+
+def _judge_slice_addresses(
+    reader: Reader, review: Review, policy: Policy, view: ClusterView, reached: set[str]
+) -> None:
+    """Judge every address of an EndpointSlice, collecting the allowed services they reach."""
+    obj = cast("Mapping[str, Any]", review.object)
     allowed, source = _endpoint_audience(policy)
     # the security team's own aliases for the gateways live in the egress namespace
     tenant = not policy.is_egress_namespace(review.namespace)
@@ -320,17 +364,28 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             hosts = read_hosts(reader, values, "endpoints", template=_ONE_ADDRESS, defer=True)
 
             def judge_name(reader: Reader, index: int, name: str) -> None:
-                _check_name(reader, policy, name, hosts.path(index), allowed, source, tenant=tenant)
+                _check_name(
+                    reader,
+                    policy,
+                    name,
+                    hosts.path(index),
+                    allowed,
+                    source,
+                    tenant=tenant,
+                    reached=reached,
+                )
 
             judge_read_hosts(reader, policy, hosts, judge_name)
-            return reader.violations
+            return
         if not fqdn:
 
             def judge_ip(reader: Reader, index: int, address: str) -> None:
-                _check_address(reader, policy, address, paths[index], allowed, source, held)
+                _check_address(
+                    reader, policy, address, paths[index], allowed, source, held, reached
+                )
 
             judge_addresses(reader, policy, values, judge_ip, cuts)
-            return reader.violations
+            return
     endpoints = obj.get("endpoints")
     keys = _endpoint_chunks(policy, endpoints, fqdn=fqdn, cuts=cuts)
     if keys is not None:
@@ -341,17 +396,34 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             if is_object(endpoint):
                 where = f"endpoints[{index}]"
                 _read_endpoint(
-                    reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
+                    reader,
+                    policy,
+                    endpoint,
+                    where,
+                    allowed,
+                    source,
+                    held,
+                    fqdn=fqdn,
+                    tenant=tenant,
+                    reached=reached,
                 )
 
         reader.non_objects(listed, "endpoints")
         judge_classes(reader, keys, judge_endpoint)
-        return reader.violations
+        return
     for where, endpoint in reader.mappings(endpoints, "endpoints"):
         _read_endpoint(
-            reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
+            reader,
+            policy,
+            endpoint,
+            where,
+            allowed,
+            source,
+            held,
+            fqdn=fqdn,
+            tenant=tenant,
+            reached=reached,
         )
-    return reader.violations
 
 
 def _read_endpoint(
@@ -365,13 +437,16 @@ def _read_endpoint(
     *,
     fqdn: bool,
     tenant: bool,
+    reached: set[str] | None = None,
 ) -> None:
     """Read and check the addresses of one ``endpoints[]`` item of an EndpointSlice."""
     for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
         if fqdn:
-            _check_name(reader, policy, address, at, allowed, source, tenant=tenant)
+            _check_name(
+                reader, policy, address, at, allowed, source, tenant=tenant, reached=reached
+            )
         else:
-            _check_address(reader, policy, address, at, allowed, source, held)
+            _check_address(reader, policy, address, at, allowed, source, held, reached)
 
 
 def _endpoint_chunks(
@@ -436,13 +511,17 @@ def _check_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
+    reached: set[str] | None = None,
 ) -> None:
+    """Judge one endpoint address; an allowed external one adds the services it reaches to
+    ``reached`` (their ports are the only ones the endpoint may be dialled on)."""
     # the egress gateway itself first: the most telling reason for such an address
     problem = held.problem(address) if held is not None else None
     if problem:
         reader.add(path, problem)
         return
-    problem = address_problem(policy, address.strip(), allowed, source)
+    address = address.strip()
+    problem = address_problem(policy, address, allowed, source)
     if problem:
         reader.add(
             path,
@@ -450,6 +529,9 @@ def _check_address(
             "the egress gateway (declare cluster ranges in the policy's internalNetworks)"
             + _AUDIENCE_HINT,
         )
+    elif reached is not None and not policy.is_internal_address(address):
+        # called once per class of addresses: the services whose ranges hold it are the class's
+        reached.update(s for s in allowed if policy.address_allowed(address, (s,)))
 
 
 def _held(review: Review, policy: Policy, view: ClusterView) -> EgressAddresses | None:
@@ -466,6 +548,7 @@ def _check_name(
     source: str,
     *,
     tenant: bool,
+    reached: set[str] | None = None,
 ) -> None:
     host = reader.host(name, path)
     if host is None:
@@ -474,7 +557,10 @@ def _check_name(
         if tenant and names_egress_namespace(policy, host):
             reader.add(path, egress_namespace_destination(host))
         return
-    if host.startswith("*.") or not policy.services_covering(host) & allowed:
+    covering = policy.services_covering(host) & allowed
+    if reached is not None and not host.startswith("*."):
+        reached.update(covering)
+    if host.startswith("*.") or not covering:
         reader.add(
             path,
             f"a hand-written endpoint sends mesh traffic straight to {host!r}, bypassing the "
