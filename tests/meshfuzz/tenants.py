@@ -479,7 +479,18 @@ def gateway(draw: st.DrawFn, world: World, namespace: str) -> Manifest:
 def _parent_ref(draw: st.DrawFn, world: World) -> dict[str, Any]:
     """A route's parent: a mesh Service (the namespace's own or its new one), a ServiceEntry,
     or an egress gateway, sometimes narrowed to a port or a listener."""
-    parent = draw(st.sampled_from(("service", "new-service", "serviceentry", "egress-gateway")))
+    parent = draw(
+        st.sampled_from(
+            (
+                "service",
+                "new-service",
+                "serviceentry",
+                "egress-gateway",
+                "egress-service",
+                "egress-entry",
+            )
+        )
+    )
     if parent in ("service", "new-service"):
         ref: dict[str, Any] = {
             "group": "",
@@ -488,6 +499,20 @@ def _parent_ref(draw: st.DrawFn, world: World) -> dict[str, Any]:
         }
     elif parent == "serviceentry":
         ref = {"group": "networking.istio.io", "kind": "ServiceEntry", "name": "se"}
+    elif parent == "egress-service":
+        # a consumer route on the egress gateway's own Service (mesh routes need no grant)
+        gw = draw(st.sampled_from(world.policy.gateways))
+        ref = {"group": "", "kind": "Service", "name": gw.name, "namespace": gw.namespace}
+    elif parent == "egress-entry":
+        # a consumer route on one of the policy's ServiceEntries in the egress namespace
+        entry = draw(st.sampled_from([m for m in world.baseline if m["kind"] == "ServiceEntry"]))
+        meta: Any = entry["metadata"]
+        ref = {
+            "group": "networking.istio.io",
+            "kind": "ServiceEntry",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+        }
     else:
         gw = draw(st.sampled_from(world.policy.gateways))
         ref = {"name": gw.name, "namespace": gw.namespace}
