@@ -399,6 +399,38 @@ def service_probes(world: World, objects: Sequence[Mapping[str, Any]]) -> list[P
                     Probe(source, fqdn, int(port["port"]), "http", "plaintext", address)
                     for source in world.sources
                 )
+    return found + _entry_probes(world, objects)
+
+
+def _entry_probes(world: World, objects: Sequence[Mapping[str, Any]]) -> list[Probe]:
+    """Calls in a tenant ServiceEntry's own protocol on its ports where the world's probes
+    speak another one: HTTP by Host off the HTTP ports, TLS by SNI off the TLS ports."""
+    found: list[Probe] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") != "ServiceEntry":
+            continue
+        hosts = [
+            normalize(h)
+            for h in spec.get("hosts") or ()
+            if isinstance(h, str) and not h.startswith("*")
+        ]
+        address = next((a for a in spec.get("addresses") or () if "/" not in str(a)), "")
+        for port in spec.get("ports") or ():
+            number, protocol = port.get("number"), str(port.get("protocol", "")).upper()
+            if not isinstance(number, int):
+                continue
+            if protocol in ("HTTP", "HTTP2", "GRPC") and number not in HTTP_PORTS:
+                kind = ("http", "plaintext")
+            elif protocol in ("TLS", "HTTPS") and number not in TLS_PORTS:
+                kind = ("tcp", "tls")
+            else:
+                continue
+            found.extend(
+                Probe(source, host, number, *kind, address)
+                for source in world.sources
+                for host in hosts
+            )
     return found
 
 
