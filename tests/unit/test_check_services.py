@@ -342,3 +342,45 @@ def test_endpoint_on_an_allowed_port_or_inside_the_cluster_is_admitted(
 ) -> None:
     decision = judge(manifest, ADDRESSED)
     assert decision.allowed, decision.reason
+
+
+TWO_PORTS = parse_policy(
+    """
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {namespace: istio-egress}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - name: partner
+    hosts: [api.partner.example]
+    addresses: [198.51.100.0/24]
+    ports: [{number: 443, protocol: TLS}]
+  - name: warehouse
+    hosts: [db.warehouse.example]
+    addresses: [192.0.2.0/28]
+    ports: [{number: 5432, protocol: TCP}]
+allow:
+  - {name: everyone, from: {namespace: "*"}, to: [partner, warehouse]}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "port", "allowed"),
+    [
+        (("198.51.100.1",), 443, True),
+        (("192.0.2.5",), 5432, True),
+        # each address on its own service's ports, not on any allowed service's
+        (("198.51.100.1",), 5432, False),
+        (("192.0.2.5",), 443, False),
+        # one group: Envoy dials every address on every port of it
+        (("198.51.100.1", "192.0.2.5"), 5432, False),
+        (("198.51.100.1", "192.0.2.5"), 22, False),
+    ],
+)
+def test_endpoint_ports_are_the_ports_of_the_services_its_addresses_are(
+    addresses: tuple[str, ...], port: int, allowed: bool
+) -> None:
+    for manifest in (slice_of("IPv4", *addresses), endpoints(*addresses)):
+        decision = judge(_on_port(manifest, port), TWO_PORTS)
+        assert decision.allowed is allowed, (manifest["kind"], decision.reason)

@@ -43,7 +43,7 @@ from webhook.core.checks.common import (
 from webhook.core.checks.egress_addresses import EgressAddresses, egress_addresses
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import all_valid_joined, is_ip, normalize
+from webhook.core.hosts import address_range, all_valid_joined, is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -217,9 +217,12 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     allowed, source = _endpoint_audience(policy)
     held = _held(review, policy, view)
     cuts = held.cuts if held is not None else frozenset()
+    # each subset's addresses are dialled on that subset's ports
+    reached = _Reached(policy, allowed)
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
-        # the allowed external services the subset's addresses are, whose ports it may name
-        reached: set[str] = set()
+        ports = subset.get("ports")
+        # the allowed external services the subset's addresses are, when its ports need them
+        track = reached if reached.needed(ports) else None
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
             at = f"{where}.{key}"
@@ -227,10 +230,10 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
             if ips is not None:
 
                 def judge(
-                    reader: Reader, index: int, ip: str, at: str = at, reached: set[str] = reached
+                    reader: Reader, index: int, ip: str, at: str = at, track: Any = track
                 ) -> None:
                     where = f"{at}[{index}].ip"
-                    _check_address(reader, policy, ip, where, allowed, source, held, reached)
+                    _check_address(reader, policy, ip, where, allowed, source, held, track)
 
                 judge_addresses(reader, policy, ips, judge, cuts)
                 continue
@@ -238,46 +241,148 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
             if keys is not None:
 
                 def judge_item(
-                    reader: Reader,
-                    index: int,
-                    at: str = at,
-                    items: Any = items,
-                    reached: set[str] = reached,
+                    reader: Reader, index: int, at: str = at, items: Any = items, track: Any = track
                 ) -> None:
                     address = items[index]
                     if is_object(address):
                         where = f"{at}[{index}]"
-                        _read_address(
-                            reader, policy, address, where, allowed, source, held, reached
-                        )
+                        _read_address(reader, policy, address, where, allowed, source, held, track)
 
                 reader.non_objects(cast("list[Any]", items), at)
                 judge_classes(reader, keys, judge_item)
                 continue
             for where_item, address in reader.mappings(items, at):
-                _read_address(reader, policy, address, where_item, allowed, source, held, reached)
-        _check_endpoint_ports(reader, policy, reached, subset.get("ports"), f"{where}.ports")
+                _read_address(reader, policy, address, where_item, allowed, source, held, track)
+        if track is not None:
+            _check_endpoint_ports(reader, track, ports, f"{where}.ports")
     return reader.violations
 
 
-def _check_endpoint_ports(
-    reader: Reader, policy: Policy, reached: set[str], ports: Any, path: str
-) -> None:
+class _Reached:
+    """The allowed external services each address of a group of hand-written endpoints is (an
+    EndpointSlice, an Endpoints subset): Envoy dials every address on every port of the group,
+    so each port must be a port of the services of each address.
+
+    Memoized by address and by set of services: an Endpoints object can spread a few addresses
+    over 40k subsets, each judged on its own.
+    """
+
+    __slots__ = (
+        "_addressed",
+        "_at",
+        "_common",
+        "_internal",
+        "_last",
+        "_numbers",
+        "allowed",
+        "policy",
+        "services",
+    )
+
+    def __init__(self, policy: Policy, allowed: frozenset[str]) -> None:
+        self.policy = policy
+        self.allowed = allowed
+        # the distinct sets of services the group's addresses are
+        self.services: set[frozenset[str]] = set()
+        self._at: dict[str, frozenset[str]] = {}
+        self._numbers: dict[frozenset[str], frozenset[int]] = {}
+        # ports every allowed service opens: a group naming only these needs no tracking
+        numbers = [policy.services[s].port_numbers for s in allowed]
+        self._common: frozenset[int] = frozenset.intersection(*numbers) if numbers else frozenset()
+        self._last: tuple[Any, bool] = (None, False)
+        self._addressed = tuple(
+            (s, _ranges(policy.services[s].addresses))
+            for s in sorted(allowed)
+            if policy.services[s].addresses
+        )
+        self._internal = _ranges(policy.internal_networks)
+
+    def needed(self, ports: Any) -> bool:
+        """Whether ``ports`` can break the rule: some allowed service exists and a port is not
+        one they all open (or the list is not the usual list of objects)."""
+        if not self.allowed or ports is None:
+            return False
+        if ports == self._last[0]:
+            # subsets usually repeat one ports list: compared in C
+            return self._last[1]
+        common = self._common
+        needed = not (
+            type(ports) is list and all(type(p) is dict and p.get("port") in common for p in ports)
+        )
+        self._last = (ports, needed)
+        return needed
+
+    def address(self, address: str) -> None:
+        """An address judged allowed (internal, or inside allowed services' addresses)."""
+        if not self._addressed:
+            # no allowed service is reached by address: an address can only be internal
+            return
+        found = self._at.get(address)
+        if found is None:
+            found = self._services_at(address)
+            self._at[address] = found
+        if found:
+            self.services.add(found)
+
+    def _services_at(self, address: str) -> frozenset[str]:
+        """The allowed services whose addresses hold ``address``; none when it is internal.
+        Read once into integers and compared with the ranges read at construction."""
+        net = address_range(address)
+        if net is None:
+            return _NONE
+        version, first, last = net
+        found = [
+            s
+            for s, ranges in self._addressed
+            for v, lo, hi in ranges
+            if v == version and lo <= first and last <= hi
+        ]
+        if not found:
+            return _NONE
+        for v, lo, hi in self._internal:
+            if v == version and lo <= first and last <= hi:
+                return _NONE
+        return frozenset(found)
+
+    def numbers(self, services: frozenset[str]) -> frozenset[int]:
+        """The port numbers of ``services``."""
+        numbers = self._numbers.get(services)
+        if numbers is None:
+            numbers = frozenset().union(*(self.policy.services[s].port_numbers for s in services))
+            self._numbers[services] = numbers
+        return numbers
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _ranges(networks: Iterable[str]) -> tuple[tuple[int, int, int], ...]:
+    """``address_range`` of each network that reads as one."""
+    return tuple(r for r in map(address_range, networks) if r is not None)
+
+
+def _check_endpoint_ports(reader: Reader, reached: _Reached, ports: Any, path: str) -> None:
     """Hand-written endpoints at an allowed external address are dialled on their own ports
-    (Envoy connects to the endpoint's port, not the Service's): each must be a port of the
-    allowed services those addresses are, or the address is reached on any port it names."""
-    if not reached or ports is None:
+    (Envoy connects to the endpoint's port, not the Service's), every address of the group on
+    every port of it: each port must be a port of the allowed services of each address, or the
+    address is reached on a port its service does not open.  Clears ``reached`` for the next
+    group."""
+    if not reached.services or ports is None:
         return
-    numbers = frozenset().union(*(policy.services[s].port_numbers for s in reached))
-    for where, port in reader.mappings(ports, path):
-        number = port.get("port")
-        if isinstance(number, int) and not isinstance(number, bool) and number not in numbers:
-            reader.add(
-                f"{where}.port",
-                f"the proxy would connect to port {number} of "
-                f"{policy.describe_allowed(reached)}, which is not one of its ports "
-                f"({', '.join(map(str, sorted(numbers)))})",
-            )
+    groups = sorted(reached.services, key=sorted)
+    reached.services.clear()
+    listed = list(reader.mappings(ports, path))
+    numbers_of = [(p.get("port"), where) for where, p in listed]
+    for services in groups:
+        numbers = reached.numbers(services)
+        for number, where in numbers_of:
+            if isinstance(number, int) and not isinstance(number, bool) and number not in numbers:
+                reader.add(
+                    f"{where}.port",
+                    f"the proxy would connect to port {number} of "
+                    f"{reached.policy.describe_allowed(services)}, which is not one of its ports "
+                    f"({', '.join(map(str, sorted(numbers)))})",
+                )
 
 
 def _read_address(
@@ -288,7 +393,7 @@ def _read_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
-    reached: set[str] | None = None,
+    reached: _Reached | None = None,
 ) -> None:
     """Read and check one ``addresses[]`` item of an Endpoints subset."""
     ip = reader.string(address.get("ip"), f"{path}.ip")
@@ -337,14 +442,16 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
         reader.add("", "the request carries no object to check")
         return reader.violations
     # the allowed external services the slice's addresses are, whose ports it may name
-    reached: set[str] = set()
-    _judge_slice_addresses(reader, review, policy, view, reached)
-    _check_endpoint_ports(reader, policy, reached, obj.get("ports"), "ports")
+    reached = _Reached(policy, _endpoint_audience(policy)[0])
+    track = reached if reached.needed(obj.get("ports")) else None
+    _judge_slice_addresses(reader, review, policy, view, track)
+    if track is not None:
+        _check_endpoint_ports(reader, track, obj.get("ports"), "ports")
     return reader.violations
 
 
 def _judge_slice_addresses(
-    reader: Reader, review: Review, policy: Policy, view: ClusterView, reached: set[str]
+    reader: Reader, review: Review, policy: Policy, view: ClusterView, reached: _Reached | None
 ) -> None:
     """Judge every address of an EndpointSlice, collecting the allowed services they reach."""
     obj = cast("Mapping[str, Any]", review.object)
@@ -437,7 +544,7 @@ def _read_endpoint(
     *,
     fqdn: bool,
     tenant: bool,
-    reached: set[str] | None = None,
+    reached: _Reached | None = None,
 ) -> None:
     """Read and check the addresses of one ``endpoints[]`` item of an EndpointSlice."""
     for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
@@ -511,7 +618,7 @@ def _check_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
-    reached: set[str] | None = None,
+    reached: _Reached | None = None,
 ) -> None:
     """Judge one endpoint address; an allowed external one adds the services it reaches to
     ``reached`` (their ports are the only ones the endpoint may be dialled on)."""
@@ -529,9 +636,9 @@ def _check_address(
             "the egress gateway (declare cluster ranges in the policy's internalNetworks)"
             + _AUDIENCE_HINT,
         )
-    elif reached is not None and not policy.is_internal_address(address):
+    elif reached is not None:
         # called once per class of addresses: the services whose ranges hold it are the class's
-        reached.update(s for s in allowed if policy.address_allowed(address, (s,)))
+        reached.address(address)
 
 
 def _held(review: Review, policy: Policy, view: ClusterView) -> EgressAddresses | None:
@@ -548,7 +655,7 @@ def _check_name(
     source: str,
     *,
     tenant: bool,
-    reached: set[str] | None = None,
+    reached: _Reached | None = None,
 ) -> None:
     host = reader.host(name, path)
     if host is None:
@@ -558,8 +665,8 @@ def _check_name(
             reader.add(path, egress_namespace_destination(host))
         return
     covering = policy.services_covering(host) & allowed
-    if reached is not None and not host.startswith("*."):
-        reached.update(covering)
+    if reached is not None and covering and not host.startswith("*."):
+        reached.services.add(frozenset(covering))
     if host.startswith("*.") or not covering:
         reader.add(
             path,
