@@ -111,10 +111,12 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Transport:
-    """A cluster's upstream TLS: ISTIO_MUTUAL, MUTUAL, SIMPLE, AUTO or DISABLE, and its SNI."""
+    """A cluster's upstream TLS: ISTIO_MUTUAL, MUTUAL, SIMPLE, AUTO or DISABLE, and its SNI;
+    ``proxy_protocol`` when a PROXY protocol header precedes it."""
 
     mode: str
     sni: str = ""
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +221,11 @@ class Simulation:
 
 
 def _transport(raw: Mapping[str, Any] | None) -> Transport | None:
-    return None if raw is None else Transport(raw["mode"], raw.get("sni", ""))
+    return (
+        None
+        if raw is None
+        else Transport(raw["mode"], raw.get("sni", ""), bool(raw.get("proxyProtocol")))
+    )
 
 
 def _authz(raw: Mapping[str, Any] | None) -> Authz | None:

@@ -254,3 +254,94 @@ def test_objects_istio_rejects_are_left_out_of_the_mesh(mesh_oracle: Oracle) -> 
     sim = mesh_oracle.simulate(world)
     assert [r.name for r in sim.rejected] == ["api-example-com"]
     assert sim.results[0].verdict == "blocked"
+
+
+def test_a_call_to_a_sidecar_pod_ends_at_that_pod(mesh_oracle: Oracle) -> None:
+    """An entry whose endpoint is another sidecar's pod (a ``workloadSelector``): the call ends
+    at that pod's own application, captured by its inbound listener; that proxy's outbound
+    listeners, which would send a Host of an external service onwards, never see it."""
+    server = Proxy("server", "apps", "10.0.0.3", {"app": "server"}, "server-sa")
+    entry = _se("api.example.com", 80, "HTTP")
+    entry["spec"] |= {"resolution": "STATIC", "workloadSelector": {"labels": {"app": "server"}}}
+    config = (_sidecar("ALLOW_ANY"), entry)
+    world = World(config, (), (CLIENT, server), (Call("client", "api.example.com", 80, "http"),))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.host, got.port) == ("direct", "10.0.0.3", 80), got.describe()
+    assert got.gateway is None
+    assert [leg.proxy for leg in got.legs] == ["client"]
+
+
+def test_a_gateway_api_route_given_as_config_takes_effect(mesh_oracle: Oracle) -> None:
+    """istiod reads Gateway API routes from the Kubernetes client, not the config store: the
+    oracle must hand them over as such, or a route is validated and then silently ignored."""
+    web = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {
+            "clusterIP": "10.96.0.30",
+            "selector": {"app": "client"},
+            "ports": [{"name": "http-web", "port": 80, "targetPort": 80, "protocol": "TCP"}],
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {
+                            "group": "networking.istio.io",
+                            "kind": "Hostname",
+                            "name": "api.example.com",
+                            "port": 80,
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    config = (_sidecar("REGISTRY_ONLY"), _se("api.example.com", 80, "HTTP"), route)
+    call = Call("client", "web.apps.svc.cluster.local", 80, "http", address="10.96.0.30")
+    world = World(config, (web,), (CLIENT,), (call,))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.host, got.port) == ("direct", "api.example.com", 80), got.describe()
+    assert got.legs[0].route == "apps.web.0"
+
+
+def test_tls_inside_a_proxy_protocol_wrapper_is_read(mesh_oracle: Oracle) -> None:
+    """A DestinationRule's ``proxyProtocol`` wraps the cluster's TLS in a PROXY protocol
+    socket; the connection still carries that mTLS and SNI after the header, so the oracle
+    must not read it as the client's own bytes."""
+    config = _two_leg(["apps"])
+    rule = next(o for o in config if o["kind"] == "DestinationRule")
+    rule["spec"]["subsets"][0]["trafficPolicy"]["proxyProtocol"] = {"version": "V1"}
+    world = World(
+        tuple(config),
+        (_gateway_service(),),
+        (GATEWAY, CLIENT),
+        (Call("client", "api.example.com", 443, tls="tls"),),
+    )
+    (got,) = mesh_oracle.simulate(world).results
+    transport = got.legs[0].transport
+    assert transport is not None
+    assert (transport.mode, transport.sni, transport.proxy_protocol) == (
+        "ISTIO_MUTUAL",
+        "api.example.com",
+        True,
+    ), got.describe()
+    assert got.gateway is not None and got.gateway.tls_mode == "ISTIO_MUTUAL"
+
+
+def test_a_cluster_without_endpoints_reaches_nothing(mesh_oracle: Oracle) -> None:
+    """A STATIC entry whose ``workloadSelector`` picks no pod: Envoy has no host to connect
+    to, so the call is reset there instead of reaching the entry's name."""
+    entry = _se("db.example.com", 5432, "TCP")
+    entry["spec"] |= {"resolution": "STATIC", "workloadSelector": {"labels": {"app": "none"}}}
+    world = World((_sidecar("REGISTRY_ONLY"), entry), (), (CLIENT,), (Call("client", "", 5432),))
+    (got,) = mesh_oracle.simulate(world).results
+    assert (got.verdict, got.reason) == ("blocked", "cluster has no endpoints"), got.describe()
+    assert got.legs[0].cluster == "outbound|5432||db.example.com"

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tests.meshfuzz.refs import rename
 from tests.meshfuzz.worlds import Source, World
 from webhook.core.checks.egress_addresses import object_addresses
 from webhook.core.decisions import Decision
@@ -280,8 +281,9 @@ def _protocol(port: int) -> tuple[str, str]:
     return "tcp", "plaintext"
 
 
-def named_hosts(objects: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Concrete external-looking names and addresses the objects mention (probed too)."""
+def named_hosts(objects: Iterable[Mapping[str, Any]], domain: str = "cluster.local") -> set[str]:
+    """Concrete external-looking names and addresses the objects mention, hand-written endpoint
+    addresses (a headless Service's sidecar listens on each) and tenant Services' names."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
@@ -300,6 +302,11 @@ def named_hosts(objects: Iterable[Mapping[str, Any]]) -> set[str]:
 
     for obj in objects:
         walk(obj.get("spec"))
+        walk(obj.get("endpoints"))
+        walk(obj.get("subsets"))
+        if obj.get("kind") == "Service":
+            meta = obj["metadata"]
+            found.add(f"{meta['name']}.{meta.get('namespace', 'default')}.svc.{domain}")
     return {h for h in found if not h.startswith("*")}
 
 
@@ -345,6 +352,88 @@ def probes(world: World, extra_hosts: Iterable[str] = ()) -> list[Probe]:
     return found
 
 
+HTTP_APP_PROTOCOLS = frozenset({"http", "http2", "grpc", "kubernetes.io/h2c", "grpc-web"})
+
+
+def _speaks_http(port: Mapping[str, Any]) -> bool:
+    """Whether Istio reads a Service port as HTTP (its appProtocol, else its name's prefix)."""
+    if "appProtocol" in port:
+        return str(port["appProtocol"]).lower() in HTTP_APP_PROTOCOLS
+    prefix = str(port.get("name", "")).split("-")[0].lower()
+    return prefix in HTTP_APP_PROTOCOLS
+
+
+def service_probes(world: World, objects: Sequence[Mapping[str, Any]]) -> list[Probe]:
+    """HTTP calls from every source to a tenant Service's HTTP ports, by its name, at the
+    address its DNS name answers (the cluster IP, or a headless Service's first endpoint):
+    the world's probes speak HTTP on the world's HTTP ports only."""
+    endpoints: dict[tuple[str, str], str] = {}
+    for obj in objects:
+        meta = obj["metadata"]
+        if obj.get("kind") == "EndpointSlice":
+            owner = (meta.get("labels") or {}).get("kubernetes.io/service-name", "")
+            first = next(iter(obj.get("endpoints") or ()), {}).get("addresses") or [""]
+        elif obj.get("kind") == "Endpoints":
+            owner = meta["name"]
+            subset = next(iter(obj.get("subsets") or ()), {})
+            first = [a.get("ip", "") for a in subset.get("addresses") or ()] or [""]
+        else:
+            continue
+        endpoints.setdefault((meta.get("namespace", ""), owner), first[0])
+    found: list[Probe] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") != "Service" or spec.get("type") == "ExternalName":
+            continue
+        meta = obj["metadata"]
+        namespace = meta.get("namespace", "default")
+        address = spec.get("clusterIP", "")
+        if address == "None":
+            address = endpoints.get((namespace, meta["name"]), "")
+        if not address:
+            continue
+        fqdn = f"{meta['name']}.{namespace}.svc.{world.policy.cluster_domain}"
+        for port in spec.get("ports") or ():
+            if _speaks_http(port) and port.get("port") not in HTTP_PORTS:
+                found.extend(
+                    Probe(source, fqdn, int(port["port"]), "http", "plaintext", address)
+                    for source in world.sources
+                )
+    return found + _entry_probes(world, objects)
+
+
+def _entry_probes(world: World, objects: Sequence[Mapping[str, Any]]) -> list[Probe]:
+    """Calls in a tenant ServiceEntry's own protocol on its ports where the world's probes
+    speak another one: HTTP by Host off the HTTP ports, TLS by SNI off the TLS ports."""
+    found: list[Probe] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") != "ServiceEntry":
+            continue
+        hosts = [
+            normalize(h)
+            for h in spec.get("hosts") or ()
+            if isinstance(h, str) and not h.startswith("*")
+        ]
+        address = next((a for a in spec.get("addresses") or () if "/" not in str(a)), "")
+        for port in spec.get("ports") or ():
+            number, protocol = port.get("number"), str(port.get("protocol", "")).upper()
+            if not isinstance(number, int):
+                continue
+            if protocol in ("HTTP", "HTTP2", "GRPC") and number not in HTTP_PORTS:
+                kind = ("http", "plaintext")
+            elif protocol in ("TLS", "HTTPS") and number not in TLS_PORTS:
+                kind = ("tcp", "tls")
+            else:
+                continue
+            found.extend(
+                Probe(source, host, number, *kind, address)
+                for source in world.sources
+                for host in hosts
+            )
+    return found
+
+
 def _names_of(pattern: str) -> tuple[str, ...]:
     """Concrete names a policy host stands for (one under a wildcard)."""
     return (f"a.{pattern[2:]}",) if pattern.startswith("*.") else (pattern,)
@@ -361,6 +450,22 @@ def _internal_address(world: World, address: str) -> bool:
     return ip.is_private and not world.policy.address_allowed(address, world.policy.services)
 
 
+def _services_at(world: World, address: str) -> list[str]:
+    """The policy's services whose declared addresses hold ``address``."""
+    policy = world.policy
+    return [s for s in policy.services if policy.address_allowed(address, (s,))]
+
+
+def _reaches_allowed(world: World, src: Source, services: Iterable[str], port: int) -> bool:
+    """Whether one of ``services`` is allowed to ``src`` on ``port``."""
+    policy = world.policy
+    return any(
+        port in policy.services[name].port_numbers
+        and policy.rules_allowing(src.namespace, name, src.label_map, src.service_account)
+        for name in services
+    )
+
+
 def unsafe_because(world: World, probe: Probe, result: Mapping[str, Any]) -> str | None:
     """Why a call's end breaches the policy for its source; None when it does not."""
     verdict = result.get("verdict")
@@ -371,18 +476,28 @@ def unsafe_because(world: World, probe: Probe, result: Mapping[str, Any]) -> str
     port = int(result.get("port") or probe.port)
     if not host or is_cluster_internal(host, policy.cluster_domain):
         return None
+    src = probe.source
+    dialled = probe.address
+    if (
+        verdict == "passthrough"
+        and dialled
+        and not result.get("gateway")
+        and is_ip(dialled)
+        and not _internal_address(world, dialled)
+        and _reaches_allowed(world, src, _services_at(world, dialled), port)
+    ):
+        # ORIGINAL_DST connects to the address the app dialled, whatever name it presents (the
+        # host reported is that name): an address the policy declares for a service the source
+        # may reach on that port is that service, as for a direct endpoint there
+        return None
     if is_ip(host):
         if _internal_address(world, host):
             return None
-        services = [s for s in policy.services if policy.address_allowed(host, (s,))]
+        services = _services_at(world, host)
     else:
         services = sorted(policy.services_covering(host))
-    src = probe.source
-    for name in services:
-        if port not in policy.services[name].port_numbers:
-            continue
-        if policy.rules_allowing(src.namespace, name, src.label_map, src.service_account):
-            return None
+    if _reaches_allowed(world, src, services, port):
+        return None
     where = "through an egress gateway" if result.get("gateway") else verdict
     return (
         f"{host}:{port} is not allowed to {src.describe()} (covered by "
@@ -406,6 +521,18 @@ def simulate(
     """Where each probe ends in the baseline mesh plus ``tenant`` objects."""
     istio = [m for m in (*world.baseline, *tenant) if m.get("kind") not in KUBE_KINDS]
     kube = kube_objects(world) + [m for m in tenant if m.get("kind") in KUBE_KINDS]
+    # the mirroring controller copies Endpoints of an existing selector-less Service only
+    selectorless = {
+        (m["metadata"].get("namespace"), m["metadata"]["name"])
+        for m in tenant
+        if m.get("kind") == "Service" and not (m.get("spec") or {}).get("selector")
+    }
+    kube += [
+        mirrored(m)
+        for m in tenant
+        if m.get("kind") == "Endpoints"
+        and (m["metadata"].get("namespace"), m["metadata"]["name"]) in selectorless
+    ]
     pods = proxies(world)
     by_source = {s: p["name"] for s, p in zip(world.sources, pods, strict=False)}
     response = oracle(
@@ -423,6 +550,27 @@ def simulate(
     if len(results) != len(probe_list):
         raise RuntimeError(f"oracle answered {len(results)} of {len(probe_list)} calls")
     return results
+
+
+def mirrored(endpoints: Mapping[str, Any]) -> Manifest:
+    """The EndpointSlice Kubernetes' mirroring controller writes for hand-written Endpoints of
+    a selector-less Service: istiod reads slices only, so the Endpoints reach it this way."""
+    meta = endpoints["metadata"]
+    subsets = [s for s in endpoints.get("subsets") or () if isinstance(s, Mapping)]
+    addresses = [a["ip"] for s in subsets for a in s.get("addresses") or () if "ip" in a]
+    ports = [p for s in subsets[:1] for p in s.get("ports") or ()]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{meta['name']}-mirrored",
+            "namespace": meta.get("namespace", "default"),
+            "labels": {"kubernetes.io/service-name": meta["name"]},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [a]} for a in addresses],
+        "ports": [dict(p) for p in ports],
+    }
 
 
 def istio_accepts(oracle: Oracle, objects: Sequence[Manifest]) -> list[bool]:
@@ -454,7 +602,8 @@ def leaks(
     world: World, oracle: Oracle, tenant: Sequence[Manifest]
 ) -> list[tuple[Probe, Mapping[str, Any], str]]:
     """Unsafe calls in the baseline mesh plus ``tenant`` objects."""
-    probe_list = probes(world, named_hosts(tenant))
+    probe_list = probes(world, named_hosts(tenant, world.policy.cluster_domain))
+    probe_list += service_probes(world, tenant)
     results = simulate(world, oracle, tenant, probe_list)
     found = []
     for probe, result in zip(probe_list, results, strict=True):
@@ -470,9 +619,8 @@ def run_batch(world: World, oracle: Oracle, attempts: Sequence[Sequence[Manifest
     named: list[list[Manifest]] = []
     for n, attempt in enumerate(attempts):
         objects = [copy.deepcopy(o) for o in attempt]
-        for obj in objects:
-            # attempts share the mesh: give their objects distinct names
-            obj["metadata"]["name"] = f"{obj['metadata']['name']}-a{n}"
+        # attempts share the mesh: give their objects distinct names (references follow)
+        rename(objects, f"-a{n}")
         named.append(objects)
     flat = [o for objects in named for o in objects]
     accepted = iter(istio_accepts(oracle, flat) if flat else [])

@@ -336,3 +336,45 @@ def test_endpoint_of_a_service_another_namespace_imports_is_judged_for_it(oracle
     assert any(p.source.namespace == "team-b" for p, _, _ in found), found
     view = MeshView(VAULT)
     assert [decide_object(VAULT, o, view).allowed for o in objects] == [True, False, True]
+
+
+def _as_endpoints(slice_: dict[str, Any]) -> dict[str, Any]:
+    """The same endpoints written as a v1 Endpoints object (mirrored into a slice)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": slice_["metadata"]["labels"]["kubernetes.io/service-name"],
+            "namespace": slice_["metadata"]["namespace"],
+        },
+        "subsets": [
+            {
+                "addresses": [{"ip": a} for e in slice_["endpoints"] for a in e["addresses"]],
+                "ports": slice_["ports"],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["EndpointSlice", "Endpoints"])
+@pytest.mark.parametrize("cluster_ip", ["10.96.0.21", "None"], ids=["cluster-ip", "headless"])
+def test_endpoint_at_an_allowed_address_on_another_port_is_denied(
+    oracle: Oracle, cluster_ip: str, kind: str
+) -> None:
+    """Found by the fuzzer: payments (everyone, 203.0.113.0/28 on 443 and 80) and team-a's
+    selector-less Service whose EndpointSlice puts 203.0.113.5 on port 5432. Envoy dials the
+    endpoint's own port (for a headless Service the sidecar even listens on 203.0.113.5:5432
+    and passes the connection through), so every pod of team-a reached 203.0.113.5:5432.
+    Admission now holds the slice's ports to the ports of the services its addresses are."""
+    world = WORLDS["mixed"]
+    objects = _selectorless_service("vendor", cluster_ip, "203.0.113.5", 5432, 5432)
+    if kind == "Endpoints":
+        objects[1] = _as_endpoints(objects[1])
+    found = leaks(world, oracle, objects)
+    assert any(
+        p.source.namespace == "team-a" and "203.0.113.5:5432" in why for p, _, why in found
+    ), found
+    view = MeshView(world)
+    decisions = [decide_object(world, o, view) for o in objects]
+    assert [d.allowed for d in decisions] == [True, False]
+    assert "port 5432 of payments" in decisions[1].reason

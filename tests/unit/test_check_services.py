@@ -290,3 +290,97 @@ def test_endpoint_slice_from_the_slice_controller_is_trusted() -> None:
 def test_endpoint_slice_delete_is_allowed() -> None:
     review = review_of_manifest(slice_of("IPv4", "203.0.113.7"), operation="DELETE")
     assert decide(review, ADDRESSED).allowed
+
+
+# --- the port an allowed endpoint is dialled on ----------------------------------------------
+
+
+def _on_port(manifest: dict[str, Any], port: int) -> dict[str, Any]:
+    for ports in [manifest.get("ports")] + [s["ports"] for s in manifest.get("subsets", ())]:
+        if ports:
+            ports[0]["port"] = port
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        (slice_of("IPv4", "198.51.100.1"), "ports[0].port"),
+        (slice_of("FQDN", "api.partner.example"), "ports[0].port"),
+        (endpoints("198.51.100.1"), "subsets[0].ports[0].port"),
+        # a long list, judged a class of addresses at a time
+        (slice_of("IPv4", *(f"198.51.100.{i}" for i in range(1, 200))), "ports[0].port"),
+        (endpoints(*(f"198.51.100.{i}" for i in range(1, 200))), "subsets[0].ports[0].port"),
+    ],
+    ids=["slice", "slice-fqdn", "endpoints", "long-slice", "long-endpoints"],
+)
+def test_endpoint_at_an_allowed_address_on_a_port_the_service_does_not_open_is_denied(
+    manifest: dict[str, Any], field: str
+) -> None:
+    """Found with Istio's simulation: partner is allowed everywhere at 198.51.100.0/24 on 443,
+    but Envoy dials a hand-written endpoint on the endpoint's own port, so a selector-less
+    Service (headless or not) with this slice reached 198.51.100.1:5432 directly."""
+    decision = judge(_on_port(manifest, 5432), ADDRESSED)
+    assert fields(decision) == [field], decision.reason
+    assert "port 5432 of partner" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        _on_port(slice_of("IPv4", "198.51.100.1"), 443),
+        _on_port(endpoints("198.51.100.1"), 443),
+        # inside the cluster any port goes
+        _on_port(slice_of("IPv4", "10.9.8.7"), 5432),
+        _on_port(endpoints(*(f"10.9.8.{i}" for i in range(1, 200))), 5432),
+        _on_port(slice_of("FQDN", "db.team-a.svc.cluster.local"), 5432),
+    ],
+    ids=["slice-443", "endpoints-443", "internal", "long-internal", "internal-name"],
+)
+def test_endpoint_on_an_allowed_port_or_inside_the_cluster_is_admitted(
+    manifest: dict[str, Any],
+) -> None:
+    decision = judge(manifest, ADDRESSED)
+    assert decision.allowed, decision.reason
+
+
+TWO_PORTS = parse_policy(
+    """
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {namespace: istio-egress}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - name: partner
+    hosts: [api.partner.example]
+    addresses: [198.51.100.0/24]
+    ports: [{number: 443, protocol: TLS}]
+  - name: warehouse
+    hosts: [db.warehouse.example]
+    addresses: [192.0.2.0/28]
+    ports: [{number: 5432, protocol: TCP}]
+allow:
+  - {name: everyone, from: {namespace: "*"}, to: [partner, warehouse]}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "port", "allowed"),
+    [
+        (("198.51.100.1",), 443, True),
+        (("192.0.2.5",), 5432, True),
+        # each address on its own service's ports, not on any allowed service's
+        (("198.51.100.1",), 5432, False),
+        (("192.0.2.5",), 443, False),
+        # one group: Envoy dials every address on every port of it
+        (("198.51.100.1", "192.0.2.5"), 5432, False),
+        (("198.51.100.1", "192.0.2.5"), 22, False),
+    ],
+)
+def test_endpoint_ports_are_the_ports_of_the_services_its_addresses_are(
+    addresses: tuple[str, ...], port: int, allowed: bool
+) -> None:
+    for manifest in (slice_of("IPv4", *addresses), endpoints(*addresses)):
+        decision = judge(_on_port(manifest, port), TWO_PORTS)
+        assert decision.allowed is allowed, (manifest["kind"], decision.reason)

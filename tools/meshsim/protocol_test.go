@@ -117,6 +117,10 @@ type Leg struct {
 type Transport struct {
 	Mode string `json:"mode"`
 	SNI  string `json:"sni,omitempty"`
+	// ProxyProtocol: a PROXY protocol header precedes the TLS (DestinationRule
+	// proxyProtocol). The next leg is walked as if its listener accepted it,
+	// which over-approximates where the call can go.
+	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
 }
 
 // Authz is the outcome of the RBAC filters of the matched filter chain.

@@ -12,8 +12,10 @@ import (
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	proxyprotocol "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -64,7 +66,11 @@ func simulate(t *testing.T, req Request) Response {
 			rejected = append(rejected, r)
 		}
 	}
-	kubeText, err := normalizeKube(req.Kube)
+	gatewayAPI, err := gatewayAPIObjects(req.Config, rejected)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	kubeText, err := normalizeKube(req.Kube + "\n---\n" + gatewayAPI)
 	if err != nil {
 		return Response{Error: err.Error()}
 	}
@@ -103,6 +109,44 @@ func simulate(t *testing.T, req Request) Response {
 		results = append(results, w.run(c))
 	}
 	return Response{Rejected: rejected, Results: results}
+}
+
+// gatewayAPIObjects returns the Gateway API objects of the config that passed
+// validation, as YAML documents. istiod's Gateway API controller reads routes,
+// Gateways and ReferenceGrants from the Kubernetes client's informers, not from
+// the config store, so they must be Kubernetes objects too (Istio's own
+// simulation tests pass them both ways); given only as config they would be
+// validated and then silently ignored.
+func gatewayAPIObjects(config string, rejected []ObjectReport) (string, error) {
+	docs, err := splitYAML(config)
+	if err != nil {
+		return "", err
+	}
+	refused := map[string]bool{}
+	for _, r := range rejected {
+		refused[r.Kind+"/"+r.Namespace+"/"+r.Name] = true
+	}
+	var out []string
+	for _, d := range docs {
+		api, _ := d["apiVersion"].(string)
+		if !strings.HasPrefix(api, "gateway.networking.k8s.io/") &&
+			!strings.HasPrefix(api, "gateway.networking.x-k8s.io/") {
+			continue
+		}
+		meta, _ := d["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
+		namespace, _ := meta["namespace"].(string)
+		kind, _ := d["kind"].(string)
+		if refused[kind+"/"+orDefault(namespace, "default")+"/"+name] {
+			continue
+		}
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return "", err
+		}
+		out = append(out, string(b))
+	}
+	return strings.Join(out, "---\n"), nil
 }
 
 // normalizeKube drops empty documents: the fake client rejects them.
@@ -377,6 +421,12 @@ func (w *world) run(c Call) CallResult {
 			return res
 		}
 		// Does the cluster lead to another proxy we model (an egress gateway)?
+		if l.ClusterType == "EDS" && len(l.Endpoints) == 0 {
+			// Envoy has no host to connect to (a ServiceEntry whose workloadSelector
+			// picks no pod, a Service without endpoints): the connection is reset.
+			res.Verdict, res.Reason = "blocked", "cluster has no endpoints"
+			return res
+		}
 		next, nextPort := w.proxyBehind(l.Endpoints)
 		if next == nil {
 			res.Verdict = "direct"
@@ -455,7 +505,11 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// proxyBehind returns the modelled proxy owning one of the endpoints.
+// proxyBehind returns the modelled gateway owning one of the endpoints. A
+// sidecar's pod is not followed: a call to its address is captured by the
+// pod's inbound listener and handed to the pod's own application, while its
+// outbound listeners see only what that application dials itself. The call
+// ends there, inside the mesh, at the pod's address.
 func (w *world) proxyBehind(endpoints []string) (*Proxy, int) {
 	names := make([]string, 0, len(w.proxies))
 	for n := range w.proxies {
@@ -468,7 +522,7 @@ func (w *world) proxyBehind(endpoints []string) (*Proxy, int) {
 			continue
 		}
 		for _, n := range names {
-			if w.proxies[n].IP == h {
+			if w.proxies[n].IP == h && w.proxies[n].Kind == "gateway" {
 				port, _ := strconv.Atoi(p)
 				return w.proxies[n], port
 			}
@@ -488,11 +542,11 @@ func clusterType(c *cluster.Cluster) string {
 // (and the SNI) without changing the cluster's name.
 func transportOf(c *cluster.Cluster) *Transport {
 	if ts := c.GetTransportSocket(); ts != nil {
-		return upstreamTLS(ts.GetTypedConfig().GetValue(), ts.GetName())
+		return socketTLS(ts)
 	}
 	for _, m := range c.GetTransportSocketMatches() {
 		if m.GetName() == "tlsMode-istio" {
-			t := upstreamTLS(m.GetTransportSocket().GetTypedConfig().GetValue(), m.GetTransportSocket().GetName())
+			t := socketTLS(m.GetTransportSocket())
 			if t.Mode == "ISTIO_MUTUAL" {
 				t.Mode = "AUTO"
 			}
@@ -501,6 +555,25 @@ func transportOf(c *cluster.Cluster) *Transport {
 	}
 	return &Transport{Mode: "DISABLE"}
 }
+
+// socketTLS reads the TLS of a transport socket, looking inside the PROXY
+// protocol wrapper a DestinationRule's proxyProtocol puts around it: the
+// connection still carries that TLS (its mode and SNI), after the header.
+func socketTLS(ts *core.TransportSocket) *Transport {
+	if ts.GetName() == proxyProtocolSocket {
+		wrapper := &proxyprotocol.ProxyProtocolUpstreamTransport{}
+		if err := proto.Unmarshal(ts.GetTypedConfig().GetValue(), wrapper); err != nil {
+			return &Transport{Mode: "UNKNOWN", ProxyProtocol: true}
+		}
+		t := socketTLS(wrapper.GetTransportSocket())
+		t.ProxyProtocol = true
+		return t
+	}
+	return upstreamTLS(ts.GetTypedConfig().GetValue(), ts.GetName())
+}
+
+// proxyProtocolSocket is Envoy's upstream PROXY protocol transport socket.
+const proxyProtocolSocket = "envoy.transport_sockets.upstream_proxy_protocol"
 
 func upstreamTLS(raw []byte, name string) *Transport {
 	if !strings.Contains(name, "tls") {

@@ -43,7 +43,7 @@ from webhook.core.checks.common import (
 from webhook.core.checks.egress_addresses import EgressAddresses, egress_addresses
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
-from webhook.core.hosts import all_valid_joined, is_ip, normalize
+from webhook.core.hosts import address_range, all_valid_joined, is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
 
@@ -217,16 +217,23 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     allowed, source = _endpoint_audience(policy)
     held = _held(review, policy, view)
     cuts = held.cuts if held is not None else frozenset()
+    # each subset's addresses are dialled on that subset's ports
+    reached = _Reached(policy, allowed)
     for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
+        ports = subset.get("ports")
+        # the allowed external services the subset's addresses are, when its ports need them
+        track = reached if reached.needed(ports) else None
         for key in ("addresses", "notReadyAddresses"):
             items = subset.get(key)
             at = f"{where}.{key}"
             ips = _plain_ips(items)
             if ips is not None:
 
-                def judge(reader: Reader, index: int, ip: str, at: str = at) -> None:
+                def judge(
+                    reader: Reader, index: int, ip: str, at: str = at, track: Any = track
+                ) -> None:
                     where = f"{at}[{index}].ip"
-                    _check_address(reader, policy, ip, where, allowed, source, held)
+                    _check_address(reader, policy, ip, where, allowed, source, held, track)
 
                 judge_addresses(reader, policy, ips, judge, cuts)
                 continue
@@ -234,19 +241,148 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
             if keys is not None:
 
                 def judge_item(
-                    reader: Reader, index: int, at: str = at, items: Any = items
+                    reader: Reader, index: int, at: str = at, items: Any = items, track: Any = track
                 ) -> None:
                     address = items[index]
                     if is_object(address):
                         where = f"{at}[{index}]"
-                        _read_address(reader, policy, address, where, allowed, source, held)
+                        _read_address(reader, policy, address, where, allowed, source, held, track)
 
                 reader.non_objects(cast("list[Any]", items), at)
                 judge_classes(reader, keys, judge_item)
                 continue
             for where_item, address in reader.mappings(items, at):
-                _read_address(reader, policy, address, where_item, allowed, source, held)
+                _read_address(reader, policy, address, where_item, allowed, source, held, track)
+        if track is not None:
+            _check_endpoint_ports(reader, track, ports, f"{where}.ports")
     return reader.violations
+
+
+class _Reached:
+    """The allowed external services each address of a group of hand-written endpoints is (an
+    EndpointSlice, an Endpoints subset): Envoy dials every address on every port of the group,
+    so each port must be a port of the services of each address.
+
+    Memoized by address and by set of services: an Endpoints object can spread a few addresses
+    over 40k subsets, each judged on its own.
+    """
+
+    __slots__ = (
+        "_addressed",
+        "_at",
+        "_common",
+        "_internal",
+        "_last",
+        "_numbers",
+        "allowed",
+        "policy",
+        "services",
+    )
+
+    def __init__(self, policy: Policy, allowed: frozenset[str]) -> None:
+        self.policy = policy
+        self.allowed = allowed
+        # the distinct sets of services the group's addresses are
+        self.services: set[frozenset[str]] = set()
+        self._at: dict[str, frozenset[str]] = {}
+        self._numbers: dict[frozenset[str], frozenset[int]] = {}
+        # ports every allowed service opens: a group naming only these needs no tracking
+        numbers = [policy.services[s].port_numbers for s in allowed]
+        self._common: frozenset[int] = frozenset.intersection(*numbers) if numbers else frozenset()
+        self._last: tuple[Any, bool] = (None, False)
+        self._addressed = tuple(
+            (s, _ranges(policy.services[s].addresses))
+            for s in sorted(allowed)
+            if policy.services[s].addresses
+        )
+        self._internal = _ranges(policy.internal_networks)
+
+    def needed(self, ports: Any) -> bool:
+        """Whether ``ports`` can break the rule: some allowed service exists and a port is not
+        one they all open (or the list is not the usual list of objects)."""
+        if not self.allowed or ports is None:
+            return False
+        if ports == self._last[0]:
+            # subsets usually repeat one ports list: compared in C
+            return self._last[1]
+        common = self._common
+        needed = not (
+            type(ports) is list and all(type(p) is dict and p.get("port") in common for p in ports)
+        )
+        self._last = (ports, needed)
+        return needed
+
+    def address(self, address: str) -> None:
+        """An address judged allowed (internal, or inside allowed services' addresses)."""
+        if not self._addressed:
+            # no allowed service is reached by address: an address can only be internal
+            return
+        found = self._at.get(address)
+        if found is None:
+            found = self._services_at(address)
+            self._at[address] = found
+        if found:
+            self.services.add(found)
+
+    def _services_at(self, address: str) -> frozenset[str]:
+        """The allowed services whose addresses hold ``address``; none when it is internal.
+        Read once into integers and compared with the ranges read at construction."""
+        net = address_range(address)
+        if net is None:
+            return _NONE
+        version, first, last = net
+        found = [
+            s
+            for s, ranges in self._addressed
+            for v, lo, hi in ranges
+            if v == version and lo <= first and last <= hi
+        ]
+        if not found:
+            return _NONE
+        for v, lo, hi in self._internal:
+            if v == version and lo <= first and last <= hi:
+                return _NONE
+        return frozenset(found)
+
+    def numbers(self, services: frozenset[str]) -> frozenset[int]:
+        """The port numbers of ``services``."""
+        numbers = self._numbers.get(services)
+        if numbers is None:
+            numbers = frozenset().union(*(self.policy.services[s].port_numbers for s in services))
+            self._numbers[services] = numbers
+        return numbers
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _ranges(networks: Iterable[str]) -> tuple[tuple[int, int, int], ...]:
+    """``address_range`` of each network that reads as one."""
+    return tuple(r for r in map(address_range, networks) if r is not None)
+
+
+def _check_endpoint_ports(reader: Reader, reached: _Reached, ports: Any, path: str) -> None:
+    """Hand-written endpoints at an allowed external address are dialled on their own ports
+    (Envoy connects to the endpoint's port, not the Service's), every address of the group on
+    every port of it: each port must be a port of the allowed services of each address, or the
+    address is reached on a port its service does not open.  Clears ``reached`` for the next
+    group."""
+    if not reached.services or ports is None:
+        return
+    groups = sorted(reached.services, key=sorted)
+    reached.services.clear()
+    listed = list(reader.mappings(ports, path))
+    numbers_of = [(p.get("port"), where) for where, p in listed]
+    for services in groups:
+        numbers = reached.numbers(services)
+        for number, where in numbers_of:
+            if isinstance(number, int) and not isinstance(number, bool) and number not in numbers:
+                reader.add(
+                    f"{where}.port",
+                    f"the proxy would connect to port {number} of "
+                    f"{reached.policy.describe_allowed(services)}, which is not one of its ports "
+                    f"({', '.join(map(str, sorted(numbers)))})",
+                )
 
 
 def _read_address(
@@ -257,13 +393,14 @@ def _read_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
+    reached: _Reached | None = None,
 ) -> None:
     """Read and check one ``addresses[]`` item of an Endpoints subset."""
     ip = reader.string(address.get("ip"), f"{path}.ip")
     if ip is None:
         reader.add(f"{path}.ip", "every endpoint address needs an ip")
         return
-    _check_address(reader, policy, ip, f"{path}.ip", allowed, source, held)
+    _check_address(reader, policy, ip, f"{path}.ip", allowed, source, held, reached)
 
 
 def _plain_ips(items: Any) -> list[str] | None:
@@ -304,6 +441,20 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
     if obj is None:
         reader.add("", "the request carries no object to check")
         return reader.violations
+    # the allowed external services the slice's addresses are, whose ports it may name
+    reached = _Reached(policy, _endpoint_audience(policy)[0])
+    track = reached if reached.needed(obj.get("ports")) else None
+    _judge_slice_addresses(reader, review, policy, view, track)
+    if track is not None:
+        _check_endpoint_ports(reader, track, obj.get("ports"), "ports")
+    return reader.violations
+
+
+def _judge_slice_addresses(
+    reader: Reader, review: Review, policy: Policy, view: ClusterView, reached: _Reached | None
+) -> None:
+    """Judge every address of an EndpointSlice, collecting the allowed services they reach."""
+    obj = cast("Mapping[str, Any]", review.object)
     allowed, source = _endpoint_audience(policy)
     # the security team's own aliases for the gateways live in the egress namespace
     tenant = not policy.is_egress_namespace(review.namespace)
@@ -320,17 +471,28 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             hosts = read_hosts(reader, values, "endpoints", template=_ONE_ADDRESS, defer=True)
 
             def judge_name(reader: Reader, index: int, name: str) -> None:
-                _check_name(reader, policy, name, hosts.path(index), allowed, source, tenant=tenant)
+                _check_name(
+                    reader,
+                    policy,
+                    name,
+                    hosts.path(index),
+                    allowed,
+                    source,
+                    tenant=tenant,
+                    reached=reached,
+                )
 
             judge_read_hosts(reader, policy, hosts, judge_name)
-            return reader.violations
+            return
         if not fqdn:
 
             def judge_ip(reader: Reader, index: int, address: str) -> None:
-                _check_address(reader, policy, address, paths[index], allowed, source, held)
+                _check_address(
+                    reader, policy, address, paths[index], allowed, source, held, reached
+                )
 
             judge_addresses(reader, policy, values, judge_ip, cuts)
-            return reader.violations
+            return
     endpoints = obj.get("endpoints")
     keys = _endpoint_chunks(policy, endpoints, fqdn=fqdn, cuts=cuts)
     if keys is not None:
@@ -341,17 +503,34 @@ def check_endpoint_slice(review: Review, policy: Policy, view: ClusterView) -> I
             if is_object(endpoint):
                 where = f"endpoints[{index}]"
                 _read_endpoint(
-                    reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
+                    reader,
+                    policy,
+                    endpoint,
+                    where,
+                    allowed,
+                    source,
+                    held,
+                    fqdn=fqdn,
+                    tenant=tenant,
+                    reached=reached,
                 )
 
         reader.non_objects(listed, "endpoints")
         judge_classes(reader, keys, judge_endpoint)
-        return reader.violations
+        return
     for where, endpoint in reader.mappings(endpoints, "endpoints"):
         _read_endpoint(
-            reader, policy, endpoint, where, allowed, source, held, fqdn=fqdn, tenant=tenant
+            reader,
+            policy,
+            endpoint,
+            where,
+            allowed,
+            source,
+            held,
+            fqdn=fqdn,
+            tenant=tenant,
+            reached=reached,
         )
-    return reader.violations
 
 
 def _read_endpoint(
@@ -365,13 +544,16 @@ def _read_endpoint(
     *,
     fqdn: bool,
     tenant: bool,
+    reached: _Reached | None = None,
 ) -> None:
     """Read and check the addresses of one ``endpoints[]`` item of an EndpointSlice."""
     for at, address in reader.strings(endpoint.get("addresses"), f"{where}.addresses"):
         if fqdn:
-            _check_name(reader, policy, address, at, allowed, source, tenant=tenant)
+            _check_name(
+                reader, policy, address, at, allowed, source, tenant=tenant, reached=reached
+            )
         else:
-            _check_address(reader, policy, address, at, allowed, source, held)
+            _check_address(reader, policy, address, at, allowed, source, held, reached)
 
 
 def _endpoint_chunks(
@@ -436,13 +618,17 @@ def _check_address(
     allowed: frozenset[str],
     source: str,
     held: EgressAddresses | None,
+    reached: _Reached | None = None,
 ) -> None:
+    """Judge one endpoint address; an allowed external one adds the services it reaches to
+    ``reached`` (their ports are the only ones the endpoint may be dialled on)."""
     # the egress gateway itself first: the most telling reason for such an address
     problem = held.problem(address) if held is not None else None
     if problem:
         reader.add(path, problem)
         return
-    problem = address_problem(policy, address.strip(), allowed, source)
+    address = address.strip()
+    problem = address_problem(policy, address, allowed, source)
     if problem:
         reader.add(
             path,
@@ -450,6 +636,9 @@ def _check_address(
             "the egress gateway (declare cluster ranges in the policy's internalNetworks)"
             + _AUDIENCE_HINT,
         )
+    elif reached is not None:
+        # called once per class of addresses: the services whose ranges hold it are the class's
+        reached.address(address)
 
 
 def _held(review: Review, policy: Policy, view: ClusterView) -> EgressAddresses | None:
@@ -466,6 +655,7 @@ def _check_name(
     source: str,
     *,
     tenant: bool,
+    reached: _Reached | None = None,
 ) -> None:
     host = reader.host(name, path)
     if host is None:
@@ -474,7 +664,10 @@ def _check_name(
         if tenant and names_egress_namespace(policy, host):
             reader.add(path, egress_namespace_destination(host))
         return
-    if host.startswith("*.") or not policy.services_covering(host) & allowed:
+    covering = policy.services_covering(host) & allowed
+    if reached is not None and covering and not host.startswith("*."):
+        reached.services.add(frozenset(covering))
+    if host.startswith("*.") or not covering:
         reader.add(
             path,
             f"a hand-written endpoint sends mesh traffic straight to {host!r}, bypassing the "
