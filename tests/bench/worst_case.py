@@ -546,6 +546,20 @@ def endpoints_addresses(n: int) -> dict[str, Any]:
     }
 
 
+def endpoints_subsets(n: int) -> dict[str, Any]:
+    """Hand-written Endpoints with ``n`` subsets of one internal address each, on a port no
+    external service opens (allowed: the addresses stay in the cluster)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": _meta("many-subsets"),
+        "subsets": [
+            {"addresses": [{"ip": f"10.0.{(i >> 8) & 255}.{i & 255}"}], "ports": [{"port": 9999}]}
+            for i in range(n)
+        ],
+    }
+
+
 def endpoint_slice_fqdns(n: int) -> dict[str, Any]:
     """A hand-written FQDN EndpointSlice with ``n`` endpoints of one name each."""
     return _endpoint_slice("many-names", "FQDN", [f"e{i}.example.com" for i in range(n)])
@@ -696,6 +710,7 @@ BUILDERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "DestinationRule with n subsets": destination_rule_subsets,
     "NetworkPolicy with n ipBlock peers": network_policy_peers,
     "Endpoints with n addresses": endpoints_addresses,
+    "Endpoints with n subsets of one address": endpoints_subsets,
     "EndpointSlice with n FQDN endpoints": endpoint_slice_fqdns,
     "Gateway with n servers": gateway_servers,
     "Gateway API Gateway with n addresses": gateway_api_addresses,

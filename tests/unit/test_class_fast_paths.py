@@ -34,6 +34,7 @@ from webhook.core.checks import (
     sidecars,
     virtualservices,
 )
+from webhook.core.checks.common import CLASSES_FROM
 from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Decision
 from webhook.core.hosts import (
     MAX_HOST_LENGTH,
@@ -285,6 +286,7 @@ def per_item() -> Iterator[None]:
     patch.setattr(gatewayapi, "_nothing_to_report", lambda namespace, addresses: None)
     patch.setattr(gatewayapi, "_plain_backends", lambda rules: None)
     patch.setattr(services, "_ip_chunks", lambda policy, items, cuts: None)
+    patch.setattr(services, "_subsets_whole", lambda context, subsets, first, judge: None)
     patch.setattr(services, "_endpoint_chunks", lambda policy, endpoints, fqdn, cuts: None)
     patch.setattr(serviceentries, "read_kept", _read_each_item)
     patch.setattr(serviceentries, "_plain_endpoints", lambda raw: None)
@@ -1034,6 +1036,103 @@ def test_endpoints(ips: list[str]) -> None:
             "subsets": [{"addresses": [{"ip": ip} for ip in ips]}],
         }
     )
+
+
+# hand-written endpoints are judged for every namespace: two services allowed everywhere,
+# reached by address, that open different ports (443 is common to both)
+SUBSETS_POLICY = parse_policy(
+    """
+apiVersion: egress-guard.dev/v1alpha1
+kind: EgressPolicy
+egress: {namespace: egress}
+internalNetworks: [10.0.0.0/8]
+externalServices:
+  - name: payments
+    hosts: [api.payments.example]
+    ports: [{number: 443, protocol: TLS}]
+    addresses: [198.51.100.0/24, 203.0.113.7/32]
+  - name: db
+    hosts: [db.partner.example]
+    ports: [{number: 443, protocol: TLS}, {number: 5432, protocol: TCP}]
+    addresses: [203.0.113.0/24]
+allow:
+  - {name: everyone, from: {namespace: "*"}, to: [payments, db]}
+"""
+)
+subset_ips = st.one_of(
+    st.builds(
+        lambda block, d: f"{block}.{d}",
+        st.sampled_from(["10.1.2", "10.200.0", "198.51.100", "203.0.113", "203.0.113"]),
+        st.sampled_from([1, 7, 9, 200]),
+    ),
+    st.sampled_from(["203.0.113.7", "10.1.2.0/24", "fd00::1"]),
+)
+# now and then an address no rule allows, or no address at all
+subset_ips = st.one_of(
+    subset_ips, subset_ips, subset_ips, st.sampled_from(["8.8.8.8", "010.1.2.3"])
+)
+subset_ports = st.one_of(
+    st.lists(
+        st.builds(lambda n: {"port": n}, st.sampled_from([443, 5432, 8080])),
+        max_size=2,
+    ),
+    st.sampled_from([None, [{"port": "https"}], [{"name": "tls"}], [{"port": True}], "443"]),
+)
+subset = st.builds(
+    lambda ready, not_ready, ports: {
+        k: v
+        for k, v in (
+            ("addresses", [{"ip": ip} for ip in ready]),
+            ("notReadyAddresses", None if not_ready is None else [{"ip": ip} for ip in not_ready]),
+            ("ports", ports),
+        )
+        if v is not None
+    },
+    st.lists(subset_ips, max_size=2),
+    st.none() | st.lists(subset_ips, max_size=2),
+    subset_ports,
+)
+
+
+# subsets that break nothing: the long-list path starts after the first ``CLASSES_FROM`` of them
+clean_subset = st.builds(
+    lambda d, ports: {"addresses": [{"ip": f"10.9.0.{d}"}], "ports": ports},
+    octets,
+    st.sampled_from([[{"port": 443}], [{"port": 8080}], []]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(
+    head=[{"addresses": [{"ip": "10.9.0.1"}], "ports": [{"port": 443}]}] * CLASSES_FROM,
+    tail=[
+        {"addresses": [{"ip": "203.0.113.1"}], "ports": [{"port": 5432}]},
+        {"addresses": [{"ip": "198.51.100.1"}], "ports": [{"port": 5432}]},
+    ],
+)
+# more violations than a denial reads (the pass stops; the decision says so)
+@example(
+    head=[{"addresses": [{"ip": "10.9.0.1"}], "ports": [{"port": 443}]}] * CLASSES_FROM,
+    tail=[{"addresses": [{"ip": f"8.8.{i}.8"} for i in range(3)]}] * (STOP_AFTER_VIOLATIONS // 2),
+)
+@given(
+    head=st.lists(clean_subset, min_size=CLASSES_FROM, max_size=CLASSES_FROM),
+    tail=st.lists(subset, min_size=1, max_size=40),
+)
+def test_endpoints_of_many_subsets(head: list[dict[str, Any]], tail: list[dict[str, Any]]) -> None:
+    """Many subsets judged as one list of addresses, with the subsets that may break the port
+    rule judged one by one, decide as judging every subset one by one."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": meta("ep"),
+        "subsets": head + tail,
+    }
+    default = judge(manifest, SUBSETS_POLICY)
+    with per_item():
+        slow = judge(manifest, SUBSETS_POLICY)
+    assert default.violations == slow.violations
+    assert (default.allowed, default.reason) == (slow.allowed, slow.reason)
 
 
 # values of one /8 or /16 block (split by the policy or not), some of them odd

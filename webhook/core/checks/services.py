@@ -15,16 +15,20 @@ checked, recognised by username (a ``managed-by`` label is writable by anyone).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
-from operator import itemgetter
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, chain, compress, count, pairwise, product, repeat
+from operator import floordiv, itemgetter
 from typing import Any, cast
 
 from webhook.core.checks import ClusterView, checks
 from webhook.core.checks.common import (
+    CLASSES_FROM,
     AddressClasses,
     Block,
     ChunkedKeys,
+    Pathed,
     Reader,
     address_keys,
     address_problem,
@@ -42,7 +46,7 @@ from webhook.core.checks.common import (
 )
 from webhook.core.checks.egress_addresses import EgressAddresses, egress_addresses
 from webhook.core.checks.egress_namespace import PLATFORM_USER_PREFIX, PLATFORM_USERS
-from webhook.core.decisions import STOP_AFTER_VIOLATIONS, Violation
+from webhook.core.decisions import STOP_AFTER_VIOLATIONS, EnoughViolations, Violation
 from webhook.core.hosts import address_range, all_valid_joined, is_ip, normalize
 from webhook.core.policy import Policy
 from webhook.core.reviews import Review
@@ -217,9 +221,11 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
     allowed, source = _endpoint_audience(policy)
     held = _held(review, policy, view)
     cuts = held.cuts if held is not None else frozenset()
+    subsets = review.object.get("subsets")
     # each subset's addresses are dialled on that subset's ports
     reached = _Reached(policy, allowed)
-    for where, subset in reader.mappings(review.object.get("subsets"), "subsets"):
+
+    def judge_subset(reader: Reader, where: str, subset: Mapping[str, Any]) -> None:
         ports = subset.get("ports")
         # the allowed external services the subset's addresses are, when its ports need them
         track = reached if reached.needed(ports) else None
@@ -255,7 +261,215 @@ def check_endpoints(review: Review, policy: Policy, view: ClusterView) -> Iterab
                 _read_address(reader, policy, address, where_item, allowed, source, held, track)
         if track is not None:
             _check_endpoint_ports(reader, track, ports, f"{where}.ports")
+
+    listed = reader.mappings(subsets, "subsets")
+    for number, (where, subset) in enumerate(listed):
+        if number == CLASSES_FROM and isinstance(listed, Pathed) and not reader.violations:
+            # a long list breaking nothing so far: the rest as one list, where it may
+            context = _Context(policy, allowed, source, held, cuts)
+            rest = _subsets_whole(context, cast("list[Any]", subsets), number, judge_subset)
+            if rest is not None:
+                return rest
+        judge_subset(reader, where, subset)
     return reader.violations
+
+
+_SUBSET_KEYS = ("addresses", "notReadyAddresses")
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What judging one hand-written endpoint address needs."""
+
+    policy: Policy
+    allowed: frozenset[str]
+    source: str
+    held: EgressAddresses | None
+    cuts: frozenset[Block]
+
+
+def _subsets_whole(
+    context: _Context,
+    subsets: list[dict[str, Any]],
+    first: int,
+    judge_subset: Callable[[Reader, str, Mapping[str, Any]], None],
+) -> list[Violation] | None:
+    """The violations of the subsets from ``first`` on (all objects) as judging them one by
+    one with ``judge_subset`` finds them, or None where their addresses are not all plain.
+
+    An Endpoints object can spread 50k addresses over as many subsets; judged one by one, no
+    two addresses ever share a class.  So the addresses are judged as one list, in the order
+    the subsets list them.  A subset's ports only matter for addresses inside an allowed
+    service's ``addresses``: where none is, or every port of every subset is a port of all
+    the services found, the addresses decide alone.  Otherwise only the subsets that can break
+    a rule (an address violation, or a port some service of its addresses does not open) are
+    judged one by one: the others would add nothing.
+    """
+    policy, allowed = context.policy, context.allowed
+    rest = subsets[first:]
+    lists: list[Any] = []
+    for key in _SUBSET_KEYS:
+        lists.append(list(map(dict.get, rest, repeat(key), repeat(_EMPTY))))
+        if not set(map(type, lists[-1])) <= {list}:
+            return None
+    # each subset's addresses, then its notReadyAddresses, as the subset-by-subset pass reads them
+    groups = list(chain.from_iterable(zip(*lists, strict=True)))
+    ips = _plain_ips(list(chain.from_iterable(groups)))
+    if ips is None:
+        return None
+    reached = _Reached(policy, allowed)
+
+    def judge(reader: Reader, index: int, ip: str) -> None:
+        # located once the pass is over: only a violation needs its subset
+        where = f"{_AT}{index}"
+        _check_address(reader, policy, ip, where, allowed, context.source, context.held, reached)
+
+    reader = Reader(limit=STOP_AFTER_VIOLATIONS)
+    stopped = False
+    try:
+        judge_addresses(reader, policy, ips, judge, context.cuts)
+    except EnoughViolations:
+        stopped = True
+    starts = list(accumulate(map(len, groups), initial=0))
+    # what the port rule reads, needed only once an address of an allowed service is found
+    ports = _ports_keys(list(map(dict.get, rest, repeat("ports")))) if reached.services else []
+    distinct = set(ports)
+    if not reached.services or (not stopped and _ports_open(reached, distinct)):
+        found = [_located(v, starts, first) for v in reader.violations]
+        if stopped:
+            raise EnoughViolations(found)
+        return found
+    suspects = {
+        (bisect_right(starts, int(v.field[len(_AT) :])) - 1) // len(_SUBSET_KEYS)
+        for v in reader.violations
+        if v.field.startswith(_AT)
+    }
+    suspects |= _port_suspects(context, ports, distinct, ips, starts)
+    out = Reader(limit=STOP_AFTER_VIOLATIONS)
+    for number in sorted(suspects):
+        judge_subset(out, f"subsets[{first + number}]", rest[number])
+    return out.violations
+
+
+def _located(violation: Violation, starts: Sequence[int], first: int) -> Violation:
+    """``violation`` at its subset's field, when ``_subsets_whole`` judged it by index."""
+    if not violation.field.startswith(_AT):
+        return violation
+    index = int(violation.field[len(_AT) :])
+    group = bisect_right(starts, index) - 1
+    subset, key = divmod(group, len(_SUBSET_KEYS))
+    field = f"subsets[{first + subset}].{_SUBSET_KEYS[key]}[{index - starts[group]}].ip"
+    return Violation(field, violation.message)
+
+
+def _port_suspects(
+    context: _Context,
+    ports: list[_Ports],
+    distinct: set[_Ports],
+    ips: list[str],
+    starts: list[int],
+) -> set[int]:
+    """The subsets (indexes of ``subsets``) listing an address of an allowed service with a
+    port that service does not open, or ports of an unusual shape; more is harmless.
+
+    Addresses of one ``AddressClasses`` class lie in the same services; each distinct pair of
+    ports list and class is checked once.
+    """
+    keys = address_keys(AddressClasses(context.policy, context.cuts), ips)
+    classes = list(map(_class_of, keys, ips))
+    probe = _Reached(context.policy, context.allowed)
+    serving = {
+        key: services
+        for key, ip in dict(zip(classes, ips, strict=True)).items()
+        if (services := probe.services_of(ip))
+    }
+    if not serving:
+        return set()
+    if len(distinct) * len(serving) <= _PAIRS_AT_ONCE:
+        # a few ports lists and classes: every pair checked, before any address is placed
+        bad = _bad_pairs(probe, serving, product(distinct, serving))
+        if not bad:
+            return set()
+    at = list(compress(count(), map(serving.__contains__, classes)))
+    at_classes = list(map(classes.__getitem__, at))
+    # the subset of each address: its group's index over the keys per subset
+    lengths = [b - a for a, b in pairwise(starts)]
+    group_of = list(chain.from_iterable(map(repeat, count(), lengths)))
+    owners = list(map(floordiv, map(group_of.__getitem__, at), repeat(len(_SUBSET_KEYS))))
+    owner_ports = list(map(ports.__getitem__, owners))
+    if len(distinct) * len(serving) > _PAIRS_AT_ONCE:
+        bad = _bad_pairs(probe, serving, set(zip(owner_ports, at_classes, strict=True)))
+    return set(compress(owners, map(bad.__contains__, zip(owner_ports, at_classes, strict=True))))
+
+
+# pairs of ports list and address class checked without placing the addresses first
+_PAIRS_AT_ONCE = 4096
+
+
+def _bad_pairs(
+    probe: _Reached,
+    serving: Mapping[str, frozenset[str]],
+    pairs: Iterable[tuple[_Ports, str]],
+) -> set[tuple[_Ports, str]]:
+    """The pairs of (ports, address class) where a port is not one the class's services open,
+    or the ports are of an unusual shape."""
+    return {
+        (key, cls)
+        for key, cls in pairs
+        if key is None or not _numbers(key) <= probe.numbers(serving[cls])
+    }
+
+
+# what the port rule reads of a subset's ports: its port number, when it lists one port, or
+# the numbers of its ports; None for ports that are not a list of objects
+_Ports = int | tuple[Any, ...] | None
+
+
+def _ports_keys(lists: list[Any]) -> list[_Ports]:
+    """Each subset's ``_Ports``, read in C when every subset lists one port object with an
+    integer number (what the API server stores) or lists of objects."""
+    if set(map(type, lists)) == {list}:
+        if set(map(len, lists)) == {1}:
+            only = list(map(itemgetter(0), lists))
+            if set(map(type, only)) == {dict}:
+                numbers = list(map(dict.get, only, repeat("port")))
+                if set(map(type, numbers)) == {int}:
+                    return numbers
+        if set(map(type, chain.from_iterable(lists))) <= {dict}:
+            return list(map(tuple, map(map, repeat(dict.get), lists, repeat(repeat("port")))))
+    return list(map(_ports_key, lists))
+
+
+def _ports_key(ports: Any) -> _Ports:
+    """``_ports_keys`` for one subset."""
+    if ports is None:
+        return ()
+    if type(ports) is not list or set(map(type, ports)) - {dict}:
+        return None
+    return tuple(p.get("port") for p in ports)
+
+
+def _numbers(key: int | tuple[Any, ...]) -> frozenset[Any]:
+    """The port numbers of a ``_Ports`` (non-integers are not read by the port rule, and
+    make a subset a suspect, which costs only time)."""
+    return frozenset((key,)) if type(key) is int else frozenset(key)  # type: ignore[arg-type]
+
+
+# the field of an address judged in ``_subsets_whole`` until it is located
+_AT = "\0"
+_EMPTY: list[Any] = []
+
+
+def _ports_open(reached: _Reached, distinct: set[_Ports]) -> bool:
+    """Whether every port number of the subsets (``distinct``, their ``_ports_keys``) is a
+    port of all the services ``reached`` found (an unusual ports list answers no)."""
+    common = frozenset.intersection(*map(reached.numbers, reached.services))
+    return all(key is not None and _numbers(key) <= common for key in distinct)
+
+
+def _class_of(key: str | None, ip: str) -> str:
+    """The class of an address: its ``AddressClasses`` key, or its own text (judged alone)."""
+    return "\1" + ip if key is None else key
 
 
 class _Reached:
@@ -317,12 +531,19 @@ class _Reached:
         if not self._addressed:
             # no allowed service is reached by address: an address can only be internal
             return
+        found = self.services_of(address)
+        if found:
+            self.services.add(found)
+
+    def services_of(self, address: str) -> frozenset[str]:
+        """The allowed services whose addresses hold ``address`` (none when it is internal)."""
+        if not self._addressed:
+            return _NONE
         found = self._at.get(address)
         if found is None:
             found = self._services_at(address)
             self._at[address] = found
-        if found:
-            self.services.add(found)
+        return found
 
     def _services_at(self, address: str) -> frozenset[str]:
         """The allowed services whose addresses hold ``address``; none when it is internal.
