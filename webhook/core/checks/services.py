@@ -324,10 +324,12 @@ def _subsets_whole(
         where = f"{_AT}{index}"
         _check_address(reader, policy, ip, where, allowed, context.source, context.held, reached)
 
+    # the classes are kept: placing the addresses of allowed services reads them again
+    keys = address_keys(AddressClasses(policy, context.cuts), ips)
     reader = Reader(limit=STOP_AFTER_VIOLATIONS)
     stopped = False
     try:
-        judge_addresses(reader, policy, ips, judge, context.cuts)
+        judge_classes(reader, keys, lambda reader, index: judge(reader, index, ips[index]))
     except EnoughViolations:
         stopped = True
     starts = list(accumulate(map(len, groups), initial=0))
@@ -344,7 +346,7 @@ def _subsets_whole(
         for v in reader.violations
         if v.field.startswith(_AT)
     }
-    suspects |= _port_suspects(context, ports, distinct, ips, starts)
+    suspects |= _port_suspects(context, ports, distinct, ips, keys, starts)
     out = Reader(limit=STOP_AFTER_VIOLATIONS)
     for number in sorted(suspects):
         judge_subset(out, f"subsets[{first + number}]", rest[number])
@@ -367,6 +369,7 @@ def _port_suspects(
     ports: list[_Ports],
     distinct: set[_Ports],
     ips: list[str],
+    keys: list[str | None],
     starts: list[int],
 ) -> set[int]:
     """The subsets (indexes of ``subsets``) listing an address of an allowed service with a
@@ -375,7 +378,6 @@ def _port_suspects(
     Addresses of one ``AddressClasses`` class lie in the same services; each distinct pair of
     ports list and class is checked once.
     """
-    keys = address_keys(AddressClasses(context.policy, context.cuts), ips)
     classes = list(map(_class_of, keys, ips))
     probe = _Reached(context.policy, context.allowed)
     serving = {
@@ -392,10 +394,14 @@ def _port_suspects(
             return set()
     at = list(compress(count(), map(serving.__contains__, classes)))
     at_classes = list(map(classes.__getitem__, at))
-    # the subset of each address: its group's index over the keys per subset
-    lengths = [b - a for a, b in pairwise(starts)]
-    group_of = list(chain.from_iterable(map(repeat, count(), lengths)))
-    owners = list(map(floordiv, map(group_of.__getitem__, at), repeat(len(_SUBSET_KEYS))))
+    subsets = len(ports)
+    if starts[0::2] == list(range(subsets + 1)) and starts[1::2] == list(range(1, subsets + 1)):
+        # one address per subset, none of them not ready: the address's index is its subset's
+        owners = at
+    else:
+        lengths = [b - a for a, b in pairwise(starts)]
+        group_of = list(chain.from_iterable(map(repeat, count(), lengths)))
+        owners = list(map(floordiv, map(group_of.__getitem__, at), repeat(len(_SUBSET_KEYS))))
     owner_ports = list(map(ports.__getitem__, owners))
     if len(distinct) * len(serving) > _PAIRS_AT_ONCE:
         bad = _bad_pairs(probe, serving, set(zip(owner_ports, at_classes, strict=True)))
