@@ -1110,6 +1110,12 @@ clean_subset = st.builds(
         {"addresses": [{"ip": "198.51.100.1"}], "ports": [{"port": 5432}]},
     ],
 )
+# a port "number" of no hashable type next to an address of an allowed service (malformed
+# either way)
+@example(
+    head=[{"addresses": [{"ip": "10.9.0.1"}], "ports": [{"port": 443}]}] * CLASSES_FROM,
+    tail=[{"addresses": [{"ip": "203.0.113.1"}], "ports": [{"port": [443]}, {"port": 8080}]}],
+)
 # more violations than a denial reads (the pass stops; the decision says so)
 @example(
     head=[{"addresses": [{"ip": "10.9.0.1"}], "ports": [{"port": 443}]}] * CLASSES_FROM,
